@@ -1,0 +1,552 @@
+/**
+ * The micro-batch controller: consumes decoded pgoutput messages in order, encodes each change
+ * into its table's open window file, and decides when a flush happens (SPEC §3–§6).
+ *
+ * - A transaction goes to the window of its commit time (aligned to batch.interval), or to the
+ *   current window if that is later (commit times are not strictly monotonic in WAL order).
+ * - A flush happens only between transactions: when a transaction of a later window begins, when
+ *   the wall clock passes the window's end while idle (`tick`), or after a commit that takes a
+ *   table past batch.max_rows / batch.max_bytes. A single transaction is never split across
+ *   flushes, so a very large one makes one large file.
+ * - Exactly once: a transaction whose commit LSN is below the registered LSN was already written
+ *   by an earlier process and is skipped; a flush registers files and the new LSN in one registry
+ *   transaction and only then does the slot get confirmed (the caller does that with `durableLsn`).
+ */
+import path from 'node:path';
+import { promises as fsp } from 'node:fs';
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Config } from '../config/index.js';
+import { excludedColumns, matchTable } from '../config/index.js';
+import { lsnHex, type Lsn } from '../lsn.js';
+import { UNCHANGED_TOAST, type PgOutputMessage, type RelationColumn, type ReplicaIdentity, type Tuple } from '../wal/pgoutput.js';
+import { formatCommitTs, pgMicrosToUnixMs } from '../wal/time.js';
+import { textArrayLiteral } from '../output/csv.js';
+import { StreamingFile } from '../output/table-window.js';
+import { alignWindow, BATCHES_DIR, FILES, flushName, tableFolder, windowName } from '../output/layout.js';
+import { ensureDir, fsyncDir, renameDurable, writeFileAtomic } from '../output/atomic.js';
+import { batchJson, manifestJson, schemaYml, type ColumnDoc, type ManifestFile } from '../output/documents.js';
+import type { FileRecord, Registry } from '../registry/registry.js';
+import type { ServerInfo, TableDef } from '../source/setup.js';
+
+const COMMA = 0x2c;
+const LF = 0x0a;
+const OP = { I: 0x49, U: 0x55, D: 0x44, T: 0x54, B: 0x42 } as const;
+
+/** Prefix of the transactional logical messages emitted by our DDL event trigger (sql/002). */
+export const DDL_MESSAGE_PREFIX = 'pg-egress:ddl';
+
+interface RelInfo {
+  oid: number;
+  schema: string;
+  table: string;
+  key: string;
+  selected: boolean;
+  replicaIdentity: ReplicaIdentity;
+  columns: RelationColumn[];
+  /** Indexes into the tuple of the columns written (configured exclusions removed). */
+  outIdx: number[];
+  outNames: readonly string[];
+  /** Tuple indexes of the primary key, when known; used to detect identity changes under FULL. */
+  pkIdx: number[] | null;
+}
+
+interface TableWindow {
+  schema: string;
+  table: string;
+  relid: number | null;
+  folder: string;
+  file: StreamingFile | null;
+  rel: RelInfo | null;
+  ddl: string[];
+  ddlLsnStart: Lsn | null;
+  ddlLsnEnd: Lsn | null;
+  dropped: boolean;
+}
+
+interface Txn {
+  finalLsn: Lsn;
+  xid: number;
+  commitTime: bigint;
+  skip: boolean;
+  seq: number;
+  lsnField: Buffer;
+  midField: Buffer;
+  touched: Set<TableWindow>;
+}
+
+export interface DdlEvent {
+  command_tag: string;
+  object_type?: string;
+  schema: string;
+  table: string;
+  relid: number;
+  command: string;
+  definition?: TableDef;
+  dropped?: boolean;
+}
+
+export interface ControllerOptions {
+  cfg: Config;
+  registry: Registry;
+  server: ServerInfo;
+  log: Logger;
+  /** LSN registered by earlier flushes: transactions committed before it are skipped. */
+  registeredLsn: Lsn;
+  defs: TableDef[];
+  /** Loads a table's current catalog definition (for relations first seen mid-stream). */
+  loadDef: (relid: number) => Promise<TableDef | null>;
+  /** format_type(oid, typmod) for columns not described by a definition. */
+  formatType: (typeOid: number, typmod: number) => Promise<string>;
+  now?: () => number;
+}
+
+const defKey = (schema: string, table: string): string => `${schema}\u0000${table}`;
+
+export class BatchController {
+  private readonly cfg: Config;
+  private readonly log: Logger;
+  private readonly relations = new Map<number, RelInfo>();
+  private readonly defs = new Map<string, TableDef>();
+  private readonly windows = new Map<string, TableWindow>();
+  private txn: Txn | null = null;
+  private windowStart: number | null = null;
+  private flushSeq = 0;
+  private readonly tmpDir: string;
+  private readonly now: () => number;
+  /** End LSN of the last transaction fully processed (written into open files or skipped). */
+  processedLsn: Lsn;
+  /** Highest LSN whose changes are in registered files. */
+  durableLsn: Lsn;
+  private readonly skipBelow: Lsn;
+  /** Counters for status and logs. */
+  stats = { transactions: 0, rows: 0, flushes: 0, skippedTransactions: 0 };
+
+  constructor(private readonly o: ControllerOptions) {
+    this.cfg = o.cfg;
+    this.log = o.log;
+    this.processedLsn = o.registeredLsn;
+    this.durableLsn = o.registeredLsn;
+    this.skipBelow = o.registeredLsn;
+    this.tmpDir = path.join(o.cfg.output.dir, '_tmp');
+    this.now = o.now ?? Date.now;
+    for (const d of o.defs) this.defs.set(defKey(d.schema, d.table), d);
+  }
+
+  inTransaction(): boolean {
+    return this.txn !== null;
+  }
+
+  /** Rows or DDL received but not yet in registered files. */
+  hasPending(): boolean {
+    return this.windows.size > 0;
+  }
+
+  pendingRows(): Map<string, number> {
+    const m = new Map<string, number>();
+    for (const w of this.windows.values()) m.set(`${w.schema}.${w.table}`, w.file?.rows ?? 0);
+    return m;
+  }
+
+  /** Handles one message. Returns a promise only when it has asynchronous work (backpressure, flush). */
+  async handle(m: PgOutputMessage): Promise<void> {
+    switch (m.tag) {
+      case 'begin':
+        return this.begin(m.finalLsn, m.xid, m.commitTime);
+      case 'commit':
+        return this.commit(m.commitLsn, m.endLsn);
+      case 'relation':
+        return this.relation(m.relationOid, m.schema, m.name, m.replicaIdentity, m.columns);
+      case 'insert': {
+        const t = this.txn;
+        if (!t || t.skip) return;
+        const rel = this.rel(m.relationOid);
+        if (!rel.selected) return;
+        return this.emit(rel, OP.I, m.newTuple, null);
+      }
+      case 'update':
+        return this.update(m.relationOid, m.keyTuple, m.oldTuple, m.newTuple);
+      case 'delete':
+        return this.delete(m.relationOid, m.keyTuple, m.oldTuple);
+      case 'truncate': {
+        const t = this.txn;
+        if (!t || t.skip) return;
+        for (const oid of m.relationOids) {
+          const rel = this.rel(oid);
+          if (rel.selected) await this.emit(rel, OP.T, null, null);
+        }
+        return;
+      }
+      case 'message':
+        if (m.transactional && m.prefix === DDL_MESSAGE_PREFIX) return this.ddl(m.content);
+        return;
+      case 'type': // type names come from format_type() in table definitions
+      case 'origin': // changes replayed from another origin are exported like any other
+        return;
+    }
+  }
+
+  private rel(oid: number): RelInfo {
+    const r = this.relations.get(oid);
+    // pgoutput always sends a Relation before the first change of a relation in a session.
+    if (!r) throw new Error(`pgoutput: change for relation ${oid} without a Relation message`);
+    return r;
+  }
+
+  private async begin(finalLsn: Lsn, xid: number, commitTime: bigint): Promise<void> {
+    const skip = finalLsn < this.skipBelow;
+    if (!skip) {
+      const w = alignWindow(pgMicrosToUnixMs(commitTime), this.cfg.batch.intervalMs);
+      if (this.windowStart === null || w > this.windowStart) {
+        if (this.hasPending()) await this.flush('window');
+        await this.openWindow(w);
+      }
+    }
+    this.txn = {
+      finalLsn,
+      xid,
+      commitTime,
+      skip,
+      seq: 0,
+      lsnField: Buffer.from(lsnHex(finalLsn) + ',', 'latin1'),
+      midField: Buffer.from(`,${xid},${formatCommitTs(commitTime)},`, 'latin1'),
+      touched: new Set(),
+    };
+  }
+
+  private async openWindow(w: number): Promise<void> {
+    this.windowStart = w;
+    this.flushSeq = await this.o.registry.flushCount(windowName(w));
+  }
+
+  private async commit(commitLsn: Lsn, endLsn: Lsn): Promise<void> {
+    const t = this.txn;
+    if (!t) throw new Error('pgoutput: Commit without Begin');
+    if (commitLsn !== t.finalLsn) throw new Error(`pgoutput: Commit ${lsnHex(commitLsn)} does not match Begin ${lsnHex(t.finalLsn)}`);
+    this.txn = null;
+    this.processedLsn = endLsn;
+    if (t.skip) {
+      this.stats.skippedTransactions++;
+      return;
+    }
+    this.stats.transactions++;
+    const { maxRows, maxBytes } = this.cfg.batch;
+    for (const w of t.touched) {
+      if (w.file && (w.file.rows >= maxRows || w.file.rawBytes >= maxBytes)) {
+        await this.flush('size');
+        return;
+      }
+    }
+  }
+
+  private async relation(oid: number, schema: string, table: string, replicaIdentity: ReplicaIdentity, columns: RelationColumn[]): Promise<void> {
+    const key = defKey(schema, table);
+    const selected = matchTable(this.cfg, schema, table);
+    const excluded = excludedColumns(this.cfg, schema, table);
+    const outIdx: number[] = [];
+    columns.forEach((c, i) => {
+      if (!excluded.has(c.name)) outIdx.push(i);
+    });
+    const prev = this.relations.get(oid);
+    const names = outIdx.map((i) => columns[i].name);
+    // Keep the same array when nothing changed, so files compare layouts by reference.
+    const outNames = prev && prev.outNames.length === names.length && prev.outNames.every((n, i) => n === names[i]) ? prev.outNames : names;
+    if (selected && !this.defs.has(key)) {
+      const def = await this.o.loadDef(oid);
+      if (def) this.defs.set(key, def);
+    }
+    const def = this.defs.get(key);
+    let pkIdx: number[] | null = null;
+    if (def && def.primary_key.length) {
+      pkIdx = def.primary_key.map((n) => columns.findIndex((c) => c.name === n));
+      if (pkIdx.some((i) => i < 0)) pkIdx = null;
+    }
+    const rel: RelInfo = { oid, schema, table, key, selected, replicaIdentity, columns, outIdx, outNames, pkIdx };
+    this.relations.set(oid, rel);
+    if (selected && (!prev || prev.schema !== schema || prev.table !== table)) {
+      await this.o.registry.noteTable(schema, table, oid);
+    }
+  }
+
+  private window(schema: string, table: string, relid: number | null): TableWindow {
+    const key = defKey(schema, table);
+    let w = this.windows.get(key);
+    if (!w) {
+      w = { schema, table, relid, folder: tableFolder(schema, table), file: null, rel: null, ddl: [], ddlLsnStart: null, ddlLsnEnd: null, dropped: false };
+      this.windows.set(key, w);
+    }
+    return w;
+  }
+
+  private async update(oid: number, keyTuple: Tuple | null, oldTuple: Tuple | null, newTuple: Tuple): Promise<void> {
+    const t = this.txn;
+    if (!t || t.skip) return;
+    const rel = this.rel(oid);
+    if (!rel.selected) return;
+    // An identity change is written as D (old identity) then U (SPEC §4). pgoutput sends the old
+    // key ('K') only when key columns changed; under FULL it sends the whole old row ('O') always,
+    // and we compare the primary key ourselves (no primary key: every update changes identity).
+    let identityChanged = keyTuple !== null;
+    if (oldTuple) {
+      identityChanged = rel.pkIdx === null || rel.pkIdx.some((i) => !sameValue(oldTuple[i], newTuple[i]));
+    }
+    if (identityChanged) await this.emit(rel, OP.D, keyTuple ?? oldTuple, null);
+    if (oldTuple && this.cfg.output.beforeImages) await this.emit(rel, OP.B, oldTuple, null);
+    await this.emit(rel, OP.U, newTuple, oldTuple);
+  }
+
+  private async delete(oid: number, keyTuple: Tuple | null, oldTuple: Tuple | null): Promise<void> {
+    const t = this.txn;
+    if (!t || t.skip) return;
+    const rel = this.rel(oid);
+    if (!rel.selected) return;
+    if (oldTuple && this.cfg.output.beforeImages) await this.emit(rel, OP.B, oldTuple, null);
+    await this.emit(rel, OP.D, oldTuple ?? keyTuple, null);
+  }
+
+  /**
+   * Encodes one row. `fill` supplies values for unchanged-TOAST columns when the old row is
+   * known (REPLICA IDENTITY FULL); otherwise such columns are empty and named in `_unchanged`.
+   */
+  private emit(rel: RelInfo, op: number, tuple: Tuple | null, fill: Tuple | null): Promise<void> | undefined {
+    const t = this.txn!;
+    const w = this.window(rel.schema, rel.table, rel.oid);
+    w.rel = rel;
+    t.touched.add(w);
+    const f = (w.file ??= new StreamingFile({ tmpDir: this.tmpDir, gzipLevel: this.cfg.output.gzipLevel, fileMode: this.cfg.output.fileMode }));
+    if (f.columns !== rel.outNames) {
+      return f.useColumns(rel.outNames).then(() => this.emit(rel, op, tuple, fill));
+    }
+    const b = f.buf;
+    b.raw(t.lsnField);
+    b.ascii(String(t.seq++));
+    b.raw(t.midField);
+    b.byte(op);
+    b.byte(COMMA);
+    const idx = rel.outIdx;
+    if (tuple) {
+      let unchanged: string[] | null = null;
+      for (let i = 0; i < idx.length; i++) {
+        if (tuple[idx[i]] === UNCHANGED_TOAST && !(fill && Buffer.isBuffer(fill[idx[i]]))) {
+          (unchanged ??= []).push(rel.outNames[i]);
+        }
+      }
+      if (unchanged) b.text(textArrayLiteral(unchanged));
+      for (let i = 0; i < idx.length; i++) {
+        b.byte(COMMA);
+        let v = tuple[idx[i]];
+        if (v === UNCHANGED_TOAST) v = fill ? fill[idx[i]] : null;
+        if (v !== null && v !== UNCHANGED_TOAST && v !== undefined) b.value(v);
+      }
+    } else {
+      for (let i = 0; i < idx.length; i++) b.byte(COMMA);
+    }
+    b.byte(LF);
+    this.stats.rows++;
+    return f.rowWritten(t.finalLsn);
+  }
+
+  private async ddl(content: Buffer): Promise<void> {
+    const t = this.txn;
+    if (!t || t.skip) return;
+    let ev: DdlEvent;
+    try {
+      ev = JSON.parse(content.toString('utf8')) as DdlEvent;
+    } catch {
+      this.log.warn('ignoring malformed DDL message');
+      return;
+    }
+    if (!matchTable(this.cfg, ev.schema, ev.table)) return;
+    const w = this.window(ev.schema, ev.table, ev.relid);
+    const key = defKey(ev.schema, ev.table);
+    if (ev.definition) this.defs.set(key, ev.definition);
+    if (ev.dropped) w.dropped = true;
+    if (w.ddlLsnStart === null) w.ddlLsnStart = t.finalLsn;
+    w.ddlLsnEnd = t.finalLsn;
+    const command = ev.command.trim().replace(/;\s*$/, '');
+    w.ddl.push(`-- lsn ${lsnHex(t.finalLsn)} xid ${t.xid} at ${formatCommitTs(t.commitTime)}: ${ev.command_tag}\n${command};\n`);
+  }
+
+  /** Wall-clock check between frames: closes the window once its end has passed, when idle. */
+  async tick(): Promise<boolean> {
+    if (this.txn || !this.hasPending() || this.windowStart === null) return false;
+    if (this.now() < this.windowStart + this.cfg.batch.intervalMs) return false;
+    await this.flush('interval');
+    return true;
+  }
+
+  /**
+   * Writes every open table window of this flush, the batch index, and registers them with the
+   * new LSN. Afterwards `durableLsn` is the LSN the slot may be confirmed to.
+   */
+  async flush(reason: 'window' | 'interval' | 'size' | 'shutdown'): Promise<void> {
+    if (this.txn) throw new Error('flush inside a transaction');
+    if (this.windowStart === null || this.windows.size === 0) return;
+    const started = this.now();
+    const cfg = this.cfg;
+    const out = cfg.output.dir;
+    const batchId = flushName(this.windowStart, this.flushSeq);
+    const windowStart = new Date(this.windowStart);
+    const files: FileRecord[] = [];
+    const manifests: { path: string; sha256: string; schema: string; table: string; rows: number }[] = [];
+    let rows = 0;
+    let lsnStart: Lsn | null = null;
+    const tables = [...this.windows.values()].sort((a, b) => (a.folder < b.folder ? -1 : a.folder > b.folder ? 1 : 0));
+    await ensureDir(this.tmpDir, cfg.output.dirMode);
+    for (const w of tables) {
+      const rel = `${w.folder}/${batchId}`;
+      const dir = path.join(out, w.folder, batchId);
+      await ensureDir(dir, cfg.output.dirMode);
+      const mfFiles: ManifestFile[] = [];
+      const f = w.file;
+      if (f && f.rows > 0) {
+        const { tmpPath, stats } = await f.finish();
+        await renameDurable(tmpPath, path.join(dir, FILES.streaming));
+        mfFiles.push({ name: FILES.streaming, type: 'streaming', rows: f.rows, bytes: stats.bytes, rawBytes: stats.rawBytes, sha256: stats.sha256, lsnStart: f.lsnStart, lsnEnd: f.lsnEnd });
+        files.push({ path: `${rel}/${FILES.streaming}`, type: 'streaming', schema: w.schema, table: w.table, lsnStart: f.lsnStart, lsnEnd: f.lsnEnd, rows: f.rows, bytes: stats.bytes, rawBytes: stats.rawBytes, sha256: stats.sha256, merkleRoot: null });
+        rows += f.rows;
+        if (lsnStart === null || (f.lsnStart !== null && f.lsnStart < lsnStart)) lsnStart = f.lsnStart;
+      }
+      const wLsnStart = minLsn(f?.lsnStart ?? null, w.ddlLsnStart);
+      const wLsnEnd = maxLsnN(f?.lsnEnd ?? null, w.ddlLsnEnd);
+      if (lsnStart === null || (wLsnStart !== null && wLsnStart < lsnStart)) lsnStart = wLsnStart ?? lsnStart;
+
+      const schemaText = await this.schemaDoc(w, wLsnStart, wLsnEnd);
+      const schemaSha = sha256(schemaText);
+      await writeFileAtomic(path.join(dir, FILES.schema), schemaText, cfg.output.fileMode);
+      files.push(smallFile(`${rel}/${FILES.schema}`, 'schema', w, schemaText, schemaSha));
+      let ddlSha: string | null = null;
+      if (w.ddl.length) {
+        const ddlText = w.ddl.join('');
+        ddlSha = sha256(ddlText);
+        await writeFileAtomic(path.join(dir, FILES.ddl), ddlText, cfg.output.fileMode);
+        files.push(smallFile(`${rel}/${FILES.ddl}`, 'ddl', w, ddlText, ddlSha));
+      }
+      const manifestText = manifestJson({
+        schema: w.schema,
+        table: w.table,
+        oid: w.relid ?? 0,
+        batchId,
+        windowStart,
+        files: mfFiles,
+        schemaSha256: schemaSha,
+        ddlSha256: ddlSha,
+        lsnStart: wLsnStart,
+        lsnEnd: wLsnEnd,
+      });
+      const manifestSha = sha256(manifestText);
+      await writeFileAtomic(path.join(dir, FILES.manifest), manifestText, cfg.output.fileMode);
+      files.push(smallFile(`${rel}/${FILES.manifest}`, 'manifest', w, manifestText, manifestSha));
+      manifests.push({ path: `${rel}/${FILES.manifest}`, sha256: manifestSha, schema: w.schema, table: w.table, rows: f?.rows ?? 0 });
+      await fsyncDir(dir);
+    }
+    const batchDir = path.join(out, BATCHES_DIR);
+    await ensureDir(batchDir, cfg.output.dirMode);
+    const indexText = batchJson({
+      batchId,
+      windowStart,
+      slot: cfg.slot,
+      source: { database: this.o.server.database, systemIdentifier: this.o.server.systemIdentifier },
+      lsnStart,
+      lsnEnd: this.processedLsn,
+      manifests,
+    });
+    const indexSha = sha256(indexText);
+    const indexPath = `${BATCHES_DIR}/${batchId}.json`;
+    await writeFileAtomic(path.join(out, indexPath), indexText, cfg.output.fileMode);
+    await fsyncDir(batchDir);
+    files.push({ path: indexPath, type: 'batch', schema: null, table: null, lsnStart, lsnEnd: this.processedLsn, rows, bytes: Buffer.byteLength(indexText), rawBytes: null, sha256: indexSha, merkleRoot: null });
+
+    await this.o.registry.registerFlush({
+      slot: cfg.slot,
+      batchId,
+      windowStartMs: this.windowStart,
+      lsnStart,
+      lsnEnd: this.processedLsn,
+      rows,
+      indexPath,
+      indexSha256: indexSha,
+      merkleRoot: null,
+      files,
+      tables: tables.map((w) => ({ schema: w.schema, table: w.table, relid: w.relid, dropped: w.dropped })),
+    });
+    this.durableLsn = this.processedLsn;
+    this.windows.clear();
+    this.flushSeq++;
+    this.stats.flushes++;
+    this.log.info({ batch: batchId, reason, tables: tables.length, rows, lsn: lsnHex(this.durableLsn), ms: this.now() - started }, 'flushed batch');
+  }
+
+  private async schemaDoc(w: TableWindow, lsnStart: Lsn | null, lsnEnd: Lsn | null): Promise<string> {
+    const def = this.defs.get(defKey(w.schema, w.table));
+    const byName = new Map(def?.columns.map((c) => [c.name, c]) ?? []);
+    const excluded = excludedColumns(this.cfg, w.schema, w.table);
+    let columns: ColumnDoc[];
+    if (w.rel && !w.dropped) {
+      const rel = w.rel;
+      columns = [];
+      for (const i of rel.outIdx) {
+        const c = rel.columns[i];
+        const d = byName.get(c.name);
+        const type = d && d.type_oid === c.typeOid ? d.type : await this.o.formatType(c.typeOid, c.typmod);
+        columns.push({ name: c.name, type, typeOid: c.typeOid, nullable: d ? d.nullable : !c.isKey });
+      }
+    } else {
+      columns = (def?.columns ?? []).filter((c) => !c.generated && !excluded.has(c.name)).map((c) => ({ name: c.name, type: c.type, typeOid: c.type_oid, nullable: c.nullable }));
+    }
+    const ri = w.rel?.replicaIdentity ?? identityName(def?.replica_identity);
+    return schemaYml({
+      schema: w.schema,
+      table: w.table,
+      oid: w.relid ?? def?.relid ?? 0,
+      replicaIdentity: ri,
+      primaryKey: def?.primary_key ?? [],
+      columns,
+      generatedColumns: (def?.columns ?? []).filter((c) => c.generated).map((c) => c.name),
+      source: { database: this.o.server.database, serverVersion: this.o.server.serverVersion, systemIdentifier: this.o.server.systemIdentifier },
+      lsnStart,
+      lsnEnd,
+      generatedAt: new Date(this.now()),
+    });
+  }
+
+  /** Drops everything not yet registered (on shutdown or reconnect it is streamed again). */
+  async abort(): Promise<void> {
+    for (const w of this.windows.values()) await w.file?.abort();
+    this.windows.clear();
+    this.txn = null;
+  }
+}
+
+function identityName(c: string | undefined): ReplicaIdentity {
+  switch (c) {
+    case 'f':
+      return 'full';
+    case 'i':
+      return 'index';
+    case 'n':
+      return 'nothing';
+    default:
+      return 'default';
+  }
+}
+
+function sameValue(a: Tuple[number], b: Tuple[number]): boolean {
+  if (b === UNCHANGED_TOAST || a === UNCHANGED_TOAST) return true;
+  if (a === null || b === null) return a === b;
+  return a.equals(b);
+}
+
+const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+
+function smallFile(p: string, type: FileRecord['type'], w: TableWindow, text: string, sha: string): FileRecord {
+  return { path: p, type, schema: w.schema, table: w.table, lsnStart: null, lsnEnd: null, rows: null, bytes: Buffer.byteLength(text), rawBytes: null, sha256: sha, merkleRoot: null };
+}
+
+const minLsn = (a: Lsn | null, b: Lsn | null): Lsn | null => (a === null ? b : b === null ? a : a < b ? a : b);
+const maxLsnN = (a: Lsn | null, b: Lsn | null): Lsn | null => (a === null ? b : b === null ? a : a > b ? a : b);
+
+/** Removes temporary files of an aborted window folder (exported for the daemon's startup sweep). */
+export async function removeTmpDir(outDir: string): Promise<void> {
+  await fsp.rm(path.join(outDir, '_tmp'), { recursive: true, force: true });
+}

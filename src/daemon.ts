@@ -1,0 +1,221 @@
+/**
+ * The `run` daemon: prepares the source, then streams the slot through the batch controller into
+ * files, confirming the slot only up to what is registered. A lost connection (server restart,
+ * network cut) drops whatever was not yet registered and starts a new session from the registered
+ * LSN after a backoff, so nothing is lost or written twice.
+ */
+import path from 'node:path';
+import type pg from 'pg';
+import type { Config } from './config/index.js';
+import type { Logger } from './log.js';
+import { EgressError, isEgressError } from './errors.js';
+import { formatLsn, lsnHex, maxLsn, type Lsn } from './lsn.js';
+import { connectClient, describeSource, sourceError } from './source/connect.js';
+import { checkServer, ensureSlot, loadTableDefs, publishedRelids, syncPublication, tablesWithoutIdentity, type ServerInfo } from './source/setup.js';
+import { migrate } from './registry/migrate.js';
+import { Registry, type TablePatternSql } from './registry/registry.js';
+import { ReplicationStream } from './wal/stream.js';
+import { decodeFrame } from './wal/frames.js';
+import { decodePgOutput } from './wal/pgoutput.js';
+import { BatchController } from './batch/controller.js';
+import { sweepOutput } from './output/sweep.js';
+import { ensureDir, writeFileAtomic } from './output/atomic.js';
+
+const STATUS_INTERVAL_MS = 10_000;
+const STATUS_FILE = '_status.json';
+
+export interface Prepared {
+  client: pg.Client;
+  server: ServerInfo;
+  registry: Registry;
+  registeredLsn: Lsn;
+  slotConfirmed: Lsn;
+  slotCreated: boolean;
+}
+
+const patternSql = (p: { schema: RegExp; table: RegExp }): TablePatternSql => ({ schema: p.schema.source, table: p.table.source });
+
+/**
+ * Everything `init` and `run` share: server checks, registry migrations, capture settings,
+ * publication and slot. Returns an open registry connection.
+ */
+export async function prepareSource(cfg: Config, log: Logger): Promise<Prepared> {
+  const client = await connectClient(cfg.source);
+  try {
+    const server = await checkServer(client, cfg);
+    const applied = await migrate(client);
+    if (applied.length) log.info({ versions: applied }, 'registry migrated');
+    const triggers = await client.query(`SELECT 1 FROM pg_event_trigger WHERE evtname = 'pg_egress_ddl_command_end'`);
+    if (triggers.rowCount === 0) {
+      log.warn('DDL capture is off: the registry was created by a non-superuser; run `pg-egress init` once as a superuser to install its event triggers');
+    }
+    const registry = new Registry(client, cfg.slot);
+    await registry.saveSettings(cfg.publication, cfg.tables.include.map(patternSql), cfg.tables.exclude.map(patternSql));
+    const pub = await syncPublication(client, cfg);
+    if (pub.added.length || pub.removed.length) {
+      log.info({ added: pub.added.map((t) => `${t.schema}.${t.table}`), removed: pub.removed.map((t) => `${t.schema}.${t.table}`) }, 'publication updated');
+    }
+    for (const t of await tablesWithoutIdentity(client, cfg.publication)) {
+      log.warn(`table ${t.schema}.${t.table} has no primary key or replica identity: UPDATE and DELETE on it will fail while it is published; add a primary key or ALTER TABLE ... REPLICA IDENTITY FULL, or exclude it in tables.exclude`);
+    }
+    const slot = await ensureSlot(client, cfg);
+    if (slot.created) log.info({ slot: cfg.slot, lsn: formatLsn(slot.confirmedFlush) }, 'replication slot created');
+    const registeredLsn = await registry.ensureSlotState(cfg.publication);
+    return { client, server, registry, registeredLsn, slotConfirmed: slot.confirmedFlush, slotCreated: slot.created };
+  } catch (e) {
+    await client.end().catch(() => undefined);
+    throw sourceError(e, cfg.source, 'prepare the source database');
+  }
+}
+
+export interface RunOptions {
+  signal: AbortSignal;
+  /** Called once streaming has started (tests, readiness). */
+  onStreaming?: () => void;
+}
+
+export async function runDaemon(cfg: Config, log: Logger, opts: RunOptions): Promise<void> {
+  let started = false;
+  let attempt = 0;
+  while (!opts.signal.aborted) {
+    try {
+      await runSession(cfg, log, opts, () => {
+        started = true;
+        attempt = 0;
+      });
+      return;
+    } catch (e) {
+      const err = isEgressError(e) ? e : sourceError(e, cfg.source, 'stream');
+      // Before the first successful start, errors are the operator's to fix: exit with them.
+      if (!started || !err.retryable || opts.signal.aborted) throw err;
+      attempt++;
+      const delay = Math.min(30_000, 250 * 2 ** Math.min(attempt, 7)) * (0.75 + Math.random() * 0.5);
+      log.warn({ code: err.code, attempt, retry_in_ms: Math.round(delay) }, `${err.message}; reconnecting`);
+      await sleep(delay, opts.signal);
+    }
+  }
+}
+
+async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted: () => void): Promise<void> {
+  const prep = await prepareSource(cfg, log);
+  const { client, registry } = prep;
+  let stream: ReplicationStream | null = null;
+  let controller: BatchController | null = null;
+  try {
+    await ensureDir(cfg.output.dir, cfg.output.dirMode);
+    const sweep = await sweepOutput(cfg.output.dir, await registry.registeredPaths());
+    if (sweep.removed.length) log.info({ files: sweep.removed.length }, 'removed unregistered files left by an earlier process');
+    if (sweep.missing) log.warn({ files: sweep.missing }, 'registered files are missing from output.dir');
+
+    const formatCache = new Map<string, string>();
+    controller = new BatchController({
+      cfg,
+      registry,
+      server: prep.server,
+      log,
+      registeredLsn: prep.registeredLsn,
+      defs: await loadTableDefs(client, await publishedRelids(client, cfg.publication)),
+      loadDef: async (relid) => (await loadTableDefs(client, [relid]))[0] ?? null,
+      formatType: async (oid, typmod) => {
+        const k = `${oid}:${typmod}`;
+        let t = formatCache.get(k);
+        if (t === undefined) {
+          const r = await client.query<{ t: string }>('SELECT format_type($1::oid, $2::int) AS t', [oid, typmod]);
+          t = r.rows[0].t;
+          formatCache.set(k, t);
+        }
+        return t;
+      },
+    });
+    stream = await ReplicationStream.start({ source: cfg.source, slot: cfg.slot, publication: cfg.publication, startLsn: prep.registeredLsn });
+    log.info({ source: describeSource(cfg.source), slot: cfg.slot, publication: cfg.publication, from: lsnHex(prep.registeredLsn), output: cfg.output.dir }, 'streaming');
+    onStarted();
+    opts.onStreaming?.();
+
+    let confirmed = prep.slotConfirmed;
+    let idleWalEnd: Lsn = 0n;
+    let lastStatus = Date.now();
+    let lastTick = Date.now();
+    let lastStatusFile = 0;
+    let sentDurable = controller.durableLsn;
+    const c = controller;
+    const s = stream;
+    // The slot is confirmed to what is registered; when nothing received is pending, to the
+    // server's reported WAL end, so an idle or unpublished-only workload does not hold WAL.
+    const confirmLsn = (): Lsn => {
+      let l = c.durableLsn;
+      if (!c.inTransaction() && !c.hasPending()) l = maxLsn(l, idleWalEnd);
+      confirmed = maxLsn(confirmed, l);
+      return confirmed;
+    };
+
+    while (!opts.signal.aborted) {
+      const buf = await s.next(1000);
+      if (buf) {
+        const frame = decodeFrame(buf);
+        if (frame.tag === 'xlogdata') {
+          s.receivedLsn = maxLsn(s.receivedLsn, frame.walStart);
+          await c.handle(decodePgOutput(frame.data));
+        } else {
+          s.receivedLsn = maxLsn(s.receivedLsn, frame.walEnd);
+          if (!c.inTransaction() && !c.hasPending()) idleWalEnd = maxLsn(idleWalEnd, frame.walEnd);
+          if (frame.replyRequested || idleWalEnd > confirmed) {
+            s.sendStatus(confirmLsn());
+            lastStatus = Date.now();
+          }
+        }
+      }
+      const now = Date.now();
+      if (!buf || now - lastTick >= 1000) {
+        lastTick = now;
+        await c.tick();
+      }
+      if (c.durableLsn !== sentDurable || now - lastStatus >= STATUS_INTERVAL_MS) {
+        sentDurable = c.durableLsn;
+        s.sendStatus(confirmLsn());
+        lastStatus = now;
+      }
+      if (now - lastStatusFile >= 5000) {
+        lastStatusFile = now;
+        await writeStatusFile(cfg, c, confirmed, s.receivedLsn).catch((e: unknown) => log.debug({ err: String(e) }, 'status file not written'));
+      }
+      if (now - s.lastFrameAt > 5 * 60_000) {
+        throw new EgressError('SOURCE_UNREACHABLE', 'no message from the server for 5 minutes', { retryable: true });
+      }
+    }
+    // Shutdown: a flush in progress has completed (handle() awaited it); confirm and leave.
+    s.sendStatus(confirmLsn());
+    log.info({ registered: lsnHex(c.durableLsn), confirmed: lsnHex(confirmed), stats: c.stats }, 'stopped');
+  } finally {
+    await controller?.abort().catch(() => undefined);
+    await stream?.close();
+    await client.end().catch(() => undefined);
+  }
+}
+
+async function writeStatusFile(cfg: Config, c: BatchController, confirmed: Lsn, received: Lsn): Promise<void> {
+  const status = {
+    pid: process.pid,
+    updated_at: new Date().toISOString(),
+    registered_lsn: lsnHex(c.durableLsn),
+    confirmed_lsn: lsnHex(confirmed),
+    received_lsn: lsnHex(received),
+    pending_rows: Object.fromEntries(c.pendingRows()),
+    stats: c.stats,
+  };
+  await writeFileAtomic(path.join(cfg.output.dir, STATUS_FILE), JSON.stringify(status, null, 2) + '\n', cfg.output.fileMode);
+}
+
+export const statusFilePath = (cfg: Config): string => path.join(cfg.output.dir, STATUS_FILE);
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,221 @@
+/**
+ * COPY-compatible CSV encoding over bytes (SPEC §4). Values arrive from pgoutput as the exact
+ * UTF-8 bytes of PostgreSQL's text output; we never decode them to JS strings on the hot path.
+ *
+ * Quoting follows PostgreSQL's CopyAttributeOutCSV (src/backend/commands/copyto.c): a value is
+ * quoted when it equals the NULL string (empty in CSV mode), contains the delimiter, the quote,
+ * CR or LF, or is `\.` alone in a one-column file; quotes inside are doubled.
+ * https://www.postgresql.org/docs/15/sql-copy.html#id-1.9.3.55.9.4
+ */
+
+const COMMA = 0x2c;
+const QUOTE = 0x22;
+const LF = 0x0a;
+const CR = 0x0d;
+const BACKSLASH = 0x5c;
+const DOT = 0x2e;
+
+export function needsQuote(value: Buffer, singleColumn = false): boolean {
+  const n = value.length;
+  if (n === 0) return true;
+  if (singleColumn && n === 2 && value[0] === BACKSLASH && value[1] === DOT) return true;
+  for (let i = 0; i < n; i++) {
+    const c = value[i];
+    if (c === COMMA || c === QUOTE || c === LF || c === CR) return true;
+  }
+  return false;
+}
+
+/**
+ * A growable byte buffer that records are encoded into. One per open file; its contents are
+ * handed to gzip in chunks of about `flushAt` bytes so memory stays bounded.
+ */
+export class CsvBuffer {
+  private buf: Buffer;
+  length = 0;
+
+  constructor(initialSize = 128 * 1024) {
+    this.buf = Buffer.allocUnsafe(initialSize);
+  }
+
+  private ensure(extra: number): void {
+    const need = this.length + extra;
+    if (need <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < need) size *= 2;
+    const next = Buffer.allocUnsafe(size);
+    this.buf.copy(next, 0, 0, this.length);
+    this.buf = next;
+  }
+
+  /** Bytes known to need no quoting (our own metadata: hex LSNs, digits, fixed timestamps). */
+  raw(bytes: Buffer): void {
+    this.ensure(bytes.length);
+    bytes.copy(this.buf, this.length);
+    this.length += bytes.length;
+  }
+
+  ascii(text: string): void {
+    this.ensure(text.length);
+    this.length += this.buf.latin1Write(text, this.length);
+  }
+
+  byte(b: number): void {
+    this.ensure(1);
+    this.buf[this.length++] = b;
+  }
+
+  /** A non-NULL value, quoted when COPY would quote it. */
+  value(bytes: Buffer, singleColumn = false): void {
+    if (!needsQuote(bytes, singleColumn)) {
+      this.raw(bytes);
+      return;
+    }
+    // Worst case every byte is a quote: 2n + 2.
+    this.ensure(bytes.length * 2 + 2);
+    const out = this.buf;
+    let o = this.length;
+    out[o++] = QUOTE;
+    let start = 0;
+    for (let i = 0; i < bytes.length; i++) {
+      if (bytes[i] === QUOTE) {
+        o += bytes.copy(out, o, start, i + 1);
+        out[o++] = QUOTE;
+        start = i + 1;
+      }
+    }
+    o += bytes.copy(out, o, start);
+    out[o++] = QUOTE;
+    this.length = o;
+  }
+
+  /** A non-NULL string value (names, DDL text); encoded as UTF-8 then quoted like a value. */
+  text(value: string, singleColumn = false): void {
+    this.value(Buffer.from(value, 'utf8'), singleColumn);
+  }
+
+  /** Removes and returns the encoded bytes (a copy, so the buffer can be reused at once). */
+  take(): Buffer {
+    const out = Buffer.allocUnsafe(this.length);
+    this.buf.copy(out, 0, 0, this.length);
+    this.length = 0;
+    return out;
+  }
+}
+
+/** The CSV header line for the given column names, as COPY (FORMAT csv, HEADER) prints it. */
+export function headerLine(names: readonly string[]): Buffer {
+  const b = new CsvBuffer(256);
+  names.forEach((name, i) => {
+    if (i > 0) b.byte(COMMA);
+    b.text(name, names.length === 1);
+  });
+  b.byte(LF);
+  return b.take();
+}
+
+/**
+ * A PostgreSQL text-array literal of names, e.g. `{body,"my col"}` (used for `_unchanged`).
+ * Element quoting follows array_out: quote when empty, when it contains `{}",\` or white space,
+ * or when it reads NULL (case-insensitive). https://www.postgresql.org/docs/15/arrays.html#ARRAYS-IO
+ */
+export function textArrayLiteral(items: readonly string[]): string {
+  const parts = items.map((s) => {
+    if (s === '' || /[{}",\\\s]/.test(s) || s.toUpperCase() === 'NULL') {
+      return '"' + s.replace(/[\\"]/g, (c) => '\\' + c) + '"';
+    }
+    return s;
+  });
+  return '{' + parts.join(',') + '}';
+}
+
+/**
+ * Splits CSV bytes into records and fields (RFC 4180 with COPY's conventions). Used to remap rows
+ * when a table's columns change inside a window, by `verify`, and by tests. Incremental: feed
+ * chunks in any split, each complete record is passed to `onRecord` with its exact bytes (without
+ * the terminating LF) so that Merkle leaves can be computed from it.
+ */
+export class CsvRecordSplitter {
+  private pending: Buffer[] = [];
+  private pendingLen = 0;
+  private inQuotes = false;
+
+  constructor(private readonly onRecord: (record: Buffer) => void) {}
+
+  push(chunk: Buffer): void {
+    let start = 0;
+    for (let i = 0; i < chunk.length; i++) {
+      const c = chunk[i];
+      if (c === QUOTE) this.inQuotes = !this.inQuotes;
+      else if (c === LF && !this.inQuotes) {
+        let rec = chunk.subarray(start, i);
+        if (this.pendingLen > 0) {
+          this.pending.push(rec);
+          rec = Buffer.concat(this.pending, this.pendingLen + rec.length);
+          this.pending = [];
+          this.pendingLen = 0;
+        }
+        this.onRecord(rec);
+        start = i + 1;
+      }
+    }
+    if (start < chunk.length) {
+      // Copy: callers may reuse their chunk buffers.
+      const rest = Buffer.from(chunk.subarray(start));
+      this.pending.push(rest);
+      this.pendingLen += rest.length;
+    }
+  }
+
+  /** Call at end of input; a trailing record without LF is an error (COPY always ends with LF). */
+  end(): void {
+    if (this.pendingLen > 0 || this.inQuotes) {
+      throw new Error('CSV input ends inside a record');
+    }
+  }
+}
+
+/** Parses one record into fields: `null` for NULL (empty unquoted), Buffer otherwise. */
+export function parseRecord(record: Buffer): (Buffer | null)[] {
+  const fields: (Buffer | null)[] = [];
+  let i = 0;
+  const n = record.length;
+  for (;;) {
+    if (i < n && record[i] === QUOTE) {
+      // Quoted field: collect until the closing quote, un-doubling quotes.
+      const parts: Buffer[] = [];
+      let start = i + 1;
+      let j = start;
+      for (;;) {
+        if (j >= n) throw new Error('unterminated quoted CSV field');
+        if (record[j] === QUOTE) {
+          if (j + 1 < n && record[j + 1] === QUOTE) {
+            parts.push(record.subarray(start, j + 1));
+            j += 2;
+            start = j;
+            continue;
+          }
+          parts.push(record.subarray(start, j));
+          j++;
+          break;
+        }
+        j++;
+      }
+      fields.push(parts.length === 1 ? parts[0] : Buffer.concat(parts));
+      i = j;
+    } else {
+      let j = i;
+      while (j < n && record[j] !== COMMA) j++;
+      fields.push(j === i ? null : record.subarray(i, j));
+      i = j;
+    }
+    if (i >= n) break;
+    if (record[i] !== COMMA) throw new Error(`malformed CSV record at byte ${i}`);
+    i++;
+    if (i === n) {
+      fields.push(null);
+      break;
+    }
+  }
+  return fields;
+}

@@ -1,0 +1,145 @@
+/**
+ * One table's rows in the flush window being written. Rows are CSV-encoded into a small buffer and
+ * streamed through gzip into a temporary file as they arrive, so memory does not grow with the
+ * window or with a transaction.
+ *
+ * The file's header is the table's columns at the end of the window (SPEC §5). Normally that is
+ * known when the first row is written. When a Relation message changes the columns mid-window
+ * (ALTER TABLE), rows go on into a new segment with the new header, and on close the earlier
+ * segments are rewritten once into the final layout, matching columns by name: a column the
+ * row did not have is empty, a dropped column's values are left out.
+ */
+import { createReadStream, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { randomBytes } from 'node:crypto';
+import { CsvBuffer, CsvRecordSplitter, headerLine, parseRecord } from './csv.js';
+import { GzipFileWriter, type GzipFileStats } from './gzip-file.js';
+import type { Lsn } from '../lsn.js';
+
+/** The columns every streaming file starts with (SPEC §4). */
+export const META_COLUMNS = ['_lsn', '_seq', '_xid', '_commit_ts', '_op', '_unchanged'] as const;
+
+const CHUNK_BYTES = 64 * 1024;
+
+interface Segment {
+  /** Replaced by an equal array when a Relation message repeats the same layout. */
+  names: readonly string[];
+  writer: GzipFileWriter;
+}
+
+export interface WindowFileOptions {
+  tmpDir: string;
+  gzipLevel: number;
+  fileMode: number;
+}
+
+export class StreamingFile {
+  private readonly segments: Segment[] = [];
+  private current: Segment | null = null;
+  readonly buf = new CsvBuffer();
+  rows = 0;
+  lsnStart: Lsn | null = null;
+  lsnEnd: Lsn | null = null;
+
+  constructor(private readonly opts: WindowFileOptions) {}
+
+  private tmpPath(): string {
+    return path.join(this.opts.tmpDir, `${randomBytes(8).toString('hex')}.csv.gz`);
+  }
+
+  /** Before writing a row with these data columns: opens a segment when the layout changes. */
+  async useColumns(names: readonly string[]): Promise<void> {
+    if (this.current && sameNames(this.current.names, names)) {
+      this.current.names = names;
+      return;
+    }
+    if (this.current) {
+      await this.drain();
+    }
+    const writer = new GzipFileWriter(this.tmpPath(), this.opts.gzipLevel, this.opts.fileMode);
+    this.current = { names, writer };
+    this.segments.push(this.current);
+    await writer.write(headerLine([...META_COLUMNS, ...names]));
+  }
+
+  /** Call after each encoded row; hands full chunks to gzip and returns its backpressure. */
+  rowWritten(lsn: Lsn): Promise<void> | undefined {
+    this.rows++;
+    if (this.lsnStart === null) this.lsnStart = lsn;
+    this.lsnEnd = lsn;
+    if (this.buf.length >= CHUNK_BYTES) return this.current!.writer.write(this.buf.take());
+    return undefined;
+  }
+
+  private async drain(): Promise<void> {
+    if (this.buf.length > 0) await this.current!.writer.write(this.buf.take());
+  }
+
+  get rawBytes(): number {
+    let n = this.buf.length;
+    for (const s of this.segments) n += s.writer.rawBytes;
+    return n;
+  }
+
+  get columns(): readonly string[] | null {
+    return this.current?.names ?? null;
+  }
+
+  /** Completes the file at `dest` (fsynced; the caller renames into place and fsyncs the dir). */
+  async finish(): Promise<{ tmpPath: string; stats: GzipFileStats }> {
+    await this.drain();
+    const last = this.segments[this.segments.length - 1];
+    if (this.segments.length === 1) {
+      return { tmpPath: last.writer.path, stats: await last.writer.finish() };
+    }
+    // Columns changed inside the window: rewrite every segment into the last one's layout.
+    for (const s of this.segments) await s.writer.finish();
+    const finalNames = last.names;
+    const out = new GzipFileWriter(this.tmpPath(), this.opts.gzipLevel, this.opts.fileMode);
+    await out.write(headerLine([...META_COLUMNS, ...finalNames]));
+    const buf = new CsvBuffer();
+    for (const s of this.segments) {
+      const map = finalNames.map((n) => s.names.indexOf(n));
+      let header = true;
+      const splitter = new CsvRecordSplitter((rec) => {
+        if (header) {
+          header = false;
+          return;
+        }
+        const f = parseRecord(rec);
+        for (let i = 0; i < META_COLUMNS.length; i++) {
+          if (i > 0) buf.byte(0x2c);
+          const v = f[i];
+          if (v !== null) buf.value(v);
+        }
+        for (const idx of map) {
+          buf.byte(0x2c);
+          const v = idx >= 0 ? f[META_COLUMNS.length + idx] : null;
+          if (v !== null && v !== undefined) buf.value(v);
+        }
+        buf.byte(0x0a);
+      });
+      const input = createReadStream(s.writer.path).pipe(zlib.createGunzip());
+      for await (const chunk of input) {
+        splitter.push(chunk as Buffer);
+        if (buf.length >= CHUNK_BYTES) await out.write(buf.take());
+      }
+      splitter.end();
+      await fsp.rm(s.writer.path, { force: true });
+    }
+    if (buf.length > 0) await out.write(buf.take());
+    return { tmpPath: out.path, stats: await out.finish() };
+  }
+
+  async abort(): Promise<void> {
+    for (const s of this.segments) await s.writer.abort().catch(() => undefined);
+  }
+}
+
+function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

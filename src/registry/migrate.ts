@@ -1,0 +1,55 @@
+/**
+ * Applies the numbered migrations in `sql/` (NNN_name.sql) to the `cdc_registry` schema.
+ * Idempotent, and safe when two processes start at once: everything runs in one transaction that
+ * first takes a transaction-scoped advisory lock, so the second process waits, then sees the
+ * versions the first one recorded and applies nothing.
+ * https://www.postgresql.org/docs/15/explicit-locking.html#ADVISORY-LOCKS
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
+
+/** `sql/` relative to this module, from both src/ (tests) and dist/ (installed). */
+export const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
+
+/** Arbitrary but fixed: the advisory lock key for registry migrations ("pgegress" in ASCII). */
+const MIGRATION_LOCK_KEY = '8101632419413796211';
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export function loadMigrations(dir = SQL_DIR): Migration[] {
+  return readdirSync(dir)
+    .map((file) => /^(\d{3})_(.+)\.sql$/.exec(file))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => ({ version: Number(m[1]), name: m[2], sql: readFileSync(dir + m[0], 'utf8') }))
+    .sort((a, b) => a.version - b.version);
+}
+
+/** Returns the versions applied by this call (empty when the registry was already current). */
+export async function migrate(client: pg.Client, migrations = loadMigrations()): Promise<number[]> {
+  const applied: number[] = [];
+  await client.query('BEGIN');
+  try {
+    await client.query(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
+    await client.query('CREATE SCHEMA IF NOT EXISTS "cdc_registry"');
+    await client.query(`CREATE TABLE IF NOT EXISTS "cdc_registry"."migrations" (
+      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    const { rows } = await client.query<{ version: string }>('SELECT version FROM "cdc_registry"."migrations"');
+    const done = new Set(rows.map((r) => Number(r.version)));
+    for (const m of migrations) {
+      if (done.has(m.version)) continue;
+      await client.query(m.sql);
+      await client.query('INSERT INTO "cdc_registry"."migrations" (version, name) VALUES ($1, $2)', [m.version, m.name]);
+      applied.push(m.version);
+    }
+    await client.query('COMMIT');
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw e;
+  }
+  return applied;
+}

@@ -1,0 +1,108 @@
+/**
+ * Connections to the source database. Every connection carries the session settings of SPEC §2 as
+ * startup options: for the replication connection that is the only way to set them, because
+ * pgoutput renders values inside the walsender with that session's settings
+ * (https://www.postgresql.org/docs/15/protocol-replication.html), and using the same options on
+ * every connection makes a value's text identical in streaming and reload files.
+ */
+import fs from 'node:fs';
+import pg from 'pg';
+import type { Config } from '../config/index.js';
+import { EgressError } from '../errors.js';
+
+export const SESSION_SETTINGS: Readonly<Record<string, string>> = Object.freeze({
+  TimeZone: 'UTC',
+  DateStyle: 'ISO, YMD',
+  IntervalStyle: 'postgres',
+  extra_float_digits: '3',
+  bytea_output: 'hex',
+  client_encoding: 'UTF8',
+});
+
+/** The libpq `options` startup parameter; spaces inside values are backslash-escaped. */
+export const sessionOptions = (): string =>
+  Object.entries(SESSION_SETTINGS)
+    .map(([k, v]) => `-c ${k}=${v.replace(/ /g, '\\ ')}`)
+    .join(' ');
+
+/** Values stay PostgreSQL's exact text: never parse them into JS numbers or Dates. */
+const textTypes = { getTypeParser: () => (value: string) => value } as unknown as pg.CustomTypesConfig;
+
+export type SourceConfig = Config['source'];
+
+export function clientConfig(source: SourceConfig, extra: Partial<pg.ClientConfig> = {}): pg.ClientConfig {
+  let ssl: pg.ClientConfig['ssl'] = false;
+  if (source.ssl.mode !== 'disable') {
+    ssl = {
+      rejectUnauthorized: source.ssl.mode === 'verify-full',
+      ...(source.ssl.ca ? { ca: fs.readFileSync(source.ssl.ca, 'utf8') } : {}),
+    };
+  }
+  return {
+    host: source.host,
+    port: source.port,
+    database: source.database,
+    user: source.user,
+    password: source.password,
+    ssl,
+    options: sessionOptions(),
+    application_name: 'pg-egress',
+    types: textTypes,
+    connectionTimeoutMillis: 15_000,
+    keepAlive: true,
+    ...extra,
+  };
+}
+
+export const describeSource = (s: SourceConfig): string => `${s.user}@${s.host}:${s.port}/${s.database}`;
+
+/**
+ * Turns driver errors into one-line errors that name the cause and the setting to change
+ * (SPEC §10). Never includes the password: pg's messages do not contain it, and we build ours
+ * from host/port/database/user only.
+ */
+export function sourceError(e: unknown, source: SourceConfig, what = 'connect to PostgreSQL'): EgressError {
+  if (e instanceof EgressError) return e;
+  const err = e as { code?: string; message?: string; errno?: number };
+  const where = describeSource(source);
+  const code = err.code ?? '';
+  const msg = (err.message ?? String(e)).split('\n')[0];
+  if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EAI_AGAIN', 'ENETUNREACH'].includes(code) || /timeout/i.test(msg) || /Connection terminated/i.test(msg)) {
+    return new EgressError('SOURCE_UNREACHABLE', `cannot ${what} at ${where}: ${msg}; check source.url (or source.host/source.port) and that the server is running`, { cause: e, retryable: true });
+  }
+  if (code === '28P01' || (code === '28000' && !/replication/i.test(msg))) {
+    return new EgressError('SOURCE_AUTH', `authentication failed for ${where}: ${msg}; check source.user and source.password`, { cause: e });
+  }
+  if (code === '28000' || /must be superuser or replication role/i.test(msg) || /permission denied to start WAL sender/i.test(msg)) {
+    return new EgressError('NO_REPLICATION_PRIVILEGE', `user "${source.user}" may not use replication on ${where}; run ALTER ROLE "${source.user}" REPLICATION (or set source.user to a role that has it)`, { cause: e });
+  }
+  if (code === '3D000') {
+    return new EgressError('SOURCE_UNREACHABLE', `database "${source.database}" does not exist on ${source.host}:${source.port}; check source.url (database)`, { cause: e });
+  }
+  if (code === '53400' || /all replication slots are in use/i.test(msg)) {
+    return new EgressError('NO_FREE_SLOT', `no free replication slot on ${where}: ${msg}; raise max_replication_slots on the server or drop an unused slot`, { cause: e });
+  }
+  if (code === '55006' || /is active for PID/i.test(msg)) {
+    return new EgressError('SLOT_IN_USE', `replication slot is in use by another process on ${where}: ${msg}; stop the other pg-egress or set a different slot`, { cause: e, retryable: true });
+  }
+  if (code === '42501') {
+    return new EgressError('INSUFFICIENT_PRIVILEGE', `permission denied on ${where}: ${msg}; grant the privilege to source.user or run pg-egress init as a superuser`, { cause: e });
+  }
+  if (code === '57P01' || code === '57P02' || code === '57P03' || code === '08006' || code === '08003' || code === '08001') {
+    return new EgressError('SOURCE_UNREACHABLE', `lost the connection to ${where}: ${msg}`, { cause: e, retryable: true });
+  }
+  return new EgressError('INTERNAL', `PostgreSQL error on ${where}: ${msg}${code ? ` (SQLSTATE ${code})` : ''}`, { cause: e });
+}
+
+export async function connectClient(source: SourceConfig, extra: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
+  const client = new pg.Client(clientConfig(source, extra));
+  try {
+    await client.connect();
+  } catch (e) {
+    await client.end().catch(() => undefined);
+    throw sourceError(e, source);
+  }
+  // A dropped connection emits 'error' on the client; callers see it on their next query.
+  client.on('error', () => undefined);
+  return client;
+}

@@ -1,0 +1,173 @@
+/**
+ * The replication connection: `pg`'s client in `replication=database` mode running
+ * START_REPLICATION with pgoutput protocol v1. We do not use pg-logical-replication because its
+ * acknowledge timer confirms what was *received* rather than what is durable, and its value
+ * decoding goes through pg's type parsers; here frames are queued as raw bytes and confirmation
+ * is whatever LSN the caller says is durable.
+ * https://www.postgresql.org/docs/15/protocol-replication.html
+ * https://www.postgresql.org/docs/15/protocol-logical-replication.html
+ *
+ * Frames are copied out of the driver's read buffer (pg-protocol reuses it) into a FIFO that the
+ * pipeline drains at its own pace; when the FIFO holds more than `highWaterBytes` the socket is
+ * paused, so a slow disk or a flush in progress pushes back on the server instead of growing memory.
+ */
+import pg from 'pg';
+import type { Socket } from 'node:net';
+import { clientConfig, sourceError, type SourceConfig } from '../source/connect.js';
+import { EgressError } from '../errors.js';
+import { formatLsn, type Lsn } from '../lsn.js';
+import { encodeStandbyStatus } from './frames.js';
+import { pgMicrosNow } from './time.js';
+
+export interface StreamOptions {
+  source: SourceConfig;
+  slot: string;
+  publication: string;
+  startLsn: Lsn;
+  highWaterBytes?: number;
+  lowWaterBytes?: number;
+}
+
+interface PgConnection {
+  stream: Socket;
+  on(event: 'copyData', fn: (msg: { chunk: Buffer }) => void): void;
+  sendCopyFromChunk(chunk: Buffer): void;
+}
+
+/** START_REPLICATION's publication_names is itself a list of (quoted) identifiers. */
+const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
+const quoteLiteral = (s: string): string => "'" + s.replace(/'/g, "''") + "'";
+
+export class ReplicationStream {
+  private readonly queue: Buffer[] = [];
+  private head = 0;
+  private queuedBytes = 0;
+  private paused = false;
+  private waiter: (() => void) | null = null;
+  private failure: EgressError | null = null;
+  private closed = false;
+  private readonly high: number;
+  private readonly low: number;
+  /** Last LSN received in a frame (for the `write` field of status updates). */
+  receivedLsn: Lsn = 0n;
+  lastFrameAt = Date.now();
+
+  private constructor(
+    private readonly client: pg.Client,
+    private readonly opts: StreamOptions,
+  ) {
+    this.high = opts.highWaterBytes ?? 16 * 1024 * 1024;
+    this.low = opts.lowWaterBytes ?? 4 * 1024 * 1024;
+  }
+
+  private get connection(): PgConnection {
+    return (this.client as unknown as { connection: PgConnection }).connection;
+  }
+
+  static async start(opts: StreamOptions): Promise<ReplicationStream> {
+    const client = new pg.Client(clientConfig(opts.source, { replication: 'database' } as Partial<pg.ClientConfig>));
+    try {
+      await client.connect();
+    } catch (e) {
+      await client.end().catch(() => undefined);
+      throw sourceError(e, opts.source, 'open a replication connection');
+    }
+    const s = new ReplicationStream(client, opts);
+    s.attach();
+    const sql =
+      `START_REPLICATION SLOT ${quoteIdent(opts.slot)} LOGICAL ${formatLsn(opts.startLsn)} ` +
+      `("proto_version" '1', "publication_names" ${quoteLiteral(quoteIdent(opts.publication))}, "messages" 'true')`;
+    // The query only settles when replication ends; errors (slot in use, bad publication) arrive
+    // either as its rejection or, after CopyBoth started, as a client error.
+    client.query(sql).then(
+      () => s.fail(new EgressError('SOURCE_UNREACHABLE', 'the server ended replication', { retryable: true })),
+      (e: unknown) => s.fail(sourceError(e, opts.source, 'stream from the replication slot')),
+    );
+    return s;
+  }
+
+  private attach(): void {
+    const conn = this.connection;
+    conn.on('copyData', (msg) => {
+      // Copy: pg-protocol may overwrite its read buffer once this callback returns.
+      const frame = Buffer.from(msg.chunk);
+      this.lastFrameAt = Date.now();
+      this.queue.push(frame);
+      this.queuedBytes += frame.length;
+      if (!this.paused && this.queuedBytes > this.high) {
+        this.paused = true;
+        conn.stream.pause();
+      }
+      this.wake();
+    });
+    this.client.on('error', (e) => this.fail(sourceError(e, this.opts.source, 'stream from the replication slot')));
+    this.client.on('end', () => this.fail(new EgressError('SOURCE_UNREACHABLE', 'the replication connection was closed', { retryable: true })));
+  }
+
+  private fail(e: EgressError): void {
+    if (this.closed) return;
+    this.failure ??= e;
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+
+  /**
+   * The next CopyData payload, or `null` when `timeoutMs` passes first (so the caller can do
+   * timed work between frames without interleaving it with a transaction). Throws once the
+   * connection has failed and the queue is drained.
+   */
+  async next(timeoutMs: number): Promise<Buffer | null> {
+    if (this.head >= this.queue.length) {
+      if (this.failure) throw this.failure;
+      if (this.closed) throw new EgressError('SOURCE_UNREACHABLE', 'replication stream closed', { retryable: true });
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          this.waiter = null;
+          resolve();
+        }, timeoutMs);
+        this.waiter = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      if (this.head >= this.queue.length) {
+        if (this.failure) throw this.failure;
+        return null;
+      }
+    }
+    const frame = this.queue[this.head++];
+    this.queuedBytes -= frame.length;
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue.splice(0, this.head);
+      this.head = 0;
+    }
+    if (this.paused && this.queuedBytes < this.low) {
+      this.paused = false;
+      this.connection.stream.resume();
+    }
+    return frame;
+  }
+
+  /** Standby status update: `flush`/`apply` are what the server may consider durable (SPEC §6). */
+  sendStatus(flushLsn: Lsn, replyRequested = false): void {
+    if (this.closed || this.failure) return;
+    // `write` is reported equal to `flush` on purpose: the walsender pings us with its current
+    // WAL end (a keepalive) whenever our write position is behind it, and that ping is what lets
+    // an idle slot advance (see WalSndWaitForWal in src/backend/replication/walsender.c).
+    this.connection.sendCopyFromChunk(
+      encodeStandbyStatus({ write: flushLsn, flush: flushLsn, apply: flushLsn, clientTime: pgMicrosNow(), replyRequested }),
+    );
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.wake();
+    await Promise.race([this.client.end().catch(() => undefined), new Promise((r) => setTimeout(r, 3000))]);
+  }
+}
