@@ -1,0 +1,267 @@
+/**
+ * Helpers for integration tests: a test database with its own slot and output folder, the daemon
+ * in-process or as a child process (for kill -9), and readers that rebuild tables from the files.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, existsSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import pg from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
+import { fileURLToPath } from 'node:url';
+import { createTestDatabase, waitFor } from '../harness/pg.js';
+import { parseConfig, type Config } from '../../src/config/index.js';
+import { runDaemon } from '../../src/daemon.js';
+import { createLogger } from '../../src/log.js';
+import { CsvRecordSplitter, parseRecord } from '../../src/output/csv.js';
+import { parseLsn } from '../../src/lsn.js';
+import { sessionOptions } from '../../src/source/connect.js';
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const BIN = path.join(ROOT, 'dist/cli/bin.js');
+
+export interface EgressEnv {
+  url: string;
+  dbName: string;
+  dir: string;
+  outDir: string;
+  configPath: string;
+  slot: string;
+  drop(): Promise<void>;
+}
+
+export async function createEnv(opts: { config?: string; prefix?: string } = {}): Promise<EgressEnv> {
+  const db = await createTestDatabase(opts.prefix ?? 'egress');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-egress-test-'));
+  const outDir = path.join(dir, 'out');
+  const slot = `s_${db.name.replace(/[^a-z0-9_]/g, '_')}`.slice(0, 60);
+  const configPath = path.join(dir, 'cdc.yml');
+  const env: EgressEnv = { url: db.url, dbName: db.name, dir, outDir, configPath, slot, drop: db.drop };
+  writeConfig(env, opts.config ?? '');
+  return env;
+}
+
+/** Writes cdc.yml: the source, slot, output and a 1-second window; `extra` adds or overrides sections. */
+export function writeConfig(env: EgressEnv, extra: string): void {
+  const hasSection = (name: string) => new RegExp(`^${name}:`, 'm').test(extra);
+  const lines = [`source:\n  url: ${JSON.stringify(env.url)}`, `slot: ${env.slot}`, `publication: ${env.slot}`];
+  if (!hasSection('output')) lines.push(`output:\n  dir: ${JSON.stringify(env.outDir)}`);
+  if (!hasSection('batch')) lines.push('batch:\n  interval: 1s');
+  if (!hasSection('tables')) lines.push('tables:\n  include: ["*.*"]');
+  lines.push(extra);
+  writeFileSync(env.configPath, lines.join('\n') + '\n');
+}
+
+export function loadEnvConfig(env: EgressEnv): Config {
+  return parseConfig(readFileSync(env.configPath, 'utf8'), { baseDir: env.dir, path: env.configPath, env: process.env });
+}
+
+export async function withDb<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: url, options: sessionOptions() });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+/** Runs the daemon in this process until `stop()`. */
+export function startInProcess(env: EgressEnv): { stop(): Promise<void>; done: Promise<void> } {
+  const cfg = loadEnvConfig(env);
+  const ac = new AbortController();
+  const log = createLogger(process.env.EGRESS_TEST_LOG ?? 'warn');
+  const done = runDaemon(cfg, log, { signal: ac.signal });
+  done.catch(() => undefined);
+  return {
+    done,
+    stop: async () => {
+      ac.abort();
+      await done;
+    },
+  };
+}
+
+export interface Child {
+  proc: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Child {
+  const proc = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  return { proc, stdout: () => out, stderr: () => err, exit };
+}
+
+export async function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const c = spawnCli(args, opts);
+  const { code } = await c.exit;
+  return { code, stdout: c.stdout(), stderr: c.stderr() };
+}
+
+export async function currentWalLsn(url: string): Promise<bigint> {
+  return withDb(url, async (c) => parseLsn((await c.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l));
+}
+
+/** Waits until the slot is confirmed at or past `lsn` (default: the server's current WAL end). */
+export async function waitCaughtUp(env: EgressEnv, lsn?: bigint, timeoutMs = 60_000): Promise<void> {
+  const target = lsn ?? (await currentWalLsn(env.url));
+  await waitFor(
+    `slot ${env.slot} confirmed past ${target.toString(16)}`,
+    async () =>
+      withDb(env.url, async (c) => {
+        const r = await c.query<{ l: string | null }>('SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1', [env.slot]);
+        return r.rows[0]?.l != null && parseLsn(r.rows[0].l) >= target;
+      }),
+    { timeoutMs, intervalMs: 200 },
+  );
+}
+
+export async function copyOut(url: string, sql: string): Promise<Buffer> {
+  return withDb(url, async (c) => {
+    const chunks: Buffer[] = [];
+    const s = c.query(copyTo(sql));
+    for await (const chunk of s) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  });
+}
+
+export interface StreamRow {
+  lsn: string;
+  seq: number;
+  xid: string;
+  commitTs: string;
+  op: string;
+  unchanged: string | null;
+  /** Data fields by column name (null = NULL / not sent). */
+  values: Map<string, Buffer | null>;
+  /** Exact bytes of the record after the six metadata fields. */
+  dataBytes: Buffer;
+  batch: string;
+}
+
+export function listStreamingFiles(outDir: string, folder: string): string[] {
+  const base = path.join(outDir, folder);
+  if (!existsSync(base)) return [];
+  return readdirSync(base)
+    .sort()
+    .map((w) => path.join(base, w, 'streaming.csv.gz'))
+    .filter((f) => existsSync(f));
+}
+
+/** Reads every streaming row of a table folder, in batch order (= commit order). */
+export function readStreamingRows(outDir: string, folder: string): { header: string[][]; rows: StreamRow[] } {
+  const rows: StreamRow[] = [];
+  const headers: string[][] = [];
+  for (const file of listStreamingFiles(outDir, folder)) {
+    const raw = zlib.gunzipSync(readFileSync(file));
+    const batch = path.basename(path.dirname(file));
+    let header: string[] | null = null;
+    const splitter = new CsvRecordSplitter((rec) => {
+      const f = parseRecord(rec);
+      if (!header) {
+        header = f.map((x) => x!.toString('utf8'));
+        headers.push(header);
+        return;
+      }
+      let commas = 0;
+      let i = 0;
+      // Metadata fields never contain commas except _unchanged, which is quoted when it does.
+      let inQ = false;
+      for (; i < rec.length && commas < 6; i++) {
+        if (rec[i] === 0x22) inQ = !inQ;
+        else if (rec[i] === 0x2c && !inQ) commas++;
+      }
+      const values = new Map<string, Buffer | null>();
+      header.slice(6).forEach((name, k) => values.set(name, f[6 + k] ?? null));
+      rows.push({
+        lsn: f[0]!.toString(),
+        seq: Number(f[1]!.toString()),
+        xid: f[2]!.toString(),
+        commitTs: f[3]!.toString(),
+        op: f[4]!.toString(),
+        unchanged: f[5] === null ? null : f[5].toString(),
+        values,
+        dataBytes: rec.subarray(i),
+        batch,
+      });
+    });
+    splitter.push(raw);
+    splitter.end();
+  }
+  return { header: headers, rows };
+}
+
+/**
+ * Rebuilds a table from its streaming rows (SPEC §6): key → row, applying I/U/D/T in order.
+ * Returns rows as CSV data-field strings sorted by key, comparable with COPY output.
+ */
+export function rebuild(rows: StreamRow[], key: string[], columns: string[]): Map<string, (string | null)[]> {
+  const table = new Map<string, (string | null)[]>();
+  const k = (r: StreamRow) => JSON.stringify(key.map((c) => r.values.get(c)?.toString() ?? null));
+  for (const r of rows) {
+    switch (r.op) {
+      case 'I':
+      case 'U': {
+        const prev = table.get(k(r));
+        const unchanged = new Set(r.unchanged ? r.unchanged.slice(1, -1).split(',') : []);
+        table.set(
+          k(r),
+          columns.map((c, i) => (unchanged.has(c) ? (prev ? prev[i] : null) : (r.values.get(c)?.toString() ?? null))),
+        );
+        break;
+      }
+      case 'D':
+        table.delete(k(r));
+        break;
+      case 'T':
+        table.clear();
+        break;
+      case 'B':
+        break;
+      default:
+        throw new Error(`unknown op ${r.op}`);
+    }
+  }
+  return table;
+}
+
+/** The source table as key → CSV fields, through COPY (exact text). */
+export async function sourceRows(url: string, qualified: string, key: string[], columns: string[]): Promise<Map<string, (string | null)[]>> {
+  const cols = columns.map((c) => `"${c.replace(/"/g, '""')}"`).join(', ');
+  const raw = await copyOut(url, `COPY (SELECT ${cols} FROM ${qualified}) TO STDOUT (FORMAT csv)`);
+  const out = new Map<string, (string | null)[]>();
+  const splitter = new CsvRecordSplitter((rec) => {
+    const f = parseRecord(rec).map((x) => (x === null ? null : x.toString()));
+    out.set(JSON.stringify(key.map((c) => f[columns.indexOf(c)])), f);
+  });
+  splitter.push(raw);
+  splitter.end();
+  return out;
+}
+
+export function sortedEntries(m: Map<string, (string | null)[]>): [string, (string | null)[]][] {
+  return [...m.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitSlotActive(env: EgressEnv, timeoutMs = 30_000): Promise<void> {
+  await waitFor(
+    `slot ${env.slot} active`,
+    () => withDb(env.url, async (c) => (await c.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active`, [env.slot])).rowCount === 1),
+    { timeoutMs, intervalMs: 100 },
+  );
+}
+
+/** Writes, waits until everything written is in registered files, and returns the table's rows. */
+export async function flushed(env: EgressEnv): Promise<void> {
+  await waitCaughtUp(env);
+}

@@ -1,0 +1,43 @@
+/**
+ * An idle slot does not hold WAL: with writes only to an unpublished table, the slot's
+ * confirmed_flush_lsn keeps up with the server (SPEC §6).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEnv, currentWalLsn, startInProcess, waitCaughtUp, waitSlotActive, withDb, type EgressEnv } from '../helpers/egress.js';
+import { parseLsn } from '../../src/lsn.js';
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+
+describe('idle slot', () => {
+  let env: EgressEnv;
+  let daemon: ReturnType<typeof startInProcess>;
+
+  beforeAll(async () => {
+    env = await createEnv({ config: 'tables:\n  include: ["public.*"]\n  exclude: ["public.unpublished"]' });
+    await withDb(env.url, (c) => c.query('CREATE TABLE published (id int PRIMARY KEY); CREATE TABLE unpublished (id serial PRIMARY KEY, pad text)'));
+    daemon = startInProcess(env);
+    await waitSlotActive(env);
+  });
+
+  afterAll(async () => {
+    await daemon?.stop();
+    await env?.drop();
+  });
+
+  it('advances confirmed_flush_lsn past WAL written only by unpublished tables', async () => {
+    const before = await withDb(env.url, async (c) => parseLsn((await c.query<{ l: string }>('SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1', [env.slot])).rows[0].l));
+    for (let round = 0; round < 3; round++) {
+      await withDb(env.url, (c) => c.query(`INSERT INTO unpublished (pad) SELECT repeat('x', 500) FROM generate_series(1, 5000)`));
+      const target = await currentWalLsn(env.url);
+      expect(target - before).toBeGreaterThan(1_000_000n);
+      await waitCaughtUp(env, target, 30_000);
+    }
+    // Nothing was written for the unpublished table.
+    expect(existsSync(path.join(env.outDir, 'public.unpublished'))).toBe(false);
+    const published = await withDb(env.url, async (c) => (await c.query(`SELECT tablename FROM pg_publication_tables WHERE pubname = $1`, [env.slot])).rows.map((r) => r.tablename));
+    expect(published).toEqual(['published']);
+    const lag = await withDb(env.url, async (c) => (await c.query<{ lag: string }>(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text AS lag FROM pg_replication_slots WHERE slot_name = $1`, [env.slot])).rows[0].lag);
+    expect(Number(lag)).toBeLessThan(1_000_000);
+    expect(existsSync(env.outDir) ? readdirSync(env.outDir).filter((f) => f.startsWith('public.')) : []).toEqual([]);
+  });
+});
