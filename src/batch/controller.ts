@@ -59,6 +59,7 @@ interface TableWindow {
   file: StreamingFile | null;
   rel: RelInfo | null;
   ddl: string[];
+  ddlSeen: Set<string>;
   ddlLsnStart: Lsn | null;
   ddlLsnEnd: Lsn | null;
   dropped: boolean;
@@ -272,7 +273,7 @@ export class BatchController {
     const key = defKey(schema, table);
     let w = this.windows.get(key);
     if (!w) {
-      w = { schema, table, relid, folder: tableFolder(schema, table), file: null, rel: null, ddl: [], ddlLsnStart: null, ddlLsnEnd: null, dropped: false };
+      w = { schema, table, relid, folder: tableFolder(schema, table), file: null, rel: null, ddl: [], ddlSeen: new Set(), ddlLsnStart: null, ddlLsnEnd: null, dropped: false };
       this.windows.set(key, w);
     }
     return w;
@@ -364,6 +365,11 @@ export class BatchController {
     if (w.ddlLsnStart === null) w.ddlLsnStart = t.finalLsn;
     w.ddlLsnEnd = t.finalLsn;
     const command = ev.command.trim().replace(/;\s*$/, '');
+    // One statement can report several commands for the same table (CREATE TABLE with a primary
+    // key also creates its index): record each statement text once per transaction.
+    const seen = `${t.xid}\u0000${command}`;
+    if (w.ddlSeen.has(seen)) return;
+    w.ddlSeen.add(seen);
     w.ddl.push(`-- lsn ${lsnHex(t.finalLsn)} xid ${t.xid} at ${formatCommitTs(t.commitTime)}: ${ev.command_tag}\n${command};\n`);
   }
 

@@ -57,7 +57,7 @@ export class CsvBuffer {
 
   ascii(text: string): void {
     this.ensure(text.length);
-    this.length += this.buf.latin1Write(text, this.length);
+    this.length += this.buf.write(text, this.length, 'latin1');
   }
 
   byte(b: number): void {

@@ -33,7 +33,7 @@ export class GzipFileWriter {
     level: number,
     mode: number,
   ) {
-    this.gzip = zlib.createGzip({ level, chunk: 64 * 1024 });
+    this.gzip = zlib.createGzip({ level, chunkSize: 64 * 1024 });
     this.out = createWriteStream(path, { mode, flags: 'w' });
     this.gzip.on('data', (chunk: Buffer) => {
       this.hash.update(chunk);

@@ -17,18 +17,26 @@ export interface ServerInfo {
 
 /** Checks what the stream needs before anything is created (SPEC §10). */
 export async function checkServer(client: pg.Client, cfg: Config): Promise<ServerInfo> {
-  const { rows } = await client.query<{ wal_level: string; version: string; db: string; sysid: string; su: string }>(
+  const { rows } = await client.query<{ wal_level: string; version: string; db: string; sysid: string; su: string; repl: string; usr: string }>(
     `SELECT current_setting('wal_level') AS wal_level,
             split_part(current_setting('server_version'), ' ', 1) AS version,
             current_database() AS db,
             (SELECT system_identifier::text FROM pg_control_system()) AS sysid,
-            (SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user) AS su`,
+            (SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user) AS su,
+            (SELECT (rolreplication OR rolsuper)::text FROM pg_roles WHERE rolname = current_user) AS repl,
+            current_user AS usr`,
   );
   const r = rows[0];
   if (r.wal_level !== 'logical') {
     throw new EgressError(
       'WAL_LEVEL',
       `wal_level is "${r.wal_level}" on ${cfg.source.host}:${cfg.source.port}; logical decoding needs wal_level = logical (set it in postgresql.conf and restart the server)`,
+    );
+  }
+  if (r.repl !== 'true') {
+    throw new EgressError(
+      'NO_REPLICATION_PRIVILEGE',
+      `role "${r.usr}" has no REPLICATION privilege on ${cfg.source.host}:${cfg.source.port}; run ALTER ROLE "${r.usr}" REPLICATION as a superuser, or set source.user to a role that has it`,
     );
   }
   if (Number(r.version.split('.')[0]) < 14) {

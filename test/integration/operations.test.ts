@@ -3,7 +3,7 @@
  * unchanged TOAST, ALTER TABLE mid-window, and odd names.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { createEnv, readStreamingRows, startInProcess, waitCaughtUp, waitSlotActive, withDb, type EgressEnv, type StreamRow } from '../helpers/egress.js';
 
@@ -62,6 +62,14 @@ describe('operations', () => {
         COMMIT;`);
 
       await c.query(`INSERT INTO "My Schema"."Weird ""Name"", x" VALUES (1, 'a,"b"')`);
+
+      // A table created while streaming, filled by its creating transaction, later dropped.
+      await c.query(`BEGIN;
+        CREATE TABLE born_later (id int PRIMARY KEY, v text);
+        INSERT INTO born_later VALUES (1, 'first'), (2, 'second');
+        COMMIT;`);
+      await c.query(`INSERT INTO born_later VALUES (3, 'third')`);
+      await c.query(`DROP TABLE born_later`);
     });
     await waitCaughtUp(env);
     await daemon.stop();
@@ -153,6 +161,23 @@ describe('operations', () => {
     expect(brief(rows, ['my col', 'Other, "col"'])).toEqual([['I', '1', 'a,"b"']]);
     const yml = readFileSync(path.join(env.outDir, folder, rows[0].batch, 'schema.yml'), 'utf8');
     expect(yml).toContain('table: {schema: "My Schema", name: "Weird \\"Name\\", x"');
+  });
+
+  it('captures a table created later from its first row, and stops cleanly when it is dropped', () => {
+    const { rows } = readStreamingRows(env.outDir, 'public.born_later');
+    expect(brief(rows, ['id', 'v'])).toEqual([
+      ['I', '1', 'first'],
+      ['I', '2', 'second'],
+      ['I', '3', 'third'],
+    ]);
+    const batches = readdirSync(path.join(env.outDir, 'public.born_later')).sort();
+    const ddl = batches
+      .map((b) => path.join(env.outDir, 'public.born_later', b, 'ddl.sql'))
+      .filter((f) => existsSync(f))
+      .map((f) => readFileSync(f, 'utf8'))
+      .join('');
+    expect(ddl).toContain('CREATE TABLE born_later');
+    expect(ddl).toContain('DROP TABLE born_later');
   });
 
   it('writes files 0600 in folders 0700 and a batch index per flush', () => {
