@@ -1,0 +1,135 @@
+/**
+ * A throwaway PostgreSQL cluster from the installed server binaries. initdb/postgres refuse to run
+ * as root, so when we are root they run as the `postgres` OS user in a directory it owns.
+ */
+import { execFileSync } from 'node:child_process';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export function findBinDir(): string {
+  const fromEnv = process.env.PG_BIN;
+  if (fromEnv && existsSync(path.join(fromEnv, 'postgres'))) return fromEnv;
+  try {
+    const dir = execFileSync('pg_config', ['--bindir'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    if (existsSync(path.join(dir, 'postgres'))) return dir;
+  } catch {
+    // no pg_config on PATH
+  }
+  const base = '/usr/lib/postgresql';
+  if (existsSync(base)) {
+    const versions = readdirSync(base)
+      .filter((v) => existsSync(path.join(base, v, 'bin', 'postgres')))
+      .sort((a, b) => Number(b) - Number(a));
+    if (versions.length) return path.join(base, versions[0], 'bin');
+  }
+  throw new Error('no PostgreSQL server binaries found (install postgresql, set PG_BIN, or set PG_TEST_URL)');
+}
+
+const isRoot = () => process.getuid?.() === 0;
+
+export function runPg(binDir: string, cmd: string, args: string[]): string {
+  const bin = path.join(binDir, cmd);
+  const out = isRoot()
+    ? execFileSync('runuser', ['-u', 'postgres', '--', bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : execFileSync(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  return out.toString();
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface Cluster {
+  binDir: string;
+  dataDir: string;
+  baseDir: string;
+  port: number;
+  url(db?: string): string;
+  start(): void;
+  stop(mode?: 'fast' | 'immediate'): void;
+  restart(mode?: 'fast' | 'immediate'): void;
+  destroy(): void;
+}
+
+/** initdb + settings in postgresql.auto.conf (so a restart keeps port and settings). */
+export async function createCluster(settings: Record<string, string | number>): Promise<Cluster> {
+  const binDir = findBinDir();
+  const baseDir = mkdtempSync(path.join(os.tmpdir(), 'pg-egress-cluster-'));
+  const dataDir = path.join(baseDir, 'data');
+  mkdirSync(dataDir, { mode: 0o700 });
+  if (isRoot()) {
+    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString());
+    const gid = Number(execFileSync('id', ['-g', 'postgres']).toString());
+    chownSync(baseDir, uid, gid);
+    chownSync(dataDir, uid, gid);
+  }
+  const initdb = (locale: string) => runPg(binDir, 'initdb', ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', `--locale=${locale}`, '--no-sync']);
+  try {
+    initdb('C.UTF-8');
+  } catch {
+    rmSync(dataDir, { recursive: true, force: true });
+    mkdirSync(dataDir, { mode: 0o700 });
+    if (isRoot()) {
+      const uid = Number(execFileSync('id', ['-u', 'postgres']).toString());
+      chownSync(dataDir, uid, Number(execFileSync('id', ['-g', 'postgres']).toString()));
+    }
+    initdb('C');
+  }
+  const port = await freePort();
+  const conf: Record<string, string | number> = {
+    listen_addresses: "'127.0.0.1'",
+    port,
+    unix_socket_directories: `'${baseDir}'`,
+    ...settings,
+  };
+  writeFileSync(path.join(dataDir, 'postgresql.auto.conf'), Object.entries(conf).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
+  if (isRoot()) {
+    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString());
+    chownSync(path.join(dataDir, 'postgresql.auto.conf'), uid, Number(execFileSync('id', ['-g', 'postgres']).toString()));
+  }
+  const log = path.join(baseDir, 'server.log');
+  if (isRoot()) {
+    writeFileSync(log, '');
+    chownSync(log, Number(execFileSync('id', ['-u', 'postgres']).toString()), Number(execFileSync('id', ['-g', 'postgres']).toString()));
+  }
+  const tail = () => {
+    try {
+      return readFileSync(log, 'utf8').split('\n').slice(-15).join('\n');
+    } catch {
+      return '';
+    }
+  };
+  const ctl = (args: string[]) => {
+    try {
+      runPg(binDir, 'pg_ctl', ['-D', dataDir, '-l', log, '-w', '-t', '120', ...args]);
+    } catch (e) {
+      throw new Error(`pg_ctl ${args.join(' ')} failed: ${(e as Error).message}\n${tail()}`);
+    }
+  };
+  return {
+    binDir,
+    dataDir,
+    baseDir,
+    port,
+    url: (db = 'postgres') => `postgres://postgres@127.0.0.1:${port}/${db}`,
+    start: () => ctl(['start']),
+    stop: (mode = 'fast') => ctl(['-m', mode, 'stop']),
+    restart: (mode = 'fast') => ctl(['-m', mode, 'restart']),
+    destroy: () => rmSync(baseDir, { recursive: true, force: true }),
+  };
+}
+
+/** Restart an existing cluster by data dir (from a test worker). */
+export function restartCluster(binDir: string, dataDir: string, mode: 'fast' | 'immediate'): void {
+  const log = path.join(path.dirname(dataDir), 'server.log');
+  runPg(binDir, 'pg_ctl', ['-D', dataDir, '-l', log, '-w', '-t', '120', '-m', mode, 'restart']);
+}

@@ -1,0 +1,67 @@
+/** Helpers for test files: a database of their own on the run's server. */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { inject } from 'vitest';
+import { restartCluster } from './cluster.js';
+
+export const adminUrl = (): string => inject('pgAdminUrl');
+
+function urlFor(db: string): string {
+  const u = new URL(adminUrl());
+  u.pathname = '/' + db;
+  return u.toString();
+}
+
+export async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+export async function createTestDatabase(prefix = 't'): Promise<{ url: string; name: string; drop(): Promise<void> }> {
+  const name = `${prefix}_${randomBytes(5).toString('hex')}`.toLowerCase();
+  await withClient(adminUrl(), (c) => c.query(`CREATE DATABASE "${name}"`));
+  return {
+    url: urlFor(name),
+    name,
+    drop: async () => {
+      await waitFor(
+        `slots of ${name} dropped`,
+        () =>
+          withClient(adminUrl(), async (c) => {
+            await c.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active`, [name]);
+            await c.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active`, [name]).catch(() => undefined);
+            return (await c.query(`SELECT 1 FROM pg_replication_slots WHERE database = $1`, [name])).rowCount === 0;
+          }),
+        { timeoutMs: 30_000, intervalMs: 200 },
+      );
+      await withClient(adminUrl(), (c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
+    },
+  };
+}
+
+/** Restarts the run's own cluster (same port and settings). */
+export async function restartServer(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+  const dataDir = inject('pgDataDir');
+  if (!dataDir) throw new Error('restartServer needs the harness-started cluster; it cannot restart a PG_TEST_URL server');
+  restartCluster(inject('pgBinDir'), dataDir, mode);
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false>, opts: { timeoutMs?: number; intervalMs?: number } = {}): Promise<T> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  let lastErr: unknown = null;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      lastErr = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastErr ? ` (last error: ${String(lastErr)})` : ''}`);
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 250));
+  }
+}
