@@ -106,6 +106,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
     const sweep = await sweepOutput(cfg.output.dir, await registry.registeredPaths());
     if (sweep.removed.length) log.info({ files: sweep.removed.length }, 'removed unregistered files left by an earlier process');
     if (sweep.missing) log.warn({ files: sweep.missing }, 'registered files are missing from output.dir');
+    await ensureDir(path.join(cfg.output.dir, '_tmp'), cfg.output.dirMode);
 
     const formatCache = new Map<string, string>();
     controller = new BatchController({

@@ -146,7 +146,7 @@ describe('operations', () => {
     ]);
     const dir = path.join(env.outDir, 'public.evolving', rows[0].batch);
     const ddl = readFileSync(path.join(dir, 'ddl.sql'), 'utf8');
-    expect(ddl).toMatch(/ALTER TABLE: *\n.*ADD COLUMN c text/s);
+    expect(ddl).toMatch(/: ALTER TABLE\n.*ADD COLUMN c text/s);
     expect(ddl).toContain('DROP COLUMN b');
     const yml = readFileSync(path.join(dir, 'schema.yml'), 'utf8');
     expect(yml).toContain('{name: c, type: text');
