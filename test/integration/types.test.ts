@@ -24,7 +24,7 @@ const DDL = `
     b bool, t text, vc varchar(20), ch char(5), by bytea, d date, tm time, ttz timetz, ts timestamp,
     tstz timestamptz, iv interval, u uuid, j json, jb jsonb, arr int[], arr2 text[], e mood, dom posint,
     comp pair, ip inet, cid cidr, mac macaddr, m money, bt bit(4), vb varbit, tsv tsvector,
-    gen int GENERATED ALWAYS AS (i4 * 2) STORED,
+    gen bigint GENERATED ALWAYS AS (i4::bigint * 2) STORED,
     big text
   );`;
 
