@@ -60,6 +60,7 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
       if (v) return v;
     } catch (e) {
       lastErr = e;
+      if (String(e).includes('pg-egress run exited')) throw e;
     }
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastErr ? ` (last error: ${String(lastErr)})` : ''}`);
     await new Promise((r) => setTimeout(r, opts.intervalMs ?? 250));

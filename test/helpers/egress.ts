@@ -90,13 +90,21 @@ export interface Child {
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/** Set when a spawned `run` exits on its own with an error, so waits fail at once with its message. */
+let childFailure: string | null = null;
+
 export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Child {
   const proc = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.on('exit', (code, signal) => {
+      if (args[0] === 'run' && code !== 0 && code !== null) childFailure = `pg-egress run exited with ${code}: ${err.trim()}`;
+      resolve({ code, signal });
+    }),
+  );
   return { proc, stdout: () => out, stderr: () => err, exit };
 }
 
@@ -115,11 +123,13 @@ export async function waitCaughtUp(env: EgressEnv, lsn?: bigint, timeoutMs = 60_
   const target = lsn ?? (await currentWalLsn(env.url));
   await waitFor(
     `slot ${env.slot} confirmed past ${target.toString(16)}`,
-    async () =>
-      withDb(env.url, async (c) => {
+    async () => {
+      if (childFailure) throw new Error(childFailure);
+      return withDb(env.url, async (c) => {
         const r = await c.query<{ l: string | null }>('SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1', [env.slot]);
         return r.rows[0]?.l != null && parseLsn(r.rows[0].l) >= target;
-      }),
+      });
+    },
     { timeoutMs, intervalMs: 200 },
   );
 }
