@@ -112,7 +112,7 @@ export async function createCluster(settings: Record<string, string | number>): 
     try {
       runPg(binDir, 'pg_ctl', ['-D', dataDir, '-l', log, '-w', '-t', '120', ...args]);
     } catch (e) {
-      throw new Error(`pg_ctl ${args.join(' ')} failed: ${(e as Error).message}\n${tail()}`);
+      throw new Error(`pg_ctl ${args.join(' ')} failed: ${(e as Error).message}\n${tail()}`, { cause: e });
     }
   };
   return {
