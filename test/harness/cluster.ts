@@ -128,8 +128,3 @@ export async function createCluster(settings: Record<string, string | number>): 
   };
 }
 
-/** Restart an existing cluster by data dir (from a test worker). */
-export function restartCluster(binDir: string, dataDir: string, mode: 'fast' | 'immediate'): void {
-  const log = path.join(path.dirname(dataDir), 'server.log');
-  runPg(binDir, 'pg_ctl', ['-D', dataDir, '-l', log, '-w', '-t', '120', '-m', mode, 'restart']);
-}

@@ -2,12 +2,11 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { inject } from 'vitest';
-import { restartCluster } from './cluster.js';
 
 export const adminUrl = (): string => inject('pgAdminUrl');
 
-function urlFor(db: string): string {
-  const u = new URL(adminUrl());
+function urlFor(db: string, admin = adminUrl()): string {
+  const u = new URL(admin);
   u.pathname = '/' + db;
   return u.toString();
 }
@@ -22,33 +21,27 @@ export async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T
   }
 }
 
-export async function createTestDatabase(prefix = 't'): Promise<{ url: string; name: string; drop(): Promise<void> }> {
+/** A database of its own on the run's server, or on `admin` (a cluster a test started itself). */
+export async function createTestDatabase(prefix = 't', admin = adminUrl()): Promise<{ url: string; name: string; drop(): Promise<void> }> {
   const name = `${prefix}_${randomBytes(5).toString('hex')}`.toLowerCase();
-  await withClient(adminUrl(), (c) => c.query(`CREATE DATABASE "${name}"`));
+  await withClient(admin, (c) => c.query(`CREATE DATABASE "${name}"`));
   return {
-    url: urlFor(name),
+    url: urlFor(name, admin),
     name,
     drop: async () => {
       await waitFor(
         `slots of ${name} dropped`,
         () =>
-          withClient(adminUrl(), async (c) => {
+          withClient(admin, async (c) => {
             await c.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active`, [name]);
             await c.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active`, [name]).catch(() => undefined);
             return (await c.query(`SELECT 1 FROM pg_replication_slots WHERE database = $1`, [name])).rowCount === 0;
           }),
         { timeoutMs: 30_000, intervalMs: 200 },
       );
-      await withClient(adminUrl(), (c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
+      await withClient(admin, (c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
     },
   };
-}
-
-/** Restarts the run's own cluster (same port and settings). */
-export async function restartServer(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
-  const dataDir = inject('pgDataDir');
-  if (!dataDir) throw new Error('restartServer needs the harness-started cluster; it cannot restart a PG_TEST_URL server');
-  restartCluster(inject('pgBinDir'), dataDir, mode);
 }
 
 export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false>, opts: { timeoutMs?: number; intervalMs?: number } = {}): Promise<T> {

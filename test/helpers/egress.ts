@@ -31,8 +31,8 @@ export interface EgressEnv {
   drop(): Promise<void>;
 }
 
-export async function createEnv(opts: { config?: string; prefix?: string } = {}): Promise<EgressEnv> {
-  const db = await createTestDatabase(opts.prefix ?? 'egress');
+export async function createEnv(opts: { config?: string; prefix?: string; adminUrl?: string } = {}): Promise<EgressEnv> {
+  const db = await createTestDatabase(opts.prefix ?? 'egress', opts.adminUrl);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-egress-test-'));
   const outDir = path.join(dir, 'out');
   const slot = `s_${db.name.replace(/[^a-z0-9_]/g, '_')}`.slice(0, 60);
@@ -115,7 +115,7 @@ export async function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv } =
 }
 
 export async function currentWalLsn(url: string): Promise<bigint> {
-  return withDb(url, async (c) => parseLsn((await c.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l));
+  return withDb(url, async (c) => parseLsn((await c.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0].l));
 }
 
 /** Waits until the slot is confirmed at or past `lsn` (default: the server's current WAL end). */

@@ -4,20 +4,27 @@
  * tables exactly.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { restartServer } from '../harness/pg.js';
+import { createCluster, type Cluster } from '../harness/cluster.js';
 import { createEnv, sleep, spawnCli, waitCaughtUp, waitSlotActive, withDb, type EgressEnv } from '../helpers/egress.js';
 import { startWriter, verifyWorkload, WORKLOAD_DDL } from '../helpers/workload.js';
 
 describe('connection loss', () => {
   let env: EgressEnv;
+  // Restarting a server would cut every other test file's connections: this one gets its own.
+  let cluster: Cluster;
+  const restartServer = async (mode: 'fast' | 'immediate') => cluster.restart(mode);
 
   beforeAll(async () => {
-    env = await createEnv();
+    cluster = await createCluster({ wal_level: 'logical', fsync: 'off', max_wal_senders: 10, max_replication_slots: 10 });
+    cluster.start();
+    env = await createEnv({ adminUrl: cluster.url() });
     await withDb(env.url, (c) => c.query(WORKLOAD_DDL));
   });
 
   afterAll(async () => {
     await env?.drop();
+    cluster?.stop('immediate');
+    cluster?.destroy();
   });
 
   it('survives a terminated walsender and a server restart without loss or duplicates', async () => {
