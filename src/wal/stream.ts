@@ -56,8 +56,8 @@ export class ReplicationStream {
     private readonly client: pg.Client,
     private readonly opts: StreamOptions,
   ) {
-    this.high = opts.highWaterBytes ?? 16 * 1024 * 1024;
-    this.low = opts.lowWaterBytes ?? 4 * 1024 * 1024;
+    this.high = opts.highWaterBytes ?? 2 * 1024 * 1024;
+    this.low = opts.lowWaterBytes ?? 512 * 1024;
   }
 
   private get connection(): PgConnection {
