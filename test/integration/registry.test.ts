@@ -1,0 +1,77 @@
+/**
+ * Registry migrations are idempotent and safe when two processes start at once (SPEC §7), and the
+ * start-up sweep removes files the registry does not know (SPEC §6).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { migrate, loadMigrations } from '../../src/registry/migrate.js';
+import { sweepOutput } from '../../src/output/sweep.js';
+import { createEnv, startInProcess, waitCaughtUp, waitSlotActive, withDb, type EgressEnv } from '../helpers/egress.js';
+
+describe('registry', () => {
+  let env: EgressEnv;
+  beforeAll(async () => {
+    env = await createEnv();
+  });
+  afterAll(async () => {
+    await env?.drop();
+  });
+
+  it('applies migrations once when several processes start at the same moment', async () => {
+    const clients = await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        const c = new pg.Client({ connectionString: env.url });
+        await c.connect();
+        return c;
+      }),
+    );
+    try {
+      const applied = await Promise.all(clients.map((c) => migrate(c)));
+      const all = loadMigrations().map((m) => m.version);
+      // Exactly one process applied them all; the others found nothing to do.
+      expect(applied.filter((a) => a.length > 0)).toEqual([all]);
+      expect(applied.filter((a) => a.length === 0)).toHaveLength(3);
+      expect(await migrate(clients[0])).toEqual([]);
+      const { rows } = await clients[0].query('SELECT version FROM cdc_registry.migrations ORDER BY 1');
+      expect(rows.map((r) => Number(r.version))).toEqual(all);
+      const triggers = await clients[0].query(`SELECT evtname FROM pg_event_trigger WHERE evtname LIKE 'pg_egress%' ORDER BY 1`);
+      expect(triggers.rows.map((r) => r.evtname)).toEqual(['pg_egress_ddl_command_end', 'pg_egress_sql_drop']);
+    } finally {
+      await Promise.all(clients.map((c) => c.end()));
+    }
+  });
+
+  it('removes unregistered files at start and keeps registered ones', async () => {
+    await withDb(env.url, (c) => c.query('CREATE TABLE kept (id int PRIMARY KEY)'));
+    const daemon = startInProcess(env);
+    await waitSlotActive(env);
+    await withDb(env.url, (c) => c.query('INSERT INTO kept VALUES (1)'));
+    await waitCaughtUp(env);
+    await daemon.stop();
+    const [win] = readdirSync(path.join(env.outDir, 'public.kept'));
+    // Debris of a process that died before registering: a window folder, a file in a registered
+    // folder, a batch index, a temporary file. A foreign folder is left alone.
+    const stray = [
+      'public.kept/20000101T000000Z/streaming.csv.gz',
+      `public.kept/${win}/streaming.csv.gz.tmp`,
+      '_batches/20000101T000000Z.json',
+      '_tmp/abc.csv.gz',
+      'not-ours/file.txt',
+    ];
+    for (const s of stray) {
+      mkdirSync(path.dirname(path.join(env.outDir, s)), { recursive: true });
+      writeFileSync(path.join(env.outDir, s), 'x');
+    }
+    const registered = await withDb(env.url, async (c) => new Set((await c.query('SELECT path FROM cdc_registry.files')).rows.map((r) => r.path as string)));
+    const result = await sweepOutput(env.outDir, registered);
+    expect(result.removed.sort()).toEqual(stray.slice(0, 3).sort());
+    expect(result.missing).toBe(0);
+    expect(existsSync(path.join(env.outDir, 'public.kept/20000101T000000Z'))).toBe(false);
+    expect(existsSync(path.join(env.outDir, '_tmp/abc.csv.gz'))).toBe(false);
+    expect(existsSync(path.join(env.outDir, 'not-ours/file.txt'))).toBe(true);
+    for (const p of registered) expect(existsSync(path.join(env.outDir, p))).toBe(true);
+    expect(registered.size).toBeGreaterThanOrEqual(4);
+  });
+});
