@@ -41,6 +41,25 @@ LANGUAGE sql IMMUTABLE AS $fn$
                      WHERE sch ~ (p->>'schema') AND tab ~ (p->>'table'))
 $fn$;
 
+-- Records one DDL command in the history and emits it into the WAL inside the same transaction.
+CREATE FUNCTION cdc_registry.record_ddl(tag text, obj_type text, identity text, nsp text, tab text, rel oid, def jsonb, dropped boolean)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+  INSERT INTO cdc_registry.ddl_history (command_tag, object_type, schema_name, table_name, relid, command, definition)
+  VALUES (tag, obj_type, nsp, tab, rel, current_query(), def);
+  PERFORM pg_logical_emit_message(true, 'pg-egress:ddl', jsonb_build_object(
+    'command_tag', tag,
+    'object_type', obj_type,
+    'object_identity', identity,
+    'schema', nsp,
+    'table', tab,
+    'relid', rel,
+    'command', current_query(),
+    'definition', def,
+    'dropped', dropped)::text);
+END
+$fn$;
+
 -- SECURITY DEFINER: an application user who creates a table must not need rights on our
 -- publication, and must never have its DDL fail because of us (errors become warnings).
 CREATE FUNCTION cdc_registry.on_ddl_command_end() RETURNS event_trigger
@@ -51,7 +70,6 @@ DECLARE
   nsp text;
   tab text;
   kind "char";
-  def jsonb;
   s record;
 BEGIN
   FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
@@ -81,18 +99,8 @@ BEGIN
         END LOOP;
       END IF;
 
-      def := cdc_registry.table_definition(rel);
-      INSERT INTO cdc_registry.ddl_history (command_tag, object_type, schema_name, table_name, relid, command, definition)
-      VALUES (cmd.command_tag, cmd.object_type, nsp, tab, rel, current_query(), def);
-      PERFORM pg_logical_emit_message(true, 'pg-egress:ddl', jsonb_build_object(
-        'command_tag', cmd.command_tag,
-        'object_type', cmd.object_type,
-        'object_identity', cmd.object_identity,
-        'schema', nsp,
-        'table', tab,
-        'relid', rel,
-        'command', current_query(),
-        'definition', def)::text);
+      PERFORM cdc_registry.record_ddl(cmd.command_tag, cmd.object_type, cmd.object_identity, nsp, tab, rel,
+                                      cdc_registry.table_definition(rel), false);
     EXCEPTION WHEN OTHERS THEN
       RAISE WARNING 'pg-egress DDL capture failed for %: %', cmd.object_identity, SQLERRM;
     END;
@@ -109,17 +117,8 @@ BEGIN
              WHERE object_type = 'table' AND NOT is_temporary
                AND schema_name NOT IN ('cdc_registry', 'pg_catalog', 'information_schema') LOOP
     BEGIN
-      INSERT INTO cdc_registry.ddl_history (command_tag, object_type, schema_name, table_name, relid, command)
-      VALUES (tg_tag, obj.object_type, obj.schema_name, obj.object_name, obj.objid, current_query());
-      PERFORM pg_logical_emit_message(true, 'pg-egress:ddl', jsonb_build_object(
-        'command_tag', tg_tag,
-        'object_type', obj.object_type,
-        'object_identity', obj.object_identity,
-        'schema', obj.schema_name,
-        'table', obj.object_name,
-        'relid', obj.objid,
-        'command', current_query(),
-        'dropped', true)::text);
+      PERFORM cdc_registry.record_ddl(tg_tag, obj.object_type, obj.object_identity, obj.schema_name,
+                                      obj.object_name, obj.objid, NULL, true);
     EXCEPTION WHEN OTHERS THEN
       RAISE WARNING 'pg-egress DDL capture failed for %: %', obj.object_identity, SQLERRM;
     END;

@@ -83,7 +83,7 @@ export interface DdlEvent {
   table: string;
   relid: number;
   command: string;
-  definition?: TableDef;
+  definition?: TableDef | null;
   dropped?: boolean;
 }
 

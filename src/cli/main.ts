@@ -5,16 +5,18 @@
 import { Command, Option } from 'commander';
 import { loadConfig, redactedConfig, type Config } from '../config/index.js';
 import { EgressError, ExitCode, isEgressError } from '../errors.js';
-import { createLogger } from '../log.js';
+import { createLogger, type Logger } from '../log.js';
 import { prepareSource, runDaemon } from '../daemon.js';
 import { formatStatus, statusReport } from './status.js';
 
 let debug = false;
 
-function load(opts: { config: string; logLevel?: string }): Config {
+/** Config (resolved once, frozen) and a logger at --log-level or log.level. */
+function load(program: Command, opts: { config: string }): { cfg: Config; log: Logger } {
   const cfg = loadConfig(opts.config);
-  debug = (opts.logLevel ?? cfg.log.level) === 'debug' || (opts.logLevel ?? cfg.log.level) === 'trace';
-  return cfg;
+  const level = program.opts<{ logLevel?: string }>().logLevel ?? cfg.log.level;
+  debug = level === 'debug' || level === 'trace';
+  return { cfg, log: createLogger(level) };
 }
 
 const configOption = () => new Option('-c, --config <file>', 'configuration file').default('cdc.yml');
@@ -33,9 +35,7 @@ export function buildProgram(): Command {
     .description('run the daemon: stream the slot into files until SIGTERM/SIGINT')
     .addOption(configOption())
     .action(async (opts: { config: string }) => {
-      const global = program.opts<{ logLevel?: string }>();
-      const cfg = load({ ...opts, logLevel: global.logLevel });
-      const log = createLogger(global.logLevel ?? cfg.log.level);
+      const { cfg, log } = load(program, opts);
       log.debug({ config: redactedConfig(cfg) }, 'configuration');
       const ac = new AbortController();
       let signals = 0;
@@ -58,9 +58,7 @@ export function buildProgram(): Command {
     .description('create or migrate the registry, publication and slot, then exit (run once as a superuser to enable DDL capture)')
     .addOption(configOption())
     .action(async (opts: { config: string }) => {
-      const global = program.opts<{ logLevel?: string }>();
-      const cfg = load({ ...opts, logLevel: global.logLevel });
-      const log = createLogger(global.logLevel ?? cfg.log.level);
+      const { cfg, log } = load(program, opts);
       const prep = await prepareSource(cfg, log);
       await prep.client.end();
       process.stdout.write(`initialized: registry cdc_registry, publication ${cfg.publication}, slot ${cfg.slot}${prep.slotCreated ? ' (created)' : ''}\n`);
@@ -72,7 +70,7 @@ export function buildProgram(): Command {
     .addOption(configOption())
     .option('--json', 'print JSON')
     .action(async (opts: { config: string; json?: boolean }) => {
-      const cfg = load({ ...opts, logLevel: program.opts<{ logLevel?: string }>().logLevel });
+      const { cfg } = load(program, opts);
       const report = await statusReport(cfg);
       process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : formatStatus(report));
     });
