@@ -22,6 +22,8 @@ import { sweepOutput } from './output/sweep.js';
 import { ensureDir, writeFileAtomic } from './output/atomic.js';
 
 const STATUS_INTERVAL_MS = 10_000;
+const QUIET_PING_MS = 30_000;
+const DEAD_AFTER_MS = 120_000;
 const STATUS_FILE = '_status.json';
 
 export interface Prepared {
@@ -173,15 +175,17 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
       }
       if (c.durableLsn !== sentDurable || now - lastStatus >= STATUS_INTERVAL_MS) {
         sentDurable = c.durableLsn;
-        s.sendStatus(confirmLsn());
+        // On a quiet server nothing arrives (our regular replies keep it from pinging us): ask for
+        // a reply now and then, so that silence really means a dead connection.
+        s.sendStatus(confirmLsn(), now - s.lastFrameAt > QUIET_PING_MS);
         lastStatus = now;
       }
       if (now - lastStatusFile >= 5000) {
         lastStatusFile = now;
         await writeStatusFile(cfg, c, confirmed, s.receivedLsn).catch((e: unknown) => log.debug({ err: String(e) }, 'status file not written'));
       }
-      if (now - s.lastFrameAt > 5 * 60_000) {
-        throw new EgressError('SOURCE_UNREACHABLE', 'no message from the server for 5 minutes', { retryable: true });
+      if (now - s.lastFrameAt > DEAD_AFTER_MS) {
+        throw new EgressError('SOURCE_UNREACHABLE', `no message from the server for ${DEAD_AFTER_MS / 1000} s`, { retryable: true });
       }
     }
     // Shutdown: a flush in progress has completed (handle() awaited it); confirm and leave.
