@@ -182,7 +182,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
       }
       if (now - lastStatusFile >= 5000) {
         lastStatusFile = now;
-        await writeStatusFile(cfg, c, confirmed, s.receivedLsn).catch((e: unknown) => log.debug({ err: String(e) }, 'status file not written'));
+        await writeStatusFile(cfg, c, confirmed, s.receivedLsn, s.lastFrameAt).catch((e: unknown) => log.debug({ err: String(e) }, 'status file not written'));
       }
       if (now - s.lastFrameAt > DEAD_AFTER_MS) {
         throw new EgressError('SOURCE_UNREACHABLE', `no message from the server for ${DEAD_AFTER_MS / 1000} s`, { retryable: true });
@@ -198,13 +198,14 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
   }
 }
 
-async function writeStatusFile(cfg: Config, c: BatchController, confirmed: Lsn, received: Lsn): Promise<void> {
+async function writeStatusFile(cfg: Config, c: BatchController, confirmed: Lsn, received: Lsn, lastFrameAt: number): Promise<void> {
   const status = {
     pid: process.pid,
     updated_at: new Date().toISOString(),
     registered_lsn: lsnHex(c.durableLsn),
     confirmed_lsn: lsnHex(confirmed),
     received_lsn: lsnHex(received),
+    last_message_at: new Date(lastFrameAt).toISOString(),
     pending_rows: Object.fromEntries(c.pendingRows()),
     stats: c.stats,
   };
