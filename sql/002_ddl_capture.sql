@@ -70,6 +70,7 @@ DECLARE
   nsp text;
   tab text;
   kind "char";
+  ispart boolean;
   s record;
 BEGIN
   FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
@@ -84,9 +85,10 @@ BEGIN
         FROM pg_class c LEFT JOIN pg_index i ON i.indexrelid = c.oid
        WHERE c.oid = cmd.objid;
       CONTINUE WHEN rel IS NULL;
-      SELECT n.nspname, c.relname, c.relkind INTO nsp, tab, kind
+      SELECT n.nspname, c.relname, c.relkind, c.relispartition INTO nsp, tab, kind, ispart
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
-      CONTINUE WHEN kind NOT IN ('r', 'p');
+      -- Partitions are published through their root (publish_via_partition_root).
+      CONTINUE WHEN kind NOT IN ('r', 'p') OR ispart;
 
       -- A new table that matches a publication's patterns joins it at once, in the creating
       -- transaction, so the rows inserted by that same transaction are published too.

@@ -73,11 +73,16 @@ export async function selectedTables(client: pg.Client, cfg: Config): Promise<Ta
 export async function syncPublication(client: pg.Client, cfg: Config): Promise<{ added: TableName[]; removed: TableName[]; tables: TableName[] }> {
   const want = await selectedTables(client, cfg);
   const pub = quoteIdent(cfg.publication);
-  const exists = await client.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [cfg.publication]);
+  // publish_via_partition_root: a partitioned table's changes are published as the root table
+  // (one folder, one schema), not as each leaf partition.
+  // https://www.postgresql.org/docs/15/sql-createpublication.html
+  const exists = await client.query<{ viaroot: string }>(`SELECT pubviaroot::text AS viaroot FROM pg_publication WHERE pubname = $1`, [cfg.publication]);
   if (exists.rowCount === 0) {
-    await client.query(`CREATE PUBLICATION ${pub}`).catch((e: { code?: string }) => {
+    await client.query(`CREATE PUBLICATION ${pub} WITH (publish_via_partition_root = true)`).catch((e: { code?: string }) => {
       if (e.code !== '42710') throw e; // created concurrently by another process
     });
+  } else if (exists.rows[0].viaroot !== 'true') {
+    await client.query(`ALTER PUBLICATION ${pub} SET (publish_via_partition_root = true)`);
   }
   const { rows: have } = await client.query<{ schema: string; table: string }>(
     `SELECT schemaname AS schema, tablename AS table FROM pg_publication_tables WHERE pubname = $1`,

@@ -26,6 +26,9 @@ describe('operations', () => {
         CREATE TABLE trunc (id int PRIMARY KEY);
         CREATE TABLE toasty (id int PRIMARY KEY, n int, body text);
         CREATE TABLE evolving (id int PRIMARY KEY, b text);
+        CREATE TABLE parted (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+        CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu');
+        CREATE TABLE parted_us PARTITION OF parted FOR VALUES IN ('us');
         CREATE SCHEMA "My Schema";
         CREATE TABLE "My Schema"."Weird ""Name"", x" ("my col" int PRIMARY KEY, "Other, ""col""" text);`);
     });
@@ -62,6 +65,7 @@ describe('operations', () => {
         COMMIT;`);
 
       await c.query(`INSERT INTO "My Schema"."Weird ""Name"", x" VALUES (1, 'a,"b"')`);
+      await c.query(`INSERT INTO parted VALUES (1, 'eu'), (2, 'us')`);
 
       // A table created while streaming, filled by its creating transaction, later dropped.
       await c.query(`BEGIN;
@@ -178,6 +182,15 @@ describe('operations', () => {
       .join('');
     expect(ddl).toContain('CREATE TABLE born_later');
     expect(ddl).toContain('DROP TABLE born_later');
+  });
+
+  it('publishes a partitioned table as its root', () => {
+    const { rows } = readStreamingRows(env.outDir, 'public.parted');
+    expect(brief(rows, ['id', 'region'])).toEqual([
+      ['I', '1', 'eu'],
+      ['I', '2', 'us'],
+    ]);
+    expect(readdirSync(env.outDir).filter((f) => f.startsWith('public.parted_'))).toEqual([]);
   });
 
   it('writes files 0600 in folders 0700 and a batch index per flush', () => {
