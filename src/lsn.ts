@@ -23,8 +23,4 @@ export function lsnHex(lsn: Lsn): string {
   return lsn.toString(16).toUpperCase().padStart(16, '0');
 }
 
-export function parseLsnHex(text: string): Lsn {
-  return BigInt('0x' + text);
-}
-
 export const maxLsn = (a: Lsn, b: Lsn): Lsn => (a > b ? a : b);

@@ -13,7 +13,6 @@
  *   transaction and only then does the slot get confirmed (the caller does that with `durableLsn`).
  */
 import path from 'node:path';
-import { promises as fsp } from 'node:fs';
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
@@ -551,8 +550,3 @@ function smallFile(p: string, type: FileRecord['type'], w: TableWindow, text: st
 
 const minLsn = (a: Lsn | null, b: Lsn | null): Lsn | null => (a === null ? b : b === null ? a : a < b ? a : b);
 const maxLsnN = (a: Lsn | null, b: Lsn | null): Lsn | null => (a === null ? b : b === null ? a : a > b ? a : b);
-
-/** Removes temporary files of an aborted window folder (exported for the daemon's startup sweep). */
-export async function removeTmpDir(outDir: string): Promise<void> {
-  await fsp.rm(path.join(outDir, '_tmp'), { recursive: true, force: true });
-}

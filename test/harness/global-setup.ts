@@ -11,7 +11,6 @@ declare module 'vitest' {
   export interface ProvidedContext {
     pgAdminUrl: string;
     pgBinDir: string;
-    pgDataDir: string;
   }
 }
 
@@ -36,7 +35,6 @@ async function check(url: string): Promise<void> {
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   let url = process.env.PG_TEST_URL ?? '';
   let binDir = '';
-  let dataDir = '';
   if (!url) {
     const started = Date.now();
     cluster = await createCluster({
@@ -56,13 +54,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
     cluster.start();
     url = cluster.url();
     binDir = cluster.binDir;
-    dataDir = cluster.dataDir;
-    process.stdout.write(`test PostgreSQL started on port ${cluster.port} in ${Date.now() - started} ms (${dataDir})\n`);
+    process.stdout.write(`test PostgreSQL started on port ${cluster.port} in ${Date.now() - started} ms (${cluster.dataDir})\n`);
   }
   await check(url);
   project.provide('pgAdminUrl', url);
   project.provide('pgBinDir', binDir);
-  project.provide('pgDataDir', dataDir);
   process.env.PG_TEST_ADMIN_URL = url;
   return async () => {
     if (cluster && !process.env.KEEP_PG) {

@@ -270,8 +270,3 @@ export async function waitSlotActive(env: EgressEnv, timeoutMs = 30_000): Promis
     { timeoutMs, intervalMs: 100 },
   );
 }
-
-/** Writes, waits until everything written is in registered files, and returns the table's rows. */
-export async function flushed(env: EgressEnv): Promise<void> {
-  await waitCaughtUp(env);
-}
