@@ -24,6 +24,7 @@ describe('operations', () => {
         CREATE TABLE ops_full_nopk (a int, b text);
         ALTER TABLE ops_full_nopk REPLICA IDENTITY FULL;
         CREATE TABLE trunc (id int PRIMARY KEY);
+        CREATE TABLE rolled (id int PRIMARY KEY);
         CREATE TABLE toasty (id int PRIMARY KEY, n int, body text);
         CREATE TABLE evolving (id int PRIMARY KEY, b text);
         CREATE TABLE parted (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
@@ -66,6 +67,9 @@ describe('operations', () => {
 
       await c.query(`INSERT INTO "My Schema"."Weird ""Name"", x" VALUES (1, 'a,"b"')`);
       await c.query(`INSERT INTO parted VALUES (1, 'eu'), (2, 'us')`);
+      // Rolled back: neither its DDL nor its rows appear anywhere.
+      await c.query(`BEGIN; ALTER TABLE rolled ADD COLUMN ghost text; INSERT INTO rolled VALUES (666, 'boo'); ROLLBACK;`);
+      await c.query(`INSERT INTO rolled VALUES (1)`);
 
       // A table created while streaming, filled by its creating transaction, later dropped.
       await c.query(`BEGIN;
@@ -182,6 +186,15 @@ describe('operations', () => {
       .join('');
     expect(ddl).toContain('CREATE TABLE born_later');
     expect(ddl).toContain('DROP TABLE born_later');
+  });
+
+  it('a rolled-back transaction leaves no DDL and no rows', () => {
+    const { header, rows } = readStreamingRows(env.outDir, 'public.rolled');
+    expect(header[0].slice(6)).toEqual(['id']);
+    expect(brief(rows, ['id'])).toEqual([['I', '1']]);
+    for (const b of readdirSync(path.join(env.outDir, 'public.rolled'))) {
+      expect(existsSync(path.join(env.outDir, 'public.rolled', b, 'ddl.sql'))).toBe(false);
+    }
   });
 
   it('publishes a partitioned table as its root', () => {
