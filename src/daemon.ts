@@ -12,7 +12,7 @@ import { EgressError, isEgressError } from './errors.js';
 import { formatLsn, lsnHex, maxLsn, type Lsn } from './lsn.js';
 import { connectClient, describeSource, sourceError } from './source/connect.js';
 import { checkServer, ensureSlot, loadTableDefs, publishedRelids, syncPublication, tablesWithoutIdentity, type ServerInfo } from './source/setup.js';
-import { migrate } from './registry/migrate.js';
+import { ensureEventTriggers, migrate } from './registry/migrate.js';
 import { Registry, type TablePatternSql } from './registry/registry.js';
 import { ReplicationStream } from './wal/stream.js';
 import { decodeFrame } from './wal/frames.js';
@@ -47,8 +47,7 @@ export async function prepareSource(cfg: Config, log: Logger): Promise<Prepared>
     const server = await checkServer(client, cfg);
     const applied = await migrate(client);
     if (applied.length) log.info({ versions: applied }, 'registry migrated');
-    const triggers = await client.query(`SELECT 1 FROM pg_event_trigger WHERE evtname = 'pg_egress_ddl_command_end'`);
-    if (triggers.rowCount === 0) {
+    if (!(await ensureEventTriggers(client, server.superuser))) {
       log.warn('DDL capture is off: the registry was created by a non-superuser; run `pg-egress init` once as a superuser to install its event triggers');
     }
     const registry = new Registry(client, cfg.slot);

@@ -53,3 +53,24 @@ export async function migrate(client: pg.Client, migrations = loadMigrations()):
   }
   return applied;
 }
+
+/**
+ * The DDL-capture event triggers need a superuser (sql/002). When the registry was created by a
+ * non-superuser they are missing; a later start or `init` as a superuser installs them here.
+ * Returns whether they are in place.
+ */
+export async function ensureEventTriggers(client: pg.Client, superuser: boolean): Promise<boolean> {
+  const { rows } = await client.query<{ evtname: string }>(
+    `SELECT evtname FROM pg_event_trigger WHERE evtname IN ('pg_egress_ddl_command_end', 'pg_egress_sql_drop')`,
+  );
+  const have = new Set(rows.map((r) => r.evtname));
+  if (have.size === 2) return true;
+  if (!superuser) return false;
+  if (!have.has('pg_egress_ddl_command_end')) {
+    await client.query(`CREATE EVENT TRIGGER "pg_egress_ddl_command_end" ON ddl_command_end EXECUTE FUNCTION "cdc_registry"."on_ddl_command_end"()`);
+  }
+  if (!have.has('pg_egress_sql_drop')) {
+    await client.query(`CREATE EVENT TRIGGER "pg_egress_sql_drop" ON sql_drop EXECUTE FUNCTION "cdc_registry"."on_sql_drop"()`);
+  }
+  return true;
+}

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
-import { migrate, loadMigrations } from '../../src/registry/migrate.js';
+import { ensureEventTriggers, migrate, loadMigrations } from '../../src/registry/migrate.js';
 import { sweepOutput } from '../../src/output/sweep.js';
 import { createEnv, startInProcess, waitCaughtUp, waitSlotActive, withDb, type EgressEnv } from '../helpers/egress.js';
 
@@ -41,6 +41,17 @@ describe('registry', () => {
     } finally {
       await Promise.all(clients.map((c) => c.end()));
     }
+  });
+
+  it('installs missing DDL-capture triggers later, when a superuser runs it', async () => {
+    await withDb(env.url, async (c) => {
+      await c.query('DROP EVENT TRIGGER pg_egress_ddl_command_end; DROP EVENT TRIGGER pg_egress_sql_drop');
+      expect(await ensureEventTriggers(c, false)).toBe(false);
+      expect((await c.query(`SELECT 1 FROM pg_event_trigger WHERE evtname LIKE 'pg_egress%'`)).rowCount).toBe(0);
+      expect(await ensureEventTriggers(c, true)).toBe(true);
+      expect((await c.query(`SELECT 1 FROM pg_event_trigger WHERE evtname LIKE 'pg_egress%'`)).rowCount).toBe(2);
+      expect(await ensureEventTriggers(c, false)).toBe(true);
+    });
   });
 
   it('removes unregistered files at start and keeps registered ones', async () => {
