@@ -24,6 +24,7 @@ import { ensureDir, writeFileAtomic } from './output/atomic.js';
 const STATUS_INTERVAL_MS = 10_000;
 const QUIET_PING_MS = 30_000;
 const DEAD_AFTER_MS = 120_000;
+const PROGRESS_INTERVAL_MS = 30_000;
 const STATUS_FILE = '_status.json';
 
 export interface Prepared {
@@ -139,6 +140,8 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
     let lastStatus = Date.now();
     let lastTick = Date.now();
     let lastStatusFile = 0;
+    let lastProgress = Date.now();
+    let progressRows = 0;
     let sentDurable = controller.durableLsn;
     const c = controller;
     const s = stream;
@@ -178,6 +181,16 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
         // a reply now and then, so that silence really means a dead connection.
         s.sendStatus(confirmLsn(), now - s.lastFrameAt > QUIET_PING_MS);
         lastStatus = now;
+      }
+      if (now - lastProgress >= PROGRESS_INTERVAL_MS) {
+        // Progress for long catch-ups: what arrived since the last line, and how far behind we are.
+        const rows = c.stats.rows - progressRows;
+        log.info(
+          { rows, rows_per_s: Math.round((rows * 1000) / (now - lastProgress)), pending: c.hasPending(), received: lsnHex(s.receivedLsn), registered: lsnHex(c.durableLsn) },
+          'progress',
+        );
+        lastProgress = now;
+        progressRows = c.stats.rows;
       }
       if (now - lastStatusFile >= 5000) {
         lastStatusFile = now;
