@@ -359,7 +359,12 @@ export class BatchController {
     if (!matchTable(this.cfg, ev.schema, ev.table)) return;
     const w = this.window(ev.schema, ev.table, ev.relid);
     const key = defKey(ev.schema, ev.table);
-    if (ev.definition) this.defs.set(key, ev.definition);
+    if (ev.definition) {
+      this.defs.set(key, ev.definition);
+      // The file's header must be the columns at the end of the window (SPEC §5), also when no
+      // row follows this DDL in the window: switch the open file to the new layout now.
+      if (w.file) await w.file.useColumns(outColumnNames(ev.definition, excludedColumns(this.cfg, ev.schema, ev.table)));
+    }
     if (ev.dropped) w.dropped = true;
     if (w.ddlLsnStart === null) w.ddlLsnStart = t.finalLsn;
     w.ddlLsnEnd = t.finalLsn;
@@ -486,18 +491,15 @@ export class BatchController {
     const def = this.defs.get(defKey(w.schema, w.table));
     const byName = new Map(def?.columns.map((c) => [c.name, c]) ?? []);
     const excluded = excludedColumns(this.cfg, w.schema, w.table);
-    let columns: ColumnDoc[];
-    if (w.rel && !w.dropped) {
-      const rel = w.rel;
-      columns = [];
-      for (const i of rel.outIdx) {
-        const c = rel.columns[i];
-        const d = byName.get(c.name);
-        const type = d && d.type_oid === c.typeOid ? d.type : await this.o.formatType(c.typeOid, c.typmod);
-        columns.push({ name: c.name, type, typeOid: c.typeOid, nullable: d ? d.nullable : !c.isKey });
-      }
-    } else {
-      columns = (def?.columns ?? []).filter((c) => !c.generated && !excluded.has(c.name)).map((c) => ({ name: c.name, type: c.type, typeOid: c.type_oid, nullable: c.nullable }));
+    // The columns of the file's final layout; without a file, of the last Relation or definition.
+    const relCols = new Map(w.rel?.columns.map((c) => [c.name, c]) ?? []);
+    const names = w.file?.columns ?? (w.rel && !w.dropped ? w.rel.outNames : def ? outColumnNames(def, excluded) : []);
+    const columns: ColumnDoc[] = [];
+    for (const name of names) {
+      const d = byName.get(name);
+      const r = relCols.get(name);
+      const type = d && (!r || d.type_oid === r.typeOid) ? d.type : r ? await this.o.formatType(r.typeOid, r.typmod) : 'unknown';
+      columns.push({ name, type, typeOid: r?.typeOid ?? d?.type_oid ?? 0, nullable: d ? d.nullable : !r?.isKey });
     }
     const ri = w.rel?.replicaIdentity ?? identityName(def?.replica_identity);
     return schemaYml({
@@ -521,6 +523,11 @@ export class BatchController {
     this.windows.clear();
     this.txn = null;
   }
+}
+
+/** Columns a definition puts in files: not generated (pgoutput does not send them), not excluded. */
+function outColumnNames(def: TableDef, excluded: ReadonlySet<string>): string[] {
+  return def.columns.filter((c) => !c.generated && !excluded.has(c.name)).map((c) => c.name);
 }
 
 function identityName(c: string | undefined): ReplicaIdentity {

@@ -25,6 +25,7 @@ describe('operations', () => {
         ALTER TABLE ops_full_nopk REPLICA IDENTITY FULL;
         CREATE TABLE trunc (id int PRIMARY KEY);
         CREATE TABLE rolled (id int PRIMARY KEY);
+        CREATE TABLE late_ddl (id int PRIMARY KEY, gone text);
         CREATE TABLE toasty (id int PRIMARY KEY, n int, body text);
         CREATE TABLE evolving (id int PRIMARY KEY, b text);
         CREATE TABLE parted (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
@@ -70,6 +71,8 @@ describe('operations', () => {
       // Rolled back: neither its DDL nor its rows appear anywhere.
       await c.query(`BEGIN; ALTER TABLE rolled ADD COLUMN ghost text; INSERT INTO rolled VALUES (666, 'boo'); ROLLBACK;`);
       await c.query(`INSERT INTO rolled VALUES (1)`);
+      // Columns change after the window's last row of the table.
+      await c.query(`BEGIN; INSERT INTO late_ddl VALUES (1, 'x'); ALTER TABLE late_ddl ADD COLUMN z int NOT NULL DEFAULT 7, DROP COLUMN gone; COMMIT;`);
 
       // A table created while streaming, filled by its creating transaction, later dropped.
       await c.query(`BEGIN;
@@ -186,6 +189,16 @@ describe('operations', () => {
       .join('');
     expect(ddl).toContain('CREATE TABLE born_later');
     expect(ddl).toContain('DROP TABLE born_later');
+  });
+
+  it('columns changed after the last row still give the end-of-window header and schema.yml', () => {
+    const { header, rows } = readStreamingRows(env.outDir, 'public.late_ddl');
+    expect(header).toHaveLength(1);
+    expect(header[0].slice(6)).toEqual(['id', 'z']);
+    expect(brief(rows, ['id', 'z'])).toEqual([['I', '1', null]]);
+    const yml = readFileSync(path.join(env.outDir, 'public.late_ddl', rows[0].batch, 'schema.yml'), 'utf8');
+    expect(yml).toContain('  - {name: z, type: integer, type_oid: 23, nullable: false}');
+    expect(yml).not.toContain('gone');
   });
 
   it('a rolled-back transaction leaves no DDL and no rows', () => {
