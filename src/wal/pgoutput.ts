@@ -2,10 +2,16 @@
  * pgoutput protocol version 1, decoded from bytes. Text values stay bytes (subarrays of the input,
  * no copy, no UTF-8 decoding): the CSV encoder writes them as they are.
  * https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html
+ *
+ * Hot path (one call per row): the decoder keeps its cursor in module state instead of allocating
+ * a reader per message, switches on byte values, and bounds-checks every read so that a truncated
+ * or overlong message throws EgressError('PROTOCOL') instead of reading garbage. Decoding is
+ * synchronous, so the shared cursor is never observed by two calls at once.
  */
 import { EgressError } from '../errors.js';
 
 export const UNCHANGED_TOAST: unique symbol = Symbol('unchanged-toast');
+/** A text value as a subarray of the input message, NULL, or "unchanged TOASTed value, not sent". */
 export type TupleValue = Buffer | null | typeof UNCHANGED_TOAST;
 export type Tuple = TupleValue[];
 export interface RelationColumn {
@@ -27,165 +33,264 @@ export type PgOutputMessage =
   | { tag: 'truncate'; cascade: boolean; restartIdentity: boolean; relationOids: number[] }
   | { tag: 'message'; transactional: boolean; lsn: bigint; prefix: string; content: Buffer };
 
-const IDENTITY: Record<string, ReplicaIdentity> = { d: 'default', n: 'nothing', f: 'full', i: 'index' };
+// Byte values of the tags and markers.
+const B = 0x42, C = 0x43, D = 0x44, I = 0x49, K = 0x4b, M = 0x4d, N = 0x4e, O = 0x4f, R = 0x52, T = 0x54, U = 0x55, Y = 0x59;
+const COL_NULL = 0x6e, COL_TOAST = 0x75, COL_TEXT = 0x74, COL_BINARY = 0x62;
 
-/** A bounds-checked cursor: every read fails loudly instead of reading past the message. */
-class Reader {
-  pos = 1;
-  constructor(
-    readonly buf: Buffer,
-    readonly tag: string,
-  ) {}
+const EMPTY = Buffer.alloc(0);
+/** The message being decoded and the cursor into it. */
+let buf: Buffer = EMPTY;
+let pos = 0;
 
-  fail(what: string): never {
-    throw new EgressError('PROTOCOL', `pgoutput: ${what} in '${this.tag}' message at offset ${this.pos} of ${this.buf.length}`);
+/** A printable form of a byte for error messages: `'N' (0x4e)`. */
+function showByte(b: number): string {
+  const hex = '0x' + b.toString(16).padStart(2, '0');
+  return b >= 0x20 && b < 0x7f ? `'${String.fromCharCode(b)}' (${hex})` : hex;
+}
+
+function fail(what: string, at: number = pos): never {
+  const tag = buf.length > 0 ? showByte(buf[0]) : '(none)';
+  const len = buf.length;
+  buf = EMPTY; // do not keep the network buffer alive through the error
+  throw new EgressError('PROTOCOL', `pgoutput: ${what} [message type ${tag}, offset ${at}, length ${len}]`);
+}
+
+function need(n: number, what: string): void {
+  if (pos + n > buf.length) fail(`truncated ${what} (needs ${n} bytes, ${buf.length - pos} left)`);
+}
+
+function u8(what: string): number {
+  if (pos >= buf.length) fail(`truncated ${what} (needs 1 byte, 0 left)`);
+  return buf[pos++];
+}
+
+function i16(what: string): number {
+  need(2, what);
+  const v = buf.readInt16BE(pos);
+  pos += 2;
+  return v;
+}
+
+function i32(what: string): number {
+  need(4, what);
+  const v = buf.readInt32BE(pos);
+  pos += 4;
+  return v;
+}
+
+function u32(what: string): number {
+  need(4, what);
+  const v = buf.readUInt32BE(pos);
+  pos += 4;
+  return v;
+}
+
+function u64(what: string): bigint {
+  need(8, what);
+  const v = buf.readBigUInt64BE(pos);
+  pos += 8;
+  return v;
+}
+
+function i64(what: string): bigint {
+  need(8, what);
+  const v = buf.readBigInt64BE(pos);
+  pos += 8;
+  return v;
+}
+
+/** NUL-terminated UTF-8 string. */
+function cstr(what: string): string {
+  const end = buf.indexOf(0, pos);
+  if (end < 0) fail(`unterminated ${what} (no NUL before the end)`);
+  const s = buf.toString('utf8', pos, end);
+  pos = end + 1;
+  return s;
+}
+
+/** int32 length, then that many bytes, as a subarray of the input. */
+function lengthPrefixed(what: string): Buffer {
+  const at = pos;
+  const n = i32(what);
+  if (n < 0) fail(`negative ${what} length ${n}`, at);
+  need(n, what);
+  const v = buf.subarray(pos, pos + n);
+  pos += n;
+  return v;
+}
+
+/** A count field; each counted item takes at least `minBytes`, so an impossible count fails early. */
+function count(n: number, minBytes: number, what: string, at: number): number {
+  if (n < 0) fail(`negative ${what} ${n}`, at);
+  if (n * minBytes > buf.length - pos) fail(`truncated message: ${what} ${n} needs at least ${n * minBytes} more bytes, ${buf.length - pos} left`, at);
+  return n;
+}
+
+function tupleData(): Tuple {
+  const at = pos;
+  const n = count(i16('tuple column count'), 1, 'tuple column count', at);
+  const t: Tuple = [];
+  // Inlined reads: this loop runs once per column value, so no per-value strings or closures.
+  for (let i = 0; i < n; i++) {
+    if (pos >= buf.length) fail(`truncated tuple: no kind byte for column ${i}`);
+    const kind = buf[pos++];
+    if (kind === COL_TEXT) {
+      if (pos + 4 > buf.length) fail(`truncated tuple: column ${i} text length (needs 4 bytes, ${buf.length - pos} left)`);
+      const len = buf.readInt32BE(pos);
+      if (len < 0) fail(`negative text length ${len} in tuple column ${i}`);
+      pos += 4;
+      if (pos + len > buf.length) fail(`truncated tuple: column ${i} text value (needs ${len} bytes, ${buf.length - pos} left)`);
+      t.push(buf.subarray(pos, pos + len));
+      pos += len;
+    } else if (kind === COL_NULL) t.push(null);
+    else if (kind === COL_TOAST) t.push(UNCHANGED_TOAST);
+    else if (kind === COL_BINARY) fail(`binary value in tuple column ${i} (binary mode is never requested)`, pos - 1);
+    else fail(`unknown kind ${showByte(kind)} of tuple column ${i}`, pos - 1);
   }
-  need(n: number): void {
-    if (this.pos + n > this.buf.length) this.fail(`truncated message (needs ${n} more bytes)`);
-  }
-  u8(): number {
-    this.need(1);
-    return this.buf[this.pos++];
-  }
-  i16(): number {
-    this.need(2);
-    const v = this.buf.readInt16BE(this.pos);
-    this.pos += 2;
-    return v;
-  }
-  i32(): number {
-    this.need(4);
-    const v = this.buf.readInt32BE(this.pos);
-    this.pos += 4;
-    return v;
-  }
-  u32(): number {
-    this.need(4);
-    const v = this.buf.readUInt32BE(this.pos);
-    this.pos += 4;
-    return v;
-  }
-  u64(): bigint {
-    this.need(8);
-    const v = this.buf.readBigUInt64BE(this.pos);
-    this.pos += 8;
-    return v;
-  }
-  i64(): bigint {
-    this.need(8);
-    const v = this.buf.readBigInt64BE(this.pos);
-    this.pos += 8;
-    return v;
-  }
-  cstr(): string {
-    const end = this.buf.indexOf(0, this.pos);
-    if (end < 0) this.fail('unterminated string');
-    const s = this.buf.toString('utf8', this.pos, end);
-    this.pos = end + 1;
-    return s;
-  }
-  bytes(n: number): Buffer {
-    if (n < 0) this.fail(`negative length ${n}`);
-    this.need(n);
-    const b = this.buf.subarray(this.pos, this.pos + n);
-    this.pos += n;
-    return b;
-  }
-  tuple(): Tuple {
-    const n = this.i16();
-    const t: Tuple = new Array(n);
-    for (let i = 0; i < n; i++) {
-      const kind = this.u8();
-      if (kind === 0x74 /* t */) t[i] = this.bytes(this.i32());
-      else if (kind === 0x6e /* n */) t[i] = null;
-      else if (kind === 0x75 /* u */) t[i] = UNCHANGED_TOAST;
-      else if (kind === 0x62 /* b */) this.fail('binary column value (binary mode is never requested)');
-      else this.fail(`unknown column kind ${kind}`);
-    }
-    return t;
-  }
-  end(): void {
-    if (this.pos !== this.buf.length) this.fail(`${this.buf.length - this.pos} unexpected trailing bytes`);
+  return t;
+}
+
+function expectN(): void {
+  const at = pos;
+  const b = u8("'N' marker");
+  if (b !== N) fail(`expected 'N' (new tuple), got ${showByte(b)}`, at);
+}
+
+function replicaIdentity(): ReplicaIdentity {
+  const at = pos;
+  const b = u8('replica identity');
+  switch (b) {
+    case 0x64: // d
+      return 'default';
+    case 0x6e: // n
+      return 'nothing';
+    case 0x66: // f
+      return 'full';
+    case 0x69: // i
+      return 'index';
+    default:
+      return fail(`unknown replica identity ${showByte(b)}`, at);
   }
 }
 
-export function decodePgOutput(buf: Buffer): PgOutputMessage {
-  if (buf.length === 0) throw new EgressError('PROTOCOL', 'pgoutput: empty message');
-  const tag = String.fromCharCode(buf[0]);
-  const r = new Reader(buf, tag);
-  let m!: PgOutputMessage;
-  switch (tag) {
-    case 'B':
-      m = { tag: 'begin', finalLsn: r.u64(), commitTime: r.i64(), xid: r.u32() };
-      break;
-    case 'C':
-      m = { tag: 'commit', flags: r.u8(), commitLsn: r.u64(), endLsn: r.u64(), commitTime: r.i64() };
-      break;
-    case 'O':
-      m = { tag: 'origin', originLsn: r.u64(), originName: r.cstr() };
-      break;
-    case 'R': {
-      const relationOid = r.u32();
-      const schema = r.cstr() || 'pg_catalog';
-      const name = r.cstr();
-      const ri = String.fromCharCode(r.u8());
-      const replicaIdentity = IDENTITY[ri] ?? r.fail(`unknown replica identity ${JSON.stringify(ri)}`);
-      const n = r.i16();
-      const columns: RelationColumn[] = new Array(n);
-      for (let i = 0; i < n; i++) {
-        const flags = r.u8();
-        columns[i] = { name: r.cstr(), typeOid: r.u32(), typmod: r.i32(), isKey: (flags & 1) === 1 };
-      }
-      m = { tag: 'relation', relationOid, schema, name, replicaIdentity, columns };
-      break;
-    }
-    case 'Y':
-      m = { tag: 'type', typeOid: r.u32(), schema: r.cstr(), name: r.cstr() };
-      break;
-    case 'I': {
-      const relationOid = r.u32();
-      if (r.u8() !== 0x4e /* N */) r.fail("expected 'N'");
-      m = { tag: 'insert', relationOid, newTuple: r.tuple() };
-      break;
-    }
-    case 'U': {
-      const relationOid = r.u32();
-      let keyTuple: Tuple | null = null;
-      let oldTuple: Tuple | null = null;
-      let kind = r.u8();
-      if (kind === 0x4b /* K */) keyTuple = r.tuple();
-      else if (kind === 0x4f /* O */) oldTuple = r.tuple();
-      if (keyTuple || oldTuple) kind = r.u8();
-      if (kind !== 0x4e /* N */) r.fail("expected 'N'");
-      m = { tag: 'update', relationOid, keyTuple, oldTuple, newTuple: r.tuple() };
-      break;
-    }
-    case 'D': {
-      const relationOid = r.u32();
-      const kind = r.u8();
-      if (kind === 0x4b) m = { tag: 'delete', relationOid, keyTuple: r.tuple(), oldTuple: null };
-      else if (kind === 0x4f) m = { tag: 'delete', relationOid, keyTuple: null, oldTuple: r.tuple() };
-      else r.fail("expected 'K' or 'O'");
-      break;
-    }
-    case 'T': {
-      const n = r.i32();
-      const options = r.u8();
-      const relationOids = new Array<number>(n);
-      for (let i = 0; i < n; i++) relationOids[i] = r.u32();
-      m = { tag: 'truncate', cascade: (options & 1) !== 0, restartIdentity: (options & 2) !== 0, relationOids };
-      break;
-    }
-    case 'M': {
-      const flags = r.u8();
-      const lsn = r.u64();
-      const prefix = r.cstr();
-      m = { tag: 'message', transactional: (flags & 1) === 1, lsn, prefix, content: r.bytes(r.i32()) };
-      break;
-    }
-    default:
-      throw new EgressError('PROTOCOL', `pgoutput: unknown message type ${JSON.stringify(tag)} (byte ${buf[0]})`);
+function relation(): PgOutputMessage {
+  const relationOid = u32('relation oid');
+  const schema = cstr('namespace') || 'pg_catalog';
+  const name = cstr('relation name');
+  const ri = replicaIdentity();
+  const at = pos;
+  // Each column: flags (1) + name (>= 1 for the NUL) + type oid (4) + typmod (4).
+  const n = count(i16('column count'), 10, 'column count', at);
+  const columns: RelationColumn[] = [];
+  for (let i = 0; i < n; i++) {
+    const flags = u8('column flags');
+    const colName = cstr('column name');
+    const typeOid = u32('column type oid');
+    const typmod = i32('column typmod');
+    columns.push({ name: colName, typeOid, typmod, isKey: (flags & 1) !== 0 });
   }
-  r.end();
+  return { tag: 'relation', relationOid, schema, name, replicaIdentity: ri, columns };
+}
+
+function update(): PgOutputMessage {
+  const relationOid = u32('relation oid');
+  let keyTuple: Tuple | null = null;
+  let oldTuple: Tuple | null = null;
+  const at = pos;
+  const b = u8("'K', 'O' or 'N' marker");
+  if (b === K) keyTuple = tupleData();
+  else if (b === O) oldTuple = tupleData();
+  else if (b !== N) fail(`expected 'K', 'O' or 'N', got ${showByte(b)}`, at);
+  if (b !== N) expectN();
+  return { tag: 'update', relationOid, keyTuple, oldTuple, newTuple: tupleData() };
+}
+
+function del(): PgOutputMessage {
+  const relationOid = u32('relation oid');
+  const at = pos;
+  const b = u8("'K' or 'O' marker");
+  if (b === K) return { tag: 'delete', relationOid, keyTuple: tupleData(), oldTuple: null };
+  if (b === O) return { tag: 'delete', relationOid, keyTuple: null, oldTuple: tupleData() };
+  return fail(`expected 'K' or 'O', got ${showByte(b)}`, at);
+}
+
+function truncate(): PgOutputMessage {
+  const at = pos;
+  const nRaw = i32('relation count');
+  const options = u8('truncate options');
+  const n = count(nRaw, 4, 'relation count', at);
+  const relationOids: number[] = [];
+  for (let i = 0; i < n; i++) relationOids.push(u32('relation oid'));
+  return { tag: 'truncate', cascade: (options & 1) !== 0, restartIdentity: (options & 2) !== 0, relationOids };
+}
+
+function message(): PgOutputMessage {
+  const flags = u8('message flags');
+  const lsn = u64('message lsn');
+  const prefix = cstr('message prefix');
+  return { tag: 'message', transactional: (flags & 1) !== 0, lsn, prefix, content: lengthPrefixed('message content') };
+}
+
+/**
+ * Decodes one pgoutput (protocol version 1) message: the `data` of an XLogData frame. Text values
+ * in the result are subarrays of `input` (no copy). Throws EgressError('PROTOCOL') on an unknown
+ * tag, a binary column value, a truncated message, or trailing bytes.
+ */
+export function decodePgOutput(input: Buffer): PgOutputMessage {
+  buf = input;
+  pos = 1;
+  if (input.length === 0) fail('empty message', 0);
+  let m: PgOutputMessage;
+  switch (input[0]) {
+    case I: {
+      const relationOid = u32('relation oid');
+      expectN();
+      m = { tag: 'insert', relationOid, newTuple: tupleData() };
+      break;
+    }
+    case U:
+      m = update();
+      break;
+    case D:
+      m = del();
+      break;
+    case B: {
+      const finalLsn = u64('final lsn');
+      const commitTime = i64('commit timestamp');
+      m = { tag: 'begin', finalLsn, commitTime, xid: u32('xid') };
+      break;
+    }
+    case C: {
+      const flags = u8('commit flags');
+      const commitLsn = u64('commit lsn');
+      const endLsn = u64('end lsn');
+      m = { tag: 'commit', flags, commitLsn, endLsn, commitTime: i64('commit timestamp') };
+      break;
+    }
+    case R:
+      m = relation();
+      break;
+    case Y: {
+      const typeOid = u32('type oid');
+      const schema = cstr('type namespace');
+      m = { tag: 'type', typeOid, schema, name: cstr('type name') };
+      break;
+    }
+    case O: {
+      const originLsn = u64('origin lsn');
+      m = { tag: 'origin', originLsn, originName: cstr('origin name') };
+      break;
+    }
+    case T:
+      m = truncate();
+      break;
+    case M:
+      m = message();
+      break;
+    default:
+      fail('unknown message type', 0);
+  }
+  if (pos !== buf.length) fail(`${buf.length - pos} unexpected trailing bytes`);
+  buf = EMPTY;
   return m;
 }

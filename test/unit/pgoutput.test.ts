@@ -1,232 +1,347 @@
 import { describe, expect, it } from 'vitest';
-import { PassThrough } from 'node:stream';
-import { parse } from 'pg-protocol';
 import { decodePgOutput, UNCHANGED_TOAST, type PgOutputMessage, type Tuple } from '../../src/wal/pgoutput.js';
-import { decodeFrame, encodeStandbyStatus } from '../../src/wal/frames.js';
-import { formatCommitTs, PG_EPOCH_OFFSET_MICROS, pgMicrosToUnixMs } from '../../src/wal/time.js';
 import { EgressError } from '../../src/errors.js';
 
-/** Builds protocol bytes by hand, as the server would send them. */
+/** Builds pgoutput bytes by hand, as the server would send them. */
 class Bytes {
   private parts: Buffer[] = [];
-  u8(n: number) {
-    this.parts.push(Buffer.from([n]));
+  raw(b: Buffer | number[]) {
+    this.parts.push(Buffer.from(b));
     return this;
+  }
+  int8(n: number) {
+    return this.raw([n & 0xff]);
   }
   ch(c: string) {
-    return this.u8(c.charCodeAt(0));
+    return this.int8(c.charCodeAt(0));
   }
-  i16(n: number) {
+  int16(n: number) {
     const b = Buffer.alloc(2);
     b.writeInt16BE(n);
-    this.parts.push(b);
-    return this;
+    return this.raw(b);
   }
-  i32(n: number) {
+  int32(n: number) {
     const b = Buffer.alloc(4);
     b.writeInt32BE(n);
-    this.parts.push(b);
-    return this;
+    return this.raw(b);
   }
-  u32(n: number) {
+  uint32(n: number) {
     const b = Buffer.alloc(4);
     b.writeUInt32BE(n);
-    this.parts.push(b);
-    return this;
+    return this.raw(b);
   }
-  i64(n: bigint) {
+  int64(n: bigint) {
     const b = Buffer.alloc(8);
     b.writeBigInt64BE(n);
-    this.parts.push(b);
-    return this;
+    return this.raw(b);
   }
-  u64(n: bigint) {
+  uint64(n: bigint) {
     const b = Buffer.alloc(8);
     b.writeBigUInt64BE(n);
-    this.parts.push(b);
-    return this;
+    return this.raw(b);
   }
-  cstr(s: string) {
-    this.parts.push(Buffer.from(s, 'utf8'), Buffer.from([0]));
-    return this;
+  cstring(s: string) {
+    return this.raw(Buffer.from(s, 'utf8')).raw([0]);
   }
-  raw(b: Buffer) {
-    this.parts.push(b);
-    return this;
-  }
-  /** TupleData: string = text value, null = NULL, 'u' marker = unchanged TOAST. */
+  /** TupleData: string = text value, null = NULL, UNCHANGED_TOAST = 'u'. */
   tuple(values: (string | null | typeof UNCHANGED_TOAST)[]) {
-    this.i16(values.length);
+    this.int16(values.length);
     for (const v of values) {
       if (v === null) this.ch('n');
       else if (v === UNCHANGED_TOAST) this.ch('u');
       else {
         const b = Buffer.from(v, 'utf8');
-        this.ch('t').i32(b.length).raw(b);
+        this.ch('t').int32(b.length).raw(b);
       }
     }
     return this;
+  }
+  get length() {
+    return this.parts.reduce((n, p) => n + p.length, 0);
   }
   done() {
     return Buffer.concat(this.parts);
   }
 }
 
-const text = (t: Tuple) => t.map((v) => (v === null ? null : v === UNCHANGED_TOAST ? 'u' : v.toString('utf8')));
-const BIG_LSN = 0xfe40_0000_0000_1234n; // above 2^53: bigint exactness
-const TS = 817_000_000_123_456n; // 2025-11-22 ... micros since 2000
+const text = (t: Tuple | null) => t && t.map((v) => (v === null ? null : v === UNCHANGED_TOAST ? 'TOAST' : v.toString('utf8')));
+type Msg<T extends PgOutputMessage['tag']> = Extract<PgOutputMessage, { tag: T }>;
+const decodeAs = <T extends PgOutputMessage['tag']>(tag: T, b: Buffer): Msg<T> => {
+  const m = decodePgOutput(b);
+  expect(m.tag).toBe(tag);
+  return m as Msg<T>;
+};
 
-describe('pgoutput v1 decoder', () => {
-  it('Begin and Commit keep 64-bit LSNs and times exact', () => {
-    const b = decodePgOutput(new Bytes().ch('B').u64(BIG_LSN).i64(TS).u32(4_000_000_000).done());
-    expect(b).toEqual({ tag: 'begin', finalLsn: BIG_LSN, commitTime: TS, xid: 4_000_000_000 });
-    const c = decodePgOutput(new Bytes().ch('C').u8(0).u64(BIG_LSN).u64(BIG_LSN + 48n).i64(TS).done());
-    expect(c).toEqual({ tag: 'commit', flags: 0, commitLsn: BIG_LSN, endLsn: BIG_LSN + 48n, commitTime: TS });
+const BIG_LSN = 0xfe40_0000_0000_1235n; // > 2^53, odd: a double would lose the last bits
+const BIG_TS = 2n ** 53n + 12_345n; // > 2^53 micros (~ year 2285)
+const TS = 848_657_100_000_001n; // 2026-11-22 10:05:00.000001 UTC
+
+function expectProtocolError(b: Buffer, message: RegExp): EgressError {
+  let err: unknown;
+  try {
+    decodePgOutput(b);
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(EgressError);
+  const e = err as EgressError;
+  expect(e.code).toBe('PROTOCOL');
+  expect(e.message).toMatch(/^pgoutput: /);
+  expect(e.message).toMatch(message);
+  return e;
+}
+
+describe('pgoutput v1: transaction framing', () => {
+  it('Begin: LSN, time and xid exact above 2^53 / 2^31', () => {
+    const b = new Bytes().ch('B').uint64(BIG_LSN).int64(BIG_TS).uint32(4_000_000_000).done();
+    expect(b.length).toBe(21);
+    expect(decodePgOutput(b)).toEqual({ tag: 'begin', finalLsn: BIG_LSN, commitTime: BIG_TS, xid: 4_000_000_000 });
   });
 
-  it('Relation: columns, key flags, replica identity, pg_catalog for an empty namespace, odd names', () => {
+  it('Commit: flags, commit and end LSN, time', () => {
+    const b = new Bytes().ch('C').int8(0).uint64(BIG_LSN).uint64(0xffff_ffff_ffff_fffen).int64(BIG_TS).done();
+    expect(b.length).toBe(26);
+    expect(decodePgOutput(b)).toEqual({ tag: 'commit', flags: 0, commitLsn: BIG_LSN, endLsn: 0xffff_ffff_ffff_fffen, commitTime: BIG_TS });
+  });
+
+  it('Commit time before 2000 stays negative (signed int64)', () => {
+    const m = decodeAs('commit', new Bytes().ch('C').int8(0).uint64(1n).uint64(2n).int64(-5n).done());
+    expect(m.commitTime).toBe(-5n);
+  });
+
+  it('Origin', () => {
+    expect(decodePgOutput(new Bytes().ch('O').uint64(BIG_LSN).cstring('node_ä').done())).toEqual({ tag: 'origin', originLsn: BIG_LSN, originName: 'node_ä' });
+  });
+});
+
+describe('pgoutput v1: Relation and Type', () => {
+  it('columns, key flags, typmod, replica identity full, quoted/unicode names', () => {
     const r = decodePgOutput(
-      new Bytes().ch('R').u32(16390).cstr('My Schema').cstr('Weird "Name", x').ch('f').i16(2)
-        .u8(1).cstr('id').u32(20).i32(-1)
-        .u8(0).cstr('amount').u32(1700).i32(786438)
+      new Bytes().ch('R').uint32(3_000_000_000).cstring('My Schema').cstring('Weird "Name", x').ch('f').int16(3)
+        .int8(1).cstring('id').uint32(20).int32(-1)
+        .int8(0).cstring('amount').uint32(1700).int32(786438)
+        .int8(0).cstring('Größe "x", y\n').uint32(25).int32(-1)
         .done(),
     );
     expect(r).toEqual({
-      tag: 'relation', relationOid: 16390, schema: 'My Schema', name: 'Weird "Name", x', replicaIdentity: 'full',
+      tag: 'relation',
+      relationOid: 3_000_000_000,
+      schema: 'My Schema',
+      name: 'Weird "Name", x',
+      replicaIdentity: 'full',
       columns: [
         { name: 'id', typeOid: 20, typmod: -1, isKey: true },
         { name: 'amount', typeOid: 1700, typmod: 786438, isKey: false },
+        { name: 'Größe "x", y\n', typeOid: 25, typmod: -1, isKey: false },
       ],
     });
-    const p = decodePgOutput(new Bytes().ch('R').u32(1).cstr('').cstr('t').ch('d').i16(0).done()) as Extract<PgOutputMessage, { tag: 'relation' }>;
-    expect(p.schema).toBe('pg_catalog');
-    expect(p.replicaIdentity).toBe('default');
   });
 
-  it('Type and Origin', () => {
-    expect(decodePgOutput(new Bytes().ch('Y').u32(70000).cstr('public').cstr('mood').done())).toEqual({ tag: 'type', typeOid: 70000, schema: 'public', name: 'mood' });
-    expect(decodePgOutput(new Bytes().ch('O').u64(99n).cstr('node_a').done())).toEqual({ tag: 'origin', originLsn: 99n, originName: 'node_a' });
+  it("empty namespace means pg_catalog; every replica identity", () => {
+    const rel = (ri: string) => new Bytes().ch('R').uint32(1).cstring('').cstring('t').ch(ri).int16(0).done();
+    const d = decodeAs('relation', rel('d'));
+    expect(d.schema).toBe('pg_catalog');
+    expect(d.columns).toEqual([]);
+    expect(d.replicaIdentity).toBe('default');
+    expect(decodeAs('relation', rel('n')).replicaIdentity).toBe('nothing');
+    expect(decodeAs('relation', rel('f')).replicaIdentity).toBe('full');
+    expect(decodeAs('relation', rel('i')).replicaIdentity).toBe('index');
+    expectProtocolError(rel('x'), /unknown replica identity 'x'/);
   });
 
-  it('Insert: NULL, unchanged TOAST, empty string, multi-byte UTF-8, CSV specials, as exact byte slices', () => {
-    const values = ['1', null, UNCHANGED_TOAST, '', 'ünï€ 😀', 'a,b "q"\nline2\r'] as const;
-    const buf = new Bytes().ch('I').u32(16390).ch('N').tuple([...values]).done();
-    const m = decodePgOutput(buf) as Extract<PgOutputMessage, { tag: 'insert' }>;
+  it('Type', () => {
+    expect(decodePgOutput(new Bytes().ch('Y').uint32(70000).cstring('public').cstring('mood').done())).toEqual({
+      tag: 'type',
+      typeOid: 70000,
+      schema: 'public',
+      name: 'mood',
+    });
+  });
+});
+
+describe('pgoutput v1: row changes', () => {
+  it('Insert: NULL, unchanged TOAST, empty text, UTF-8, CSV specials as exact byte slices of the input', () => {
+    const values: (string | null | typeof UNCHANGED_TOAST)[] = ['1', null, UNCHANGED_TOAST, '', 'ünï€ 😀 日本', 'a,b "q" ""\nline2\r\n,', '\u0000\u0001'];
+    const before = new Bytes().ch('I').uint32(16390).ch('N').int16(values.length);
+    const buf = new Bytes().ch('I').uint32(16390).ch('N').tuple(values).done();
+    const m = decodeAs('insert', buf);
     expect(m.relationOid).toBe(16390);
-    expect(text(m.newTuple)).toEqual(['1', null, 'u', '', 'ünï€ 😀', 'a,b "q"\nline2\r']);
-    // Values are views into the message, not copies.
-    expect((m.newTuple[4] as Buffer).buffer).toBe(buf.buffer);
-  });
+    expect(text(m.newTuple)).toEqual(['1', null, 'TOAST', '', 'ünï€ 😀 日本', 'a,b "q" ""\nline2\r\n,', '\u0000\u0001']);
+    expect(m.newTuple[1]).toBeNull();
+    expect(m.newTuple[2]).toBe(UNCHANGED_TOAST);
 
-  it('Update with old key (K), with old row (O), and with neither', () => {
-    const k = decodePgOutput(new Bytes().ch('U').u32(5).ch('K').tuple(['2', null]).ch('N').tuple(['20', 'b']).done());
-    expect(k.tag === 'update' && [text(k.keyTuple!), k.oldTuple, text(k.newTuple)]).toEqual([['2', null], null, ['20', 'b']]);
-    const o = decodePgOutput(new Bytes().ch('U').u32(5).ch('O').tuple(['1', 'a']).ch('N').tuple(['1', 'b']).done());
-    expect(o.tag === 'update' && [o.keyTuple, text(o.oldTuple!), text(o.newTuple)]).toEqual([null, ['1', 'a'], ['1', 'b']]);
-    const n = decodePgOutput(new Bytes().ch('U').u32(5).ch('N').tuple(['1', UNCHANGED_TOAST]).done());
-    expect(n.tag === 'update' && [n.keyTuple, n.oldTuple, text(n.newTuple)]).toEqual([null, null, ['1', 'u']]);
-  });
-
-  it('Delete with K and with O', () => {
-    const k = decodePgOutput(new Bytes().ch('D').u32(5).ch('K').tuple(['3', null]).done());
-    expect(k.tag === 'delete' && text(k.keyTuple!)).toEqual(['3', null]);
-    const o = decodePgOutput(new Bytes().ch('D').u32(5).ch('O').tuple(['3', 'c']).done());
-    expect(o.tag === 'delete' && [o.keyTuple, text(o.oldTuple!)]).toEqual([null, ['3', 'c']]);
-  });
-
-  it('Truncate flags and relations', () => {
-    expect(decodePgOutput(new Bytes().ch('T').i32(2).u8(3).u32(10).u32(11).done())).toEqual({ tag: 'truncate', cascade: true, restartIdentity: true, relationOids: [10, 11] });
-    expect(decodePgOutput(new Bytes().ch('T').i32(1).u8(0).u32(10).done())).toMatchObject({ cascade: false, restartIdentity: false });
-  });
-
-  it('logical messages, transactional or not', () => {
-    const body = Buffer.from('{"x":1}');
-    expect(decodePgOutput(new Bytes().ch('M').u8(1).u64(77n).cstr('pg-egress:ddl').i32(body.length).raw(body).done())).toEqual({ tag: 'message', transactional: true, lsn: 77n, prefix: 'pg-egress:ddl', content: body });
-    expect(decodePgOutput(new Bytes().ch('M').u8(0).u64(78n).cstr('p').i32(0).done())).toMatchObject({ transactional: false, content: Buffer.alloc(0) });
-  });
-
-  it('fails loudly on malformed input', () => {
-    const protocol = (b: Buffer, re: RegExp) => {
-      expect(() => decodePgOutput(b)).toThrow(EgressError);
-      expect(() => decodePgOutput(b)).toThrow(re);
-    };
-    protocol(new Bytes().ch('Z').done(), /unknown message type "Z"/);
-    protocol(new Bytes().ch('I').u32(1).ch('N').i16(1).ch('b').i32(1).u8(0).done(), /binary/);
-    const full = new Bytes().ch('I').u32(1).ch('N').tuple(['hello', 'world']).done();
-    protocol(full.subarray(0, full.length - 3), /truncated/);
-    protocol(new Bytes().ch('O').u64(1n).raw(Buffer.from('no-nul')).done(), /unterminated string/);
-    protocol(Buffer.concat([full, Buffer.from([0])]), /trailing/);
-    protocol(Buffer.alloc(0), /empty/);
-  });
-
-  it('decodes messages at a non-zero offset of a larger buffer', () => {
-    const msg = new Bytes().ch('I').u32(9).ch('N').tuple(['x', 'y']).done();
-    const big = Buffer.concat([Buffer.alloc(13, 0xee), msg, Buffer.alloc(7, 0xee)]);
-    const view = big.subarray(13, 13 + msg.length);
-    expect(decodePgOutput(view)).toEqual(decodePgOutput(msg));
-  });
-});
-
-describe('replication frames', () => {
-  it('decodes XLogData and keepalive, encodes standby status', () => {
-    const payload = new Bytes().ch('B').u64(5n).i64(TS).u32(7).done();
-    const w = decodeFrame(new Bytes().ch('w').u64(100n).u64(200n).i64(TS).raw(payload).done());
-    expect(w.tag === 'xlogdata' && [w.walStart, w.walEnd, w.sendTime, w.data.equals(payload)]).toEqual([100n, 200n, TS, true]);
-    expect(decodeFrame(new Bytes().ch('k').u64(BIG_LSN).i64(TS).u8(1).done())).toEqual({ tag: 'keepalive', walEnd: BIG_LSN, sendTime: TS, replyRequested: true });
-    const r = encodeStandbyStatus({ write: 1n, flush: 2n, apply: 3n, clientTime: TS, replyRequested: false });
-    expect(r).toEqual(new Bytes().ch('r').u64(1n).u64(2n).u64(3n).i64(TS).u8(0).done());
-    expect(r.length).toBe(34);
-    expect(() => decodeFrame(Buffer.from('x'))).toThrow(/unknown CopyData frame/);
-    expect(() => decodeFrame(Buffer.from('w123'))).toThrow(/too short/);
-  });
-
-  it('decodes the same messages whatever way the wire bytes are split into chunks', async () => {
-    // A transaction as the server sends it: CopyData ('d') messages wrapping XLogData frames.
-    const msgs = [
-      new Bytes().ch('B').u64(BIG_LSN).i64(TS).u32(7).done(),
-      new Bytes().ch('R').u32(5).cstr('public').cstr('t').ch('d').i16(2).u8(1).cstr('id').u32(23).i32(-1).u8(0).cstr('v').u32(25).i32(-1).done(),
-      new Bytes().ch('I').u32(5).ch('N').tuple(['1', 'a,"b"\nc']).done(),
-      new Bytes().ch('C').u8(0).u64(BIG_LSN).u64(BIG_LSN + 8n).i64(TS).done(),
-    ];
-    const copyData = (payload: Buffer) => {
-      const frame = new Bytes().ch('w').u64(1n).u64(2n).i64(TS).raw(payload).done();
-      return new Bytes().ch('d').i32(frame.length + 4).raw(frame).done();
-    };
-    const wire = Buffer.concat([...msgs.map(copyData), new Bytes().ch('d').i32(4 + 18).ch('k').u64(9n).i64(TS).u8(0).done()]);
-    const expected = msgs.map((m) => decodePgOutput(m));
-    const decodeSplit = async (cuts: number[]) => {
-      const stream = new PassThrough();
-      const out: unknown[] = [];
-      const done = parse(stream, (m) => {
-        const msg = m as unknown as { name: string; chunk: Buffer };
-        if (msg.name !== 'copyData') return;
-        const f = decodeFrame(Buffer.from(msg.chunk));
-        out.push(f.tag === 'xlogdata' ? decodePgOutput(f.data) : f.tag);
-      });
-      let at = 0;
-      for (const c of [...cuts, wire.length]) {
-        // A copy, as a socket delivers: pg-protocol may reuse a chunk's memory when merging.
-        stream.write(Buffer.from(wire.subarray(at, c)));
-        at = c;
-      }
-      stream.end();
-      await done;
-      return out;
-    };
-    for (let cut = 1; cut < wire.length; cut++) {
-      expect(await decodeSplit([cut])).toEqual([...expected, 'keepalive']);
+    // Walk the input to find each text value's bytes and compare them with the decoded Buffer.
+    let at = before.length;
+    for (let i = 0; i < values.length; i++) {
+      const kind = String.fromCharCode(buf[at++]);
+      if (kind !== 't') continue;
+      const len = buf.readInt32BE(at);
+      at += 4;
+      const v = m.newTuple[i] as Buffer;
+      expect(Buffer.isBuffer(v)).toBe(true);
+      expect(v.equals(buf.subarray(at, at + len))).toBe(true);
+      // A view into the message, not a copy.
+      expect(v.buffer).toBe(buf.buffer);
+      expect(v.byteOffset).toBe(buf.byteOffset + at);
+      at += len;
     }
-    expect(await decodeSplit(Array.from({ length: wire.length - 1 }, (_, i) => i + 1))).toEqual([...expected, 'keepalive']);
+    expect(at).toBe(buf.length);
+    expect((m.newTuple[3] as Buffer).length).toBe(0);
+  });
+
+  it('Insert with zero columns', () => {
+    expect(decodePgOutput(new Bytes().ch('I').uint32(7).ch('N').tuple([]).done())).toEqual({ tag: 'insert', relationOid: 7, newTuple: [] });
+  });
+
+  it("Update with old key ('K')", () => {
+    const m = decodeAs('update', new Bytes().ch('U').uint32(5).ch('K').tuple(['2', null]).ch('N').tuple(['20', 'b']).done());
+    expect(m.relationOid).toBe(5);
+    expect(text(m.keyTuple)).toEqual(['2', null]);
+    expect(m.oldTuple).toBeNull();
+    expect(text(m.newTuple)).toEqual(['20', 'b']);
+  });
+
+  it("Update with old row ('O')", () => {
+    const m = decodeAs('update', new Bytes().ch('U').uint32(5).ch('O').tuple(['1', 'a', UNCHANGED_TOAST]).ch('N').tuple(['1', 'b', UNCHANGED_TOAST]).done());
+    expect(m.keyTuple).toBeNull();
+    expect(text(m.oldTuple)).toEqual(['1', 'a', 'TOAST']);
+    expect(text(m.newTuple)).toEqual(['1', 'b', 'TOAST']);
+  });
+
+  it('Update with neither old key nor old row', () => {
+    const m = decodeAs('update', new Bytes().ch('U').uint32(5).ch('N').tuple(['1', UNCHANGED_TOAST]).done());
+    expect(m.keyTuple).toBeNull();
+    expect(m.oldTuple).toBeNull();
+    expect(text(m.newTuple)).toEqual(['1', 'TOAST']);
+  });
+
+  it("Update without the 'N' after the old tuple fails", () => {
+    expectProtocolError(new Bytes().ch('U').uint32(5).ch('K').tuple(['1']).ch('K').tuple(['1']).done(), /expected 'N'.*got 'K'/);
+    expectProtocolError(new Bytes().ch('U').uint32(5).ch('X').tuple(['1']).done(), /expected 'K', 'O' or 'N', got 'X'/);
+  });
+
+  it("Delete with 'K' and with 'O'", () => {
+    const k = decodeAs('delete', new Bytes().ch('D').uint32(5).ch('K').tuple(['3', null]).done());
+    expect([k.relationOid, text(k.keyTuple), k.oldTuple]).toEqual([5, ['3', null], null]);
+    const o = decodeAs('delete', new Bytes().ch('D').uint32(5).ch('O').tuple(['3', 'c', null]).done());
+    expect([o.relationOid, o.keyTuple, text(o.oldTuple)]).toEqual([5, null, ['3', 'c', null]]);
+    expectProtocolError(new Bytes().ch('D').uint32(5).ch('N').tuple(['3']).done(), /expected 'K' or 'O', got 'N'/);
+  });
+
+  it('Truncate: options bits and relation oids', () => {
+    const t = (options: number, oids: number[]) => new Bytes().ch('T').int32(oids.length).int8(options).raw(Buffer.concat(oids.map((o) => new Bytes().uint32(o).done()))).done();
+    expect(decodePgOutput(t(0, [10]))).toEqual({ tag: 'truncate', cascade: false, restartIdentity: false, relationOids: [10] });
+    expect(decodePgOutput(t(1, [10, 11]))).toEqual({ tag: 'truncate', cascade: true, restartIdentity: false, relationOids: [10, 11] });
+    expect(decodePgOutput(t(2, [4_000_000_000]))).toEqual({ tag: 'truncate', cascade: false, restartIdentity: true, relationOids: [4_000_000_000] });
+    expect(decodePgOutput(t(3, [1, 2, 3]))).toEqual({ tag: 'truncate', cascade: true, restartIdentity: true, relationOids: [1, 2, 3] });
   });
 });
 
-describe('commit timestamps', () => {
-  const micros = (iso: string, extraMicros = 0) => BigInt(Date.parse(iso)) * 1000n + BigInt(extraMicros) - PG_EPOCH_OFFSET_MICROS;
-  it('formats exactly to the microsecond in UTC', () => {
-    expect(formatCommitTs(micros('2026-11-22T10:05:00.000Z', 1))).toBe('2026-11-22 10:05:00.000001+00');
-    expect(formatCommitTs(micros('2026-11-22T10:05:00.000Z'))).toBe('2026-11-22 10:05:00.000000+00');
-    expect(formatCommitTs(micros('2026-11-22T23:59:59.999Z', 999))).toBe('2026-11-22 23:59:59.999999+00');
-    expect(formatCommitTs(0n)).toBe('2000-01-01 00:00:00.000000+00');
-    expect(pgMicrosToUnixMs(micros('2026-11-22T10:05:00.123Z', 456))).toBe(Date.parse('2026-11-22T10:05:00.123Z'));
+describe('pgoutput v1: logical decoding messages', () => {
+  it('transactional', () => {
+    const body = Buffer.from('{"x":"ü,\\n"}\n');
+    const m = decodeAs('message', new Bytes().ch('M').int8(1).uint64(BIG_LSN).cstring('pg-egress:ddl').int32(body.length).raw(body).done());
+    expect(m).toEqual({ tag: 'message', transactional: true, lsn: BIG_LSN, prefix: 'pg-egress:ddl', content: body });
+  });
+
+  it('non-transactional, empty and binary content', () => {
+    const m = decodeAs('message', new Bytes().ch('M').int8(0).uint64(78n).cstring('p').int32(0).done());
+    expect(m).toEqual({ tag: 'message', transactional: false, lsn: 78n, prefix: 'p', content: Buffer.alloc(0) });
+    const bin = Buffer.from([0, 0xff, 0, 1]);
+    expect(decodeAs('message', new Bytes().ch('M').int8(0).uint64(1n).cstring('').int32(4).raw(bin).done()).content).toEqual(bin);
+  });
+});
+
+describe('pgoutput v1: malformed input', () => {
+  const insert = new Bytes().ch('I').uint32(1).ch('N').tuple(['hello', 'world']).done();
+
+  it('unknown tag', () => {
+    expectProtocolError(new Bytes().ch('Z').uint32(1).done(), /unknown message type.*'Z' \(0x5a\)/);
+    expectProtocolError(Buffer.from([0x00]), /unknown message type.*0x00/);
+    // Protocol v2+ stream messages are not part of v1.
+    expectProtocolError(new Bytes().ch('S').uint32(1).int8(1).done(), /unknown message type.*'S'/);
+  });
+
+  it('empty message', () => {
+    expectProtocolError(Buffer.alloc(0), /empty message/);
+  });
+
+  it("binary column value ('b')", () => {
+    expectProtocolError(new Bytes().ch('I').uint32(1).ch('N').int16(2).ch('n').ch('b').int32(1).int8(0).done(), /binary value in tuple column 1.*offset 9/);
+  });
+
+  it('unknown column kind', () => {
+    expectProtocolError(new Bytes().ch('I').uint32(1).ch('N').int16(1).ch('x').done(), /unknown kind 'x'/);
+  });
+
+  it('every truncation of a valid message fails, never reads past the end', () => {
+    for (let cut = 1; cut < insert.length; cut++) {
+      expectProtocolError(insert.subarray(0, cut), /truncated/);
+    }
+  });
+
+  it('truncated in the middle of a text value, with bytes after the slice in the same memory', () => {
+    // The subarray's underlying memory continues; the decoder must respect the view's length.
+    const cut = insert.length - 3;
+    const e = expectProtocolError(insert.subarray(0, cut), /truncated tuple: column 1 text value \(needs 5 bytes, 2 left\)/);
+    expect(e.message).toContain(`length ${cut}`);
+  });
+
+  it('truncated string with no NUL', () => {
+    expectProtocolError(new Bytes().ch('O').uint64(1n).raw(Buffer.from('no-nul')).done(), /unterminated origin name/);
+    expectProtocolError(new Bytes().ch('R').uint32(1).cstring('public').raw(Buffer.from('tbl')).done(), /unterminated relation name/);
+  });
+
+  it('NUL beyond the end of the view is not used', () => {
+    const whole = new Bytes().ch('Y').uint32(1).cstring('public').cstring('mood').done();
+    expectProtocolError(whole.subarray(0, whole.length - 1), /unterminated type name/);
+  });
+
+  it('overlong message: trailing bytes', () => {
+    expectProtocolError(Buffer.concat([insert, Buffer.from([0])]), /1 unexpected trailing bytes/);
+    expectProtocolError(new Bytes().ch('B').uint64(1n).int64(1n).uint32(1).int8(0).int8(0).done(), /2 unexpected trailing bytes/);
+  });
+
+  it('negative or impossible counts and lengths', () => {
+    expectProtocolError(new Bytes().ch('I').uint32(1).ch('N').int16(-1).done(), /negative tuple column count/);
+    expectProtocolError(new Bytes().ch('I').uint32(1).ch('N').int16(1).ch('t').int32(-1).done(), /negative text length -1 in tuple column 0/);
+    expectProtocolError(new Bytes().ch('I').uint32(1).ch('N').int16(1000).ch('n').done(), /truncated.*tuple column count 1000/);
+    expectProtocolError(new Bytes().ch('T').int32(-1).int8(0).done(), /negative relation count/);
+    expectProtocolError(new Bytes().ch('T').int32(0x7fffffff).int8(0).uint32(1).done(), /truncated.*relation count/);
+    expectProtocolError(new Bytes().ch('R').uint32(1).cstring('s').cstring('t').ch('d').int16(-3).done(), /negative column count/);
+    expectProtocolError(new Bytes().ch('M').int8(0).uint64(1n).cstring('p').int32(10).raw([1, 2]).done(), /truncated message content/);
+  });
+
+  it("Insert without 'N'", () => {
+    expectProtocolError(new Bytes().ch('I').uint32(1).ch('K').tuple(['1']).done(), /expected 'N'.*got 'K'/);
+  });
+
+  it('a failed decode does not disturb the next one', () => {
+    expectProtocolError(insert.subarray(0, 10), /truncated/);
+    expect(text(decodeAs('insert', insert).newTuple)).toEqual(['hello', 'world']);
+  });
+});
+
+describe('pgoutput v1: input as a slice of a larger network buffer', () => {
+  it('decodes at a non-zero offset of a larger ArrayBuffer, values point into that memory', () => {
+    const msg = new Bytes().ch('U').uint32(9).ch('O').tuple(['x', null]).ch('N').tuple(['y,"z"', UNCHANGED_TOAST]).done();
+    const big = Buffer.concat([Buffer.alloc(13, 0xee), msg, Buffer.alloc(7, 0x00)]);
+    const view = big.subarray(13, 13 + msg.length);
+    expect(view.byteOffset).toBeGreaterThanOrEqual(13);
+    const m = decodeAs('update', view);
+    expect(m).toEqual(decodePgOutput(msg));
+    expect(text(m.oldTuple)).toEqual(['x', null]);
+    expect(text(m.newTuple)).toEqual(['y,"z"', 'TOAST']);
+    const v = m.newTuple[0] as Buffer;
+    expect(v.buffer).toBe(big.buffer);
+    expect(v.byteOffset).toBe(view.byteOffset + msg.indexOf('y,"z"'));
+  });
+
+  it('decodes a Buffer built over a shared ArrayBuffer with an offset', () => {
+    const msg = new Bytes().ch('B').uint64(BIG_LSN).int64(TS).uint32(42).done();
+    const ab = new ArrayBuffer(msg.length + 100);
+    const view = Buffer.from(ab, 37, msg.length);
+    msg.copy(view);
+    expect(decodePgOutput(view)).toEqual({ tag: 'begin', finalLsn: BIG_LSN, commitTime: TS, xid: 42 });
   });
 });
