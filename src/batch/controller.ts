@@ -21,6 +21,7 @@ import { lsnHex, type Lsn } from '../lsn.js';
 import { UNCHANGED_TOAST, type PgOutputMessage, type RelationColumn, type ReplicaIdentity, type Tuple } from '../wal/pgoutput.js';
 import { formatCommitTs, pgMicrosToUnixMs } from '../wal/time.js';
 import { textArrayLiteral } from '../output/csv.js';
+import { ddlStatements } from './ddl-text.js';
 import { StreamingFile } from '../output/table-window.js';
 import { alignWindow, BATCHES_DIR, FILES, flushName, tableFolder, windowName } from '../output/layout.js';
 import { ensureDir, fsyncDir, renameDurable, writeFileAtomic } from '../output/atomic.js';
@@ -368,13 +369,15 @@ export class BatchController {
     if (ev.dropped) w.dropped = true;
     if (w.ddlLsnStart === null) w.ddlLsnStart = t.finalLsn;
     w.ddlLsnEnd = t.finalLsn;
-    const command = ev.command.trim().replace(/;\s*$/, '');
-    // One statement can report several commands for the same table (CREATE TABLE with a primary
-    // key also creates its index): record each statement text once per transaction.
-    const seen = `${t.xid}\u0000${command}`;
-    if (w.ddlSeen.has(seen)) return;
-    w.ddlSeen.add(seen);
-    w.ddl.push(`-- lsn ${lsnHex(t.finalLsn)} xid ${t.xid} at ${formatCommitTs(t.commitTime)}: ${ev.command_tag}\n${command};\n`);
+    // Only the DDL statements of the client's query string, never its data statements (ddl-text.ts).
+    for (const command of ddlStatements(ev.command, ev.command_tag)) {
+      // One statement can report several commands for the same table (CREATE TABLE with a primary
+      // key also creates its index): record each statement text once per transaction.
+      const seen = `${t.xid}\u0000${command}`;
+      if (w.ddlSeen.has(seen)) continue;
+      w.ddlSeen.add(seen);
+      w.ddl.push(`-- lsn ${lsnHex(t.finalLsn)} xid ${t.xid} at ${formatCommitTs(t.commitTime)}: ${ev.command_tag}\n${command};\n`);
+    }
   }
 
   /** Wall-clock check between frames: closes the window once its end has passed, when idle. */

@@ -2,7 +2,7 @@
  * The CLI end to end: init, run + SIGTERM, status; before images and excluded columns.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { createEnv, readStreamingRows, runCli, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type EgressEnv, type StreamRow } from '../helpers/egress.js';
@@ -47,6 +47,8 @@ describe('CLI', () => {
       await c.query(`INSERT INTO users VALUES (1, 'ann', 'secret-hash-1')`);
       await c.query(`UPDATE users SET name = 'anna' WHERE id = 1`);
       await c.query(`DELETE FROM users WHERE id = 1`);
+      // A migration sent as one query string: the excluded column's value must not reach ddl.sql.
+      await c.query(`INSERT INTO users VALUES (2, 'bob', 'secret-hash-1'); ALTER TABLE users ADD COLUMN tier text;`);
     });
     await waitCaughtUp(env);
 
@@ -67,14 +69,22 @@ describe('CLI', () => {
 
     const outDir = path.join(env.dir, 'out');
     const { header, rows } = readStreamingRows(outDir, 'public.users');
-    expect(header[0].slice(6)).toEqual(['id', 'name']);
+    expect(header.at(-1)!.slice(6)).toEqual(['id', 'name', 'tier']);
     expect(rows.map((r) => [r.op, v(r, 'id'), v(r, 'name')])).toEqual([
       ['I', '1', 'ann'],
       ['B', '1', 'ann'],
       ['U', '1', 'anna'],
       ['B', '1', 'anna'],
       ['D', '1', 'anna'],
+      ['I', '2', 'bob'],
     ]);
+    const ddl = readdirSync(path.join(outDir, 'public.users'))
+      .map((w) => path.join(outDir, 'public.users', w, 'ddl.sql'))
+      .filter((f) => existsSync(f))
+      .map((f) => readFileSync(f, 'utf8'));
+    expect(ddl).toHaveLength(1);
+    expect(ddl[0]).toMatch(/: ALTER TABLE\nALTER TABLE users ADD COLUMN tier text;\n$/);
+    expect(ddl[0]).not.toContain('INSERT');
     // The excluded column's values appear in no file at all.
     for (const folder of readdirSync(outDir)) {
       if (!folder.startsWith('public.')) continue;
