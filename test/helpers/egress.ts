@@ -263,10 +263,21 @@ export function sortedEntries(m: Map<string, (string | null)[]>): [string, (stri
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Waits until a walsender streams from the slot. `active` alone is not enough: while
+ * pg_create_logical_replication_slot waits for its consistent point (long on a busy server), the
+ * slot is already active under the creating backend, and a row committed then lies before the
+ * slot's start and is never decoded.
+ */
 export async function waitSlotActive(env: EgressEnv, timeoutMs = 30_000): Promise<void> {
   await waitFor(
-    `slot ${env.slot} active`,
-    () => withDb(env.url, async (c) => (await c.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active`, [env.slot])).rowCount === 1),
+    `a walsender streaming from slot ${env.slot}`,
+    () =>
+      withDb(env.url, async (c) => {
+        if (childFailure) throw new Error(childFailure);
+        const r = await c.query(`SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication w ON w.pid = s.active_pid WHERE s.slot_name = $1`, [env.slot]);
+        return r.rowCount === 1;
+      }),
     { timeoutMs, intervalMs: 100 },
   );
 }

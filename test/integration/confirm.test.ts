@@ -1,0 +1,88 @@
+/**
+ * The slot is confirmed only up to what is in registered files (SPEC §6): rows received but still
+ * in an open window hold the slot back, whatever the server's keepalives report and however much
+ * WAL unpublished tables write meanwhile. SIGTERM does not cut the window early; the next start
+ * streams those rows again and writes them exactly once.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { waitFor } from '../harness/pg.js';
+import { parseLsn } from '../../src/lsn.js';
+import { createEnv, currentWalLsn, readStreamingRows, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type EgressEnv } from '../helpers/egress.js';
+
+interface Walsender {
+  sent: bigint;
+  flush: bigint;
+  replyAt: number;
+}
+
+describe('slot confirmation', () => {
+  let env: EgressEnv;
+
+  beforeAll(async () => {
+    env = await createEnv({ config: 'tables:\n  include: ["public.*"]\n  exclude: ["public.noise"]\nbatch:\n  interval: 1h' });
+    await withDb(env.url, (c) => c.query('CREATE TABLE held (id int PRIMARY KEY, v text); CREATE TABLE noise (id serial, pad text)'));
+  });
+
+  afterAll(async () => {
+    await env?.drop();
+  });
+
+  const walsender = (): Promise<Walsender | null> =>
+    withDb(env.url, async (c) => {
+      const { rows } = await c.query<{ sent: string; flush: string | null; reply: string | null }>(
+        `SELECT r.sent_lsn::text AS sent, r.flush_lsn::text AS flush, (extract(epoch FROM r.reply_time) * 1000)::bigint::text AS reply
+         FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = $1`,
+        [env.slot],
+      );
+      const r = rows[0];
+      return r && r.flush && r.reply ? { sent: parseLsn(r.sent), flush: parseLsn(r.flush), replyAt: Number(r.reply) } : null;
+    });
+  const confirmedFlush = (): Promise<bigint> =>
+    withDb(env.url, async (c) =>
+      parseLsn((await c.query<{ l: string }>('SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1', [env.slot])).rows[0].l),
+    );
+
+  it('holds the slot behind rows that are not yet in registered files, and delivers them after a restart', async () => {
+    let child = spawnCli(['run', '--config', env.configPath]);
+    await waitSlotActive(env);
+    const before = await currentWalLsn(env.url);
+    await withDb(env.url, (c) => c.query(`INSERT INTO held SELECT g, 'v' || g FROM generate_series(1, 100) g`));
+    // Unpublished WAL after the rows: keepalives now report a WAL end well past them.
+    await withDb(env.url, (c) => c.query(`INSERT INTO noise (pad) SELECT repeat('x', 500) FROM generate_series(1, 5000)`));
+    const end = await currentWalLsn(env.url);
+
+    // The daemon has received everything, and answered the server after that.
+    const received = await waitFor('walsender sent past the noise', async () => {
+      const w = await walsender();
+      return w && w.sent >= end ? Date.now() : null;
+    });
+    const replied = await waitFor('a status reply after the rows arrived', async () => {
+      const w = await walsender();
+      return w && w.replyAt > received + 100 ? w : null;
+    }, { timeoutMs: 45_000 });
+    expect(replied.flush).toBeLessThanOrEqual(before);
+    expect(await confirmedFlush()).toBeLessThanOrEqual(before);
+    expect(existsSync(path.join(env.outDir, 'public.held'))).toBe(false);
+
+    // SIGTERM does not write the open window early: nothing registered, the slot still behind.
+    child.proc.kill('SIGTERM');
+    expect((await child.exit).code).toBe(0);
+    expect(existsSync(path.join(env.outDir, 'public.held'))).toBe(false);
+    expect(await confirmedFlush()).toBeLessThanOrEqual(before);
+    const registered = await withDb(env.url, async (c) => (await c.query<{ n: string }>('SELECT count(*)::text AS n FROM cdc_registry.files')).rows[0].n);
+    expect(registered).toBe('0');
+
+    // A short window: the next start streams the rows again and writes each exactly once.
+    writeConfig(env, 'tables:\n  include: ["public.*"]\n  exclude: ["public.noise"]\nbatch:\n  interval: 1s');
+    child = spawnCli(['run', '--config', env.configPath]);
+    await waitCaughtUp(env, end);
+    child.proc.kill('SIGTERM');
+    expect((await child.exit).code).toBe(0);
+    const { rows } = readStreamingRows(env.outDir, 'public.held');
+    expect(rows.map((r) => Number(r.values.get('id')!.toString()))).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    expect(rows.every((r) => r.op === 'I')).toBe(true);
+    expect(await confirmedFlush()).toBeGreaterThanOrEqual(end);
+  }, 120_000);
+});
