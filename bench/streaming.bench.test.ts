@@ -26,9 +26,12 @@ describe('streaming throughput', () => {
   it(`pg-egress vs pg_recvlogical on ${ROWS} + ${SMALL} rows`, async () => {
     env = await createEnv();
     await withDb(env.url, (c) => c.query('CREATE TABLE bench (id bigint PRIMARY KEY, a text, b numeric, c timestamptz, d jsonb)'));
-    // Both slots exist before the data, so both see exactly the same transactions.
+    // Every slot exists before the data, so all see exactly the same transactions. pg_recvlogical
+    // runs once before pg-egress and once after (a slot each): the first reader pays for a cold
+    // page cache, so the ratio is taken against pg_recvlogical's faster run.
     expect((await runCli(['init', '--config', env.configPath])).code).toBe(0);
-    await withDb(env.url, (c) => c.query(`SELECT pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')`));
+    const recvSlots = ['bench_recvlogical_before', 'bench_recvlogical_after'];
+    for (const s of recvSlots) await withDb(env.url, (c) => c.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [s]));
     await withDb(env.url, async (c) => {
       await c.query(
         `INSERT INTO bench SELECT g, md5(g::text), g / 7.0, '2026-01-01'::timestamptz + g * interval '1 second', jsonb_build_object('k', g)
@@ -42,29 +45,36 @@ describe('streaming throughput', () => {
 
     const pgBin = inject('pgBinDir') || path.dirname((await run('which', ['pg_recvlogical'])).stdout.trim());
     const u = new URL(env.url);
-    let t = process.hrtime.bigint();
-    await run(path.join(pgBin, 'pg_recvlogical'), [
-      '-h', u.hostname, '-p', u.port, '-U', u.username, '-d', env.dbName, '--slot', 'bench_recvlogical', '--start',
-      '-o', 'proto_version=1', '-o', `publication_names=${env.slot}`, '-E', formatLsn(end), '-f', '/dev/null',
-    ]);
-    const recvlogical = Number(process.hrtime.bigint() - t) / 1e9;
+    const recvlogical = async (slot: string): Promise<number> => {
+      const t = process.hrtime.bigint();
+      await run(path.join(pgBin, 'pg_recvlogical'), [
+        '-h', u.hostname, '-p', u.port, '-U', u.username, '-d', env.dbName, '--slot', slot, '--start',
+        '-o', 'proto_version=1', '-o', `publication_names=${env.slot}`, '-E', formatLsn(end), '-f', '/dev/null',
+      ]);
+      return Number(process.hrtime.bigint() - t) / 1e9;
+    };
+    const before = await recvlogical(recvSlots[0]);
 
-    t = process.hrtime.bigint();
+    const t = process.hrtime.bigint();
     const child = spawnCli(['run', '--config', env.configPath]);
     await waitCaughtUp(env, end, 1_700_000);
     const egress = Number(process.hrtime.bigint() - t) / 1e9;
     child.proc.kill('SIGTERM');
     expect((await child.exit).code).toBe(0);
-    await withDb(env.url, (c) => c.query(`SELECT pg_drop_replication_slot('bench_recvlogical')`));
+
+    const after = await recvlogical(recvSlots[1]);
+    for (const s of recvSlots) await withDb(env.url, (c) => c.query(`SELECT pg_drop_replication_slot($1)`, [s]));
+    const best = Math.min(before, after);
 
     const total = ROWS + SMALL;
     const line = (name: string, s: number) => `${name.padEnd(16)} ${s.toFixed(2).padStart(8)} s  ${Math.round(total / s).toLocaleString('en-US').padStart(10)} rows/s`;
     console.log(
       [
         `streaming ${total.toLocaleString('en-US')} rows (${ROWS.toLocaleString('en-US')} in one transaction + ${SMALL.toLocaleString('en-US')} single-row transactions)`,
-        line('pg_recvlogical', recvlogical),
+        line('pg_recvlogical', before) + '  (first, cold cache)',
         line('pg-egress', egress),
-        `ratio pg-egress / pg_recvlogical: ${(egress / recvlogical).toFixed(2)}x time (pg-egress also writes gzip CSV, fsyncs and registers)`,
+        line('pg_recvlogical', after) + '  (after pg-egress)',
+        `ratio pg-egress / faster pg_recvlogical: ${(egress / best).toFixed(2)}x time (pg-egress also writes gzip CSV, fsyncs and registers)`,
       ].join('\n'),
     );
   });
