@@ -4,56 +4,7 @@ import { parse } from 'pg-protocol';
 import { decodeFrame, encodeStandbyStatus, type ReplicationFrame } from '../../src/wal/frames.js';
 import { decodePgOutput } from '../../src/wal/pgoutput.js';
 import { EgressError } from '../../src/errors.js';
-
-/** Builds protocol bytes by hand, as the server would send them. */
-class Bytes {
-  private parts: Buffer[] = [];
-  raw(b: Buffer | number[]) {
-    this.parts.push(Buffer.from(b));
-    return this;
-  }
-  int8(n: number) {
-    return this.raw([n & 0xff]);
-  }
-  ch(c: string) {
-    return this.int8(c.charCodeAt(0));
-  }
-  int16(n: number) {
-    const b = Buffer.alloc(2);
-    b.writeInt16BE(n);
-    return this.raw(b);
-  }
-  int32(n: number) {
-    const b = Buffer.alloc(4);
-    b.writeInt32BE(n);
-    return this.raw(b);
-  }
-  int64(n: bigint) {
-    const b = Buffer.alloc(8);
-    b.writeBigInt64BE(n);
-    return this.raw(b);
-  }
-  uint64(n: bigint) {
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64BE(n);
-    return this.raw(b);
-  }
-  cstring(s: string) {
-    return this.raw(Buffer.from(s, 'utf8')).raw([0]);
-  }
-  /** TupleData of text values. */
-  tuple(values: string[]) {
-    this.int16(values.length);
-    for (const v of values) {
-      const b = Buffer.from(v, 'utf8');
-      this.ch('t').int32(b.length).raw(b);
-    }
-    return this;
-  }
-  done() {
-    return Buffer.concat(this.parts);
-  }
-}
+import { Bytes } from '../helpers/bytes.js';
 
 const BIG_LSN = 0xfe40_0000_0000_1235n; // > 2^53
 const BIG_TS = 2n ** 53n + 12_345n; // > 2^53 micros
