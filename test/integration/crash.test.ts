@@ -47,6 +47,7 @@ describe('kill -9 at random moments', () => {
     const ex = await child.exit;
     expect(ex.code).toBe(0);
     const { transactions, rows } = await verifyWorkload(env.url, env.outDir);
+    console.log(`${kills.length} kill -9 (after ${kills.join(', ')} ms): ${transactions} transactions, ${rows} events rows, ${writer.bigDone()} of them 100k-row inserts; each exactly once`);
     expect(transactions).toBe(writer.committed());
     expect(rows).toBeGreaterThan(100_000);
   }, 600_000);

@@ -37,6 +37,7 @@ describe('idle slot', () => {
     const published = await withDb(env.url, async (c) => (await c.query(`SELECT tablename FROM pg_publication_tables WHERE pubname = $1`, [env.slot])).rows.map((r) => r.tablename));
     expect(published).toEqual(['published']);
     const lag = await withDb(env.url, async (c) => (await c.query<{ lag: string }>(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text AS lag FROM pg_replication_slots WHERE slot_name = $1`, [env.slot])).rows[0].lag);
+    console.log(`unpublished WAL written: ${(await currentWalLsn(env.url)) - before} bytes; slot lag afterwards: ${lag} bytes`);
     expect(Number(lag)).toBeLessThan(1_000_000);
     expect(existsSync(env.outDir) ? readdirSync(env.outDir).filter((f) => f.startsWith('public.')) : []).toEqual([]);
   });
