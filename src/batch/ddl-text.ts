@@ -19,22 +19,33 @@ const NOT_DDL = new Set([
 const isIdentChar = (c: string): boolean => /[A-Za-z0-9_$\u0080-\uffff]/.test(c);
 const DOLLAR_TAG = /^\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/;
 
+interface Statement {
+  text: string;
+  /** First word of the statement, upper-cased, after leading comments ('' when it starts with a symbol). */
+  keyword: string;
+}
+
 /**
  * Splits SQL text at top-level semicolons, honouring '...' (with '' and, after E, backslash
- * escapes), "..." identifiers, $tag$...$tag$ bodies, -- and nested /* *\/ comments. Returns the
- * statements trimmed and without their semicolon; empty statements are dropped.
+ * escapes), "..." identifiers, $tag$...$tag$ bodies, -- and nested /* *\/ comments. Statements
+ * come back trimmed, without their semicolon; those holding only white space or comments are
+ * dropped.
  */
-export function splitStatements(sql: string): string[] {
-  const out: string[] = [];
+function scan(sql: string): Statement[] {
+  const out: Statement[] = [];
   let start = 0;
+  let keyword: string | null = null;
   let i = 0;
   const n = sql.length;
   const push = (end: number) => {
-    const s = sql.slice(start, end).trim();
-    if (s !== '' && stripComments(s) !== '') out.push(s);
+    if (keyword !== null) out.push({ text: sql.slice(start, end).trim(), keyword });
+    keyword = null;
   };
   while (i < n) {
     const c = sql[i];
+    const comment = (c === '-' && sql[i + 1] === '-') || (c === '/' && sql[i + 1] === '*');
+    // The statement's first token: where its keyword is, past white space and comments.
+    if (keyword === null && !comment && c !== ';' && !/\s/.test(c)) keyword = (/^[A-Za-z]+/.exec(sql.slice(i, i + 32))?.[0] ?? '').toUpperCase();
     if (c === "'") {
       // E'...' (or e'...') allows backslash escapes; a plain string does not (standard_conforming_strings).
       const escapes = i > 0 && (sql[i - 1] === 'E' || sql[i - 1] === 'e') && (i < 2 || !isIdentChar(sql[i - 2]));
@@ -86,32 +97,8 @@ export function splitStatements(sql: string): string[] {
   return out;
 }
 
-/** The statement without leading comments, for looking at its first keyword. */
-function stripComments(s: string): string {
-  let t = s;
-  for (;;) {
-    t = t.trimStart();
-    if (t.startsWith('--')) {
-      const nl = t.indexOf('\n');
-      t = nl < 0 ? '' : t.slice(nl + 1);
-    } else if (t.startsWith('/*')) {
-      let depth = 0;
-      let i = 0;
-      do {
-        if (t.startsWith('/*', i)) {
-          depth++;
-          i += 2;
-        } else if (t.startsWith('*/', i)) {
-          depth--;
-          i += 2;
-        } else i++;
-      } while (depth > 0 && i < t.length);
-      t = t.slice(i);
-    } else return t;
-  }
-}
-
-const firstKeyword = (statement: string): string => (/^[A-Za-z]+/.exec(stripComments(statement))?.[0] ?? '').toUpperCase();
+/** The statements of SQL text (see `scan`). */
+export const splitStatements = (sql: string): string[] => scan(sql).map((s) => s.text);
 
 /**
  * The DDL statements of a client query string, for one event with `commandTag` (e.g. `ALTER
@@ -120,10 +107,9 @@ const firstKeyword = (statement: string): string => (/^[A-Za-z]+/.exec(stripComm
  * statement is returned as it is.
  */
 export function ddlStatements(query: string, commandTag: string): string[] {
-  const all = splitStatements(query);
-  if (all.length <= 1) return all;
+  const all = scan(query);
+  if (all.length <= 1) return all.map((s) => s.text);
   const verb = commandTag.trim().split(/\s+/)[0]?.toUpperCase() ?? '';
-  const byVerb = all.filter((s) => firstKeyword(s) === verb);
-  if (byVerb.length) return byVerb;
-  return all.filter((s) => !NOT_DDL.has(firstKeyword(s)));
+  const byVerb = all.filter((s) => s.keyword === verb);
+  return (byVerb.length ? byVerb : all.filter((s) => !NOT_DDL.has(s.keyword))).map((s) => s.text);
 }
