@@ -5,20 +5,22 @@
  * LSN after a backoff, so nothing is lost or written twice.
  */
 import path from 'node:path';
-import type pg from 'pg';
 import type { Config } from './config/index.js';
 import type { Logger } from './log.js';
 import { EgressError, isEgressError } from './errors.js';
-import { formatLsn, lsnHex, maxLsn, type Lsn } from './lsn.js';
-import { connectClient, describeSource, sourceError } from './source/connect.js';
-import { checkServer, ensureSlot, loadTableDefs, publishedRelids, syncPublication, tablesWithoutIdentity, type ServerInfo } from './source/setup.js';
-import { ensureEventTriggers, migrate } from './registry/migrate.js';
-import { Registry, type TablePatternSql } from './registry/registry.js';
+import { lsnHex, maxLsn, type Lsn } from './lsn.js';
+import { describeSource, sourceError } from './source/connect.js';
+import { loadTableDefs, publishedRelids } from './source/setup.js';
+import { prepareSource } from './source/prepare.js';
+import { PUBLICATION_CHECK_MS } from './source/publication.js';
+import { waitSlotFree } from './source/slot-wait.js';
+import { createPool } from './registry/tx.js';
+import { DaemonLock } from './registry/lock.js';
 import { ReplicationStream } from './wal/stream.js';
 import { decodeFrame } from './wal/frames.js';
 import { decodePgOutput } from './wal/pgoutput.js';
 import { BatchController } from './batch/controller.js';
-import { sweepOutput } from './output/sweep.js';
+import { missingFiles, sweepOutput } from './output/sweep.js';
 import { ensureDir, writeFileAtomic } from './output/atomic.js';
 
 const STATUS_INTERVAL_MS = 10_000;
@@ -26,49 +28,6 @@ const QUIET_PING_MS = 30_000;
 const DEAD_AFTER_MS = 120_000;
 const PROGRESS_INTERVAL_MS = 30_000;
 const STATUS_FILE = '_status.json';
-
-export interface Prepared {
-  client: pg.Client;
-  server: ServerInfo;
-  registry: Registry;
-  registeredLsn: Lsn;
-  slotConfirmed: Lsn;
-  slotCreated: boolean;
-}
-
-const patternSql = (p: { schema: RegExp; table: RegExp }): TablePatternSql => ({ schema: p.schema.source, table: p.table.source });
-
-/**
- * Everything `init` and `run` share: server checks, registry migrations, capture settings,
- * publication and slot. Returns an open registry connection.
- */
-export async function prepareSource(cfg: Config, log: Logger): Promise<Prepared> {
-  const client = await connectClient(cfg.source);
-  try {
-    const server = await checkServer(client, cfg);
-    const applied = await migrate(client);
-    if (applied.length) log.info({ versions: applied }, 'registry migrated');
-    if (!(await ensureEventTriggers(client, server.superuser))) {
-      log.warn('DDL capture is off: the registry was created by a non-superuser; run `pg-egress init` once as a superuser to install its event triggers');
-    }
-    const registry = new Registry(client, cfg.slot);
-    await registry.saveSettings(cfg.publication, cfg.tables.include.map(patternSql), cfg.tables.exclude.map(patternSql));
-    const pub = await syncPublication(client, cfg);
-    if (pub.added.length || pub.removed.length) {
-      log.info({ added: pub.added.map((t) => `${t.schema}.${t.table}`), removed: pub.removed.map((t) => `${t.schema}.${t.table}`) }, 'publication updated');
-    }
-    for (const t of await tablesWithoutIdentity(client, cfg.publication)) {
-      log.warn(`table ${t.schema}.${t.table} has no primary key or replica identity: UPDATE and DELETE on it will fail while it is published; add a primary key or ALTER TABLE ... REPLICA IDENTITY FULL, or exclude it in tables.exclude`);
-    }
-    const slot = await ensureSlot(client, cfg);
-    if (slot.created) log.info({ slot: cfg.slot, lsn: formatLsn(slot.confirmedFlush) }, 'replication slot created');
-    const registeredLsn = await registry.ensureSlotState(cfg.publication);
-    return { client, server, registry, registeredLsn, slotConfirmed: slot.confirmedFlush, slotCreated: slot.created };
-  } catch (e) {
-    await client.end().catch(() => undefined);
-    throw sourceError(e, cfg.source, 'prepare the source database');
-  }
-}
 
 export interface RunOptions {
   signal: AbortSignal;
@@ -99,16 +58,23 @@ export async function runDaemon(cfg: Config, log: Logger, opts: RunOptions): Pro
 }
 
 async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted: () => void): Promise<void> {
-  const prep = await prepareSource(cfg, log);
-  const { client, registry } = prep;
+  // One daemon per slot, for the whole session, before anything touches output.dir.
+  const lock = await DaemonLock.acquire(cfg.source, cfg.slot);
+  const client = createPool(cfg.source);
   let stream: ReplicationStream | null = null;
   let controller: BatchController | null = null;
   try {
+    const prep = await prepareSource(client, cfg, log, { claimOutput: true });
+    const { registry } = prep;
     await ensureDir(cfg.output.dir, cfg.output.dirMode);
-    const sweep = await sweepOutput(cfg.output.dir, await registry.registeredPaths());
-    if (sweep.removed.length) log.info({ files: sweep.removed.length }, 'removed unregistered files left by an earlier process');
-    if (sweep.missing) log.warn({ files: sweep.missing }, 'registered files are missing from output.dir');
+    const sweep = await sweepOutput(cfg.output.dir, await registry.unfinishedPaths());
+    await registry.clearIntents();
+    if (sweep.removed.length) log.info({ files: sweep.removed }, 'removed unregistered files of a flush that did not complete');
+    const missing = await missingFiles(cfg.output.dir, await registry.registeredPaths(), 20);
+    if (missing.length) log.warn({ files: missing }, 'registered files are missing from output.dir (see pg-egress status)');
     await ensureDir(path.join(cfg.output.dir, '_tmp'), cfg.output.dirMode);
+    // A walsender of our own previous session may hold the slot for a moment after a crash.
+    await waitSlotFree(client, cfg);
 
     const formatCache = new Map<string, string>();
     controller = new BatchController({
@@ -132,8 +98,9 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
     });
     stream = await ReplicationStream.start({ source: cfg.source, slot: cfg.slot, publication: cfg.publication, startLsn: prep.registeredLsn });
     log.info({ source: describeSource(cfg.source), slot: cfg.slot, publication: cfg.publication, from: lsnHex(prep.registeredLsn), output: cfg.output.dir }, 'streaming');
-    onStarted();
-    opts.onStreaming?.();
+    let streaming = false;
+    const startedAt = Date.now();
+    let lastPublicationCheck = Date.now();
 
     let confirmed = prep.slotConfirmed;
     let idleWalEnd: Lsn = 0n;
@@ -156,6 +123,13 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
 
     while (!opts.signal.aborted) {
       const buf = await s.next(1000);
+      if (!streaming && (buf || Date.now() - startedAt > 5000)) {
+        // The server accepted START_REPLICATION (it refuses at once, e.g. a slot in use): only
+        // from now on is a failure a case for reconnecting rather than the operator's to fix.
+        streaming = true;
+        onStarted();
+        opts.onStreaming?.();
+      }
       if (buf) {
         const frame = decodeFrame(buf);
         if (frame.tag === 'xlogdata') {
@@ -196,6 +170,13 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
         lastStatusFile = now;
         await writeStatusFile(cfg, c, confirmed, s.receivedLsn, s.lastFrameAt).catch((e: unknown) => log.debug({ err: String(e) }, 'status file not written'));
       }
+      if (now - lastPublicationCheck >= PUBLICATION_CHECK_MS && !c.inTransaction()) {
+        lastPublicationCheck = now;
+        await prep.publication.check();
+      }
+      if (lock.lost) {
+        throw new EgressError('SOURCE_UNREACHABLE', 'lost the connection that holds the daemon lock', { retryable: true });
+      }
       if (now - s.lastFrameAt > DEAD_AFTER_MS) {
         throw new EgressError('SOURCE_UNREACHABLE', `no message from the server for ${DEAD_AFTER_MS / 1000} s`, { retryable: true });
       }
@@ -207,6 +188,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
     await controller?.abort().catch(() => undefined);
     await stream?.close();
     await client.end().catch(() => undefined);
+    await lock.release();
   }
 }
 

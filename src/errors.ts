@@ -14,6 +14,7 @@ export const ExitCode = {
   SLOT: 6,
   NOT_FOUND: 7,
   OUTPUT: 8,
+  ATTENTION: 9,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -32,6 +33,8 @@ export type ErrorCode =
   | 'SLOT_INVALID'
   | 'UNKNOWN_TABLE'
   | 'OUTPUT_IO'
+  | 'OUTPUT_OWNER'
+  | 'DATA_GAP'
   | 'PROTOCOL'
   | 'INTERNAL';
 
@@ -50,6 +53,8 @@ const exitFor: Record<ErrorCode, ExitCode> = {
   SLOT_INVALID: ExitCode.SLOT,
   UNKNOWN_TABLE: ExitCode.NOT_FOUND,
   OUTPUT_IO: ExitCode.OUTPUT,
+  OUTPUT_OWNER: ExitCode.OUTPUT,
+  DATA_GAP: ExitCode.SLOT,
   PROTOCOL: ExitCode.INTERNAL,
   INTERNAL: ExitCode.INTERNAL,
 };

@@ -405,6 +405,14 @@ export class BatchController {
     let rows = 0;
     let lsnStart: Lsn | null = null;
     const tables = [...this.windows.values()].sort((a, b) => (a.folder < b.folder ? -1 : a.folder > b.folder ? 1 : 0));
+    // Write intent first: after a crash the start-up sweep removes exactly these if unregistered.
+    const intent = tables.flatMap((w) => [
+      ...(w.file && w.file.rows > 0 ? [FILES.streaming] : []),
+      FILES.schema,
+      ...(w.ddl.length ? [FILES.ddl] : []),
+      FILES.manifest,
+    ].map((f) => `${w.folder}/${batchId}/${f}`));
+    await this.o.registry.recordIntent(batchId, [...intent, `${BATCHES_DIR}/${batchId}.json`]);
     await ensureDir(this.tmpDir, cfg.output.dirMode);
     for (const w of tables) {
       const rel = `${w.folder}/${batchId}`;

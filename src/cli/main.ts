@@ -2,14 +2,23 @@
  * pg-egress command line. Exit codes are documented in README.md ("Exit codes") and come from
  * src/errors.ts; every failure is one line on stderr, with a stack only at --log-level debug.
  */
+import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { loadConfig, redactedConfig, type Config } from '../config/index.js';
 import { EgressError, ExitCode, isEgressError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
-import { prepareSource, runDaemon } from '../daemon.js';
-import { formatStatus, statusReport } from './status.js';
+import { runDaemon } from '../daemon.js';
+import { formatStatus, statusExitCode, statusReport } from './status.js';
+import { initCommand } from './init.js';
+import { uninstall } from './uninstall.js';
 
 let debug = false;
+/** Exit code a command chose without failing (status: attention needed). */
+let commandExit: ExitCode = ExitCode.OK;
+
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+const example = (...lines: string[]) => `\nExample:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
 
 /** Config (resolved once, frozen) and a logger at --log-level or log.level. */
 function load(program: Command, opts: { config: string }): { cfg: Config; log: Logger } {
@@ -27,13 +36,16 @@ export function buildProgram(): Command {
     .name('pg-egress')
     .description('Stream PostgreSQL changes from a logical replication slot into exactly-once, per-table gzipped CSV windows')
     .addOption(new Option('--log-level <level>', 'override log.level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']))
+    .version(VERSION, '-V, --version', 'print the version')
     .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    .addHelpText('after', example('pg-egress init --config cdc.yml', 'pg-egress run --config cdc.yml', 'pg-egress status --config cdc.yml'));
 
   program
     .command('run')
     .description('run the daemon: stream the slot into files until SIGTERM/SIGINT')
     .addOption(configOption())
+    .addHelpText('after', example('PGPASSWORD=... pg-egress run --config cdc.yml'))
     .action(async (opts: { config: string }) => {
       const { cfg, log } = load(program, opts);
       log.debug({ config: redactedConfig(cfg) }, 'configuration');
@@ -57,11 +69,24 @@ export function buildProgram(): Command {
     .command('init')
     .description('create or migrate the registry, publication and slot, then exit (run once as a superuser to enable DDL capture)')
     .addOption(configOption())
-    .action(async (opts: { config: string }) => {
+    .option('--url <admin-url>', 'connect with these credentials (a superuser) instead of source.*, and grant the registry privileges to source.user')
+    .option('--recreate-slot', 'after a recorded slot loss: accept the gap and create the slot anew')
+    .addHelpText('after', example('pg-egress init --config cdc.yml', 'pg-egress init --config cdc.yml --url postgres://postgres@db:5432/shop', 'pg-egress init --config cdc.yml --recreate-slot'))
+    .action(async (opts: { config: string; url?: string; recreateSlot?: boolean }) => {
       const { cfg, log } = load(program, opts);
-      const prep = await prepareSource(cfg, log);
-      await prep.client.end();
-      process.stdout.write(`initialized: registry cdc_registry, publication ${cfg.publication}, slot ${cfg.slot}${prep.slotCreated ? ' (created)' : ''}\n`);
+      process.stdout.write((await initCommand(cfg, log, { adminUrl: opts.url, recreateSlot: opts.recreateSlot })) + '\n');
+    });
+
+  program
+    .command('uninstall')
+    .description('remove what pg-egress installed in the database: event triggers, publication, slot (and with --drop-registry the cdc_registry schema); output files are kept')
+    .addOption(configOption())
+    .option('--url <admin-url>', 'connect with these credentials (a superuser) instead of source.*')
+    .option('--drop-registry', 'also drop the cdc_registry schema (file log, gaps, DDL history)')
+    .addHelpText('after', example('pg-egress uninstall --config cdc.yml --drop-registry'))
+    .action(async (opts: { config: string; url?: string; dropRegistry?: boolean }) => {
+      const { cfg, log } = load(program, opts);
+      process.stdout.write((await uninstall(cfg, log, { adminUrl: opts.url, dropRegistry: opts.dropRegistry })) + '\n');
     });
 
   program
@@ -69,10 +94,12 @@ export function buildProgram(): Command {
     .description('show slot lag, registered LSN, table modes, pending rows and anchors')
     .addOption(configOption())
     .option('--json', 'print JSON')
+    .addHelpText('after', example('pg-egress status --config cdc.yml', 'pg-egress status --config cdc.yml --json | jq .gaps') + '\nExit codes: 0 all well, 6 slot missing or lost, 9 a data gap is recorded or selected tables are not published.\n')
     .action(async (opts: { config: string; json?: boolean }) => {
       const { cfg } = load(program, opts);
       const report = await statusReport(cfg);
       process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : formatStatus(report));
+      commandExit = statusExitCode(report);
     });
 
   return program;
@@ -81,8 +108,9 @@ export function buildProgram(): Command {
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
+    commandExit = ExitCode.OK;
     await program.parseAsync(argv);
-    return ExitCode.OK;
+    return commandExit;
   } catch (e) {
     const ce = e as { code?: string; exitCode?: number };
     if (typeof ce.code === 'string' && ce.code.startsWith('commander.')) {

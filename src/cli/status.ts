@@ -1,11 +1,16 @@
 /**
- * `pg-egress status`: slot lag, registered LSN, table modes, pending rows and anchors. Reads the
- * registry and the server's slot view; the daemon's in-memory counters come from its status file.
+ * `pg-egress status`: slot lag, registered LSN, table modes, pending rows and anchors, data gaps,
+ * tables left unpublished, registered files missing from disk. Reads the registry and the server's
+ * views; the daemon's in-memory counters come from its status file, shown only while that daemon
+ * still holds its lock (a dead daemon's pid and pending rows are not shown as live).
  */
 import { readFile } from 'node:fs/promises';
 import type { Config } from '../config/index.js';
+import { ExitCode } from '../errors.js';
 import { connectClient, sourceError } from '../source/connect.js';
-import { Registry } from '../registry/registry.js';
+import { Registry, type Gap } from '../registry/registry.js';
+import { describeHolder, lockHolder } from '../registry/lock.js';
+import { missingFiles } from '../output/sweep.js';
 import { statusFilePath } from '../daemon.js';
 
 export interface StatusReport {
@@ -13,10 +18,15 @@ export interface StatusReport {
   server_lsn: string;
   registered_lsn: string | null;
   lag_bytes: number | null;
-  tables: { table: string; mode: string; last_window: string | null; dropped: boolean; pending_rows: number }[];
+  tables: { table: string; mode: string; last_window: string | null; dropped: boolean; pending_rows: number | null }[];
   pending_anchors: number;
-  daemon: { pid: number; updated_at: string } | null;
+  daemon: { running: boolean; holder: string | null; pid: number | null; status_at: string | null };
+  gaps: Gap[];
+  unpublished: { table: string; reason: string }[];
+  missing_files: { count: number; first: string[] };
 }
+
+const MISSING_SHOWN = 20;
 
 export async function statusReport(cfg: Config): Promise<StatusReport> {
   const client = await connectClient(cfg.source);
@@ -30,24 +40,50 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
               pg_wal_lsn_diff(pg_current_wal_lsn(), (SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1))::text AS lag`,
       [cfg.slot],
     );
+    const { rows: reg } = await client.query<{ v: string | null }>(`SELECT to_regclass('cdc_registry.gaps')::text AS v`);
     const hasRegistry = (await client.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'cdc_registry'`)).rowCount === 1;
+    const hasGaps = reg[0].v !== null;
     const registry = new Registry(client, cfg.slot);
-    let daemon: { pid: number; updated_at: string; pending_rows: Record<string, number> } | null = null;
+    const holder = await lockHolder(client, cfg.slot);
+    let file: { pid: number; updated_at: string; pending_rows: Record<string, number> } | null = null;
     try {
-      daemon = JSON.parse(await readFile(statusFilePath(cfg), 'utf8'));
+      file = JSON.parse(await readFile(statusFilePath(cfg), 'utf8'));
     } catch {
-      daemon = null;
+      file = null;
     }
-    const pending = daemon?.pending_rows ?? {};
+    const live = holder !== null && file !== null && holder.applicationName.includes(`pid=${file.pid}`);
+    const pending = live ? file!.pending_rows : null;
     const tables = hasRegistry ? await registry.tables() : [];
+    const unpublished: StatusReport['unpublished'] = [];
+    if (hasGaps) {
+      const { rows } = await client.query<{ schema_name: string; table_name: string; identity: string; published: string }>(
+        `SELECT t.schema_name, t.table_name, t.identity::text AS identity,
+                EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                        WHERE p.pubname = $1 AND pr.prrelid = t.relid)::text AS published
+         FROM "cdc_registry"."selected_tables"($1) t ORDER BY 1, 2`,
+        [cfg.publication],
+      );
+      for (const r of rows) {
+        if (r.published === 'true') continue;
+        unpublished.push({
+          table: `${r.schema_name}.${r.table_name}`,
+          reason: r.identity === 'true' ? 'not in the publication (pg-egress adds it at its next check)' : 'no primary key or replica identity (tables.no_identity: skip)',
+        });
+      }
+    }
+    const registered = hasRegistry ? await registry.registeredPaths() : new Set<string>();
+    const missing = await missingFiles(cfg.output.dir, registered);
     return {
       slot: { name: cfg.slot, exists: s.length === 1, active: s[0]?.active === 'true', confirmed_flush_lsn: s[0]?.confirmed ?? null, wal_status: s[0]?.wal_status ?? null },
       server_lsn: w[0].lsn,
-      registered_lsn: hasRegistry ? (await client.query<{ l: string }>(`SELECT registered_lsn::text AS l FROM "cdc_registry"."slot_state" WHERE slot_name = $1`, [cfg.slot])).rows[0]?.l ?? null : null,
+      registered_lsn: hasRegistry ? ((await client.query<{ l: string }>(`SELECT registered_lsn::text AS l FROM "cdc_registry"."slot_state" WHERE slot_name = $1`, [cfg.slot])).rows[0]?.l ?? null) : null,
       lag_bytes: w[0].lag === null ? null : Number(w[0].lag),
-      tables: tables.map((t) => ({ table: `${t.schema}.${t.table}`, mode: t.mode, last_window: t.lastWindow, dropped: t.dropped, pending_rows: pending[`${t.schema}.${t.table}`] ?? 0 })),
+      tables: tables.map((t) => ({ table: `${t.schema}.${t.table}`, mode: t.mode, last_window: t.lastWindow, dropped: t.dropped, pending_rows: pending ? (pending[`${t.schema}.${t.table}`] ?? 0) : null })),
       pending_anchors: hasRegistry ? await registry.pendingAnchors() : 0,
-      daemon: daemon ? { pid: daemon.pid, updated_at: daemon.updated_at } : null,
+      daemon: { running: holder !== null, holder: holder ? describeHolder(holder) : null, pid: live ? file!.pid : null, status_at: file?.updated_at ?? null },
+      gaps: hasGaps ? await registry.openGaps() : [],
+      unpublished,
+      missing_files: { count: missing.length, first: missing.slice(0, MISSING_SHOWN) },
     };
   } catch (e) {
     throw sourceError(e, cfg.source, 'read status');
@@ -56,18 +92,40 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
   }
 }
 
+/** 0 all well; 6 the slot is missing or lost; 9 a gap, an unpublished table or a missing file. */
+export function statusExitCode(r: StatusReport): ExitCode {
+  if (!r.slot.exists || r.slot.wal_status === 'lost') return ExitCode.SLOT;
+  if (r.gaps.length || r.unpublished.length || r.missing_files.count) return ExitCode.ATTENTION;
+  return ExitCode.OK;
+}
+
 export function formatStatus(r: StatusReport): string {
+  const daemon = r.daemon.running
+    ? `running: ${r.daemon.holder}`
+    : `not running${r.daemon.status_at ? ` (last status file ${r.daemon.status_at})` : ''}`;
   const lines = [
-    `slot            ${r.slot.name} (${r.slot.exists ? (r.slot.active ? 'active' : 'inactive') : 'missing'}${r.slot.wal_status ? `, wal ${r.slot.wal_status}` : ''})`,
+    `slot            ${r.slot.name} (${r.slot.exists ? (r.slot.active ? 'active' : 'inactive') : 'MISSING'}${r.slot.wal_status ? `, wal ${r.slot.wal_status}` : ''})`,
     `server lsn      ${r.server_lsn}`,
     `confirmed lsn   ${r.slot.confirmed_flush_lsn ?? '-'}`,
     `registered lsn  ${r.registered_lsn ?? '-'}`,
     `lag             ${r.lag_bytes === null ? '-' : `${r.lag_bytes} bytes`}`,
     `pending anchors ${r.pending_anchors}`,
-    `daemon          ${r.daemon ? `pid ${r.daemon.pid}, status at ${r.daemon.updated_at}` : 'no status file'}`,
+    `daemon          ${daemon}`,
     '',
     'table'.padEnd(40) + 'mode'.padEnd(16) + 'last window'.padEnd(22) + 'pending rows',
-    ...r.tables.map((t) => t.table.padEnd(40) + (t.dropped ? 'dropped' : t.mode).padEnd(16) + (t.last_window ?? '-').padEnd(22) + String(t.pending_rows)),
+    ...r.tables.map((t) => t.table.padEnd(40) + (t.dropped ? 'dropped' : t.mode).padEnd(16) + (t.last_window ?? '-').padEnd(22) + (t.pending_rows === null ? '-' : String(t.pending_rows))),
   ];
+  if (r.gaps.length) {
+    lines.push('', `DATA GAPS (${r.gaps.length}): committed changes that are in no file`);
+    for (const g of r.gaps) lines.push(`  #${g.id} ${g.kind} ${g.schema ? `${g.schema}.${g.table}` : 'all tables'} from ${g.lsnFrom ?? '-'} to ${g.lsnTo ?? 'now'} (${g.detectedAt}): ${g.detail}`);
+  }
+  if (r.unpublished.length) {
+    lines.push('', `UNPUBLISHED TABLES (${r.unpublished.length}): selected by tables.include but not captured`);
+    for (const u of r.unpublished) lines.push(`  ${u.table}: ${u.reason}`);
+  }
+  if (r.missing_files.count) {
+    lines.push('', `MISSING FILES (${r.missing_files.count}): registered but not in output.dir`);
+    for (const f of r.missing_files.first) lines.push(`  ${f}`);
+  }
   return lines.join('\n') + '\n';
 }

@@ -1,69 +1,66 @@
 /**
- * Start-up sweep of the output directory (SPEC §6): files that are on disk but not registered were
- * written by a process that died before its flush was registered; they are removed, and their
- * changes (above the registered LSN) are streamed and written again. Only names of our own layout
- * are touched; anything else in the directory is left alone.
+ * Start-up sweep of the output directory (SPEC §6). It removes only what it knows to be ours and
+ * unfinished: `_tmp/` (where files are written before they are renamed into place) and the paths
+ * that a flush recorded as about to be written (write intents, `cdc_registry.write_intents`) but
+ * that never got registered, with their `.tmp` siblings. A file the registry knows nothing about
+ * is never touched: it may be another process's, or an archive whose registry was lost.
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { BATCHES_DIR, parseTableFolder } from './layout.js';
-import { fsyncDir } from './atomic.js';
-
-const WINDOW_DIR = /^\d{8}T\d{6}Z(?:-\d{3})?$/;
+import { fsyncDir, ioError, TMP_SUFFIX } from './atomic.js';
 
 export interface SweepResult {
   removed: string[];
-  missing: number;
 }
 
-async function list(dir: string): Promise<import('node:fs').Dirent[]> {
+async function rmFile(file: string): Promise<boolean> {
   try {
-    return await fsp.readdir(dir, { withFileTypes: true });
+    await fsp.unlink(file);
+    return true;
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw e;
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw ioError(file, e);
   }
 }
 
-export async function sweepOutput(outDir: string, registered: ReadonlySet<string>): Promise<SweepResult> {
+/** `unfinished`: paths relative to outDir, recorded as intents and not registered. */
+export async function sweepOutput(outDir: string, unfinished: readonly string[]): Promise<SweepResult> {
   const removed: string[] = [];
-  await fsp.rm(path.join(outDir, '_tmp'), { recursive: true, force: true });
-  const removeFile = async (rel: string) => {
-    await fsp.rm(path.join(outDir, rel), { force: true });
-    removed.push(rel);
-  };
-  for (const top of await list(outDir)) {
-    if (!top.isDirectory()) continue;
-    if (top.name === BATCHES_DIR) {
-      for (const f of await list(path.join(outDir, BATCHES_DIR))) {
-        const rel = `${BATCHES_DIR}/${f.name}`;
-        if (f.isFile() && !registered.has(rel)) await removeFile(rel);
-      }
-      await fsyncDir(path.join(outDir, BATCHES_DIR));
-      continue;
-    }
-    if (!parseTableFolder(top.name)) continue;
-    for (const win of await list(path.join(outDir, top.name))) {
-      if (!win.isDirectory() || !WINDOW_DIR.test(win.name)) continue;
-      const winDir = path.join(outDir, top.name, win.name);
-      let kept = 0;
-      for (const f of await list(winDir)) {
-        const rel = `${top.name}/${win.name}/${f.name}`;
-        if (f.isFile() && !registered.has(rel)) await removeFile(rel);
-        else kept++;
-      }
-      if (kept === 0) await fsp.rmdir(winDir).catch(() => undefined);
-      else await fsyncDir(winDir);
-    }
-    await fsyncDir(path.join(outDir, top.name));
+  try {
+    await fsp.rm(path.join(outDir, '_tmp'), { recursive: true, force: true });
+  } catch (e) {
+    throw ioError(path.join(outDir, '_tmp'), e);
   }
-  let missing = 0;
+  const dirs = new Set<string>();
+  for (const rel of unfinished) {
+    // Intents come from our own registry; still, never follow a path out of output.dir.
+    const abs = path.resolve(outDir, rel);
+    if (!abs.startsWith(path.resolve(outDir) + path.sep)) continue;
+    if (await rmFile(abs)) removed.push(rel);
+    await rmFile(abs + TMP_SUFFIX);
+    dirs.add(path.dirname(abs));
+  }
+  for (const dir of dirs) {
+    // A window folder the dead flush created and that holds nothing else goes too.
+    const empty = await fsp.rmdir(dir).then(
+      () => true,
+      () => false,
+    );
+    await fsyncDir(empty ? path.dirname(dir) : dir).catch(() => undefined);
+  }
+  return { removed };
+}
+
+/** Registered files that are not on disk (someone deleted or moved them). */
+export async function missingFiles(outDir: string, registered: Iterable<string>, limit = Infinity): Promise<string[]> {
+  const missing: string[] = [];
   for (const rel of registered) {
     try {
       await fsp.access(path.join(outDir, rel));
     } catch {
-      missing++;
+      missing.push(rel);
+      if (missing.length >= limit) break;
     }
   }
-  return { removed, missing };
+  return missing;
 }

@@ -7,7 +7,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type pg from 'pg';
+import { withTransaction, type Db } from './tx.js';
 
 /** `sql/` relative to this module, from both src/ (tests) and dist/ (installed). */
 export const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
@@ -30,10 +30,17 @@ export function loadMigrations(dir = SQL_DIR): Migration[] {
 }
 
 /** Returns the versions applied by this call (empty when the registry was already current). */
-export async function migrate(client: pg.Client, migrations = loadMigrations()): Promise<number[]> {
+export async function migrate(db: Db, migrations = loadMigrations()): Promise<number[]> {
+  // Fast path without any DDL: a current registry needs no CREATE privilege, so `run` works with
+  // a role that was only granted the registry's tables (`init --url`).
+  const { rows: have } = await db.query<{ ok: string }>(`SELECT (to_regclass('cdc_registry.migrations') IS NOT NULL)::text AS ok`);
+  if (have[0].ok === 'true') {
+    const { rows } = await db.query<{ version: string }>('SELECT version FROM "cdc_registry"."migrations"');
+    const done = new Set(rows.map((r) => Number(r.version)));
+    if (migrations.every((m) => done.has(m.version))) return [];
+  }
   const applied: number[] = [];
-  await client.query('BEGIN');
-  try {
+  await withTransaction(db, async (client) => {
     await client.query(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
     await client.query('CREATE SCHEMA IF NOT EXISTS "cdc_registry"');
     await client.query(`CREATE TABLE IF NOT EXISTS "cdc_registry"."migrations" (
@@ -46,11 +53,7 @@ export async function migrate(client: pg.Client, migrations = loadMigrations()):
       await client.query('INSERT INTO "cdc_registry"."migrations" (version, name) VALUES ($1, $2)', [m.version, m.name]);
       applied.push(m.version);
     }
-    await client.query('COMMIT');
-  } catch (e) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw e;
-  }
+  });
   return applied;
 }
 
@@ -59,7 +62,7 @@ export async function migrate(client: pg.Client, migrations = loadMigrations()):
  * non-superuser they are missing; a later start or `init` as a superuser installs them here.
  * Returns whether they are in place.
  */
-export async function ensureEventTriggers(client: pg.Client, superuser: boolean): Promise<boolean> {
+export async function ensureEventTriggers(client: Db, superuser: boolean): Promise<boolean> {
   const { rows } = await client.query<{ evtname: string }>(
     `SELECT evtname FROM pg_event_trigger WHERE evtname IN ('pg_egress_ddl_command_end', 'pg_egress_sql_drop')`,
   );

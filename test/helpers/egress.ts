@@ -93,7 +93,8 @@ export interface Child {
 /** Set when a spawned `run` exits on its own with an error, so waits fail at once with its message. */
 let childFailure: string | null = null;
 
-export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Child {
+/** `mayFail`: a `run` expected to exit non-zero (it then does not fail the file's later waits). */
+export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv; mayFail?: boolean } = {}): Child {
   const proc = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
@@ -101,14 +102,14 @@ export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv } = {})
   proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     proc.on('exit', (code, signal) => {
-      if (args[0] === 'run' && code !== 0 && code !== null) childFailure = `pg-egress run exited with ${code}: ${err.trim()}`;
+      if (args[0] === 'run' && !opts.mayFail && code !== 0 && code !== null) childFailure = `pg-egress run exited with ${code}: ${err.trim()}`;
       resolve({ code, signal });
     }),
   );
   return { proc, stdout: () => out, stderr: () => err, exit };
 }
 
-export async function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export async function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; mayFail?: boolean } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const c = spawnCli(args, opts);
   const { code } = await c.exit;
   return { code, stdout: c.stdout(), stderr: c.stderr() };

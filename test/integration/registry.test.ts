@@ -54,7 +54,7 @@ describe('registry', () => {
     });
   });
 
-  it('removes unregistered files at start and keeps registered ones', async () => {
+  it('at start removes only the unregistered files of a flush that recorded its intent, and _tmp', async () => {
     await withDb(env.url, (c) => c.query('CREATE TABLE kept (id int PRIMARY KEY)'));
     const daemon = startInProcess(env);
     await waitSlotActive(env);
@@ -62,27 +62,36 @@ describe('registry', () => {
     await waitCaughtUp(env);
     await daemon.stop();
     const [win] = readdirSync(path.join(env.outDir, 'public.kept'));
-    // Debris of a process that died before registering: a window folder, a file in a registered
-    // folder, a batch index, a temporary file. A foreign folder is left alone.
-    const stray = [
-      'public.kept/20000101T000000Z/streaming.csv.gz',
-      `public.kept/${win}/streaming.csv.gz.tmp`,
-      '_batches/20000101T000000Z.json',
-      '_tmp/abc.csv.gz',
-      'not-ours/file.txt',
-    ];
-    for (const s of stray) {
+    const registeredStreaming = `public.kept/${win}/streaming.csv.gz`;
+    // A flush that died after recording its intent: its files, a .tmp sibling, a batch index.
+    const unfinished = ['public.kept/20000101T000000Z/streaming.csv.gz', '_batches/20000101T000000Z.json'];
+    // Files nobody recorded: another process's, or an archive the registry lost. Never deleted.
+    const foreign = [`public.kept/${win}/notes.txt`, 'public.other/20000101T000000Z/streaming.csv.gz', '_batches/19990101T000000Z.json', 'not-ours/file.txt'];
+    for (const s of [...unfinished, 'public.kept/20000101T000000Z/schema.yml.tmp', '_tmp/abc.csv.gz', ...foreign]) {
       mkdirSync(path.dirname(path.join(env.outDir, s)), { recursive: true });
       writeFileSync(path.join(env.outDir, s), 'x');
     }
+    await withDb(env.url, (c) =>
+      c.query(`INSERT INTO cdc_registry.write_intents (slot_name, batch_id, paths) VALUES ($1, '20000101T000000Z', $2)`, [
+        env.slot,
+        [...unfinished, 'public.kept/20000101T000000Z/schema.yml', registeredStreaming],
+      ]),
+    );
     const registered = await withDb(env.url, async (c) => new Set((await c.query('SELECT path FROM cdc_registry.files')).rows.map((r) => r.path as string)));
-    const result = await sweepOutput(env.outDir, registered);
-    expect(result.removed.sort()).toEqual(stray.slice(0, 3).sort());
-    expect(result.missing).toBe(0);
+    expect(registered.has(registeredStreaming)).toBe(true);
+
+    // The daemon's start-up runs the sweep: start it again and stop it.
+    const again = startInProcess(env);
+    await waitSlotActive(env);
+    await again.stop();
     expect(existsSync(path.join(env.outDir, 'public.kept/20000101T000000Z'))).toBe(false);
+    expect(existsSync(path.join(env.outDir, '_batches/20000101T000000Z.json'))).toBe(false);
     expect(existsSync(path.join(env.outDir, '_tmp/abc.csv.gz'))).toBe(false);
-    expect(existsSync(path.join(env.outDir, 'not-ours/file.txt'))).toBe(true);
-    for (const p of registered) expect(existsSync(path.join(env.outDir, p))).toBe(true);
+    for (const f of foreign) expect(existsSync(path.join(env.outDir, f)), f).toBe(true);
+    for (const p of registered) expect(existsSync(path.join(env.outDir, p)), p).toBe(true);
     expect(registered.size).toBeGreaterThanOrEqual(4);
+    expect(await withDb(env.url, async (c) => (await c.query('SELECT 1 FROM cdc_registry.write_intents')).rowCount)).toBe(0);
+    // The direct call: nothing recorded, nothing removed.
+    expect((await sweepOutput(env.outDir, [])).removed).toEqual([]);
   });
 });

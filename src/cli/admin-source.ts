@@ -1,0 +1,30 @@
+/**
+ * `--url <admin-url>` of init and uninstall: the one-time setup (event triggers need a superuser)
+ * with other credentials than the daemon's. The URL's password, or PGPASSWORD, is used; neither is
+ * ever printed.
+ */
+import type { Config } from '../config/index.js';
+import { EgressError } from '../errors.js';
+
+export function adminSource(source: Config['source'], url: string | undefined): Config['source'] {
+  if (!url) return source;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new EgressError('CONFIG_INVALID', '--url is not a valid URL (expected postgres://user@host:5432/database)');
+  }
+  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') throw new EgressError('CONFIG_INVALID', `--url must start with postgres:// (got ${u.protocol}//)`);
+  const database = decodeURIComponent(u.pathname.replace(/^\//, '')) || source.database;
+  if (database !== source.database) {
+    throw new EgressError('CONFIG_INVALID', `--url names database "${database}" but source.url names "${source.database}"; they must be the same database`);
+  }
+  return {
+    ...source,
+    host: u.hostname ? u.hostname.replace(/^\[(.*)\]$/, '$1') : source.host,
+    port: u.port ? Number(u.port) : u.hostname ? 5432 : source.port,
+    database,
+    user: u.username ? decodeURIComponent(u.username) : source.user,
+    password: u.password ? decodeURIComponent(u.password) : undefined,
+  };
+}

@@ -1,0 +1,40 @@
+/**
+ * `pg-egress init`: registry, DDL capture, publication and slot, then exit. With `--url`, the
+ * setup runs with those (superuser) credentials, and the daemon's role (source.user) is granted
+ * what `run` needs in cdc_registry, so `run` can use a role with only LOGIN REPLICATION.
+ */
+import type { Config } from '../config/index.js';
+import type { Logger } from '../log.js';
+import { createPool, type Db } from '../registry/tx.js';
+import { prepareSource } from '../source/prepare.js';
+import { sourceError } from '../source/connect.js';
+import { adminSource } from './admin-source.js';
+
+const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
+
+/** What `run` needs in the registry: read and write its tables, use its sequences and functions. */
+export async function grantRegistry(db: Db, role: string): Promise<void> {
+  const r = quoteIdent(role);
+  await db.query(`GRANT USAGE ON SCHEMA "cdc_registry" TO ${r}`);
+  await db.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "cdc_registry" TO ${r}`);
+  await db.query(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "cdc_registry" TO ${r}`);
+  await db.query(`GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA "cdc_registry" TO ${r}`);
+}
+
+export async function initCommand(cfg: Config, log: Logger, o: { adminUrl?: string; recreateSlot?: boolean }): Promise<string> {
+  const source = adminSource(cfg.source, o.adminUrl);
+  const pool = createPool(source, 2);
+  try {
+    const prep = await prepareSource(pool, cfg, log, { recreateSlot: o.recreateSlot });
+    let granted = '';
+    if (source.user !== cfg.source.user) {
+      await grantRegistry(pool, cfg.source.user).catch((e: unknown) => {
+        throw sourceError(e, source, `grant the registry privileges to "${cfg.source.user}"`);
+      });
+      granted = `; registry privileges granted to ${cfg.source.user}`;
+    }
+    return `initialized: registry cdc_registry, publication ${cfg.publication}, slot ${cfg.slot}${prep.slotCreated ? ' (created)' : ''}${granted}`;
+  } finally {
+    await pool.end().catch(() => undefined);
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * Keeps the publication equal to what the configuration selects, and notices when someone else
+ * changed it. The work is done by `cdc_registry.reconcile_publication()` (sql/003), which the DDL
+ * event trigger also runs inside the application's own DDL transactions; here the daemon runs it
+ * at start and every few seconds, and turns what had to be repaired into gap records: a table
+ * that had been published and was found missing, or publish options that were narrowed, means
+ * committed changes were not published (SPEC §6).
+ */
+import type { Config } from '../config/index.js';
+import type { Logger } from '../log.js';
+import { formatLsn as lsnText, parseLsn, type Lsn } from '../lsn.js';
+import type { Registry } from '../registry/registry.js';
+import type { Db } from '../registry/tx.js';
+
+export interface TableName {
+  schema: string;
+  table: string;
+}
+
+const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
+const name = (t: TableName) => `${t.schema}.${t.table}`;
+
+/** How often the running daemon checks the publication. */
+export const PUBLICATION_CHECK_MS = 10_000;
+
+export async function ensurePublication(db: Db, publication: string): Promise<void> {
+  const { rowCount } = await db.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [publication]);
+  if (rowCount) return;
+  // publish_via_partition_root: a partitioned table's changes are published as the root table.
+  // https://www.postgresql.org/docs/15/sql-createpublication.html
+  await db.query(`CREATE PUBLICATION ${quoteIdent(publication)} WITH (publish_via_partition_root = true)`).catch((e: { code?: string }) => {
+    if (e.code !== '42710') throw e; // created concurrently by another process
+  });
+}
+
+/** Tables that the configuration selects but that are not published: no primary key or replica identity. */
+export async function tablesWithoutIdentity(db: Db, publication: string): Promise<TableName[]> {
+  const { rows } = await db.query<{ schema_name: string; table_name: string }>(
+    `SELECT schema_name, table_name FROM "cdc_registry"."selected_tables"($1) WHERE NOT identity ORDER BY 1, 2`,
+    [publication],
+  );
+  return rows.map((r) => ({ schema: r.schema_name, table: r.table_name }));
+}
+
+/** The tables in the publication (explicit members). */
+export async function publishedTables(db: Db, publication: string): Promise<(TableName & { relid: number })[]> {
+  const { rows } = await db.query<{ schema: string; table: string; relid: string }>(
+    `SELECT n.nspname AS schema, c.relname AS table, c.oid::text AS relid
+     FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+     JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE p.pubname = $1 ORDER BY 1, 2`,
+    [publication],
+  );
+  return rows.map((r) => ({ schema: r.schema, table: r.table, relid: Number(r.relid) }));
+}
+
+export interface CheckResult {
+  added: TableName[];
+  removed: TableName[];
+  identityFull: TableName[];
+  optionsRepaired: boolean;
+  gaps: { kind: 'unpublished' | 'publish_options'; table: TableName | null }[];
+  skipped: TableName[];
+}
+
+export class PublicationWatcher {
+  /** Tables published at the last check, `schema.table`. */
+  private known: Set<string> | null = null;
+  private skippedKey = '';
+
+  constructor(
+    private readonly db: Db,
+    private readonly cfg: Config,
+    private readonly registry: Registry,
+    private readonly log: Logger,
+    /** The last LSN at which the publication was known to be right. */
+    private goodLsn: Lsn,
+  ) {}
+
+  private async walLsn(): Promise<Lsn> {
+    const { rows } = await this.db.query<{ l: string }>(`SELECT pg_current_wal_lsn()::text AS l`);
+    return parseLsn(rows[0].l);
+  }
+
+  async check(): Promise<CheckResult> {
+    const pub = this.cfg.publication;
+    this.known ??= await this.registry.knownPublished();
+    const startLsn = await this.walLsn();
+    await ensurePublication(this.db, pub);
+    const { rows } = await this.db.query<{ action: string; schema_name: string | null; table_name: string | null }>(
+      `SELECT action, schema_name, table_name FROM "cdc_registry"."reconcile_publication"($1)`,
+      [pub],
+    );
+    const pick = (a: string) => rows.filter((r) => r.action === a).map((r) => ({ schema: r.schema_name!, table: r.table_name! }));
+    const res: CheckResult = { added: pick('added'), removed: pick('removed'), identityFull: pick('identity_full'), optionsRepaired: rows.some((r) => r.action === 'options'), gaps: [], skipped: [] };
+    const repairedAt = await this.walLsn();
+    if (res.optionsRepaired && this.known.size > 0) res.gaps.push({ kind: 'publish_options', table: null });
+    for (const t of res.added) if (this.known.has(name(t))) res.gaps.push({ kind: 'unpublished', table: t });
+    for (const g of res.gaps) {
+      const detail =
+        g.kind === 'publish_options'
+          ? `publication "${pub}" did not publish every operation (insert, update, delete, truncate) or not via the partition root; repaired, but changes between ${lsnText(this.goodLsn)} and ${lsnText(repairedAt)} may be missing`
+          : `table ${name(g.table!)} was missing from publication "${pub}"; re-added, but its changes between ${lsnText(this.goodLsn)} and ${lsnText(repairedAt)} are in no file`;
+      await this.registry.recordGap({ kind: g.kind, schema: g.table?.schema ?? null, table: g.table?.table ?? null, lsnFrom: this.goodLsn, lsnTo: repairedAt, detail });
+      this.log.error({ gap: g.kind, table: g.table ? name(g.table) : null, from: lsnText(this.goodLsn), to: lsnText(repairedAt) }, `data gap: ${detail}`);
+    }
+    const joined = res.added.filter((t) => !this.known!.has(name(t)));
+    if (joined.length || res.removed.length) log(this.log, joined, res.removed);
+    for (const t of res.identityFull) this.log.warn(`set REPLICA IDENTITY FULL on ${name(t)} (tables.no_identity: full): its UPDATEs and DELETEs now write the whole old row to WAL`);
+    const now = await publishedTables(this.db, pub);
+    await this.registry.setPublished(now);
+    this.known = new Set(now.map(name));
+    res.skipped = await tablesWithoutIdentity(this.db, pub);
+    const key = res.skipped.map(name).join('\n');
+    if (key !== this.skippedKey) {
+      this.skippedKey = key;
+      for (const t of res.skipped) {
+        this.log.warn(
+          `table ${name(t)} is not published: it has no primary key or replica identity, and PostgreSQL would reject the application's UPDATE and DELETE on it while published; add a primary key (it then joins at once), or set tables.no_identity: full`,
+        );
+      }
+    }
+    this.goodLsn = startLsn > this.goodLsn ? startLsn : this.goodLsn;
+    return res;
+  }
+}
+
+function log(l: Logger, added: TableName[], removed: TableName[]): void {
+  l.info({ added: added.map(name), removed: removed.map(name) }, 'publication updated');
+}

@@ -1,0 +1,259 @@
+/**
+ * Safe by default: an operator's mistake or a DBA's action never destroys the archive or loses a
+ * change silently. Two daemons on one slot; a dropped registry or a changed slot in front of an
+ * existing output.dir; a slot dropped while running; a publication changed behind our back.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { waitFor } from '../harness/pg.js';
+import {
+  createEnv,
+  readStreamingRows,
+  rebuild,
+  runCli,
+  sleep,
+  sortedEntries,
+  sourceRows,
+  spawnCli,
+  waitCaughtUp,
+  waitSlotActive,
+  withDb,
+  type Child,
+  type EgressEnv,
+} from '../helpers/egress.js';
+
+/** Inserts (and sometimes updates) rows in the given tables until stopped; returns the count. */
+function rowWriter(url: string, tables: string[]): { stop(): Promise<number> } {
+  let stopping = false;
+  let n = 0;
+  const run = (async () => {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      while (!stopping) {
+        for (const t of tables) {
+          await c.query(`INSERT INTO ${t} (v) VALUES ($1)`, [`row ${n}`]);
+          if (n % 7 === 0) await c.query(`UPDATE ${t} SET v = v || '+' WHERE id = (SELECT max(id) - 3 FROM ${t})`);
+          n++;
+        }
+        await sleep(3);
+      }
+    } finally {
+      await c.end();
+    }
+  })();
+  return {
+    stop: async () => {
+      stopping = true;
+      await run;
+      return n;
+    },
+  };
+}
+
+/** Every file the registry lists is on disk. */
+async function registeredFilesPresent(env: EgressEnv): Promise<number> {
+  const paths = await withDb(env.url, async (c) => (await c.query<{ path: string }>('SELECT path FROM cdc_registry.files')).rows.map((r) => r.path));
+  for (const p of paths) expect(existsSync(path.join(env.outDir, p)), p).toBe(true);
+  return paths.length;
+}
+
+async function expectRebuilt(env: EgressEnv, table: string): Promise<number> {
+  const rows = readStreamingRows(env.outDir, `public.${table}`).rows;
+  const got = rebuild(rows, ['id'], ['id', 'v']);
+  const want = await sourceRows(env.url, table, ['id'], ['id', 'v']);
+  expect(sortedEntries(got)).toEqual(sortedEntries(want));
+  return want.size;
+}
+
+function countFiles(dir: string): number {
+  let n = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) n += e.isDirectory() ? countFiles(path.join(dir, e.name)) : 1;
+  return n;
+}
+
+const oneLine = (s: string) => s.trim().split('\n').length === 1;
+
+describe('safe by default', () => {
+  const envs: EgressEnv[] = [];
+  const children: Child[] = [];
+  afterAll(async () => {
+    for (const c of children) if (c.proc.exitCode === null) c.proc.kill('SIGKILL');
+    for (const e of envs) await e.drop();
+  });
+
+  it('a second daemon on the same slot exits 6 naming the first, which keeps running and loses nothing', async () => {
+    const env = await createEnv();
+    envs.push(env);
+    await withDb(env.url, (c) => c.query('CREATE TABLE t1 (id serial PRIMARY KEY, v text); CREATE TABLE t2 (id serial PRIMARY KEY, v text)'));
+    const first = spawnCli(['run', '--config', env.configPath]);
+    children.push(first);
+    await waitSlotActive(env);
+    // A large output.dir: many folders that the old start-up sweep walked for a long time.
+    for (let i = 0; i < 400; i++) mkdirSync(path.join(env.outDir, `public.t1`, `20000101T00${String(Math.floor(i / 60)).padStart(2, '0')}${String(i % 60).padStart(2, '0')}Z`), { recursive: true });
+    const writer = rowWriter(env.url, ['t1', 't2']);
+    await sleep(1500);
+    const seconds: { code: number | null; stderr: string }[] = [];
+    for (let i = 0; i < 3; i++) {
+      const second = spawnCli(['run', '--config', env.configPath], { mayFail: true });
+      children.push(second);
+      const ex = await second.exit;
+      seconds.push({ code: ex.code, stderr: second.stderr() });
+      await sleep(500);
+    }
+    const written = await writer.stop();
+    for (const s of seconds) {
+      expect(s.code).toBe(6);
+      expect(oneLine(s.stderr)).toBe(true);
+      expect(s.stderr).toMatch(new RegExp(`another pg-egress is running with slot "${env.slot}".*pid ${first.proc.pid} on host \\S+.*since \\d{4}-`));
+    }
+    expect(first.proc.exitCode).toBeNull();
+    await waitCaughtUp(env);
+    first.proc.kill('SIGTERM');
+    expect((await first.exit).code).toBe(0);
+    const files = await registeredFilesPresent(env);
+    const rows = (await expectRebuilt(env, 't1')) + (await expectRebuilt(env, 't2'));
+    console.log(`two daemons: second exited 6 three times; first wrote ${written} rows into ${files} registered files, all present, rebuild equal (${rows} rows)`);
+    expect(rows).toBe(written);
+    // The empty folders we made are not ours to remove, and were not removed.
+    expect(existsSync(path.join(env.outDir, 'public.t1', '20000101T000000Z'))).toBe(true);
+  });
+
+  it('refuses, deleting nothing, when the registry was dropped or the slot changed for an existing output.dir', async () => {
+    const env = await createEnv();
+    envs.push(env);
+    await withDb(env.url, (c) => c.query('CREATE TABLE t1 (id serial PRIMARY KEY, v text)'));
+    const d = spawnCli(['run', '--config', env.configPath]);
+    children.push(d);
+    await waitSlotActive(env);
+    await withDb(env.url, (c) => c.query(`INSERT INTO t1 (v) SELECT 'r' || g FROM generate_series(1, 50) g`));
+    await waitCaughtUp(env);
+    d.proc.kill('SIGTERM');
+    expect((await d.exit).code).toBe(0);
+    const before = countFiles(env.outDir);
+    expect(before).toBeGreaterThanOrEqual(5);
+
+    // A new slot name, same output.dir: refused before any slot is created.
+    const other = `${env.slot.slice(0, 50)}_new`;
+    const original = readFileSync(env.configPath, 'utf8');
+    writeFileSync(env.configPath, original.replace(`slot: ${env.slot}`, `slot: ${other}`).replace(`publication: ${env.slot}`, `publication: ${other}`));
+    const moved = await runCli(['run', '--config', env.configPath], { mayFail: true });
+    expect(moved.code).toBe(8);
+    expect(oneLine(moved.stderr)).toBe(true);
+    expect(moved.stderr).toMatch(new RegExp(`output.dir .* belongs to slot "${env.slot}".*set output.dir to a folder of its own`));
+    expect(await withDb(env.url, async (c) => (await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [other])).rowCount)).toBe(0);
+    expect(countFiles(env.outDir)).toBe(before);
+
+    // The registry dropped by a DBA: refused, nothing deleted.
+    writeFileSync(env.configPath, original);
+    await withDb(env.url, (c) => c.query('DROP SCHEMA cdc_registry CASCADE'));
+    const dropped = await runCli(['run', '--config', env.configPath], { mayFail: true });
+    expect(dropped.code).toBe(8);
+    expect(oneLine(dropped.stderr)).toBe(true);
+    expect(dropped.stderr).toMatch(/holds exported files but the registry \(cdc_registry\) has no record of slot .*nothing was deleted/);
+    expect(countFiles(env.outDir)).toBe(before);
+    const marker = path.join(env.outDir, '_owner.json');
+    expect(statSync(marker).isFile()).toBe(true);
+  });
+
+  it('a slot dropped while running is a recorded gap and exit 6, never silently recreated', async () => {
+    const env = await createEnv();
+    envs.push(env);
+    await withDb(env.url, (c) => c.query('CREATE TABLE t1 (id serial PRIMARY KEY, v text)'));
+    const d = spawnCli(['run', '--config', env.configPath], { mayFail: true });
+    children.push(d);
+    await waitSlotActive(env);
+    const writer = rowWriter(env.url, ['t1']);
+    await sleep(1000);
+    // Terminate the walsender and drop the slot before the daemon reconnects.
+    await waitFor(
+      'slot dropped',
+      () =>
+        withDb(env.url, async (c) => {
+          await c.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active`, [env.slot]);
+          try {
+            await c.query(`SELECT pg_drop_replication_slot($1)`, [env.slot]);
+            return true;
+          } catch {
+            return false;
+          }
+        }),
+      { timeoutMs: 30_000, intervalMs: 20 },
+    );
+    await sleep(1000);
+    await writer.stop();
+    const ex = await d.exit;
+    expect(ex.code).toBe(6);
+    expect(oneLine(d.stderr())).toBe(true);
+    expect(d.stderr()).toMatch(new RegExp(`replication slot "${env.slot}" is gone.*changes committed after [0-9A-F]+/[0-9A-F]+ were not captured.*init --recreate-slot`));
+    expect(d.stdout()).toMatch(/"level":50.*data gap/);
+    await withDb(env.url, async (c) => {
+      expect((await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [env.slot])).rowCount).toBe(0);
+      const gaps = await c.query(`SELECT kind, lsn_from::text FROM cdc_registry.gaps WHERE slot_name = $1 AND resolved_at IS NULL`, [env.slot]);
+      expect(gaps.rows).toHaveLength(1);
+      expect(gaps.rows[0].kind).toBe('slot_lost');
+    });
+    // A restart refuses again, and status says so.
+    const again = await runCli(['run', '--config', env.configPath], { mayFail: true });
+    expect(again.code).toBe(6);
+    const st = await runCli(['status', '--config', env.configPath, '--json']);
+    expect(st.code).toBe(6);
+    expect(JSON.parse(st.stdout).gaps[0].kind).toBe('slot_lost');
+    // The operator accepts the gap: a new slot, the gap resolved.
+    const init = await runCli(['init', '--config', env.configPath, '--recreate-slot']);
+    expect(init.stderr).toBe('');
+    expect(init.code).toBe(0);
+    await withDb(env.url, async (c) => {
+      expect((await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [env.slot])).rowCount).toBe(1);
+      expect((await c.query(`SELECT 1 FROM cdc_registry.gaps WHERE resolved_at IS NULL`)).rowCount).toBe(0);
+    });
+  });
+
+  it('repairs a tampered publication, records the gaps, and loses nothing after the repair', async () => {
+    const env = await createEnv();
+    envs.push(env);
+    await withDb(env.url, (c) => c.query('CREATE TABLE t1 (id serial PRIMARY KEY, v text); CREATE TABLE t2 (id serial PRIMARY KEY, v text)'));
+    const d = spawnCli(['run', '--config', env.configPath]);
+    children.push(d);
+    await waitSlotActive(env);
+    await withDb(env.url, (c) => c.query(`INSERT INTO t1 (v) VALUES ('a'); INSERT INTO t2 (v) VALUES ('a')`));
+    await waitCaughtUp(env);
+
+    // A table dropped from the publication: its rows meanwhile are a gap; it is re-added.
+    await withDb(env.url, (c) => c.query(`ALTER PUBLICATION ${env.slot} DROP TABLE t2; INSERT INTO t2 (v) VALUES ('lost')`));
+    await waitFor('t2 back in the publication', () =>
+      withDb(env.url, async (c) => (await c.query(`SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND tablename = 't2'`, [env.slot])).rowCount === 1),
+    );
+    await withDb(env.url, (c) => c.query(`INSERT INTO t2 (v) VALUES ('after re-add'); UPDATE t2 SET v = 'a2' WHERE v = 'a'`));
+
+    // publish narrowed to inserts: repaired, gap recorded, updates and deletes flow again.
+    await withDb(env.url, (c) => c.query(`ALTER PUBLICATION ${env.slot} SET (publish = 'insert')`));
+    await waitFor('publish options repaired', () =>
+      withDb(env.url, async (c) => (await c.query(`SELECT 1 FROM pg_publication WHERE pubname = $1 AND pubupdate AND pubdelete AND pubtruncate`, [env.slot])).rowCount === 1),
+    );
+    await withDb(env.url, (c) => c.query(`UPDATE t1 SET v = 'after repair'; INSERT INTO t1 (v) VALUES ('b'); DELETE FROM t2 WHERE v = 'lost'`));
+    await waitCaughtUp(env);
+    d.proc.kill('SIGTERM');
+    expect((await d.exit).code).toBe(0);
+
+    const gaps = await withDb(env.url, async (c) => (await c.query(`SELECT kind, table_name, lsn_from, lsn_to FROM cdc_registry.gaps WHERE slot_name = $1 ORDER BY id`, [env.slot])).rows);
+    expect(gaps.map((g) => [g.kind, g.table_name])).toEqual([
+      ['unpublished', 't2'],
+      ['publish_options', null],
+    ]);
+    expect(d.stdout()).toMatch(/"level":50.*data gap: table public.t2 was missing from publication/);
+    // Everything after the repairs is in the files: t1 rebuilds exactly; t2 lacks only the lost row,
+    // whose later DELETE (after the repair) is there.
+    await expectRebuilt(env, 't1');
+    const t2 = readStreamingRows(env.outDir, 'public.t2').rows;
+    expect(t2.filter((r) => r.values.get('v')?.toString() === 'after re-add' && r.op === 'I')).toHaveLength(1);
+    expect(t2.filter((r) => r.values.get('v')?.toString() === 'a2' && r.op === 'U')).toHaveLength(1);
+    expect(t2.filter((r) => r.op === 'D')).toHaveLength(1);
+    expect(t2.filter((r) => r.values.get('v')?.toString() === 'lost')).toHaveLength(0);
+    const st = await runCli(['status', '--config', env.configPath, '--json']);
+    expect(st.code).toBe(9);
+    expect(JSON.parse(st.stdout).gaps).toHaveLength(2);
+  });
+});
