@@ -86,7 +86,7 @@ export function sourceError(e: unknown, source: SourceConfig, what = 'connect to
     return new EgressError('SLOT_IN_USE', `replication slot is in use by another process on ${where}: ${msg}; stop the other pg-egress or set a different slot`, { cause: e, retryable: true });
   }
   if (code === '42501') {
-    return new EgressError('INSUFFICIENT_PRIVILEGE', `permission denied on ${where}: ${msg}; grant the privilege to source.user or run pg-egress init as a superuser`, { cause: e });
+    return new EgressError('INSUFFICIENT_PRIVILEGE', `permission denied on ${where}: ${msg}; run \`pg-egress init --url <superuser url> --config ...\` once: it sets up the registry, publication and DDL capture and grants source.user what run needs (README "Privileges")`, { cause: e });
   }
   if (code === '57P01' || code === '57P02' || code === '57P03' || code === '08006' || code === '08003' || code === '08001') {
     return new EgressError('SOURCE_UNREACHABLE', `lost the connection to ${where}: ${msg}`, { cause: e, retryable: true });
