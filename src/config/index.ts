@@ -29,7 +29,16 @@ export interface Config {
   slot: string;
   /** Publication managed by the tool. */
   publication: string;
-  tables: { include: readonly TablePattern[]; exclude: readonly TablePattern[] };
+  tables: {
+    include: readonly TablePattern[];
+    exclude: readonly TablePattern[];
+    /**
+     * A selected table with no primary key and no replica identity: `skip` leaves it out of the
+     * publication (PostgreSQL rejects UPDATE/DELETE on a published table without one) until it gets
+     * one; `full` sets REPLICA IDENTITY FULL on it and publishes it.
+     */
+    noIdentity: 'skip' | 'full';
+  };
   /** `schema\0table` → column names never written anywhere. */
   columnsExclude: ReadonlyMap<string, ReadonlySet<string>>;
   output: { dir: string; gzipLevel: number; beforeImages: boolean; fileMode: number; dirMode: number };
@@ -58,7 +67,7 @@ const SHAPE = {
   source: { url: 1, host: 1, port: 1, database: 1, user: 1, password: 1, ssl: { mode: 1, ca: 1 } },
   slot: 1,
   publication: 1,
-  tables: { include: 1, exclude: 1 },
+  tables: { include: 1, exclude: 1, no_identity: 1 },
   columns: { exclude: '*' },
   output: { dir: 1, gzip_level: 1, before_images: 1, mode: 1 },
   batch: { interval: 1, max_rows: 1, max_bytes: 1 },
@@ -105,19 +114,66 @@ function checkKeys(value: unknown, shape: Shape, at: string): void {
   }
 }
 
-/** `${NAME}` → environment variable, on string leaves only; `$${X}` stays a literal `${X}`. */
-function interpolate(value: unknown, env: NodeJS.ProcessEnv, at: string): unknown {
+/**
+ * `${NAME}` (environment variable) and `$${NAME}` (a literal `${NAME}`), anywhere in the text: in a
+ * flow map `{password: ${PGPASSWORD}}` a `${` would be YAML syntax, so before parsing each one is
+ * swapped for a plain placeholder token (letters and digits only, valid in any YAML context), and the
+ * values are put into the parsed strings afterwards, so a value holding `:`, `#`, `{` or quotes
+ * cannot change the YAML structure (and never shows up in a YAML syntax error).
+ */
+const ENV_REF = /\$?\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+
+interface EnvRefs {
+  /** The text with every reference swapped for its token. */
+  text: string;
+  /** Matches one token; group 1 is its index in `refs`. */
+  token: RegExp;
+  refs: { original: string; name: string; literal: boolean }[];
+}
+
+function tokenizeEnvRefs(text: string): EnvRefs {
+  // A prefix that occurs nowhere in the text, so every token found after parsing is ours.
+  let n = 0;
+  while (text.includes(`pgegressenv${n}q`)) n++;
+  const prefix = `pgegressenv${n}q`;
+  const refs: EnvRefs['refs'] = [];
+  const byOriginal = new Map<string, number>();
+  const out = text.replace(ENV_REF, (match, name: string) => {
+    let i = byOriginal.get(match);
+    if (i === undefined) {
+      i = refs.push({ original: match, name, literal: match.startsWith('$$') }) - 1;
+      byOriginal.set(match, i);
+    }
+    return `${prefix}${i}q`;
+  });
+  return { text: out, token: new RegExp(`${prefix}(\\d+)q`, 'g'), refs };
+}
+
+/** A token back to the text it replaced (for keys and messages: never an environment value). */
+const restoreText = (s: string, e: EnvRefs): string => (e.refs.length ? s.replace(e.token, (_, i: string) => e.refs[Number(i)].original) : s);
+
+/** Mapping keys back to their text as written: `${X}` in a key is not interpolated. */
+function restoreKeys(value: unknown, e: EnvRefs): unknown {
+  if (Array.isArray(value)) return value.map((v) => restoreKeys(v, e));
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [restoreText(k, e), restoreKeys(v, e)]));
+  return value;
+}
+
+/** Tokens in string leaves → environment values (or the literal `${X}`); an unset variable is an error. */
+function interpolate(value: unknown, e: EnvRefs, env: NodeJS.ProcessEnv, at: string): unknown {
   if (typeof value === 'string') {
-    return value.replace(/\$?\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (match, name: string) => {
-      if (match.startsWith('$$')) return match.slice(1);
-      const v = env[name];
-      if (v === undefined) throw new EgressError('CONFIG_ENV_UNSET', `config: ${at}: environment variable ${name} is not set`);
+    if (!e.refs.length) return value;
+    return value.replace(e.token, (_, i: string) => {
+      const ref = e.refs[Number(i)];
+      if (ref.literal) return ref.original.slice(1);
+      const v = env[ref.name];
+      if (v === undefined) throw new EgressError('CONFIG_ENV_UNSET', `config: ${at || 'the file'}: environment variable ${ref.name} is not set`);
       return v;
     });
   }
-  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, env, `${at}[${i}]`));
+  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, e, env, `${at}[${i}]`));
   if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, interpolate(v, env, at ? `${at}.${k}` : k)]));
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, interpolate(v, e, env, at ? `${at}.${k}` : k)]));
   }
   return value;
 }
@@ -222,17 +278,19 @@ export const tableKey = (schema: string, table: string): string => `${schema}\u0
 
 export function parseConfig(text: string, opts: { env?: NodeJS.ProcessEnv; baseDir?: string; path?: string } = {}): Config {
   const where = opts.path ?? 'cdc.yml';
+  const refs = tokenizeEnvRefs(text);
   let doc: unknown;
   try {
-    doc = YAML.parse(text);
+    doc = YAML.parse(refs.text);
   } catch (e) {
     const err = e as { linePos?: { line: number }[]; message?: string };
     const line = err.linePos?.[0]?.line;
-    throw invalid(`${where}${line ? ` line ${line}` : ''}: YAML syntax error: ${(err.message ?? '').split('\n')[0]}`);
+    throw invalid(`${where}${line ? ` line ${line}` : ''}: YAML syntax error: ${restoreText((err.message ?? '').split('\n')[0], refs)}`);
   }
   if (doc === null || doc === undefined) throw invalid(`${where} is empty; see cdc.example.yml`);
+  doc = restoreKeys(doc, refs);
   checkKeys(doc, SHAPE as unknown as Shape, '');
-  const raw = interpolate(doc, opts.env ?? process.env, '') as Obj;
+  const raw = interpolate(doc, refs, opts.env ?? process.env, '') as Obj;
   const baseDir = opts.baseDir ?? process.cwd();
 
   const source = resolveSource(section(raw, 'source'));
@@ -242,7 +300,13 @@ export function parseConfig(text: string, opts: { env?: NodeJS.ProcessEnv; baseD
   if (!IDENT.test(publication)) throw invalid(`publication: ${JSON.stringify(publication)} must be lower-case letters, digits and _ (at most 63)`);
 
   const tablesSec = section(raw, 'tables');
-  const tables = { include: patterns(tablesSec.include, 'tables.include', ['public.*']), exclude: patterns(tablesSec.exclude, 'tables.exclude', []) };
+  const noIdentity = str(tablesSec, 'no_identity', 'tables', 'skip');
+  if (noIdentity !== 'skip' && noIdentity !== 'full') throw invalid(`tables.no_identity must be skip or full (got ${JSON.stringify(noIdentity)})`);
+  const tables = {
+    include: patterns(tablesSec.include, 'tables.include', ['public.*']),
+    exclude: patterns(tablesSec.exclude, 'tables.exclude', []),
+    noIdentity: noIdentity as 'skip' | 'full',
+  };
 
   const colSec = section(section(raw, 'columns'), 'exclude');
   const columnsExclude = new Map<string, ReadonlySet<string>>();
@@ -376,7 +440,7 @@ export function redactedConfig(cfg: Config): unknown {
   return {
     ...cfg,
     source: { ...cfg.source, password: cfg.source.password === undefined ? undefined : '***' },
-    tables: { include: cfg.tables.include.map((p) => p.source), exclude: cfg.tables.exclude.map((p) => p.source) },
+    tables: { include: cfg.tables.include.map((p) => p.source), exclude: cfg.tables.exclude.map((p) => p.source), noIdentity: cfg.tables.noIdentity },
     columnsExclude: Object.fromEntries([...cfg.columnsExclude].map(([k, v]) => [k.replace('\u0000', '.'), [...v]])),
     anchors: { s3: cfg.anchors.s3, near: cfg.anchors.near ? { ...cfg.anchors.near, privateKey: '***', depositYocto: String(cfg.anchors.near.depositYocto), gas: String(cfg.anchors.near.gas) } : null },
   };

@@ -39,11 +39,40 @@ export function windowName(startMs: number): string {
   return iso.slice(0, 4) + iso.slice(5, 7) + iso.slice(8, 10) + 'T' + iso.slice(11, 13) + iso.slice(14, 16) + iso.slice(17, 19) + 'Z';
 }
 
-/** The name of the n-th flush of a window: the first keeps the window name, later ones add `-NNN`. */
+/** Flushes of one window that fit the `-NNN` form of SPEC §3 (`-001` .. `-999`). */
+const SHORT_SEQ_MAX = 999;
+/** The long form `-999-NNNNNNNNN` holds up to this sequence number. */
+const LONG_SEQ_MAX = 999_999_999;
+
+/**
+ * The name of the n-th flush of a window: the first (seq 0) keeps the window name, later ones add
+ * `-NNN` (`-001` .. `-999`), and from the 1000th on `-999-` and the number in 9 digits
+ * (`20261122T100500Z-999-000001000`). All names of a window sort in flush order as plain strings:
+ * a name sorts before any name it is a prefix of, so `-999` < `-999-000001000` < `-999-000001001`.
+ */
 export function flushName(startMs: number, seq: number): string {
+  if (!Number.isSafeInteger(seq) || seq < 0 || seq > LONG_SEQ_MAX) throw new RangeError(`flush sequence number out of range: ${seq}`);
   const base = windowName(startMs);
-  return seq === 0 ? base : `${base}-${String(seq).padStart(3, '0')}`;
+  if (seq === 0) return base;
+  if (seq <= SHORT_SEQ_MAX) return `${base}-${String(seq).padStart(3, '0')}`;
+  return `${base}-${SHORT_SEQ_MAX}-${String(seq).padStart(9, '0')}`;
 }
+
+const FLUSH_NAME = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z(?:-(\d{3})|-999-(\d{9}))?$/;
+
+/** The window start and sequence number of a name `flushName` makes, or null for anything else. */
+export function parseFlushName(name: string): { startMs: number; seq: number } | null {
+  const m = FLUSH_NAME.exec(name);
+  if (!m) return null;
+  const startMs = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6]);
+  const seq = m[7] !== undefined ? Number(m[7]) : m[8] !== undefined ? Number(m[8]) : 0;
+  // Exactly the names flushName makes: a real UTC time, no `-000`, no long form below 1000.
+  if (Number.isNaN(startMs) || (m[7] !== undefined && seq === 0) || (m[8] !== undefined && seq <= SHORT_SEQ_MAX)) return null;
+  return flushName(startMs, seq) === name ? { startMs, seq } : null;
+}
+
+/** Whether a folder name is a window folder: `YYYYMMDDTHHMMSSZ`, `-NNN` or `-999-NNNNNNNNN` after it. */
+export const isFlushFolder = (name: string): boolean => parseFlushName(name) !== null;
 
 export const alignWindow = (ms: number, intervalMs: number): number => Math.floor(ms / intervalMs) * intervalMs;
 

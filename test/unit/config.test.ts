@@ -30,6 +30,7 @@ describe('config', () => {
     expect(c.anchors).toEqual({ s3: null, near: null });
     expect(c.http.port).toBe(8080);
     expect(c.log.level).toBe('info');
+    expect(c.tables.noIdentity).toBe('skip');
     expect(matchTable(c, 'public', 'orders')).toBe(true);
     expect(matchTable(c, 'other', 'orders')).toBe(false);
   });
@@ -57,6 +58,36 @@ describe('config', () => {
     const e = err('source:\n  url: postgres://u@h/d\n  password: ${NOPE}\n');
     expect(e.code).toBe('CONFIG_ENV_UNSET');
     expect(e.message).toBe('config: source.password: environment variable NOPE is not set');
+  });
+
+  it('interpolates ${ENV} in flow maps, with values that hold YAML syntax', () => {
+    const env = { DB_URL: 'postgres://egress@db:5432/shop', PGPASSWORD: 'a:b #c' };
+    const c = parse('source: {url: ${DB_URL}, password: ${PGPASSWORD}}\n', env);
+    expect(c.source).toMatchObject({ host: 'db', port: 5432, database: 'shop', user: 'egress', password: 'a:b #c' });
+    const d = parse('source:\n  url: postgres://u@h/d\n  password: ${PGPASSWORD}\n', env);
+    expect(d.source.password).toBe('a:b #c');
+    for (const pw of ['{x: y}', "it's \"quoted\" \\ [1, 2]", '- item', '${NOT_EXPANDED}', '&anchor *ref !tag |', '  padded  ']) {
+      expect(parse('source: {url: "postgres://u@h/d", password: ${P}}\n', { P: pw }).source.password).toBe(pw);
+      expect(parse("source:\n  url: postgres://u@h/d\n  password: '${P}'\n", { P: pw }).source.password).toBe(pw);
+    }
+    const e = parse('source: {url: "postgres://u@h/d"}\noutput: {dir: /x/$${LIT}/${SUB}}\ntables: {include: ["${S}.*"]}\n', { SUB: 'y', S: 'sales' });
+    expect(e.output.dir).toBe('/x/${LIT}/y');
+    expect(matchTable(e, 'sales', 'orders')).toBe(true);
+    const u = err('source: {url: postgres://u@h/d, password: ${PGPASSWORD}}\n');
+    expect(u.code).toBe('CONFIG_ENV_UNSET');
+    expect(u.message).toBe('config: source.password: environment variable PGPASSWORD is not set');
+    expect(err('tables: {include: [public.*, ${T}]}\nsource: {url: postgres://u@h/d}\n').message).toBe('config: tables.include[1]: environment variable T is not set');
+    // A reference in a comment is not a value; a key is taken as written.
+    expect(parse('source: {url: postgres://u@h/d}  # ${UNSET_IN_COMMENT}\n').slot).toBe('pg_egress');
+    expect(err('source: {url: postgres://u@h/d}\n${KEY}: 1\n', { KEY: 'slot' }).message).toContain('unknown key "${KEY}"');
+  });
+
+  it('takes tables.no_identity: skip (default) or full', () => {
+    expect(parse('source:\n  url: postgres://u@h/d\n').tables.noIdentity).toBe('skip');
+    expect(parse('source:\n  url: postgres://u@h/d\ntables:\n  no_identity: full\n').tables.noIdentity).toBe('full');
+    expect(parse('source: {url: postgres://u@h/d}\ntables: {no_identity: skip}\n').tables.noIdentity).toBe('skip');
+    expect(err('source:\n  url: postgres://u@h/d\ntables:\n  no_identity: always\n').message).toBe('config: tables.no_identity must be skip or full (got "always")');
+    expect(err('source:\n  url: postgres://u@h/d\ntables:\n  no_identty: full\n').message).toContain('(did you mean "tables.no_identity"?)');
   });
 
   it('rejects unknown keys with the nearest valid one', () => {
@@ -131,11 +162,18 @@ describe('config', () => {
     expect(c.anchors.near!.depositYocto).toBe(10n ** 22n);
     expect(c.anchors.near!.gas).toBe(30n * 10n ** 12n);
     expect(JSON.stringify(redactedConfig(c))).not.toContain(secret);
+    // An environment value never reaches a YAML syntax error: it is put in after parsing.
+    const e3 = err('source: {url: postgres://u@h/d, password: ${PW}\n', { PW: secret });
+    expect(e3.message).toMatch(/YAML syntax error/);
+    expect(e3.message).not.toContain(secret);
+    expect(e3.message).not.toMatch(/pgegressenv/);
   });
 
-  it('loads cdc.example.yml, and reports a missing file by path', () => {
-    const c = loadConfig(path.join(import.meta.dirname, '../../cdc.example.yml'), { PGPASSWORD: 'x', NEAR_PRIVATE_KEY: 'y' });
+  it('loads cdc.example.yml with no environment variable set, and reports a missing file by path', () => {
+    const c = loadConfig(path.join(import.meta.dirname, '../../cdc.example.yml'), {});
     expect(c.source.host).toBe('db');
+    expect(c.source.password).toBeUndefined();
+    expect(c.tables.noIdentity).toBe('skip');
     expect(c.anchors.s3).toBeNull();
     const dir = mkdtempSync(path.join(os.tmpdir(), 'cfg-'));
     expect(() => loadConfig(path.join(dir, 'nope.yml'))).toThrow(/cannot read .*nope.yml/);
