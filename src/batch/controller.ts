@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
 import { excludedColumns, matchTable } from '../config/index.js';
+import { EgressError } from '../errors.js';
 import { lsnHex, type Lsn } from '../lsn.js';
 import { UNCHANGED_TOAST, type PgOutputMessage, type RelationColumn, type ReplicaIdentity, type Tuple } from '../wal/pgoutput.js';
 import { formatCommitTs, pgMicrosToUnixMs } from '../wal/time.js';
@@ -190,7 +191,7 @@ export class BatchController {
   private rel(oid: number): RelInfo {
     const r = this.relations.get(oid);
     // pgoutput always sends a Relation before the first change of a relation in a session.
-    if (!r) throw new Error(`pgoutput: change for relation ${oid} without a Relation message`);
+    if (!r) throw new EgressError('PROTOCOL', `pgoutput: change for relation ${oid} without a Relation message; please report this with --log-level debug output`);
     return r;
   }
 
@@ -222,8 +223,8 @@ export class BatchController {
 
   private async commit(commitLsn: Lsn, endLsn: Lsn): Promise<void> {
     const t = this.txn;
-    if (!t) throw new Error('pgoutput: Commit without Begin');
-    if (commitLsn !== t.finalLsn) throw new Error(`pgoutput: Commit ${lsnHex(commitLsn)} does not match Begin ${lsnHex(t.finalLsn)}`);
+    if (!t) throw new EgressError('PROTOCOL', 'pgoutput: Commit without Begin; please report this with --log-level debug output');
+    if (commitLsn !== t.finalLsn) throw new EgressError('PROTOCOL', `pgoutput: Commit ${lsnHex(commitLsn)} does not match Begin ${lsnHex(t.finalLsn)}; please report this with --log-level debug output`);
     this.txn = null;
     this.processedLsn = endLsn;
     if (t.skip) {
@@ -393,7 +394,7 @@ export class BatchController {
    * new LSN. Afterwards `durableLsn` is the LSN the slot may be confirmed to.
    */
   async flush(reason: 'window' | 'interval' | 'size' | 'shutdown'): Promise<void> {
-    if (this.txn) throw new Error('flush inside a transaction');
+    if (this.txn) throw new EgressError('INTERNAL', 'flush inside a transaction; please report this with --log-level debug output');
     if (this.windowStart === null || this.windows.size === 0) return;
     const started = this.now();
     const cfg = this.cfg;
