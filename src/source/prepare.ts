@@ -47,7 +47,7 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
     if (opts.claimOutput) {
       await claimOutputDir(cfg.output.dir, { system_identifier: server.systemIdentifier, database: server.database, slot: cfg.slot }, knewSlot, cfg.output);
     }
-    await registry.saveSettings(cfg.publication, cfg.tables.include.map(patternSql), cfg.tables.exclude.map(patternSql), (cfg.tables as { noIdentity?: 'skip' | 'full' }).noIdentity ?? 'skip');
+    await registry.saveSettings(cfg.publication, cfg.tables.include.map(patternSql), cfg.tables.exclude.map(patternSql), cfg.tables.noIdentity);
     const registered = knewSlot ? await registry.registeredLsn() : 0n;
     // The publication first: a slot created below then sees every selected table from its start.
     const publication = new PublicationWatcher(db, cfg, registry, log, registered);
