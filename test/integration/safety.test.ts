@@ -256,4 +256,26 @@ describe('safe by default', () => {
     expect(st.code).toBe(9);
     expect(JSON.parse(st.stdout).gaps).toHaveLength(2);
   });
+
+  it('a slot held by another consumer at start-up is one line and exit 6, not a retry loop', async () => {
+    const env = await createEnv();
+    envs.push(env);
+    await withDb(env.url, (c) => c.query('CREATE TABLE t1 (id serial PRIMARY KEY, v text)'));
+    expect((await runCli(['init', '--config', env.configPath])).code).toBe(0);
+    // A foreign consumer (as pg_recvlogical would) streaming from our slot.
+    const other = new pg.Client({ connectionString: env.url, replication: 'database' } as pg.ClientConfig);
+    await other.connect();
+    other.on('error', () => undefined);
+    other.query(`START_REPLICATION SLOT ${env.slot} LOGICAL 0/0 (proto_version '1', publication_names '${env.slot}')`).catch(() => undefined);
+    try {
+      await waitSlotActive(env);
+      const r = await runCli(['run', '--config', env.configPath], { mayFail: true });
+      expect(r.code).toBe(6);
+      expect(oneLine(r.stderr)).toBe(true);
+      expect(r.stderr).toMatch(new RegExp(`replication slot "${env.slot}" is in use by server process \\d+.*stop that consumer, or set slot to another name`));
+      expect(r.stdout).not.toMatch(/reconnecting/);
+    } finally {
+      await other.end().catch(() => undefined);
+    }
+  });
 });
