@@ -9,11 +9,15 @@ import { EgressError } from '../errors.js';
 export const TMP_SUFFIX = '.tmp';
 
 export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fsp.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
   try {
-    await fh.sync();
-  } finally {
-    await fh.close();
+    const fh = await fsp.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch (e) {
+    throw ioError(dir, e);
   }
 }
 
@@ -37,8 +41,10 @@ export async function ensureDir(dir: string, mode: number): Promise<void> {
 
 export async function writeFileAtomic(file: string, data: Buffer | string, mode: number): Promise<void> {
   const tmp = file + TMP_SUFFIX;
+  let created = false;
   try {
     const fh = await fsp.open(tmp, 'w', mode);
+    created = true;
     try {
       await fh.writeFile(data);
       await fh.sync();
@@ -47,6 +53,8 @@ export async function writeFileAtomic(file: string, data: Buffer | string, mode:
     }
     await fsp.rename(tmp, file);
   } catch (e) {
+    // A partial temporary file only takes space (the start-up sweep would remove it too).
+    if (created) await fsp.rm(tmp, { force: true }).catch(() => undefined);
     throw ioError(file, e);
   }
 }
@@ -59,10 +67,27 @@ export async function renameDurable(from: string, to: string): Promise<void> {
   }
 }
 
+/** What to do about a file-system error, by errno; every hint names output.dir (README "Exit codes": 8). */
+const IO_HINTS: Readonly<Record<string, string>> = {
+  ENOSPC: 'no space left on device; free disk space on output.dir',
+  EDQUOT: 'disk quota exceeded; free space or raise the quota on output.dir',
+  EROFS: 'read-only file system; mount output.dir read-write',
+  EACCES: 'permission denied; make output.dir writable by this user',
+  EPERM: 'operation not permitted; make output.dir writable by this user',
+  EIO: 'I/O error; check the disk of output.dir',
+};
+
+const READ_SYSCALLS = new Set(['read', 'scandir', 'stat', 'lstat', 'access', 'readlink']);
+
+/**
+ * A file-system error as the one-line OUTPUT_IO error (exit 8, not retryable):
+ * `cannot write <path> (<CODE>): <what it means>; <what to do about output.dir>`.
+ */
 export function ioError(file: string, e: unknown): EgressError {
   if (e instanceof EgressError) return e;
-  const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-  return new EgressError('OUTPUT_IO', `cannot write ${file} (${code}); check output.dir and free disk space`, {
-    cause: e,
-  });
+  const err = (e ?? {}) as NodeJS.ErrnoException;
+  const code = typeof err.code === 'string' && err.code ? err.code : 'EIO';
+  const verb = err.syscall && READ_SYSCALLS.has(err.syscall) ? 'cannot read' : 'cannot write';
+  const hint = IO_HINTS[code] ?? 'check output.dir and free disk space';
+  return new EgressError('OUTPUT_IO', `${verb} ${file} (${code}): ${hint}`, { cause: e });
 }

@@ -3,11 +3,16 @@
  * sha256 and sizes for the manifest are known the moment the file is closed, without reading it
  * back. Memory is bounded by the stream high-water marks: `write` resolves only once gzip has
  * room again (backpressure).
+ *
+ * Every wait here (backpressure, end of file, fsync) also settles when either stream fails: a
+ * write error of the file (ENOSPC, EROFS, EIO, EDQUOT) while gzip is paused for backpressure must
+ * reject the pending `write` instead of leaving it waiting for a 'drain' that never comes.
  */
 import { createWriteStream, promises as fsp, type WriteStream } from 'node:fs';
 import { createHash, type Hash } from 'node:crypto';
+import type { EventEmitter } from 'node:events';
 import zlib from 'node:zlib';
-import { once } from 'node:events';
+import { EgressError } from '../errors.js';
 import { ioError } from './atomic.js';
 
 export interface GzipFileStats {
@@ -25,7 +30,10 @@ export class GzipFileWriter {
   private readonly hash: Hash = createHash('sha256');
   private bytes = 0;
   rawBytes = 0;
-  private failed: Error | null = null;
+  private failed: EgressError | null = null;
+  /** Rejecters of the waits in progress; all are called on the first failure. */
+  private readonly waiters = new Set<(e: EgressError) => void>();
+  /** Settles when the file is completely written and closed, or on the first failure. */
   private readonly done: Promise<void>;
 
   constructor(
@@ -36,26 +44,61 @@ export class GzipFileWriter {
     this.gzip = zlib.createGzip({ level, chunkSize: 64 * 1024 });
     this.out = createWriteStream(path, { mode, flags: 'w' });
     this.gzip.on('data', (chunk: Buffer) => {
+      if (this.failed) return;
       this.hash.update(chunk);
       this.bytes += chunk.length;
       if (!this.out.write(chunk)) {
         this.gzip.pause();
-        this.out.once('drain', () => this.gzip.resume());
+        this.out.once('drain', () => {
+          if (!this.failed) this.gzip.resume();
+        });
       }
     });
-    const fail = (e: Error) => {
-      this.failed ??= ioError(path, e);
-    };
-    this.gzip.on('error', fail);
-    this.out.on('error', fail);
-    this.done = new Promise<void>((resolve, reject) => {
-      this.gzip.on('end', () => this.out.end());
-      this.out.on('finish', () => resolve());
-      this.out.on('error', (e) => reject(ioError(path, e)));
-      this.gzip.on('error', (e) => reject(ioError(path, e)));
+    this.gzip.on('end', () => {
+      if (!this.failed) this.out.end();
     });
+    this.gzip.on('error', (e) => this.fail(e));
+    this.out.on('error', (e) => this.fail(e));
+    // 'close' comes after the last write and the close(2) of the file, or after 'error'.
+    this.done = this.until(this.out, 'close');
     // Keep an unobserved rejection from crashing the process; errors surface through write/finish.
     this.done.catch(() => undefined);
+  }
+
+  /** The first error wins; both streams stop and every pending wait rejects with it. */
+  private fail(e: unknown): void {
+    if (this.failed) return;
+    const err = (this.failed = ioError(this.path, e));
+    const waiters = [...this.waiters];
+    this.waiters.clear();
+    for (const reject of waiters) reject(err);
+    this.gzip.destroy();
+    this.out.destroy();
+  }
+
+  /** Resolves on `event`, rejects on the writer's first failure (whichever comes first). */
+  private until(emitter: EventEmitter, event: string): Promise<void> {
+    if (this.failed) return Promise.reject(this.failed);
+    return new Promise<void>((resolve, reject) => {
+      const onEvent = () => {
+        this.waiters.delete(onFail);
+        resolve();
+      };
+      const onFail = (e: EgressError) => {
+        emitter.off(event, onEvent);
+        reject(e);
+      };
+      emitter.once(event, onEvent);
+      this.waiters.add(onFail);
+    });
+  }
+
+  /**
+   * The write error, if the file has failed (set as soon as it happens, also between writes), so
+   * a caller can stop at once instead of at the next write or at `finish`.
+   */
+  get error(): EgressError | null {
+    return this.failed;
   }
 
   /** Writes uncompressed bytes. Awaiting is only needed when backpressure applies. */
@@ -63,7 +106,7 @@ export class GzipFileWriter {
     if (this.failed) throw this.failed;
     this.rawBytes += chunk.length;
     if (this.gzip.write(chunk)) return undefined;
-    return once(this.gzip, 'drain').then(() => undefined);
+    return this.until(this.gzip, 'drain');
   }
 
   /** Ends the gzip stream, waits for the file to be written and fsyncs it. */
@@ -71,6 +114,7 @@ export class GzipFileWriter {
     if (this.failed) throw this.failed;
     this.gzip.end();
     await this.done;
+    if (this.failed) throw this.failed;
     try {
       const fh = await fsp.open(this.path, 'r+');
       try {
@@ -86,8 +130,7 @@ export class GzipFileWriter {
 
   /** Stops writing and removes the temporary file (used when a window is discarded). */
   async abort(): Promise<void> {
-    this.gzip.destroy();
-    this.out.destroy();
+    this.fail(new EgressError('OUTPUT_IO', `writing ${this.path} was aborted`));
     await fsp.rm(this.path, { force: true });
   }
 }

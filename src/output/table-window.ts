@@ -12,9 +12,11 @@
 import { createReadStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
+import { pipeline } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { CsvBuffer, CsvRecordSplitter, headerLine, parseRecord } from './csv.js';
 import { GzipFileWriter, type GzipFileStats } from './gzip-file.js';
+import { ioError } from './atomic.js';
 import type { Lsn } from '../lsn.js';
 
 /** The columns every streaming file starts with (SPEC §4). */
@@ -76,6 +78,12 @@ export class StreamingFile {
     if (this.buf.length > 0) await this.current!.writer.write(this.buf.take());
   }
 
+  /** The first write error of the file's segments (ENOSPC, EROFS, ...), as soon as it happens. */
+  get error(): Error | null {
+    for (const s of this.segments) if (s.writer.error) return s.writer.error;
+    return null;
+  }
+
   get rawBytes(): number {
     let n = this.buf.length;
     for (const s of this.segments) n += s.writer.rawBytes;
@@ -97,6 +105,16 @@ export class StreamingFile {
     for (const s of this.segments) await s.writer.finish();
     const finalNames = last.names;
     const out = new GzipFileWriter(this.tmpPath(), this.opts.gzipLevel, this.opts.fileMode);
+    try {
+      return { tmpPath: out.path, stats: await this.rewrite(out, finalNames) };
+    } catch (e) {
+      await out.abort().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Writes every segment's rows into `out` in the layout `finalNames`. */
+  private async rewrite(out: GzipFileWriter, finalNames: readonly string[]): Promise<GzipFileStats> {
     await out.write(headerLine([...META_COLUMNS, ...finalNames]));
     const buf = new CsvBuffer();
     for (const s of this.segments) {
@@ -120,16 +138,22 @@ export class StreamingFile {
         }
         buf.byte(0x0a);
       });
-      const input = createReadStream(s.writer.path).pipe(zlib.createGunzip());
-      for await (const chunk of input) {
-        splitter.push(chunk as Buffer);
-        if (buf.length >= CHUNK_BYTES) await out.write(buf.take());
+      // pipeline, not pipe: a read error must end the iteration below, not leave it waiting.
+      const input = pipeline(createReadStream(s.writer.path), zlib.createGunzip(), () => undefined);
+      try {
+        for await (const chunk of input) {
+          splitter.push(chunk as Buffer);
+          if (buf.length >= CHUNK_BYTES) await out.write(buf.take());
+        }
+      } catch (e) {
+        input.destroy();
+        throw ioError(s.writer.path, e);
       }
       splitter.end();
       await fsp.rm(s.writer.path, { force: true });
     }
     if (buf.length > 0) await out.write(buf.take());
-    return { tmpPath: out.path, stats: await out.finish() };
+    return out.finish();
   }
 
   async abort(): Promise<void> {

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import pg from 'pg';
 import type { Config } from '../config/index.js';
 import { EgressError } from '../errors.js';
+import { ioError } from '../output/atomic.js';
 
 export const SESSION_SETTINGS: Readonly<Record<string, string>> = Object.freeze({
   TimeZone: 'UTC',
@@ -63,6 +64,15 @@ export const describeSource = (s: SourceConfig): string => `${s.user}@${s.host}:
  */
 export function sourceError(e: unknown, source: SourceConfig, what = 'connect to PostgreSQL'): EgressError {
   if (e instanceof EgressError) return e;
+  const fsErr = fsError(e);
+  if (fsErr) {
+    // A file error that reached the source's error path (start-up steps share one try): it is
+    // about output.dir (or source.ssl.ca), never a PostgreSQL error.
+    if (source.ssl.ca !== undefined && fsErr.path === source.ssl.ca) {
+      return new EgressError('CONFIG_INVALID', `cannot read source.ssl.ca ${fsErr.path} (${fsErr.code}); check source.ssl.ca`, { cause: e });
+    }
+    return ioError(fsErr.path ?? fsErr.dest ?? 'output.dir', e);
+  }
   const err = e as { code?: string; message?: string; errno?: number };
   const where = describeSource(source);
   const code = err.code ?? '';
@@ -92,6 +102,19 @@ export function sourceError(e: unknown, source: SourceConfig, what = 'connect to
     return new EgressError('SOURCE_UNREACHABLE', `lost the connection to ${where}: ${msg}`, { cause: e, retryable: true });
   }
   return new EgressError('INTERNAL', `PostgreSQL error on ${where}: ${msg}${code ? ` (SQLSTATE ${code})` : ''}`, { cause: e });
+}
+
+/** errno codes of file operations; with a `syscall` and no socket call, an error is a file error. */
+const FS_CODES = new Set(['ENOSPC', 'EROFS', 'EIO', 'EDQUOT', 'EACCES', 'EPERM', 'ENOENT', 'EEXIST', 'ENOTDIR', 'EISDIR', 'ENOTEMPTY', 'EFBIG', 'EMFILE', 'ENFILE', 'EBADF', 'ELOOP', 'ENAMETOOLONG', 'EXDEV', 'ESTALE']);
+const SOCKET_SYSCALLS = new Set(['connect', 'getaddrinfo', 'getnameinfo', 'queryA', 'queryAaaa', 'bind', 'listen', 'accept']);
+
+/** A Node file-system error (`fs.*`, FileHandle): has a `syscall`, and a path or a file errno code. */
+function fsError(e: unknown): (NodeJS.ErrnoException & { code: string; dest?: string }) | null {
+  if (typeof e !== 'object' || e === null) return null;
+  const err = e as NodeJS.ErrnoException & { dest?: string };
+  if (typeof err.syscall !== 'string' || typeof err.code !== 'string' || SOCKET_SYSCALLS.has(err.syscall)) return null;
+  if (typeof err.path === 'string' || FS_CODES.has(err.code)) return err as NodeJS.ErrnoException & { code: string; dest?: string };
+  return null;
 }
 
 export async function connectClient(source: SourceConfig, extra: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
