@@ -383,6 +383,9 @@ export class BatchController {
 
   /** Wall-clock check between frames: closes the window once its end has passed, when idle. */
   async tick(): Promise<boolean> {
+    // A write error (disk full) after a burst's last row must not wait for the next row or the
+    // window's end to be noticed: stop now, nothing past the registered LSN is confirmed.
+    for (const w of this.windows.values()) if (w.file?.error) throw w.file.error;
     if (this.txn || !this.hasPending() || this.windowStart === null) return false;
     if (this.now() < this.windowStart + this.cfg.batch.intervalMs) return false;
     await this.flush('interval');
