@@ -20,6 +20,8 @@ import { ReplicationStream } from './wal/stream.js';
 import { decodeFrame } from './wal/frames.js';
 import { decodePgOutput } from './wal/pgoutput.js';
 import { BatchController } from './batch/controller.js';
+import { Reloader } from './reload/reloader.js';
+import { ReloadRegistry } from './registry/reloads.js';
 import { missingFiles, sweepOutput } from './output/sweep.js';
 import { ensureDir, writeFileAtomic } from './output/atomic.js';
 
@@ -60,11 +62,12 @@ export async function runDaemon(cfg: Config, log: Logger, opts: RunOptions): Pro
 async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted: () => void): Promise<void> {
   // One daemon per slot, for the whole session, before anything touches output.dir.
   const lock = await DaemonLock.acquire(cfg.source, cfg.slot);
-  const client = createPool(cfg.source);
+  const client = createPool(cfg.source, 6);
   let stream: ReplicationStream | null = null;
   let controller: BatchController | null = null;
+  let reloader: Reloader | null = null;
   try {
-    const prep = await prepareSource(client, cfg, log, { claimOutput: true });
+    const prep = await prepareSource(client, cfg, log, { run: true });
     const { registry } = prep;
     await ensureDir(cfg.output.dir, cfg.output.dirMode);
     const sweep = await sweepOutput(cfg.output.dir, await registry.unfinishedPaths());
@@ -75,6 +78,10 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
     await ensureDir(path.join(cfg.output.dir, '_tmp'), cfg.output.dirMode);
     // A walsender of our own previous session may hold the slot for a moment after a crash.
     await waitSlotFree(client, cfg);
+    // Exports run beside the stream, on connections of their own (src/reload/).
+    const rl = new Reloader({ cfg, log, db: client, server: prep.server, registry, reloads: new ReloadRegistry(client, cfg.slot) });
+    reloader = rl;
+    rl.start();
 
     const formatCache = new Map<string, string>();
     controller = new BatchController({
@@ -85,6 +92,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
       registeredLsn: prep.registeredLsn,
       defs: await loadTableDefs(client, await publishedRelids(client, cfg.publication)),
       loadDef: async (relid) => (await loadTableDefs(client, [relid]))[0] ?? null,
+      onReloadsRegistered: () => rl.wake(),
       formatType: async (oid, typmod) => {
         const k = `${oid}:${typmod}`;
         let t = formatCache.get(k);
@@ -174,6 +182,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
         lastPublicationCheck = now;
         await prep.publication.check();
       }
+      if (rl.fatal) throw rl.fatal;
       if (lock.lost) {
         throw new EgressError('SOURCE_UNREACHABLE', 'lost the connection that holds the daemon lock', { retryable: true });
       }
@@ -185,6 +194,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
     s.sendStatus(confirmLsn());
     log.info({ registered: lsnHex(c.durableLsn), confirmed: lsnHex(confirmed), stats: c.stats }, 'stopped');
   } finally {
+    await reloader?.stop().catch(() => undefined);
     await controller?.abort().catch(() => undefined);
     await stream?.close();
     await client.end().catch(() => undefined);

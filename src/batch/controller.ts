@@ -28,6 +28,7 @@ import { alignWindow, BATCHES_DIR, FILES, flushName, tableFolder, windowName } f
 import { ensureDir, fsyncDir, renameDurable, writeFileAtomic } from '../output/atomic.js';
 import { batchJson, manifestJson, schemaYml, type ColumnDoc, type ManifestFile } from '../output/documents.js';
 import type { FileRecord, Registry } from '../registry/registry.js';
+import type { ReloadReason, ReloadRequest } from '../registry/reloads.js';
 import type { ServerInfo, TableDef } from '../source/setup.js';
 
 const COMMA = 0x2c;
@@ -36,6 +37,8 @@ const OP = { I: 0x49, U: 0x55, D: 0x44, T: 0x54, B: 0x42 } as const;
 
 /** Prefix of the transactional logical messages emitted by our DDL event trigger (sql/002). */
 export const DDL_MESSAGE_PREFIX = 'pg-egress:ddl';
+/** Reload requests at their transaction's WAL position: markers and tables joining with data (sql/004). */
+export const RELOAD_MESSAGE_PREFIX = 'pg-egress:reload';
 
 interface RelInfo {
   oid: number;
@@ -100,6 +103,8 @@ export interface ControllerOptions {
   loadDef: (relid: number) => Promise<TableDef | null>;
   /** format_type(oid, typmod) for columns not described by a definition. */
   formatType: (typeOid: number, typmod: number) => Promise<string>;
+  /** Called after a flush registered reload requests (wakes the reloader). */
+  onReloadsRegistered?: () => void;
   now?: () => number;
 }
 
@@ -113,7 +118,8 @@ export class BatchController {
   private readonly windows = new Map<string, TableWindow>();
   private txn: Txn | null = null;
   private windowStart: number | null = null;
-  private flushSeq = 0;
+  /** Reload requests seen since the last flush: registered with it (exactly once). */
+  private reloads: ReloadRequest[] = [];
   private readonly tmpDir: string;
   private readonly now: () => number;
   /** End LSN of the last transaction fully processed (written into open files or skipped). */
@@ -181,6 +187,7 @@ export class BatchController {
       }
       case 'message':
         if (m.transactional && m.prefix === DDL_MESSAGE_PREFIX) return this.ddl(m.content);
+        if (m.transactional && m.prefix === RELOAD_MESSAGE_PREFIX) return this.reloadRequest(m.content);
         return;
       case 'type': // type names come from format_type() in table definitions
       case 'origin': // changes replayed from another origin are exported like any other
@@ -201,7 +208,7 @@ export class BatchController {
       const w = alignWindow(pgMicrosToUnixMs(commitTime), this.cfg.batch.intervalMs);
       if (this.windowStart === null || w > this.windowStart) {
         if (this.hasPending()) await this.flush('window');
-        await this.openWindow(w);
+        this.windowStart = w;
       }
     }
     this.txn = {
@@ -214,11 +221,6 @@ export class BatchController {
       midField: Buffer.from(`,${xid},${formatCommitTs(commitTime)},`, 'latin1'),
       touched: new Set(),
     };
-  }
-
-  private async openWindow(w: number): Promise<void> {
-    this.windowStart = w;
-    this.flushSeq = await this.o.registry.flushCount(windowName(w));
   }
 
   private async commit(commitLsn: Lsn, endLsn: Lsn): Promise<void> {
@@ -381,6 +383,37 @@ export class BatchController {
     }
   }
 
+  /**
+   * A reload request inside a transaction: kept until the flush that passes it registers it, so
+   * that a crash before then replays it from the slot, and a rolled-back marker never arrives.
+   */
+  private reloadRequest(content: Buffer): void {
+    const t = this.txn;
+    if (!t || t.skip) return;
+    let r: { reason?: ReloadReason; schema: string; table: string; relid: number; previous_comment?: string | null; request_id?: string | null };
+    try {
+      r = JSON.parse(content.toString('utf8'));
+    } catch {
+      this.log.warn('ignoring malformed reload message');
+      return;
+    }
+    if (!matchTable(this.cfg, r.schema, r.table)) return;
+    const reason = r.reason ?? 'marker';
+    // The table gets a window in this flush, so that a flush happens even when no row changed.
+    this.window(r.schema, r.table, r.relid);
+    this.reloads.push({
+      schema: r.schema,
+      table: r.table,
+      relid: r.relid,
+      reason,
+      requestedLsn: t.finalLsn,
+      restoreComment: reason === 'marker',
+      previousComment: r.previous_comment ?? null,
+      requestId: r.request_id ?? null,
+      gapId: null,
+    });
+  }
+
   /** Wall-clock check between frames: closes the window once its end has passed, when idle. */
   async tick(): Promise<boolean> {
     // A write error (disk full) after a burst's last row must not wait for the next row or the
@@ -402,7 +435,7 @@ export class BatchController {
     const started = this.now();
     const cfg = this.cfg;
     const out = cfg.output.dir;
-    const batchId = flushName(this.windowStart, this.flushSeq);
+    const batchId = flushName(this.windowStart, await this.o.registry.nextBatchSeq(windowName(this.windowStart)));
     const windowStart = new Date(this.windowStart);
     const files: FileRecord[] = [];
     const manifests: { path: string; sha256: string; schema: string; table: string; rows: number }[] = [];
@@ -494,10 +527,13 @@ export class BatchController {
       merkleRoot: null,
       files,
       tables: tables.map((w) => ({ schema: w.schema, table: w.table, relid: w.relid, dropped: w.dropped })),
+      reloads: this.reloads,
     });
+    const requested = this.reloads.length;
+    this.reloads = [];
     this.durableLsn = this.processedLsn;
     this.windows.clear();
-    this.flushSeq++;
+    if (requested) this.o.onReloadsRegistered?.();
     this.stats.flushes++;
     this.log.info({ batch: batchId, reason, tables: tables.length, rows, lsn: lsnHex(this.durableLsn), ms: this.now() - started }, 'flushed batch');
   }
@@ -536,6 +572,7 @@ export class BatchController {
   async abort(): Promise<void> {
     for (const w of this.windows.values()) await w.file?.abort();
     this.windows.clear();
+    this.reloads = [];
     this.txn = null;
   }
 }

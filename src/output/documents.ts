@@ -117,6 +117,8 @@ export function manifestJson(m: ManifestDoc): string {
 
 export interface BatchDoc {
   batchId: string;
+  /** A flush of streaming windows (default) or the registration of a reload. */
+  kind?: 'flush' | 'reload';
   windowStart: Date;
   slot: string;
   source: { database: string; systemIdentifier: string };
@@ -131,6 +133,7 @@ export function batchJson(b: BatchDoc): string {
       {
         format: 'pg-egress.batch/1',
         batch_id: b.batchId,
+        kind: b.kind ?? 'flush',
         window_start: b.windowStart.toISOString(),
         slot: b.slot,
         source: { database: b.source.database, system_identifier: b.source.systemIdentifier },

@@ -81,6 +81,10 @@ export const FILES = {
   schema: 'schema.yml',
   ddl: 'ddl.sql',
   manifest: 'manifest.json',
+  fullReload: 'full_reload.csv.gz',
 } as const;
+
+/** Part `index` (0-based) of a reload exported in several ctid chunks: `full_reload.00001.csv.gz`, … */
+export const reloadPartName = (index: number): string => `full_reload.${String(index + 1).padStart(5, '0')}.csv.gz`;
 
 export const BATCHES_DIR = '_batches';

@@ -2,7 +2,9 @@
  * Every query against `cdc_registry` lives here. Identifiers are always quoted; values always go
  * as parameters. LSNs cross the boundary as PostgreSQL text (`X/Y`) and are bigint inside.
  */
+import type pg from 'pg';
 import { EgressError } from '../errors.js';
+import { insertReloadRequest, type ReloadRequest } from './reloads.js';
 import { formatLsn, parseLsn, type Lsn } from '../lsn.js';
 import { withTransaction, type Db } from './tx.js';
 
@@ -34,6 +36,8 @@ export interface FlushRecord {
   merkleRoot: string | null;
   files: FileRecord[];
   tables: { schema: string; table: string; relid: number | null; dropped: boolean }[];
+  /** Reload markers passed by this flush: made durable with it, so a crash neither loses nor repeats them. */
+  reloads: ReloadRequest[];
 }
 
 export interface TablePatternSql {
@@ -42,6 +46,36 @@ export interface TablePatternSql {
 }
 
 const lsnText = (l: Lsn | null): string | null => (l === null ? null : formatLsn(l));
+
+/** One multi-row insert through unnest: a single round trip for many files. */
+export async function insertFiles(c: pg.ClientBase, slot: string, batchId: string, windowStart: string, files: FileRecord[]): Promise<void> {
+  if (files.length === 0) return;
+  await c.query(
+    `INSERT INTO "cdc_registry"."files"
+       ("slot_name", "path", "file_type", "schema_name", "table_name", "batch_id", "window_start",
+        "lsn_start", "lsn_end", "rows", "bytes", "raw_bytes", "sha256", "merkle_root")
+     SELECT $1, p, t, s, tb, $2, $3, ls::pg_lsn, le::pg_lsn, r, b, rb, h, m
+     FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                 $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[])
+          AS x(p, t, s, tb, ls, le, r, b, rb, h, m)`,
+    [
+      slot,
+      batchId,
+      windowStart,
+      files.map((x) => x.path),
+      files.map((x) => x.type),
+      files.map((x) => x.schema),
+      files.map((x) => x.table),
+      files.map((x) => lsnText(x.lsnStart)),
+      files.map((x) => lsnText(x.lsnEnd)),
+      files.map((x) => x.rows),
+      files.map((x) => x.bytes),
+      files.map((x) => x.rawBytes),
+      files.map((x) => x.sha256),
+      files.map((x) => x.merkleRoot),
+    ],
+  );
+}
 
 export type GapKind = 'slot_lost' | 'unpublished' | 'publish_options';
 
@@ -107,13 +141,9 @@ export class Registry {
     return new Set(rows.map((r) => r.path));
   }
 
-  /** How many flushes of this window are registered: the next flush's `-NNN` sequence number. */
-  async flushCount(windowName: string): Promise<number> {
-    const { rows } = await this.db.query<{ n: string }>(
-      `SELECT count(*)::text AS n FROM "cdc_registry"."batches"
-       WHERE "slot_name" = $1 AND ("batch_id" = $2 OR "batch_id" LIKE $2 || '-%')`,
-      [this.slot, windowName],
-    );
+  /** The next batch number of a window (0 = the window's own name), shared by flushes and reloads. */
+  async nextBatchSeq(windowName: string): Promise<number> {
+    const { rows } = await this.db.query<{ n: string }>(`SELECT "cdc_registry"."next_batch_seq"($1, $2)::text AS n`, [this.slot, windowName]);
     return Number(rows[0].n);
   }
 
@@ -124,34 +154,7 @@ export class Registry {
   async registerFlush(f: FlushRecord): Promise<void> {
     const windowStart = new Date(f.windowStartMs).toISOString();
     await withTransaction(this.db, async (c) => {
-      if (f.files.length > 0) {
-        // One multi-row insert through unnest keeps this a single round trip for many files.
-        await c.query(
-          `INSERT INTO "cdc_registry"."files"
-             ("slot_name", "path", "file_type", "schema_name", "table_name", "batch_id", "window_start",
-              "lsn_start", "lsn_end", "rows", "bytes", "raw_bytes", "sha256", "merkle_root")
-           SELECT $1, p, t, s, tb, $2, $3, ls::pg_lsn, le::pg_lsn, r, b, rb, h, m
-           FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-                       $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[])
-                AS x(p, t, s, tb, ls, le, r, b, rb, h, m)`,
-          [
-            this.slot,
-            f.batchId,
-            windowStart,
-            f.files.map((x) => x.path),
-            f.files.map((x) => x.type),
-            f.files.map((x) => x.schema),
-            f.files.map((x) => x.table),
-            f.files.map((x) => lsnText(x.lsnStart)),
-            f.files.map((x) => lsnText(x.lsnEnd)),
-            f.files.map((x) => x.rows),
-            f.files.map((x) => x.bytes),
-            f.files.map((x) => x.rawBytes),
-            f.files.map((x) => x.sha256),
-            f.files.map((x) => x.merkleRoot),
-          ],
-        );
-      }
+      await insertFiles(c, this.slot, f.batchId, windowStart, f.files);
       await c.query(
         `INSERT INTO "cdc_registry"."batches"
            ("slot_name", "batch_id", "window_start", "lsn_start", "lsn_end", "files", "rows", "index_path", "index_sha256", "merkle_root")
@@ -177,6 +180,7 @@ export class Registry {
         // Cannot happen while the daemon lock is held; if it does, stop before writing anything twice.
         throw new EgressError('SLOT_IN_USE', `registry: slot ${this.slot} is registered past ${formatLsn(f.lsnEnd)} by another process; run one pg-egress per slot`);
       }
+      for (const r of f.reloads) await insertReloadRequest(c, this.slot, r);
       await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [this.slot, f.batchId]);
     });
   }
@@ -214,12 +218,22 @@ export class Registry {
     return Number(rows[0].n);
   }
 
-  async recordGap(g: { kind: GapKind; schema?: string | null; table?: string | null; lsnFrom: Lsn | null; lsnTo: Lsn | null; detail: string }): Promise<void> {
-    await this.db.query(
+  async recordGap(g: { kind: GapKind; schema?: string | null; table?: string | null; lsnFrom: Lsn | null; lsnTo: Lsn | null; detail: string }): Promise<number> {
+    const { rows } = await this.db.query<{ id: string }>(
       `INSERT INTO "cdc_registry"."gaps" ("slot_name", "kind", "schema_name", "table_name", "lsn_from", "lsn_to", "detail")
-       VALUES ($1, $2, $3, $4, $5::pg_lsn, $6::pg_lsn, $7)`,
+       VALUES ($1, $2, $3, $4, $5::pg_lsn, $6::pg_lsn, $7) RETURNING "id"::text`,
       [this.slot, g.kind, g.schema ?? null, g.table ?? null, lsnText(g.lsnFrom), lsnText(g.lsnTo), g.detail],
     );
+    return Number(rows[0].id);
+  }
+
+  /** True the first time it is called for this slot: the initial export is to be requested now. */
+  async takeInitialExport(): Promise<boolean> {
+    const { rowCount } = await this.db.query(
+      `UPDATE "cdc_registry"."slot_state" SET "initial_export_requested" = true WHERE "slot_name" = $1 AND NOT "initial_export_requested"`,
+      [this.slot],
+    );
+    return rowCount === 1;
   }
 
   async openGaps(): Promise<Gap[]> {

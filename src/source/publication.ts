@@ -75,6 +75,8 @@ export class PublicationWatcher {
     private readonly log: Logger,
     /** The last LSN at which the publication was known to be right. */
     private goodLsn: Lsn,
+    /** Asks for a fresh export: of tables that joined with data, or to repair a gap. */
+    private readonly requestReload?: (tables: TableName[], reason: 'joined' | 'gap', gapId: number | null) => Promise<void>,
   ) {}
 
   private async walLsn(): Promise<Lsn> {
@@ -101,10 +103,14 @@ export class PublicationWatcher {
         g.kind === 'publish_options'
           ? `publication "${pub}" did not publish every operation (insert, update, delete, truncate) or not via the partition root; repaired, but changes between ${lsnText(this.goodLsn)} and ${lsnText(repairedAt)} may be missing`
           : `table ${name(g.table!)} was missing from publication "${pub}"; re-added, but its changes between ${lsnText(this.goodLsn)} and ${lsnText(repairedAt)} are in no file`;
-      await this.registry.recordGap({ kind: g.kind, schema: g.table?.schema ?? null, table: g.table?.table ?? null, lsnFrom: this.goodLsn, lsnTo: repairedAt, detail });
-      this.log.error({ gap: g.kind, table: g.table ? name(g.table) : null, from: lsnText(this.goodLsn), to: lsnText(repairedAt) }, `data gap: ${detail}`);
+      const gapId = await this.registry.recordGap({ kind: g.kind, schema: g.table?.schema ?? null, table: g.table?.table ?? null, lsnFrom: this.goodLsn, lsnTo: repairedAt, detail });
+      this.log.error({ gap: g.kind, table: g.table ? name(g.table) : null, from: lsnText(this.goodLsn), to: lsnText(repairedAt) }, `data gap: ${detail}${this.requestReload ? '; exporting again' : ''}`);
+      await this.requestReload?.(g.table ? [g.table] : await publishedTables(this.db, pub), 'gap', gapId);
     }
     const joined = res.added.filter((t) => !this.known!.has(name(t)));
+    // A table that joins here (tables.include changed, or no event trigger saw it join) may
+    // already have rows that were never streamed: export it.
+    if (joined.length) await this.requestReload?.(joined, 'joined', null);
     if (joined.length || res.removed.length) log(this.log, joined, res.removed);
     for (const t of res.identityFull) this.log.warn(`set REPLICA IDENTITY FULL on ${name(t)} (tables.no_identity: full): its UPDATEs and DELETEs now write the whole old row to WAL`);
     const now = await publishedTables(this.db, pub);

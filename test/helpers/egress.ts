@@ -214,8 +214,8 @@ export function readStreamingRows(outDir: string, folder: string): { header: str
  * Rebuilds a table from its streaming rows (SPEC §6): key → row, applying I/U/D/T in order.
  * Returns rows as CSV data-field strings sorted by key, comparable with COPY output.
  */
-export function rebuild(rows: StreamRow[], key: string[], columns: string[]): Map<string, (string | null)[]> {
-  const table = new Map<string, (string | null)[]>();
+export function rebuild(rows: StreamRow[], key: string[], columns: string[], initial?: Map<string, (string | null)[]>): Map<string, (string | null)[]> {
+  const table = new Map<string, (string | null)[]>(initial ?? []);
   const k = (r: StreamRow) => JSON.stringify(key.map((c) => r.values.get(c)?.toString() ?? null));
   for (const r of rows) {
     switch (r.op) {
@@ -281,4 +281,69 @@ export async function waitSlotActive(env: EgressEnv, timeoutMs = 30_000): Promis
       }),
     { timeoutMs, intervalMs: 100 },
   );
+}
+
+export interface ReloadSet {
+  batch: string;
+  /** Snapshot LSN S (16 hex digits, as `_lsn`). */
+  lsn: string;
+  files: string[];
+  rows: number;
+}
+
+/** Every reload set of a table folder, from its manifests, oldest snapshot first. */
+export function reloadSets(outDir: string, folder: string): ReloadSet[] {
+  const base = path.join(outDir, folder);
+  if (!existsSync(base)) return [];
+  const sets: ReloadSet[] = [];
+  for (const w of readdirSync(base).sort()) {
+    const mf = path.join(base, w, 'manifest.json');
+    if (!existsSync(mf)) continue;
+    const m = JSON.parse(readFileSync(mf, 'utf8')) as { files: { name: string; type: string; rows: number; lsn: { start: string } }[] };
+    const parts = m.files.filter((f) => f.type === 'full_reload');
+    if (!parts.length) continue;
+    sets.push({ batch: w, lsn: parts[0].lsn.start, files: parts.map((f) => path.join(base, w, f.name)).sort(), rows: parts.reduce((n, f) => n + f.rows, 0) });
+  }
+  return sets.sort((a, b) => (a.lsn < b.lsn ? -1 : a.lsn > b.lsn ? 1 : 0));
+}
+
+/** Rows of reload files (parts in order, each header dropped) as column → value maps. */
+export function readReloadRows(files: string[]): { header: string[]; rows: Map<string, Buffer | null>[] } {
+  let header: string[] = [];
+  const rows: Map<string, Buffer | null>[] = [];
+  for (const file of files) {
+    let first = true;
+    const splitter = new CsvRecordSplitter((rec) => {
+      const f = parseRecord(rec);
+      if (first) {
+        first = false;
+        header = f.map((x) => x!.toString('utf8'));
+        return;
+      }
+      rows.push(new Map(header.map((h, i) => [h, f[i] ?? null])));
+    });
+    splitter.push(zlib.gunzipSync(readFileSync(file)));
+    splitter.end();
+  }
+  return { header, rows };
+}
+
+/**
+ * The rebuild rule (SPEC §6): load the newest reload set, then apply the table's streaming rows
+ * whose `_lsn` is at or above its snapshot LSN S, in (`_lsn`, `_seq`) order. Without a reload
+ * set, every streaming row from an empty table.
+ */
+export function rebuildFromOutput(outDir: string, folder: string, key: string[], columns: string[]): { table: Map<string, (string | null)[]>; reload: ReloadSet | null; applied: number } {
+  const sets = reloadSets(outDir, folder);
+  const reload = sets.length ? sets[sets.length - 1] : null;
+  const initial = new Map<string, (string | null)[]>();
+  if (reload) {
+    for (const r of readReloadRows(reload.files).rows) {
+      initial.set(JSON.stringify(key.map((c) => r.get(c)?.toString() ?? null)), columns.map((c) => r.get(c)?.toString() ?? null));
+    }
+  }
+  const stream = readStreamingRows(outDir, folder)
+    .rows.filter((r) => !reload || r.lsn >= reload.lsn)
+    .sort((a, b) => (a.lsn < b.lsn ? -1 : a.lsn > b.lsn ? 1 : a.seq - b.seq));
+  return { table: rebuild(stream, key, columns, initial), reload, applied: stream.length };
 }

@@ -1,0 +1,192 @@
+/**
+ * Reload operations in the registry (SPEC §7, §8): requested (by a marker that a flush made
+ * durable, by the initial export, by a table joining with data, by a gap), claimed by the
+ * reloader, and finished in the same transaction that registers their files, so exactly one set
+ * of files is registered per operation whatever crashes in between.
+ */
+import type pg from 'pg';
+import { formatLsn, type Lsn } from '../lsn.js';
+import { withTransaction, type Db } from './tx.js';
+
+export type ReloadReason = 'marker' | 'initial' | 'joined' | 'gap' | 'operator';
+
+export interface ReloadRequest {
+  schema: string;
+  table: string;
+  relid: number | null;
+  reason: ReloadReason;
+  /** Commit LSN of the marker's transaction (the export's snapshot is taken after it). */
+  requestedLsn: Lsn | null;
+  /** Put the table's comment back afterwards (markers); null means no comment. */
+  restoreComment: boolean;
+  previousComment: string | null;
+  requestId: string | null;
+  gapId: number | null;
+}
+
+export interface ReloadOp {
+  id: number;
+  schema: string;
+  table: string;
+  reason: ReloadReason;
+  restoreComment: boolean;
+  previousComment: string | null;
+  gapId: number | null;
+}
+
+/** Inserts a pending request; one that is already pending for the table absorbs it. */
+export async function insertReloadRequest(c: pg.ClientBase | pg.Pool, slot: string, r: ReloadRequest): Promise<void> {
+  await c.query(
+    `INSERT INTO "cdc_registry"."reloads" AS x
+       ("slot_name", "schema_name", "table_name", "relid", "reason", "requested_lsn", "restore_comment", "previous_comment", "request_ids", "gap_id")
+     VALUES ($1, $2, $3, $4, $5, $6::pg_lsn, $7, $8, CASE WHEN $9::text IS NULL THEN '{}'::text[] ELSE ARRAY[$9::text] END, $10)
+     ON CONFLICT ("slot_name", "schema_name", "table_name") WHERE "state" = 'pending' DO UPDATE
+       SET "request_ids" = ARRAY(SELECT DISTINCT unnest(x."request_ids" || EXCLUDED."request_ids")),
+           "previous_comment" = CASE WHEN x."restore_comment" THEN x."previous_comment" ELSE EXCLUDED."previous_comment" END,
+           "restore_comment" = x."restore_comment" OR EXCLUDED."restore_comment",
+           "gap_id" = COALESCE(EXCLUDED."gap_id", x."gap_id"),
+           "requested_lsn" = GREATEST(x."requested_lsn", EXCLUDED."requested_lsn"),
+           "updated_at" = now()`,
+    [slot, r.schema, r.table, r.relid, r.reason, r.requestedLsn === null ? null : formatLsn(r.requestedLsn), r.restoreComment, r.previousComment, r.requestId, r.gapId],
+  );
+  await c.query(
+    `INSERT INTO "cdc_registry"."tables" ("slot_name", "schema_name", "table_name", "relid", "mode")
+     VALUES ($1, $2, $3, $4, 'pending_reload')
+     ON CONFLICT ("slot_name", "schema_name", "table_name") DO UPDATE SET "mode" = 'pending_reload', "updated_at" = now()
+       WHERE "tables"."mode" = 'streaming'`,
+    [slot, r.schema, r.table, r.relid],
+  );
+}
+
+interface OpRow {
+  id: string;
+  schema_name: string;
+  table_name: string;
+  reason: ReloadReason;
+  restore_comment: string;
+  previous_comment: string | null;
+  gap_id: string | null;
+}
+
+const toOp = (r: OpRow): ReloadOp => ({
+  id: Number(r.id),
+  schema: r.schema_name,
+  table: r.table_name,
+  reason: r.reason,
+  restoreComment: r.restore_comment === 'true',
+  previousComment: r.previous_comment,
+  gapId: r.gap_id === null ? null : Number(r.gap_id),
+});
+
+export class ReloadRegistry {
+  constructor(
+    readonly db: Db,
+    readonly slot: string,
+  ) {}
+
+  request(r: ReloadRequest): Promise<void> {
+    return withTransaction(this.db, (c) => insertReloadRequest(c, this.slot, r));
+  }
+
+  /** At start: operations a dead process was running are redone (a newer pending one supersedes them). */
+  async resetRunning(): Promise<number> {
+    const { rowCount } = await this.db.query(
+      `UPDATE "cdc_registry"."reloads" r
+       SET "state" = CASE WHEN EXISTS (SELECT 1 FROM "cdc_registry"."reloads" p WHERE p."slot_name" = r."slot_name"
+                                        AND p."schema_name" = r."schema_name" AND p."table_name" = r."table_name" AND p."state" = 'pending')
+                          THEN 'cancelled' ELSE 'pending' END,
+           "error" = 'interrupted; redone', "waiting_on" = NULL, "chunks_done" = 0, "rows" = NULL, "raw_bytes" = 0, "updated_at" = now()
+       WHERE "slot_name" = $1 AND "state" = 'running'`,
+      [this.slot],
+    );
+    return rowCount ?? 0;
+  }
+
+  /** Takes every pending operation (one snapshot serves them all). */
+  async claimPending(): Promise<ReloadOp[]> {
+    const { rows } = await this.db.query<OpRow>(
+      `UPDATE "cdc_registry"."reloads" SET "state" = 'running', "started_at" = now(), "attempts" = "attempts" + 1, "error" = NULL, "updated_at" = now()
+       WHERE "id" IN (SELECT "id" FROM "cdc_registry"."reloads" WHERE "slot_name" = $1 AND "state" = 'pending' ORDER BY "id" FOR UPDATE SKIP LOCKED)
+       RETURNING "id"::text, "schema_name", "table_name", "reason", "restore_comment"::text, "previous_comment", "gap_id"::text`,
+      [this.slot],
+    );
+    return rows.map(toOp).sort((a, b) => a.id - b.id);
+  }
+
+  async setWaiting(ids: number[], waitingOn: string | null): Promise<void> {
+    await this.db.query(`UPDATE "cdc_registry"."reloads" SET "waiting_on" = $2, "updated_at" = now() WHERE "id" = ANY($1::bigint[])`, [ids, waitingOn]);
+  }
+
+  async started(ids: number[], snapshotLsn: Lsn, plan: Map<number, { chunks: number; tableBytes: number }>): Promise<void> {
+    await withTransaction(this.db, async (c) => {
+      for (const id of ids) {
+        const p = plan.get(id);
+        await c.query(
+          `UPDATE "cdc_registry"."reloads" SET "snapshot_lsn" = $2::pg_lsn, "chunks" = $3, "table_bytes" = $4, "waiting_on" = NULL, "updated_at" = now() WHERE "id" = $1`,
+          [id, formatLsn(snapshotLsn), p?.chunks ?? null, p?.tableBytes ?? null],
+        );
+      }
+      await c.query(
+        `UPDATE "cdc_registry"."tables" t SET "mode" = 'reloading', "updated_at" = now()
+         FROM "cdc_registry"."reloads" r WHERE r."id" = ANY($1::bigint[]) AND t."slot_name" = r."slot_name"
+           AND t."schema_name" = r."schema_name" AND t."table_name" = r."table_name"`,
+        [ids],
+      );
+    });
+  }
+
+  async progress(id: number, p: { rows: number; rawBytes: number; chunksDone: number }): Promise<void> {
+    await this.db.query(`UPDATE "cdc_registry"."reloads" SET "rows" = $2, "raw_bytes" = $3, "chunks_done" = $4, "updated_at" = now() WHERE "id" = $1 AND "state" = 'running'`, [
+      id,
+      p.rows,
+      p.rawBytes,
+      p.chunksDone,
+    ]);
+  }
+
+  /** Ends a running operation: failed, cancelled, or back to pending (to be redone). */
+  async end(id: number, state: 'failed' | 'cancelled' | 'pending', error: string): Promise<void> {
+    await this.db.query(
+      `UPDATE "cdc_registry"."reloads" r
+       SET "state" = CASE WHEN $2 = 'pending' AND EXISTS (SELECT 1 FROM "cdc_registry"."reloads" p WHERE p."slot_name" = r."slot_name"
+                            AND p."schema_name" = r."schema_name" AND p."table_name" = r."table_name" AND p."state" = 'pending')
+                          THEN 'cancelled' ELSE $2 END,
+           "error" = $3, "waiting_on" = NULL, "finished_at" = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END, "updated_at" = now()
+       WHERE "id" = $1 AND "state" = 'running'`,
+      [id, state, error],
+    );
+    await this.db.query(
+      `UPDATE "cdc_registry"."tables" t SET "mode" = CASE WHEN $2::text = 'pending' THEN 'pending_reload' ELSE 'streaming' END, "updated_at" = now()
+       FROM "cdc_registry"."reloads" r WHERE r."id" = $1 AND t."slot_name" = r."slot_name" AND t."schema_name" = r."schema_name" AND t."table_name" = r."table_name"`,
+      [id, state],
+    );
+  }
+
+  /**
+   * Inside the registering transaction: the operation is done, its table streams again, and a gap
+   * whose every reload is done is resolved. Throws when the operation is no longer running.
+   */
+  async finishIn(c: pg.ClientBase, op: ReloadOp, r: { rows: number; rawBytes: number; batchId: string; chunks: number }): Promise<void> {
+    const upd = await c.query(
+      `UPDATE "cdc_registry"."reloads" SET "state" = 'done', "rows" = $2, "raw_bytes" = $3, "batch_id" = $4, "chunks_done" = $5, "finished_at" = now(), "updated_at" = now()
+       WHERE "id" = $1 AND "state" = 'running'`,
+      [op.id, r.rows, r.rawBytes, r.batchId, r.chunks],
+    );
+    if (upd.rowCount !== 1) throw new Error(`reload ${op.id} is no longer running`);
+    await c.query(
+      `UPDATE "cdc_registry"."tables" SET "mode" = CASE WHEN EXISTS (SELECT 1 FROM "cdc_registry"."reloads" p WHERE p."slot_name" = $1
+                   AND p."schema_name" = $2 AND p."table_name" = $3 AND p."state" = 'pending') THEN 'pending_reload' ELSE 'streaming' END,
+              "updated_at" = now()
+       WHERE "slot_name" = $1 AND "schema_name" = $2 AND "table_name" = $3`,
+      [this.slot, op.schema, op.table],
+    );
+    if (op.gapId !== null) {
+      await c.query(
+        `UPDATE "cdc_registry"."gaps" SET "resolved_at" = now(), "resolution" = 'tables exported again (reloads done)'
+         WHERE "id" = $1 AND "resolved_at" IS NULL AND NOT EXISTS (
+           SELECT 1 FROM "cdc_registry"."reloads" WHERE "gap_id" = $1 AND "state" IN ('pending', 'running') AND "id" <> $2)`,
+        [op.gapId, op.id],
+      );
+    }
+  }
+}

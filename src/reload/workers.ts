@@ -1,0 +1,96 @@
+/**
+ * The pool of `reload.workers` connections that export on one snapshot. Each worker imports the
+ * snapshot in a REPEATABLE READ READ ONLY transaction, takes ACCESS SHARE locks on the tables
+ * (with a lock_timeout: a TRUNCATE or ALTER that got there first is an error, not a hang; after
+ * the lock none can run until we are done, and TRUNCATE is not MVCC-safe), then pulls chunks from
+ * a shared queue and streams `COPY (SELECT ...) TO STDOUT (FORMAT csv, HEADER)` straight through
+ * gzip into a temporary file: no per-row work in JavaScript, memory bounded by stream buffers.
+ * https://www.postgresql.org/docs/15/sql-copy.html
+ */
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type pg from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
+import type { Config } from '../config/index.js';
+import { connectClient } from '../source/connect.js';
+import { GzipFileWriter, type GzipFileStats } from '../output/gzip-file.js';
+import { ctidCondition, type ChunkRange } from './planner.js';
+
+const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
+
+export interface ChunkTask {
+  opId: number;
+  index: number;
+  range: ChunkRange;
+  /** `COPY (SELECT <columns> FROM <table><where>)`: exactly `COPY table` apart from excluded columns. */
+  schema: string;
+  table: string;
+  columns: readonly string[];
+  partitioned: boolean;
+}
+
+export interface ChunkResult {
+  task: ChunkTask;
+  tmpPath: string;
+  rows: number;
+  stats: GzipFileStats;
+}
+
+export function copySql(t: ChunkTask): string {
+  const cols = t.columns.map(quoteIdent).join(', ');
+  // ONLY: legacy inheritance children are tables of their own (pgoutput publishes them apart);
+  // a partitioned root has no rows of its own and is read with its partitions.
+  const from = `${t.partitioned ? '' : 'ONLY '}${quoteIdent(t.schema)}.${quoteIdent(t.table)}`;
+  return `COPY (SELECT ${cols} FROM ${from}${t.partitioned ? '' : ctidCondition(t.range)}) TO STDOUT (FORMAT csv, HEADER)`;
+}
+
+export class ExportWorker {
+  private constructor(readonly client: pg.Client) {}
+
+  /** Connects, imports the snapshot, locks the tables. */
+  static async open(cfg: Config, snapshot: string, tables: { schema: string; table: string }[]): Promise<ExportWorker> {
+    const client = await connectClient(cfg.source, { application_name: 'pg-egress reload worker' });
+    try {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      await client.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'`);
+      await client.query(`SET LOCAL lock_timeout = '30s'`);
+      if (tables.length) await client.query(`LOCK TABLE ${tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`).join(', ')} IN ACCESS SHARE MODE`);
+      return new ExportWorker(client);
+    } catch (e) {
+      await client.end().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Streams one chunk into a gzip file in `tmpDir`; `onBytes` reports raw progress. */
+  async copy(task: ChunkTask, cfg: Config, tmpDir: string, onBytes: (n: number) => void): Promise<ChunkResult> {
+    const tmpPath = path.join(tmpDir, `${randomBytes(8).toString('hex')}.csv.gz`);
+    const out = new GzipFileWriter(tmpPath, cfg.output.gzipLevel, cfg.output.fileMode);
+    try {
+      const stream = this.client.query(copyTo(copySql(task)));
+      for await (const chunk of stream) {
+        const buf = chunk as Buffer;
+        const p = out.write(buf);
+        if (p) await p;
+        onBytes(buf.length);
+      }
+      // COPY's row count arrives with CommandComplete, just after the data: a round trip settles it.
+      await this.client.query('SELECT 1');
+      const stats = await out.finish();
+      return { task, tmpPath, rows: stream.rowCount, stats };
+    } catch (e) {
+      await out.abort().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.client.query('COMMIT').catch(() => undefined);
+    await this.client.end().catch(() => undefined);
+  }
+
+  /** Ends the connection at once (shutdown): a COPY in progress fails. */
+  async kill(): Promise<void> {
+    await this.client.end().catch(() => undefined);
+  }
+}

@@ -1,0 +1,38 @@
+import { describe, expect, it } from 'vitest';
+import { ctidCondition, orderTasks, planChunks } from '../../src/reload/planner.js';
+
+describe('ctid chunk planner', () => {
+  it('keeps a small or partitioned table in one chunk', () => {
+    expect(planChunks({ tableBytes: 8192 * 10, blockSize: 8192, chunkBytes: 8192 * 100, splittable: true })).toEqual([{ fromBlock: 0, toBlock: null }]);
+    expect(planChunks({ tableBytes: 0, blockSize: 8192, chunkBytes: 8192, splittable: true })).toEqual([{ fromBlock: 0, toBlock: null }]);
+    expect(planChunks({ tableBytes: 8192 * 1000, blockSize: 8192, chunkBytes: 8192, splittable: false })).toEqual([{ fromBlock: 0, toBlock: null }]);
+  });
+
+  it('covers every block exactly once, in order, with an open last range', () => {
+    for (const blocks of [2, 3, 10, 99, 100, 101, 1234]) {
+      for (const per of [1, 2, 7, 100]) {
+        const r = planChunks({ tableBytes: blocks * 8192 - 100, blockSize: 8192, chunkBytes: per * 8192 + 5, splittable: true });
+        expect(r[0].fromBlock).toBe(0);
+        expect(r[r.length - 1].toBlock).toBeNull();
+        for (let i = 1; i < r.length; i++) expect(r[i].fromBlock).toBe(r[i - 1].toBlock);
+        expect(r.length).toBe(Math.max(1, Math.ceil(blocks / per)));
+      }
+    }
+  });
+
+  it('writes TID range conditions', () => {
+    expect(ctidCondition({ fromBlock: 0, toBlock: null })).toBe('');
+    expect(ctidCondition({ fromBlock: 0, toBlock: 8 })).toBe(` WHERE ctid < '(8,0)'::tid`);
+    expect(ctidCondition({ fromBlock: 8, toBlock: 16 })).toBe(` WHERE ctid >= '(8,0)'::tid AND ctid < '(16,0)'::tid`);
+    expect(ctidCondition({ fromBlock: 16, toBlock: null })).toBe(` WHERE ctid >= '(16,0)'::tid`);
+  });
+
+  it('orders the largest table first, chunks in ctid order', () => {
+    const two = planChunks({ tableBytes: 8192 * 4, blockSize: 8192, chunkBytes: 8192 * 2, splittable: true });
+    const order = orderTasks([
+      { key: 'small', bytes: 10, chunks: [{ fromBlock: 0, toBlock: null }] },
+      { key: 'big', bytes: 100, chunks: two },
+    ]);
+    expect(order.map((o) => `${o.key}:${o.index}`)).toEqual(['big:0', 'big:1', 'small:0']);
+  });
+});
