@@ -29,6 +29,7 @@ ALTER TABLE cdc_registry.reloads
   ADD COLUMN batch_id        text,
   ADD COLUMN chunks          integer,
   ADD COLUMN chunks_done     integer NOT NULL DEFAULT 0,
+  ADD COLUMN workers         integer,
   ADD COLUMN raw_bytes       bigint NOT NULL DEFAULT 0,
   ADD COLUMN table_bytes     bigint,
   ADD COLUMN attempts        integer NOT NULL DEFAULT 0,

@@ -11,6 +11,7 @@ import { runDaemon } from '../daemon.js';
 import { formatStatus, statusExitCode, statusReport } from './status.js';
 import { initCommand } from './init.js';
 import { uninstall } from './uninstall.js';
+import { reloadCommand } from './reload.js';
 
 let debug = false;
 /** Exit code a command chose without failing (status: attention needed). */
@@ -75,6 +76,18 @@ export function buildProgram(): Command {
     .action(async (opts: { config: string; url?: string; recreateSlot?: boolean }) => {
       const { cfg, log } = load(program, opts);
       process.stdout.write((await initCommand(cfg, log, { adminUrl: opts.url, recreateSlot: opts.recreateSlot })) + '\n');
+    });
+
+  program
+    .command('reload')
+    .description('ask for a consistent re-export of tables (a reload marker in the WAL); the running daemon exports them')
+    .argument('<tables...>', 'schema.table names (quote parts that contain dots)')
+    .addOption(configOption())
+    .option('--wait', 'follow the exports until they are registered; exit 9 if one failed')
+    .addHelpText('after', example('pg-egress reload public.orders public.customers --config cdc.yml --wait'))
+    .action(async (tables: string[], opts: { config: string; wait?: boolean }) => {
+      const { cfg } = load(program, opts);
+      commandExit = (await reloadCommand(cfg, tables, { wait: opts.wait })) as ExitCode;
     });
 
   program

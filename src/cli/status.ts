@@ -24,6 +24,21 @@ export interface StatusReport {
   gaps: Gap[];
   unpublished: { table: string; reason: string }[];
   missing_files: { count: number; first: string[] };
+  reloads: {
+    id: number;
+    table: string;
+    state: string;
+    reason: string;
+    rows: number | null;
+    raw_bytes: number;
+    chunks: number | null;
+    chunks_done: number;
+    snapshot_lsn: string | null;
+    waiting_on: string | null;
+    error: string | null;
+    requested_at: string;
+    finished_at: string | null;
+  }[];
 }
 
 const MISSING_SHOWN = 20;
@@ -71,6 +86,35 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
         });
       }
     }
+    const reloads: StatusReport['reloads'] = [];
+    const { rows: r4 } = await client.query<{ v: string | null }>(`SELECT to_regclass('cdc_registry.window_seq')::text AS v`);
+    if (r4[0].v !== null) {
+      // Every operation that is not over, and the last ten that are.
+      const { rows } = await client.query<Record<string, string | null>>(
+        `(SELECT * FROM "cdc_registry"."reloads" WHERE slot_name = $1 AND state IN ('pending', 'running'))
+         UNION ALL
+         (SELECT * FROM "cdc_registry"."reloads" WHERE slot_name = $1 AND state NOT IN ('pending', 'running') ORDER BY id DESC LIMIT 10)
+         ORDER BY id`,
+        [cfg.slot],
+      );
+      for (const r of rows) {
+        reloads.push({
+          id: Number(r.id),
+          table: `${r.schema_name}.${r.table_name}`,
+          state: r.state!,
+          reason: r.reason!,
+          rows: r.rows === null ? null : Number(r.rows),
+          raw_bytes: Number(r.raw_bytes),
+          chunks: r.chunks === null ? null : Number(r.chunks),
+          chunks_done: Number(r.chunks_done),
+          snapshot_lsn: r.snapshot_lsn,
+          waiting_on: r.waiting_on,
+          error: r.error,
+          requested_at: r.requested_at!,
+          finished_at: r.finished_at,
+        });
+      }
+    }
     const registered = hasRegistry ? await registry.registeredPaths() : new Set<string>();
     const missing = await missingFiles(cfg.output.dir, registered);
     return {
@@ -84,6 +128,7 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
       gaps: hasGaps ? await registry.openGaps() : [],
       unpublished,
       missing_files: { count: missing.length, first: missing.slice(0, MISSING_SHOWN) },
+      reloads,
     };
   } catch (e) {
     throw sourceError(e, cfg.source, 'read status');
@@ -95,7 +140,7 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
 /** 0 all well; 6 the slot is missing or lost; 9 a gap, an unpublished table or a missing file. */
 export function statusExitCode(r: StatusReport): ExitCode {
   if (!r.slot.exists || r.slot.wal_status === 'lost') return ExitCode.SLOT;
-  if (r.gaps.length || r.unpublished.length || r.missing_files.count) return ExitCode.ATTENTION;
+  if (r.gaps.length || r.unpublished.length || r.missing_files.count || r.reloads.some((o) => o.state === 'failed' && !r.reloads.some((l) => l.table === o.table && l.id > o.id && l.state === 'done'))) return ExitCode.ATTENTION;
   return ExitCode.OK;
 }
 
@@ -115,6 +160,13 @@ export function formatStatus(r: StatusReport): string {
     'table'.padEnd(40) + 'mode'.padEnd(16) + 'last window'.padEnd(22) + 'pending rows',
     ...r.tables.map((t) => t.table.padEnd(40) + (t.dropped ? 'dropped' : t.mode).padEnd(16) + (t.last_window ?? '-').padEnd(22) + (t.pending_rows === null ? '-' : String(t.pending_rows))),
   ];
+  if (r.reloads.length) {
+    lines.push('', 'reloads');
+    for (const o of r.reloads) {
+      const progress = o.state === 'running' ? ` ${o.rows ?? 0} rows, chunks ${o.chunks_done}/${o.chunks ?? '?'}` : o.state === 'done' ? ` ${o.rows} rows at ${o.snapshot_lsn}` : '';
+      lines.push(`  #${o.id} ${o.table} ${o.state} (${o.reason})${progress}${o.waiting_on ? `: ${o.waiting_on}` : ''}${o.error && o.state !== 'done' ? `: ${o.error}` : ''}`);
+    }
+  }
   if (r.gaps.length) {
     lines.push('', `DATA GAPS (${r.gaps.length}): committed changes that are in no file`);
     for (const g of r.gaps) lines.push(`  #${g.id} ${g.kind} ${g.schema ? `${g.schema}.${g.table}` : 'all tables'} from ${g.lsnFrom ?? '-'} to ${g.lsnTo ?? 'now'} (${g.detectedAt}): ${g.detail}`);

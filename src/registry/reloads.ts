@@ -117,13 +117,13 @@ export class ReloadRegistry {
     await this.db.query(`UPDATE "cdc_registry"."reloads" SET "waiting_on" = $2, "updated_at" = now() WHERE "id" = ANY($1::bigint[])`, [ids, waitingOn]);
   }
 
-  async started(ids: number[], snapshotLsn: Lsn, plan: Map<number, { chunks: number; tableBytes: number }>): Promise<void> {
+  async started(ids: number[], snapshotLsn: Lsn, plan: Map<number, { chunks: number; tableBytes: number }>, workers: number): Promise<void> {
     await withTransaction(this.db, async (c) => {
       for (const id of ids) {
         const p = plan.get(id);
         await c.query(
-          `UPDATE "cdc_registry"."reloads" SET "snapshot_lsn" = $2::pg_lsn, "chunks" = $3, "table_bytes" = $4, "waiting_on" = NULL, "updated_at" = now() WHERE "id" = $1`,
-          [id, formatLsn(snapshotLsn), p?.chunks ?? null, p?.tableBytes ?? null],
+          `UPDATE "cdc_registry"."reloads" SET "snapshot_lsn" = $2::pg_lsn, "chunks" = $3, "table_bytes" = $4, "workers" = $5, "waiting_on" = NULL, "updated_at" = now() WHERE "id" = $1`,
+          [id, formatLsn(snapshotLsn), p?.chunks ?? null, p?.tableBytes ?? null, Math.min(workers, p?.chunks ?? 1)],
         );
       }
       await c.query(
@@ -166,11 +166,11 @@ export class ReloadRegistry {
    * Inside the registering transaction: the operation is done, its table streams again, and a gap
    * whose every reload is done is resolved. Throws when the operation is no longer running.
    */
-  async finishIn(c: pg.ClientBase, op: ReloadOp, r: { rows: number; rawBytes: number; batchId: string; chunks: number }): Promise<void> {
+  async finishIn(c: pg.ClientBase, op: ReloadOp, r: { rows: number; rawBytes: number; batchId: string; chunks: number; workers: number }): Promise<void> {
     const upd = await c.query(
-      `UPDATE "cdc_registry"."reloads" SET "state" = 'done', "rows" = $2, "raw_bytes" = $3, "batch_id" = $4, "chunks_done" = $5, "finished_at" = now(), "updated_at" = now()
+      `UPDATE "cdc_registry"."reloads" SET "state" = 'done', "rows" = $2, "raw_bytes" = $3, "batch_id" = $4, "chunks_done" = $5, "workers" = $6, "finished_at" = now(), "updated_at" = now()
        WHERE "id" = $1 AND "state" = 'running'`,
-      [op.id, r.rows, r.rawBytes, r.batchId, r.chunks],
+      [op.id, r.rows, r.rawBytes, r.batchId, r.chunks, r.workers],
     );
     if (upd.rowCount !== 1) throw new Error(`reload ${op.id} is no longer running`);
     await c.query(

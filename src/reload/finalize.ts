@@ -32,6 +32,7 @@ export async function finalizeReload(
   parts: ChunkResult[],
   lsn: Lsn,
   takenAt: number,
+  workers: number,
 ): Promise<void> {
   const { cfg, registry, reloads, db, log, server } = d;
   const started = Date.now();
@@ -121,7 +122,7 @@ export async function finalizeReload(
        VALUES ($1, $2, $3, $4::pg_lsn, $4::pg_lsn, $5, $6, $7, $8, NULL, 'reload')`,
       [cfg.slot, batchId, windowStart.toISOString(), formatLsn(lsn), files.length, rows, indexPath, indexSha],
     );
-    await reloads.finishIn(c, op, { rows, rawBytes, batchId, chunks: parts.length });
+    await reloads.finishIn(c, op, { rows, rawBytes, batchId, chunks: parts.length, workers });
     await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [cfg.slot, batchId]);
   });
   if (op.restoreComment) {

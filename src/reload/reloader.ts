@@ -53,6 +53,8 @@ interface OpState {
   rows: number;
   rawBytes: number;
   finished: boolean;
+  /** Which workers exported chunks of this table. */
+  workers: Set<number>;
 }
 
 export class Reloader {
@@ -185,7 +187,7 @@ export class Reloader {
       const { rows } = await this.d.db.query<{ bs: string }>(`SELECT current_setting('block_size') AS bs`);
       const bs = Number(rows[0].bs) || blockSize;
       const planned = tables.map((t) => ({ key: t, bytes: t.bytes, chunks: planChunks({ tableBytes: t.bytes, blockSize: bs, chunkBytes: cfg.reload.chunkSize, splittable: t.kind === 'r' }) }));
-      for (const p of planned) states.set(p.key.op.id, { info: p.key, results: [], chunks: p.chunks.length, done: 0, rows: 0, rawBytes: 0, finished: false });
+      for (const p of planned) states.set(p.key.op.id, { info: p.key, results: [], chunks: p.chunks.length, done: 0, rows: 0, rawBytes: 0, finished: false, workers: new Set() });
       for (const o of orderTasks(planned)) {
         tasks.push({ opId: o.key.op.id, index: o.index, range: o.range, schema: o.key.op.schema, table: o.key.op.table, columns: o.key.columns, partitioned: o.key.kind === 'p' });
       }
@@ -200,6 +202,7 @@ export class Reloader {
       live.map((o) => o.id),
       snap.lsn,
       new Map([...states.values()].map((s) => [s.info.op.id, { chunks: s.chunks, tableBytes: s.info.bytes }])),
+      this.workers.length,
     );
     log.info({ tables: live.map((o) => `${o.schema}.${o.table}`), lsn: formatLsn(snap.lsn), chunks: tasks.length, workers: this.workers.length }, 'reload started');
 
@@ -213,7 +216,7 @@ export class Reloader {
     }, PROGRESS_MS);
     try {
       await Promise.all(
-        this.workers.map(async (w) => {
+        this.workers.map(async (w, wi) => {
           while (tasks.length && failed === null && !this.stopping) {
             const task = tasks.shift()!;
             const st = states.get(task.opId)!;
@@ -222,8 +225,9 @@ export class Reloader {
               st.results[task.index] = r;
               st.rows += r.rows;
               st.done++;
+              st.workers.add(wi);
               if (st.done === st.chunks) {
-                await finalizeReload(this.d, st.info.op, st.info.def, st.info.columns, st.info.relid, st.results, snap.lsn, takenAt);
+                await finalizeReload(this.d, st.info.op, st.info.def, st.info.columns, st.info.relid, st.results, snap.lsn, takenAt, st.workers.size);
                 st.finished = true;
               }
             } catch (e) {

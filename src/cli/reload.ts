@@ -1,0 +1,117 @@
+/**
+ * `pg-egress reload <schema.table>... [--wait]`: issues the reload marker (SPEC §8) for each table,
+ * through cdc_registry.request_reload() (so the operator need not own the table), with a request
+ * id that `--wait` follows in cdc_registry.reloads until every export is registered: a progress
+ * bar on a terminal, a line every few seconds otherwise.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Config } from '../config/index.js';
+import { splitQualified } from '../config/patterns.js';
+import { EgressError, ExitCode } from '../errors.js';
+import { createPool } from '../registry/tx.js';
+import { sourceError } from '../source/connect.js';
+
+const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
+
+interface OpRow {
+  schema_name: string;
+  table_name: string;
+  state: string;
+  rows: string | null;
+  raw_bytes: string;
+  chunks: string | null;
+  chunks_done: string;
+  waiting_on: string | null;
+  error: string | null;
+}
+
+const mb = (n: number) => `${(n / 1048576).toFixed(1)} MB`;
+
+function fmtEta(s: number): string {
+  if (!Number.isFinite(s) || s < 0) return '?';
+  if (s < 90) return `${Math.round(s)}s`;
+  return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
+}
+
+export async function reloadCommand(cfg: Config, names: string[], o: { wait?: boolean; out?: NodeJS.WriteStream; intervalMs?: number }): Promise<number> {
+  const out = o.out ?? process.stdout;
+  const tables = names.map((n) => {
+    const p = splitQualified(n);
+    if (!p) throw new EgressError('CONFIG_INVALID', `"${n}" is not a schema.table name (quote parts that contain dots: '"my.schema".table')`);
+    return { schema: p[0], table: p[1], name: `${p[0]}.${p[1]}` };
+  });
+  const pool = createPool(cfg.source, 2);
+  try {
+    const estimates = new Map<string, number>();
+    for (const t of tables) {
+      const { rows } = await pool.query<{ tuples: string }>(
+        `SELECT greatest(c.reltuples, 0)::bigint::text AS tuples FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+         JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE p.pubname = $1 AND n.nspname = $2 AND c.relname = $3`,
+        [cfg.publication, t.schema, t.table],
+      );
+      if (!rows.length) {
+        throw new EgressError('UNKNOWN_TABLE', `table ${t.name} is not published by "${cfg.publication}" (it does not exist, tables.include/exclude leave it out, or it has no primary key); nothing was requested`);
+      }
+      estimates.set(t.name, Number(rows[0].tuples));
+    }
+    const requestId = randomUUID();
+    for (const t of tables) {
+      await pool.query(`SELECT "cdc_registry"."request_reload"($1::regclass, $2)`, [`${quoteIdent(t.schema)}.${quoteIdent(t.table)}`, requestId]);
+    }
+    out.write(`reload requested: ${tables.map((t) => t.name).join(', ')} (request ${requestId})\n`);
+    if (!o.wait) return ExitCode.OK;
+    return await follow(pool, cfg, requestId, tables.map((t) => t.name), estimates, out, o.intervalMs ?? 1000);
+  } catch (e) {
+    throw sourceError(e, cfg.source, 'request the reload');
+  } finally {
+    await pool.end().catch(() => undefined);
+  }
+}
+
+async function follow(pool: ReturnType<typeof createPool>, cfg: Config, requestId: string, names: string[], estimates: Map<string, number>, out: NodeJS.WriteStream, intervalMs: number): Promise<number> {
+  const tty = out.isTTY === true;
+  const started = Date.now();
+  let lastLine = 0;
+  for (;;) {
+    const { rows } = await pool.query<OpRow>(
+      `SELECT schema_name, table_name, state, rows::text, raw_bytes::text, chunks::text, chunks_done::text, waiting_on, error
+       FROM "cdc_registry"."reloads" WHERE slot_name = $1 AND $2 = ANY(request_ids) ORDER BY id`,
+      [cfg.slot, requestId],
+    );
+    const byName = new Map(rows.map((r) => [`${r.schema_name}.${r.table_name}`, r]));
+    const secs = (Date.now() - started) / 1000;
+    const parts = names.map((n) => {
+      const r = byName.get(n);
+      if (!r) return `${n}: waiting for the daemon to pick up the marker${secs > 30 ? ' (is `pg-egress run` running?)' : ''}`;
+      const done = Number(r.rows ?? 0);
+      const est = estimates.get(n) ?? 0;
+      if (r.state === 'done') return `${n}: done, ${done} rows, ${mb(Number(r.raw_bytes))}`;
+      if (r.state === 'failed' || r.state === 'cancelled') return `${n}: ${r.state}: ${r.error ?? ''}`;
+      if (r.waiting_on) return `${n}: ${r.waiting_on}`;
+      if (r.state === 'pending') return `${n}: pending`;
+      const pct = est > 0 ? Math.min(99, Math.floor((100 * done) / est)) : null;
+      const rate = done / Math.max(1, secs);
+      const eta = est > done && rate > 0 ? fmtEta((est - done) / rate) : '?';
+      const bar = pct === null ? '' : `[${'#'.repeat(Math.floor(pct / 5)).padEnd(20, '.')}] ${pct}% `;
+      return `${n}: ${bar}${done} rows, ${mb(Number(r.raw_bytes))}, ${Math.round(rate)} rows/s, ETA ${eta}, chunks ${r.chunks_done}/${r.chunks ?? '?'}`;
+    });
+    const finished = names.every((n) => ['done', 'failed', 'cancelled'].includes(byName.get(n)?.state ?? ''));
+    if (tty) {
+      out.write(`\r\x1b[K${parts.join(' | ')}`);
+      if (finished) out.write('\n');
+    } else if (finished || Date.now() - lastLine >= 5000) {
+      out.write(parts.join(' | ') + '\n');
+      lastLine = Date.now();
+    }
+    if (finished) {
+      const bad = names.filter((n) => byName.get(n)!.state !== 'done');
+      if (bad.length) {
+        process.stderr.write(`pg-egress: reload of ${bad.join(', ')} did not complete: ${bad.map((n) => byName.get(n)!.error ?? byName.get(n)!.state).join('; ')}\n`);
+        return ExitCode.ATTENTION;
+      }
+      return ExitCode.OK;
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
