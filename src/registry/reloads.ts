@@ -181,6 +181,9 @@ export class ReloadRegistry {
       [this.slot, op.schema, op.table],
     );
     if (op.gapId !== null) {
+      // The gap's row lock orders its reloads' registrations: the last one to commit sees that
+      // no other is left and resolves the gap (READ COMMITTED: the next statement sees the others).
+      await c.query(`SELECT 1 FROM "cdc_registry"."gaps" WHERE "id" = $1 FOR UPDATE`, [op.gapId]);
       await c.query(
         `UPDATE "cdc_registry"."gaps" SET "resolved_at" = now(), "resolution" = 'tables exported again (reloads done)'
          WHERE "id" = $1 AND "resolved_at" IS NULL AND NOT EXISTS (
