@@ -43,6 +43,71 @@ CREATE UNIQUE INDEX reloads_one_pending ON cdc_registry.reloads (slot_name, sche
 ALTER TABLE cdc_registry.slot_state ADD COLUMN initial_export_requested boolean NOT NULL DEFAULT true;
 ALTER TABLE cdc_registry.slot_state ALTER COLUMN initial_export_requested SET DEFAULT false;
 
+
+-- The role `run` uses when it is not the one that set up the registry (`init --url`): tables that
+-- join the publication are granted SELECT to it, since an export reads them with COPY.
+ALTER TABLE cdc_registry.settings ADD COLUMN reader_role text;
+
+CREATE OR REPLACE FUNCTION cdc_registry.reconcile_publication(pub text)
+RETURNS TABLE (action text, schema_name text, table_name text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+  s record;
+  r record;
+BEGIN
+  -- ALTER TABLE ... REPLICA IDENTITY FULL below fires the event trigger again: do not recurse.
+  IF current_setting('pg_egress.reconciling', true) = 'on' THEN RETURN; END IF;
+  SELECT * INTO s FROM cdc_registry.settings st WHERE st.publication = pub;
+  IF NOT FOUND OR NOT EXISTS (SELECT 1 FROM pg_publication p WHERE p.pubname = pub) THEN RETURN; END IF;
+  PERFORM set_config('pg_egress.reconciling', 'on', true);
+
+  IF EXISTS (SELECT 1 FROM pg_publication p WHERE p.pubname = pub
+             AND NOT (p.pubinsert AND p.pubupdate AND p.pubdelete AND p.pubtruncate AND p.pubviaroot)) THEN
+    EXECUTE format('ALTER PUBLICATION %I SET (publish = %L, publish_via_partition_root = true)',
+                   pub, 'insert, update, delete, truncate');
+    action := 'options'; schema_name := NULL; table_name := NULL;
+    RETURN NEXT;
+  END IF;
+
+  IF s.no_identity = 'full' THEN
+    FOR r IN SELECT * FROM cdc_registry.selected_tables(pub) t WHERE NOT t.identity LOOP
+      EXECUTE format('ALTER TABLE %I.%I REPLICA IDENTITY FULL', r.schema_name, r.table_name);
+      action := 'identity_full'; schema_name := r.schema_name; table_name := r.table_name;
+      RETURN NEXT;
+    END LOOP;
+  END IF;
+
+  FOR r IN SELECT t.schema_name, t.table_name FROM cdc_registry.selected_tables(pub) t
+           WHERE t.identity AND NOT EXISTS (
+             SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+             WHERE p.pubname = pub AND pr.prrelid = t.relid)
+           ORDER BY 1, 2 LOOP
+    EXECUTE format('ALTER PUBLICATION %I ADD TABLE %I.%I', pub, r.schema_name, r.table_name);
+    -- The daemon's role exports the table's rows (COPY needs SELECT).
+    IF s.reader_role IS NOT NULL THEN
+      EXECUTE format('GRANT SELECT ON %I.%I TO %I', r.schema_name, r.table_name, s.reader_role);
+    END IF;
+    action := 'added'; schema_name := r.schema_name; table_name := r.table_name;
+    RETURN NEXT;
+  END LOOP;
+
+  FOR r IN SELECT n.nspname::text AS schema_name, c.relname::text AS table_name
+           FROM pg_publication_rel pr
+           JOIN pg_publication p ON p.oid = pr.prpubid
+           JOIN pg_class c ON c.oid = pr.prrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE p.pubname = pub AND NOT EXISTS (
+             SELECT 1 FROM cdc_registry.selected_tables(pub) t WHERE t.relid = pr.prrelid AND t.identity)
+           ORDER BY 1, 2 LOOP
+    EXECUTE format('ALTER PUBLICATION %I DROP TABLE %I.%I', pub, r.schema_name, r.table_name);
+    action := 'removed'; schema_name := r.schema_name; table_name := r.table_name;
+    RETURN NEXT;
+  END LOOP;
+
+  PERFORM set_config('pg_egress.reconciling', 'off', true);
+END
+$fn$;
+
 -- Last comment of each table that was not a reload marker, so that a marker's table gets its own
 -- comment back after the reload (at ddl_command_end the marker has already replaced it).
 CREATE TABLE cdc_registry.comments (

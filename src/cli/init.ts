@@ -1,20 +1,26 @@
 /**
  * `pg-egress init`: registry, DDL capture, publication and slot, then exit. With `--url`, the
  * setup runs with those (superuser) credentials, and the daemon's role (source.user) is granted
- * what `run` needs in cdc_registry, so `run` can use a role with only LOGIN REPLICATION.
+ * what `run` needs in cdc_registry and SELECT on the published tables (exports read them), so
+ * `run` can use a role with only LOGIN REPLICATION.
  */
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { createPool, type Db } from '../registry/tx.js';
 import { prepareSource } from '../source/prepare.js';
 import { sourceError } from '../source/connect.js';
+import { publishedTables } from '../source/publication.js';
 import { adminSource } from './admin-source.js';
 
 const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
 
 /** What `run` needs in the registry: read and write its tables, use its sequences and functions. */
-export async function grantRegistry(db: Db, role: string): Promise<void> {
+export async function grantRegistry(db: Db, role: string, publication: string): Promise<void> {
   const r = quoteIdent(role);
+  // Exports read the published tables with COPY: SELECT on those there are, and (through
+  // reconcile_publication) on each table that joins later.
+  await db.query(`UPDATE "cdc_registry"."settings" SET "reader_role" = $2 WHERE "publication" = $1`, [publication, role]);
+  for (const t of await publishedTables(db, publication)) await db.query(`GRANT SELECT ON ${quoteIdent(t.schema)}.${quoteIdent(t.table)} TO ${r}`);
   await db.query(`GRANT USAGE ON SCHEMA "cdc_registry" TO ${r}`);
   await db.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "cdc_registry" TO ${r}`);
   await db.query(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "cdc_registry" TO ${r}`);
@@ -28,7 +34,7 @@ export async function initCommand(cfg: Config, log: Logger, o: { adminUrl?: stri
     const prep = await prepareSource(pool, cfg, log, { recreateSlot: o.recreateSlot });
     let granted = '';
     if (source.user !== cfg.source.user) {
-      await grantRegistry(pool, cfg.source.user).catch((e: unknown) => {
+      await grantRegistry(pool, cfg.source.user, cfg.publication).catch((e: unknown) => {
         throw sourceError(e, source, `grant the registry privileges to "${cfg.source.user}"`);
       });
       granted = `; registry privileges granted to ${cfg.source.user}`;
