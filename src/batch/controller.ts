@@ -13,7 +13,6 @@
  *   transaction and only then does the slot get confirmed (the caller does that with `durableLsn`).
  */
 import path from 'node:path';
-import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
 import { excludedColumns, matchTable } from '../config/index.js';
@@ -24,10 +23,11 @@ import { formatCommitTs, pgMicrosToUnixMs } from '../wal/time.js';
 import { textArrayLiteral } from '../output/csv.js';
 import { ddlStatements } from './ddl-text.js';
 import { StreamingFile } from '../output/table-window.js';
-import { alignWindow, BATCHES_DIR, FILES, flushName, tableFolder, windowName } from '../output/layout.js';
-import { ensureDir, fsyncDir, renameDurable, writeFileAtomic } from '../output/atomic.js';
-import { batchJson, manifestJson, schemaYml, type ColumnDoc, type ManifestFile } from '../output/documents.js';
-import type { FileRecord, Registry } from '../registry/registry.js';
+import { alignWindow, flushName, tableFolder, windowName } from '../output/layout.js';
+import { ensureDir } from '../output/atomic.js';
+import { schemaYml, type ColumnDoc } from '../output/documents.js';
+import { writeFlush } from '../output/flush-writer.js';
+import type { Registry } from '../registry/registry.js';
 import type { ReloadReason, ReloadRequest } from '../registry/reloads.js';
 import type { ServerInfo, TableDef } from '../source/setup.js';
 
@@ -433,109 +433,24 @@ export class BatchController {
     if (this.txn) throw new EgressError('INTERNAL', 'flush inside a transaction; please report this with --log-level debug output');
     if (this.windowStart === null || this.windows.size === 0) return;
     const started = this.now();
-    const cfg = this.cfg;
-    const out = cfg.output.dir;
-    const batchId = flushName(this.windowStart, await this.o.registry.nextBatchSeq(windowName(this.windowStart)));
-    const windowStart = new Date(this.windowStart);
-    const files: FileRecord[] = [];
-    const manifests: { path: string; sha256: string; schema: string; table: string; rows: number }[] = [];
-    let rows = 0;
-    let lsnStart: Lsn | null = null;
-    const tables = [...this.windows.values()].sort((a, b) => (a.folder < b.folder ? -1 : a.folder > b.folder ? 1 : 0));
-    // Write intent first: after a crash the start-up sweep removes exactly these if unregistered.
-    const intent = tables.flatMap((w) => [
-      ...(w.file && w.file.rows > 0 ? [FILES.streaming] : []),
-      FILES.schema,
-      ...(w.ddl.length ? [FILES.ddl] : []),
-      FILES.manifest,
-    ].map((f) => `${w.folder}/${batchId}/${f}`));
-    await this.o.registry.recordIntent(batchId, [...intent, `${BATCHES_DIR}/${batchId}.json`]);
-    await ensureDir(this.tmpDir, cfg.output.dirMode);
-    for (const w of tables) {
-      const rel = `${w.folder}/${batchId}`;
-      const dir = path.join(out, w.folder, batchId);
-      await ensureDir(dir, cfg.output.dirMode);
-      const mfFiles: ManifestFile[] = [];
-      const f = w.file;
-      if (f && f.rows > 0) {
-        const { tmpPath, stats } = await f.finish();
-        await renameDurable(tmpPath, path.join(dir, FILES.streaming));
-        mfFiles.push({ name: FILES.streaming, type: 'streaming', rows: f.rows, bytes: stats.bytes, rawBytes: stats.rawBytes, sha256: stats.sha256, lsnStart: f.lsnStart, lsnEnd: f.lsnEnd });
-        files.push({ path: `${rel}/${FILES.streaming}`, type: 'streaming', schema: w.schema, table: w.table, lsnStart: f.lsnStart, lsnEnd: f.lsnEnd, rows: f.rows, bytes: stats.bytes, rawBytes: stats.rawBytes, sha256: stats.sha256, merkleRoot: null });
-        rows += f.rows;
-        if (lsnStart === null || (f.lsnStart !== null && f.lsnStart < lsnStart)) lsnStart = f.lsnStart;
-      }
-      const wLsnStart = minLsn(f?.lsnStart ?? null, w.ddlLsnStart);
-      const wLsnEnd = maxLsnN(f?.lsnEnd ?? null, w.ddlLsnEnd);
-      if (lsnStart === null || (wLsnStart !== null && wLsnStart < lsnStart)) lsnStart = wLsnStart ?? lsnStart;
-
-      const schemaText = await this.schemaDoc(w, wLsnStart, wLsnEnd);
-      const schemaSha = sha256(schemaText);
-      await writeFileAtomic(path.join(dir, FILES.schema), schemaText, cfg.output.fileMode);
-      files.push(smallFile(`${rel}/${FILES.schema}`, 'schema', w, schemaText, schemaSha));
-      let ddlSha: string | null = null;
-      if (w.ddl.length) {
-        const ddlText = w.ddl.join('');
-        ddlSha = sha256(ddlText);
-        await writeFileAtomic(path.join(dir, FILES.ddl), ddlText, cfg.output.fileMode);
-        files.push(smallFile(`${rel}/${FILES.ddl}`, 'ddl', w, ddlText, ddlSha));
-      }
-      const manifestText = manifestJson({
-        schema: w.schema,
-        table: w.table,
-        oid: w.relid ?? 0,
-        batchId,
-        windowStart,
-        files: mfFiles,
-        schemaSha256: schemaSha,
-        ddlSha256: ddlSha,
-        lsnStart: wLsnStart,
-        lsnEnd: wLsnEnd,
-      });
-      const manifestSha = sha256(manifestText);
-      await writeFileAtomic(path.join(dir, FILES.manifest), manifestText, cfg.output.fileMode);
-      files.push(smallFile(`${rel}/${FILES.manifest}`, 'manifest', w, manifestText, manifestSha));
-      manifests.push({ path: `${rel}/${FILES.manifest}`, sha256: manifestSha, schema: w.schema, table: w.table, rows: f?.rows ?? 0 });
-      await fsyncDir(dir);
-    }
-    const batchDir = path.join(out, BATCHES_DIR);
-    await ensureDir(batchDir, cfg.output.dirMode);
-    const indexText = batchJson({
-      batchId,
-      windowStart,
-      slot: cfg.slot,
-      source: { database: this.o.server.database, systemIdentifier: this.o.server.systemIdentifier },
-      lsnStart,
-      lsnEnd: this.processedLsn,
-      manifests,
-    });
-    const indexSha = sha256(indexText);
-    const indexPath = `${BATCHES_DIR}/${batchId}.json`;
-    await writeFileAtomic(path.join(out, indexPath), indexText, cfg.output.fileMode);
-    await fsyncDir(batchDir);
-    files.push({ path: indexPath, type: 'batch', schema: null, table: null, lsnStart, lsnEnd: this.processedLsn, rows, bytes: Buffer.byteLength(indexText), rawBytes: null, sha256: indexSha, merkleRoot: null });
-
-    await this.o.registry.registerFlush({
-      slot: cfg.slot,
-      batchId,
+    await ensureDir(this.tmpDir, this.cfg.output.dirMode);
+    const record = await writeFlush({
+      cfg: this.cfg,
+      server: this.o.server,
+      registry: this.o.registry,
+      batchId: flushName(this.windowStart, await this.o.registry.nextBatchSeq(windowName(this.windowStart))),
       windowStartMs: this.windowStart,
-      lsnStart,
       lsnEnd: this.processedLsn,
-      rows,
-      indexPath,
-      indexSha256: indexSha,
-      merkleRoot: null,
-      files,
-      tables: tables.map((w) => ({ schema: w.schema, table: w.table, relid: w.relid, dropped: w.dropped })),
-      reloads: this.reloads,
+      windows: [...this.windows.values()].map((w) => ({ ...w, schemaText: (s: Lsn | null, e: Lsn | null) => this.schemaDoc(w, s, e) })),
     });
+    await this.o.registry.registerFlush({ ...record, reloads: this.reloads });
     const requested = this.reloads.length;
     this.reloads = [];
     this.durableLsn = this.processedLsn;
     this.windows.clear();
     if (requested) this.o.onReloadsRegistered?.();
     this.stats.flushes++;
-    this.log.info({ batch: batchId, reason, tables: tables.length, rows, lsn: lsnHex(this.durableLsn), ms: this.now() - started }, 'flushed batch');
+    this.log.info({ batch: record.batchId, reason, tables: record.tables.length, rows: record.rows, lsn: lsnHex(this.durableLsn), ms: this.now() - started }, 'flushed batch');
   }
 
   private async schemaDoc(w: TableWindow, lsnStart: Lsn | null, lsnEnd: Lsn | null): Promise<string> {
@@ -600,12 +515,3 @@ function sameValue(a: Tuple[number], b: Tuple[number]): boolean {
   if (a === null || b === null) return a === b;
   return a.equals(b);
 }
-
-const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
-
-function smallFile(p: string, type: FileRecord['type'], w: TableWindow, text: string, sha: string): FileRecord {
-  return { path: p, type, schema: w.schema, table: w.table, lsnStart: null, lsnEnd: null, rows: null, bytes: Buffer.byteLength(text), rawBytes: null, sha256: sha, merkleRoot: null };
-}
-
-const minLsn = (a: Lsn | null, b: Lsn | null): Lsn | null => (a === null ? b : b === null ? a : a < b ? a : b);
-const maxLsnN = (a: Lsn | null, b: Lsn | null): Lsn | null => (a === null ? b : b === null ? a : a > b ? a : b);

@@ -106,7 +106,7 @@ export class Reloader {
       log.warn({ err: String(e) }, 'could not reset interrupted reloads');
     }
     while (!this.stopping) {
-      let ops: ReloadOp[] = [];
+      let ops: ReloadOp[];
       try {
         ops = await reloads.claimPending();
       } catch (e) {
