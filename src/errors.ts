@@ -35,6 +35,7 @@ export type ErrorCode =
   | 'OUTPUT_IO'
   | 'OUTPUT_OWNER'
   | 'DATA_GAP'
+  | 'RELOAD_BLOCKED'
   | 'PROTOCOL'
   | 'INTERNAL';
 
@@ -55,6 +56,7 @@ const exitFor: Record<ErrorCode, ExitCode> = {
   OUTPUT_IO: ExitCode.OUTPUT,
   OUTPUT_OWNER: ExitCode.OUTPUT,
   DATA_GAP: ExitCode.SLOT,
+  RELOAD_BLOCKED: ExitCode.INTERNAL, // retried by the reloader, never an exit
   PROTOCOL: ExitCode.INTERNAL,
   INTERNAL: ExitCode.INTERNAL,
 };

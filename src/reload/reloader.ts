@@ -122,7 +122,11 @@ export class Reloader {
       try {
         await this.run(ops, states);
       } catch (e) {
-        const err = isEgressError(e) ? e : sourceError(e, this.d.cfg.source, 'export');
+        const err = isEgressError(e)
+          ? e
+          : (e as { code?: string }).code === '55P03'
+            ? new EgressError('RELOAD_BLOCKED', 'a table of the export is locked by another session (waited 30 s for an ACCESS SHARE lock); trying again', { retryable: true })
+            : sourceError(e, this.d.cfg.source, 'export');
         const again = this.stopping || err.retryable;
         for (const op of ops) {
           if (states.get(op.id)?.finished) continue;
@@ -193,7 +197,10 @@ export class Reloader {
       }
       const n = Math.max(1, Math.min(cfg.reload.workers, tasks.length));
       const lockList = tables.map((t) => ({ schema: t.op.schema, table: t.op.table }));
-      this.workers = await Promise.all(Array.from({ length: n }, () => ExportWorker.open(cfg, snap.name, lockList)));
+      this.workers = [await ExportWorker.open(cfg, snap.name, lockList, '30s')];
+      const more = await Promise.allSettled(Array.from({ length: n - 1 }, () => ExportWorker.open(cfg, snap.name, lockList, '1s')));
+      for (const m of more) if (m.status === 'fulfilled') this.workers.push(m.value);
+      if (this.workers.length < n) log.warn({ workers: this.workers.length, wanted: n }, 'a DDL is waiting on a table of this export: going on with fewer workers');
     } finally {
       // Every worker holds the snapshot now; the temporary slot may go.
       await snap.close();

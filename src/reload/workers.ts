@@ -47,13 +47,19 @@ export function copySql(t: ChunkTask): string {
 export class ExportWorker {
   private constructor(readonly client: pg.Client) {}
 
-  /** Connects, imports the snapshot, locks the tables. */
-  static async open(cfg: Config, snapshot: string, tables: { schema: string; table: string }[]): Promise<ExportWorker> {
+  /**
+   * Connects, imports the snapshot and locks every table of the run ACCESS SHARE until the end of
+   * the run, so that no COPY needs a lock later. `lockTimeout`: the first worker waits up to 30 s
+   * (a DDL that got there first); the others only briefly, and a late one is dropped: a DDL that
+   * queued after the first worker's locks would otherwise hold it up behind the first worker, a
+   * cycle through our own process that the server cannot see as a deadlock.
+   */
+  static async open(cfg: Config, snapshot: string, tables: { schema: string; table: string }[], lockTimeout: string): Promise<ExportWorker> {
     const client = await connectClient(cfg.source, { application_name: 'pg-egress reload worker' });
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       await client.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'`);
-      await client.query(`SET LOCAL lock_timeout = '30s'`);
+      await client.query(`SET LOCAL lock_timeout = '${lockTimeout}'`);
       if (tables.length) await client.query(`LOCK TABLE ${tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`).join(', ')} IN ACCESS SHARE MODE`);
       return new ExportWorker(client);
     } catch (e) {

@@ -202,6 +202,29 @@ describe('initial export and markers', () => {
     await expectRebuilt(env, 'public.items', 'items', ['id'], ['id', 'v', 'n']);
   });
 
+  it('status names the long-running transaction that delays an export snapshot', async () => {
+    const blocker = new pg.Client({ connectionString: env.url });
+    await blocker.connect();
+    try {
+      await blocker.query(`BEGIN; INSERT INTO orders VALUES (7777, 'held')`);
+      const { rows } = await blocker.query(`SELECT pg_backend_pid()::text AS pid, txid_current()::text AS xid`);
+      expect((await runCli(['reload', 'public.orders', '--config', env.configPath])).code).toBe(0);
+      const waiting = await waitFor('status shows what the export waits on', async () => {
+        const st = JSON.parse((await runCli(['status', '--config', env.configPath, '--json'])).stdout) as { reloads: { table: string; waiting_on: string | null }[] };
+        return st.reloads.find((o) => o.table === 'public.orders' && o.waiting_on)?.waiting_on ?? null;
+      });
+      expect(waiting).toMatch(new RegExp(`waits for transaction ${rows[0].xid} \\(pid ${rows[0].pid}, running for `));
+      const text = await runCli(['status', '--config', env.configPath]);
+      expect(text.stdout).toMatch(/public.orders (pending|running) \(marker\).*waits for transaction/);
+      await blocker.query('COMMIT');
+    } finally {
+      await blocker.end();
+    }
+    await waitReloads(env.url, 1);
+    await waitCaughtUp(env);
+    await expectRebuilt(env, 'public.orders', 'orders', ['id'], ['id', 'status']);
+  });
+
   it('a table that joins at start-up with rows (tables.include changed) is exported automatically', async () => {
     daemon.proc.kill('SIGTERM');
     expect((await daemon.exit).code).toBe(0);
