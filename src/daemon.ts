@@ -21,6 +21,7 @@ import { decodeFrame } from './wal/frames.js';
 import { decodePgOutput } from './wal/pgoutput.js';
 import { BatchController } from './batch/controller.js';
 import { Reloader } from './reload/reloader.js';
+import { BatchChain } from './proof/chain.js';
 import { ReloadRegistry } from './registry/reloads.js';
 import { missingFiles, sweepOutput } from './output/sweep.js';
 import { ensureDir, writeFileAtomic } from './output/atomic.js';
@@ -79,7 +80,8 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
     // A walsender of our own previous session may hold the slot for a moment after a crash.
     await waitSlotFree(client, cfg);
     // Exports run beside the stream, on connections of their own (src/reload/).
-    const rl = new Reloader({ cfg, log, db: client, server: prep.server, registry, reloads: new ReloadRegistry(client, cfg.slot) });
+    const chain = new BatchChain(registry);
+    const rl = new Reloader({ cfg, log, db: client, server: prep.server, registry, reloads: new ReloadRegistry(client, cfg.slot), chain });
     reloader = rl;
     rl.start();
 
@@ -87,6 +89,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
     controller = new BatchController({
       cfg,
       registry,
+      chain,
       server: prep.server,
       log,
       registeredLsn: prep.registeredLsn,

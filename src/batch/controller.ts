@@ -28,6 +28,7 @@ import { ensureDir } from '../output/atomic.js';
 import { schemaYml, type ColumnDoc } from '../output/documents.js';
 import { writeFlush } from '../output/flush-writer.js';
 import type { Registry } from '../registry/registry.js';
+import type { BatchChain } from '../proof/chain.js';
 import type { ReloadReason, ReloadRequest } from '../registry/reloads.js';
 import type { ServerInfo, TableDef } from '../source/setup.js';
 
@@ -94,6 +95,8 @@ export interface DdlEvent {
 export interface ControllerOptions {
   cfg: Config;
   registry: Registry;
+  /** Orders batches (flushes and reloads) into the hash chain. */
+  chain: BatchChain;
   server: ServerInfo;
   log: Logger;
   /** LSN registered by earlier flushes: transactions committed before it are skipped. */
@@ -434,16 +437,22 @@ export class BatchController {
     if (this.windowStart === null || this.windows.size === 0) return;
     const started = this.now();
     await ensureDir(this.tmpDir, this.cfg.output.dirMode);
-    const record = await writeFlush({
-      cfg: this.cfg,
-      server: this.o.server,
-      registry: this.o.registry,
-      batchId: flushName(this.windowStart, await this.o.registry.nextBatchSeq(windowName(this.windowStart))),
-      windowStartMs: this.windowStart,
-      lsnEnd: this.processedLsn,
-      windows: [...this.windows.values()].map((w) => ({ ...w, schemaText: (s: Lsn | null, e: Lsn | null) => this.schemaDoc(w, s, e) })),
+    const windowStart = this.windowStart;
+    // Writing the batch index (it names its predecessor) and registering it is one step of the chain.
+    const record = await this.o.chain.run(async (prev) => {
+      const r = await writeFlush({
+        cfg: this.cfg,
+        server: this.o.server,
+        registry: this.o.registry,
+        batchId: flushName(windowStart, await this.o.registry.nextBatchSeq(windowName(windowStart))),
+        windowStartMs: windowStart,
+        lsnEnd: this.processedLsn,
+        windows: [...this.windows.values()].map((w) => ({ ...w, schemaText: (s: Lsn | null, e: Lsn | null) => this.schemaDoc(w, s, e) })),
+        prev,
+      });
+      await this.o.registry.registerFlush({ ...r, reloads: this.reloads });
+      return r;
     });
-    await this.o.registry.registerFlush({ ...record, reloads: this.reloads });
     const requested = this.reloads.length;
     this.reloads = [];
     this.durableLsn = this.processedLsn;

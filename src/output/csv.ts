@@ -94,6 +94,11 @@ export class CsvBuffer {
     this.value(Buffer.from(value, 'utf8'), singleColumn);
   }
 
+  /** Bytes [start, end) as written so far, without a copy: valid until the next write. */
+  view(start: number, end: number): Buffer {
+    return this.buf.subarray(start, end);
+  }
+
   /** Removes and returns the encoded bytes (a copy, so the buffer can be reused at once). */
   take(): Buffer {
     const out = Buffer.allocUnsafe(this.length);

@@ -71,7 +71,11 @@ export interface ManifestFile {
   sha256: string;
   lsnStart: Lsn | null;
   lsnEnd: Lsn | null;
+  /** RFC 6962 tree over the file's records (SPEC §9). */
+  merkle: { treeSize: number; root: string };
 }
+
+export const MERKLE_ALGORITHM = 'rfc6962-sha256';
 
 export interface ManifestDoc {
   schema: string;
@@ -105,6 +109,7 @@ export function manifestJson(m: ManifestDoc): string {
           raw_bytes: f.rawBytes,
           sha256: f.sha256,
           lsn: { start: lsnOrNull(f.lsnStart), end: lsnOrNull(f.lsnEnd) },
+          merkle: { algorithm: MERKLE_ALGORITHM, tree_size: f.merkle.treeSize, root: f.merkle.root },
         })),
         schema_yml: { name: 'schema.yml', sha256: m.schemaSha256 },
         ddl_sql: m.ddlSha256 === null ? null : { name: 'ddl.sql', sha256: m.ddlSha256 },
@@ -125,6 +130,10 @@ export interface BatchDoc {
   lsnStart: Lsn | null;
   lsnEnd: Lsn;
   manifests: { path: string; sha256: string; schema: string; table: string; rows: number }[];
+  /** RFC 6962 root over the data files' roots, in index order (manifests, then files in each). */
+  merkle: { treeSize: number; root: string };
+  /** The batch registered before this one: the batches form a hash chain. */
+  prev: { batchId: string; sha256: string } | null;
 }
 
 export function batchJson(b: BatchDoc): string {
@@ -139,6 +148,8 @@ export function batchJson(b: BatchDoc): string {
         source: { database: b.source.database, system_identifier: b.source.systemIdentifier },
         lsn: { start: lsnOrNull(b.lsnStart), end: lsnHex(b.lsnEnd) },
         manifests: b.manifests,
+        merkle: { algorithm: MERKLE_ALGORITHM, tree_size: b.merkle.treeSize, root: b.merkle.root },
+        prev: b.prev === null ? null : { batch_id: b.prev.batchId, sha256: b.prev.sha256 },
       },
       null,
       2,

@@ -15,6 +15,8 @@ import { ensureDir, fsyncDir, renameDurable, writeFileAtomic } from './atomic.js
 import { batchJson, manifestJson, type ManifestFile } from './documents.js';
 import { BATCHES_DIR, FILES } from './layout.js';
 import type { StreamingFile } from './table-window.js';
+import { rootOf } from '../proof/merkle.js';
+import type { ChainLink } from '../proof/chain.js';
 
 /** One table's part of a flush, as the controller hands it over. */
 export interface WindowToWrite {
@@ -40,6 +42,8 @@ export interface FlushInput {
   /** The LSN the slot may be confirmed to once this flush is registered. */
   lsnEnd: Lsn;
   windows: WindowToWrite[];
+  /** The batch before this one (hash chain). */
+  prev: ChainLink;
 }
 
 export const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
@@ -60,6 +64,7 @@ export async function writeFlush(x: FlushInput): Promise<Omit<FlushRecord, 'relo
   const manifests: { path: string; sha256: string; schema: string; table: string; rows: number }[] = [];
   let rows = 0;
   let lsnStart: Lsn | null = null;
+  const roots: Buffer[] = [];
   const tables = [...x.windows].sort((a, b) => (a.folder < b.folder ? -1 : a.folder > b.folder ? 1 : 0));
   // Write intent first: after a crash the start-up sweep removes exactly these if unregistered.
   const intent = tables.flatMap((w) =>
@@ -73,10 +78,12 @@ export async function writeFlush(x: FlushInput): Promise<Omit<FlushRecord, 'relo
     const mfFiles: ManifestFile[] = [];
     const f = w.file;
     if (f && f.rows > 0) {
-      const { tmpPath, stats } = await f.finish();
+      const { tmpPath, stats, merkle } = await f.finish();
       await renameDurable(tmpPath, path.join(dir, FILES.streaming));
-      mfFiles.push({ name: FILES.streaming, type: 'streaming', rows: f.rows, bytes: stats.bytes, rawBytes: stats.rawBytes, sha256: stats.sha256, lsnStart: f.lsnStart, lsnEnd: f.lsnEnd });
-      files.push({ path: `${rel}/${FILES.streaming}`, type: 'streaming', schema: w.schema, table: w.table, lsnStart: f.lsnStart, lsnEnd: f.lsnEnd, rows: f.rows, bytes: stats.bytes, rawBytes: stats.rawBytes, sha256: stats.sha256, merkleRoot: null });
+      const root = merkle.root.toString('hex');
+      roots.push(merkle.root);
+      mfFiles.push({ name: FILES.streaming, type: 'streaming', rows: f.rows, bytes: stats.bytes, rawBytes: stats.rawBytes, sha256: stats.sha256, lsnStart: f.lsnStart, lsnEnd: f.lsnEnd, merkle: { treeSize: merkle.treeSize, root } });
+      files.push({ path: `${rel}/${FILES.streaming}`, type: 'streaming', schema: w.schema, table: w.table, lsnStart: f.lsnStart, lsnEnd: f.lsnEnd, rows: f.rows, bytes: stats.bytes, rawBytes: stats.rawBytes, sha256: stats.sha256, merkleRoot: root });
       rows += f.rows;
     }
     const wLsnStart = minLsn(f?.lsnStart ?? null, w.ddlLsnStart);
@@ -122,6 +129,8 @@ export async function writeFlush(x: FlushInput): Promise<Omit<FlushRecord, 'relo
     lsnStart,
     lsnEnd: x.lsnEnd,
     manifests,
+    merkle: { treeSize: roots.length, root: rootOf(roots).toString('hex') },
+    prev: x.prev,
   });
   const indexSha = sha256(indexText);
   const indexPath = `${BATCHES_DIR}/${batchId}.json`;
@@ -137,7 +146,8 @@ export async function writeFlush(x: FlushInput): Promise<Omit<FlushRecord, 'relo
     rows,
     indexPath,
     indexSha256: indexSha,
-    merkleRoot: null,
+    merkleRoot: rootOf(roots).toString('hex'),
+    prevBatchId: x.prev?.batchId ?? null,
     files,
     tables: tables.map((w) => ({ schema: w.schema, table: w.table, relid: w.relid, dropped: w.dropped })),
   };

@@ -18,6 +18,13 @@ import { CsvBuffer, CsvRecordSplitter, headerLine, parseRecord } from './csv.js'
 import { GzipFileWriter, type GzipFileStats } from './gzip-file.js';
 import { ioError } from './atomic.js';
 import type { Lsn } from '../lsn.js';
+import { MerkleBuilder } from '../proof/merkle.js';
+
+/** A file's RFC 6962 tree: leaf count and root. */
+export interface MerkleSummary {
+  treeSize: number;
+  root: Buffer;
+}
 
 /** The columns every streaming file starts with (SPEC §4). */
 export const META_COLUMNS = ['_lsn', '_seq', '_xid', '_commit_ts', '_op', '_unchanged'] as const;
@@ -40,6 +47,10 @@ export class StreamingFile {
   private readonly segments: Segment[] = [];
   private current: Segment | null = null;
   readonly buf = new CsvBuffer();
+  /** RFC 6962 tree over the file's records (SPEC §9), built as rows are written. */
+  private merkle = new MerkleBuilder();
+  /** Where the row being encoded starts in `buf`. */
+  private rowStart = 0;
   rows = 0;
   lsnStart: Lsn | null = null;
   lsnEnd: Lsn | null = null;
@@ -70,11 +81,18 @@ export class StreamingFile {
     this.rows++;
     if (this.lsnStart === null) this.lsnStart = lsn;
     this.lsnEnd = lsn;
-    if (this.buf.length >= CHUNK_BYTES) return this.current!.writer.write(this.buf.take());
+    // The record's leaf: its bytes without the terminating \n, hashed straight from the buffer.
+    this.merkle.addRecord(this.buf.view(this.rowStart, this.buf.length - 1));
+    if (this.buf.length >= CHUNK_BYTES) {
+      this.rowStart = 0;
+      return this.current!.writer.write(this.buf.take());
+    }
+    this.rowStart = this.buf.length;
     return undefined;
   }
 
   private async drain(): Promise<void> {
+    this.rowStart = 0;
     if (this.buf.length > 0) await this.current!.writer.write(this.buf.take());
   }
 
@@ -95,18 +113,19 @@ export class StreamingFile {
   }
 
   /** Completes the file at `dest` (fsynced; the caller renames into place and fsyncs the dir). */
-  async finish(): Promise<{ tmpPath: string; stats: GzipFileStats }> {
+  async finish(): Promise<{ tmpPath: string; stats: GzipFileStats; merkle: MerkleSummary }> {
     await this.drain();
     const last = this.segments[this.segments.length - 1];
     if (this.segments.length === 1) {
-      return { tmpPath: last.writer.path, stats: await last.writer.finish() };
+      return { tmpPath: last.writer.path, stats: await last.writer.finish(), merkle: { treeSize: this.merkle.size, root: this.merkle.root() } };
     }
     // Columns changed inside the window: rewrite every segment into the last one's layout.
     for (const s of this.segments) await s.writer.finish();
     const finalNames = last.names;
     const out = new GzipFileWriter(this.tmpPath(), this.opts.gzipLevel, this.opts.fileMode);
     try {
-      return { tmpPath: out.path, stats: await this.rewrite(out, finalNames) };
+      const stats = await this.rewrite(out, finalNames);
+      return { tmpPath: out.path, stats, merkle: { treeSize: this.merkle.size, root: this.merkle.root() } };
     } catch (e) {
       await out.abort().catch(() => undefined);
       throw e;
@@ -117,6 +136,8 @@ export class StreamingFile {
   private async rewrite(out: GzipFileWriter, finalNames: readonly string[]): Promise<GzipFileStats> {
     await out.write(headerLine([...META_COLUMNS, ...finalNames]));
     const buf = new CsvBuffer();
+    // The records change (new layout): the tree is built again over the final ones.
+    this.merkle = new MerkleBuilder();
     for (const s of this.segments) {
       const map = finalNames.map((n) => s.names.indexOf(n));
       let header = true;
@@ -126,6 +147,7 @@ export class StreamingFile {
           return;
         }
         const f = parseRecord(rec);
+        const start = buf.length;
         for (let i = 0; i < META_COLUMNS.length; i++) {
           if (i > 0) buf.byte(0x2c);
           const v = f[i];
@@ -136,6 +158,7 @@ export class StreamingFile {
           const v = idx >= 0 ? f[META_COLUMNS.length + idx] : null;
           if (v !== null && v !== undefined) buf.value(v);
         }
+        this.merkle.addRecord(buf.view(start, buf.length));
         buf.byte(0x0a);
       });
       // pipeline, not pipe: a read error must end the iteration below, not leave it waiting.

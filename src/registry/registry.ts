@@ -35,6 +35,8 @@ export interface FlushRecord {
   indexSha256: string;
   merkleRoot: string | null;
   files: FileRecord[];
+  /** The batch registered before this one (hash chain), null for the first. */
+  prevBatchId: string | null;
   tables: { schema: string; table: string; relid: number | null; dropped: boolean }[];
   /** Reload markers passed by this flush: made durable with it, so a crash neither loses nor repeats them. */
   reloads: ReloadRequest[];
@@ -141,6 +143,15 @@ export class Registry {
     return new Set(rows.map((r) => r.path));
   }
 
+  /** The last registered batch: the predecessor of the next one in the hash chain. */
+  async lastBatch(): Promise<{ batchId: string; sha256: string } | null> {
+    const { rows } = await this.db.query<{ batch_id: string; index_sha256: string }>(
+      `SELECT "batch_id", "index_sha256" FROM "cdc_registry"."batches" WHERE "slot_name" = $1 ORDER BY "chain_seq" DESC LIMIT 1`,
+      [this.slot],
+    );
+    return rows.length ? { batchId: rows[0].batch_id, sha256: rows[0].index_sha256 } : null;
+  }
+
   /** The next batch number of a window (0 = the window's own name), shared by flushes and reloads. */
   async nextBatchSeq(windowName: string): Promise<number> {
     const { rows } = await this.db.query<{ n: string }>(`SELECT "cdc_registry"."next_batch_seq"($1, $2)::text AS n`, [this.slot, windowName]);
@@ -157,9 +168,9 @@ export class Registry {
       await insertFiles(c, this.slot, f.batchId, windowStart, f.files);
       await c.query(
         `INSERT INTO "cdc_registry"."batches"
-           ("slot_name", "batch_id", "window_start", "lsn_start", "lsn_end", "files", "rows", "index_path", "index_sha256", "merkle_root")
-         VALUES ($1, $2, $3, $4::pg_lsn, $5::pg_lsn, $6, $7, $8, $9, $10)`,
-        [this.slot, f.batchId, windowStart, lsnText(f.lsnStart), formatLsn(f.lsnEnd), f.files.length, f.rows, f.indexPath, f.indexSha256, f.merkleRoot],
+           ("slot_name", "batch_id", "window_start", "lsn_start", "lsn_end", "files", "rows", "index_path", "index_sha256", "merkle_root", "prev_batch_id")
+         VALUES ($1, $2, $3, $4::pg_lsn, $5::pg_lsn, $6, $7, $8, $9, $10, $11)`,
+        [this.slot, f.batchId, windowStart, lsnText(f.lsnStart), formatLsn(f.lsnEnd), f.files.length, f.rows, f.indexPath, f.indexSha256, f.merkleRoot, f.prevBatchId],
       );
       for (const t of f.tables) {
         await c.query(

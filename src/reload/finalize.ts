@@ -15,6 +15,7 @@ import { batchJson, manifestJson, schemaYml, type ManifestFile } from '../output
 import { insertFiles, type FileRecord } from '../registry/registry.js';
 import type { ReloadOp } from '../registry/reloads.js';
 import { withTransaction } from '../registry/tx.js';
+import { rootOf } from '../proof/merkle.js';
 import type { TableDef } from '../source/setup.js';
 import type { ReloaderDeps } from './reloader.js';
 import type { ChunkResult } from './workers.js';
@@ -55,8 +56,9 @@ export async function finalizeReload(
     await renameDurable(p.tmpPath, path.join(dir, names[i]));
     rows += p.rows;
     rawBytes += p.stats.rawBytes;
-    mf.push({ name: names[i], type: 'full_reload', rows: p.rows, bytes: p.stats.bytes, rawBytes: p.stats.rawBytes, sha256: p.stats.sha256, lsnStart: lsn, lsnEnd: lsn });
-    files.push({ path: `${rel}/${names[i]}`, type: 'full_reload', schema: op.schema, table: op.table, lsnStart: lsn, lsnEnd: lsn, rows: p.rows, bytes: p.stats.bytes, rawBytes: p.stats.rawBytes, sha256: p.stats.sha256, merkleRoot: null });
+    const root = p.merkle.root.toString('hex');
+    mf.push({ name: names[i], type: 'full_reload', rows: p.rows, bytes: p.stats.bytes, rawBytes: p.stats.rawBytes, sha256: p.stats.sha256, lsnStart: lsn, lsnEnd: lsn, merkle: { treeSize: p.merkle.treeSize, root } });
+    files.push({ path: `${rel}/${names[i]}`, type: 'full_reload', schema: op.schema, table: op.table, lsnStart: lsn, lsnEnd: lsn, rows: p.rows, bytes: p.stats.bytes, rawBytes: p.stats.rawBytes, sha256: p.stats.sha256, merkleRoot: root });
   }
   const byName = new Map(def.columns.map((c) => [c.name, c]));
   const schemaText = schemaYml({
@@ -98,32 +100,38 @@ export async function finalizeReload(
   files.push(small(FILES.manifest, 'manifest', manifestText, manifestSha));
   await fsyncDir(dir);
   await fsyncDir(path.dirname(dir));
-  const indexText = batchJson({
-    batchId,
-    kind: 'reload',
-    windowStart,
-    slot: cfg.slot,
-    source: { database: server.database, systemIdentifier: server.systemIdentifier },
-    lsnStart: lsn,
-    lsnEnd: lsn,
-    manifests: [{ path: `${rel}/${FILES.manifest}`, sha256: manifestSha, schema: op.schema, table: op.table, rows }],
-  });
-  const indexSha = sha256(indexText);
-  await ensureDir(path.join(cfg.output.dir, BATCHES_DIR), cfg.output.dirMode);
-  await writeFileAtomic(path.join(cfg.output.dir, indexPath), indexText, cfg.output.fileMode);
-  await fsyncDir(path.join(cfg.output.dir, BATCHES_DIR));
-  files.push({ path: indexPath, type: 'batch', schema: null, table: null, lsnStart: lsn, lsnEnd: lsn, rows, bytes: Buffer.byteLength(indexText), rawBytes: null, sha256: indexSha, merkleRoot: null });
+  const batchRoot = rootOf(parts.map((p) => p.merkle.root)).toString('hex');
+  // The batch index names its predecessor: writing it and registering it is one step of the chain.
+  await d.chain.run(async (prev) => {
+    const indexText = batchJson({
+      batchId,
+      kind: 'reload',
+      windowStart,
+      slot: cfg.slot,
+      source: { database: server.database, systemIdentifier: server.systemIdentifier },
+      lsnStart: lsn,
+      lsnEnd: lsn,
+      manifests: [{ path: `${rel}/${FILES.manifest}`, sha256: manifestSha, schema: op.schema, table: op.table, rows }],
+      merkle: { treeSize: parts.length, root: batchRoot },
+      prev,
+    });
+    const indexSha = sha256(indexText);
+    await ensureDir(path.join(cfg.output.dir, BATCHES_DIR), cfg.output.dirMode);
+    await writeFileAtomic(path.join(cfg.output.dir, indexPath), indexText, cfg.output.fileMode);
+    await fsyncDir(path.join(cfg.output.dir, BATCHES_DIR));
+    files.push({ path: indexPath, type: 'batch', schema: null, table: null, lsnStart: lsn, lsnEnd: lsn, rows, bytes: Buffer.byteLength(indexText), rawBytes: null, sha256: indexSha, merkleRoot: null });
 
-  await withTransaction(db, async (c) => {
-    await insertFiles(c, cfg.slot, batchId, windowStart.toISOString(), files);
-    await c.query(
-      `INSERT INTO "cdc_registry"."batches"
-         ("slot_name", "batch_id", "window_start", "lsn_start", "lsn_end", "files", "rows", "index_path", "index_sha256", "merkle_root", "kind")
-       VALUES ($1, $2, $3, $4::pg_lsn, $4::pg_lsn, $5, $6, $7, $8, NULL, 'reload')`,
-      [cfg.slot, batchId, windowStart.toISOString(), formatLsn(lsn), files.length, rows, indexPath, indexSha],
-    );
-    await reloads.finishIn(c, op, { rows, rawBytes, batchId, chunks: parts.length, workers });
-    await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [cfg.slot, batchId]);
+    await withTransaction(db, async (c) => {
+      await insertFiles(c, cfg.slot, batchId, windowStart.toISOString(), files);
+      await c.query(
+        `INSERT INTO "cdc_registry"."batches"
+           ("slot_name", "batch_id", "window_start", "lsn_start", "lsn_end", "files", "rows", "index_path", "index_sha256", "merkle_root", "kind", "prev_batch_id")
+         VALUES ($1, $2, $3, $4::pg_lsn, $4::pg_lsn, $5, $6, $7, $8, $9, 'reload', $10)`,
+        [cfg.slot, batchId, windowStart.toISOString(), formatLsn(lsn), files.length, rows, indexPath, indexSha, batchRoot, prev?.batchId ?? null],
+      );
+      await reloads.finishIn(c, op, { rows, rawBytes, batchId, chunks: parts.length, workers });
+      await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [cfg.slot, batchId]);
+    });
   });
   if (op.restoreComment) {
     await db.query(`SELECT "cdc_registry"."restore_comment"($1::oid, $2)`, [relid, op.previousComment]).catch((e: unknown) => {

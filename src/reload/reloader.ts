@@ -13,6 +13,7 @@ import type { Logger } from '../log.js';
 import { EgressError, isEgressError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { Registry } from '../registry/registry.js';
+import type { BatchChain } from '../proof/chain.js';
 import type { ReloadOp, ReloadRegistry } from '../registry/reloads.js';
 import type { Db } from '../registry/tx.js';
 import { sourceError } from '../source/connect.js';
@@ -34,6 +35,8 @@ export interface ReloaderDeps {
   server: ServerInfo;
   registry: Registry;
   reloads: ReloadRegistry;
+  /** Orders batches (flushes and reloads) into the hash chain. */
+  chain: BatchChain;
 }
 
 interface TableInfo {
