@@ -15,6 +15,7 @@ export const ExitCode = {
   NOT_FOUND: 7,
   OUTPUT: 8,
   ATTENTION: 9,
+  VERIFY_FAILED: 10,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -36,6 +37,8 @@ export type ErrorCode =
   | 'OUTPUT_OWNER'
   | 'DATA_GAP'
   | 'RELOAD_BLOCKED'
+  | 'VERIFY_FAILED'
+  | 'NOT_FOUND_PATH'
   | 'PROTOCOL'
   | 'INTERNAL';
 
@@ -57,6 +60,8 @@ const exitFor: Record<ErrorCode, ExitCode> = {
   OUTPUT_OWNER: ExitCode.OUTPUT,
   DATA_GAP: ExitCode.SLOT,
   RELOAD_BLOCKED: ExitCode.INTERNAL, // retried by the reloader, never an exit
+  VERIFY_FAILED: ExitCode.VERIFY_FAILED,
+  NOT_FOUND_PATH: ExitCode.NOT_FOUND,
   PROTOCOL: ExitCode.INTERNAL,
   INTERNAL: ExitCode.INTERNAL,
 };

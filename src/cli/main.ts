@@ -12,6 +12,7 @@ import { formatStatus, statusExitCode, statusReport } from './status.js';
 import { initCommand } from './init.js';
 import { uninstall } from './uninstall.js';
 import { reloadCommand } from './reload.js';
+import { verifyCommand, verifyProofCommand } from './verify.js';
 
 let debug = false;
 /** Exit code a command chose without failing (status: attention needed). */
@@ -88,6 +89,26 @@ export function buildProgram(): Command {
     .action(async (tables: string[], opts: { config: string; wait?: boolean }) => {
       const { cfg } = load(program, opts);
       commandExit = (await reloadCommand(cfg, tables, { wait: opts.wait })) as ExitCode;
+    });
+
+  program
+    .command('verify')
+    .description('check files against their manifests, Merkle roots, batch indexes and the batch chain (offline); --row/--proof writes an inclusion proof')
+    .argument('<path>', 'output.dir, a table or window folder, or a data file')
+    .option('--row <n>', 'record number (from 0, header excluded) to prove')
+    .option('--proof <file>', 'where to write the proof (JSON)')
+    .addHelpText('after', example('pg-egress verify ./egress', 'pg-egress verify ./egress/public.orders/20261122T100500Z/streaming.csv.gz --row 17 --proof row17.json') + '\nExit codes: 0 verified, 10 a check failed (the first problem is named).\n')
+    .action(async (target: string, opts: { row?: string; proof?: string }) => {
+      commandExit = (await verifyCommand(target, opts)) as ExitCode;
+    });
+
+  program
+    .command('verify-proof')
+    .description('check a proof file with no database and no network, and say what it proves')
+    .argument('<proof>', 'a proof written by verify --proof')
+    .addHelpText('after', example('pg-egress verify-proof row17.json'))
+    .action(async (file: string) => {
+      commandExit = (await verifyProofCommand(file)) as ExitCode;
     });
 
   program

@@ -72,7 +72,7 @@ export interface ManifestFile {
   lsnStart: Lsn | null;
   lsnEnd: Lsn | null;
   /** RFC 6962 tree over the file's records (SPEC §9). */
-  merkle: { treeSize: number; root: string };
+  merkle: { treeSize: number; root: string; blocks: string[] };
 }
 
 export const MERKLE_ALGORITHM = 'rfc6962-sha256';
@@ -109,7 +109,13 @@ export function manifestJson(m: ManifestDoc): string {
           raw_bytes: f.rawBytes,
           sha256: f.sha256,
           lsn: { start: lsnOrNull(f.lsnStart), end: lsnOrNull(f.lsnEnd) },
-          merkle: { algorithm: MERKLE_ALGORITHM, tree_size: f.merkle.treeSize, root: f.merkle.root },
+          merkle: {
+            algorithm: MERKLE_ALGORITHM,
+            tree_size: f.merkle.treeSize,
+            root: f.merkle.root,
+            // Roots of each complete block of 1024 records: verify names the block that differs.
+            ...(f.merkle.blocks.length ? { block_size: 1024, block_roots: f.merkle.blocks } : {}),
+          },
         })),
         schema_yml: { name: 'schema.yml', sha256: m.schemaSha256 },
         ddl_sql: m.ddlSha256 === null ? null : { name: 'ddl.sql', sha256: m.ddlSha256 },

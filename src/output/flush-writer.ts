@@ -82,7 +82,7 @@ export async function writeFlush(x: FlushInput): Promise<Omit<FlushRecord, 'relo
       await renameDurable(tmpPath, path.join(dir, FILES.streaming));
       const root = merkle.root.toString('hex');
       roots.push(merkle.root);
-      mfFiles.push({ name: FILES.streaming, type: 'streaming', rows: f.rows, bytes: stats.bytes, rawBytes: stats.rawBytes, sha256: stats.sha256, lsnStart: f.lsnStart, lsnEnd: f.lsnEnd, merkle: { treeSize: merkle.treeSize, root } });
+      mfFiles.push({ name: FILES.streaming, type: 'streaming', rows: f.rows, bytes: stats.bytes, rawBytes: stats.rawBytes, sha256: stats.sha256, lsnStart: f.lsnStart, lsnEnd: f.lsnEnd, merkle: { treeSize: merkle.treeSize, root, blocks: merkle.blocks.map((b) => b.toString('hex')) } });
       files.push({ path: `${rel}/${FILES.streaming}`, type: 'streaming', schema: w.schema, table: w.table, lsnStart: f.lsnStart, lsnEnd: f.lsnEnd, rows: f.rows, bytes: stats.bytes, rawBytes: stats.rawBytes, sha256: stats.sha256, merkleRoot: root });
       rows += f.rows;
     }

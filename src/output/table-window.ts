@@ -24,6 +24,8 @@ import { MerkleBuilder } from '../proof/merkle.js';
 export interface MerkleSummary {
   treeSize: number;
   root: Buffer;
+  /** Roots of each complete block of BLOCK records (see proof/merkle.ts). */
+  blocks: Buffer[];
 }
 
 /** The columns every streaming file starts with (SPEC §4). */
@@ -117,7 +119,7 @@ export class StreamingFile {
     await this.drain();
     const last = this.segments[this.segments.length - 1];
     if (this.segments.length === 1) {
-      return { tmpPath: last.writer.path, stats: await last.writer.finish(), merkle: { treeSize: this.merkle.size, root: this.merkle.root() } };
+      return { tmpPath: last.writer.path, stats: await last.writer.finish(), merkle: { treeSize: this.merkle.size, root: this.merkle.root(), blocks: this.merkle.blocks } };
     }
     // Columns changed inside the window: rewrite every segment into the last one's layout.
     for (const s of this.segments) await s.writer.finish();
@@ -125,7 +127,7 @@ export class StreamingFile {
     const out = new GzipFileWriter(this.tmpPath(), this.opts.gzipLevel, this.opts.fileMode);
     try {
       const stats = await this.rewrite(out, finalNames);
-      return { tmpPath: out.path, stats, merkle: { treeSize: this.merkle.size, root: this.merkle.root() } };
+      return { tmpPath: out.path, stats, merkle: { treeSize: this.merkle.size, root: this.merkle.root(), blocks: this.merkle.blocks } };
     } catch (e) {
       await out.abort().catch(() => undefined);
       throw e;

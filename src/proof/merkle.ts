@@ -14,6 +14,9 @@ const sha256 = (b: Buffer): Buffer => hash('sha256', b, 'buffer') as unknown as 
 
 export const EMPTY_ROOT: Buffer = sha256(Buffer.alloc(0));
 
+/** Leaves per checkpoint block (a power of two, so a block is a perfect subtree of the tree). */
+export const BLOCK = 1024;
+
 let scratch = Buffer.alloc(64 * 1024);
 
 /** SHA-256(0x00 || record), without allocating per record (crypto.hash is ~2x createHash here). */
@@ -40,6 +43,11 @@ export function nodeHash(left: Buffer, right: Buffer): Buffer {
 export class MerkleBuilder {
   private readonly stack: { size: number; hash: Buffer }[] = [];
   size = 0;
+  /**
+   * Roots of each complete block of BLOCK leaves, in order: they come free out of the merge
+   * cascade, and let `verify` say in which block of records a file first differs.
+   */
+  readonly blocks: Buffer[] = [];
 
   addRecord(record: Buffer): void {
     this.addLeafHash(leafHash(record));
@@ -50,6 +58,7 @@ export class MerkleBuilder {
     while (this.stack.length && this.stack[this.stack.length - 1].size === node.size) {
       const left = this.stack.pop()!;
       node = { size: left.size * 2, hash: nodeHash(left.hash, node.hash) };
+      if (node.size === BLOCK) this.blocks.push(node.hash);
     }
     this.stack.push(node);
     this.size++;

@@ -57,7 +57,7 @@ export async function finalizeReload(
     rows += p.rows;
     rawBytes += p.stats.rawBytes;
     const root = p.merkle.root.toString('hex');
-    mf.push({ name: names[i], type: 'full_reload', rows: p.rows, bytes: p.stats.bytes, rawBytes: p.stats.rawBytes, sha256: p.stats.sha256, lsnStart: lsn, lsnEnd: lsn, merkle: { treeSize: p.merkle.treeSize, root } });
+    mf.push({ name: names[i], type: 'full_reload', rows: p.rows, bytes: p.stats.bytes, rawBytes: p.stats.rawBytes, sha256: p.stats.sha256, lsnStart: lsn, lsnEnd: lsn, merkle: { treeSize: p.merkle.treeSize, root, blocks: p.merkle.blocks.map((b) => b.toString('hex')) } });
     files.push({ path: `${rel}/${names[i]}`, type: 'full_reload', schema: op.schema, table: op.table, lsnStart: lsn, lsnEnd: lsn, rows: p.rows, bytes: p.stats.bytes, rawBytes: p.stats.rawBytes, sha256: p.stats.sha256, merkleRoot: root });
   }
   const byName = new Map(def.columns.map((c) => [c.name, c]));

@@ -98,7 +98,7 @@ export class ExportWorker {
       await this.client.query('SELECT 1');
       if (stream.rowCount !== merkle.size) throw new EgressError('PROTOCOL', `COPY of ${task.schema}.${task.table} sent ${stream.rowCount} rows but ${merkle.size} records`);
       const stats = await out.finish();
-      return { task, tmpPath, rows: merkle.size, stats, merkle: { treeSize: merkle.size, root: merkle.root() } };
+      return { task, tmpPath, rows: merkle.size, stats, merkle: { treeSize: merkle.size, root: merkle.root(), blocks: merkle.blocks } };
     } catch (e) {
       await out.abort().catch(() => undefined);
       throw e;
