@@ -15,6 +15,7 @@ export const ExitCode = {
   NOT_FOUND: 7,
   OUTPUT: 8,
   ATTENTION: 9,
+  ANCHOR: 10,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -36,6 +37,8 @@ export type ErrorCode =
   | 'OUTPUT_OWNER'
   | 'DATA_GAP'
   | 'RELOAD_BLOCKED'
+  | 'ANCHOR_S3'
+  | 'ANCHOR_NEAR'
   | 'PROTOCOL'
   | 'INTERNAL';
 
@@ -57,6 +60,8 @@ const exitFor: Record<ErrorCode, ExitCode> = {
   OUTPUT_OWNER: ExitCode.OUTPUT,
   DATA_GAP: ExitCode.SLOT,
   RELOAD_BLOCKED: ExitCode.INTERNAL, // retried by the reloader, never an exit
+  ANCHOR_S3: ExitCode.ANCHOR, // the daemon retries anchors in its queue; only a one-shot command exits with it
+  ANCHOR_NEAR: ExitCode.ANCHOR,
   PROTOCOL: ExitCode.INTERNAL,
   INTERNAL: ExitCode.INTERNAL,
 };
