@@ -13,7 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Account, JsonRpcProvider, KeyPairSigner, actions, type KeyPairString } from 'near-api-js';
-import { ActionExecutionError, ContractExecutionError } from 'near-api-js/rpc-errors';
+import { ActionExecutionError, ContractExecutionError, ContractMethodNotFoundError } from 'near-api-js/rpc-errors';
 import type { Config } from '../config/index.js';
 import { EgressError } from '../errors.js';
 import { nearError, rpcLabel, type NearErrorContext } from './near-errors.js';
@@ -97,6 +97,9 @@ export function createNearTarget(cfg: NearSettings, opts: NearTargetOptions = {}
       }
       return res as NearToken;
     } catch (err) {
+      if (err instanceof ContractMethodNotFoundError) {
+        throw new EgressError('ANCHOR_NEAR', `NEAR anchor: contract ${cfg.contractId} has no nft_token view, so it is not a NEP-171 contract; check anchors.near.contract_id`, { cause: err });
+      }
       throw nearError(err, `view of nft_token ${tokenId} on ${cfg.contractId}`, ctx);
     }
   }

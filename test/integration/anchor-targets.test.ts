@@ -408,6 +408,9 @@ describe('NEAR anchor target', () => {
 
     const noContract = await rejection(createNearTarget({ ...cfg, contractId: 'nobody.test' }).mint(request('no-contract')));
     expect(noContract.message).toMatch(/account nobody\.test does not exist.*anchors\.near\.contract_id/);
+    const noCode = await rejection(createNearTarget({ ...cfg, contractId: ACCOUNT }).mint(request('no-code')));
+    expect(noCode).toMatchObject({ code: 'ANCHOR_NEAR', retryable: false });
+    expect(noCode.message).toMatch(/no contract is deployed at egress\.test; check anchors\.near\.contract_id/);
     const noMethod = await rejection(createNearTarget({ ...cfg, method: 'nft_mint_v9' }).mint(request('no-method')));
     expect(noMethod.message).toMatch(/no such method; check anchors\.near\.method/);
   });
