@@ -16,6 +16,7 @@ export const ExitCode = {
   OUTPUT: 8,
   ATTENTION: 9,
   VERIFY_FAILED: 10,
+  ANCHOR: 11,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -39,6 +40,8 @@ export type ErrorCode =
   | 'RELOAD_BLOCKED'
   | 'VERIFY_FAILED'
   | 'NOT_FOUND_PATH'
+  | 'ANCHOR_S3'
+  | 'ANCHOR_NEAR'
   | 'PROTOCOL'
   | 'INTERNAL';
 
@@ -62,6 +65,8 @@ const exitFor: Record<ErrorCode, ExitCode> = {
   RELOAD_BLOCKED: ExitCode.INTERNAL, // retried by the reloader, never an exit
   VERIFY_FAILED: ExitCode.VERIFY_FAILED,
   NOT_FOUND_PATH: ExitCode.NOT_FOUND,
+  ANCHOR_S3: ExitCode.ANCHOR, // the daemon retries anchors in its queue; only a one-shot command exits with it
+  ANCHOR_NEAR: ExitCode.ANCHOR,
   PROTOCOL: ExitCode.INTERNAL,
   INTERNAL: ExitCode.INTERNAL,
 };
