@@ -22,6 +22,8 @@ import { decodePgOutput } from './wal/pgoutput.js';
 import { BatchController } from './batch/controller.js';
 import { Reloader } from './reload/reloader.js';
 import { BatchChain } from './proof/chain.js';
+import { AnchorWorker } from './anchor/worker.js';
+import { AnchorQueue, anchorTargets } from './registry/anchors.js';
 import { ReloadRegistry } from './registry/reloads.js';
 import { missingFiles, sweepOutput } from './output/sweep.js';
 import { ensureDir, writeFileAtomic } from './output/atomic.js';
@@ -67,6 +69,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
   let stream: ReplicationStream | null = null;
   let controller: BatchController | null = null;
   let reloader: Reloader | null = null;
+  let anchors: AnchorWorker | null = null;
   try {
     const prep = await prepareSource(client, cfg, log, { run: true });
     const { registry } = prep;
@@ -84,6 +87,9 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
     const rl = new Reloader({ cfg, log, db: client, server: prep.server, registry, reloads: new ReloadRegistry(client, cfg.slot), chain });
     reloader = rl;
     rl.start();
+    // Anchors run beside the stream too (src/anchor/), when a target is configured.
+    anchors = anchorTargets(cfg).length ? new AnchorWorker(cfg, log, new AnchorQueue(client, cfg.slot), prep.server) : null;
+    anchors?.start();
 
     const formatCache = new Map<string, string>();
     controller = new BatchController({
@@ -198,6 +204,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
     log.info({ registered: lsnHex(c.durableLsn), confirmed: lsnHex(confirmed), stats: c.stats }, 'stopped');
   } finally {
     await reloader?.stop().catch(() => undefined);
+    await anchors?.stop().catch(() => undefined);
     await controller?.abort().catch(() => undefined);
     await stream?.close();
     await client.end().catch(() => undefined);

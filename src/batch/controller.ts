@@ -29,6 +29,7 @@ import { schemaYml, type ColumnDoc } from '../output/documents.js';
 import { writeFlush } from '../output/flush-writer.js';
 import type { Registry } from '../registry/registry.js';
 import type { BatchChain } from '../proof/chain.js';
+import { anchorTargets } from '../registry/anchors.js';
 import type { ReloadReason, ReloadRequest } from '../registry/reloads.js';
 import type { ServerInfo, TableDef } from '../source/setup.js';
 
@@ -450,7 +451,7 @@ export class BatchController {
         windows: [...this.windows.values()].map((w) => ({ ...w, schemaText: (s: Lsn | null, e: Lsn | null) => this.schemaDoc(w, s, e) })),
         prev,
       });
-      await this.o.registry.registerFlush({ ...r, reloads: this.reloads });
+      await this.o.registry.registerFlush({ ...r, reloads: this.reloads, anchors: anchorTargets(this.cfg) });
       return r;
     });
     const requested = this.reloads.length;

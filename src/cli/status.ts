@@ -11,6 +11,7 @@ import { connectClient, sourceError } from '../source/connect.js';
 import { Registry, type Gap } from '../registry/registry.js';
 import { describeHolder, lockHolder } from '../registry/lock.js';
 import { missingFiles } from '../output/sweep.js';
+import { AnchorQueue } from '../registry/anchors.js';
 import { statusFilePath } from '../daemon.js';
 
 export interface StatusReport {
@@ -20,6 +21,7 @@ export interface StatusReport {
   lag_bytes: number | null;
   tables: { table: string; mode: string; last_window: string | null; dropped: boolean; pending_rows: number | null }[];
   pending_anchors: number;
+  anchors: { target: string; pending: number; failed: number; done: number; oldest_pending_s: number | null; last_error: string | null }[];
   daemon: { running: boolean; holder: string | null; pid: number | null; status_at: string | null };
   gaps: Gap[];
   unpublished: { table: string; reason: string }[];
@@ -124,6 +126,7 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
       lag_bytes: w[0].lag === null ? null : Number(w[0].lag),
       tables: tables.map((t) => ({ table: `${t.schema}.${t.table}`, mode: t.mode, last_window: t.lastWindow, dropped: t.dropped, pending_rows: pending ? (pending[`${t.schema}.${t.table}`] ?? 0) : null })),
       pending_anchors: hasRegistry ? await registry.pendingAnchors() : 0,
+      anchors: hasRegistry ? await new AnchorQueue(client, cfg.slot).summary() : [],
       daemon: { running: holder !== null, holder: holder ? describeHolder(holder) : null, pid: live ? file!.pid : null, status_at: file?.updated_at ?? null },
       gaps: hasGaps ? await registry.openGaps() : [],
       unpublished,
@@ -140,7 +143,7 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
 /** 0 all well; 6 the slot is missing or lost; 9 a gap, an unpublished table or a missing file. */
 export function statusExitCode(r: StatusReport): ExitCode {
   if (!r.slot.exists || r.slot.wal_status === 'lost') return ExitCode.SLOT;
-  if (r.gaps.length || r.unpublished.length || r.missing_files.count || r.reloads.some((o) => o.state === 'failed' && !r.reloads.some((l) => l.table === o.table && l.id > o.id && l.state === 'done'))) return ExitCode.ATTENTION;
+  if (r.gaps.length || r.unpublished.length || r.missing_files.count || r.anchors.some((a) => a.failed > 0) || r.reloads.some((o) => o.state === 'failed' && !r.reloads.some((l) => l.table === o.table && l.id > o.id && l.state === 'done'))) return ExitCode.ATTENTION;
   return ExitCode.OK;
 }
 
@@ -154,7 +157,7 @@ export function formatStatus(r: StatusReport): string {
     `confirmed lsn   ${r.slot.confirmed_flush_lsn ?? '-'}`,
     `registered lsn  ${r.registered_lsn ?? '-'}`,
     `lag             ${r.lag_bytes === null ? '-' : `${r.lag_bytes} bytes`}`,
-    `pending anchors ${r.pending_anchors}`,
+    `pending anchors ${r.pending_anchors}${r.anchors.map((a) => ` | ${a.target}: ${a.pending} pending${a.oldest_pending_s !== null ? ` (oldest ${a.oldest_pending_s}s)` : ''}, ${a.failed} failed, ${a.done} done${a.last_error ? `, last error: ${a.last_error}` : ''}`).join('')}`,
     `daemon          ${daemon}`,
     '',
     'table'.padEnd(40) + 'mode'.padEnd(16) + 'last window'.padEnd(22) + 'pending rows',

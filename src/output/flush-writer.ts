@@ -55,8 +55,8 @@ function smallFile(p: string, type: FileRecord['type'], w: WindowToWrite, text: 
   return { path: p, type, schema: w.schema, table: w.table, lsnStart: null, lsnEnd: null, rows: null, bytes: Buffer.byteLength(text), rawBytes: null, sha256: sha, merkleRoot: null };
 }
 
-/** Writes the flush's files; returns the record to register (its `reloads` are the caller's). */
-export async function writeFlush(x: FlushInput): Promise<Omit<FlushRecord, 'reloads'>> {
+/** Writes the flush's files; returns the record to register (its `reloads` and `anchors` are the caller's). */
+export async function writeFlush(x: FlushInput): Promise<Omit<FlushRecord, 'reloads' | 'anchors'>> {
   const { cfg, batchId } = x;
   const out = cfg.output.dir;
   const windowStart = new Date(x.windowStartMs);

@@ -5,6 +5,7 @@
 import type pg from 'pg';
 import { EgressError } from '../errors.js';
 import { insertReloadRequest, type ReloadRequest } from './reloads.js';
+import { enqueueAnchors, type AnchorTarget } from './anchors.js';
 import { formatLsn, parseLsn, type Lsn } from '../lsn.js';
 import { withTransaction, type Db } from './tx.js';
 
@@ -40,6 +41,8 @@ export interface FlushRecord {
   tables: { schema: string; table: string; relid: number | null; dropped: boolean }[];
   /** Reload markers passed by this flush: made durable with it, so a crash neither loses nor repeats them. */
   reloads: ReloadRequest[];
+  /** Anchor targets to queue for this batch, in the same transaction (SPEC §9). */
+  anchors: readonly AnchorTarget[];
 }
 
 export interface TablePatternSql {
@@ -192,6 +195,7 @@ export class Registry {
         throw new EgressError('SLOT_IN_USE', `registry: slot ${this.slot} is registered past ${formatLsn(f.lsnEnd)} by another process; run one pg-egress per slot`);
       }
       for (const r of f.reloads) await insertReloadRequest(c, this.slot, r);
+      await enqueueAnchors(c, this.slot, f.batchId, f.anchors);
       await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [this.slot, f.batchId]);
     });
   }

@@ -16,6 +16,7 @@ import { insertFiles, type FileRecord } from '../registry/registry.js';
 import type { ReloadOp } from '../registry/reloads.js';
 import { withTransaction } from '../registry/tx.js';
 import { rootOf } from '../proof/merkle.js';
+import { anchorTargets, enqueueAnchors } from '../registry/anchors.js';
 import type { TableDef } from '../source/setup.js';
 import type { ReloaderDeps } from './reloader.js';
 import type { ChunkResult } from './workers.js';
@@ -130,6 +131,7 @@ export async function finalizeReload(
         [cfg.slot, batchId, windowStart.toISOString(), formatLsn(lsn), files.length, rows, indexPath, indexSha, batchRoot, prev?.batchId ?? null],
       );
       await reloads.finishIn(c, op, { rows, rawBytes, batchId, chunks: parts.length, workers });
+      await enqueueAnchors(c, cfg.slot, batchId, anchorTargets(cfg));
       await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [cfg.slot, batchId]);
     });
   });

@@ -17,14 +17,14 @@ export interface S3TestServer {
   bucket: string;
   /** Where s3rver keeps objects (to tamper with one behind the API's back, if a test wants). */
   directory: string;
-  stop(): Promise<void>;
+  stop(keepObjects?: boolean): Promise<void>;
 }
 
-export async function startS3Server(opts: { bucket?: string } = {}): Promise<S3TestServer> {
+export async function startS3Server(opts: { bucket?: string; port?: number; directory?: string } = {}): Promise<S3TestServer> {
   const bucket = opts.bucket ?? 'egress-anchors';
-  const directory = mkdtempSync(path.join(os.tmpdir(), 'pg-egress-s3rver-'));
+  const directory = opts.directory ?? mkdtempSync(path.join(os.tmpdir(), 'pg-egress-s3rver-'));
   // vhostBuckets off: path-style requests only, so a Host header never names a bucket.
-  const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory, vhostBuckets: false, configureBuckets: [{ name: bucket }] });
+  const server = new S3rver({ address: '127.0.0.1', port: opts.port ?? 0, silent: true, directory, vhostBuckets: false, configureBuckets: [{ name: bucket }] });
   const { port } = await server.run();
   let stopped = false;
   return {
@@ -32,11 +32,12 @@ export async function startS3Server(opts: { bucket?: string } = {}): Promise<S3T
     port,
     bucket,
     directory,
-    async stop() {
+    async stop(keepObjects = false) {
       if (stopped) return;
       stopped = true;
       await server.close();
-      rmSync(directory, { recursive: true, force: true });
+      // keepObjects: an outage; a server started again on the same port and directory has them.
+      if (!keepObjects) rmSync(directory, { recursive: true, force: true });
     },
   };
 }

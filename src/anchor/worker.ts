@@ -1,0 +1,146 @@
+/**
+ * The anchor worker (SPEC §9): beside the stream, on its own registry connections, it takes due
+ * entries from the anchor queue one at a time. S3: every file of the batch (data files, schema,
+ * ddl, manifests, the batch index last) is uploaded and read back. NEAR: one signed mint per
+ * batch whose metadata references the uploaded batch index (reference_hash = base64 sha256 of
+ * its bytes) and carries the batch root. Failures wait with exponential backoff and survive
+ * restarts; nothing here can slow WAL consumption or lose an anchor.
+ */
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { Config } from '../config/index.js';
+import type { Logger } from '../log.js';
+import { isEgressError } from '../errors.js';
+import type { AnchorEntry, AnchorQueue } from '../registry/anchors.js';
+import type { ServerInfo } from '../source/setup.js';
+import { createS3Target, type S3Target } from './s3.js';
+import { createNearTarget, nearTokenId, type NearTarget } from './near.js';
+
+const MAX_BACKOFF_MS = 10 * 60_000;
+
+export function backoffMs(attempts: number): number {
+  return Math.min(MAX_BACKOFF_MS, 1000 * 2 ** Math.min(attempts, 20)) * (0.75 + Math.random() * 0.5);
+}
+
+export class AnchorWorker {
+  private stopping = false;
+  private wakeup: (() => void) | null = null;
+  private loopDone: Promise<void> | null = null;
+  private readonly s3: S3Target | null;
+  private readonly near: NearTarget | null;
+
+  constructor(
+    private readonly cfg: Config,
+    private readonly log: Logger,
+    private readonly queue: AnchorQueue,
+    private readonly server: ServerInfo,
+  ) {
+    this.s3 = cfg.anchors.s3 ? createS3Target(cfg.anchors.s3) : null;
+    this.near = cfg.anchors.near ? createNearTarget(cfg.anchors.near) : null;
+  }
+
+  start(): void {
+    this.loopDone = this.loop();
+  }
+
+  wake(): void {
+    const w = this.wakeup;
+    this.wakeup = null;
+    w?.();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.wake();
+    await this.loopDone;
+    this.s3?.close();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.wakeup = null;
+        resolve();
+      }, ms);
+      this.wakeup = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+
+  private async loop(): Promise<void> {
+    await this.queue.releaseLeases().catch(() => undefined);
+    while (!this.stopping) {
+      let entry: AnchorEntry | null;
+      try {
+        entry = await this.queue.claim();
+      } catch (e) {
+        this.log.warn({ err: String(e) }, 'anchor queue not readable; retrying');
+        await this.sleep(5000);
+        continue;
+      }
+      if (!entry) {
+        await this.sleep(1000);
+        continue;
+      }
+      const started = Date.now();
+      try {
+        const reference = entry.target === 's3' ? await this.uploadBatch(entry.batchId) : await this.mintBatch(entry.batchId);
+        await this.queue.done(entry.id, reference);
+        this.log.info({ batch: entry.batchId, target: entry.target, ms: Date.now() - started, ...reference }, 'anchored');
+      } catch (e) {
+        const retryable = !isEgressError(e) || e.retryable;
+        const msg = (e as Error).message.split('\n')[0];
+        if (retryable) {
+          const delay = backoffMs(entry.attempts);
+          await this.queue.retry(entry.id, msg, delay).catch(() => undefined);
+          this.log.warn({ batch: entry.batchId, target: entry.target, attempt: entry.attempts, retry_in_ms: Math.round(delay) }, `anchor not done: ${msg}`);
+        } else {
+          await this.queue.fail(entry.id, msg).catch(() => undefined);
+          this.log.error({ batch: entry.batchId, target: entry.target }, `anchor failed (needs an operator): ${msg}`);
+        }
+      }
+    }
+  }
+
+  private async uploadBatch(batchId: string): Promise<object> {
+    if (!this.s3) throw new Error('anchors.s3 is not configured');
+    const files = await this.queue.batchFiles(batchId);
+    // The batch index last: once it is there, everything it names is there.
+    files.sort((a, b) => Number(a.type === 'batch') - Number(b.type === 'batch'));
+    for (const f of files) {
+      if (this.stopping) throw new Error('stopping');
+      await this.s3.upload(path.join(this.cfg.output.dir, f.path), f.path, { bytes: f.bytes, sha256: f.sha256 });
+    }
+    const index = files.find((f) => f.type === 'batch');
+    return { bucket: this.cfg.anchors.s3!.bucket, objects: files.length, index_key: index ? this.s3.key(index.path) : null };
+  }
+
+  private async mintBatch(batchId: string): Promise<object> {
+    if (!this.near) throw new Error('anchors.near is not configured');
+    const b = await this.queue.batch(batchId);
+    if (!b) throw new Error(`batch ${batchId} is not registered`);
+    const bytes = await fsp.readFile(path.join(this.cfg.output.dir, b.indexPath));
+    const sha = createHash('sha256').update(bytes).digest();
+    if (sha.toString('hex') !== b.indexSha256) throw new Error(`${b.indexPath} differs from its registered sha256: not anchoring it`);
+    const index = JSON.parse(bytes.toString('utf8')) as { merkle?: { tree_size: number; root: string } };
+    const tokenId = nearTokenId(this.server.systemIdentifier, this.cfg.slot, batchId);
+    const referenceUrl = this.s3 ? this.s3.url(b.indexPath) : b.indexPath;
+    const r = await this.near.mint({
+      tokenId,
+      referenceUrl,
+      referenceHash: sha.toString('base64'),
+      extra: {
+        batch_id: batchId,
+        kind: b.kind,
+        batch_root: index.merkle?.root ?? b.merkleRoot,
+        tree_size: index.merkle?.tree_size ?? null,
+        lsn: { start: b.lsnStart, end: b.lsnEnd },
+        source: { database: this.server.database, system_identifier: this.server.systemIdentifier, slot: this.cfg.slot },
+      },
+    });
+    return { token_id: tokenId, tx_hash: r.txHash, already_minted: r.alreadyMinted, contract: this.cfg.anchors.near!.contractId, reference: referenceUrl };
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * The anchor queue in the registry (SPEC §9). Entries are inserted with their batch's
+ * registration (`enqueueAnchors`, inside that transaction); the anchor worker claims one at a
+ * time with FOR UPDATE SKIP LOCKED on a connection of its own, S3 before NEAR for the same batch
+ * (NEAR's metadata references the uploaded batch index), and records the outcome.
+ */
+import type pg from 'pg';
+import type { Db } from './tx.js';
+import type { Config } from '../config/index.js';
+
+/** The configured targets, in the order they run for a batch. */
+export const anchorTargets = (cfg: Config): AnchorTarget[] => [...(cfg.anchors.s3 ? (['s3'] as const) : []), ...(cfg.anchors.near ? (['near'] as const) : [])];
+
+export type AnchorTarget = 's3' | 'near';
+
+export interface AnchorEntry {
+  id: number;
+  batchId: string;
+  target: AnchorTarget;
+  attempts: number;
+}
+
+export async function enqueueAnchors(c: pg.ClientBase, slot: string, batchId: string, targets: readonly AnchorTarget[]): Promise<void> {
+  if (!targets.length) return;
+  await c.query(
+    `INSERT INTO "cdc_registry"."anchor_queue" ("slot_name", "batch_id", "target") SELECT $1, $2, t FROM unnest($3::text[]) AS t
+     ON CONFLICT ("slot_name", "batch_id", "target") DO NOTHING`,
+    [slot, batchId, targets],
+  );
+}
+
+/** A claim is a lease: an entry whose worker died is claimed again after it. */
+const LEASE = `interval '10 minutes'`;
+
+export class AnchorQueue {
+  constructor(
+    readonly db: Db,
+    readonly slot: string,
+  ) {}
+
+  /** At start: leases of a dead process end now (this one holds the daemon lock). */
+  async releaseLeases(): Promise<void> {
+    await this.db.query(
+      `UPDATE "cdc_registry"."anchor_queue" SET "next_attempt_at" = now() WHERE "slot_name" = $1 AND "state" = 'pending' AND "next_attempt_at" > now()`,
+      [this.slot],
+    );
+  }
+
+  /** The next due entry; NEAR only once the batch's S3 upload (if any) is done. */
+  async claim(): Promise<AnchorEntry | null> {
+    const { rows } = await this.db.query<{ id: string; batch_id: string; target: AnchorTarget; attempts: number }>(
+      `UPDATE "cdc_registry"."anchor_queue" SET "attempts" = "attempts" + 1, "next_attempt_at" = now() + ${LEASE}, "updated_at" = now()
+       WHERE "id" = (
+         SELECT a."id" FROM "cdc_registry"."anchor_queue" a
+         WHERE a."slot_name" = $1 AND a."state" = 'pending' AND a."next_attempt_at" <= now()
+           AND (a."target" = 's3' OR NOT EXISTS (
+             SELECT 1 FROM "cdc_registry"."anchor_queue" s WHERE s."slot_name" = a."slot_name" AND s."batch_id" = a."batch_id"
+               AND s."target" = 's3' AND s."state" <> 'done'))
+         ORDER BY a."id" FOR UPDATE SKIP LOCKED LIMIT 1)
+       RETURNING "id"::text, "batch_id", "target", "attempts"`,
+      [this.slot],
+    );
+    return rows.length ? { id: Number(rows[0].id), batchId: rows[0].batch_id, target: rows[0].target, attempts: Number(rows[0].attempts) } : null;
+  }
+
+  async done(id: number, reference: object): Promise<void> {
+    await this.db.query(`UPDATE "cdc_registry"."anchor_queue" SET "state" = 'done', "reference" = $2, "last_error" = NULL, "updated_at" = now() WHERE "id" = $1`, [id, JSON.stringify(reference)]);
+  }
+
+  /** A retryable failure: due again after `delayMs`. */
+  async retry(id: number, error: string, delayMs: number): Promise<void> {
+    await this.db.query(
+      `UPDATE "cdc_registry"."anchor_queue" SET "last_error" = $2, "next_attempt_at" = now() + make_interval(secs => $3::float8 / 1000), "updated_at" = now() WHERE "id" = $1`,
+      [id, error, delayMs],
+    );
+  }
+
+  /** A failure only an operator can fix (a conflicting token, a refused bucket): state failed. */
+  async fail(id: number, error: string): Promise<void> {
+    await this.db.query(`UPDATE "cdc_registry"."anchor_queue" SET "state" = 'failed', "last_error" = $2, "updated_at" = now() WHERE "id" = $1`, [id, error]);
+  }
+
+  /** Everything the worker needs about a batch: its files and its index. */
+  async batchFiles(batchId: string): Promise<{ path: string; bytes: number; sha256: string; type: string }[]> {
+    const { rows } = await this.db.query<{ path: string; bytes: string; sha256: string; file_type: string }>(
+      `SELECT "path", "bytes"::text, "sha256", "file_type" FROM "cdc_registry"."files" WHERE "slot_name" = $1 AND "batch_id" = $2 ORDER BY "id"`,
+      [this.slot, batchId],
+    );
+    return rows.map((r) => ({ path: r.path, bytes: Number(r.bytes), sha256: r.sha256, type: r.file_type }));
+  }
+
+  async batch(batchId: string): Promise<{ indexPath: string; indexSha256: string; merkleRoot: string | null; lsnStart: string | null; lsnEnd: string; kind: string } | null> {
+    const { rows } = await this.db.query<{ index_path: string; index_sha256: string; merkle_root: string | null; lsn_start: string | null; lsn_end: string; kind: string }>(
+      `SELECT "index_path", "index_sha256", "merkle_root", "lsn_start"::text, "lsn_end"::text, "kind" FROM "cdc_registry"."batches" WHERE "slot_name" = $1 AND "batch_id" = $2`,
+      [this.slot, batchId],
+    );
+    const r = rows[0];
+    return r ? { indexPath: r.index_path, indexSha256: r.index_sha256, merkleRoot: r.merkle_root, lsnStart: r.lsn_start, lsnEnd: r.lsn_end, kind: r.kind } : null;
+  }
+
+  /** For status and metrics: per target, pending and failed counts, the oldest pending age, the last error. */
+  async summary(): Promise<{ target: string; pending: number; failed: number; done: number; oldest_pending_s: number | null; last_error: string | null }[]> {
+    const { rows } = await this.db.query<{ target: string; pending: string; failed: string; done: string; oldest: string | null; last_error: string | null }>(
+      `SELECT "target", count(*) FILTER (WHERE "state" = 'pending')::text AS pending, count(*) FILTER (WHERE "state" = 'failed')::text AS failed,
+              count(*) FILTER (WHERE "state" = 'done')::text AS done,
+              extract(epoch FROM now() - min("created_at") FILTER (WHERE "state" = 'pending'))::bigint::text AS oldest,
+              (array_agg("last_error" ORDER BY "updated_at" DESC) FILTER (WHERE "last_error" IS NOT NULL AND "state" <> 'done'))[1] AS last_error
+       FROM "cdc_registry"."anchor_queue" WHERE "slot_name" = $1 GROUP BY "target" ORDER BY "target"`,
+      [this.slot],
+    );
+    return rows.map((r) => ({ target: r.target, pending: Number(r.pending), failed: Number(r.failed), done: Number(r.done), oldest_pending_s: r.oldest === null ? null : Number(r.oldest), last_error: r.last_error }));
+  }
+}
