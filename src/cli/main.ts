@@ -97,9 +97,11 @@ export function buildProgram(): Command {
     .argument('<path>', 'output.dir, a table or window folder, or a data file')
     .option('--row <n>', 'record number (from 0, header excluded) to prove')
     .option('--proof <file>', 'where to write the proof (JSON)')
+    .option('-c, --config <file>', 'also check the S3 copies and NEAR tokens of anchored batches (and put anchor references in a proof)')
     .addHelpText('after', example('pg-egress verify ./egress', 'pg-egress verify ./egress/public.orders/20261122T100500Z/streaming.csv.gz --row 17 --proof row17.json') + '\nExit codes: 0 verified, 10 a check failed (the first problem is named).\n')
-    .action(async (target: string, opts: { row?: string; proof?: string }) => {
-      commandExit = (await verifyCommand(target, opts)) as ExitCode;
+    .action(async (target: string, opts: { row?: string; proof?: string; config?: string }) => {
+      const cfg = opts.config ? load(program, { config: opts.config }).cfg : undefined;
+      commandExit = (await verifyCommand(target, { ...opts, cfg })) as ExitCode;
     });
 
   program

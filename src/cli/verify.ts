@@ -7,6 +7,8 @@ import path from 'node:path';
 import { EgressError, ExitCode } from '../errors.js';
 import { verifyDataFile, verifyOutput, verifyWindow, type Manifest, type VerifyReport } from '../proof/verify.js';
 import { buildProof, checkProof, type ProofFile } from '../proof/proof-file.js';
+import type { Config } from '../config/index.js';
+import { anchorReferences, verifyAnchors } from './verify-anchors.js';
 
 /** The output folder a path belongs to: the nearest ancestor (or itself) with `_batches/`. */
 function outputRoot(p: string): string | null {
@@ -18,7 +20,7 @@ function outputRoot(p: string): string | null {
   return null;
 }
 
-export async function verifyCommand(target: string, o: { row?: string; proof?: string }, out: NodeJS.WritableStream = process.stdout): Promise<number> {
+export async function verifyCommand(target: string, o: { row?: string; proof?: string; cfg?: Config }, out: NodeJS.WritableStream = process.stdout): Promise<number> {
   if (!existsSync(target)) throw new EgressError('NOT_FOUND_PATH', `${target} does not exist`);
   const report: VerifyReport = { batches: 0, manifests: 0, files: 0, records: 0, problems: [] };
   const st = statSync(target);
@@ -30,6 +32,7 @@ export async function verifyCommand(target: string, o: { row?: string; proof?: s
       throw new EgressError('VERIFY_FAILED', `cannot build the proof: ${(e as Error).message}`);
     });
     checkProof(proof);
+    if (o.cfg) proof.anchors = await anchorReferences(o.cfg, proof.batch.batch_id, proof.file);
     await fsp.writeFile(o.proof, JSON.stringify(proof, null, 2) + '\n');
     out.write(`proof written to ${o.proof}: record ${proof.record.index} of ${proof.file}, batch ${proof.batch.batch_id}\n`);
     return ExitCode.OK;
@@ -48,12 +51,18 @@ export async function verifyCommand(target: string, o: { row?: string; proof?: s
   } else {
     for (const w of (await fsp.readdir(target)).sort()) if (existsSync(path.join(target, w, 'manifest.json'))) await verifyWindow(path.join(target, w), report);
   }
+  let anchors = '';
+  if (o.cfg && (o.cfg.anchors.s3 || o.cfg.anchors.near)) {
+    const a = await verifyAnchors(o.cfg);
+    report.problems.push(...a.problems);
+    anchors = `; anchors: ${a.s3Objects} S3 objects byte-identical, ${a.nearTokens} NEAR tokens naming their batch index`;
+  }
   if (report.problems.length) {
     out.write(`FAILED: ${report.problems.length} problem(s); the first: ${report.problems[0]}\n`);
     for (const p of report.problems.slice(1)) out.write(`  ${p}\n`);
     return ExitCode.VERIFY_FAILED;
   }
-  out.write(`ok: ${report.batches} batch indexes and their chain, ${report.manifests} manifests, ${report.files} files, ${report.records} records match their sha256 and Merkle roots\n`);
+  out.write(`ok: ${report.batches} batch indexes and their chain, ${report.manifests} manifests, ${report.files} files, ${report.records} records match their sha256 and Merkle roots${anchors}\n`);
   return ExitCode.OK;
 }
 

@@ -151,4 +151,28 @@ describe('anchors on S3 and NEAR', () => {
     daemon.proc.kill('SIGTERM');
     expect((await daemon.exit).code).toBe(0);
   });
+
+  it('verify --config checks the S3 copies and NEAR tokens, puts anchor references in a proof, and names a changed S3 object', async () => {
+    const ok = await runCli(['verify', env.outDir, '--config', env.configPath]);
+    expect(ok.stdout).toMatch(/^ok: .*anchors: \d+ S3 objects byte-identical, \d+ NEAR tokens naming their batch index/);
+    expect(ok.code).toBe(0);
+    const file = await withDb(env.url, async (c) => (await c.query(`SELECT path FROM cdc_registry.files WHERE file_type = 'streaming' ORDER BY id LIMIT 1`)).rows[0].path as string);
+    const proofPath = path.join(env.dir, 'proof.json');
+    expect((await runCli(['verify', path.join(env.outDir, file), '--row', '0', '--proof', proofPath, '--config', env.configPath])).code).toBe(0);
+    const proof = JSON.parse(readFileSync(proofPath, 'utf8'));
+    expect(proof.anchors.s3).toMatchObject({ bucket: s3.bucket, file_key: `exports/a/${file}` });
+    expect(proof.anchors.near.token_id).toMatch(new RegExp(`:${proof.batch.batch_id}$`));
+    expect((await runCli(['verify-proof', proofPath])).stdout).toMatch(/anchors: .*token_id/);
+    // Someone replaces an object in the bucket.
+    const target = createS3Target({ bucket: s3.bucket, prefix: 'exports/a', region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true });
+    try {
+      const other = await withDb(env.url, async (c) => (await c.query(`SELECT path FROM cdc_registry.files WHERE file_type = 'schema' ORDER BY id LIMIT 1`)).rows[0].path as string);
+      await target.upload(path.join(env.outDir, other), file);
+    } finally {
+      target.close();
+    }
+    const bad = await runCli(['verify', env.outDir, '--config', env.configPath]);
+    expect(bad.code).toBe(10);
+    expect(bad.stdout).toContain(`exports/a/${file}: missing or not byte-identical to ${file}`);
+  });
 });

@@ -1,0 +1,93 @@
+/**
+ * `verify --config`: besides the local files, the anchors — every registered file's S3 copy (size
+ * and sha256 of what the bucket holds) and each batch's NEAR token (its reference_hash is the
+ * sha256 of the local batch index, its extra the batch root) — and, with `--proof`, the anchor
+ * references a proof carries. Reads the registry for what was anchored; checks the targets live.
+ */
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { Config } from '../config/index.js';
+import { createPool } from '../registry/tx.js';
+import { sourceError } from '../source/connect.js';
+import { createS3Target } from '../anchor/s3.js';
+import { createNearTarget, nearTokenId } from '../anchor/near.js';
+
+export interface AnchorCheck {
+  s3Objects: number;
+  nearTokens: number;
+  problems: string[];
+}
+
+export async function verifyAnchors(cfg: Config): Promise<AnchorCheck> {
+  const out: AnchorCheck = { s3Objects: 0, nearTokens: 0, problems: [] };
+  const pool = createPool(cfg.source, 1);
+  try {
+    const { rows: sys } = await pool.query<{ sysid: string }>(`SELECT system_identifier::text AS sysid FROM pg_control_system()`);
+    if (cfg.anchors.s3) {
+      const s3 = createS3Target(cfg.anchors.s3);
+      try {
+        const { rows } = await pool.query<{ path: string; bytes: string; sha256: string }>(
+          `SELECT f.path, f.bytes::text, f.sha256 FROM cdc_registry.files f JOIN cdc_registry.anchor_queue a
+             ON a.slot_name = f.slot_name AND a.batch_id = f.batch_id AND a.target = 's3' AND a.state = 'done'
+           WHERE f.slot_name = $1 ORDER BY f.id`,
+          [cfg.slot],
+        );
+        for (const r of rows) {
+          if (!(await s3.check(r.path, { bytes: Number(r.bytes), sha256: r.sha256 }))) out.problems.push(`s3://${cfg.anchors.s3.bucket}/${s3.key(r.path)}: missing or not byte-identical to ${r.path}`);
+          out.s3Objects++;
+        }
+      } finally {
+        s3.close();
+      }
+    }
+    if (cfg.anchors.near) {
+      const near = createNearTarget(cfg.anchors.near);
+      const { rows } = await pool.query<{ batch_id: string; index_path: string }>(
+        `SELECT b.batch_id, b.index_path FROM cdc_registry.batches b JOIN cdc_registry.anchor_queue a
+           ON a.slot_name = b.slot_name AND a.batch_id = b.batch_id AND a.target = 'near' AND a.state = 'done'
+         WHERE b.slot_name = $1 ORDER BY b.chain_seq`,
+        [cfg.slot],
+      );
+      for (const r of rows) {
+        const token = await near.token(nearTokenId(sys[0].sysid, cfg.slot, r.batch_id));
+        const bytes = await fsp.readFile(path.join(cfg.output.dir, r.index_path)).catch(() => null);
+        const sha = bytes ? createHash('sha256').update(bytes).digest('base64') : null;
+        if (!token?.metadata) out.problems.push(`NEAR token of batch ${r.batch_id}: not found on ${cfg.anchors.near.contractId}`);
+        else if (token.metadata.reference_hash !== sha) out.problems.push(`NEAR token of batch ${r.batch_id}: reference_hash does not match ${r.index_path} (the batch index was changed)`);
+        out.nearTokens++;
+      }
+    }
+    return out;
+  } catch (e) {
+    throw sourceError(e, cfg.source, 'read the anchors');
+  } finally {
+    await pool.end().catch(() => undefined);
+  }
+}
+
+/** The anchor references of a batch, for a proof file. */
+export async function anchorReferences(cfg: Config, batchId: string, fileRel: string): Promise<Record<string, unknown> | null> {
+  const pool = createPool(cfg.source, 1);
+  try {
+    const { rows } = await pool.query<{ target: string; reference: Record<string, unknown> | string }>(
+      `SELECT target, reference FROM cdc_registry.anchor_queue WHERE slot_name = $1 AND batch_id = $2 AND state = 'done'`,
+      [cfg.slot, batchId],
+    );
+    if (!rows.length) return null;
+    const out: Record<string, unknown> = {};
+    for (const r of rows) {
+      const ref = typeof r.reference === 'string' ? (JSON.parse(r.reference) as Record<string, unknown>) : r.reference;
+      if (r.target === 's3' && cfg.anchors.s3) {
+        const s3 = createS3Target(cfg.anchors.s3);
+        out.s3 = { bucket: cfg.anchors.s3.bucket, file_key: s3.key(fileRel), index_key: ref.index_key };
+        s3.close();
+      } else {
+        out.near = { contract: ref.contract, token_id: ref.token_id, tx_hash: ref.tx_hash, reference: ref.reference };
+      }
+    }
+    return out;
+  } finally {
+    await pool.end().catch(() => undefined);
+  }
+}
