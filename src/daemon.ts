@@ -24,6 +24,8 @@ import { Reloader } from './reload/reloader.js';
 import { BatchChain } from './proof/chain.js';
 import { AnchorWorker } from './anchor/worker.js';
 import { AnchorQueue, anchorTargets } from './registry/anchors.js';
+import { DaemonState } from './http/state.js';
+import { startHttp } from './http/server.js';
 import { ReloadRegistry } from './registry/reloads.js';
 import { missingFiles, sweepOutput } from './output/sweep.js';
 import { ensureDir, writeFileAtomic } from './output/atomic.js';
@@ -38,31 +40,46 @@ export interface RunOptions {
   signal: AbortSignal;
   /** Called once streaming has started (tests, readiness). */
   onStreaming?: () => void;
+  /** What /health, /ready and /metrics read (created here when not given). */
+  state?: DaemonState;
 }
 
 export async function runDaemon(cfg: Config, log: Logger, opts: RunOptions): Promise<void> {
+  const state = opts.state ?? new DaemonState();
+  const http = await startHttp(cfg, log, state);
   let started = false;
   let attempt = 0;
-  while (!opts.signal.aborted) {
-    try {
-      await runSession(cfg, log, opts, () => {
-        started = true;
-        attempt = 0;
-      });
-      return;
-    } catch (e) {
-      const err = isEgressError(e) ? e : sourceError(e, cfg.source, 'stream');
-      // Before the first successful start, errors are the operator's to fix: exit with them.
-      if (!started || !err.retryable || opts.signal.aborted) throw err;
-      attempt++;
-      const delay = Math.min(30_000, 250 * 2 ** Math.min(attempt, 7)) * (0.75 + Math.random() * 0.5);
-      log.warn({ code: err.code, attempt, retry_in_ms: Math.round(delay) }, `${err.message}; reconnecting`);
-      await sleep(delay, opts.signal);
+  try {
+    while (!opts.signal.aborted) {
+      try {
+        await runSession(cfg, log, { ...opts, state }, () => {
+          started = true;
+          attempt = 0;
+        });
+        return;
+      } catch (e) {
+        const err = isEgressError(e) ? e : sourceError(e, cfg.source, 'stream');
+        state.error(err.code);
+        // Before the first successful start, errors are the operator's to fix: exit with them.
+        if (!started || !err.retryable || opts.signal.aborted) throw err;
+        attempt++;
+        state.reconnects++;
+        state.phase = 'reconnecting';
+        state.reason = `reconnecting after: ${err.message}`;
+        const delay = Math.min(30_000, 250 * 2 ** Math.min(attempt, 7)) * (0.75 + Math.random() * 0.5);
+        log.warn({ code: err.code, attempt, retry_in_ms: Math.round(delay) }, `${err.message}; reconnecting`);
+        await sleep(delay, opts.signal);
+      }
     }
+  } finally {
+    state.phase = 'stopping';
+    state.reason = 'stopping';
+    await new Promise<void>((r) => (http ? http.close(() => r()) : r()));
   }
 }
 
-async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted: () => void): Promise<void> {
+async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: DaemonState }, onStarted: () => void): Promise<void> {
+  const state = opts.state;
   // One daemon per slot, for the whole session, before anything touches output.dir.
   const lock = await DaemonLock.acquire(cfg.source, cfg.slot);
   const client = createPool(cfg.source, 6);
@@ -71,6 +88,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
   let reloader: Reloader | null = null;
   let anchors: AnchorWorker | null = null;
   try {
+    state.db = client;
     const prep = await prepareSource(client, cfg, log, { run: true });
     const { registry } = prep;
     await ensureDir(cfg.output.dir, cfg.output.dirMode);
@@ -140,10 +158,14 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
 
     while (!opts.signal.aborted) {
       const buf = await s.next(1000);
+      state.lastLoopAt = Date.now();
       if (!streaming && (buf || Date.now() - startedAt > 5000)) {
         // The server accepted START_REPLICATION (it refuses at once, e.g. a slot in use): only
         // from now on is a failure a case for reconnecting rather than the operator's to fix.
         streaming = true;
+        state.phase = 'streaming';
+        state.reason = '';
+        state.controller = c;
         onStarted();
         opts.onStreaming?.();
       }
@@ -158,6 +180,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
           if (frame.replyRequested || idleWalEnd > confirmed) {
             s.sendStatus(confirmLsn());
             lastStatus = Date.now();
+            state.lastStatusAt = lastStatus;
           }
         }
       }
@@ -172,6 +195,10 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions, onStarted:
         // a reply now and then, so that silence really means a dead connection.
         s.sendStatus(confirmLsn(), now - s.lastFrameAt > QUIET_PING_MS);
         lastStatus = now;
+        state.lastStatusAt = now;
+        state.receivedLsn = s.receivedLsn;
+        state.confirmedLsn = confirmed;
+        state.registeredLsn = c.durableLsn;
       }
       if (now - lastProgress >= PROGRESS_INTERVAL_MS) {
         // Progress for long catch-ups: what arrived since the last line, and how far behind we are.

@@ -50,10 +50,11 @@ export class AnchorWorker {
     w?.();
   }
 
+  /** Stops within a few seconds: an upload or mint in flight is left to its lease (redone later). */
   async stop(): Promise<void> {
     this.stopping = true;
     this.wake();
-    await this.loopDone;
+    await Promise.race([this.loopDone, new Promise((r) => setTimeout(r, 5000).unref())]);
     this.s3?.close();
   }
 

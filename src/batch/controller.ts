@@ -131,8 +131,14 @@ export class BatchController {
   /** Highest LSN whose changes are in registered files. */
   durableLsn: Lsn;
   private readonly skipBelow: Lsn;
-  /** Counters for status and logs. */
-  stats = { transactions: 0, rows: 0, flushes: 0, skippedTransactions: 0 };
+  /** Counters for status, logs and metrics. */
+  stats = { transactions: 0, rows: 0, flushes: 0, skippedTransactions: 0, files: 0, bytes: 0, rawBytes: 0 };
+  /** Rows written per `schema.table` and op (metrics read it at scrape time). */
+  readonly rowsByTable = new Map<string, Map<string, number>>();
+  /** Commit time (ms) of the last transaction seen, for the source lag. */
+  lastCommitMs: number | null = null;
+  /** Durations of recent flushes in seconds, drained by the metrics histogram. */
+  readonly flushSeconds: number[] = [];
 
   constructor(private readonly o: ControllerOptions) {
     this.cfg = o.cfg;
@@ -208,6 +214,7 @@ export class BatchController {
 
   private async begin(finalLsn: Lsn, xid: number, commitTime: bigint): Promise<void> {
     const skip = finalLsn < this.skipBelow;
+    this.lastCommitMs = pgMicrosToUnixMs(commitTime);
     if (!skip) {
       const w = alignWindow(pgMicrosToUnixMs(commitTime), this.cfg.batch.intervalMs);
       if (this.windowStart === null || w > this.windowStart) {
@@ -351,6 +358,10 @@ export class BatchController {
     }
     b.byte(LF);
     this.stats.rows++;
+    let perOp = this.rowsByTable.get(rel.key);
+    if (!perOp) this.rowsByTable.set(rel.key, (perOp = new Map()));
+    const opName = String.fromCharCode(op);
+    perOp.set(opName, (perOp.get(opName) ?? 0) + 1);
     return f.rowWritten(t.finalLsn);
   }
 
@@ -460,6 +471,12 @@ export class BatchController {
     this.windows.clear();
     if (requested) this.o.onReloadsRegistered?.();
     this.stats.flushes++;
+    for (const f of record.files) {
+      this.stats.files++;
+      this.stats.bytes += f.bytes;
+      this.stats.rawBytes += f.rawBytes ?? f.bytes;
+    }
+    if (this.flushSeconds.length < 10_000) this.flushSeconds.push((this.now() - started) / 1000);
     this.log.info({ batch: record.batchId, reason, tables: record.tables.length, rows: record.rows, lsn: lsnHex(this.durableLsn), ms: this.now() - started }, 'flushed batch');
   }
 

@@ -15,6 +15,8 @@ import { reloadCommand } from './reload.js';
 import { verifyCommand, verifyProofCommand } from './verify.js';
 
 let debug = false;
+/** SIGTERM to exit: the flush in progress, confirmation, closing (README "Shutdown"). */
+const SHUTDOWN_BOUND_S = 30;
 /** Exit code a command chose without failing (status: attention needed). */
 let commandExit: ExitCode = ExitCode.OK;
 
@@ -61,6 +63,12 @@ export function buildProgram(): Command {
         }
         log.info(`${sig}: finishing the flush in progress, then stopping`);
         ac.abort();
+        // The documented bound: a stop that takes longer (a stuck disk, a hung server) ends here.
+        // Nothing unregistered was confirmed, so the next start streams it again.
+        setTimeout(() => {
+          log.error(`shutdown took over ${SHUTDOWN_BOUND_S} s: exiting now; unregistered changes will be streamed again`);
+          process.exit(ExitCode.INTERNAL);
+        }, SHUTDOWN_BOUND_S * 1000).unref();
       };
       process.on('SIGTERM', onSignal);
       process.on('SIGINT', onSignal);

@@ -49,6 +49,8 @@ export function writeConfig(env: EgressEnv, extra: string): void {
   if (!hasSection('output')) lines.push(`output:\n  dir: ${JSON.stringify(env.outDir)}`);
   if (!hasSection('batch')) lines.push('batch:\n  interval: 1s');
   if (!hasSection('tables')) lines.push('tables:\n  include: ["*.*"]');
+  // Test files run side by side: the HTTP endpoints are off unless a test asks for a port.
+  if (!hasSection('http')) lines.push('http:\n  port: 0');
   lines.push(extra);
   writeFileSync(env.configPath, lines.join('\n') + '\n');
 }

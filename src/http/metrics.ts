@@ -1,0 +1,98 @@
+/**
+ * Prometheus metrics (prefix `pg_egress_`), read at scrape time from the daemon's state and the
+ * registry, never updated on the hot path: the controller keeps plain counters, and each scrape
+ * turns them into samples. Secrets never appear: labels are table names, ops, targets, codes.
+ * https://github.com/siimots/prom-client
+ */
+import client from 'prom-client';
+import type { DaemonState } from './state.js';
+
+const lsnNumber = (l: bigint): number => Number(l);
+
+export function createMetrics(state: DaemonState, slot: string): client.Registry {
+  const registry = new client.Registry();
+  const g = (name: string, help: string, labelNames: string[], collect: (m: client.Gauge) => Promise<void> | void) =>
+    new client.Gauge({ name: `pg_egress_${name}`, help, labelNames, registers: [registry], collect() {
+      this.reset();
+      return collect(this);
+    } });
+  const query = async <T extends Record<string, unknown>>(sql: string, params: unknown[]): Promise<T[]> => {
+    if (!state.db) return [];
+    try {
+      return (await state.db.query<T>(sql, params)).rows;
+    } catch {
+      return [];
+    }
+  };
+
+  g('up', '1 while the replication stream is connected and confirming', [], (m) => m.set(state.phase === 'streaming' ? 1 : 0));
+  g('registered_lsn', 'LSN up to which changes are in registered files', [], (m) => m.set(lsnNumber(state.registeredLsn)));
+  g('confirmed_lsn', 'LSN the slot was last confirmed to', [], (m) => m.set(lsnNumber(state.confirmedLsn)));
+  g('received_lsn', 'last LSN received from the server', [], (m) => m.set(lsnNumber(state.receivedLsn)));
+  g('source_lag_seconds', 'now minus the commit time of the last transaction seen', [], (m) => {
+    const t = state.controller?.lastCommitMs;
+    if (t != null) m.set(Math.max(0, (Date.now() - t) / 1000));
+  });
+  g('slot_wal_bytes', 'WAL the slot holds: retained (current - restart_lsn) and unconfirmed (current - confirmed_flush_lsn)', ['kind'], async (m) => {
+    const rows = await query<{ retained: string | null; unconfirmed: string | null }>(
+      `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::text AS retained, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text AS unconfirmed
+       FROM pg_replication_slots WHERE slot_name = $1`,
+      [slot],
+    );
+    if (rows[0]?.retained != null) m.set({ kind: 'retained' }, Number(rows[0].retained));
+    if (rows[0]?.unconfirmed != null) m.set({ kind: 'unconfirmed' }, Number(rows[0].unconfirmed));
+  });
+  g('rows', 'rows written to streaming files since start, by table and op', ['table', 'op'], (m) => {
+    for (const [key, ops] of state.controller?.rowsByTable ?? []) for (const [op, n] of ops) m.set({ table: key.replace('\u0000', '.'), op }, n);
+  });
+  const stat = (name: string, help: string, pick: (s: NonNullable<DaemonState['controller']>['stats']) => number) =>
+    g(name, help, [], (m) => {
+      if (state.controller) m.set(pick(state.controller.stats));
+    });
+  stat('transactions', 'transactions written since start', (s) => s.transactions);
+  stat('flushes', 'flushes registered since start', (s) => s.flushes);
+  stat('files_written', 'files registered by flushes since start', (s) => s.files);
+  g('bytes_written', 'bytes of files registered by flushes since start', ['kind'], (m) => {
+    if (!state.controller) return;
+    m.set({ kind: 'gzip' }, state.controller.stats.bytes);
+    m.set({ kind: 'raw' }, state.controller.stats.rawBytes);
+  });
+  const flush = new client.Histogram({ name: 'pg_egress_flush_duration_seconds', help: 'time to write and register a flush', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry] });
+  g('reconnects', 'reconnects since start', [], (m) => {
+    // The histogram is fed here, at scrape time, from what the controller recorded.
+    for (const s of state.controller?.flushSeconds.splice(0) ?? []) flush.observe(s);
+    m.set(state.reconnects);
+  });
+  g('errors', 'errors by code since start', ['code'], (m) => {
+    for (const [code, n] of state.errors) m.set({ code }, n);
+  });
+  g('table_mode', '1 for each table in its mode (streaming, pending_reload, reloading)', ['table', 'mode'], async (m) => {
+    for (const r of await query<{ t: string; mode: string }>(`SELECT schema_name || '.' || table_name AS t, mode FROM cdc_registry.tables WHERE slot_name = $1 AND dropped_at IS NULL`, [slot])) m.set({ table: r.t, mode: r.mode }, 1);
+  });
+  g('reload_rows', 'rows exported by reloads that are not over, and by the last done one per table', ['table', 'state'], async (m) => {
+    const rows = await query<{ t: string; state: string; rows: string | null }>(
+      `SELECT DISTINCT ON (schema_name, table_name, state) schema_name || '.' || table_name AS t, state, rows::text FROM cdc_registry.reloads
+       WHERE slot_name = $1 ORDER BY schema_name, table_name, state, id DESC`,
+      [slot],
+    );
+    for (const r of rows) m.set({ table: r.t, state: r.state }, Number(r.rows ?? 0));
+  });
+  g('anchor_queue', 'anchor queue entries by target and state', ['target', 'state'], async (m) => {
+    for (const r of await query<{ target: string; state: string; n: string }>(`SELECT target, state, count(*)::text AS n FROM cdc_registry.anchor_queue WHERE slot_name = $1 GROUP BY 1, 2`, [slot])) {
+      m.set({ target: r.target, state: r.state }, Number(r.n));
+    }
+  });
+  g('anchor_oldest_pending_seconds', 'age of the oldest pending anchor by target', ['target'], async (m) => {
+    for (const r of await query<{ target: string; age: string }>(
+      `SELECT target, extract(epoch FROM now() - min(created_at))::text AS age FROM cdc_registry.anchor_queue WHERE slot_name = $1 AND state = 'pending' GROUP BY 1`,
+      [slot],
+    )) m.set({ target: r.target }, Number(r.age));
+  });
+  g('anchor_last_success_timestamp_seconds', 'when each target last anchored a batch', ['target'], async (m) => {
+    for (const r of await query<{ target: string; t: string }>(
+      `SELECT target, extract(epoch FROM max(updated_at))::text AS t FROM cdc_registry.anchor_queue WHERE slot_name = $1 AND state = 'done' GROUP BY 1`,
+      [slot],
+    )) m.set({ target: r.target }, Number(r.t));
+  });
+  return registry;
+}

@@ -1,0 +1,69 @@
+/**
+ * The service endpoints on `http.port` (0 turns them off), with node's own http:
+ * - `GET /health` (liveness): the event loop answers and the main loop has turned in the last 30 s.
+ * - `GET /ready` (readiness): streaming (the server accepted START_REPLICATION), the stream is
+ *   confirming (a standby status within 30 s), and the registry answers a query within 2 s; not
+ *   ready while starting, reconnecting or stopping. The body says why.
+ * - `GET /status`: the JSON of `pg-egress status`.
+ * - `GET /metrics`: Prometheus text (./metrics.ts).
+ */
+import http from 'node:http';
+import type { Config } from '../config/index.js';
+import type { Logger } from '../log.js';
+import { EgressError } from '../errors.js';
+import { statusReport } from '../cli/status.js';
+import { createMetrics } from './metrics.js';
+import type { DaemonState } from './state.js';
+
+const STALE_MS = 30_000;
+
+async function registryAnswers(state: DaemonState): Promise<boolean> {
+  if (!state.db) return false;
+  const probe = state.db.query('SELECT 1').then(
+    () => true,
+    () => false,
+  );
+  return Promise.race([probe, new Promise<boolean>((r) => setTimeout(() => r(false), 2000))]);
+}
+
+export async function startHttp(cfg: Config, log: Logger, state: DaemonState): Promise<http.Server | null> {
+  if (cfg.http.port === 0) return null;
+  const metrics = createMetrics(state, cfg.slot);
+  const send = (res: http.ServerResponse, code: number, body: string, type = 'application/json') => {
+    res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' });
+    res.end(body);
+  };
+  const server = http.createServer((req, res) => {
+    const url = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, JSON.stringify({ error: 'GET only' }));
+    void (async () => {
+      try {
+        if (url === '/health') {
+          const age = Date.now() - state.lastLoopAt;
+          const ok = state.phase !== 'streaming' || age < STALE_MS;
+          return send(res, ok ? 200 : 503, JSON.stringify({ ok, phase: state.phase, main_loop_age_ms: age }));
+        }
+        if (url === '/ready') {
+          const reasons: string[] = [];
+          if (state.phase !== 'streaming') reasons.push(state.reason);
+          else if (Date.now() - state.lastStatusAt > STALE_MS) reasons.push('no standby status sent to the server in 30 s');
+          if (reasons.length === 0 && !(await registryAnswers(state))) reasons.push('the registry does not answer');
+          return send(res, reasons.length ? 503 : 200, JSON.stringify({ ready: reasons.length === 0, phase: state.phase, reasons }));
+        }
+        if (url === '/status') return send(res, 200, JSON.stringify(await statusReport(cfg), null, 2));
+        if (url === '/metrics') return send(res, 200, await metrics.metrics(), metrics.contentType);
+        return send(res, 404, JSON.stringify({ error: 'not found', endpoints: ['/health', '/ready', '/status', '/metrics'] }));
+      } catch (e) {
+        return send(res, 500, JSON.stringify({ error: (e as Error).message.split('\n')[0] }));
+      }
+    })();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e: NodeJS.ErrnoException) =>
+      reject(new EgressError('CONFIG_INVALID', `cannot listen on http.port ${cfg.http.port} (${e.code}); set http.port to a free port, or 0 to turn the endpoints off`, { cause: e })),
+    );
+    server.listen(cfg.http.port, () => resolve());
+  });
+  log.info({ port: cfg.http.port }, 'http endpoints: /health /ready /status /metrics');
+  return server;
+}

@@ -1,0 +1,31 @@
+/**
+ * What the running daemon exposes to /health, /ready, /status and /metrics: a plain object the
+ * main loop writes as it goes (a few assignments per loop, nothing per row beyond the
+ * controller's own counters) and the HTTP server reads at request time, outside the hot path.
+ */
+import type { BatchController } from '../batch/controller.js';
+import type { Db } from '../registry/tx.js';
+
+export type Phase = 'starting' | 'streaming' | 'reconnecting' | 'stopping';
+
+export class DaemonState {
+  phase: Phase = 'starting';
+  /** Why the daemon is not streaming, for /ready. */
+  reason = 'starting: preparing the source';
+  /** The main loop's last turn (liveness). */
+  lastLoopAt = Date.now();
+  /** Last standby status sent to the server (confirming). */
+  lastStatusAt = 0;
+  receivedLsn = 0n;
+  confirmedLsn = 0n;
+  registeredLsn = 0n;
+  reconnects = 0;
+  readonly errors = new Map<string, number>();
+  controller: BatchController | null = null;
+  /** The session's registry pool, for scrape-time queries. */
+  db: Db | null = null;
+
+  error(code: string): void {
+    this.errors.set(code, (this.errors.get(code) ?? 0) + 1);
+  }
+}
