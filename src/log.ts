@@ -1,16 +1,31 @@
 /**
- * Structured logs (JSON lines on stdout, for Kubernetes). Secrets never reach a log line: the
- * config is logged only through `redactedConfig`, and errors carry no connection strings.
+ * Structured logs: JSON lines on stdout (for Kubernetes), or pretty lines when stdout is a
+ * terminal and the optional `pino-pretty` is installed. Secrets never reach a log line: the config
+ * is logged only through `redactedConfig`, and errors carry no connection strings.
  */
+import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
 
 export type { Logger };
 
+function prettyAvailable(): boolean {
+  if (!process.stdout.isTTY || process.env.PG_EGRESS_LOG_FORMAT === 'json') return false;
+  try {
+    createRequire(import.meta.url).resolve('pino-pretty');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function createLogger(level: string): Logger {
-  return pino({
-    level,
-    base: { svc: 'pg-egress' },
-    timestamp: pino.stdTimeFunctions.isoTime,
-    redact: { paths: ['password', '*.password', 'private_key', '*.private_key', 'privateKey', '*.privateKey'], censor: '***' },
-  });
+  return pino(
+    {
+      level,
+      base: { svc: 'pg-egress' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      redact: { paths: ['password', '*.password', 'private_key', '*.private_key', 'privateKey', '*.privateKey'], censor: '***' },
+    },
+    prettyAvailable() ? pino.transport({ target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,svc' } }) : undefined,
+  );
 }

@@ -477,7 +477,12 @@ export class BatchController {
       this.stats.rawBytes += f.rawBytes ?? f.bytes;
     }
     if (this.flushSeconds.length < 10_000) this.flushSeconds.push((this.now() - started) / 1000);
-    this.log.info({ batch: record.batchId, reason, tables: record.tables.length, rows: record.rows, lsn: lsnHex(this.durableLsn), ms: this.now() - started }, 'flushed batch');
+    const bytes = record.files.reduce((n, f) => n + f.bytes, 0);
+    const rawBytes = record.files.reduce((n, f) => n + (f.rawBytes ?? f.bytes), 0);
+    this.log.info(
+      { batch: record.batchId, reason, tables: record.tables.length, names: record.tables.slice(0, 10).map((t) => `${t.schema}.${t.table}`), rows: record.rows, bytes, raw_bytes: rawBytes, lsn: lsnHex(this.durableLsn), ms: this.now() - started },
+      'flushed batch',
+    );
   }
 
   private async schemaDoc(w: TableWindow, lsnStart: Lsn | null, lsnEnd: Lsn | null): Promise<string> {
