@@ -273,7 +273,13 @@ const podSpec = sts.spec!.template!.spec;
 const container = podSpec.containers[0];
 const cdcText = configMap.data?.['cdc.yml'] ?? '';
 const secretEnv = secret.stringData ?? {};
-const cfg: Config = parseConfig(cdcText, { env: secretEnv, baseDir: '/etc/pg-egress', path: '/etc/pg-egress/cdc.yml' });
+const cfg: Config = (() => {
+  try {
+    return parseConfig(cdcText, { env: secretEnv, baseDir: '/etc/pg-egress', path: '/etc/pg-egress/cdc.yml' });
+  } catch (e) {
+    throw new Error(`deploy/kubernetes/configmap.yaml cdc.yml, with the keys of secret.example.yaml as the environment: ${(e as Error).message}`, { cause: e });
+  }
+})();
 
 /** A probe's or service's port (a number or the name of a container port) as a number. */
 function portOf(p: number | string | undefined): number | undefined {
