@@ -1,22 +1,46 @@
-# pg-egress daemon image. Build: docker build -t pg-egress .
-# Run:   docker run -v /data/egress:/egress -v $PWD/cdc.yml:/etc/pg-egress/cdc.yml -e PGPASSWORD pg-egress
+# pg-egress daemon image (README "Docker and Kubernetes").
+#   docker build -t pg-egress:0.1.0 .
+#   docker run -d --name pg-egress --stop-timeout 60 -p 8080:8080 \
+#     -v pg-egress-data:/var/lib/pg-egress -v "$PWD/cdc.yml:/etc/pg-egress/cdc.yml:ro" \
+#     -e PGPASSWORD -e NEAR_PRIVATE_KEY -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY pg-egress:0.1.0
+# cdc.yml must set output.dir: /var/lib/pg-egress (a relative one resolves under /etc/pg-egress) and
+# keep http.port: 8080 (the HEALTHCHECK below and the Kubernetes probes use it).
+# test/unit/deploy.test.ts checks this file's rules and builds the final stage by hand.
+
+# ---- build: compile TypeScript ----
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+# No install scripts: the only one is secp256k1's optional native build (near-api-js falls back to JS).
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-RUN npm run build && npm prune --omit=dev
+RUN npm run build
 
+# ---- final: production dependencies, compiled code, migrations ----
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
-COPY --from=build /app/node_modules ./node_modules
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
-COPY package.json cdc.example.yml ./
 COPY sql ./sql
-RUN mkdir -p /egress && chown node:node /egress
-USER node
-VOLUME ["/egress"]
-ENTRYPOINT ["node", "/app/dist/cli/bin.js"]
+COPY cdc.example.yml ./
+# `pg-egress` on PATH (what `npm install -g` would make); the output folder owned by the runtime
+# user (uid/gid 1000 is the base image's `node` user; numeric so runAsNonRoot can check it).
+RUN chmod 0755 /app/dist/cli/bin.js \
+ && ln -s /app/dist/cli/bin.js /usr/local/bin/pg-egress \
+ && mkdir -p /var/lib/pg-egress /etc/pg-egress \
+ && chown 1000:1000 /var/lib/pg-egress \
+ && chmod 0700 /var/lib/pg-egress
+USER 1000:1000
+VOLUME ["/var/lib/pg-egress"]
+EXPOSE 8080
+# Liveness of the daemon's HTTP server (http.port). No curl in slim images: node's own fetch.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:8080/health').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))"]
+# SIGTERM finishes the flush in progress and exits 0 within 30 s: stop with a longer timeout
+# (docker stop -t 60, --stop-timeout 60, terminationGracePeriodSeconds: 60).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["pg-egress"]
 CMD ["run", "--config", "/etc/pg-egress/cdc.yml"]
