@@ -82,6 +82,11 @@ const SHAPE = {
 
 type Shape = { [k: string]: Shape | 1 | '*' };
 
+/** Every configuration key as a dotted path (`anchors.s3.bucket`), for docs that must not drift. */
+export function configKeys(shape: Shape = SHAPE as unknown as Shape, at = ''): string[] {
+  return Object.entries(shape).flatMap(([k, v]) => (typeof v === 'object' ? configKeys(v, `${at}${k}.`) : [`${at}${k}`]));
+}
+
 const invalid = (msg: string) => new EgressError('CONFIG_INVALID', `config: ${msg}`);
 
 function levenshtein(a: string, b: string): number {
