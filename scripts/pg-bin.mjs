@@ -104,7 +104,9 @@ export function embeddedPgBin() {
       return false;
     }
   };
-  if (ours(cache) && existsSync(path.join(cache, '.ready'))) return path.join(cache, 'bin');
+  // Ready, and not thinned out by a temporary-files cleaner since.
+  const complete = (dir) => ['.ready', 'bin/postgres', 'bin/initdb', 'bin/pg_ctl', 'share/postgresql/postgres.bki', 'lib/postgresql/pgoutput.so'].every((f) => existsSync(path.join(dir, f)));
+  if (ours(cache) && complete(cache)) return path.join(cache, 'bin');
   if (existsSync(cache) && !ours(cache)) {
     // Someone else's folder under that name: never run binaries from it; use a private copy.
     const own = mkdtempSync(path.join(os.tmpdir(), 'pg-egress-embedded-pg-'));
@@ -112,7 +114,7 @@ export function embeddedPgBin() {
     materialize(pkg.native, own);
     return path.join(own, 'bin');
   }
-  if (existsSync(cache)) rmSync(cache, { recursive: true, force: true }); // an unfinished copy
+  if (existsSync(cache)) rmSync(cache, { recursive: true, force: true }); // an incomplete copy
   // Build next to it and rename into place, so concurrent callers never see half a copy.
   const tmp = mkdtempSync(`${cache}.tmp-`);
   rmSync(tmp, { recursive: true });
@@ -122,7 +124,7 @@ export function embeddedPgBin() {
   } catch {
     rmSync(tmp, { recursive: true, force: true }); // another process was first
   }
-  if (!existsSync(path.join(cache, '.ready')) || !statSync(cache).isDirectory()) throw new Error(`could not prepare ${cache}`);
+  if (!complete(cache) || !statSync(cache).isDirectory()) throw new Error(`could not prepare ${cache}`);
   return path.join(cache, 'bin');
 }
 
