@@ -7,6 +7,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { inject } from 'vitest';
@@ -43,7 +44,9 @@ describe('streaming throughput', () => {
     });
     const end = await currentWalLsn(env.url);
 
-    const pgBin = inject('pgBinDir') || path.dirname((await run('which', ['pg_recvlogical'])).stdout.trim());
+    // The embedded PostgreSQL 18 ships no client tools: then the system's pg_recvlogical.
+    const serverBin = inject('pgBinDir');
+    const pgBin = serverBin && existsSync(path.join(serverBin, 'pg_recvlogical')) ? serverBin : path.dirname((await run('which', ['pg_recvlogical'])).stdout.trim());
     const u = new URL(env.url);
     const recvlogical = async (slot: string): Promise<number> => {
       const t = process.hrtime.bigint();

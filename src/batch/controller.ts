@@ -258,19 +258,22 @@ export class BatchController {
     const key = defKey(schema, table);
     const selected = matchTable(this.cfg, schema, table);
     const excluded = excludedColumns(this.cfg, schema, table);
-    const outIdx: number[] = [];
-    columns.forEach((c, i) => {
-      if (!excluded.has(c.name)) outIdx.push(i);
-    });
-    const prev = this.relations.get(oid);
-    const names = outIdx.map((i) => columns[i].name);
-    // Keep the same array when nothing changed, so files compare layouts by reference.
-    const outNames = prev && prev.outNames.length === names.length && prev.outNames.every((n, i) => n === names[i]) ? prev.outNames : names;
     if (selected && !this.defs.has(key)) {
       const def = await this.o.loadDef(oid);
       if (def) this.defs.set(key, def);
     }
     const def = this.defs.get(key);
+    // PostgreSQL 18 sends stored generated columns when the publication's
+    // publish_generated_columns says so; they stay out of the files, as out of COPY's output.
+    const generated = new Set(def?.columns.filter((c) => c.generated).map((c) => c.name));
+    const outIdx: number[] = [];
+    columns.forEach((c, i) => {
+      if (!excluded.has(c.name) && !generated.has(c.name)) outIdx.push(i);
+    });
+    const prev = this.relations.get(oid);
+    const names = outIdx.map((i) => columns[i].name);
+    // Keep the same array when nothing changed, so files compare layouts by reference.
+    const outNames = prev && prev.outNames.length === names.length && prev.outNames.every((n, i) => n === names[i]) ? prev.outNames : names;
     let pkIdx: number[] | null = null;
     if (def && def.primary_key.length) {
       pkIdx = def.primary_key.map((n) => columns.findIndex((c) => c.name === n));

@@ -1,30 +1,21 @@
 /**
- * A throwaway PostgreSQL cluster from the installed server binaries. initdb/postgres refuse to run
- * as root, so when we are root they run as the `postgres` OS user in a directory it owns.
+ * A throwaway PostgreSQL cluster from the server binaries that findBinDir() picks. initdb/postgres
+ * refuse to run as root, so when we are root they run as the `postgres` OS user in a directory it
+ * owns.
  */
 import { execFileSync } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { findPgBin } from '../../scripts/pg-bin.mjs';
 
+/**
+ * The server binaries: PG_BIN, else (PG_EMBEDDED=1) the embedded PostgreSQL 18, else the system's,
+ * else the embedded ones. One rule for the tests and the demo: scripts/pg-bin.mjs.
+ */
 export function findBinDir(): string {
-  const fromEnv = process.env.PG_BIN;
-  if (fromEnv && existsSync(path.join(fromEnv, 'postgres'))) return fromEnv;
-  try {
-    const dir = execFileSync('pg_config', ['--bindir'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
-    if (existsSync(path.join(dir, 'postgres'))) return dir;
-  } catch {
-    // no pg_config on PATH
-  }
-  const base = '/usr/lib/postgresql';
-  if (existsSync(base)) {
-    const versions = readdirSync(base)
-      .filter((v) => existsSync(path.join(base, v, 'bin', 'postgres')))
-      .sort((a, b) => Number(b) - Number(a));
-    if (versions.length) return path.join(base, versions[0], 'bin');
-  }
-  throw new Error('no PostgreSQL server binaries found (install postgresql, set PG_BIN, or set PG_TEST_URL)');
+  return findPgBin();
 }
 
 const isRoot = () => process.getuid?.() === 0;
