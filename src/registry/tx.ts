@@ -15,6 +15,9 @@ export function createPool(source: SourceConfig, max = 4): pg.Pool {
   const pool = new pg.Pool({ ...clientConfig(source), max, idleTimeoutMillis: 30_000 });
   // An idle connection that the server drops emits 'error' on the pool; the next query reconnects.
   pool.on('error', () => undefined);
+  // A checked-out connection (withTransaction) has no listener of the pool's: one the server drops
+  // would emit an unhandled 'error' and end the process. Its failing query reports it instead.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 

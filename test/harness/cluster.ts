@@ -1,7 +1,7 @@
 /**
  * A throwaway PostgreSQL cluster from the server binaries that findBinDir() picks. initdb/postgres
- * refuse to run as root, so when we are root they run as the `postgres` OS user in a directory it
- * owns.
+ * refuse to run as root, so when we are root they run as the `postgres` OS user (else `nobody`) in
+ * a directory it owns.
  */
 import { execFileSync } from 'node:child_process';
 import { chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
@@ -20,10 +20,38 @@ export function findBinDir(): string {
 
 const isRoot = () => process.getuid?.() === 0;
 
+/**
+ * The OS user the server runs as when we are root: `postgres` (PG_OS_USER overrides), or `nobody`
+ * on a machine where no PostgreSQL package ever created `postgres`.
+ */
+let osUser: { name: string; uid: number; gid: number } | null = null;
+function pgOsUser(): { name: string; uid: number; gid: number } {
+  if (osUser) return osUser;
+  const ids = (name: string) => ({
+    name,
+    uid: Number(execFileSync('id', ['-u', name], { stdio: ['ignore', 'pipe', 'ignore'] }).toString()),
+    gid: Number(execFileSync('id', ['-g', name], { stdio: ['ignore', 'pipe', 'ignore'] }).toString()),
+  });
+  const wanted = process.env.PG_OS_USER;
+  if (wanted) return (osUser = ids(wanted));
+  try {
+    return (osUser = ids('postgres'));
+  } catch {
+    return (osUser = ids('nobody'));
+  }
+}
+
+/** Gives a file or folder to the server's OS user (when we are root). */
+const giveToPg = (p: string) => {
+  if (!isRoot()) return;
+  const u = pgOsUser();
+  chownSync(p, u.uid, u.gid);
+};
+
 export function runPg(binDir: string, cmd: string, args: string[]): string {
   const bin = path.join(binDir, cmd);
   const out = isRoot()
-    ? execFileSync('runuser', ['-u', 'postgres', '--', bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    ? execFileSync('runuser', ['-u', pgOsUser().name, '--', bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     : execFileSync(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   return out.toString();
 }
@@ -57,22 +85,15 @@ export async function createCluster(settings: Record<string, string | number>): 
   const baseDir = mkdtempSync(path.join(os.tmpdir(), 'pg-egress-cluster-'));
   const dataDir = path.join(baseDir, 'data');
   mkdirSync(dataDir, { mode: 0o700 });
-  if (isRoot()) {
-    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString());
-    const gid = Number(execFileSync('id', ['-g', 'postgres']).toString());
-    chownSync(baseDir, uid, gid);
-    chownSync(dataDir, uid, gid);
-  }
+  giveToPg(baseDir);
+  giveToPg(dataDir);
   const initdb = (locale: string) => runPg(binDir, 'initdb', ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', `--locale=${locale}`, '--no-sync']);
   try {
     initdb('C.UTF-8');
   } catch {
     rmSync(dataDir, { recursive: true, force: true });
     mkdirSync(dataDir, { mode: 0o700 });
-    if (isRoot()) {
-      const uid = Number(execFileSync('id', ['-u', 'postgres']).toString());
-      chownSync(dataDir, uid, Number(execFileSync('id', ['-g', 'postgres']).toString()));
-    }
+    giveToPg(dataDir);
     initdb('C');
   }
   const port = await freePort();
@@ -83,14 +104,11 @@ export async function createCluster(settings: Record<string, string | number>): 
     ...settings,
   };
   writeFileSync(path.join(dataDir, 'postgresql.auto.conf'), Object.entries(conf).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
-  if (isRoot()) {
-    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString());
-    chownSync(path.join(dataDir, 'postgresql.auto.conf'), uid, Number(execFileSync('id', ['-g', 'postgres']).toString()));
-  }
+  giveToPg(path.join(dataDir, 'postgresql.auto.conf'));
   const log = path.join(baseDir, 'server.log');
   if (isRoot()) {
     writeFileSync(log, '');
-    chownSync(log, Number(execFileSync('id', ['-u', 'postgres']).toString()), Number(execFileSync('id', ['-g', 'postgres']).toString()));
+    giveToPg(log);
   }
   const tail = () => {
     try {
