@@ -6,6 +6,7 @@
  * its bytes) and carries the batch root. Failures wait with exponential backoff and survive
  * restarts; nothing here can slow WAL consumption or lose an anchor.
  */
+import { Waker } from '../waker.js';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -25,7 +26,7 @@ export function backoffMs(attempts: number): number {
 
 export class AnchorWorker {
   private stopping = false;
-  private wakeup: (() => void) | null = null;
+  private readonly waker = new Waker();
   private loopDone: Promise<void> | null = null;
   private readonly s3: S3Target | null;
   private readonly near: NearTarget | null;
@@ -45,9 +46,7 @@ export class AnchorWorker {
   }
 
   wake(): void {
-    const w = this.wakeup;
-    this.wakeup = null;
-    w?.();
+    this.waker.wake();
   }
 
   /** Stops within a few seconds: an upload or mint in flight is left to its lease (redone later). */
@@ -59,16 +58,7 @@ export class AnchorWorker {
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        this.wakeup = null;
-        resolve();
-      }, ms);
-      this.wakeup = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
+    return this.waker.sleep(ms);
   }
 
   private async loop(): Promise<void> {

@@ -8,6 +8,7 @@
  * was running is redone from a new snapshot. Streaming, and confirming the main slot, go on
  * meanwhile: the reloader has its own connections and never touches the replication stream.
  */
+import { Waker } from '../waker.js';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { EgressError, isEgressError } from '../errors.js';
@@ -62,7 +63,7 @@ interface OpState {
 
 export class Reloader {
   private stopping = false;
-  private wakeup: (() => void) | null = null;
+  private readonly waker = new Waker();
   private loopDone: Promise<void> | null = null;
   private workers: ExportWorker[] = [];
   /** An error that must stop the daemon (output.dir unwritable). */
@@ -75,9 +76,7 @@ export class Reloader {
   }
 
   wake(): void {
-    const w = this.wakeup;
-    this.wakeup = null;
-    w?.();
+    this.waker.wake();
   }
 
   async stop(): Promise<void> {
@@ -88,16 +87,7 @@ export class Reloader {
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        this.wakeup = null;
-        resolve();
-      }, ms);
-      this.wakeup = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
+    return this.waker.sleep(ms);
   }
 
   private async loop(): Promise<void> {
