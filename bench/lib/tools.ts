@@ -1,0 +1,136 @@
+/**
+ * The contenders, each run as its own process and timed from spawn to done: pg-egress (`run`
+ * until the rows are in registered files; `reload --wait`), PostgreSQL's pg_recvlogical, psql and
+ * pg_dump, and the npm-package stack (bench/baselines/ts-stack.mjs).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { BIN, ROOT, type EgressEnv } from '../../test/helpers/egress.js';
+import { formatLsn } from '../../src/lsn.js';
+
+export interface Timed {
+  seconds: number;
+  /** Peak resident set of the measured process (VmHWM), in MB, when it was read. */
+  peakRssMb?: number;
+}
+
+/** Client tools at least as new as the server: the server's own folder, else the newest system ones. */
+export function clientBin(serverBinDir: string, serverMajor: number, tool: string): string {
+  const candidates = [serverBinDir];
+  if (existsSync('/usr/lib/postgresql')) {
+    for (const v of readdirSync('/usr/lib/postgresql').filter((d) => Number(d) >= serverMajor).sort((a, b) => Number(b) - Number(a))) candidates.push(`/usr/lib/postgresql/${v}/bin`);
+  }
+  for (const dir of candidates) if (dir && existsSync(path.join(dir, tool))) return path.join(dir, tool);
+  throw new Error(`${tool} ${serverMajor} or newer not found (looked in ${candidates.filter(Boolean).join(', ')}); install the PostgreSQL client tools of the server's version`);
+}
+
+/** Runs a command to completion; rejects with its stderr when it fails. */
+export function execTimed(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Timed> {
+  const t0 = process.hrtime.bigint();
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    p.on('error', reject);
+    p.on('exit', (code, signal) => {
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      if (code === 0) resolve({ seconds });
+      else reject(new Error(`${path.basename(cmd)} ${args.slice(0, 3).join(' ')}… exited ${code ?? signal}: ${err.trim().slice(-800)}`));
+    });
+  });
+}
+
+const libpqEnv = (url: string): NodeJS.ProcessEnv => {
+  const u = new URL(url);
+  return { PGHOST: u.hostname, PGPORT: u.port, PGUSER: decodeURIComponent(u.username), PGDATABASE: u.pathname.slice(1), PGPASSWORD: decodeURIComponent(u.password) };
+};
+
+/** pg_recvlogical with pgoutput (the same options pg-egress asks for) to a file, until `end`. */
+export function recvlogical(bin: string, url: string, slot: string, publication: string, end: bigint, file: string): Promise<Timed> {
+  return execTimed(bin, ['-d', new URL(url).pathname.slice(1), '--slot', slot, '--start', '-o', 'proto_version=1', '-o', `publication_names=${publication}`, '-o', 'messages=true', '-E', formatLsn(end), '-f', file], libpqEnv(url));
+}
+
+/** The psql pipeline a DBA would type: COPY … (FORMAT csv, HEADER) | gzip -1 > file. */
+export function psqlCopy(bin: string, url: string, table: string, file: string): Promise<Timed> {
+  const sh = `set -o pipefail; "$PSQL" -X -q -v ON_ERROR_STOP=1 -c "COPY ${table} TO STDOUT (FORMAT csv, HEADER)" | gzip -1 > "$OUT"`;
+  return execTimed('bash', ['-c', sh], { ...libpqEnv(url), PSQL: bin, OUT: file });
+}
+
+/** pg_dump's directory format with gzip level 1, `jobs` tables at a time. */
+export function pgDump(bin: string, url: string, tables: string[], dir: string, jobs = 1): Promise<Timed> {
+  return execTimed(bin, ['-Fd', '-Z', '1', '-j', String(jobs), ...tables.flatMap((t) => ['-t', t]), '-f', dir], libpqEnv(url));
+}
+
+/** The npm-package stack (baseline b), until `rows` rows are written and acknowledged. */
+export function tsStack(url: string, slot: string, publication: string, outDir: string, rows: number): Promise<Timed> {
+  return execTimed(process.execPath, [path.join(ROOT, 'bench/baselines/ts-stack.mjs'), url, slot, publication, outDir, String(rows)]);
+}
+
+/** Peak RSS (VmHWM) of a live process, in MB. */
+export function peakRssMb(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** Rows in files the registry has registered for the slot (streaming flushes). */
+async function registeredRows(c: pg.Client, slot: string): Promise<number> {
+  const r = await c.query<{ n: string }>(`SELECT coalesce(sum(rows), 0)::text AS n FROM cdc_registry.batches WHERE slot_name = $1 AND kind = 'flush'`, [slot]);
+  return Number(r.rows[0].n);
+}
+
+export interface Daemon {
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** `pg-egress run` in the background; rejects `exited` when it stops on its own. */
+export function startDaemon(env: EgressEnv): Daemon & { exited: Promise<never> } {
+  const p = spawn(process.execPath, [BIN, 'run', '--config', env.configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  p.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
+  let stopping = false;
+  const exited = new Promise<never>((_, reject) => p.on('exit', (code) => !stopping && reject(new Error(`pg-egress run exited ${code}: ${err.trim()}`))));
+  exited.catch(() => undefined);
+  const gone = new Promise<void>((resolve) => p.on('exit', () => resolve()));
+  return {
+    pid: p.pid!,
+    exited,
+    stop: async () => {
+      stopping = true;
+      p.kill('SIGTERM');
+      await gone;
+    },
+  };
+}
+
+/**
+ * S1/S2 for pg-egress: spawn `run` and time until `rows` rows are in registered files (polled
+ * every 20 ms on one connection), with the daemon's peak RSS at that moment.
+ */
+export async function egressStream(env: EgressEnv, rows: number, baseRows = 0): Promise<Timed> {
+  const c = new pg.Client({ connectionString: env.url });
+  await c.connect();
+  try {
+    const t0 = process.hrtime.bigint();
+    const d = startDaemon(env);
+    try {
+      for (;;) {
+        if ((await Promise.race([registeredRows(c, env.slot), d.exited])) >= baseRows + rows) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      return { seconds, peakRssMb: peakRssMb(d.pid) };
+    } finally {
+      await d.stop();
+    }
+  } finally {
+    await c.end();
+  }
+}
+
+/** R1/R2 for pg-egress: `pg-egress reload <tables> --wait` against the running daemon. */
+export function egressReload(env: EgressEnv, tables: string[]): Promise<Timed> {
+  return execTimed(process.execPath, [BIN, 'reload', ...tables, '--config', env.configPath, '--wait']);
+}

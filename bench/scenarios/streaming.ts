@@ -1,0 +1,61 @@
+/**
+ * S1, S2 and the streaming half of G: the same committed transactions read by each contender from
+ * its own slot, all slots created before the data, in one database per repetition. The order of
+ * the contenders rotates each repetition.
+ */
+import { mkdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { currentWalLsn } from '../../test/helpers/egress.js';
+import { rotation } from '../lib/stats.js';
+import { egressStream, recvlogical, tsStack, type Timed } from '../lib/tools.js';
+import { createTables } from './data.js';
+import { createSlots, egressDatabase, type BenchContext } from './setup.js';
+
+export type StreamContender = 'pg-egress' | 'pg_recvlogical' | 'ts-stack';
+
+export interface StreamRuns {
+  changes: number;
+  /** Seconds per contender, index = repetition. */
+  seconds: Record<string, number[]>;
+  /** pg-egress's peak RSS (MB) per repetition. */
+  peakRssMb: number[];
+}
+
+export async function streamingScenario(
+  ctx: BenchContext,
+  opts: { label: string; load: (url: string, table: string) => Promise<number>; contenders: StreamContender[]; reps?: number },
+): Promise<StreamRuns> {
+  const out: StreamRuns = { changes: 0, seconds: Object.fromEntries(opts.contenders.map((c) => [c, [] as number[]])), peakRssMb: [] };
+  const table = 'public.bench';
+  for (let rep = 0; rep < (opts.reps ?? ctx.reps); rep++) {
+    // A first `run` on the empty table does the initial export, so the measured run only streams.
+    const db = await egressDatabase((url) => createTables(url, [table]), false);
+    const { env } = db;
+    try {
+      const slots = { recv: `${env.slot}_recv`, ts: `${env.slot}_ts` };
+      await createSlots(env.url, [...(opts.contenders.includes('pg_recvlogical') ? [slots.recv] : []), ...(opts.contenders.includes('ts-stack') ? [slots.ts] : [])]);
+      const changes = await opts.load(env.url, table);
+      out.changes = changes;
+      const end = await currentWalLsn(env.url);
+      const dir = path.join(ctx.tmp, `${opts.label}-${rep}`);
+      mkdirSync(dir, { recursive: true });
+      for (const who of rotation(opts.contenders, rep)) {
+        let t: Timed;
+        if (who === 'pg-egress') {
+          t = await egressStream(env, changes);
+          out.peakRssMb.push(t.peakRssMb ?? NaN);
+        } else if (who === 'pg_recvlogical') {
+          t = await recvlogical(ctx.bin.pg_recvlogical, env.url, slots.recv, env.slot, end, path.join(dir, 'recvlogical.out'));
+        } else {
+          t = await tsStack(env.url, slots.ts, env.slot, path.join(dir, 'ts-stack'), changes);
+        }
+        out.seconds[who].push(t.seconds);
+        process.stdout.write(`  ${opts.label} rep ${rep + 1}: ${who.padEnd(15)} ${t.seconds.toFixed(2)} s${t.peakRssMb ? `, peak RSS ${t.peakRssMb.toFixed(0)} MB` : ''}\n`);
+      }
+      rmSync(dir, { recursive: true, force: true });
+    } finally {
+      await db.drop();
+    }
+  }
+  return out;
+}

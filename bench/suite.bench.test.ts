@@ -1,0 +1,185 @@
+/**
+ * `npm run bench`: pg-egress side by side with PostgreSQL's own tools and the npm-package stack,
+ * on the same server, WAL and tables, each scenario repeated (BENCH_REPS, at least 3) with the
+ * contenders' order rotating. Prints a table of median speed ratios with their spread and the
+ * machine, and writes bench/results/latest.json. Durations are reported, never asserted: the one
+ * assertion is that every row of the table was measured.
+ *
+ * BENCH_SCALE (default 1) scales every row count; BENCH_ONLY=S1,R1,… runs some scenarios;
+ * BENCH_L_SECONDS (default 30) is how long the latency load runs.
+ */
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ROOT, withDb } from '../test/helpers/egress.js';
+import { fmtCount, fmtRatio, fmtSeconds, renderTable, type ReportRow } from './lib/report.js';
+import { growth, median, pairedSpeedup, secondsPerMillion } from './lib/stats.js';
+import { clientBin, pgDump, psqlCopy } from './lib/tools.js';
+import { oneTransaction, smallTransactions } from './scenarios/data.js';
+import { latencyScenario } from './scenarios/latency.js';
+import { reloadScenario } from './scenarios/reload.js';
+import type { BenchContext } from './scenarios/setup.js';
+import { streamingScenario } from './scenarios/streaming.js';
+
+const SCALE = Number(process.env.BENCH_SCALE ?? 1);
+const REPS = Math.max(3, Number(process.env.BENCH_REPS ?? 3));
+const ONLY = new Set((process.env.BENCH_ONLY ?? '').split(',').filter(Boolean));
+const L_SECONDS = Number(process.env.BENCH_L_SECONDS ?? 30);
+const want = (id: string) => ONLY.size === 0 || ONLY.has(id);
+const n = (rows: number) => Math.max(1000, Math.round(rows * SCALE));
+
+const S1_ROWS = n(1_000_000);
+const S2_TXNS = Math.max(100, Math.round(20_000 * SCALE));
+const R1_ROWS = n(2_000_000);
+const R2_ROWS = n(500_000);
+const G_SMALL = n(1_000_000);
+const G_LARGE = n(4_000_000);
+
+const rows: ReportRow[] = [];
+const raw: Record<string, unknown> = {};
+const expected: string[] = [];
+let ctx: BenchContext;
+let machine: Record<string, string | number>;
+
+describe('pg-egress benchmark', () => {
+  afterAll(() => {
+    const table = renderTable(rows);
+    const head = `pg-egress benchmark — ${Object.entries(machine ?? {}).map(([k, v]) => `${k}: ${v}`).join(', ')}\nratios are speed (baseline time / pg-egress time; > 1 = pg-egress faster): median of the ${REPS} paired runs (min–max)`;
+    process.stdout.write(`\n${head}\n\n${table}\n\n`);
+    const dir = path.join(ROOT, 'bench/results');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(dir, 'latest.json'), JSON.stringify({ at: new Date().toISOString(), machine, scale: SCALE, reps: REPS, rows, runs: raw }, null, 2) + '\n');
+    if (ctx) rmSync(ctx.tmp, { recursive: true, force: true });
+  });
+
+  it('knows the machine and the tools', async () => {
+    const server = await withDb(inject('pgAdminUrl'), async (c) => (await c.query<{ v: string; n: string }>(`SELECT current_setting('server_version') AS v, current_setting('server_version_num') AS n`)).rows[0]);
+    const major = Math.floor(Number(server.n) / 10000);
+    const bin = inject('pgBinDir');
+    ctx = {
+      reps: REPS,
+      scale: SCALE,
+      tmp: mkdtempSync(path.join(os.tmpdir(), 'pg-egress-bench-')),
+      bin: { pg_recvlogical: clientBin(bin, major, 'pg_recvlogical'), psql: clientBin(bin, major, 'psql'), pg_dump: clientBin(bin, major, 'pg_dump') },
+    };
+    machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model.trim() ?? '?', memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB`, node: process.version, postgresql: server.v };
+    process.stdout.write(`machine: ${JSON.stringify(machine)}\ntools: ${JSON.stringify(ctx.bin)}\n`);
+  });
+
+  const speedRows = (id: string, what: string, seconds: Record<string, number[]>, ours: string, goals: [string, number, string][]) => {
+    for (const [baseline, goal, label] of goals) {
+      const r = pairedSpeedup(seconds[ours], seconds[baseline]);
+      rows.push({ id, what: `${what} vs ${label}`, result: `${fmtRatio(r)}; ${fmtSeconds([median(seconds[ours])])} vs ${fmtSeconds([median(seconds[baseline])])}`, goal: `≥ ${goal.toFixed(1)}×`, met: r.median >= goal });
+    }
+  };
+
+  const s1Rows = `S1 ${fmtCount(S1_ROWS)}-row transaction, 8 columns`;
+  if (want('S1')) expected.push('S1', 'M');
+  it.runIf(want('S1'))(s1Rows, async () => {
+    const r = await streamingScenario(ctx, { label: 'S1', load: (url, t) => oneTransaction(url, t, S1_ROWS), contenders: ['pg-egress', 'pg_recvlogical', 'ts-stack'] });
+    raw.S1 = r;
+    speedRows('S1', `${fmtCount(S1_ROWS)}-row transaction`, r.seconds, 'pg-egress', [
+      ['pg_recvlogical', 1.0, 'pg_recvlogical'],
+      ['ts-stack', 3.0, 'pg-logical-replication + csv-stringify + gzip'],
+    ]);
+    const peak = Math.max(...r.peakRssMb);
+    rows.push({ id: 'M', what: `peak RSS of pg-egress run during S1`, result: `${peak.toFixed(0)} MB`, goal: '≤ 256 MB', met: peak <= 256 });
+  });
+
+  if (want('S2')) expected.push('S2');
+  it.runIf(want('S2'))(`S2 ${fmtCount(S2_TXNS)} small transactions, 4 writers`, async () => {
+    const r = await streamingScenario(ctx, { label: 'S2', load: (url, t) => smallTransactions(url, t, S2_TXNS, 4), contenders: ['pg-egress', 'pg_recvlogical', 'ts-stack'] });
+    raw.S2 = r;
+    speedRows('S2', `${fmtCount(S2_TXNS)} transactions (10 inserts + 1 update)`, r.seconds, 'pg-egress', [
+      ['pg_recvlogical', 1.0, 'pg_recvlogical'],
+      ['ts-stack', 3.0, 'pg-logical-replication + csv-stringify + gzip'],
+    ]);
+  });
+
+  if (want('R1')) expected.push('R1', 'M');
+  it.runIf(want('R1'))(`R1 reload of a ${fmtCount(R1_ROWS)}-row table`, async () => {
+    const r = await reloadScenario(ctx, {
+      label: 'R1',
+      tables: [{ name: 'public.r1', rows: R1_ROWS }],
+      baselines: {
+        'psql | gzip -1': (url, dir) => psqlCopy(ctx.bin.psql, url, 'public.r1', dir + '.csv.gz'),
+        'pg_dump -Fd -Z1': (url, dir) => pgDump(ctx.bin.pg_dump, url, ['public.r1'], dir),
+      },
+    });
+    raw.R1 = r;
+    speedRows('R1', `reload of ${fmtCount(R1_ROWS)} rows`, r.seconds, 'pg-egress', [
+      ['psql | gzip -1', 1.0, 'psql COPY | gzip -1'],
+      ['pg_dump -Fd -Z1', 1.0, 'pg_dump -Fd -Z 1'],
+    ]);
+    rows.push({ id: 'M', what: 'peak RSS of pg-egress run during R1', result: `${r.peakRssMb.toFixed(0)} MB`, goal: '≤ 256 MB', met: r.peakRssMb <= 256 });
+  });
+
+  if (want('R2')) expected.push('R2');
+  it.runIf(want('R2'))(`R2 reload of four ${fmtCount(R2_ROWS)}-row tables`, async () => {
+    const tables = [1, 2, 3, 4].map((i) => `public.r2_${i}`);
+    const r = await reloadScenario(ctx, {
+      label: 'R2',
+      tables: tables.map((name) => ({ name, rows: R2_ROWS })),
+      baselines: {
+        'pg_dump -j 4': (url, dir) => pgDump(ctx.bin.pg_dump, url, tables, dir, 4),
+        'psql ×4 serial': async (url, dir) => {
+          let seconds = 0;
+          for (const t of tables) seconds += (await psqlCopy(ctx.bin.psql, url, t, `${dir}.${t}.csv.gz`)).seconds;
+          for (const t of tables) rmSync(`${dir}.${t}.csv.gz`, { force: true });
+          return { seconds };
+        },
+      },
+    });
+    raw.R2 = r;
+    speedRows('R2', `reload of 4 × ${fmtCount(R2_ROWS)} rows`, r.seconds, 'pg-egress', [
+      ['pg_dump -j 4', 1.0, 'pg_dump -Fd -j 4 -Z 1'],
+      ['psql ×4 serial', 1.5, 'four psql | gzip -1, one after another'],
+    ]);
+  });
+
+  if (want('L')) expected.push('L');
+  it.runIf(want('L'))('L commit → registered latency, batch.interval 1s, 2,000 rows/s', async () => {
+    const r = await latencyScenario(L_SECONDS);
+    raw.L = r;
+    rows.push({
+      id: 'L',
+      what: `commit → registered, batch.interval 1s, ${fmtCount(Math.round(r.rowsPerSecond))} rows/s for ${L_SECONDS} s`,
+      result: `p50 ${r.p50.toFixed(2)} s, p99 ${r.p99.toFixed(2)} s, max ${r.max.toFixed(2)} s (${fmtCount(r.transactions)} txns)`,
+      goal: 'p99 ≤ 2 s',
+      met: r.p99 <= 2,
+    });
+  });
+
+  if (want('G')) expected.push('G');
+  it.runIf(want('G'))(`G time per row at ${fmtCount(G_SMALL)} and ${fmtCount(G_LARGE)} rows`, async () => {
+    const sizes = [G_SMALL, G_LARGE];
+    const stream = [];
+    for (const size of sizes) stream.push(await streamingScenario(ctx, { label: `G-S1-${size}`, load: (url, t) => oneTransaction(url, t, size), contenders: ['pg-egress', 'pg_recvlogical'] }));
+    const reload = await reloadScenario(ctx, {
+      label: 'G-R1',
+      tables: sizes.map((rows, i) => ({ name: `public.g${i}`, rows })),
+      egressTables: sizes.map((_, i) => [`public.g${i}`]),
+      baselines: {},
+    });
+    raw.G = { sizes, stream, reload };
+    const per = (xs: number[], rowsN: number) => ({ seconds: median(xs), rows: rowsN });
+    const line = (what: string, a: { seconds: number; rows: number }, b: { seconds: number; rows: number }, goal: boolean) => {
+      const g = growth(a, b);
+      rows.push({
+        id: 'G',
+        what,
+        result: `${secondsPerMillion(a.seconds, a.rows).toFixed(2)} → ${secondsPerMillion(b.seconds, b.rows).toFixed(2)} s per 1M rows (${g >= 0 ? '+' : ''}${(g * 100).toFixed(1)}%)`,
+        goal: goal ? 'within 10%' : 'context',
+        met: goal ? g <= 0.1 : null,
+      });
+    };
+    line(`S1 pg-egress, ${fmtCount(G_SMALL)} → ${fmtCount(G_LARGE)} rows`, per(stream[0].seconds['pg-egress'], G_SMALL), per(stream[1].seconds['pg-egress'], G_LARGE), true);
+    line(`S1 pg_recvlogical (same WAL), ${fmtCount(G_SMALL)} → ${fmtCount(G_LARGE)} rows`, per(stream[0].seconds.pg_recvlogical, G_SMALL), per(stream[1].seconds.pg_recvlogical, G_LARGE), false);
+    line(`R1 pg-egress reload, ${fmtCount(G_SMALL)} → ${fmtCount(G_LARGE)} rows`, per(reload.seconds['pg-egress public.g0'], G_SMALL), per(reload.seconds['pg-egress public.g1'], G_LARGE), true);
+  });
+
+  it('filled every row of the table', () => {
+    for (const id of expected) expect(rows.some((r) => r.id === id && r.result !== ''), `row ${id}`).toBe(true);
+  });
+});
