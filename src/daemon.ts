@@ -34,6 +34,8 @@ const STATUS_INTERVAL_MS = 10_000;
 const QUIET_PING_MS = 30_000;
 const DEAD_AFTER_MS = 120_000;
 const PROGRESS_INTERVAL_MS = 30_000;
+/** A pause in the stream this long, with rows received and their window over, counts as idle. */
+const IDLE_FLUSH_MS = 50;
 const STATUS_FILE = '_status.json';
 
 export interface RunOptions {
@@ -157,7 +159,9 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     };
 
     while (!opts.signal.aborted) {
-      const buf = await s.next(1000);
+      // Rows received and the window over: flush as soon as the stream goes quiet (50 ms), not
+      // at the next 1-second round, so the last rows of a burst are registered without delay.
+      const buf = await s.next(c.idleWaitMs(IDLE_FLUSH_MS, 1000));
       state.lastLoopAt = Date.now();
       if (!streaming && (buf || Date.now() - startedAt > 5000)) {
         // The server accepted START_REPLICATION (it refuses at once, e.g. a slot in use): only

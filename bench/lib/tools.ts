@@ -4,7 +4,7 @@
  * pg_dump, and the npm-package stack (bench/baselines/ts-stack.mjs).
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { BIN, ROOT, type EgressEnv } from '../../test/helpers/egress.js';
@@ -87,7 +87,11 @@ export interface Daemon {
 
 /** `pg-egress run` in the background; rejects `exited` when it stops on its own. */
 export function startDaemon(env: EgressEnv): Daemon & { exited: Promise<never> } {
-  const p = spawn(process.execPath, [BIN, 'run', '--config', env.configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // BENCH_DAEMON_LOG=file keeps the daemons' logs (debug level), to see where the time of a run went.
+  const logFile = process.env.BENCH_DAEMON_LOG;
+  const args = [BIN, 'run', '--config', env.configPath, ...(logFile ? ['--log-level', 'debug'] : [])];
+  const p = spawn(process.execPath, args, { stdio: ['ignore', logFile ? 'pipe' : 'ignore', 'pipe'] });
+  if (logFile) p.stdout!.pipe(createWriteStream(logFile, { flags: 'a' }));
   let err = '';
   p.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
   let stopping = false;

@@ -11,12 +11,13 @@
  * Transactions are signed locally (`Account` + `KeyPairSigner`: RPC `query view_access_key`,
  * `block`, `send_tx`); the private key stays in memory and is never logged or put in an error.
  */
-import { createHash } from 'node:crypto';
 import { Account, JsonRpcProvider, KeyPairSigner, actions, type KeyPairString } from 'near-api-js';
 import { ActionExecutionError, ContractExecutionError, ContractMethodNotFoundError } from 'near-api-js/rpc-errors';
 import type { Config } from '../config/index.js';
 import { EgressError } from '../errors.js';
 import { nearError, rpcLabel, type NearErrorContext } from './near-errors.js';
+import { TOKEN_ID_MAX } from './near-token.js';
+export { nearTokenId } from './near-token.js';
 
 export type NearSettings = NonNullable<Config['anchors']['near']>;
 
@@ -59,24 +60,6 @@ export interface NearTargetOptions {
 }
 
 const BASE64_SHA256 = /^[A-Za-z0-9+/]{43}=$/;
-/** NEP-171 sets no limit on token ids; contracts pay storage per byte, so keep them short. */
-const TOKEN_ID_MAX = 128;
-
-/**
- * The token id of a batch: `pg-egress:<system identifier>:<slot>:<batch id>`. The PostgreSQL
- * system identifier and the slot name identify the stream, the batch id (flush name) the batch
- * in it, so a retry of the same batch always yields the same id. Slot names are at most 63 of
- * [a-z0-9_] and flush names about 30 characters, so the readable form fits in 128; were it
- * longer, the id is `pg-egress:h:` and the base64url sha256 of the readable form (never equal to
- * a readable id: those have digits where this has `h`).
- */
-export function nearTokenId(systemIdentifier: string, slot: string, batchId: string): string {
-  if (!/^\d+$/.test(systemIdentifier)) throw new EgressError('INTERNAL', `NEAR anchor: system identifier must be decimal digits, got ${JSON.stringify(systemIdentifier)}`);
-  if (!slot || slot.includes(':') || !batchId) throw new EgressError('INTERNAL', `NEAR anchor: bad slot or batch id for a token id (${JSON.stringify(slot)}, ${JSON.stringify(batchId)})`);
-  const readable = `pg-egress:${systemIdentifier}:${slot}:${batchId}`;
-  if (Buffer.byteLength(readable) <= TOKEN_ID_MAX) return readable;
-  return `pg-egress:h:${createHash('sha256').update(readable).digest('base64url')}`;
-}
 
 export function createNearTarget(cfg: NearSettings, opts: NearTargetOptions = {}): NearTarget {
   const signer = parseSigner(cfg.privateKey);

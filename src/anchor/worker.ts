@@ -15,8 +15,9 @@ import type { Logger } from '../log.js';
 import { isEgressError } from '../errors.js';
 import type { AnchorEntry, AnchorQueue } from '../registry/anchors.js';
 import type { ServerInfo } from '../source/setup.js';
-import { createS3Target, type S3Target } from './s3.js';
-import { createNearTarget, nearTokenId, type NearTarget } from './near.js';
+import type { S3Target } from './s3.js';
+import type { NearTarget } from './near.js';
+import { nearTokenId } from './near-token.js';
 
 const MAX_BACKOFF_MS = 10 * 60_000;
 
@@ -28,18 +29,15 @@ export class AnchorWorker {
   private stopping = false;
   private readonly waker = new Waker();
   private loopDone: Promise<void> | null = null;
-  private readonly s3: S3Target | null;
-  private readonly near: NearTarget | null;
+  private s3: S3Target | null = null;
+  private near: NearTarget | null = null;
 
   constructor(
     private readonly cfg: Config,
     private readonly log: Logger,
     private readonly queue: AnchorQueue,
     private readonly server: ServerInfo,
-  ) {
-    this.s3 = cfg.anchors.s3 ? createS3Target(cfg.anchors.s3) : null;
-    this.near = cfg.anchors.near ? createNearTarget(cfg.anchors.near) : null;
-  }
+  ) {}
 
   start(): void {
     this.loopDone = this.loop();
@@ -62,6 +60,9 @@ export class AnchorWorker {
   }
 
   private async loop(): Promise<void> {
+    // The AWS SDK and near-api-js take ~0.3 s to load: only a daemon with anchors pays for them.
+    if (this.cfg.anchors.s3) this.s3 = (await import('./s3.js')).createS3Target(this.cfg.anchors.s3);
+    if (this.cfg.anchors.near) this.near = (await import('./near.js')).createNearTarget(this.cfg.anchors.near);
     await this.queue.releaseLeases().catch(() => undefined);
     while (!this.stopping) {
       let entry: AnchorEntry | null;

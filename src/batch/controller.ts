@@ -6,8 +6,8 @@
  *   current window if that is later (commit times are not strictly monotonic in WAL order).
  * - A flush happens only between transactions: when a transaction of a later window begins, when
  *   the wall clock passes the window's end while idle (`tick`), or after a commit that takes a
- *   table past batch.max_rows / batch.max_bytes. A single transaction is never split across
- *   flushes, so a very large one makes one large file.
+ *   table past batch.max_rows / batch.max_bytes or carries a reload request. A single
+ *   transaction is never split across flushes, so a very large one makes one large file.
  * - Exactly once: a transaction whose commit LSN is below the registered LSN was already written
  *   by an earlier process and is skipped; a flush registers files and the new LSN in one registry
  *   transaction and only then does the slot get confirmed (the caller does that with `durableLsn`).
@@ -245,6 +245,12 @@ export class BatchController {
       return;
     }
     this.stats.transactions++;
+    // A reload request is registered, and its export started, right after its transaction
+    // instead of when the window ends: `reload --wait` should not wait out batch.interval.
+    if (this.reloads.length) {
+      await this.flush('reload');
+      return;
+    }
     const { maxRows, maxBytes } = this.cfg.batch;
     for (const w of t.touched) {
       if (w.file && (w.file.rows >= maxRows || w.file.rawBytes >= maxBytes)) {
@@ -432,6 +438,16 @@ export class BatchController {
     });
   }
 
+  /**
+   * How long the caller may wait for the next frame before `tick` is due: until the open window
+   * ends, but at least `minMs` (a socket drained for a moment mid catch-up is not idleness, and
+   * flushing then would cut a burst into many small flushes) and at most `maxMs`.
+   */
+  idleWaitMs(minMs: number, maxMs: number): number {
+    if (this.txn || !this.hasPending() || this.windowStart === null) return maxMs;
+    return Math.min(maxMs, Math.max(minMs, this.windowStart + this.cfg.batch.intervalMs - this.now()));
+  }
+
   /** Wall-clock check between frames: closes the window once its end has passed, when idle. */
   async tick(): Promise<boolean> {
     // A write error (disk full) after a burst's last row must not wait for the next row or the
@@ -447,7 +463,7 @@ export class BatchController {
    * Writes every open table window of this flush, the batch index, and registers them with the
    * new LSN. Afterwards `durableLsn` is the LSN the slot may be confirmed to.
    */
-  async flush(reason: 'window' | 'interval' | 'size' | 'shutdown'): Promise<void> {
+  async flush(reason: 'window' | 'interval' | 'size' | 'reload' | 'shutdown'): Promise<void> {
     if (this.txn) throw new EgressError('INTERNAL', 'flush inside a transaction; please report this with --log-level debug output');
     if (this.windowStart === null || this.windows.size === 0) return;
     const started = this.now();

@@ -8,7 +8,9 @@ import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/index.js';
 import { splitQualified } from '../config/patterns.js';
 import { EgressError, ExitCode } from '../errors.js';
-import { createPool } from '../registry/tx.js';
+import { createPool, withTransaction } from '../registry/tx.js';
+import { RELOAD_CHANNEL } from '../registry/reloads.js';
+import { Waker } from '../waker.js';
 import { sourceError } from '../source/connect.js';
 
 const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
@@ -56,9 +58,11 @@ export async function reloadCommand(cfg: Config, names: string[], o: { wait?: bo
       estimates.set(t.name, Number(rows[0].tuples));
     }
     const requestId = randomUUID();
-    for (const t of tables) {
-      await pool.query(`SELECT "cdc_registry"."request_reload"($1::regclass, $2)`, [`${quoteIdent(t.schema)}.${quoteIdent(t.table)}`, requestId]);
-    }
+    // One transaction for all the markers: the daemon registers them in one flush, so the tables
+    // are exported together from one snapshot.
+    await withTransaction(pool, async (c) => {
+      for (const t of tables) await c.query(`SELECT "cdc_registry"."request_reload"($1::regclass, $2)`, [`${quoteIdent(t.schema)}.${quoteIdent(t.table)}`, requestId]);
+    });
     out.write(`reload requested: ${tables.map((t) => t.name).join(', ')} (request ${requestId})\n`);
     if (!o.wait) return ExitCode.OK;
     return await follow(pool, cfg, requestId, tables.map((t) => t.name), estimates, out, o.intervalMs ?? 1000);
@@ -73,45 +77,57 @@ async function follow(pool: ReturnType<typeof createPool>, cfg: Config, requestI
   const tty = out.isTTY === true;
   const started = Date.now();
   let lastLine = 0;
-  for (;;) {
-    const { rows } = await pool.query<OpRow>(
-      `SELECT schema_name, table_name, state, rows::text, raw_bytes::text, chunks::text, chunks_done::text, waiting_on, error
-       FROM "cdc_registry"."reloads" WHERE slot_name = $1 AND $2 = ANY(request_ids) ORDER BY id`,
-      [cfg.slot, requestId],
-    );
-    const byName = new Map(rows.map((r) => [`${r.schema_name}.${r.table_name}`, r]));
-    const secs = (Date.now() - started) / 1000;
-    const parts = names.map((n) => {
-      const r = byName.get(n);
-      if (!r) return `${n}: waiting for the daemon to pick up the marker${secs > 30 ? ' (is `pg-egress run` running?)' : ''}`;
-      const done = Number(r.rows ?? 0);
-      const est = estimates.get(n) ?? 0;
-      if (r.state === 'done') return `${n}: done, ${done} rows, ${mb(Number(r.raw_bytes))}`;
-      if (r.state === 'failed' || r.state === 'cancelled') return `${n}: ${r.state}: ${r.error ?? ''}`;
-      if (r.waiting_on) return `${n}: ${r.waiting_on}`;
-      if (r.state === 'pending') return `${n}: pending`;
-      const pct = est > 0 ? Math.min(99, Math.floor((100 * done) / est)) : null;
-      const rate = done / Math.max(1, secs);
-      const eta = est > done && rate > 0 ? fmtEta((est - done) / rate) : '?';
-      const bar = pct === null ? '' : `[${'#'.repeat(Math.floor(pct / 5)).padEnd(20, '.')}] ${pct}% `;
-      return `${n}: ${bar}${done} rows, ${mb(Number(r.raw_bytes))}, ${Math.round(rate)} rows/s, ETA ${eta}, chunks ${r.chunks_done}/${r.chunks ?? '?'}`;
-    });
-    const finished = names.every((n) => ['done', 'failed', 'cancelled'].includes(byName.get(n)?.state ?? ''));
-    if (tty) {
-      out.write(`\r\x1b[K${parts.join(' | ')}`);
-      if (finished) out.write('\n');
-    } else if (finished || Date.now() - lastLine >= 5000) {
-      out.write(parts.join(' | ') + '\n');
-      lastLine = Date.now();
-    }
-    if (finished) {
-      const bad = names.filter((n) => byName.get(n)!.state !== 'done');
-      if (bad.length) {
-        process.stderr.write(`pg-egress: reload of ${bad.join(', ')} did not complete: ${bad.map((n) => byName.get(n)!.error ?? byName.get(n)!.state).join('; ')}\n`);
-        return ExitCode.ATTENTION;
+  // The daemon NOTIFYs when an operation ends: wake then, and poll for progress in between.
+  const waker = new Waker();
+  const listener = await pool.connect();
+  listener.on('notification', (n) => n.payload === cfg.slot && waker.wake());
+  await listener.query(`LISTEN ${RELOAD_CHANNEL}`);
+  try {
+    return await followLoop();
+  } finally {
+    listener.release(true);
+  }
+  async function followLoop(): Promise<number> {
+    for (;;) {
+      const { rows } = await pool.query<OpRow>(
+        `SELECT schema_name, table_name, state, rows::text, raw_bytes::text, chunks::text, chunks_done::text, waiting_on, error
+         FROM "cdc_registry"."reloads" WHERE slot_name = $1 AND $2 = ANY(request_ids) ORDER BY id`,
+        [cfg.slot, requestId],
+      );
+      const byName = new Map(rows.map((r) => [`${r.schema_name}.${r.table_name}`, r]));
+      const secs = (Date.now() - started) / 1000;
+      const parts = names.map((n) => {
+        const r = byName.get(n);
+        if (!r) return `${n}: waiting for the daemon to pick up the marker${secs > 30 ? ' (is `pg-egress run` running?)' : ''}`;
+        const done = Number(r.rows ?? 0);
+        const est = estimates.get(n) ?? 0;
+        if (r.state === 'done') return `${n}: done, ${done} rows, ${mb(Number(r.raw_bytes))}`;
+        if (r.state === 'failed' || r.state === 'cancelled') return `${n}: ${r.state}: ${r.error ?? ''}`;
+        if (r.waiting_on) return `${n}: ${r.waiting_on}`;
+        if (r.state === 'pending') return `${n}: pending`;
+        const pct = est > 0 ? Math.min(99, Math.floor((100 * done) / est)) : null;
+        const rate = done / Math.max(1, secs);
+        const eta = est > done && rate > 0 ? fmtEta((est - done) / rate) : '?';
+        const bar = pct === null ? '' : `[${'#'.repeat(Math.floor(pct / 5)).padEnd(20, '.')}] ${pct}% `;
+        return `${n}: ${bar}${done} rows, ${mb(Number(r.raw_bytes))}, ${Math.round(rate)} rows/s, ETA ${eta}, chunks ${r.chunks_done}/${r.chunks ?? '?'}`;
+      });
+      const finished = names.every((n) => ['done', 'failed', 'cancelled'].includes(byName.get(n)?.state ?? ''));
+      if (tty) {
+        out.write(`\r\x1b[K${parts.join(' | ')}`);
+        if (finished) out.write('\n');
+      } else if (finished || Date.now() - lastLine >= 5000) {
+        out.write(parts.join(' | ') + '\n');
+        lastLine = Date.now();
       }
-      return ExitCode.OK;
+      if (finished) {
+        const bad = names.filter((n) => byName.get(n)!.state !== 'done');
+        if (bad.length) {
+          process.stderr.write(`pg-egress: reload of ${bad.join(', ')} did not complete: ${bad.map((n) => byName.get(n)!.error ?? byName.get(n)!.state).join('; ')}\n`);
+          return ExitCode.ATTENTION;
+        }
+        return ExitCode.OK;
+      }
+      await waker.sleep(intervalMs);
     }
-    await new Promise((r) => setTimeout(r, intervalMs));
   }
 }

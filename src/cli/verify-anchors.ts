@@ -10,8 +10,11 @@ import path from 'node:path';
 import type { Config } from '../config/index.js';
 import { createPool } from '../registry/tx.js';
 import { sourceError } from '../source/connect.js';
-import { createS3Target } from '../anchor/s3.js';
-import { createNearTarget, nearTokenId } from '../anchor/near.js';
+import { nearTokenId } from '../anchor/near-token.js';
+
+// The AWS SDK and near-api-js load only when a check needs them (they slow every CLI start).
+const loadS3 = () => import('../anchor/s3.js').then((m) => m.createS3Target);
+const loadNear = () => import('../anchor/near.js').then((m) => m.createNearTarget);
 
 export interface AnchorCheck {
   s3Objects: number;
@@ -25,7 +28,7 @@ export async function verifyAnchors(cfg: Config): Promise<AnchorCheck> {
   try {
     const { rows: sys } = await pool.query<{ sysid: string }>(`SELECT system_identifier::text AS sysid FROM pg_control_system()`);
     if (cfg.anchors.s3) {
-      const s3 = createS3Target(cfg.anchors.s3);
+      const s3 = (await loadS3())(cfg.anchors.s3);
       try {
         const { rows } = await pool.query<{ path: string; bytes: string; sha256: string }>(
           `SELECT f.path, f.bytes::text, f.sha256 FROM cdc_registry.files f JOIN cdc_registry.anchor_queue a
@@ -42,7 +45,7 @@ export async function verifyAnchors(cfg: Config): Promise<AnchorCheck> {
       }
     }
     if (cfg.anchors.near) {
-      const near = createNearTarget(cfg.anchors.near);
+      const near = (await loadNear())(cfg.anchors.near);
       const { rows } = await pool.query<{ batch_id: string; index_path: string }>(
         `SELECT b.batch_id, b.index_path FROM cdc_registry.batches b JOIN cdc_registry.anchor_queue a
            ON a.slot_name = b.slot_name AND a.batch_id = b.batch_id AND a.target = 'near' AND a.state = 'done'
@@ -79,7 +82,7 @@ export async function anchorReferences(cfg: Config, batchId: string, fileRel: st
     for (const r of rows) {
       const ref = typeof r.reference === 'string' ? (JSON.parse(r.reference) as Record<string, unknown>) : r.reference;
       if (r.target === 's3' && cfg.anchors.s3) {
-        const s3 = createS3Target(cfg.anchors.s3);
+        const s3 = (await loadS3())(cfg.anchors.s3);
         out.s3 = { bucket: cfg.anchors.s3.bucket, file_key: s3.key(fileRel), index_key: ref.index_key };
         s3.close();
       } else {

@@ -12,7 +12,6 @@ import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { EgressError } from '../errors.js';
 import { statusReport } from '../cli/status.js';
-import { createMetrics } from './metrics.js';
 import type { DaemonState } from './state.js';
 
 const STALE_MS = 30_000;
@@ -28,6 +27,8 @@ async function registryAnswers(state: DaemonState): Promise<boolean> {
 
 export async function startHttp(cfg: Config, log: Logger, state: DaemonState): Promise<http.Server | null> {
   if (cfg.http.port === 0) return null;
+  // prom-client is loaded only when the endpoints are on: every CLI start would pay for it.
+  const { createMetrics } = await import('./metrics.js');
   const metrics = createMetrics(state, cfg.slot);
   const send = (res: http.ServerResponse, code: number, body: string, type = 'application/json') => {
     res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' });

@@ -8,6 +8,13 @@ import type pg from 'pg';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { withTransaction, type Db } from './tx.js';
 
+/**
+ * NOTIFY channel (payload: the slot) on which an operation's end is announced, at the commit
+ * that makes it visible, so `reload --wait` returns at once instead of at its next poll.
+ * https://www.postgresql.org/docs/current/sql-notify.html
+ */
+export const RELOAD_CHANNEL = 'pg_egress_reloads';
+
 export type ReloadReason = 'marker' | 'initial' | 'joined' | 'gap' | 'operator';
 
 export interface ReloadRequest {
@@ -155,6 +162,7 @@ export class ReloadRegistry {
        WHERE "id" = $1 AND "state" = 'running'`,
       [id, state, error],
     );
+    await this.db.query(`SELECT pg_notify($1, $2)`, [RELOAD_CHANNEL, this.slot]);
     await this.db.query(
       `UPDATE "cdc_registry"."tables" t SET "mode" = CASE WHEN $2::text = 'pending' THEN 'pending_reload' ELSE 'streaming' END, "updated_at" = now()
        FROM "cdc_registry"."reloads" r WHERE r."id" = $1 AND t."slot_name" = r."slot_name" AND t."schema_name" = r."schema_name" AND t."table_name" = r."table_name"`,
@@ -173,6 +181,7 @@ export class ReloadRegistry {
       [op.id, r.rows, r.rawBytes, r.batchId, r.chunks, r.workers],
     );
     if (upd.rowCount !== 1) throw new Error(`reload ${op.id} is no longer running`);
+    await c.query(`SELECT pg_notify($1, $2)`, [RELOAD_CHANNEL, this.slot]);
     await c.query(
       `UPDATE "cdc_registry"."tables" SET "mode" = CASE WHEN EXISTS (SELECT 1 FROM "cdc_registry"."reloads" p WHERE p."slot_name" = $1
                    AND p."schema_name" = $2 AND p."table_name" = $3 AND p."state" = 'pending') THEN 'pending_reload' ELSE 'streaming' END,
