@@ -7,12 +7,18 @@
 # keep http.port: 8080 (the HEALTHCHECK below and the Kubernetes probes use it).
 # test/unit/deploy.test.ts checks this file's rules and builds the final stage by hand.
 
-# ---- build: compile TypeScript ----
+# ---- build: compile TypeScript and the batched SHA-256 addon ----
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
+# node-gyp's toolchain for native/ (Merkle hashing; without it pg-egress falls back to node:crypto).
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
-# No install scripts: the only one is secp256k1's optional native build (near-api-js falls back to JS).
+# No dependency install scripts: the only one is secp256k1's optional native build (near-api-js
+# falls back to JS). Our own addon is built explicitly below.
 RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY binding.gyp ./
+COPY native ./native
+RUN node native/build.mjs
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm run build
@@ -24,6 +30,9 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/build/Release/pg_egress_sha256.node ./build/Release/
+COPY binding.gyp ./
+COPY native ./native
 COPY sql ./sql
 COPY cdc.example.yml ./
 # `pg-egress` on PATH (what `npm install -g` would make); the output folder owned by the runtime

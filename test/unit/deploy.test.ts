@@ -327,13 +327,13 @@ describe('Dockerfile', () => {
     expect(lock && lock.line < ciLine).toBe(true);
   });
 
-  it('copies only dist/ (from the build stage), sql/, package.json, package-lock.json and cdc.example.yml into the final stage', () => {
+  it('copies only dist/ and the SHA-256 addon (from the build stage), sql/, native/, package files and cdc.example.yml into the final stage', () => {
     const build = stages.find((s) => s.name && copies(final).some((c) => c.from === s.name))!;
     const buildWorkdir = last(build, 'WORKDIR')!.args;
     const fromContext = copies(final).filter((c) => c.from === undefined).flatMap((c) => c.sources.map(norm));
     const fromBuild = copies(final).filter((c) => c.from !== undefined).flatMap((c) => c.sources.map((s) => path.posix.relative(buildWorkdir, s)));
-    expect(new Set(fromContext)).toEqual(new Set(['package.json', 'package-lock.json', 'sql', 'cdc.example.yml']));
-    expect(fromBuild).toEqual(['dist']);
+    expect(new Set(fromContext)).toEqual(new Set(['package.json', 'package-lock.json', 'sql', 'cdc.example.yml', 'binding.gyp', 'native']));
+    expect(fromBuild).toEqual(['dist', 'build/Release/pg_egress_sha256.node']);
     expect(all(final, 'ADD')).toEqual([]);
   });
 
@@ -449,6 +449,9 @@ describe('final stage built by hand', () => {
     // dist/ other test files use is not rewritten under them.
     buildOut = path.join(tmp, 'build');
     execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json'), '--outDir', path.join(buildOut, 'dist')], { cwd: ROOT, stdio: 'pipe' });
+    // `node native/build.mjs`: the addon that this repository's own `npm ci` built the same way.
+    mkdirSync(path.join(buildOut, 'build/Release'), { recursive: true });
+    cpSync(path.join(ROOT, 'build/Release/pg_egress_sha256.node'), path.join(buildOut, 'build/Release/pg_egress_sha256.node'));
     expect(JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).scripts.build).toBe('tsc -p tsconfig.build.json');
 
     app = path.join(tmp, 'image', finalWorkdir.replace(/^\//, ''));
@@ -555,7 +558,9 @@ process.stdout.write(SQL_DIR);`;
     const staged = new Set(walk(app, (rel) => rel === 'node_modules'));
     const docs = (f: string) => /^(README|LICENSE|NOTICE|CHANGELOG)(\.\w+)?$/i.test(f);
     expect([...packed].filter((f) => !staged.has(f) && !docs(f)), 'packed but not in the image').toEqual([]);
-    expect([...staged].filter((f) => !packed.has(f) && f !== 'package-lock.json'), 'in the image but not packed').toEqual([]);
+    // The addon is built at install time from the packed native/ (npm runs native/build.mjs).
+    expect([...staged].filter((f) => !packed.has(f) && f !== 'package-lock.json' && f !== 'build/Release/pg_egress_sha256.node'), 'in the image but not packed').toEqual([]);
+    expect(staged.has('build/Release/pg_egress_sha256.node')).toBe(true);
   });
 });
 

@@ -1,0 +1,93 @@
+/**
+ * Batched hashing (src/proof/sha256-batch.ts) and the batched MerkleBuilder against the
+ * one-record-at-a-time merge cascade written here with node:crypto: same roots, sizes and block
+ * roots for every size to 2,100 records, records of every length around the staging limits, and
+ * both hashers (the native addon, which `npm ci` builds, and the node:crypto fallback).
+ */
+import { describe, expect, it } from 'vitest';
+import { createHash, randomBytes } from 'node:crypto';
+import { BLOCK, MerkleBuilder } from '../../src/proof/merkle.js';
+import { batchHasher, jsHasher } from '../../src/proof/sha256-batch.js';
+
+const H = (...parts: Buffer[]) => {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest();
+};
+
+/** The cascade one leaf at a time, as SPEC §9 describes it. */
+function reference(records: Buffer[]): { root: Buffer; blocks: Buffer[] } {
+  const stack: { size: number; hash: Buffer }[] = [];
+  const blocks: Buffer[] = [];
+  for (const r of records) {
+    let node = { size: 1, hash: H(Buffer.from([0]), r) };
+    while (stack.length && stack[stack.length - 1].size === node.size) {
+      const left = stack.pop()!;
+      node = { size: node.size * 2, hash: H(Buffer.from([1]), left.hash, node.hash) };
+      if (node.size === BLOCK) blocks.push(node.hash);
+    }
+    stack.push(node);
+  }
+  if (!stack.length) return { root: H(), blocks };
+  let acc = stack[stack.length - 1].hash;
+  for (let i = stack.length - 2; i >= 0; i--) acc = H(Buffer.from([1]), stack[i].hash, acc);
+  return { root: acc, blocks };
+}
+
+const recs = (n: number, len: (i: number) => number) => Array.from({ length: n }, (_, i) => randomBytes(len(i)));
+
+describe('batched SHA-256 and Merkle builder', () => {
+  it('the native addon is built (npm ci) and agrees with node:crypto on leaves and pairs', () => {
+    expect(batchHasher.native).toBe(true);
+    const data = randomBytes(5000);
+    const offsets = Uint32Array.from([0, 0, 1, 64, 65, 1000, 4999, 5000]);
+    const a = Buffer.alloc(32 * 7);
+    const b = Buffer.alloc(32 * 7);
+    batchHasher.leaves(data, offsets, a);
+    jsHasher.leaves(data, offsets, b);
+    expect(a.equals(b)).toBe(true);
+    expect(a.subarray(0, 32).equals(H(Buffer.from([0])))).toBe(true);
+    const nodes = randomBytes(64 * 9);
+    const c = Buffer.alloc(32 * 9);
+    const d = Buffer.alloc(32 * 9);
+    batchHasher.pairs(nodes, c);
+    jsHasher.pairs(nodes, d);
+    expect(c.equals(d)).toBe(true);
+    expect(c.subarray(32, 64).equals(H(Buffer.from([1]), nodes.subarray(64, 128)))).toBe(true);
+  });
+
+  it('the native addon refuses offsets past the data instead of reading past it', () => {
+    expect(() => batchHasher.leaves(Buffer.alloc(10), Uint32Array.from([0, 11]), Buffer.alloc(32))).toThrow(/offsets/);
+    expect(() => batchHasher.pairs(Buffer.alloc(63), Buffer.alloc(32))).toThrow(/pairs/);
+  });
+
+  for (const hasher of [batchHasher, jsHasher]) {
+    it(`gives the one-at-a-time roots and block roots for every size 0..2100 (${hasher.native ? 'native' : 'node:crypto'})`, () => {
+      const all = recs(2100, (i) => (i * 37) % 300);
+      const b = new MerkleBuilder(hasher);
+      for (let n = 0; n <= 2100; n++) {
+        if (n > 0) b.addRecord(all[n - 1]);
+        // Reading the root settles the staged records: sample sizes so batches of many lengths occur.
+        if (n < 70 || n % 97 === 0 || n === 1024 || n === 2048 || n === 2100) {
+          const ref = reference(all.slice(0, n));
+          expect(b.size).toBe(n);
+          expect(b.root().equals(ref.root), `size ${n}`).toBe(true);
+          expect(b.blocks.map((x) => x.toString('hex'))).toEqual(ref.blocks.map((x) => x.toString('hex')));
+        }
+      }
+    });
+  }
+
+  it('handles records larger than the staging buffer, empty records, and ranges of a larger buffer', () => {
+    const all = [...recs(3, () => 100_000), ...recs(600, (i) => i % 3), ...recs(2, () => 40_000)];
+    const b = new MerkleBuilder();
+    const big = Buffer.concat(all);
+    let at = 0;
+    for (const r of all) {
+      b.addRange(big, at, at + r.length);
+      at += r.length;
+    }
+    expect(b.root().equals(reference(all).root)).toBe(true);
+    expect(b.size).toBe(all.length);
+  });
+});
