@@ -19,7 +19,11 @@ if (!candidates.length) {
   console.warn('pg-egress: node-gyp not found; Merkle hashing uses node:crypto (slower, same results)');
   process.exit(0);
 }
-const r = spawnSync(process.execPath, [candidates[0], 'rebuild', '--release'], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+// The headers of the running Node.js when they are installed beside it (Debian's nodejs, the
+// official images), so that node-gyp need not download them.
+const prefix = path.join(path.dirname(process.execPath), '..');
+const nodedir = !process.env.npm_config_nodedir && existsSync(path.join(prefix, 'include/node/node_api.h')) ? [`--nodedir=${prefix}`] : [];
+const r = spawnSync(process.execPath, [candidates[0], 'rebuild', '--release', ...nodedir], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
 if (r.status === 0) {
   console.log('pg-egress: built the batched SHA-256 addon (build/Release/pg_egress_sha256.node)');
 } else {

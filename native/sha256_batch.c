@@ -7,6 +7,9 @@
  *
  *   leaves(data: Buffer, offsets: Uint32Array, out: Buffer)   out[32i..] = SHA-256(0x00 || data[offsets[i]..offsets[i+1]])
  *   pairs(nodes: Buffer, out: Buffer)                         out[32i..] = SHA-256(0x01 || nodes[64i..64i+64])
+ *   recordEnds(data: Buffer, state: Int32Array, ends: Uint32Array) → count
+ *       the offsets of the LFs of `data` that end CSV records (outside double quotes), for the
+ *       reload path's leaves; state[0] is 1 inside quotes, carried from one chunk to the next.
  */
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <node_api.h>
@@ -66,12 +69,41 @@ static napi_value pairs(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value record_ends(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3) return fail(env, "recordEnds(data, state, ends)");
+  uint8_t *data;
+  size_t len;
+  if (!buffer_arg(env, argv[0], &data, &len)) return fail(env, "recordEnds: data must be a Buffer");
+  napi_typedarray_type t1, t2;
+  size_t n_state, cap;
+  void *raw_state, *raw_ends;
+  if (napi_get_typedarray_info(env, argv[1], &t1, &n_state, &raw_state, NULL, NULL) != napi_ok || t1 != napi_int32_array || n_state < 1) return fail(env, "recordEnds: state must be an Int32Array");
+  if (napi_get_typedarray_info(env, argv[2], &t2, &cap, &raw_ends, NULL, NULL) != napi_ok || t2 != napi_uint32_array) return fail(env, "recordEnds: ends must be a Uint32Array");
+  if (cap < len) return fail(env, "recordEnds: ends must have room for data.length entries");
+  int32_t *state = (int32_t *)raw_state;
+  uint32_t *ends = (uint32_t *)raw_ends;
+  int in_quotes = state[0] != 0;
+  uint32_t n = 0;
+  for (size_t i = 0; i < len; i++) {
+    uint8_t c = data[i];
+    if (c == '"') in_quotes = !in_quotes;
+    else if (c == '\n' && !in_quotes) ends[n++] = (uint32_t)i;
+  }
+  state[0] = in_quotes;
+  napi_value result;
+  napi_create_uint32(env, n, &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"leaves", NULL, leaves, NULL, NULL, NULL, napi_default, NULL},
       {"pairs", NULL, pairs, NULL, NULL, NULL, napi_default, NULL},
+      {"recordEnds", NULL, record_ends, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 2, props);
+  napi_define_properties(env, exports, 3, props);
   return exports;
 }
 

@@ -89,7 +89,9 @@ export interface Daemon {
 export function startDaemon(env: EgressEnv): Daemon & { exited: Promise<never> } {
   // BENCH_DAEMON_LOG=file keeps the daemons' logs (debug level), to see where the time of a run went.
   const logFile = process.env.BENCH_DAEMON_LOG;
-  const args = [BIN, 'run', '--config', env.configPath, ...(logFile ? ['--log-level', 'debug'] : [])];
+  // BENCH_DAEMON_PROF=dir writes a V8 CPU profile of each daemon there (node --cpu-prof).
+  const prof = process.env.BENCH_DAEMON_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_DAEMON_PROF}`] : [];
+  const args = [...prof, BIN, 'run', '--config', env.configPath, ...(logFile ? ['--log-level', 'debug'] : [])];
   const p = spawn(process.execPath, args, { stdio: ['ignore', logFile ? 'pipe' : 'ignore', 'pipe'] });
   if (logFile) p.stdout!.pipe(createWriteStream(logFile, { flags: 'a' }));
   let err = '';

@@ -16,6 +16,12 @@ export interface BatchHasher {
   leaves(data: Buffer, offsets: Uint32Array, out: Buffer): void;
   /** `out[32i..32i+32] = SHA-256(0x01 || nodes[64i..64i+64])` for every 64-byte pair of `nodes`. */
   pairs(nodes: Buffer, out: Buffer): void;
+  /**
+   * Writes to `ends` the offsets of the LFs in `data` that end CSV records (outside double
+   * quotes) and returns their count; `state[0]` is 1 while inside quotes, carried across calls.
+   * `ends` must have room for `data.length` entries.
+   */
+  recordEnds(data: Buffer, state: Int32Array, ends: Uint32Array): number;
   readonly native: boolean;
 }
 
@@ -35,6 +41,17 @@ export const jsHasher: BatchHasher = {
       sha256(scratch.subarray(0, len + 1)).copy(out, 32 * i);
     }
   },
+  recordEnds(data, state, ends) {
+    let q = state[0] !== 0;
+    let n = 0;
+    for (let i = 0; i < data.length; i++) {
+      const c = data[i];
+      if (c === 0x22) q = !q;
+      else if (c === 0x0a && !q) ends[n++] = i;
+    }
+    state[0] = q ? 1 : 0;
+    return n;
+  },
   pairs(nodes, out) {
     const one = Buffer.alloc(65);
     one[0] = 0x01;
@@ -50,7 +67,7 @@ function loadNative(): BatchHasher | null {
   try {
     // ../../build from both src/proof (tests) and dist/proof (installed).
     const addon = createRequire(import.meta.url)('../../build/Release/pg_egress_sha256.node') as Omit<BatchHasher, 'native'>;
-    return { native: true, leaves: addon.leaves, pairs: addon.pairs };
+    return { native: true, leaves: addon.leaves, pairs: addon.pairs, recordEnds: addon.recordEnds };
   } catch {
     return null;
   }

@@ -15,8 +15,7 @@ import type { Config } from '../config/index.js';
 import { connectClient } from '../source/connect.js';
 import { GzipFileWriter, type GzipFileStats } from '../output/gzip-file.js';
 import { ctidCondition, type ChunkRange } from './planner.js';
-import { MerkleBuilder } from '../proof/merkle.js';
-import { CsvRecordSplitter } from '../output/csv.js';
+import { CsvLeaves } from '../proof/csv-leaves.js';
 import type { MerkleSummary } from '../output/table-window.js';
 import { EgressError } from '../errors.js';
 
@@ -79,21 +78,17 @@ export class ExportWorker {
     const out = new GzipFileWriter(tmpPath, cfg.output.gzipLevel, cfg.output.fileMode);
     try {
       // The records (after the header) are the tree's leaves (SPEC §9); quoted fields may hold \n.
-      const merkle = new MerkleBuilder();
-      let header = true;
-      const splitter = new CsvRecordSplitter((rec) => {
-        if (header) header = false;
-        else merkle.addRecord(rec);
-      });
+      const leaves = new CsvLeaves({ skipRecords: 1 });
+      const merkle = leaves.tree;
       const stream = this.client.query(copyTo(copySql(task)));
       for await (const chunk of stream) {
         const buf = chunk as Buffer;
         const p = out.write(buf);
-        splitter.push(buf);
+        leaves.push(buf);
         if (p) await p;
         onBytes(buf.length);
       }
-      splitter.end();
+      leaves.end();
       // COPY's row count arrives with CommandComplete, just after the data: a round trip settles it.
       await this.client.query('SELECT 1');
       if (stream.rowCount !== merkle.size) throw new EgressError('PROTOCOL', `COPY of ${task.schema}.${task.table} sent ${stream.rowCount} rows but ${merkle.size} records`);

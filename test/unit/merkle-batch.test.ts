@@ -8,6 +8,8 @@ import { describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { BLOCK, MerkleBuilder } from '../../src/proof/merkle.js';
 import { batchHasher, jsHasher } from '../../src/proof/sha256-batch.js';
+import { CsvLeaves } from '../../src/proof/csv-leaves.js';
+import { CsvRecordSplitter } from '../../src/output/csv.js';
 
 const H = (...parts: Buffer[]) => {
   const h = createHash('sha256');
@@ -89,5 +91,38 @@ describe('batched SHA-256 and Merkle builder', () => {
     }
     expect(b.root().equals(reference(all).root)).toBe(true);
     expect(b.size).toBe(all.length);
+  });
+
+  it('CsvLeaves: the same leaves as CsvRecordSplitter for CSV with quoted LFs, split at every byte and at random, both hashers', () => {
+    const rows = Array.from({ length: 300 }, (_, i) => `${i},"${'z'.repeat(i % 50)}\n${i}",${i % 3 ? '' : '""""'}\n`).join('');
+    const csv = Buffer.from('id,v,w\n1,"a\nb",x\n2,,""\n3,"q""\n""q",\n,,\n\n4,plain,"x,y"\n' + rows);
+    const expected = new MerkleBuilder(jsHasher);
+    let header = true;
+    const sp = new CsvRecordSplitter((r) => (header ? (header = false) : expected.addRecord(r)));
+    sp.push(csv);
+    sp.end();
+    const want = expected.root().toString('hex');
+    expect(expected.size).toBe(306);
+    for (const hasher of [batchHasher, jsHasher]) {
+      for (let cut = 0; cut <= csv.length; cut += cut < 120 ? 1 : 97) {
+        const l = new CsvLeaves({ skipRecords: 1, hasher });
+        l.push(csv.subarray(0, cut));
+        l.push(csv.subarray(cut));
+        l.end();
+        expect(l.tree.size).toBe(expected.size);
+        expect(l.tree.root().toString('hex'), `cut at ${cut}`).toBe(want);
+      }
+      const l = new CsvLeaves({ skipRecords: 1, hasher });
+      for (let at = 0; at < csv.length; ) {
+        const n = 1 + Math.floor(Math.random() * 40);
+        l.push(csv.subarray(at, at + n));
+        at += n;
+      }
+      l.end();
+      expect(l.tree.root().toString('hex')).toBe(want);
+    }
+    const bad = new CsvLeaves();
+    bad.push(Buffer.from('1,"open\n'));
+    expect(() => bad.end()).toThrow(/inside a record/);
   });
 });
