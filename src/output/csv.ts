@@ -94,6 +94,11 @@ export class CsvBuffer {
     this.value(Buffer.from(value, 'utf8'), singleColumn);
   }
 
+  /** The backing buffer (bytes [0, length) are written): valid until the next write. */
+  get bytes(): Buffer {
+    return this.buf;
+  }
+
   /** Bytes [start, end) as written so far, without a copy: valid until the next write. */
   view(start: number, end: number): Buffer {
     return this.buf.subarray(start, end);

@@ -17,22 +17,43 @@ export const EMPTY_ROOT: Buffer = sha256(Buffer.alloc(0));
 /** Leaves per checkpoint block (a power of two, so a block is a perfect subtree of the tree). */
 export const BLOCK = 1024;
 
+/**
+ * A digest as a 32-character latin1 string. Inside the builder digests stay strings because
+ * crypto.hash returning a string costs about half of it returning a Buffer (Node 20: ~0.3 µs vs
+ * ~0.85 µs for a 65-byte input; the Buffer's backing store is what is slow), and a file has
+ * about two hashes per record.
+ */
+type Digest = string;
+
 let scratch = Buffer.alloc(64 * 1024);
 
-/** SHA-256(0x00 || record), without allocating per record (crypto.hash is ~2x createHash here). */
-export function leafHash(record: Buffer): Buffer {
-  if (record.length + 1 > scratch.length) scratch = Buffer.alloc(Math.max(record.length + 1, scratch.length * 2));
+/** SHA-256(0x00 || bytes [start, end) of `buf`), copied behind a 0x00 in a reused buffer. */
+function leafDigest(buf: Buffer, start: number, end: number): Digest {
+  const n = end - start;
+  if (n + 1 > scratch.length) scratch = Buffer.alloc(Math.max(n + 1, scratch.length * 2));
   scratch[0] = 0x00;
-  record.copy(scratch, 1);
-  return sha256(scratch.subarray(0, record.length + 1));
+  buf.copy(scratch, 1, start, end);
+  return hash('sha256', scratch.subarray(0, n + 1), 'binary');
 }
 
 const nodeScratch = Buffer.alloc(65);
-export function nodeHash(left: Buffer, right: Buffer): Buffer {
+const nodeDigest = (left: Digest, right: Digest): Digest => {
   nodeScratch[0] = 0x01;
-  left.copy(nodeScratch, 1);
-  right.copy(nodeScratch, 33);
-  return sha256(nodeScratch);
+  nodeScratch.write(left, 1, 32, 'latin1');
+  nodeScratch.write(right, 33, 32, 'latin1');
+  return hash('sha256', nodeScratch, 'binary');
+};
+
+const toDigest = (h: Buffer): Digest => h.toString('binary');
+const fromDigest = (d: Digest): Buffer => Buffer.from(d, 'binary');
+
+/** SHA-256(0x00 || record). */
+export function leafHash(record: Buffer): Buffer {
+  return fromDigest(leafDigest(record, 0, record.length));
+}
+
+export function nodeHash(left: Buffer, right: Buffer): Buffer {
+  return fromDigest(nodeDigest(toDigest(left), toDigest(right)));
 }
 
 /**
@@ -41,34 +62,56 @@ export function nodeHash(left: Buffer, right: Buffer): Buffer {
  * largest-power-of-two split puts exactly those perfect subtrees side by side.
  */
 export class MerkleBuilder {
-  private readonly stack: { size: number; hash: Buffer }[] = [];
+  /** Subtree roots, with their sizes in `sizes` (two arrays: no object per leaf). */
+  private readonly stack: Digest[] = [];
+  private readonly sizes: number[] = [];
   size = 0;
+  private readonly blockDigests: Digest[] = [];
+  private blockBuffers: Buffer[] = [];
+
   /**
    * Roots of each complete block of BLOCK leaves, in order: they come free out of the merge
    * cascade, and let `verify` say in which block of records a file first differs.
    */
-  readonly blocks: Buffer[] = [];
+  get blocks(): Buffer[] {
+    for (let i = this.blockBuffers.length; i < this.blockDigests.length; i++) this.blockBuffers.push(fromDigest(this.blockDigests[i]));
+    return this.blockBuffers;
+  }
 
   addRecord(record: Buffer): void {
-    this.addLeafHash(leafHash(record));
+    this.add(leafDigest(record, 0, record.length));
+  }
+
+  /** The record is bytes [start, end) of `buf` (saves the caller a subarray per record). */
+  addRecordRange(buf: Buffer, start: number, end: number): void {
+    this.add(leafDigest(buf, start, end));
   }
 
   addLeafHash(h: Buffer): void {
-    let node = { size: 1, hash: h };
-    while (this.stack.length && this.stack[this.stack.length - 1].size === node.size) {
-      const left = this.stack.pop()!;
-      node = { size: left.size * 2, hash: nodeHash(left.hash, node.hash) };
-      if (node.size === BLOCK) this.blocks.push(node.hash);
+    this.add(toDigest(h));
+  }
+
+  private add(leaf: Digest): void {
+    const stack = this.stack;
+    const sizes = this.sizes;
+    let node = leaf;
+    let size = 1;
+    while (stack.length && sizes[sizes.length - 1] === size) {
+      sizes.pop();
+      node = nodeDigest(stack.pop()!, node);
+      size *= 2;
+      if (size === BLOCK) this.blockDigests.push(node);
     }
-    this.stack.push(node);
+    stack.push(node);
+    sizes.push(size);
     this.size++;
   }
 
   root(): Buffer {
     if (this.stack.length === 0) return EMPTY_ROOT;
-    let acc = this.stack[this.stack.length - 1].hash;
-    for (let i = this.stack.length - 2; i >= 0; i--) acc = nodeHash(this.stack[i].hash, acc);
-    return acc;
+    let acc = this.stack[this.stack.length - 1];
+    for (let i = this.stack.length - 2; i >= 0; i--) acc = nodeDigest(this.stack[i], acc);
+    return fromDigest(acc);
   }
 }
 
