@@ -18,7 +18,7 @@ import type { Config } from '../config/index.js';
 import { excludedColumns, matchTable } from '../config/index.js';
 import { EgressError } from '../errors.js';
 import { lsnHex, type Lsn } from '../lsn.js';
-import { UNCHANGED_TOAST, type PgOutputMessage, type RelationColumn, type ReplicaIdentity, type Tuple } from '../wal/pgoutput.js';
+import { SPAN_TOAST, UNCHANGED_TOAST, type PgOutputMessage, type RelationColumn, type ReplicaIdentity, type Tuple, type TupleValue } from '../wal/pgoutput.js';
 import { formatCommitTs, pgMicrosToUnixMs } from '../wal/time.js';
 import { textArrayLiteral } from '../output/csv.js';
 import { ddlStatements } from './ddl-text.js';
@@ -306,7 +306,7 @@ export class BatchController {
     // and we compare the primary key ourselves (no primary key: every update changes identity).
     let identityChanged = keyTuple !== null;
     if (oldTuple) {
-      identityChanged = rel.pkIdx === null || rel.pkIdx.some((i) => !sameValue(oldTuple[i], newTuple[i]));
+      identityChanged = rel.pkIdx === null || rel.pkIdx.some((i) => !sameValue(oldTuple.value(i), newTuple.value(i)));
     }
     if (identityChanged) await this.emit(rel, OP.D, keyTuple ?? oldTuple, null);
     if (oldTuple && this.cfg.output.beforeImages) await this.emit(rel, OP.B, oldTuple, null);
@@ -337,24 +337,29 @@ export class BatchController {
     }
     const b = f.buf;
     b.raw(t.lsnField);
-    b.ascii(String(t.seq++));
+    b.uint(t.seq++);
     b.raw(t.midField);
     b.byte(op);
     b.byte(COMMA);
     const idx = rel.outIdx;
     if (tuple) {
+      // Values are spans of the message (pgoutput.ts): copied into the CSV without a view each.
+      const spans = tuple.spans;
+      const src = tuple.buf;
       let unchanged: string[] | null = null;
       for (let i = 0; i < idx.length; i++) {
-        if (tuple[idx[i]] === UNCHANGED_TOAST && !(fill && Buffer.isBuffer(fill[idx[i]]))) {
+        if (spans[2 * idx[i]] === SPAN_TOAST && !(fill && fill.spans[2 * idx[i]] >= 0)) {
           (unchanged ??= []).push(rel.outNames[i]);
         }
       }
       if (unchanged) b.text(textArrayLiteral(unchanged));
       for (let i = 0; i < idx.length; i++) {
         b.byte(COMMA);
-        let v = tuple[idx[i]];
-        if (v === UNCHANGED_TOAST) v = fill ? fill[idx[i]] : null;
-        if (v !== null && v !== UNCHANGED_TOAST && v !== undefined) b.value(v);
+        const j = 2 * idx[i];
+        const start = spans[j];
+        // NULL, a column past the tuple's end, and unchanged TOAST without a value to fill: empty.
+        if (start >= 0) b.valueRange(src, start, spans[j + 1]);
+        else if (start === SPAN_TOAST && fill && fill.spans[j] >= 0) b.valueRange(fill.buf, fill.spans[j], fill.spans[j + 1]);
       }
     } else {
       for (let i = 0; i < idx.length; i++) b.byte(COMMA);
@@ -545,7 +550,7 @@ function identityName(c: string | undefined): ReplicaIdentity {
   }
 }
 
-function sameValue(a: Tuple[number], b: Tuple[number]): boolean {
+function sameValue(a: TupleValue, b: TupleValue): boolean {
   if (b === UNCHANGED_TOAST || a === UNCHANGED_TOAST) return true;
   if (a === null || b === null) return a === b;
   return a.equals(b);
