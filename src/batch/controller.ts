@@ -36,6 +36,8 @@ import type { ServerInfo, TableDef } from '../source/setup.js';
 const COMMA = 0x2c;
 const LF = 0x0a;
 const OP = { I: 0x49, U: 0x55, D: 0x44, T: 0x54, B: 0x42 } as const;
+/** `_op` byte to its letter, without a string made per row. */
+const OP_NAME: Record<number, string> = Object.fromEntries(Object.values(OP).map((b) => [b, String.fromCharCode(b)]));
 
 /** Prefix of the transactional logical messages emitted by our DDL event trigger (sql/002). */
 export const DDL_MESSAGE_PREFIX = 'pg-egress:ddl';
@@ -166,8 +168,11 @@ export class BatchController {
     return m;
   }
 
-  /** Handles one message. Returns a promise only when it has asynchronous work (backpressure, flush). */
-  async handle(m: PgOutputMessage): Promise<void> {
+  /**
+   * Handles one message. Returns a promise only when it has asynchronous work (backpressure, flush):
+   * not an async function, so that a row costs no promise and no microtask turn.
+   */
+  handle(m: PgOutputMessage): Promise<void> | undefined {
     switch (m.tag) {
       case 'begin':
         return this.begin(m.finalLsn, m.xid, m.commitTime);
@@ -186,18 +191,11 @@ export class BatchController {
         return this.update(m.relationOid, m.keyTuple, m.oldTuple, m.newTuple);
       case 'delete':
         return this.delete(m.relationOid, m.keyTuple, m.oldTuple);
-      case 'truncate': {
-        const t = this.txn;
-        if (!t || t.skip) return;
-        for (const oid of m.relationOids) {
-          const rel = this.rel(oid);
-          if (rel.selected) await this.emit(rel, OP.T, null, null);
-        }
-        return;
-      }
+      case 'truncate':
+        return this.truncate(m.relationOids);
       case 'message':
         if (m.transactional && m.prefix === DDL_MESSAGE_PREFIX) return this.ddl(m.content);
-        if (m.transactional && m.prefix === RELOAD_MESSAGE_PREFIX) return this.reloadRequest(m.content);
+        if (m.transactional && m.prefix === RELOAD_MESSAGE_PREFIX) this.reloadRequest(m.content);
         return;
       case 'type': // type names come from format_type() in table definitions
       case 'origin': // changes replayed from another origin are exported like any other
@@ -313,6 +311,15 @@ export class BatchController {
     await this.emit(rel, OP.U, newTuple, oldTuple);
   }
 
+  private async truncate(oids: number[]): Promise<void> {
+    const t = this.txn;
+    if (!t || t.skip) return;
+    for (const oid of oids) {
+      const rel = this.rel(oid);
+      if (rel.selected) await this.emit(rel, OP.T, null, null);
+    }
+  }
+
   private async delete(oid: number, keyTuple: Tuple | null, oldTuple: Tuple | null): Promise<void> {
     const t = this.txn;
     if (!t || t.skip) return;
@@ -328,7 +335,7 @@ export class BatchController {
    */
   private emit(rel: RelInfo, op: number, tuple: Tuple | null, fill: Tuple | null): Promise<void> | undefined {
     const t = this.txn!;
-    const w = this.window(rel.schema, rel.table, rel.oid);
+    const w = this.windows.get(rel.key) ?? this.window(rel.schema, rel.table, rel.oid);
     w.rel = rel;
     t.touched.add(w);
     const f = (w.file ??= new StreamingFile({ tmpDir: this.tmpDir, gzipLevel: this.cfg.output.gzipLevel, fileMode: this.cfg.output.fileMode }));
@@ -368,7 +375,7 @@ export class BatchController {
     this.stats.rows++;
     let perOp = this.rowsByTable.get(rel.key);
     if (!perOp) this.rowsByTable.set(rel.key, (perOp = new Map()));
-    const opName = String.fromCharCode(op);
+    const opName = OP_NAME[op];
     perOp.set(opName, (perOp.get(opName) ?? 0) + 1);
     return f.rowWritten(t.finalLsn);
   }

@@ -74,8 +74,9 @@ const B = 0x42, C = 0x43, D = 0x44, I = 0x49, K = 0x4b, M = 0x4d, N = 0x4e, O = 
 const COL_NULL = 0x6e, COL_TOAST = 0x75, COL_TEXT = 0x74, COL_BINARY = 0x62;
 
 const EMPTY = Buffer.alloc(0);
-/** The message being decoded and the cursor into it. */
+/** The buffer being decoded, where its message starts, and the cursor into it. */
 let buf: Buffer = EMPTY;
+let base = 0;
 let pos = 0;
 
 /** A printable form of a byte for error messages: `'N' (0x4e)`. */
@@ -84,9 +85,11 @@ function showByte(b: number): string {
   return b >= 0x20 && b < 0x7f ? `'${String.fromCharCode(b)}' (${hex})` : hex;
 }
 
+/** Offsets in messages are from the message's start, whatever buffer it sits in. */
 function fail(what: string, at: number = pos): never {
-  const tag = buf.length > 0 ? showByte(buf[0]) : '(none)';
-  const len = buf.length;
+  const tag = buf.length > base ? showByte(buf[base]) : '(none)';
+  const len = buf.length - base;
+  at -= base;
   buf = EMPTY; // do not keep the network buffer alive through the error
   throw new EgressError('PROTOCOL', `pgoutput: ${what} [message type ${tag}, offset ${at}, length ${len}]`);
 }
@@ -268,16 +271,18 @@ function message(): PgOutputMessage {
 }
 
 /**
- * Decodes one pgoutput (protocol version 1) message: the `data` of an XLogData frame. Text values
- * in the result are spans of `input` (no copy). Throws EgressError('PROTOCOL') on an unknown
+ * Decodes one pgoutput (protocol version 1) message: the `data` of an XLogData frame, which is
+ * `input` from `start` on (so the caller need not make a view of it). Text values in the result
+ * are spans of `input` (no copy). Throws EgressError('PROTOCOL') on an unknown
  * tag, a binary column value, a truncated message, or trailing bytes.
  */
-export function decodePgOutput(input: Buffer): PgOutputMessage {
+export function decodePgOutput(input: Buffer, start = 0): PgOutputMessage {
   buf = input;
-  pos = 1;
-  if (input.length === 0) fail('empty message', 0);
+  base = start;
+  pos = start + 1;
+  if (input.length <= start) fail('empty message', start);
   let m: PgOutputMessage;
-  switch (input[0]) {
+  switch (input[start]) {
     case I: {
       const relationOid = u32('relation oid');
       expectN();
@@ -324,7 +329,7 @@ export function decodePgOutput(input: Buffer): PgOutputMessage {
       m = message();
       break;
     default:
-      fail('unknown message type', 0);
+      fail('unknown message type', start);
   }
   if (pos !== buf.length) fail(`${buf.length - pos} unexpected trailing bytes`);
   buf = EMPTY;

@@ -281,6 +281,21 @@ describe('pgoutput v1: input as a slice of a larger network buffer', () => {
     expect(v.byteOffset).toBe(view.byteOffset + msg.indexOf('y,"z"'));
   });
 
+  it('decodes a message that starts at an offset of its buffer (an XLogData frame decoded in place)', () => {
+    const msg = new Bytes().ch('U').uint32(9).ch('O').tuple(['x', null]).ch('N').tuple(['y,"z"', UNCHANGED_TOAST]).done();
+    const frame = Buffer.concat([Buffer.alloc(25, 0x77), msg]);
+    const m = decodeAs('update', msg);
+    const inPlace = decodePgOutput(frame, 25) as Msg<'update'>;
+    expect(text(inPlace.oldTuple)).toEqual(text(m.oldTuple));
+    expect(text(inPlace.newTuple)).toEqual(['y,"z"', 'TOAST']);
+    expect(inPlace.newTuple.buf).toBe(frame);
+    expect(inPlace.newTuple.spans[0]).toBe(25 + msg.indexOf('y,"z"'));
+    // Error offsets and lengths are the message's own, not the frame's.
+    const cut = Buffer.concat([Buffer.alloc(25, 0x77), msg.subarray(0, msg.length - 3)]);
+    expect(() => decodePgOutput(cut, 25)).toThrow(new RegExp(`message type 'U' \\(0x55\\), offset \\d+, length ${msg.length - 3}\\]`));
+    expect(() => decodePgOutput(Buffer.alloc(25, 0x77), 25)).toThrow(/empty message/);
+  });
+
   it('decodes a Buffer built over a shared ArrayBuffer with an offset', () => {
     const msg = new Bytes().ch('B').uint64(BIG_LSN).int64(TS).uint32(42).done();
     const ab = new ArrayBuffer(msg.length + 100);
