@@ -157,7 +157,17 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     };
 
     while (!opts.signal.aborted) {
-      const buf = s.tryNext() ?? (await s.next(1000));
+      let buf = s.tryNext();
+      if (buf === null) {
+        // Nothing queued: we are idle for now. A window whose end has passed is flushed before
+        // waiting, not at the next once-a-second tick (which left a finished burst's last window,
+        // and the slot's confirmation, up to a second behind).
+        if (!c.inTransaction() && c.hasPending()) {
+          lastTick = Date.now();
+          await c.tick();
+        }
+        buf = await s.next(1000);
+      }
       state.lastLoopAt = Date.now();
       if (!streaming && (buf || Date.now() - startedAt > 5000)) {
         // The server accepted START_REPLICATION (it refuses at once, e.g. a slot in use): only
