@@ -17,7 +17,7 @@ import { waitSlotFree } from './source/slot-wait.js';
 import { createPool } from './registry/tx.js';
 import { DaemonLock } from './registry/lock.js';
 import { ReplicationStream } from './wal/stream.js';
-import { decodeFrame } from './wal/frames.js';
+import { decodeFrame, xlogDataStart, xlogDataWalStart } from './wal/frames.js';
 import { decodePgOutput } from './wal/pgoutput.js';
 import { BatchController } from './batch/controller.js';
 import { Reloader } from './reload/reloader.js';
@@ -159,9 +159,12 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     };
 
     while (!opts.signal.aborted) {
-      // Rows received and the window over: flush as soon as the stream goes quiet (50 ms), not
-      // at the next 1-second round, so the last rows of a burst are registered without delay.
-      const buf = await s.next(c.idleWaitMs(IDLE_FLUSH_MS, 1000));
+      // Frames already queued are taken without a promise; when none is, wait. Rows received and
+      // their window over: flush as soon as the stream has been quiet for 50 ms, not at the next
+      // 1-second round (a socket drained for a moment mid catch-up is not idleness, and flushing
+      // then would cut a burst into many small flushes).
+      let buf = s.tryNext();
+      if (buf === null) buf = await s.next(c.idleWaitMs(IDLE_FLUSH_MS, 1000));
       state.lastLoopAt = Date.now();
       if (!streaming && (buf || Date.now() - startedAt > 5000)) {
         // The server accepted START_REPLICATION (it refuses at once, e.g. a slot in use): only
@@ -173,12 +176,16 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
         onStarted();
         opts.onStreaming?.();
       }
-      if (buf) {
+      const data = buf ? xlogDataStart(buf) : -1;
+      if (buf && data >= 0) {
+        s.receivedLsn = maxLsn(s.receivedLsn, xlogDataWalStart(buf));
+        // Most messages are rows that need no waiting: no promise, no turn of the microtask queue.
+        const pending = c.handle(decodePgOutput(buf, data));
+        if (pending) await pending;
+      } else if (buf) {
+        // A keepalive: decodeFrame throws on anything else (a truncated XLogData included).
         const frame = decodeFrame(buf);
-        if (frame.tag === 'xlogdata') {
-          s.receivedLsn = maxLsn(s.receivedLsn, frame.walStart);
-          await c.handle(decodePgOutput(frame.data));
-        } else {
+        if (frame.tag === 'keepalive') {
           s.receivedLsn = maxLsn(s.receivedLsn, frame.walEnd);
           if (!c.inTransaction() && !c.hasPending()) idleWalEnd = maxLsn(idleWalEnd, frame.walEnd);
           if (frame.replyRequested || idleWalEnd > confirmed) {

@@ -18,7 +18,7 @@ import type { Config } from '../config/index.js';
 import { excludedColumns, matchTable } from '../config/index.js';
 import { EgressError } from '../errors.js';
 import { lsnHex, type Lsn } from '../lsn.js';
-import { UNCHANGED_TOAST, type PgOutputMessage, type RelationColumn, type ReplicaIdentity, type Tuple } from '../wal/pgoutput.js';
+import { SPAN_TOAST, UNCHANGED_TOAST, type PgOutputMessage, type RelationColumn, type ReplicaIdentity, type Tuple, type TupleValue } from '../wal/pgoutput.js';
 import { formatCommitTs, pgMicrosToUnixMs } from '../wal/time.js';
 import { textArrayLiteral } from '../output/csv.js';
 import { ddlStatements } from './ddl-text.js';
@@ -36,6 +36,8 @@ import type { ServerInfo, TableDef } from '../source/setup.js';
 const COMMA = 0x2c;
 const LF = 0x0a;
 const OP = { I: 0x49, U: 0x55, D: 0x44, T: 0x54, B: 0x42 } as const;
+/** `_op` byte to its letter, without a string made per row. */
+const OP_NAME: Record<number, string> = Object.fromEntries(Object.values(OP).map((b) => [b, String.fromCharCode(b)]));
 
 /** Prefix of the transactional logical messages emitted by our DDL event trigger (sql/002). */
 export const DDL_MESSAGE_PREFIX = 'pg-egress:ddl';
@@ -166,8 +168,11 @@ export class BatchController {
     return m;
   }
 
-  /** Handles one message. Returns a promise only when it has asynchronous work (backpressure, flush). */
-  async handle(m: PgOutputMessage): Promise<void> {
+  /**
+   * Handles one message. Returns a promise only when it has asynchronous work (backpressure, flush):
+   * not an async function, so that a row costs no promise and no microtask turn.
+   */
+  handle(m: PgOutputMessage): Promise<void> | undefined {
     switch (m.tag) {
       case 'begin':
         return this.begin(m.finalLsn, m.xid, m.commitTime);
@@ -186,18 +191,11 @@ export class BatchController {
         return this.update(m.relationOid, m.keyTuple, m.oldTuple, m.newTuple);
       case 'delete':
         return this.delete(m.relationOid, m.keyTuple, m.oldTuple);
-      case 'truncate': {
-        const t = this.txn;
-        if (!t || t.skip) return;
-        for (const oid of m.relationOids) {
-          const rel = this.rel(oid);
-          if (rel.selected) await this.emit(rel, OP.T, null, null);
-        }
-        return;
-      }
+      case 'truncate':
+        return this.truncate(m.relationOids);
       case 'message':
         if (m.transactional && m.prefix === DDL_MESSAGE_PREFIX) return this.ddl(m.content);
-        if (m.transactional && m.prefix === RELOAD_MESSAGE_PREFIX) return this.reloadRequest(m.content);
+        if (m.transactional && m.prefix === RELOAD_MESSAGE_PREFIX) this.reloadRequest(m.content);
         return;
       case 'type': // type names come from format_type() in table definitions
       case 'origin': // changes replayed from another origin are exported like any other
@@ -312,11 +310,20 @@ export class BatchController {
     // and we compare the primary key ourselves (no primary key: every update changes identity).
     let identityChanged = keyTuple !== null;
     if (oldTuple) {
-      identityChanged = rel.pkIdx === null || rel.pkIdx.some((i) => !sameValue(oldTuple[i], newTuple[i]));
+      identityChanged = rel.pkIdx === null || rel.pkIdx.some((i) => !sameValue(oldTuple.value(i), newTuple.value(i)));
     }
     if (identityChanged) await this.emit(rel, OP.D, keyTuple ?? oldTuple, null);
     if (oldTuple && this.cfg.output.beforeImages) await this.emit(rel, OP.B, oldTuple, null);
     await this.emit(rel, OP.U, newTuple, oldTuple);
+  }
+
+  private async truncate(oids: number[]): Promise<void> {
+    const t = this.txn;
+    if (!t || t.skip) return;
+    for (const oid of oids) {
+      const rel = this.rel(oid);
+      if (rel.selected) await this.emit(rel, OP.T, null, null);
+    }
   }
 
   private async delete(oid: number, keyTuple: Tuple | null, oldTuple: Tuple | null): Promise<void> {
@@ -334,7 +341,7 @@ export class BatchController {
    */
   private emit(rel: RelInfo, op: number, tuple: Tuple | null, fill: Tuple | null): Promise<void> | undefined {
     const t = this.txn!;
-    const w = this.window(rel.schema, rel.table, rel.oid);
+    const w = this.windows.get(rel.key) ?? this.window(rel.schema, rel.table, rel.oid);
     w.rel = rel;
     t.touched.add(w);
     const f = (w.file ??= new StreamingFile({ tmpDir: this.tmpDir, gzipLevel: this.cfg.output.gzipLevel, fileMode: this.cfg.output.fileMode }));
@@ -343,24 +350,29 @@ export class BatchController {
     }
     const b = f.buf;
     b.raw(t.lsnField);
-    b.ascii(String(t.seq++));
+    b.uint(t.seq++);
     b.raw(t.midField);
     b.byte(op);
     b.byte(COMMA);
     const idx = rel.outIdx;
     if (tuple) {
+      // Values are spans of the message (pgoutput.ts): copied into the CSV without a view each.
+      const spans = tuple.spans;
+      const src = tuple.buf;
       let unchanged: string[] | null = null;
       for (let i = 0; i < idx.length; i++) {
-        if (tuple[idx[i]] === UNCHANGED_TOAST && !(fill && Buffer.isBuffer(fill[idx[i]]))) {
+        if (spans[2 * idx[i]] === SPAN_TOAST && !(fill && fill.spans[2 * idx[i]] >= 0)) {
           (unchanged ??= []).push(rel.outNames[i]);
         }
       }
       if (unchanged) b.text(textArrayLiteral(unchanged));
       for (let i = 0; i < idx.length; i++) {
         b.byte(COMMA);
-        let v = tuple[idx[i]];
-        if (v === UNCHANGED_TOAST) v = fill ? fill[idx[i]] : null;
-        if (v !== null && v !== UNCHANGED_TOAST && v !== undefined) b.value(v);
+        const j = 2 * idx[i];
+        const start = spans[j];
+        // NULL, a column past the tuple's end, and unchanged TOAST without a value to fill: empty.
+        if (start >= 0) b.valueRange(src, start, spans[j + 1]);
+        else if (start === SPAN_TOAST && fill && fill.spans[j] >= 0) b.valueRange(fill.buf, fill.spans[j], fill.spans[j + 1]);
       }
     } else {
       for (let i = 0; i < idx.length; i++) b.byte(COMMA);
@@ -369,7 +381,7 @@ export class BatchController {
     this.stats.rows++;
     let perOp = this.rowsByTable.get(rel.key);
     if (!perOp) this.rowsByTable.set(rel.key, (perOp = new Map()));
-    const opName = String.fromCharCode(op);
+    const opName = OP_NAME[op];
     perOp.set(opName, (perOp.get(opName) ?? 0) + 1);
     return f.rowWritten(t.finalLsn);
   }
@@ -561,7 +573,7 @@ function identityName(c: string | undefined): ReplicaIdentity {
   }
 }
 
-function sameValue(a: Tuple[number], b: Tuple[number]): boolean {
+function sameValue(a: TupleValue, b: TupleValue): boolean {
   if (b === UNCHANGED_TOAST || a === UNCHANGED_TOAST) return true;
   if (a === null || b === null) return a === b;
   return a.equals(b);

@@ -14,6 +14,10 @@ const LF = 0x0a;
 const CR = 0x0d;
 const BACKSLASH = 0x5c;
 const DOT = 0x2e;
+/** Up to this many bytes a JS byte loop copies faster than Buffer#copy (see `raw`). */
+const SHORT = 64;
+/** Up to this many bytes a quoted value is copied byte by byte; longer ones by runs between quotes. */
+const LONG = 256;
 
 export function needsQuote(value: Buffer, singleColumn = false): boolean {
   const n = value.length;
@@ -50,9 +54,19 @@ export class CsvBuffer {
 
   /** Bytes known to need no quoting (our own metadata: hex LSNs, digits, fixed timestamps). */
   raw(bytes: Buffer): void {
-    this.ensure(bytes.length);
+    const n = bytes.length;
+    this.ensure(n);
+    if (n <= SHORT) {
+      // A byte loop beats Buffer#copy for short values: copy() costs a call into C++ and, for a
+      // range, a new Uint8Array; this runs several times per row.
+      const out = this.buf;
+      let o = this.length;
+      for (let i = 0; i < n; i++) out[o++] = bytes[i];
+      this.length = o;
+      return;
+    }
     bytes.copy(this.buf, this.length);
-    this.length += bytes.length;
+    this.length += n;
   }
 
   ascii(text: string): void {
@@ -65,26 +79,92 @@ export class CsvBuffer {
     this.buf[this.length++] = b;
   }
 
-  /** A non-NULL value, quoted when COPY would quote it. */
-  value(bytes: Buffer, singleColumn = false): void {
-    if (!needsQuote(bytes, singleColumn)) {
-      this.raw(bytes);
+  /** A non-negative integer in decimal, without making a string of it. */
+  uint(v: number): void {
+    if (v < 10) {
+      this.byte(0x30 + v);
       return;
     }
+    let digits = 1;
+    for (let x = v; x >= 10; x = Math.floor(x / 10)) digits++;
+    this.ensure(digits);
+    const out = this.buf;
+    let o = this.length + digits;
+    this.length = o;
+    for (let x = v; ; ) {
+      const q = Math.floor(x / 10);
+      out[--o] = 0x30 + (x - q * 10);
+      if (q === 0) break;
+      x = q;
+    }
+  }
+
+  /** A non-NULL value, quoted when COPY would quote it. */
+  value(bytes: Buffer, singleColumn = false): void {
+    this.valueRange(bytes, 0, bytes.length, singleColumn);
+  }
+
+  /**
+   * A non-NULL value given as bytes [start, end) of `src` (a span of a pgoutput message), quoted
+   * when COPY would quote it. One pass for short values: bytes are copied while they are checked,
+   * and only a value that turns out to need quotes is written again, quoted.
+   */
+  valueRange(src: Buffer, start: number, end: number, singleColumn = false): void {
+    const n = end - start;
+    if (n === 0 || (singleColumn && n === 2 && src[start] === BACKSLASH && src[start + 1] === DOT)) {
+      this.quoted(src, start, end);
+      return;
+    }
+    this.ensure(n);
+    const out = this.buf;
+    if (n <= SHORT) {
+      let o = this.length;
+      for (let i = start; i < end; i++) {
+        const c = src[i];
+        // All four specials are <= ',' (0x2c): one compare for most bytes.
+        if (c <= COMMA && (c === COMMA || c === QUOTE || c === LF || c === CR)) {
+          this.quoted(src, start, end);
+          return;
+        }
+        out[o++] = c;
+      }
+      this.length = o;
+      return;
+    }
+    for (let i = start; i < end; i++) {
+      const c = src[i];
+      if (c <= COMMA && (c === COMMA || c === QUOTE || c === LF || c === CR)) {
+        this.quoted(src, start, end);
+        return;
+      }
+    }
+    src.copy(out, this.length, start, end);
+    this.length += n;
+  }
+
+  /** `"` + bytes [start, end) of `src` with `"` doubled + `"`. */
+  private quoted(src: Buffer, start: number, end: number): void {
+    const n = end - start;
     // Worst case every byte is a quote: 2n + 2.
-    this.ensure(bytes.length * 2 + 2);
+    this.ensure(n * 2 + 2);
     const out = this.buf;
     let o = this.length;
     out[o++] = QUOTE;
-    let start = 0;
-    for (let i = 0; i < bytes.length; i++) {
-      if (bytes[i] === QUOTE) {
-        o += bytes.copy(out, o, start, i + 1);
-        out[o++] = QUOTE;
-        start = i + 1;
+    if (n <= LONG) {
+      for (let i = start; i < end; i++) {
+        const c = src[i];
+        out[o++] = c;
+        if (c === QUOTE) out[o++] = QUOTE;
       }
+    } else {
+      let from = start;
+      for (let q = src.indexOf(QUOTE, from); q >= 0 && q < end; q = src.indexOf(QUOTE, from)) {
+        o += src.copy(out, o, from, q + 1);
+        out[o++] = QUOTE;
+        from = q + 1;
+      }
+      o += src.copy(out, o, from, end);
     }
-    o += bytes.copy(out, o, start);
     out[o++] = QUOTE;
     this.length = o;
   }
@@ -92,6 +172,11 @@ export class CsvBuffer {
   /** A non-NULL string value (names, DDL text); encoded as UTF-8 then quoted like a value. */
   text(value: string, singleColumn = false): void {
     this.value(Buffer.from(value, 'utf8'), singleColumn);
+  }
+
+  /** The backing buffer (bytes [0, length) are written): valid until the next write. */
+  get bytes(): Buffer {
+    return this.buf;
   }
 
   /** Bytes [start, end) as written so far, without a copy: valid until the next write. */

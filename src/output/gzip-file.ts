@@ -15,6 +15,9 @@ import zlib from 'node:zlib';
 import { EgressError } from '../errors.js';
 import { ioError } from './atomic.js';
 
+/** Bytes each stream may hold before it pushes back (uncompressed into gzip, compressed into the file). */
+const BUFFERED_BYTES = 256 * 1024;
+
 export interface GzipFileStats {
   /** Compressed size on disk. */
   bytes: number;
@@ -41,8 +44,12 @@ export class GzipFileWriter {
     level: number,
     mode: number,
   ) {
-    this.gzip = zlib.createGzip({ level, chunkSize: 64 * 1024 });
-    this.out = createWriteStream(path, { mode, flags: 'w' });
+    // Room for a few 64 KiB chunks on each side, so that encoding the next chunk (main thread),
+    // compressing this one and writing the previous one (thread pool) overlap. With the default
+    // 16 KiB marks every chunk made `write` wait for its own compression, and every compressed
+    // chunk paused gzip until the file had written it: the stages took turns instead.
+    this.gzip = zlib.createGzip({ level, chunkSize: 64 * 1024, writableHighWaterMark: BUFFERED_BYTES } as zlib.ZlibOptions);
+    this.out = createWriteStream(path, { mode, flags: 'w', highWaterMark: BUFFERED_BYTES });
     this.gzip.on('data', (chunk: Buffer) => {
       if (this.failed) return;
       this.hash.update(chunk);

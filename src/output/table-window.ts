@@ -84,7 +84,7 @@ export class StreamingFile {
     if (this.lsnStart === null) this.lsnStart = lsn;
     this.lsnEnd = lsn;
     // The record's leaf: its bytes without the terminating \n, hashed straight from the buffer.
-    this.merkle.addRecord(this.buf.view(this.rowStart, this.buf.length - 1));
+    this.merkle.addRange(this.buf.bytes, this.rowStart, this.buf.length - 1);
     if (this.buf.length >= CHUNK_BYTES) {
       this.rowStart = 0;
       return this.current!.writer.write(this.buf.take());

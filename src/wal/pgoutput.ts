@@ -1,6 +1,6 @@
 /**
- * pgoutput protocol version 1, decoded from bytes. Text values stay bytes (subarrays of the input,
- * no copy, no UTF-8 decoding): the CSV encoder writes them as they are.
+ * pgoutput protocol version 1, decoded from bytes. Text values stay bytes (spans of the input, no
+ * copy, no UTF-8 decoding): the CSV encoder writes them as they are.
  * https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html
  *
  * Hot path (one call per row): the decoder keeps its cursor in module state instead of allocating
@@ -13,7 +13,43 @@ import { EgressError } from '../errors.js';
 export const UNCHANGED_TOAST: unique symbol = Symbol('unchanged-toast');
 /** A text value as a subarray of the input message, NULL, or "unchanged TOASTed value, not sent". */
 export type TupleValue = Buffer | null | typeof UNCHANGED_TOAST;
-export type Tuple = TupleValue[];
+
+/** In `Tuple.spans`, the start of a NULL value (a text value's start is an offset, >= 0). */
+export const SPAN_NULL = -1;
+/** In `Tuple.spans`, the start of an unchanged TOASTed value that the server did not send. */
+export const SPAN_TOAST = -2;
+
+/**
+ * One tuple's values as spans of the message: value i is bytes [spans[2i], spans[2i+1]) of
+ * `buf`, or spans[2i] is SPAN_NULL or SPAN_TOAST. One array of small integers per tuple instead
+ * of a Buffer view per value: this runs for every value of every change, and a view costs an
+ * object (and its garbage) each. `value(i)` gives the view for code off the hot path.
+ */
+export class Tuple {
+  constructor(
+    readonly buf: Buffer,
+    readonly spans: number[],
+  ) {}
+
+  get length(): number {
+    return this.spans.length >> 1;
+  }
+
+  /** Value i: a view of the message (no copy), null for NULL (also past the last column), or UNCHANGED_TOAST. */
+  value(i: number): TupleValue {
+    const s = this.spans[2 * i];
+    if (s === undefined || s === SPAN_NULL) return null;
+    if (s === SPAN_TOAST) return UNCHANGED_TOAST;
+    return this.buf.subarray(s, this.spans[2 * i + 1]);
+  }
+
+  values(): TupleValue[] {
+    const out: TupleValue[] = [];
+    for (let i = 0; i < this.length; i++) out.push(this.value(i));
+    return out;
+  }
+}
+
 export interface RelationColumn {
   name: string;
   typeOid: number;
@@ -38,8 +74,9 @@ const B = 0x42, C = 0x43, D = 0x44, I = 0x49, K = 0x4b, M = 0x4d, N = 0x4e, O = 
 const COL_NULL = 0x6e, COL_TOAST = 0x75, COL_TEXT = 0x74, COL_BINARY = 0x62;
 
 const EMPTY = Buffer.alloc(0);
-/** The message being decoded and the cursor into it. */
+/** The buffer being decoded, where its message starts, and the cursor into it. */
 let buf: Buffer = EMPTY;
+let base = 0;
 let pos = 0;
 
 /** A printable form of a byte for error messages: `'N' (0x4e)`. */
@@ -48,9 +85,11 @@ function showByte(b: number): string {
   return b >= 0x20 && b < 0x7f ? `'${String.fromCharCode(b)}' (${hex})` : hex;
 }
 
+/** Offsets in messages are from the message's start, whatever buffer it sits in. */
 function fail(what: string, at: number = pos): never {
-  const tag = buf.length > 0 ? showByte(buf[0]) : '(none)';
-  const len = buf.length;
+  const tag = buf.length > base ? showByte(buf[base]) : '(none)';
+  const len = buf.length - base;
+  at -= base;
   buf = EMPTY; // do not keep the network buffer alive through the error
   throw new EgressError('PROTOCOL', `pgoutput: ${what} [message type ${tag}, offset ${at}, length ${len}]`);
 }
@@ -129,7 +168,7 @@ function count(n: number, minBytes: number, what: string, at: number): number {
 function tupleData(): Tuple {
   const at = pos;
   const n = count(i16('tuple column count'), 1, 'tuple column count', at);
-  const t: Tuple = [];
+  const spans: number[] = [];
   // Inlined reads: this loop runs once per column value, so no per-value strings or closures.
   for (let i = 0; i < n; i++) {
     if (pos >= buf.length) fail(`truncated tuple: no kind byte for column ${i}`);
@@ -140,14 +179,14 @@ function tupleData(): Tuple {
       if (len < 0) fail(`negative text length ${len} in tuple column ${i}`);
       pos += 4;
       if (pos + len > buf.length) fail(`truncated tuple: column ${i} text value (needs ${len} bytes, ${buf.length - pos} left)`);
-      t.push(buf.subarray(pos, pos + len));
+      spans.push(pos, pos + len);
       pos += len;
-    } else if (kind === COL_NULL) t.push(null);
-    else if (kind === COL_TOAST) t.push(UNCHANGED_TOAST);
+    } else if (kind === COL_NULL) spans.push(SPAN_NULL, 0);
+    else if (kind === COL_TOAST) spans.push(SPAN_TOAST, 0);
     else if (kind === COL_BINARY) fail(`binary value in tuple column ${i} (binary mode is never requested)`, pos - 1);
     else fail(`unknown kind ${showByte(kind)} of tuple column ${i}`, pos - 1);
   }
-  return t;
+  return new Tuple(buf, spans);
 }
 
 function expectN(): void {
@@ -232,16 +271,18 @@ function message(): PgOutputMessage {
 }
 
 /**
- * Decodes one pgoutput (protocol version 1) message: the `data` of an XLogData frame. Text values
- * in the result are subarrays of `input` (no copy). Throws EgressError('PROTOCOL') on an unknown
+ * Decodes one pgoutput (protocol version 1) message: the `data` of an XLogData frame, which is
+ * `input` from `start` on (so the caller need not make a view of it). Text values in the result
+ * are spans of `input` (no copy). Throws EgressError('PROTOCOL') on an unknown
  * tag, a binary column value, a truncated message, or trailing bytes.
  */
-export function decodePgOutput(input: Buffer): PgOutputMessage {
+export function decodePgOutput(input: Buffer, start = 0): PgOutputMessage {
   buf = input;
-  pos = 1;
-  if (input.length === 0) fail('empty message', 0);
+  base = start;
+  pos = start + 1;
+  if (input.length <= start) fail('empty message', start);
   let m: PgOutputMessage;
-  switch (input[0]) {
+  switch (input[start]) {
     case I: {
       const relationOid = u32('relation oid');
       expectN();
@@ -288,7 +329,7 @@ export function decodePgOutput(input: Buffer): PgOutputMessage {
       m = message();
       break;
     default:
-      fail('unknown message type', 0);
+      fail('unknown message type', start);
   }
   if (pos !== buf.length) fail(`${buf.length - pos} unexpected trailing bytes`);
   buf = EMPTY;

@@ -117,6 +117,18 @@ export class ReplicationStream {
   }
 
   /**
+   * The next queued CopyData payload without waiting (no promise per frame), or null when nothing
+   * is queued and the caller must `await next()`. The socket is then read only once the queue is
+   * drained, as it was before. Deliberately: also reading it every 256 frames (a setImmediate
+   * turn) was measured to stream the benchmark's 1M-row transaction 60% slower, with both this
+   * process and the walsender idle part of the time, rather than in bursts of up to the high-water mark.
+   */
+  tryNext(): Buffer | null {
+    if (this.head >= this.queue.length) return null;
+    return this.shift();
+  }
+
+  /**
    * The next CopyData payload, or `null` when `timeoutMs` passes first (so the caller can do
    * timed work between frames without interleaving it with a transaction). Throws once the
    * connection has failed and the queue is drained.
@@ -140,6 +152,10 @@ export class ReplicationStream {
         return null;
       }
     }
+    return this.shift();
+  }
+
+  private shift(): Buffer {
     const frame = this.queue[this.head++];
     this.queuedBytes -= frame.length;
     if (this.head > 1024 && this.head * 2 > this.queue.length) {

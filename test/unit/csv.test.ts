@@ -37,6 +37,36 @@ describe('CSV encoding (COPY FORMAT csv rules)', () => {
     const out = encode([big]);
     expect(out.length).toBe(big.length + 100_000 + 3);
   });
+  it('encodes spans of a larger buffer like the values themselves, for every length around the short/long cut-offs', () => {
+    // Reference: COPY's rule written plainly.
+    const ref = (v: string) => (v === '' || /[,"\r\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v);
+    const pieces = ['a', 'ü', ',', '"', '\n', '\r', ' ', '+', '-', '\\'];
+    for (let len = 0; len <= 300; len += len < 70 ? 1 : len < 250 ? 7 : 1) {
+      for (const special of [-1, 0, len >> 1, len - 1]) {
+        let v = '';
+        for (let i = 0; i < len; i++) v += i === special ? pieces[1 + (i % 5)] : pieces[(i * 7) % 10 === 1 ? 1 : 0];
+        const src = Buffer.concat([b('x"'), b(v), b(',y')]);
+        const out = new CsvBuffer(4);
+        out.byte(0x2c);
+        out.valueRange(src, 2, src.length - 2);
+        out.byte(0x2c);
+        expect(out.take().toString('utf8'), `length ${len}, special at ${special}`).toBe(',' + ref(v) + ',');
+      }
+    }
+    const single = new CsvBuffer(4);
+    single.valueRange(b('x\\.'), 1, 3, true);
+    expect(single.take().toString()).toBe('"\\."');
+  });
+
+  it('writes integers in decimal without a string', () => {
+    const out = new CsvBuffer(1);
+    for (const v of [0, 7, 9, 10, 99, 100, 12345, 4_294_967_295, Number.MAX_SAFE_INTEGER]) {
+      out.uint(v);
+      out.byte(0x2c);
+    }
+    expect(out.take().toString()).toBe('0,7,9,10,99,100,12345,4294967295,9007199254740991,');
+  });
+
   it('writes header lines like COPY HEADER', () => {
     expect(headerLine(['id', 'Weird "Name", x', 'my col']).toString()).toBe('id,"Weird ""Name"", x",my col\n');
   });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { PassThrough } from 'node:stream';
 import { parse } from 'pg-protocol';
-import { decodeFrame, encodeStandbyStatus, type ReplicationFrame } from '../../src/wal/frames.js';
+import { decodeFrame, encodeStandbyStatus, xlogDataStart, xlogDataWalStart, type ReplicationFrame } from '../../src/wal/frames.js';
 import { decodePgOutput } from '../../src/wal/pgoutput.js';
 import { EgressError } from '../../src/errors.js';
 import { Bytes } from '../helpers/bytes.js';
@@ -44,6 +44,21 @@ describe('XLogData (w)', () => {
   it('rejects a header shorter than 25 bytes', () => {
     const frame = xlog(1n, 2n, 3n, Buffer.alloc(0));
     for (let cut = 1; cut < frame.length; cut++) expectProtocolError(() => decodeFrame(frame.subarray(0, cut)), /XLogData frame of \d+ bytes is too short/);
+  });
+});
+
+describe('XLogData fast path (xlogDataStart)', () => {
+  it('finds the data of XLogData frames only, and their walStart, like decodeFrame', () => {
+    const payload = new Bytes().ch('I').int32(5).ch('N').tuple(['1', 'x']).done();
+    const frame = xlog(BIG_LSN, 1n, TS, payload);
+    expect(xlogDataStart(frame)).toBe(25);
+    expect(xlogDataWalStart(frame)).toBe(BIG_LSN);
+    expect(decodePgOutput(frame, xlogDataStart(frame)).tag).toBe('insert');
+    expect(xlogDataStart(xlog(1n, 2n, 3n, Buffer.alloc(0)))).toBe(25);
+    // Not XLogData, or too short to be one: left to decodeFrame, which says what is wrong.
+    expect(xlogDataStart(new Bytes().ch('k').uint64(9n).int64(TS).int8(0).done())).toBe(-1);
+    expect(xlogDataStart(frame.subarray(0, 24))).toBe(-1);
+    expect(xlogDataStart(Buffer.alloc(0))).toBe(-1);
   });
 });
 

@@ -95,6 +95,28 @@ describe('RFC 6962 Merkle trees', () => {
     }
   });
 
+  it('give the same root and block roots from records, record ranges and leaf hashes (sizes 0..2100)', () => {
+    const d = records(2100);
+    const joined = Buffer.concat(d.flatMap((r) => [r, Buffer.from('\n')]));
+    const a = new MerkleBuilder();
+    const b = new MerkleBuilder();
+    const c = new MerkleBuilder();
+    let off = 0;
+    for (let n = 0; n <= d.length; n++) {
+      if (n === 0 || n % 97 === 0 || n === 1024 || n === 2048 || n === d.length) {
+        const want = mth(d.slice(0, n)).toString('hex');
+        for (const x of [a, b, c]) expect(x.root().toString('hex'), `size ${n}`).toBe(want);
+      }
+      if (n === d.length) break;
+      a.addRecord(d[n]);
+      b.addRange(joined, off, off + d[n].length);
+      c.addLeafHash(leafHash(d[n]));
+      off += d[n].length + 1;
+    }
+    const blocks = [0, 1].map((k) => mth(d.slice(k * 1024, (k + 1) * 1024)).toString('hex'));
+    for (const x of [a, b, c]) expect(x.blocks.map((h) => h.toString('hex'))).toEqual(blocks);
+  });
+
   it('keeps memory logarithmic: the builder holds at most log2(n)+1 subtree roots', () => {
     const b = new MerkleBuilder();
     const leaf = leafHash(Buffer.from('x'));

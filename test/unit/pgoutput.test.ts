@@ -3,7 +3,7 @@ import { decodePgOutput, UNCHANGED_TOAST, type PgOutputMessage, type Tuple } fro
 import { EgressError } from '../../src/errors.js';
 import { Bytes } from '../helpers/bytes.js';
 
-const text = (t: Tuple | null) => t && t.map((v) => (v === null ? null : v === UNCHANGED_TOAST ? 'TOAST' : v.toString('utf8')));
+const text = (t: Tuple | null) => t && t.values().map((v) => (v === null ? null : v === UNCHANGED_TOAST ? 'TOAST' : v.toString('utf8')));
 type Msg<T extends PgOutputMessage['tag']> = Extract<PgOutputMessage, { tag: T }>;
 const decodeAs = <T extends PgOutputMessage['tag']>(tag: T, b: Buffer): Msg<T> => {
   const m = decodePgOutput(b);
@@ -106,8 +106,10 @@ describe('pgoutput v1: row changes', () => {
     const m = decodeAs('insert', buf);
     expect(m.relationOid).toBe(16390);
     expect(text(m.newTuple)).toEqual(['1', null, 'TOAST', '', 'ünï€ 😀 日本', 'a,b "q" ""\nline2\r\n,', '\u0000\u0001']);
-    expect(m.newTuple[1]).toBeNull();
-    expect(m.newTuple[2]).toBe(UNCHANGED_TOAST);
+    expect(m.newTuple.value(1)).toBeNull();
+    expect(m.newTuple.value(2)).toBe(UNCHANGED_TOAST);
+    expect(m.newTuple.length).toBe(values.length);
+    expect(m.newTuple.value(values.length)).toBeNull();
 
     // Walk the input to find each text value's bytes and compare them with the decoded Buffer.
     let at = before.length;
@@ -116,7 +118,8 @@ describe('pgoutput v1: row changes', () => {
       if (kind !== 't') continue;
       const len = buf.readInt32BE(at);
       at += 4;
-      const v = m.newTuple[i] as Buffer;
+      const v = m.newTuple.value(i) as Buffer;
+      expect([m.newTuple.spans[2 * i], m.newTuple.spans[2 * i + 1]]).toEqual([at, at + len]);
       expect(Buffer.isBuffer(v)).toBe(true);
       expect(v.equals(buf.subarray(at, at + len))).toBe(true);
       // A view into the message, not a copy.
@@ -125,11 +128,13 @@ describe('pgoutput v1: row changes', () => {
       at += len;
     }
     expect(at).toBe(buf.length);
-    expect((m.newTuple[3] as Buffer).length).toBe(0);
+    expect((m.newTuple.value(3) as Buffer).length).toBe(0);
+    expect(m.newTuple.buf).toBe(buf);
   });
 
   it('Insert with zero columns', () => {
-    expect(decodePgOutput(new Bytes().ch('I').uint32(7).ch('N').tuple([]).done())).toEqual({ tag: 'insert', relationOid: 7, newTuple: [] });
+    const m = decodeAs('insert', new Bytes().ch('I').uint32(7).ch('N').tuple([]).done());
+    expect([m.relationOid, m.newTuple.length, m.newTuple.values()]).toEqual([7, 0, []]);
   });
 
   it("Update with old key ('K')", () => {
@@ -271,9 +276,24 @@ describe('pgoutput v1: input as a slice of a larger network buffer', () => {
     expect(m).toEqual(decodePgOutput(msg));
     expect(text(m.oldTuple)).toEqual(['x', null]);
     expect(text(m.newTuple)).toEqual(['y,"z"', 'TOAST']);
-    const v = m.newTuple[0] as Buffer;
+    const v = m.newTuple.value(0) as Buffer;
     expect(v.buffer).toBe(big.buffer);
     expect(v.byteOffset).toBe(view.byteOffset + msg.indexOf('y,"z"'));
+  });
+
+  it('decodes a message that starts at an offset of its buffer (an XLogData frame decoded in place)', () => {
+    const msg = new Bytes().ch('U').uint32(9).ch('O').tuple(['x', null]).ch('N').tuple(['y,"z"', UNCHANGED_TOAST]).done();
+    const frame = Buffer.concat([Buffer.alloc(25, 0x77), msg]);
+    const m = decodeAs('update', msg);
+    const inPlace = decodePgOutput(frame, 25) as Msg<'update'>;
+    expect(text(inPlace.oldTuple)).toEqual(text(m.oldTuple));
+    expect(text(inPlace.newTuple)).toEqual(['y,"z"', 'TOAST']);
+    expect(inPlace.newTuple.buf).toBe(frame);
+    expect(inPlace.newTuple.spans[0]).toBe(25 + msg.indexOf('y,"z"'));
+    // Error offsets and lengths are the message's own, not the frame's.
+    const cut = Buffer.concat([Buffer.alloc(25, 0x77), msg.subarray(0, msg.length - 3)]);
+    expect(() => decodePgOutput(cut, 25)).toThrow(new RegExp(`message type 'U' \\(0x55\\), offset \\d+, length ${msg.length - 3}\\]`));
+    expect(() => decodePgOutput(Buffer.alloc(25, 0x77), 25)).toThrow(/empty message/);
   });
 
   it('decodes a Buffer built over a shared ArrayBuffer with an offset', () => {
