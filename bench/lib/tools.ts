@@ -12,6 +12,8 @@ import { formatLsn } from '../../src/lsn.js';
 
 export interface Timed {
   seconds: number;
+  /** CPU seconds the whole machine spent meanwhile (all processes: the tool and PostgreSQL). */
+  cpuSeconds?: number;
   /** Peak resident set of the measured process (VmHWM), in MB, when it was read. */
   peakRssMb?: number;
 }
@@ -26,9 +28,17 @@ export function clientBin(serverBinDir: string, serverMajor: number, tool: strin
   throw new Error(`${tool} ${serverMajor} or newer not found (looked in ${candidates.filter(Boolean).join(', ')}); install the PostgreSQL client tools of the server's version`);
 }
 
+/** Busy CPU seconds of the whole machine so far (/proc/stat: all but idle and iowait). */
+export function machineCpuSeconds(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = f;
+  return (user + nice + system + irq + softirq + (steal ?? 0)) / 100;
+}
+
 /** Runs a command to completion; rejects with its stderr when it fails. */
 export function execTimed(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Timed> {
   const t0 = process.hrtime.bigint();
+  const c0 = machineCpuSeconds();
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
@@ -36,7 +46,7 @@ export function execTimed(cmd: string, args: string[], env: NodeJS.ProcessEnv = 
     p.on('error', reject);
     p.on('exit', (code, signal) => {
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-      if (code === 0) resolve({ seconds });
+      if (code === 0) resolve({ seconds, cpuSeconds: machineCpuSeconds() - c0 });
       else reject(new Error(`${path.basename(cmd)} ${args.slice(0, 3).join(' ')}… exited ${code ?? signal}: ${err.trim().slice(-800)}`));
     });
   });
@@ -120,6 +130,7 @@ export async function egressStream(env: EgressEnv, rows: number, baseRows = 0): 
   await c.connect();
   try {
     const t0 = process.hrtime.bigint();
+    const c0 = machineCpuSeconds();
     const d = startDaemon(env);
     try {
       for (;;) {
@@ -127,7 +138,7 @@ export async function egressStream(env: EgressEnv, rows: number, baseRows = 0): 
         await new Promise((r) => setTimeout(r, 20));
       }
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-      return { seconds, peakRssMb: peakRssMb(d.pid) };
+      return { seconds, cpuSeconds: machineCpuSeconds() - c0, peakRssMb: peakRssMb(d.pid) };
     } finally {
       await d.stop();
     }

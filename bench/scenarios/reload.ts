@@ -39,7 +39,7 @@ export async function reloadScenario(
         const t = ours ? await egressReload(env, egress[contenders.indexOf(who)]) : await opts.baselines[who](env.url, dir);
         seconds[who].push(t.seconds);
         rmSync(dir, { recursive: true, force: true });
-        process.stdout.write(`  ${opts.label} rep ${rep + 1}: ${who.padEnd(20)} ${t.seconds.toFixed(2)} s\n`);
+        process.stdout.write(`  ${opts.label} rep ${rep + 1}: ${who.padEnd(20)} ${t.seconds.toFixed(2)} s, ${t.cpuSeconds?.toFixed(1) ?? '?'} CPU s\n`);
       }
     }
     return { seconds, peakRssMb: peakRssMb(db.daemon!.pid) };

@@ -37,7 +37,8 @@ export async function exportsSettled(env: EgressEnv, timeoutMs = 600_000): Promi
  * done its initial export; the daemon is left running when `keepRunning`, else stopped.
  */
 export async function egressDatabase(create: (url: string) => Promise<void>, keepRunning: boolean): Promise<{ env: EgressEnv; daemon: Daemon | null; drop(): Promise<void> }> {
-  const env = await createEnv({ prefix: 'bench' });
+  // BENCH_EGRESS_CONFIG: YAML added to every pg-egress config (to compare settings, e.g. reload.workers).
+  const env = await createEnv({ prefix: 'bench', config: process.env.BENCH_EGRESS_CONFIG ?? '' });
   await create(env.url);
   const init = await runCli(['init', '--config', env.configPath]);
   expect(init.code, init.stderr).toBe(0);

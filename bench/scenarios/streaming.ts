@@ -50,7 +50,7 @@ export async function streamingScenario(
           t = await tsStack(env.url, slots.ts, env.slot, path.join(dir, 'ts-stack'), changes);
         }
         out.seconds[who].push(t.seconds);
-        process.stdout.write(`  ${opts.label} rep ${rep + 1}: ${who.padEnd(15)} ${t.seconds.toFixed(2)} s${t.peakRssMb ? `, peak RSS ${t.peakRssMb.toFixed(0)} MB` : ''}\n`);
+        process.stdout.write(`  ${opts.label} rep ${rep + 1}: ${who.padEnd(15)} ${t.seconds.toFixed(2)} s, ${t.cpuSeconds?.toFixed(1) ?? '?'} CPU s${t.peakRssMb ? `, peak RSS ${t.peakRssMb.toFixed(0)} MB` : ''}\n`);
       }
       rmSync(dir, { recursive: true, force: true });
     } finally {
