@@ -127,9 +127,14 @@ describe('pg-egress benchmark', () => {
         'pg_dump -j 4': (url, dir) => pgDump(ctx.bin.pg_dump, url, tables, dir, 4),
         'psql ×4 serial': async (url, dir) => {
           let seconds = 0;
-          for (const t of tables) seconds += (await psqlCopy(ctx.bin.psql, url, t, `${dir}.${t}.csv.gz`)).seconds;
+          let cpuSeconds = 0;
+          for (const t of tables) {
+            const r = await psqlCopy(ctx.bin.psql, url, t, `${dir}.${t}.csv.gz`);
+            seconds += r.seconds;
+            cpuSeconds += r.cpuSeconds ?? 0;
+          }
           for (const t of tables) rmSync(`${dir}.${t}.csv.gz`, { force: true });
-          return { seconds };
+          return { seconds, cpuSeconds };
         },
       },
     });
