@@ -8,6 +8,8 @@
  * https://www.postgresql.org/docs/15/sql-copy.html#id-1.9.3.55.9.4
  */
 
+import { batchHasher, type BatchHasher } from '../proof/sha256-batch.js';
+
 const COMMA = 0x2c;
 const QUOTE = 0x22;
 const LF = 0x0a;
@@ -220,34 +222,39 @@ export function textArrayLiteral(items: readonly string[]): string {
 }
 
 /**
- * Splits CSV bytes into records and fields (RFC 4180 with COPY's conventions). Used to remap rows
- * when a table's columns change inside a window, by `verify`, and by tests. Incremental: feed
- * chunks in any split, each complete record is passed to `onRecord` with its exact bytes (without
- * the terminating LF) so that Merkle leaves can be computed from it.
+ * Finds the records in a stream of CSV bytes (RFC 4180 with COPY's conventions; quoted fields may
+ * hold LFs), fed in chunks split anywhere: each complete record is passed to `onRange` as
+ * `buf[start..end)`, its exact bytes without the terminating LF, so that Merkle leaves can be
+ * computed from it without a Buffer per record. The boundaries come from one native scan per chunk
+ * where the addon is built (proof/sha256-batch.ts), else a loop over the bytes.
  */
-export class CsvRecordSplitter {
+export class CsvRecordRanges {
+  private readonly state = new Int32Array(1);
+  private ends = new Uint32Array(64 * 1024);
+  /** Bytes of a record that began in an earlier chunk. */
   private pending: Buffer[] = [];
   private pendingLen = 0;
-  private inQuotes = false;
 
-  constructor(private readonly onRecord: (record: Buffer) => void) {}
+  constructor(
+    private readonly onRange: (buf: Buffer, start: number, end: number) => void,
+    private readonly recordEnds: BatchHasher['recordEnds'] = batchHasher.recordEnds,
+  ) {}
 
   push(chunk: Buffer): void {
+    if (this.ends.length < chunk.length) this.ends = new Uint32Array(chunk.length);
+    const n = this.recordEnds(chunk, this.state, this.ends);
     let start = 0;
-    for (let i = 0; i < chunk.length; i++) {
-      const c = chunk[i];
-      if (c === QUOTE) this.inQuotes = !this.inQuotes;
-      else if (c === LF && !this.inQuotes) {
-        let rec = chunk.subarray(start, i);
-        if (this.pendingLen > 0) {
-          this.pending.push(rec);
-          rec = Buffer.concat(this.pending, this.pendingLen + rec.length);
-          this.pending = [];
-          this.pendingLen = 0;
-        }
-        this.onRecord(rec);
-        start = i + 1;
+    for (let i = 0; i < n; i++) {
+      const end = this.ends[i];
+      if (this.pendingLen > 0) {
+        const rec = Buffer.concat([...this.pending, chunk.subarray(start, end)]);
+        this.pending = [];
+        this.pendingLen = 0;
+        this.onRange(rec, 0, rec.length);
+      } else {
+        this.onRange(chunk, start, end);
       }
+      start = end + 1;
     }
     if (start < chunk.length) {
       // Copy: callers may reuse their chunk buffers.
@@ -259,9 +266,27 @@ export class CsvRecordSplitter {
 
   /** Call at end of input; a trailing record without LF is an error (COPY always ends with LF). */
   end(): void {
-    if (this.pendingLen > 0 || this.inQuotes) {
-      throw new Error('CSV input ends inside a record');
-    }
+    if (this.pendingLen > 0 || this.state[0] !== 0) throw new Error('CSV input ends inside a record');
+  }
+}
+
+/**
+ * CsvRecordRanges with each record as a Buffer of its own. Used to remap rows when a table's
+ * columns change inside a window, by `verify`, and by tests.
+ */
+export class CsvRecordSplitter {
+  private readonly ranges: CsvRecordRanges;
+
+  constructor(onRecord: (record: Buffer) => void) {
+    this.ranges = new CsvRecordRanges((buf, start, end) => onRecord(buf.subarray(start, end)));
+  }
+
+  push(chunk: Buffer): void {
+    this.ranges.push(chunk);
+  }
+
+  end(): void {
+    this.ranges.end();
   }
 }
 
