@@ -267,6 +267,34 @@ export function sortedEntries(m: Map<string, (string | null)[]>): [string, (stri
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * A writer on a connection of its own: `step(c, n)` runs until `stop()`, which waits for the step
+ * in progress and resolves to `n`, the sum of what the steps returned (the rows or transactions
+ * they wrote). A step's failure fails `stop()`.
+ */
+export function loopWriter(url: string, step: (c: pg.Client, n: number) => Promise<number>): { stop(): Promise<number> } {
+  let stopping = false;
+  let n = 0;
+  const run = (async () => {
+    const c = new pg.Client({ connectionString: url });
+    // A server stopped under the writer: the step's query fails, not the process.
+    c.on('error', () => undefined);
+    await c.connect();
+    try {
+      while (!stopping) n += await step(c, n);
+    } finally {
+      await c.end();
+    }
+  })();
+  return {
+    stop: async () => {
+      stopping = true;
+      await run;
+      return n;
+    },
+  };
+}
+
+/**
  * Waits until a walsender streams from the slot. `active` alone is not enough: while
  * pg_create_logical_replication_slot waits for its consistent point (long on a busy server), the
  * slot is already active under the creating backend, and a row committed then lies before the

@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
 import { createCluster, freePort, type Cluster } from '../harness/cluster.js';
 import { waitFor } from '../harness/pg.js';
-import { createEnv, rebuildFromOutput, sleep, sortedEntries, sourceRows, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
+import { createEnv, loopWriter, rebuildFromOutput, sleep, sortedEntries, sourceRows, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
 
 const SECRET = 'pw-not-to-be-seen-9931';
 const get = async (port: number, p: string): Promise<{ status: number; body: string }> => {
@@ -27,29 +27,12 @@ const metric = (body: string, name: string, labels = ''): number | null => {
 
 /** Rows into t until stopped. */
 function writer(url: string): { stop(): Promise<number> } {
-  let stopping = false;
-  let n = 0;
-  const run = (async () => {
-    const c = new pg.Client({ connectionString: url });
-    c.on('error', () => undefined);
-    await c.connect();
-    try {
-      while (!stopping) {
-        await c.query(`INSERT INTO t (v) VALUES ($1)`, [`w${n++}`]);
-        if (n % 5 === 0) await c.query(`UPDATE t SET v = v || '+' WHERE id = (SELECT max(id) - 1 FROM t)`);
-        await sleep(2);
-      }
-    } finally {
-      await c.end();
-    }
-  })();
-  return {
-    stop: async () => {
-      stopping = true;
-      await run;
-      return n;
-    },
-  };
+  return loopWriter(url, async (c, n) => {
+    await c.query(`INSERT INTO t (v) VALUES ($1)`, [`w${n}`]);
+    if ((n + 1) % 5 === 0) await c.query(`UPDATE t SET v = v || '+' WHERE id = (SELECT max(id) - 1 FROM t)`);
+    await sleep(2);
+    return 1;
+  });
 }
 
 describe('service endpoints', () => {

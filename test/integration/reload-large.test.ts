@@ -7,10 +7,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import pg from 'pg';
 import { waitFor } from '../harness/pg.js';
 import { parseLsn } from '../../src/lsn.js';
-import { createEnv, rebuildFromOutput, reloadSets, runCli, sleep, sortedEntries, sourceRows, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
+import { createEnv, loopWriter, rebuildFromOutput, reloadSets, runCli, sleep, sortedEntries, sourceRows, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
 
 async function expectRebuilt(env: EgressEnv, table: string, columns = ['id', 'v']): Promise<number> {
   const got = rebuildFromOutput(env.outDir, `public.${table}`, ['id'], columns);
@@ -38,30 +37,12 @@ async function confirmedLsn(env: EgressEnv): Promise<bigint> {
 
 /** Small transactions on `side` until stopped. */
 function sideWriter(url: string, table: string): { stop(): Promise<number> } {
-  let stopping = false;
-  let n = 0;
-  const run = (async () => {
-    const c = new pg.Client({ connectionString: url });
-    c.on('error', () => undefined);
-    await c.connect();
-    try {
-      while (!stopping) {
-        await c.query(`INSERT INTO ${table} (v) VALUES ('s' || $1::text)`, [n]);
-        if (n % 4 === 0) await c.query(`UPDATE ${table} SET v = v || '+' WHERE id = (SELECT max(id) - 2 FROM ${table})`);
-        n++;
-        await sleep(5);
-      }
-    } finally {
-      await c.end();
-    }
-  })();
-  return {
-    stop: async () => {
-      stopping = true;
-      await run;
-      return n;
-    },
-  };
+  return loopWriter(url, async (c, n) => {
+    await c.query(`INSERT INTO ${table} (v) VALUES ('s' || $1::text)`, [n]);
+    if (n % 4 === 0) await c.query(`UPDATE ${table} SET v = v || '+' WHERE id = (SELECT max(id) - 2 FROM ${table})`);
+    await sleep(5);
+    return 1;
+  });
 }
 
 describe('large and parallel exports', () => {

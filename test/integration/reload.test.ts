@@ -12,6 +12,7 @@ import pg from 'pg';
 import { createCluster, type Cluster } from '../harness/cluster.js';
 import { waitFor } from '../harness/pg.js';
 import {
+  loopWriter,
   copyOut,
   createEnv,
   rebuildFromOutput,
@@ -57,38 +58,20 @@ async function expectRebuilt(env: EgressEnv, folder: string, qualified: string, 
 
 /** Inserts, updates and deletes across the tables until stopped. */
 function writer(url: string): { stop(): Promise<number> } {
-  let stopping = false;
-  let n = 0;
-  const run = (async () => {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      let id = 1_000_000;
-      while (!stopping) {
-        id++;
-        await c.query('BEGIN');
-        await c.query(`INSERT INTO items VALUES ($1::int, 'w' || $1::text, 0)`, [id]);
-        await c.query(`UPDATE items SET n = n + 1, v = v || '+' WHERE id = $1`, [1 + (id % 5000)]);
-        if (id % 3 === 0) await c.query(`DELETE FROM items WHERE id = $1`, [10 + (id % 4000)]);
-        await c.query(`INSERT INTO nokey VALUES ($1::int, 'k' || $1::text)`, [id]);
-        if (id % 2 === 0) await c.query(`UPDATE nokey SET b = b || '!' WHERE a = $1`, [id % 900]);
-        if (id % 5 === 0) await c.query(`DELETE FROM nokey WHERE a = $1`, [(id % 700) + 100]);
-        await c.query(`UPDATE "My Schema"."Weird ""Name"", x" SET "my col" = "my col" || ',' WHERE id = $1`, [id % 100]);
-        await c.query('COMMIT');
-        n++;
-        if (n % 20 === 0) await sleep(5);
-      }
-    } finally {
-      await c.end();
-    }
-  })();
-  return {
-    stop: async () => {
-      stopping = true;
-      await run;
-      return n;
-    },
-  };
+  return loopWriter(url, async (c, n) => {
+    const id = 1_000_001 + n;
+    await c.query('BEGIN');
+    await c.query(`INSERT INTO items VALUES ($1::int, 'w' || $1::text, 0)`, [id]);
+    await c.query(`UPDATE items SET n = n + 1, v = v || '+' WHERE id = $1`, [1 + (id % 5000)]);
+    if (id % 3 === 0) await c.query(`DELETE FROM items WHERE id = $1`, [10 + (id % 4000)]);
+    await c.query(`INSERT INTO nokey VALUES ($1::int, 'k' || $1::text)`, [id]);
+    if (id % 2 === 0) await c.query(`UPDATE nokey SET b = b || '!' WHERE a = $1`, [id % 900]);
+    if (id % 5 === 0) await c.query(`DELETE FROM nokey WHERE a = $1`, [(id % 700) + 100]);
+    await c.query(`UPDATE "My Schema"."Weird ""Name"", x" SET "my col" = "my col" || ',' WHERE id = $1`, [id % 100]);
+    await c.query('COMMIT');
+    if ((n + 1) % 20 === 0) await sleep(5);
+    return 1;
+  });
 }
 
 describe('initial export and markers', () => {

@@ -9,6 +9,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { waitFor } from '../harness/pg.js';
 import {
+  loopWriter,
   createEnv,
   readStreamingRows,
   rebuild,
@@ -27,31 +28,14 @@ import {
 
 /** Inserts (and sometimes updates) rows in the given tables until stopped; returns the count. */
 function rowWriter(url: string, tables: string[]): { stop(): Promise<number> } {
-  let stopping = false;
-  let n = 0;
-  const run = (async () => {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      while (!stopping) {
-        for (const t of tables) {
-          await c.query(`INSERT INTO ${t} (v) VALUES ($1)`, [`row ${n}`]);
-          if (n % 7 === 0) await c.query(`UPDATE ${t} SET v = v || '+' WHERE id = (SELECT max(id) - 3 FROM ${t})`);
-          n++;
-        }
-        await sleep(3);
-      }
-    } finally {
-      await c.end();
+  return loopWriter(url, async (c, n) => {
+    for (const [i, t] of tables.entries()) {
+      await c.query(`INSERT INTO ${t} (v) VALUES ($1)`, [`row ${n + i}`]);
+      if ((n + i) % 7 === 0) await c.query(`UPDATE ${t} SET v = v || '+' WHERE id = (SELECT max(id) - 3 FROM ${t})`);
     }
-  })();
-  return {
-    stop: async () => {
-      stopping = true;
-      await run;
-      return n;
-    },
-  };
+    await sleep(3);
+    return tables.length;
+  });
 }
 
 /** Every file the registry lists is on disk. */
