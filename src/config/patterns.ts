@@ -78,6 +78,7 @@ function decodeUnicodeEscapes(s: string): string | null {
 }
 
 // C0/C1 controls, line/paragraph separators and bidi overrides: never printed raw to a terminal.
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/u;
 
 const CONTROLS = new RegExp(CONTROL.source, 'gu');
