@@ -22,7 +22,8 @@ export interface StatusReport {
   lag_bytes: number | null;
   tables: { table: string; mode: string; last_window: string | null; dropped: boolean; pending_rows: number | null }[];
   pending_anchors: number;
-  anchors: { target: string; pending: number; failed: number; done: number; oldest_pending_s: number | null; last_error: string | null }[];
+  /** `skipped`: queued for a target that is not configured any more (src/anchor/targets.ts). */
+  anchors: { target: string; pending: number; failed: number; done: number; skipped: number; oldest_pending_s: number | null; last_error: string | null }[];
   daemon: { running: boolean; holder: string | null; pid: number | null; status_at: string | null };
   gaps: Gap[];
   unpublished: { table: string; reason: string }[];
@@ -158,7 +159,7 @@ export function formatStatus(r: StatusReport): string {
     `confirmed lsn   ${r.slot.confirmed_flush_lsn ?? '-'}`,
     `registered lsn  ${r.registered_lsn ?? '-'}`,
     `lag             ${r.lag_bytes === null ? '-' : `${r.lag_bytes} bytes`}`,
-    `pending anchors ${r.pending_anchors}${r.anchors.map((a) => ` | ${a.target}: ${a.pending} pending${a.oldest_pending_s !== null ? ` (oldest ${a.oldest_pending_s}s)` : ''}, ${a.failed} failed, ${a.done} done${a.last_error ? `, last error: ${a.last_error}` : ''}`).join('')}`,
+    `pending anchors ${r.pending_anchors}${r.anchors.map((a) => ` | ${a.target}: ${a.pending} pending${a.oldest_pending_s !== null ? ` (oldest ${a.oldest_pending_s}s)` : ''}, ${a.failed} failed, ${a.done} done${a.skipped ? `, ${a.skipped} skipped (anchors.${a.target} not configured)` : ''}${a.last_error ? `, last error: ${a.last_error}` : ''}`).join('')}`,
     `daemon          ${daemon}`,
     '',
     'table'.padEnd(40) + 'mode'.padEnd(16) + 'last window'.padEnd(22) + 'pending rows',

@@ -24,6 +24,8 @@ export interface Config {
     /** Never logged; `redactedConfig` hides it. */
     password?: string;
     ssl: { mode: SslMode; ca?: string };
+    /** Set when these credentials came from `init`/`uninstall --url`, so errors name that option. */
+    via?: '--url';
   };
   /** Permanent logical replication slot (pgoutput). */
   slot: string;

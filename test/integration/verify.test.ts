@@ -268,6 +268,18 @@ describe('verify and proofs', () => {
     expect(res.code).toBe(10);
     expect(res.stdout).toMatch(/4999 records, the manifest says 5000 \(records were added or removed\)/);
 
+    // The manifest's row count changed (the file untouched): named as what it is.
+    const rows = copy('rows');
+    const mfPath = path.join(path.dirname(rows.file), 'manifest.json');
+    const mf = JSON.parse(readFileSync(mfPath, 'utf8'));
+    mf.files.find((f: { name: string }) => f.name === path.basename(rows.file)).rows = 999;
+    writeFileSync(mfPath, JSON.stringify(mf, null, 2) + '\n');
+    res = await runCli(['verify', rows.dir]);
+    expect(res.code).toBe(10);
+    expect(res.stdout).toContain(`5000 records, but its manifest entry says "rows": 999 (the manifest or the file was changed)`);
+    expect(res.stdout).toMatch(/manifest\.json: sha256 differs from batch index/);
+    expect(res.stdout).not.toMatch(/5000 records, the manifest says 5000/);
+
     const add = copy('append');
     editRecords(add.file, (r) => [...r, r[r.length - 1]]);
     res = await runCli(['verify', add.dir]);
