@@ -95,6 +95,6 @@ export async function startHttp(cfg: Config, log: Logger, state: DaemonState): P
     );
     server.listen(cfg.http.port, cfg.http.host, () => resolve());
   });
-  log.info({ host: cfg.http.host, port: cfg.http.port, status_token: cfg.http.statusToken !== '' }, 'http endpoints: /health /ready /status /metrics');
+  log.info({ host: cfg.http.host, port: cfg.http.port, status_token_set: cfg.http.statusToken !== '' }, 'http endpoints: /health /ready /status /metrics');
   return server;
 }
