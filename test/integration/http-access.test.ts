@@ -12,6 +12,7 @@ import { startHttp } from '../../src/http/server.js';
 import { DaemonState } from '../../src/http/state.js';
 import { createLogger } from '../../src/log.js';
 import { EgressError } from '../../src/errors.js';
+import { redactedConfig } from '../../src/config/index.js';
 import { createEnv, loadEnvConfig, writeConfig, type EgressEnv } from '../helpers/egress.js';
 import { freePort } from '../harness/cluster.js';
 
@@ -90,7 +91,11 @@ describe('http access', () => {
     expect((await get(`http://127.0.0.1:${port2}/status`)).status).toBe(200);
   });
 
-  it('refuses a short status token, naming the key', async () => {
+  it('refuses a short status token, naming the key; the token is never in the logged config', async () => {
+    writeConfig(env, `http:\n  port: 0\n  status_token: ${TOKEN}`);
+    const cfg = loadEnvConfig(env);
+    expect(cfg.http.statusToken).toBe(TOKEN);
+    expect(JSON.stringify(redactedConfig(cfg))).not.toContain(TOKEN);
     writeConfig(env, `http:\n  port: 0\n  status_token: short`);
     expect(() => loadEnvConfig(env)).toThrow(/http\.status_token must be at least 16 characters/);
   });
