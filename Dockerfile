@@ -3,8 +3,9 @@
 #   docker run -d --name pg-egress --stop-timeout 60 -p 8080:8080 \
 #     -v pg-egress-data:/var/lib/pg-egress -v "$PWD/cdc.yml:/etc/pg-egress/cdc.yml:ro" \
 #     -e PGPASSWORD -e NEAR_PRIVATE_KEY -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY pg-egress:0.1.0
-# cdc.yml must set output.dir: /var/lib/pg-egress (a relative one resolves under /etc/pg-egress) and
-# keep http.port: 8080 (the HEALTHCHECK below and the Kubernetes probes use it).
+# cdc.yml must set output.dir: /var/lib/pg-egress (a relative one resolves under /etc/pg-egress),
+# keep http.port: 8080 (the HEALTHCHECK below and the Kubernetes probes use it) and set http.host:
+# 0.0.0.0 for -p to reach the endpoints (the default 127.0.0.1 is the container's own loopback).
 # test/unit/deploy.test.ts checks this file's rules and builds the final stage by hand.
 
 # ---- build: compile TypeScript and the batched SHA-256 addon ----

@@ -24,6 +24,7 @@ import { Reloader } from './reload/reloader.js';
 import { BatchChain } from './proof/chain.js';
 import { AnchorWorker } from './anchor/worker.js';
 import { AnchorQueue, anchorTargets } from './registry/anchors.js';
+import { reconcileAnchorTargets } from './anchor/targets.js';
 import { DaemonState } from './http/state.js';
 import { startHttp } from './http/server.js';
 import { ReloadRegistry } from './registry/reloads.js';
@@ -108,6 +109,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     reloader = rl;
     rl.start();
     // Anchors run beside the stream too (src/anchor/), when a target is configured.
+    await reconcileAnchorTargets(new AnchorQueue(client, cfg.slot), cfg, log);
     anchors = anchorTargets(cfg).length ? new AnchorWorker(cfg, log, new AnchorQueue(client, cfg.slot), prep.server) : null;
     anchors?.start();
 

@@ -24,7 +24,7 @@ export function createLogger(level: string): Logger {
       level,
       base: { svc: 'pg-egress' },
       timestamp: pino.stdTimeFunctions.isoTime,
-      redact: { paths: ['password', '*.password', 'private_key', '*.private_key', 'privateKey', '*.privateKey'], censor: '***' },
+      redact: { paths: ['password', '*.password', 'private_key', '*.private_key', 'privateKey', '*.privateKey', 'statusToken', '*.statusToken', 'status_token', '*.status_token'], censor: '***' },
     },
     prettyAvailable() ? pino.transport({ target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,svc' } }) : undefined,
   );

@@ -133,6 +133,6 @@ export class AnchorWorker {
         source: { database: this.server.database, system_identifier: this.server.systemIdentifier, slot: this.cfg.slot },
       },
     });
-    return { token_id: tokenId, tx_hash: r.txHash, already_minted: r.alreadyMinted, contract: this.cfg.anchors.near!.contractId, reference: referenceUrl };
+    return { token_id: tokenId, tx_hash: r.txHash, already_minted: r.alreadyMinted, contract: this.cfg.anchors.near!.contractId, reference: referenceUrl, reference_hash: sha.toString('base64') };
   }
 }

@@ -1,7 +1,8 @@
 /**
  * `--url <admin-url>` of init and uninstall: the one-time setup (event triggers need a superuser)
- * with other credentials than the daemon's. The URL's password, or PGPASSWORD, is used; neither is
- * ever printed.
+ * with other credentials than the daemon's. The password is the URL's (percent-encoded), else
+ * PGPASSWORD, else ~/.pgpass (libpq's order, which node-postgres follows); never source.password,
+ * which belongs to the daemon's role. None is ever printed. Errors name `--url` (source.via).
  */
 import type { Config } from '../config/index.js';
 import { EgressError } from '../errors.js';
@@ -26,5 +27,6 @@ export function adminSource(source: Config['source'], url: string | undefined): 
     database,
     user: u.username ? decodeURIComponent(u.username) : source.user,
     password: u.password ? decodeURIComponent(u.password) : undefined,
+    via: '--url',
   };
 }

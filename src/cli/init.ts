@@ -20,7 +20,12 @@ export async function grantRegistry(db: Db, role: string, publication: string): 
   // Exports read the published tables with COPY: SELECT on those there are, and (through
   // reconcile_publication) on each table that joins later.
   await db.query(`UPDATE "cdc_registry"."settings" SET "reader_role" = $2 WHERE "publication" = $1`, [publication, role]);
-  for (const t of await publishedTables(db, publication)) await db.query(`GRANT SELECT ON ${quoteIdent(t.schema)}.${quoteIdent(t.table)} TO ${r}`);
+  for (const t of await publishedTables(db, publication)) {
+    const rel = `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`;
+    await db.query(`GRANT SELECT ON ${rel} TO ${r}`);
+    // Remembered, so that uninstall revokes it even after the table left the selection.
+    await db.query(`INSERT INTO "cdc_registry"."granted_select" (relid, role_name) VALUES ($1::regclass, $2) ON CONFLICT DO NOTHING`, [rel, role]);
+  }
   await db.query(`GRANT USAGE ON SCHEMA "cdc_registry" TO ${r}`);
   await db.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "cdc_registry" TO ${r}`);
   await db.query(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "cdc_registry" TO ${r}`);
@@ -31,7 +36,8 @@ export async function initCommand(cfg: Config, log: Logger, o: { adminUrl?: stri
   const source = adminSource(cfg.source, o.adminUrl);
   const pool = createPool(source, 2);
   try {
-    const prep = await prepareSource(pool, cfg, log, { recreateSlot: o.recreateSlot });
+    // With --url, errors must name --url's role and credentials, not source.*.
+    const prep = await prepareSource(pool, { ...cfg, source }, log, { recreateSlot: o.recreateSlot });
     let granted = '';
     if (source.user !== cfg.source.user) {
       await grantRegistry(pool, cfg.source.user, cfg.publication).catch((e: unknown) => {

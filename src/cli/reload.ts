@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/index.js';
-import { splitQualified } from '../config/patterns.js';
+import { displayTable, splitQualified } from '../config/patterns.js';
 import { EgressError, ExitCode } from '../errors.js';
 import { createPool, withTransaction } from '../registry/tx.js';
 import { RELOAD_CHANNEL } from '../registry/reloads.js';
@@ -40,7 +40,7 @@ export async function reloadCommand(cfg: Config, names: string[], o: { wait?: bo
   const tables = names.map((n) => {
     const p = splitQualified(n);
     if (!p) throw new EgressError('CONFIG_INVALID', `"${n}" is not a schema.table name (quote parts that contain dots: '"my.schema".table')`);
-    return { schema: p[0], table: p[1], name: `${p[0]}.${p[1]}` };
+    return { schema: p[0], table: p[1], name: displayTable(p[0], p[1]) };
   });
   const pool = createPool(cfg.source, 2);
   try {
@@ -94,7 +94,7 @@ async function follow(pool: ReturnType<typeof createPool>, cfg: Config, requestI
          FROM "cdc_registry"."reloads" WHERE slot_name = $1 AND $2 = ANY(request_ids) ORDER BY id`,
         [cfg.slot, requestId],
       );
-      const byName = new Map(rows.map((r) => [`${r.schema_name}.${r.table_name}`, r]));
+      const byName = new Map(rows.map((r) => [displayTable(r.schema_name, r.table_name), r]));
       const secs = (Date.now() - started) / 1000;
       const parts = names.map((n) => {
         const r = byName.get(n);

@@ -13,6 +13,7 @@ import { describeHolder, lockHolder } from '../registry/lock.js';
 import { missingFiles } from '../output/sweep.js';
 import { AnchorQueue } from '../registry/anchors.js';
 import { statusFilePath } from '../daemon.js';
+import { displayTable, printable } from '../config/patterns.js';
 
 export interface StatusReport {
   slot: { name: string; exists: boolean; active: boolean; confirmed_flush_lsn: string | null; wal_status: string | null };
@@ -21,7 +22,8 @@ export interface StatusReport {
   lag_bytes: number | null;
   tables: { table: string; mode: string; last_window: string | null; dropped: boolean; pending_rows: number | null }[];
   pending_anchors: number;
-  anchors: { target: string; pending: number; failed: number; done: number; oldest_pending_s: number | null; last_error: string | null }[];
+  /** `skipped`: queued for a target that is not configured any more (src/anchor/targets.ts). */
+  anchors: { target: string; pending: number; failed: number; done: number; skipped: number; oldest_pending_s: number | null; last_error: string | null }[];
   daemon: { running: boolean; holder: string | null; pid: number | null; status_at: string | null };
   gaps: Gap[];
   unpublished: { table: string; reason: string }[];
@@ -83,7 +85,7 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
       for (const r of rows) {
         if (r.published === 'true') continue;
         unpublished.push({
-          table: `${r.schema_name}.${r.table_name}`,
+          table: displayTable(r.schema_name, r.table_name),
           reason: r.identity === 'true' ? 'not in the publication (pg-egress adds it at its next check)' : 'no primary key or replica identity (tables.no_identity: skip)',
         });
       }
@@ -102,7 +104,7 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
       for (const r of rows) {
         reloads.push({
           id: Number(r.id),
-          table: `${r.schema_name}.${r.table_name}`,
+          table: displayTable(r.schema_name!, r.table_name!),
           state: r.state!,
           reason: r.reason!,
           rows: r.rows === null ? null : Number(r.rows),
@@ -124,7 +126,7 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
       server_lsn: w[0].lsn,
       registered_lsn: hasRegistry ? ((await client.query<{ l: string }>(`SELECT registered_lsn::text AS l FROM "cdc_registry"."slot_state" WHERE slot_name = $1`, [cfg.slot])).rows[0]?.l ?? null) : null,
       lag_bytes: w[0].lag === null ? null : Number(w[0].lag),
-      tables: tables.map((t) => ({ table: `${t.schema}.${t.table}`, mode: t.mode, last_window: t.lastWindow, dropped: t.dropped, pending_rows: pending ? (pending[`${t.schema}.${t.table}`] ?? 0) : null })),
+      tables: tables.map((t) => ({ table: displayTable(t.schema, t.table), mode: t.mode, last_window: t.lastWindow, dropped: t.dropped, pending_rows: pending ? (pending[`${t.schema}.${t.table}`] ?? 0) : null })),
       pending_anchors: hasRegistry ? await registry.pendingAnchors() : 0,
       anchors: hasRegistry ? await new AnchorQueue(client, cfg.slot).summary() : [],
       daemon: { running: holder !== null, holder: holder ? describeHolder(holder) : null, pid: live ? file!.pid : null, status_at: file?.updated_at ?? null },
@@ -157,7 +159,7 @@ export function formatStatus(r: StatusReport): string {
     `confirmed lsn   ${r.slot.confirmed_flush_lsn ?? '-'}`,
     `registered lsn  ${r.registered_lsn ?? '-'}`,
     `lag             ${r.lag_bytes === null ? '-' : `${r.lag_bytes} bytes`}`,
-    `pending anchors ${r.pending_anchors}${r.anchors.map((a) => ` | ${a.target}: ${a.pending} pending${a.oldest_pending_s !== null ? ` (oldest ${a.oldest_pending_s}s)` : ''}, ${a.failed} failed, ${a.done} done${a.last_error ? `, last error: ${a.last_error}` : ''}`).join('')}`,
+    `pending anchors ${r.pending_anchors}${r.anchors.map((a) => ` | ${a.target}: ${a.pending} pending${a.oldest_pending_s !== null ? ` (oldest ${a.oldest_pending_s}s)` : ''}, ${a.failed} failed, ${a.done} done${a.skipped ? `, ${a.skipped} skipped (anchors.${a.target} not configured)` : ''}${a.last_error ? `, last error: ${a.last_error}` : ''}`).join('')}`,
     `daemon          ${daemon}`,
     '',
     'table'.padEnd(40) + 'mode'.padEnd(16) + 'last window'.padEnd(22) + 'pending rows',
@@ -172,7 +174,7 @@ export function formatStatus(r: StatusReport): string {
   }
   if (r.gaps.length) {
     lines.push('', `DATA GAPS (${r.gaps.length}): committed changes that are in no file`);
-    for (const g of r.gaps) lines.push(`  #${g.id} ${g.kind} ${g.schema ? `${g.schema}.${g.table}` : 'all tables'} from ${g.lsnFrom ?? '-'} to ${g.lsnTo ?? 'now'} (${g.detectedAt}): ${g.detail}`);
+    for (const g of r.gaps) lines.push(`  #${g.id} ${g.kind} ${g.schema ? displayTable(g.schema, g.table ?? '') : 'all tables'} from ${g.lsnFrom ?? '-'} to ${g.lsnTo ?? 'now'} (${g.detectedAt}): ${g.detail}`);
   }
   if (r.unpublished.length) {
     lines.push('', `UNPUBLISHED TABLES (${r.unpublished.length}): selected by tables.include but not captured`);
@@ -182,5 +184,6 @@ export function formatStatus(r: StatusReport): string {
     lines.push('', `MISSING FILES (${r.missing_files.count}): registered but not in output.dir`);
     for (const f of r.missing_files.first) lines.push(`  ${f}`);
   }
-  return lines.join('\n') + '\n';
+  // Values from the database (errors, gap details) may hold control characters: one line each.
+  return lines.map(printable).join('\n') + '\n';
 }

@@ -1,13 +1,17 @@
 /**
  * `pg-egress uninstall`: a decommissioned pg-egress must leave nothing that can affect the
  * application: the event triggers (which run inside the application's DDL), the publication
- * (which makes UPDATE/DELETE on tables without a replica identity fail) and the slot (which holds
- * WAL). `--drop-registry` also drops cdc_registry. Files in output.dir are never touched.
+ * (which makes UPDATE/DELETE on tables without a replica identity fail), the slot (which holds
+ * WAL), the SELECT grants it gave the daemon's role (settings.reader_role, set by `init --url`)
+ * and reload markers left as table comments (a marker on a table that is not selected is never
+ * consumed, so its comment would stay `pg-egress:reload`). `--drop-registry` also drops
+ * cdc_registry. Files in output.dir are never touched.
  */
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { EgressError } from '../errors.js';
-import { createPool } from '../registry/tx.js';
+import { createPool, withTransaction, type Db } from '../registry/tx.js';
+import { describeSource } from '../source/connect.js';
 import { describeHolder, lockHolder } from '../registry/lock.js';
 import { sourceError } from '../source/connect.js';
 import { adminSource } from './admin-source.js';
@@ -23,10 +27,14 @@ export async function uninstall(cfg: Config, log: Logger, o: { adminUrl?: string
     if (holder) throw new EgressError('SLOT_IN_USE', `pg-egress is still running with slot "${cfg.slot}": ${describeHolder(holder)}; stop it before uninstall`);
     const { rows: slot } = await pool.query<{ active: string; pid: string | null }>(`SELECT active::text AS active, active_pid::text AS pid FROM pg_replication_slots WHERE slot_name = $1`, [cfg.slot]);
     if (slot.length && slot[0].active === 'true') throw new EgressError('SLOT_IN_USE', `replication slot "${cfg.slot}" is in use by server process ${slot[0].pid}; stop that consumer first`);
+    await mayUninstall(pool, cfg, !!o.adminUrl);
     if (slot.length) {
       await pool.query(`SELECT pg_drop_replication_slot($1)`, [cfg.slot]);
       done.push(`slot ${cfg.slot}`);
     }
+    // Before the publication goes: its tables are among those the daemon's role was granted.
+    const revoked = await revokeGrants(pool, cfg);
+    if (revoked) done.push(`SELECT of ${revoked.role} on ${revoked.tables} table(s)`);
     if ((await pool.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [cfg.publication])).rowCount) {
       await pool.query(`DROP PUBLICATION ${quoteIdent(cfg.publication)}`);
       done.push(`publication ${cfg.publication}`);
@@ -47,14 +55,100 @@ export async function uninstall(cfg: Config, log: Logger, o: { adminUrl?: string
     } else {
       log.warn({ publications: others }, 'event triggers kept: another publication in cdc_registry.settings still uses them');
     }
+    const markers = await clearMarkers(pool, hasRegistry);
+    if (markers) done.push(`reload marker comment on ${markers} table(s)`);
     if (hasRegistry && o.dropRegistry) {
       await pool.query(`DROP SCHEMA "cdc_registry" CASCADE`);
       done.push('schema cdc_registry');
     }
     return done.length ? `uninstalled: ${done.join(', ')}; files in output.dir were kept` : 'nothing to uninstall';
   } catch (e) {
+    // Without --url, the daemon's role may not own the triggers or the publication: the fix is
+    // uninstall's own --url, not init's.
+    if ((e as { code?: string }).code === '42501' && !o.adminUrl) {
+      throw new EgressError(
+        'INSUFFICIENT_PRIVILEGE',
+        `permission denied on ${describeSource(source)}: ${(e as Error).message.split('\n')[0]}; run \`pg-egress uninstall --url <superuser url> --config ...\` (the event triggers and the publication belong to the role that ran init)`,
+        { cause: e },
+      );
+    }
     throw sourceError(e, source, 'uninstall');
   } finally {
     await pool.end().catch(() => undefined);
   }
+}
+
+const SETTINGS_HAS_READER = `SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('cdc_registry.settings') AND attname = 'reader_role' AND NOT attisdropped`;
+
+/**
+ * Revokes SELECT from the daemon's role (settings.reader_role: set only by `init --url`, which
+ * granted it) on every table pg-egress granted it on: those `init --url` recorded, the
+ * publication's tables (the publication function grants on each that joins), and the tables this
+ * slot ever streamed or exported (a table that left the selection keeps its grant otherwise).
+ * A table the role owns is left alone (that is ownership, not a grant).
+ */
+async function revokeGrants(db: Db, cfg: Config): Promise<{ role: string; tables: number } | null> {
+  if (!(await db.query(SETTINGS_HAS_READER)).rowCount) return null;
+  const { rows: s } = await db.query<{ role: string | null }>(`SELECT reader_role AS role FROM "cdc_registry"."settings" WHERE publication = $1`, [cfg.publication]);
+  const role = s[0]?.role;
+  if (!role || !(await db.query(`SELECT 1 FROM pg_roles WHERE rolname = $1`, [role])).rowCount) return null;
+  const granted = (await db.query<{ ok: string }>(`SELECT (to_regclass('cdc_registry.granted_select') IS NOT NULL)::text AS ok`)).rows[0].ok === 'true';
+  const { rows } = await db.query<{ rel: string }>(
+    `WITH candidates AS (
+       SELECT pr.prrelid AS oid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1
+       UNION SELECT c.oid FROM "cdc_registry"."tables" t JOIN pg_namespace n ON n.nspname = t.schema_name
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.table_name WHERE t.slot_name = $2
+       UNION SELECT c.oid FROM "cdc_registry"."reloads" r JOIN pg_namespace n ON n.nspname = r.schema_name
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name WHERE r.slot_name = $2
+       ${granted ? `UNION SELECT g.relid FROM "cdc_registry"."granted_select" g WHERE g.role_name = $3` : ''})
+     SELECT c.oid::regclass::text AS rel FROM candidates x JOIN pg_class c ON c.oid = x.oid
+     WHERE c.relkind IN ('r', 'p') AND pg_get_userbyid(c.relowner) <> $3
+       AND has_table_privilege($3, c.oid, 'SELECT')
+     ORDER BY 1`,
+    [cfg.publication, cfg.slot, role],
+  );
+  for (const r of rows) await db.query(`REVOKE SELECT ON ${r.rel} FROM ${quoteIdent(role)}`);
+  await db.query(`UPDATE "cdc_registry"."settings" SET reader_role = NULL WHERE publication = $1`, [cfg.publication]);
+  if (granted) await db.query(`DELETE FROM "cdc_registry"."granted_select" WHERE role_name = $1`, [role]);
+  return rows.length ? { role, tables: rows.length } : null;
+}
+
+/**
+ * Puts back the comment of every table whose comment is still a reload marker: the comment it
+ * had before (cdc_registry.comments), or none. `pg_egress.restoring` keeps a remaining event
+ * trigger (another publication's) from taking this for DDL.
+ */
+async function clearMarkers(db: Db, hasRegistry: boolean): Promise<number> {
+  return withTransaction(db, async (c) => {
+    await c.query(`SELECT set_config('pg_egress.restoring', 'on', true)`);
+    const { rows } = await c.query<{ stmt: string }>(
+      `SELECT format('COMMENT ON TABLE %s IS %L', c.oid::regclass,
+                     ${hasRegistry ? `(SELECT m.comment FROM "cdc_registry"."comments" m WHERE m.relid = c.oid)` : 'NULL::text'}) AS stmt
+       FROM pg_class c WHERE c.relkind IN ('r', 'p') AND obj_description(c.oid, 'pg_class') = 'pg-egress:reload'`,
+    );
+    for (const r of rows) await c.query(r.stmt);
+    return rows.length;
+  });
+}
+
+/**
+ * Refuses before anything is dropped when this role cannot drop everything (the event triggers
+ * need a superuser, the publication its owner): a half-done uninstall would drop the slot and
+ * leave the triggers running inside the application's DDL.
+ */
+async function mayUninstall(db: Db, cfg: Config, viaUrl: boolean): Promise<void> {
+  // Booleans as text: the pool reads every value as text (src/source/connect.ts).
+  const { rows } = await db.query<{ usr: string; superuser: string; triggers: string; pub_owner: string | null }>(
+    `SELECT current_user AS usr, r.rolsuper::text AS superuser,
+            EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname IN ('pg_egress_ddl_command_end', 'pg_egress_sql_drop'))::text AS triggers,
+            (SELECT pg_has_role(current_user, p.pubowner, 'USAGE')::text FROM pg_publication p WHERE p.pubname = $1) AS pub_owner
+     FROM pg_roles r WHERE r.rolname = current_user`,
+    [cfg.publication],
+  );
+  const r = rows[0];
+  const superuser = r.superuser === 'true';
+  const missing = [...(r.triggers === 'true' && !superuser ? ['drop the event triggers (superuser)'] : []), ...(r.pub_owner === 'false' && !superuser ? [`drop publication ${cfg.publication} (its owner)`] : [])];
+  if (!missing.length) return;
+  const fix = viaUrl ? 'give --url a superuser' : 'run `pg-egress uninstall --url <superuser url> --config ...`';
+  throw new EgressError('INSUFFICIENT_PRIVILEGE', `role "${r.usr}" may not ${missing.join(' or ')}; nothing was changed; ${fix} (README "Privileges")`);
 }

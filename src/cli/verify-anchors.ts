@@ -11,6 +11,7 @@ import type { Config } from '../config/index.js';
 import { createPool } from '../registry/tx.js';
 import { sourceError } from '../source/connect.js';
 import { nearTokenId } from '../anchor/near-token.js';
+import type { ProofAnchors } from '../proof/proof-file.js';
 
 // The AWS SDK and near-api-js load only when a check needs them (they slow every CLI start).
 const loadS3 = () => import('../anchor/s3.js').then((m) => m.createS3Target);
@@ -69,24 +70,39 @@ export async function verifyAnchors(cfg: Config): Promise<AnchorCheck> {
   }
 }
 
-/** The anchor references of a batch, for a proof file. */
-export async function anchorReferences(cfg: Config, batchId: string, fileRel: string): Promise<Record<string, unknown> | null> {
+/**
+ * The anchor references of a batch, for a proof file: the S3 keys of the file, its manifest and
+ * the batch index, and the NEAR token with the reference_hash it was minted with (the worker mints
+ * only an index whose bytes match the registered sha256, so older references without it get that).
+ */
+export async function anchorReferences(cfg: Config, batchId: string, fileRel: string, manifestRel: string): Promise<ProofAnchors | null> {
   const pool = createPool(cfg.source, 1);
   try {
-    const { rows } = await pool.query<{ target: string; reference: Record<string, unknown> | string }>(
-      `SELECT target, reference FROM cdc_registry.anchor_queue WHERE slot_name = $1 AND batch_id = $2 AND state = 'done'`,
+    const { rows } = await pool.query<{ target: string; reference: Record<string, unknown> | string; index_sha256: string }>(
+      `SELECT a.target, a.reference, b.index_sha256 FROM cdc_registry.anchor_queue a
+         JOIN cdc_registry.batches b ON b.slot_name = a.slot_name AND b.batch_id = a.batch_id
+       WHERE a.slot_name = $1 AND a.batch_id = $2 AND a.state = 'done'`,
       [cfg.slot, batchId],
     );
     if (!rows.length) return null;
-    const out: Record<string, unknown> = {};
+    const out: ProofAnchors = {};
     for (const r of rows) {
       const ref = typeof r.reference === 'string' ? (JSON.parse(r.reference) as Record<string, unknown>) : r.reference;
-      if (r.target === 's3' && cfg.anchors.s3) {
-        const s3 = (await loadS3())(cfg.anchors.s3);
-        out.s3 = { bucket: cfg.anchors.s3.bucket, file_key: s3.key(fileRel), index_key: ref.index_key };
-        s3.close();
+      if (r.target === 's3') {
+        // The prefix is what the index key holds before the index's relative path.
+        const indexKey = String(ref.index_key);
+        const indexRel = `_batches/${batchId}.json`;
+        const prefix = indexKey.endsWith(indexRel) ? indexKey.slice(0, -indexRel.length) : '';
+        const key = (rel: string) => prefix + rel;
+        out.s3 = { bucket: String(ref.bucket), file_key: key(fileRel), manifest_key: key(manifestRel), index_key: indexKey };
       } else {
-        out.near = { contract: ref.contract, token_id: ref.token_id, tx_hash: ref.tx_hash, reference: ref.reference };
+        out.near = {
+          contract: String(ref.contract),
+          token_id: String(ref.token_id),
+          tx_hash: typeof ref.tx_hash === 'string' ? ref.tx_hash : null,
+          reference: String(ref.reference),
+          reference_hash: typeof ref.reference_hash === 'string' ? ref.reference_hash : Buffer.from(r.index_sha256, 'hex').toString('base64'),
+        };
       }
     }
     return out;

@@ -6,7 +6,9 @@ import { existsSync, promises as fsp, statSync } from 'node:fs';
 import path from 'node:path';
 import { EgressError, ExitCode } from '../errors.js';
 import { verifyDataFile, verifyOutput, verifyWindow, type Manifest, type VerifyReport } from '../proof/verify.js';
-import { buildProof, checkProof, type ProofFile } from '../proof/proof-file.js';
+import { buildProof } from '../proof/proof-file.js';
+import { checkProof, ProofLinkError } from '../proof/proof-check.js';
+import { printable } from '../config/patterns.js';
 import type { Config } from '../config/index.js';
 import { anchorReferences, verifyAnchors } from './verify-anchors.js';
 
@@ -31,8 +33,12 @@ export async function verifyCommand(target: string, o: { row?: string; proof?: s
     const proof = await buildProof(root, target, Number(o.row)).catch((e: unknown) => {
       throw new EgressError('VERIFY_FAILED', `cannot build the proof: ${(e as Error).message}`);
     });
-    checkProof(proof);
-    if (o.cfg) proof.anchors = await anchorReferences(o.cfg, proof.batch.batch_id, proof.file);
+    if (o.cfg) proof.anchors = await anchorReferences(o.cfg, proof.batch.batch_id, proof.file, proof.manifest.path);
+    try {
+      checkProof(proof);
+    } catch (e) {
+      throw new EgressError('VERIFY_FAILED', `the proof does not verify: ${(e as Error).message}`);
+    }
     await fsp.writeFile(o.proof, JSON.stringify(proof, null, 2) + '\n');
     out.write(`proof written to ${o.proof}: record ${proof.record.index} of ${proof.file}, batch ${proof.batch.batch_id}\n`);
     return ExitCode.OK;
@@ -66,20 +72,34 @@ export async function verifyCommand(target: string, o: { row?: string; proof?: s
   return ExitCode.OK;
 }
 
+/**
+ * Exit 0 when every link holds, 10 when one does not (named) or the proof file is not a proof
+ * (malformed JSON included), 7 only when the file does not exist.
+ */
 export async function verifyProofCommand(file: string, out: NodeJS.WritableStream = process.stdout): Promise<number> {
-  let proof: ProofFile;
+  let text: string;
   try {
-    proof = JSON.parse(await fsp.readFile(file, 'utf8')) as ProofFile;
-  } catch {
-    throw new EgressError('NOT_FOUND_PATH', `${file} cannot be read as a proof file (JSON)`);
-  }
-  let lines: string[];
-  try {
-    lines = checkProof(proof);
+    text = await fsp.readFile(file, 'utf8');
   } catch (e) {
-    out.write(`NOT PROVEN: ${(e as Error).message}\n`);
-    return ExitCode.VERIFY_FAILED;
+    throw new EgressError('NOT_FOUND_PATH', `${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  out.write(`PROVEN: ${lines.join('\n  ')}\n`);
-  return ExitCode.OK;
+  const fail = (why: string) => {
+    out.write(`NOT PROVEN: ${printable(why)}\n`);
+    return ExitCode.VERIFY_FAILED;
+  };
+  let proof: unknown;
+  try {
+    proof = JSON.parse(text);
+  } catch (e) {
+    return fail(`proof file: ${file} is not valid JSON (${(e as Error).message})`);
+  }
+  try {
+    const r = checkProof(proof);
+    out.write(`PROVEN: ${r.proves.map(printable).join('\n  ')}\n`);
+    out.write(`NOT CHECKED OFFLINE:\n  ${r.unchecked.map(printable).join('\n  ')}\n`);
+    return ExitCode.OK;
+  } catch (e) {
+    if (e instanceof ProofLinkError) return fail(`broken link ${e.message}`);
+    return fail(`proof file: ${(e as Error).message}`);
+  }
 }

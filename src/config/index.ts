@@ -24,6 +24,8 @@ export interface Config {
     /** Never logged; `redactedConfig` hides it. */
     password?: string;
     ssl: { mode: SslMode; ca?: string };
+    /** Set when these credentials came from `init`/`uninstall --url`, so errors name that option. */
+    via?: '--url';
   };
   /** Permanent logical replication slot (pgoutput). */
   slot: string;
@@ -57,7 +59,8 @@ export interface Config {
       gas: bigint;
     };
   };
-  http: { port: number };
+  /** `statusToken`: empty = /status open (the probes and /metrics are always open). */
+  http: { port: number; host: string; statusToken: string };
   log: { level: LogLevel };
   configPath?: string;
 }
@@ -76,7 +79,7 @@ const SHAPE = {
     s3: { bucket: 1, prefix: 1, region: 1, endpoint: 1, force_path_style: 1 },
     near: { network: 1, rpc_url: 1, account_id: 1, private_key: 1, contract_id: 1, method: 1, deposit: 1, gas: 1 },
   },
-  http: { port: 1 },
+  http: { port: 1, host: 1, status_token: 1 },
   log: { level: 1 },
 } as const;
 
@@ -383,7 +386,14 @@ export function parseConfig(text: string, opts: { env?: NodeJS.ProcessEnv; baseD
     };
   }
 
-  const http = { port: int(section(raw, 'http'), 'port', 'http', 8080, 0, 65535) };
+  const httpSec = section(raw, 'http');
+  // 127.0.0.1 by default: /status names the host, role and tables, so nothing is exposed until an
+  // operator says where (a container sets 0.0.0.0 or its pod IP, as deploy/kubernetes does).
+  const host = str(httpSec, 'host', 'http', '127.0.0.1');
+  if (!host.trim() || /[\s/]/.test(host)) throw invalid(`http.host must be an IP address or a host name to bind (e.g. 127.0.0.1, 0.0.0.0, ::), not ${JSON.stringify(host)}`);
+  const statusToken = str(httpSec, 'status_token', 'http', '');
+  if (statusToken && (statusToken.length < 16 || /\s/.test(statusToken))) throw invalid('http.status_token must be at least 16 characters without spaces (e.g. openssl rand -hex 32), or empty for an open /status');
+  const http = { port: int(httpSec, 'port', 'http', 8080, 0, 65535), host, statusToken };
   const level = str(section(raw, 'log'), 'level', 'log', 'info');
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace'].includes(level)) throw invalid('log.level must be one of fatal, error, warn, info, debug, trace');
 
@@ -447,6 +457,7 @@ export function redactedConfig(cfg: Config): unknown {
     source: { ...cfg.source, password: cfg.source.password === undefined ? undefined : '***' },
     tables: { include: cfg.tables.include.map((p) => p.source), exclude: cfg.tables.exclude.map((p) => p.source), noIdentity: cfg.tables.noIdentity },
     columnsExclude: Object.fromEntries([...cfg.columnsExclude].map(([k, v]) => [k.replace('\u0000', '.'), [...v]])),
+    http: { ...cfg.http, statusToken: cfg.http.statusToken ? '***' : '' },
     anchors: { s3: cfg.anchors.s3, near: cfg.anchors.near ? { ...cfg.anchors.near, privateKey: '***', depositYocto: String(cfg.anchors.near.depositYocto), gas: String(cfg.anchors.near.gas) } : null },
   };
 }

@@ -57,12 +57,18 @@ export function createMetrics(state: DaemonState, slot: string): client.Registry
     m.set({ kind: 'gzip' }, state.controller.stats.bytes);
     m.set({ kind: 'raw' }, state.controller.stats.rawBytes);
   });
-  const flush = new client.Histogram({ name: 'pg_egress_flush_duration_seconds', help: 'time to write and register a flush', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry] });
-  g('reconnects', 'reconnects since start', [], (m) => {
-    // The histogram is fed here, at scrape time, from what the controller recorded.
-    for (const s of state.controller?.flushSeconds.splice(0) ?? []) flush.observe(s);
-    m.set(state.reconnects);
+  // Fed at scrape time, in its own collect (before its values are read), from the durations the
+  // controller recorded: its _count always equals pg_egress_flushes of the same scrape.
+  new client.Histogram({
+    name: 'pg_egress_flush_duration_seconds',
+    help: 'time to write and register a flush',
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [registry],
+    collect() {
+      for (const s of state.controller?.flushSeconds.splice(0) ?? []) this.observe(s);
+    },
   });
+  g('reconnects', 'reconnects since start', [], (m) => m.set(state.reconnects));
   g('errors', 'errors by code since start', ['code'], (m) => {
     for (const [code, n] of state.errors) m.set({ code }, n);
   });

@@ -4,10 +4,14 @@
  * - `GET /ready` (readiness): streaming (the server accepted START_REPLICATION), the stream is
  *   confirming (a standby status within 30 s), and the registry answers a query within 2 s; not
  *   ready while starting, reconnecting or stopping. The body says why.
- * - `GET /status`: the JSON of `pg-egress status`.
+ * - `GET /status`: the JSON of `pg-egress status`; with `http.status_token` only for
+ *   `Authorization: Bearer <token>` (it names the host, role and tables). The probes and
+ *   /metrics stay open: kubelets and scrapers send no token, and they carry no such detail.
  * - `GET /metrics`: Prometheus text (./metrics.ts).
+ * Listens on `http.host` (default 127.0.0.1) and `http.port`.
  */
 import http from 'node:http';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { EgressError } from '../errors.js';
@@ -23,6 +27,18 @@ async function registryAnswers(state: DaemonState): Promise<boolean> {
     () => false,
   );
   return Promise.race([probe, new Promise<boolean>((r) => setTimeout(() => r(false), 2000))]);
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/**
+ * Whether a request carries the bearer token. Both sides are hashed first, so the comparison is
+ * constant-time over equal lengths whatever the token's length (timingSafeEqual needs that).
+ */
+export function bearerAllowed(header: string | undefined, token: string): boolean {
+  if (!token) return true;
+  const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header ?? '');
+  return timingSafeEqual(digest(m ? m[1] : ''), digest(token)) && m !== null;
 }
 
 export async function startHttp(cfg: Config, log: Logger, state: DaemonState): Promise<http.Server | null> {
@@ -51,7 +67,13 @@ export async function startHttp(cfg: Config, log: Logger, state: DaemonState): P
           if (reasons.length === 0 && !(await registryAnswers(state))) reasons.push('the registry does not answer');
           return send(res, reasons.length ? 503 : 200, JSON.stringify({ ready: reasons.length === 0, phase: state.phase, reasons }));
         }
-        if (url === '/status') return send(res, 200, JSON.stringify(await statusReport(cfg), null, 2));
+        if (url === '/status') {
+          if (!bearerAllowed(req.headers.authorization, cfg.http.statusToken)) {
+            res.setHeader('www-authenticate', 'Bearer realm="pg-egress"');
+            return send(res, 401, JSON.stringify({ error: 'unauthorized: /status needs Authorization: Bearer <http.status_token>' }));
+          }
+          return send(res, 200, JSON.stringify(await statusReport(cfg), null, 2));
+        }
         if (url === '/metrics') return send(res, 200, await metrics.metrics(), metrics.contentType);
         return send(res, 404, JSON.stringify({ error: 'not found', endpoints: ['/health', '/ready', '/status', '/metrics'] }));
       } catch (e) {
@@ -61,10 +83,18 @@ export async function startHttp(cfg: Config, log: Logger, state: DaemonState): P
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new EgressError('CONFIG_INVALID', `cannot listen on http.port ${cfg.http.port} (${e.code}); set http.port to a free port, or 0 to turn the endpoints off`, { cause: e })),
+      reject(
+        new EgressError(
+          'CONFIG_INVALID',
+          e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN'
+            ? `cannot listen on http.host ${cfg.http.host} (${e.code}): not an address of this machine; set http.host (127.0.0.1, 0.0.0.0 or this host's address)`
+            : `cannot listen on ${cfg.http.host}:${cfg.http.port} (${e.code}); set http.port to a free port, or 0 to turn the endpoints off`,
+          { cause: e },
+        ),
+      ),
     );
-    server.listen(cfg.http.port, () => resolve());
+    server.listen(cfg.http.port, cfg.http.host, () => resolve());
   });
-  log.info({ port: cfg.http.port }, 'http endpoints: /health /ready /status /metrics');
+  log.info({ host: cfg.http.host, port: cfg.http.port, status_token_set: cfg.http.statusToken !== '' }, 'http endpoints: /health /ready /status /metrics');
   return server;
 }

@@ -4,13 +4,13 @@
 
 /**
  * Schema and table names are used as they are, with `%`, `/`, `.`, NUL and control characters
- * percent-encoded, so `<schema>.<table>` splits back at its only literal dot.
+ * (C0, DEL, C1) percent-encoded, so `<schema>.<table>` splits back at its only literal dot.
  */
 export function encodeNamePart(name: string): string {
   let out = '';
   for (const ch of name) {
     const c = ch.codePointAt(0)!;
-    if (ch === '%' || ch === '/' || ch === '.' || c < 0x20 || c === 0x7f) {
+    if (ch === '%' || ch === '/' || ch === '.' || c < 0x20 || (c >= 0x7f && c <= 0x9f)) {
       out += '%' + c.toString(16).toUpperCase().padStart(2, '0');
     } else {
       out += ch;
@@ -23,8 +23,14 @@ export function decodeNamePart(part: string): string {
   return part.replace(/%([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
 }
 
+/**
+ * A leading `_` of the schema is encoded too (`%5F`): names starting with `_` are pg-egress's own
+ * (`_batches/`, `_tmp/`, `_owner.json`, `_status.json`), and a table `"_owner".json` must not
+ * become `_owner.json`.
+ */
 export function tableFolder(schema: string, table: string): string {
-  return `${encodeNamePart(schema)}.${encodeNamePart(table)}`;
+  const s = encodeNamePart(schema);
+  return `${s.startsWith('_') ? '%5F' + s.slice(1) : s}.${encodeNamePart(table)}`;
 }
 
 export function parseTableFolder(folder: string): { schema: string; table: string } | null {

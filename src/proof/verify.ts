@@ -102,7 +102,9 @@ export async function verifyDataFile(file: string, entry: ManifestFileEntry, pro
     return null;
   }
   const root = m.root();
-  if (records !== mk.tree_size || records !== entry.rows) problems.push(`${where}: ${records} records, the manifest says ${mk.tree_size} (records were added or removed)`);
+  // Two claims, each named on its own: the tree's size and the manifest's row count.
+  if (records !== mk.tree_size) problems.push(`${where}: ${records} records, the manifest says ${mk.tree_size} (records were added or removed)`);
+  if (records !== entry.rows) problems.push(`${where}: ${records} records, but its manifest entry says "rows": ${entry.rows} (the manifest or the file was changed)`);
   if (root.toString('hex') !== mk.root) {
     const blocks = mk.block_roots ?? [];
     const bad = m.blocks.findIndex((b, i) => i >= blocks.length || b.toString('hex') !== blocks[i]);

@@ -55,7 +55,7 @@ export class AnchorQueue {
          WHERE a."slot_name" = $1 AND a."state" = 'pending' AND a."next_attempt_at" <= now()
            AND (a."target" = 's3' OR NOT EXISTS (
              SELECT 1 FROM "cdc_registry"."anchor_queue" s WHERE s."slot_name" = a."slot_name" AND s."batch_id" = a."batch_id"
-               AND s."target" = 's3' AND s."state" <> 'done'))
+               AND s."target" = 's3' AND s."state" NOT IN ('done', 'skipped')))
          ORDER BY a."id" FOR UPDATE SKIP LOCKED LIMIT 1)
        RETURNING "id"::text, "batch_id", "target", "attempts"`,
       [this.slot],
@@ -73,6 +73,31 @@ export class AnchorQueue {
       `UPDATE "cdc_registry"."anchor_queue" SET "last_error" = $2, "next_attempt_at" = now() + make_interval(secs => $3::float8 / 1000), "updated_at" = now() WHERE "id" = $1`,
       [id, error, delayMs],
     );
+  }
+
+  /**
+   * At start: entries of a target that is no longer configured can never run, so pending and
+   * failed ones become `skipped` (not pending for ever); skipped ones of a target configured
+   * again become pending. Returns the counts per target, for one warning each.
+   */
+  async reconcileTargets(configured: readonly AnchorTarget[]): Promise<{ skipped: Map<string, number>; resumed: Map<string, number> }> {
+    const count = (rows: { target: string; n: string }[]) => new Map(rows.map((r) => [r.target, Number(r.n)]));
+    const { rows: skipped } = await this.db.query<{ target: string; n: string }>(
+      `WITH s AS (
+         UPDATE "cdc_registry"."anchor_queue" SET "state" = 'skipped', "updated_at" = now(),
+                "last_error" = 'anchors.' || "target" || ' is not configured' || coalesce(' (was ' || "state" || ': ' || "last_error" || ')', '')
+         WHERE "slot_name" = $1 AND "state" IN ('pending', 'failed') AND NOT ("target" = ANY($2::text[])) RETURNING "target")
+       SELECT "target", count(*)::text AS n FROM s GROUP BY 1`,
+      [this.slot, configured],
+    );
+    const { rows: resumed } = await this.db.query<{ target: string; n: string }>(
+      `WITH s AS (
+         UPDATE "cdc_registry"."anchor_queue" SET "state" = 'pending', "next_attempt_at" = now(), "attempts" = 0, "last_error" = NULL, "updated_at" = now()
+         WHERE "slot_name" = $1 AND "state" = 'skipped' AND "target" = ANY($2::text[]) RETURNING "target")
+       SELECT "target", count(*)::text AS n FROM s GROUP BY 1`,
+      [this.slot, configured],
+    );
+    return { skipped: count(skipped), resumed: count(resumed) };
   }
 
   /** A failure only an operator can fix (a conflicting token, a refused bucket): state failed. */
@@ -99,15 +124,15 @@ export class AnchorQueue {
   }
 
   /** For status and metrics: per target, pending and failed counts, the oldest pending age, the last error. */
-  async summary(): Promise<{ target: string; pending: number; failed: number; done: number; oldest_pending_s: number | null; last_error: string | null }[]> {
-    const { rows } = await this.db.query<{ target: string; pending: string; failed: string; done: string; oldest: string | null; last_error: string | null }>(
+  async summary(): Promise<{ target: string; pending: number; failed: number; done: number; skipped: number; oldest_pending_s: number | null; last_error: string | null }[]> {
+    const { rows } = await this.db.query<{ target: string; pending: string; failed: string; done: string; skipped: string; oldest: string | null; last_error: string | null }>(
       `SELECT "target", count(*) FILTER (WHERE "state" = 'pending')::text AS pending, count(*) FILTER (WHERE "state" = 'failed')::text AS failed,
-              count(*) FILTER (WHERE "state" = 'done')::text AS done,
+              count(*) FILTER (WHERE "state" = 'done')::text AS done, count(*) FILTER (WHERE "state" = 'skipped')::text AS skipped,
               extract(epoch FROM now() - min("created_at") FILTER (WHERE "state" = 'pending'))::bigint::text AS oldest,
               (array_agg("last_error" ORDER BY "updated_at" DESC) FILTER (WHERE "last_error" IS NOT NULL AND "state" <> 'done'))[1] AS last_error
        FROM "cdc_registry"."anchor_queue" WHERE "slot_name" = $1 GROUP BY "target" ORDER BY "target"`,
       [this.slot],
     );
-    return rows.map((r) => ({ target: r.target, pending: Number(r.pending), failed: Number(r.failed), done: Number(r.done), oldest_pending_s: r.oldest === null ? null : Number(r.oldest), last_error: r.last_error }));
+    return rows.map((r) => ({ target: r.target, pending: Number(r.pending), failed: Number(r.failed), done: Number(r.done), skipped: Number(r.skipped), oldest_pending_s: r.oldest === null ? null : Number(r.oldest), last_error: r.last_error }));
   }
 }

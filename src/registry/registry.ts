@@ -318,7 +318,7 @@ export class Registry {
 
   async pendingAnchors(): Promise<number> {
     const { rows } = await this.db.query<{ n: string }>(
-      `SELECT count(*)::text AS n FROM "cdc_registry"."anchor_queue" WHERE "slot_name" = $1 AND "state" <> 'done'`,
+      `SELECT count(*)::text AS n FROM "cdc_registry"."anchor_queue" WHERE "slot_name" = $1 AND "state" NOT IN ('done', 'skipped')`,
       [this.slot],
     );
     return Number(rows[0].n);

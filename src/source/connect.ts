@@ -75,19 +75,24 @@ export function sourceError(e: unknown, source: SourceConfig, what = 'connect to
   }
   const err = e as { code?: string; message?: string; errno?: number };
   const where = describeSource(source);
+  // init/uninstall --url: the credentials, the host and the role are that URL's, not source.*.
+  const admin = source.via === '--url';
   const code = err.code ?? '';
   const msg = (err.message ?? String(e)).split('\n')[0];
   if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EAI_AGAIN', 'ENETUNREACH'].includes(code) || /timeout/i.test(msg) || /Connection terminated|connection error|not queryable|ended unexpectedly|the database system is (starting up|shutting down|in recovery)|terminating connection/i.test(msg)) {
-    return new EgressError('SOURCE_UNREACHABLE', `cannot ${what} at ${where}: ${msg}; check source.url (or source.host/source.port) and that the server is running`, { cause: e, retryable: true });
+    return new EgressError('SOURCE_UNREACHABLE', `cannot ${what} at ${where}: ${msg}; ${admin ? 'check the host and port of --url' : 'check source.url (or source.host/source.port)'} and that the server is running`, { cause: e, retryable: true });
   }
   if (code === '28P01' || (code === '28000' && !/replication/i.test(msg))) {
-    return new EgressError('SOURCE_AUTH', `authentication failed for ${where}: ${msg}; check source.user and source.password`, { cause: e });
+    const fix = admin
+      ? `check the user and password of --url (the password is the URL's, postgres://${source.user}:<password>@..., percent-encoded; else PGPASSWORD; else ~/.pgpass; never source.password)`
+      : 'check source.user and source.password';
+    return new EgressError('SOURCE_AUTH', `authentication failed for ${where}: ${msg}; ${fix}`, { cause: e });
   }
   if (code === '28000' || /must be superuser or replication role/i.test(msg) || /permission denied to start WAL sender/i.test(msg)) {
-    return new EgressError('NO_REPLICATION_PRIVILEGE', `user "${source.user}" may not use replication on ${where}; run ALTER ROLE "${source.user}" REPLICATION (or set source.user to a role that has it)`, { cause: e });
+    return new EgressError('NO_REPLICATION_PRIVILEGE', `user "${source.user}" may not use replication on ${where}; run ALTER ROLE "${source.user}" REPLICATION (or ${admin ? 'give --url a superuser' : 'set source.user to a role that has it'})`, { cause: e });
   }
   if (code === '3D000') {
-    return new EgressError('SOURCE_UNREACHABLE', `database "${source.database}" does not exist on ${source.host}:${source.port}; check source.url (database)`, { cause: e });
+    return new EgressError('SOURCE_UNREACHABLE', `database "${source.database}" does not exist on ${source.host}:${source.port}; check ${admin ? '--url and ' : ''}source.url (database)`, { cause: e });
   }
   if (code === '53400' || /all replication slots are in use/i.test(msg)) {
     return new EgressError('NO_FREE_SLOT', `no free replication slot on ${where}: ${msg}; raise max_replication_slots on the server or drop an unused slot`, { cause: e });
@@ -96,6 +101,7 @@ export function sourceError(e: unknown, source: SourceConfig, what = 'connect to
     return new EgressError('SLOT_IN_USE', `replication slot is in use by another process on ${where}: ${msg}; stop the other pg-egress or set a different slot`, { cause: e, retryable: true });
   }
   if (code === '42501') {
+    if (admin) return new EgressError('INSUFFICIENT_PRIVILEGE', `permission denied on ${where}: ${msg}; the role of --url must be a superuser (README "Privileges")`, { cause: e });
     return new EgressError('INSUFFICIENT_PRIVILEGE', `permission denied on ${where}: ${msg}; run \`pg-egress init --url <superuser url> --config ...\` once: it sets up the registry, publication and DDL capture and grants source.user what run needs (README "Privileges")`, { cause: e });
   }
   if (code === '57P01' || code === '57P02' || code === '57P03' || code === '08006' || code === '08003' || code === '08001') {

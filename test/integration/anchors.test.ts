@@ -162,7 +162,13 @@ describe('anchors on S3 and NEAR', () => {
     const proof = JSON.parse(readFileSync(proofPath, 'utf8'));
     expect(proof.anchors.s3).toMatchObject({ bucket: s3.bucket, file_key: `exports/a/${file}` });
     expect(proof.anchors.near.token_id).toMatch(new RegExp(`:${proof.batch.batch_id}$`));
-    expect((await runCli(['verify-proof', proofPath])).stdout).toMatch(/anchors: .*token_id/);
+    // The proof pins the batch index's sha256 to the token's reference_hash and the S3 index key.
+    expect(proof.anchors.near.reference_hash).toBe(Buffer.from(proof.batch.index_sha256, 'hex').toString('base64'));
+    expect(proof.anchors.s3.index_key).toBe(`exports/a/${proof.batch.index_path}`);
+    const checked = await runCli(['verify-proof', proofPath]);
+    expect(checked.code).toBe(0);
+    expect(checked.stdout).toMatch(/7\. sha256 → NEAR: reference_hash \S+ = base64 of that sha256 \(token_id pg-egress:/);
+    expect(checked.stdout).toMatch(/NOT CHECKED OFFLINE:\n {2}that NEAR token .* exists on /);
     // Someone replaces an object in the bucket.
     const target = createS3Target({ bucket: s3.bucket, prefix: 'exports/a', region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true });
     try {

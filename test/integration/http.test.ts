@@ -85,6 +85,8 @@ describe('service endpoints', () => {
       expect(after, name).toContain(name);
     }
     expect(metric(after, 'pg_egress_up')).toBe(1);
+    // Every flush counted is in the histogram of the same scrape (it was fed after being read).
+    expect(metric(after, 'pg_egress_flush_duration_seconds_count')).toBe(metric(after, 'pg_egress_flushes'));
     expect(metric(after, 'pg_egress_registered_lsn')!).toBeGreaterThan(metric(before, 'pg_egress_registered_lsn') ?? 0);
     const status = await get(port, '/status');
     expect(status.status).toBe(200);

@@ -181,7 +181,7 @@ interface Probe {
 interface EnvVar {
   name: string;
   value?: string;
-  valueFrom?: { secretKeyRef?: { name: string; key: string } };
+  valueFrom?: { secretKeyRef?: { name: string; key: string; optional?: boolean }; fieldRef?: { fieldPath: string } };
 }
 interface Container {
   name: string;
@@ -273,9 +273,12 @@ const podSpec = sts.spec!.template!.spec;
 const container = podSpec.containers[0];
 const cdcText = configMap.data?.['cdc.yml'] ?? '';
 const secretEnv = secret.stringData ?? {};
+/** The pod's environment: the Secret's keys and what the downward API gives (the pod IP). */
+const POD_IP = '10.42.0.17';
+const podEnv = { ...secretEnv, POD_IP };
 const cfg: Config = (() => {
   try {
-    return parseConfig(cdcText, { env: secretEnv, baseDir: '/etc/pg-egress', path: '/etc/pg-egress/cdc.yml' });
+    return parseConfig(cdcText, { env: podEnv, baseDir: '/etc/pg-egress', path: '/etc/pg-egress/cdc.yml' });
   } catch (e) {
     throw new Error(`deploy/kubernetes/configmap.yaml cdc.yml, with the keys of secret.example.yaml as the environment: ${(e as Error).message}`, { cause: e });
   }
@@ -303,6 +306,15 @@ function configFileInContainer(): string {
 }
 
 describe('Dockerfile', () => {
+  it('is described by the README: its Docker section names everything the final stage copies', () => {
+    const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const at = readme.indexOf('## Docker and Kubernetes');
+    const section = readme.slice(at, readme.indexOf('\n## ', at + 5));
+    const copied = copies(final).flatMap((c) => c.sources.map((src) => norm(c.from ? path.posix.relative(finalWorkdir, src) : src)));
+    expect(copied.length).toBeGreaterThanOrEqual(6);
+    for (const f of copied) expect(section.includes(`\`${f}\``) || section.includes(`\`${f}/\``), `README Docker section names ${f}`).toBe(true);
+  });
+
   it('is multi-stage: the build stage compiles, the final stage is a Node 20 slim image', () => {
     expect(stages.length).toBeGreaterThanOrEqual(2);
     const build = stages.find((s) => s.name && copies(final).some((c) => c.from === s.name));
@@ -566,9 +578,9 @@ process.stdout.write(SQL_DIR);`;
 
 describe('Kubernetes manifests', () => {
   it('parse, and the ConfigMap holds a cdc.yml the daemon accepts with the Secret as environment', () => {
-    expect(manifests.map((m) => `${m.file}:${m.o.kind}`).sort()).toEqual(['configmap.yaml:ConfigMap', 'secret.example.yaml:Secret', 'service.yaml:Service', 'statefulset.yaml:StatefulSet']);
+    expect(manifests.map((m) => `${m.file}:${m.o.kind}`).sort()).toEqual(['configmap.yaml:ConfigMap', 'networkpolicy.yaml:NetworkPolicy', 'secret.example.yaml:Secret', 'service.yaml:Service', 'statefulset.yaml:StatefulSet']);
     for (const { o } of manifests) {
-      expect(o.apiVersion).toBe(o.kind === 'StatefulSet' ? 'apps/v1' : 'v1');
+      expect(o.apiVersion).toBe(o.kind === 'StatefulSet' ? 'apps/v1' : o.kind === 'NetworkPolicy' ? 'networking.k8s.io/v1' : 'v1');
       for (const v of [...Object.values(o.metadata.labels ?? {}), ...Object.values(o.metadata.annotations ?? {})]) expect(typeof v).toBe('string');
     }
     expect(cdcText).not.toBe('');
@@ -580,6 +592,39 @@ describe('Kubernetes manifests', () => {
     expect(new URL(cdcText.match(/url:\s*(\S+)/)![1]).password).toBe('');
     expect(cfg.anchors.s3).not.toBeNull();
     expect(cfg.anchors.near?.privateKey).toBe(secretEnv.NEAR_PRIVATE_KEY);
+    // The endpoints listen on the pod IP (the downward API), /status needs the Secret's token.
+    expect(cfg.http.host).toBe(POD_IP);
+    expect(cdcText).toMatch(/status_token:\s*\$\{PG_EGRESS_STATUS_TOKEN\}/);
+    expect(cfg.http.statusToken).toBe(secretEnv.PG_EGRESS_STATUS_TOKEN);
+    // ssl.mode require is called out as unverified wherever it is used.
+    if (cfg.source.ssl.mode === 'require') expect(cdcText).toMatch(/DOES NOT CHECK THE SERVER'S CERTIFICATE/);
+  });
+
+  it('binds the pod IP from the downward API, and the NetworkPolicy admits only the scraper and the needed egress', () => {
+    const podIp = (container.env ?? []).find((e) => e.name === 'POD_IP');
+    expect(podIp?.valueFrom?.fieldRef?.fieldPath).toBe('status.podIP');
+    const np = one('NetworkPolicy') as unknown as {
+      spec: {
+        podSelector: { matchLabels: Record<string, string> };
+        policyTypes: string[];
+        ingress: { from?: unknown[]; ports: { port: number | string }[] }[];
+        egress: { to?: unknown[]; ports: { port: number | string; protocol?: string }[] }[];
+      };
+    };
+    const labels = sts.spec!.template!.metadata.labels;
+    for (const [k, v] of Object.entries(np.spec.podSelector.matchLabels)) expect(labels[k]).toBe(v);
+    expect(np.spec.policyTypes.sort()).toEqual(['Egress', 'Ingress']);
+    // Ingress: the HTTP port only, and only from a named peer (never from everywhere).
+    expect(np.spec.ingress.length).toBeGreaterThan(0);
+    for (const r of np.spec.ingress) {
+      expect(r.from?.length ?? 0).toBeGreaterThan(0);
+      expect(r.ports.map((p) => portOf(p.port))).toEqual([cfg.http.port]);
+    }
+    // Egress: the source's port, DNS, and HTTPS for the anchors that are on.
+    const egressPorts = np.spec.egress.flatMap((r) => r.ports.map((p) => p.port));
+    expect(egressPorts).toContain(cfg.source.port);
+    expect(egressPorts).toContain(53);
+    if (cfg.anchors.s3 || cfg.anchors.near) expect(egressPorts).toContain(443);
   });
 
   it('probes /ready and /health on cdc.yml http.port; the Service scrapes /metrics there', () => {
@@ -619,20 +664,26 @@ describe('Kubernetes manifests', () => {
 
   it('gives every ${NAME} of cdc.yml an env var from the Secret, and the example Secret has every key', () => {
     const refs = envRefs(cdcText);
-    expect(refs.sort()).toEqual(['NEAR_PRIVATE_KEY', 'PGPASSWORD']);
+    expect(refs.sort()).toEqual(['NEAR_PRIVATE_KEY', 'PGPASSWORD', 'PG_EGRESS_STATUS_TOKEN', 'POD_IP']);
     const fromSecret = new Set<string>();
+    const fromDownwardApi = new Set<string>();
     for (const e of container.env ?? []) {
+      if (e.valueFrom?.fieldRef) fromDownwardApi.add(e.name);
       const ref = e.valueFrom?.secretKeyRef;
       if (!ref) continue;
       expect(ref.name).toBe(secret.metadata.name);
       expect(Object.keys(secretEnv), `Secret key ${ref.key}`).toContain(ref.key);
       fromSecret.add(e.name);
+      // Only the source password and the status token are required: the NEAR and AWS keys are
+      // optional, so a Secret without them (anchors off, or a pod identity) still starts the pod.
+      expect(ref.optional === true, `${ref.key} optional`).toBe(!['PGPASSWORD', 'PG_EGRESS_STATUS_TOKEN'].includes(ref.key));
     }
     for (const f of container.envFrom ?? []) {
       if (f.secretRef?.name !== secret.metadata.name) continue;
       for (const k of Object.keys(secretEnv)) fromSecret.add(`${f.prefix ?? ''}${k}`);
     }
-    for (const name of refs) expect([...fromSecret], `\${${name}} comes from the Secret`).toContain(name);
+    for (const name of refs) expect([...fromSecret, ...fromDownwardApi], `\${${name}} comes from the Secret or the downward API`).toContain(name);
+    expect([...fromDownwardApi]).toEqual(['POD_IP']);
     // S3 is on: the standard AWS credentials come from the Secret too.
     for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY']) expect([...fromSecret]).toContain(name);
     // No secret as a plain value.
@@ -641,11 +692,11 @@ describe('Kubernetes manifests', () => {
     // The example Secret: stringData placeholders only, covering every reference and env var.
     expect(secret.type).toBe('Opaque');
     expect(secret.data).toBeUndefined();
-    expect(Object.keys(secretEnv).sort()).toEqual(['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'NEAR_PRIVATE_KEY', 'PGPASSWORD']);
+    expect(Object.keys(secretEnv).sort()).toEqual(['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'NEAR_PRIVATE_KEY', 'PGPASSWORD', 'PG_EGRESS_STATUS_TOKEN']);
     for (const [k, v] of Object.entries(secretEnv)) expect(v, `${k} is a placeholder`).toMatch(/change-me/);
     // Without any one of them the daemon's config refuses to load, naming it.
     for (const name of refs) {
-      const env = { ...secretEnv };
+      const env: Record<string, string> = { ...podEnv };
       delete env[name];
       expect(() => parseConfig(cdcText, { env, baseDir: '/etc/pg-egress' })).toThrow(new RegExp(`environment variable ${name} is not set`));
     }
