@@ -1,0 +1,219 @@
+/**
+ * Partitioned tables as leaves (SPEC §3 "Partitioned tables"): partition rotation under a writer
+ * on a range-partitioned root — TRUNCATE of one partition, DETACH, ATTACH of a table that already
+ * holds 3,000 rows, DROP of a partition, CREATE ... PARTITION OF — with the writer inserting,
+ * updating, and moving rows between partitions. Afterwards every leaf, and the root as the union of
+ * the leaves its partitions.yml lists, rebuild equal to the source, and the only exports are the
+ * initial one and the attached table's.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import type pg from 'pg';
+import { createEnv, loopWriter, readStreamingRows, rebuildFromOutput, reloadSets, runCli, sortedEntries, sourceRows, startInProcess, waitCaughtUp, waitSlotActive, withDb, writeConfig, type EgressEnv } from '../helpers/egress.js';
+import { rebuildRoot } from '../helpers/partitions.js';
+import { waitFor } from '../harness/pg.js';
+import { verifyOutput } from '../../src/proof/verify.js';
+
+const KEY = ['id', 'ts'];
+const COLS = ['id', 'ts', 'v'];
+const month = (m: number) => `2026-${String(m).padStart(2, '0')}-01`;
+const range = (m: number) => `FOR VALUES FROM ('${month(m)}') TO ('${month(m + 1)}')`;
+
+async function reloadsDone(url: string, n: number): Promise<void> {
+  await waitFor(`${n} reloads done`, () =>
+    withDb(url, async (c) => {
+      const { rows } = await c.query<{ n: string; bad: string }>(
+        `SELECT count(*) FILTER (WHERE state = 'done')::text AS n, count(*) FILTER (WHERE state IN ('failed', 'cancelled'))::text AS bad FROM cdc_registry.reloads`,
+      );
+      if (Number(rows[0].bad)) throw new Error('a reload failed or was cancelled');
+      return Number(rows[0].n) >= n;
+    }),
+  );
+}
+
+describe('partitioned tables as leaves', () => {
+  let env: EgressEnv;
+  let daemon: ReturnType<typeof startInProcess>;
+
+  beforeAll(async () => {
+    env = await createEnv();
+    // Only the root is selected by name: its leaves are selected through it.
+    writeConfig(env, 'tables:\n  include: ["public.events"]');
+    await withDb(env.url, async (c) => {
+      await c.query(`CREATE TABLE events (id bigint, ts date, v text, PRIMARY KEY (id, ts)) PARTITION BY RANGE (ts)`);
+      for (let m = 1; m <= 5; m++) {
+        await c.query(`CREATE TABLE events_2026_0${m} PARTITION OF events ${range(m)}`);
+        await c.query(`INSERT INTO events SELECT ${m} * 100000 + g, date '${month(m)}' + (g % 28), 'initial ' || g FROM generate_series(1, 500) g`);
+      }
+      // A table of the next month, filled before it is attached (not selected on its own).
+      await c.query(`CREATE TABLE events_staging (id bigint, ts date, v text, PRIMARY KEY (id, ts))`);
+      await c.query(`INSERT INTO events_staging SELECT 600000 + g, date '${month(6)}' + (g % 30), 'staged ' || g FROM generate_series(1, 3000) g`);
+    });
+    daemon = startInProcess(env);
+    await waitSlotActive(env);
+    await reloadsDone(env.url, 5);
+  });
+
+  afterAll(async () => {
+    await daemon?.stop().catch(() => undefined);
+    await env?.drop();
+  });
+
+  it('publishes the leaves, not the root, and not via the root', async () => {
+    await withDb(env.url, async (c) => {
+      const pub = await c.query(`SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`, [env.slot]);
+      expect(pub.rows.map((r) => r.t)).toEqual([1, 2, 3, 4, 5].map((m) => `public.events_2026_0${m}`));
+      expect((await c.query(`SELECT pubviaroot FROM pg_publication WHERE pubname = $1`, [env.slot])).rows[0].pubviaroot).toBe(false);
+    });
+  });
+
+  it('rotation under a writer: every leaf and the root rebuild equal to the source, with no export beyond the initial one and the attached table', async () => {
+    // Months the writer may write to: partitions that no DDL below takes away.
+    const live = [1, 4, 5];
+    let nextId = 900000;
+    let moves = 0;
+    let txns = 0;
+    const writer = loopWriter(env.url, async (c: pg.Client) => {
+      const ms = [...live];
+      const pick = () => ms[Math.floor(Math.random() * ms.length)];
+      const where = ms.map((m) => `(ts >= '${month(m)}' AND ts < '${month(m + 1)}')`).join(' OR ');
+      await c.query('BEGIN');
+      for (let i = 0; i < 4; i++) await c.query(`INSERT INTO events VALUES ($1, date '${month(pick())}' + $2::int, 'w')`, [nextId++, nextId % 27]);
+      await c.query(`UPDATE events SET v = v || '+' WHERE (id, ts) IN (SELECT id, ts FROM events WHERE ${where} ORDER BY random() LIMIT 3)`);
+      // A row moving to another partition: a D in the old leaf and an I in the new one.
+      const moved = await c.query(`UPDATE events SET ts = date '${month(pick())}' + 3, v = 'moved' WHERE (id, ts) IN (SELECT id, ts FROM events WHERE ${where} ORDER BY random() LIMIT 1)`);
+      await c.query('COMMIT');
+      moves += moved.rowCount ?? 0;
+      txns++;
+      return 1;
+    });
+    let steps = 0;
+    const progress = async (n: number) => {
+      const target = txns + n;
+      await waitFor(`${n} more writer transactions`, async () => txns >= target, { timeoutMs: 60_000, intervalMs: 50 });
+      steps += n;
+    };
+    try {
+      await progress(5);
+      await withDb(env.url, (c) => c.query(`TRUNCATE events_2026_01`));
+      await progress(5);
+      await withDb(env.url, (c) => c.query(`ALTER TABLE events DETACH PARTITION events_2026_02`));
+      await progress(5);
+      await withDb(env.url, (c) => c.query(`ALTER TABLE events ATTACH PARTITION events_staging ${range(6)}`));
+      live.push(6);
+      await progress(5);
+      await withDb(env.url, (c) => c.query(`DROP TABLE events_2026_03`));
+      await progress(5);
+      await withDb(env.url, (c) => c.query(`CREATE TABLE events_2026_07 PARTITION OF events ${range(7)}`));
+      live.push(7);
+      await progress(10);
+    } finally {
+      await writer.stop();
+    }
+    expect(steps).toBe(35);
+    expect(moves).toBeGreaterThan(0);
+    await waitCaughtUp(env);
+    await reloadsDone(env.url, 6);
+    await waitCaughtUp(env);
+
+    // Every leaf rebuilds equal to the source (the detached one as it is: nothing wrote to it since).
+    for (const leaf of ['events_2026_01', 'events_2026_02', 'events_2026_04', 'events_2026_05', 'events_staging', 'events_2026_07']) {
+      const got = rebuildFromOutput(env.outDir, `public.${leaf}`, KEY, COLS).table;
+      const want = await sourceRows(env.url, `public.${leaf}`, KEY, COLS);
+      expect(sortedEntries(got), leaf).toEqual(sortedEntries(want));
+    }
+    // The root: the union of the leaves that partitions.yml lists at the end.
+    const root = rebuildRoot(env.outDir, 'public', 'events', KEY, COLS);
+    expect(root.leaves.map((l) => l.name)).toEqual(['events_2026_01', 'events_2026_04', 'events_2026_05', 'events_2026_07', 'events_staging']);
+    const want = await sourceRows(env.url, 'public.events', KEY, COLS);
+    expect(want.size).toBeGreaterThan(3000);
+    expect(sortedEntries(root.table)).toEqual(sortedEntries(want));
+    const last = root.windows[root.windows.length - 1].doc;
+    expect(last.partitions.map((p) => p.name)).toEqual(root.leaves.map((l) => l.name));
+    expect(last.partitions.find((p) => p.name === 'events_2026_07')).toMatchObject({ parent: { schema: 'public', name: 'events' }, bounds: range(7) });
+
+    // Each membership change once, in LSN order, each at the LSN of its own transaction.
+    const changes = root.windows.flatMap((w) => w.doc.changes);
+    expect(changes.map((c) => `${c.kind} ${c.name}`)).toEqual([
+      ...[1, 2, 3, 4, 5].map((m) => `initial events_2026_0${m}`),
+      'detach events_2026_02',
+      'attach events_staging',
+      'drop events_2026_03',
+      'create events_2026_07',
+    ]);
+    expect([...changes.map((c) => c.lsn)].sort()).toEqual(changes.map((c) => c.lsn));
+    for (const w of root.windows) {
+      // Listed in the manifest and hashed like any file; no data file; ddl.sql beside it.
+      expect(w.manifest.partitions_yml).toEqual({ name: 'partitions.yml', sha256: w.partitionsSha256 });
+      expect(w.manifest.files).toEqual([]);
+      expect(w.ddl).not.toBeNull();
+    }
+    const ddl = root.windows.map((w) => w.ddl).join('');
+    expect(ddl).toMatch(/DETACH PARTITION events_2026_02;/);
+    expect(ddl).toMatch(/ATTACH PARTITION events_staging FOR VALUES/);
+    expect(ddl).toMatch(/DROP TABLE events_2026_03;/);
+    expect(ddl).toMatch(/CREATE TABLE events_2026_07 PARTITION OF events/);
+    expect(readdirSync(path.join(env.outDir, 'public.events')).flatMap((b) => readdirSync(path.join(env.outDir, 'public.events', b))).filter((f) => f.endsWith('.csv.gz'))).toEqual([]);
+
+    // Exports: the five leaves at the start (the first run's publication check asks for them as
+    // 'joined', the initial export's request is the same operation), the attached table at its
+    // ATTACH ('joined'); nothing else.
+    const reasons = await withDb(env.url, async (c) => (await c.query(`SELECT table_name, reason FROM cdc_registry.reloads ORDER BY table_name`)).rows);
+    expect(reasons.map((r) => r.table_name)).toEqual([...[1, 2, 3, 4, 5].map((m) => `events_2026_0${m}`), 'events_staging']);
+    expect(reasons.every((r) => r.reason === 'initial' || r.reason === 'joined')).toBe(true);
+    expect(reloadSets(env.outDir, 'public.events')).toEqual([]);
+    expect(reloadSets(env.outDir, 'public.events_2026_07')).toEqual([]);
+    for (const m of [1, 2, 4, 5]) expect(reloadSets(env.outDir, `public.events_2026_0${m}`)).toHaveLength(1);
+    const staged = reloadSets(env.outDir, 'public.events_staging');
+    expect(staged).toHaveLength(1);
+    expect(staged[0].rows).toBeGreaterThanOrEqual(3000); // and what the writer added before its snapshot
+    expect(staged[0].lsn >= changes.find((c) => c.kind === 'attach')!.lsn).toBe(true);
+
+    // TRUNCATE of a leaf is a T row in its own folder; a moved row is D then I, consecutive _seq.
+    expect(readStreamingRows(env.outDir, 'public.events_2026_01').rows.filter((r) => r.op === 'T')).toHaveLength(1);
+    const all = ['events_2026_01', 'events_2026_04', 'events_2026_05', 'events_staging', 'events_2026_07'].flatMap((t) =>
+      readStreamingRows(env.outDir, `public.${t}`).rows.map((r) => ({ ...r, leaf: t })),
+    );
+    const movedIn = all.filter((r) => r.op === 'I' && r.values.get('v')?.toString() === 'moved');
+    expect(movedIn.length).toBeGreaterThan(0);
+    const crossLeaf = movedIn.filter((i) => all.some((d) => d.op === 'D' && d.lsn === i.lsn && d.seq === i.seq - 1 && d.leaf !== i.leaf && d.values.get('id')?.toString() === i.values.get('id')?.toString()));
+    expect(crossLeaf.length).toBeGreaterThan(0);
+    // The dropped leaf stopped cleanly: its last window records the drop.
+    const dropped = path.join(env.outDir, 'public.events_2026_03');
+    const lastDropWindow = readdirSync(dropped).sort().pop()!;
+    expect(readFileSync(path.join(dropped, lastDropWindow, 'ddl.sql'), 'utf8')).toMatch(/DROP TABLE events_2026_03;/);
+
+    // Every file verifies, partitions.yml included.
+    const v = await verifyOutput(env.outDir);
+    expect(v.problems).toEqual([]);
+  });
+
+  it('status names each leaf\'s root; reload of the root exports each leaf, not the root', async () => {
+    const st = await runCli(['status', '--config', env.configPath, '--json']);
+    const tables = JSON.parse(st.stdout).tables as { table: string; leaf_of: string | null; partitions: number | null }[];
+    expect(tables.find((t) => t.table === 'public.events_2026_04')?.leaf_of).toBe('public.events');
+    expect(tables.find((t) => t.table === 'public.events_staging')?.leaf_of).toBe('public.events');
+    expect(tables.find((t) => t.table === 'public.events')?.partitions).toBe(5);
+    const text = await runCli(['status', '--config', env.configPath]);
+    expect(text.stdout).toMatch(/public\.events_2026_04 .*leaf of public\.events/);
+
+    const r = await runCli(['reload', '--config', env.configPath, '--wait', 'public.events']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    await withDb(env.url, async (c) => {
+      const ops = await c.query(`SELECT table_name, state FROM cdc_registry.reloads WHERE reason = 'marker' ORDER BY table_name`);
+      expect(ops.rows).toEqual([
+        { table_name: 'events', state: 'expanded' },
+        ...['events_2026_01', 'events_2026_04', 'events_2026_05', 'events_2026_07', 'events_staging'].map((t) => ({ table_name: t, state: 'done' })),
+      ]);
+      // The root's comment is its own again.
+      expect((await c.query(`SELECT obj_description('events'::regclass, 'pg_class') AS d`)).rows[0].d).toBeNull();
+    });
+    expect(reloadSets(env.outDir, 'public.events')).toEqual([]);
+    await waitCaughtUp(env);
+    const root = rebuildRoot(env.outDir, 'public', 'events', KEY, COLS);
+    expect(sortedEntries(root.table)).toEqual(sortedEntries(await sourceRows(env.url, 'public.events', KEY, COLS)));
+    expect(existsSync(path.join(env.outDir, 'public.events_2026_02'))).toBe(true);
+  });
+});
