@@ -286,6 +286,44 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 $fn$;
 REVOKE ALL ON FUNCTION cdc_registry.sync_all_partitions(text) FROM PUBLIC;
 
+-- The last captured definition of each partitioned table. An ALTER TABLE on a partitioned table
+-- changes its leaves too, but the event trigger reports only the partitioned table; when its
+-- definition changed, the DDL is recorded for each leaf as well (their ddl.sql and schema.yml).
+CREATE TABLE cdc_registry.partitioned_defs (
+  relid           oid PRIMARY KEY,
+  definition      jsonb NOT NULL
+);
+INSERT INTO cdc_registry.partitioned_defs (relid, definition)
+SELECT c.oid, cdc_registry.table_definition(c.oid) - 'relid' - 'schema' - 'table'
+FROM pg_class c WHERE c.relkind = 'p';
+
+-- Records a partitioned table's DDL for each of its leaves when the command changed its columns,
+-- primary key or replica identity (not for ATTACH or DETACH, which change neither).
+CREATE FUNCTION cdc_registry.propagate_partitioned_ddl(rels oid[], tag text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+  p record;
+  l record;
+  d jsonb;
+  old jsonb;
+BEGIN
+  FOR p IN SELECT c.oid FROM pg_class c WHERE c.oid = ANY (rels) AND c.relkind = 'p' LOOP
+    d := cdc_registry.table_definition(p.oid) - 'relid' - 'schema' - 'table';
+    SELECT pd.definition INTO old FROM cdc_registry.partitioned_defs pd WHERE pd.relid = p.oid;
+    CONTINUE WHEN old IS NOT DISTINCT FROM d;
+    INSERT INTO cdc_registry.partitioned_defs (relid, definition) VALUES (p.oid, d)
+      ON CONFLICT (relid) DO UPDATE SET definition = EXCLUDED.definition;
+    CONTINUE WHEN old IS NULL AND tag = 'CREATE TABLE';
+    FOR l IN SELECT c.oid, n.nspname::text AS s, c.relname::text AS t
+             FROM pg_partition_tree(p.oid) pt JOIN pg_class c ON c.oid = pt.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE pt.isleaf AND c.relkind = 'r' LOOP
+      PERFORM cdc_registry.record_ddl(tag, 'table', format('%I.%I', l.s, l.t), l.s, l.t, l.oid,
+                                      cdc_registry.table_definition(l.oid), false);
+    END LOOP;
+  END LOOP;
+END
+$fn$;
+
 -- Called by on_ddl_command_end: the roots of the tables the command touched (a CREATE TABLE ...
 -- PARTITION OF reports the new leaf, ATTACH and DETACH report the parent), synced for every
 -- publication. DETACH ... CONCURRENTLY runs in two transactions; the trigger fires at the end of
@@ -305,6 +343,7 @@ BEGIN
      AND cmd.schema_name NOT IN ('cdc_registry', 'pg_catalog', 'information_schema')
      AND cmd.schema_name NOT LIKE 'pg\_toast%' AND cmd.schema_name NOT LIKE 'pg\_temp%';
   IF rels IS NULL THEN RETURN; END IF;
+  PERFORM cdc_registry.propagate_partitioned_ddl(rels, tag);
   FOR s IN SELECT st.publication FROM cdc_registry.settings st LOOP
     -- Every level above each table, and the roots it was last seen in (a detached leaf's DDL).
     SELECT array_agg(DISTINCT x) INTO roots FROM (

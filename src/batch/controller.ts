@@ -442,12 +442,18 @@ export class BatchController {
    * then the root's column exclusions apply to it too.
    */
   private async selected(schema: string, table: string, relid: number | null): Promise<boolean> {
-    if (matchTable(this.cfg, schema, table)) return true;
-    if (!this.o.partitionRoot || !relid) return false;
+    const own = matchTable(this.cfg, schema, table);
+    // A leaf that matches on its own still takes its root's column exclusions: look the root up
+    // whenever exclusions are configured (a Relation, DDL or reload message: not per row).
+    if (!this.o.partitionRoot || !relid || (own && this.cfg.columnsExclude.size === 0)) return own;
     const root = await this.o.partitionRoot(relid);
-    if (!root || !matchTable(this.cfg, root.schema, root.table)) return false;
-    this.leafRoots.set(defKey(schema, table), root);
-    return true;
+    const key = defKey(schema, table);
+    if (root && matchTable(this.cfg, root.schema, root.table)) {
+      this.leafRoots.set(key, root);
+      return true;
+    }
+    this.leafRoots.delete(key);
+    return own;
   }
 
   /** Columns never written for this table: its own exclusions and its root's. */

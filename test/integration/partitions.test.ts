@@ -216,4 +216,37 @@ describe('partitioned tables as leaves', () => {
     expect(sortedEntries(root.table)).toEqual(sortedEntries(await sourceRows(env.url, 'public.events', KEY, COLS)));
     expect(existsSync(path.join(env.outDir, 'public.events_2026_02'))).toBe(true);
   });
+
+  it('multi-level partitions publish the leaves of every level; DDL on the root reaches each leaf; DETACH ... CONCURRENTLY is recorded at its end', async () => {
+    await withDb(env.url, async (c) => {
+      await c.query(`CREATE TABLE events_2026_08 PARTITION OF events ${range(8)} PARTITION BY HASH (id)`);
+      for (const r of [0, 1]) await c.query(`CREATE TABLE events_2026_08_h${r} PARTITION OF events_2026_08 FOR VALUES WITH (MODULUS 2, REMAINDER ${r})`);
+      await c.query(`INSERT INTO events SELECT 800000 + g, date '${month(8)}' + (g % 28), 'aug' FROM generate_series(1, 100) g`);
+      // Reported by the event trigger for the root only; recorded for each leaf too.
+      await c.query(`ALTER TABLE events ADD COLUMN note text`);
+      await c.query(`UPDATE events SET note = 'n' WHERE id % 10 = 0`);
+      // Two transactions; the leaf leaves the tree (and the publication) in the second.
+      await c.query(`ALTER TABLE events DETACH PARTITION events_2026_05 CONCURRENTLY`);
+      const pub = await c.query(`SELECT tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`, [env.slot]);
+      expect(pub.rows.map((r) => r.tablename)).toEqual(['events_2026_01', 'events_2026_04', 'events_2026_07', 'events_2026_08_h0', 'events_2026_08_h1', 'events_staging']);
+    });
+    await waitCaughtUp(env);
+    const cols = [...COLS, 'note'];
+    const root = rebuildRoot(env.outDir, 'public', 'events', KEY, cols);
+    expect(root.leaves.map((l) => l.name)).toEqual(['events_2026_01', 'events_2026_04', 'events_2026_07', 'events_2026_08_h0', 'events_2026_08_h1', 'events_staging']);
+    expect(sortedEntries(root.table)).toEqual(sortedEntries(await sourceRows(env.url, 'public.events', KEY, cols)));
+    const last = root.windows[root.windows.length - 1].doc;
+    expect(last.changes.map((c) => `${c.kind} ${c.name}`)).toContain('detach events_2026_05');
+    expect(last.partitions.find((p) => p.name === 'events_2026_08_h1')).toMatchObject({ parent: { schema: 'public', name: 'events_2026_08' }, bounds: 'FOR VALUES WITH (modulus 2, remainder 1)' });
+    expect(root.windows.flatMap((w) => w.doc.changes).filter((c) => c.kind === 'create').map((c) => c.name)).toEqual(['events_2026_07', 'events_2026_08_h0', 'events_2026_08_h1']);
+    // The root's ALTER TABLE is in an untouched leaf's ddl.sql, and its schema.yml has the column.
+    const leafDir = path.join(env.outDir, 'public.events_2026_04');
+    const withDdl = readdirSync(leafDir).sort().filter((b) => existsSync(path.join(leafDir, b, 'ddl.sql'))).pop()!;
+    expect(readFileSync(path.join(leafDir, withDdl, 'ddl.sql'), 'utf8')).toMatch(/ALTER TABLE events ADD COLUMN note text;/);
+    expect(readFileSync(path.join(leafDir, withDdl, 'schema.yml'), 'utf8')).toMatch(/- \{name: note, type: text, type_oid: 25, nullable: true\}/);
+    // Still no export beyond the initial ones, the attached table's and the operator's reload.
+    const n = await withDb(env.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM cdc_registry.reloads WHERE reason <> 'marker'`)).rows[0].n);
+    expect(n).toBe(6);
+    expect((await verifyOutput(env.outDir)).problems).toEqual([]);
+  });
 });
