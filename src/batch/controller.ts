@@ -118,7 +118,7 @@ export interface ControllerOptions {
    * The selected partitioned root a relation is or was a leaf of (sql/007), or null. A leaf is
    * selected through its root even when its own name does not match tables.include.
    */
-  partitionRoot?: (relid: number) => Promise<{ schema: string; table: string } | null>;
+  partitionRoot?: (relid: number) => Promise<{ schema: string; table: string; oid: number } | null>;
   /** Called after a flush registered reload requests (wakes the reloader). */
   onReloadsRegistered?: () => void;
   now?: () => number;
@@ -134,6 +134,8 @@ export class BatchController {
   private readonly windows = new Map<string, TableWindow>();
   /** Leaves selected through their root (`defKey` → root), for the root's column exclusions. */
   private readonly leafRoots = new Map<string, { schema: string; table: string }>();
+  /** Relations known to be selected partitioned roots (no rows of their own in any file). */
+  private readonly rootOids = new Set<number>();
   private txn: Txn | null = null;
   private windowStart: number | null = null;
   /** Reload requests seen since the last flush: registered with it (exactly once). */
@@ -273,7 +275,9 @@ export class BatchController {
 
   private async relation(oid: number, schema: string, table: string, replicaIdentity: ReplicaIdentity, columns: RelationColumn[]): Promise<void> {
     const key = defKey(schema, table);
-    const selected = await this.selected(schema, table, oid);
+    // A partitioned root's own rows arrive only while someone made the publication publish via
+    // the root: a recorded gap that exports the leaves again. They belong in no file.
+    const selected = (await this.selected(schema, table, oid, true)) && !this.rootOids.has(oid);
     const excluded = this.excluded(schema, table);
     if (selected && !this.defs.has(key)) {
       const def = await this.o.loadDef(oid);
@@ -441,13 +445,17 @@ export class BatchController {
    * Selected by tables.include on its own name, or a leaf of a selected partitioned root (SPEC §3):
    * then the root's column exclusions apply to it too.
    */
-  private async selected(schema: string, table: string, relid: number | null): Promise<boolean> {
+  private async selected(schema: string, table: string, relid: number | null, always = false): Promise<boolean> {
     const own = matchTable(this.cfg, schema, table);
     // A leaf that matches on its own still takes its root's column exclusions: look the root up
     // whenever exclusions are configured (a Relation, DDL or reload message: not per row).
-    if (!this.o.partitionRoot || !relid || (own && this.cfg.columnsExclude.size === 0)) return own;
+    if (!this.o.partitionRoot || !relid || (own && !always && this.cfg.columnsExclude.size === 0)) return own;
     const root = await this.o.partitionRoot(relid);
     const key = defKey(schema, table);
+    if (root && root.oid === relid) {
+      this.rootOids.add(relid);
+      return own;
+    }
     if (root && matchTable(this.cfg, root.schema, root.table)) {
       this.leafRoots.set(key, root);
       return true;

@@ -13,7 +13,8 @@ export interface RootRef {
 /**
  * The selected root a relation is or was a leaf of, for this publication: the captured membership
  * first (a leaf detached since was still a leaf where the stream is now), then the catalog (a
- * leaf whose membership was not captured: DDL capture off). Null: not a leaf of a selected root.
+ * leaf whose membership was not captured: DDL capture off). A selected partitioned root gives
+ * itself (`oid` = `relid`). Null: neither.
  */
 export async function leafRoot(db: Db, publication: string, relid: number): Promise<RootRef | null> {
   const { rows } = await db.query<{ schema: string; table: string; oid: string }>(
@@ -22,7 +23,7 @@ export async function leafRoot(db: Db, publication: string, relid: number): Prom
         WHERE m.publication = $1 AND m.leaf = $2::oid ORDER BY m.current DESC, m.updated_at DESC LIMIT 1)
        UNION ALL
        (SELECT n.nspname, c.relname, c.oid::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.oid = "cdc_registry"."selected_root"($1, $2::oid) AND c.oid <> $2::oid)) x LIMIT 1`,
+        WHERE c.oid = "cdc_registry"."selected_root"($1, $2::oid))) x LIMIT 1`,
     [publication, relid],
   );
   return rows.length ? { schema: rows[0].schema, table: rows[0].table, oid: Number(rows[0].oid) } : null;

@@ -249,4 +249,43 @@ describe('partitioned tables as leaves', () => {
     expect(n).toBe(6);
     expect((await verifyOutput(env.outDir)).problems).toEqual([]);
   });
+
+  it('publish_via_partition_root turned on with the root added by hand: repaired, a gap recorded, the leaves exported again', async () => {
+    const before = await withDb(env.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM cdc_registry.reloads WHERE reason = 'gap'`)).rows[0].n);
+    expect(before).toBe(0);
+    await withDb(env.url, async (c) => {
+      // One transaction, so the daemon's check sees both changes at once. The rows are then
+      // published as the root's: not in the leaves' streaming files.
+      await c.query(`BEGIN;
+        ALTER PUBLICATION ${env.slot} ADD TABLE events;
+        ALTER PUBLICATION ${env.slot} SET (publish_via_partition_root = true);
+        INSERT INTO events VALUES (990001, date '${month(4)}' + 1, 'via root'), (990002, date '${month(7)}' + 1, 'via root');
+        COMMIT`);
+    });
+    await waitFor(
+      'the publication repaired and the gap resolved by exports',
+      () =>
+        withDb(env.url, async (c) => {
+          const { rows } = await c.query(`SELECT resolved_at IS NOT NULL AS done FROM cdc_registry.gaps WHERE kind = 'publish_options'`);
+          return rows.length === 1 && rows[0].done;
+        }),
+      { timeoutMs: 90_000, intervalMs: 500 },
+    );
+    await withDb(env.url, async (c) => {
+      expect((await c.query(`SELECT pubviaroot FROM pg_publication WHERE pubname = $1`, [env.slot])).rows[0].pubviaroot).toBe(false);
+      const pub = await c.query(`SELECT tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`, [env.slot]);
+      expect(pub.rows.map((r) => r.tablename)).not.toContain('events');
+      // Only the leaves were exported again: one gap reload per published leaf.
+      const gapReloads = await c.query(`SELECT table_name FROM cdc_registry.reloads WHERE reason = 'gap' AND state = 'done' ORDER BY 1`);
+      expect(gapReloads.rows.map((r) => r.table_name)).toEqual(['events_2026_01', 'events_2026_04', 'events_2026_07', 'events_2026_08_h0', 'events_2026_08_h1', 'events_staging']);
+      await c.query(`UPDATE events SET v = 'after repair' WHERE id = 990001`);
+    });
+    await waitCaughtUp(env);
+    const cols = [...COLS, 'note'];
+    const root = rebuildRoot(env.outDir, 'public', 'events', KEY, cols);
+    expect(sortedEntries(root.table)).toEqual(sortedEntries(await sourceRows(env.url, 'public.events', KEY, cols)));
+    // The rows that came as the root's were written nowhere (the leaves' exports hold them).
+    expect(readStreamingRows(env.outDir, 'public.events').rows).toEqual([]);
+    expect((await verifyOutput(env.outDir)).problems).toEqual([]);
+  });
 });

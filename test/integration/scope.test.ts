@@ -87,6 +87,15 @@ describe('tables without identity, scope-changing DDL, uninstall', () => {
     const last = readFileSync(path.join(env.outDir, 'public.parted', parts[parts.length - 1], 'partitions.yml'), 'utf8');
     expect(last).toMatch(/kind: detach, schema: public, name: parted_us/);
     expect(last).toMatch(/partitions:\n {2}- \{schema: public, name: parted_eu,/);
+    // Attached again: it was published all along (its own name matches), so nothing is exported.
+    const exports = () => withDb(env.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM cdc_registry.reloads WHERE table_name = 'parted_us'`)).rows[0].n);
+    const before = await exports();
+    await withDb(env.url, (c) => c.query(`BEGIN; ALTER TABLE parted ATTACH PARTITION parted_us FOR VALUES IN ('us'); INSERT INTO parted VALUES (5, 'us', 'after-attach'); COMMIT`));
+    await waitCaughtUp(env);
+    expect(await exports()).toBe(before);
+    expect(values(env, 'public.parted_us', 'v')).toEqual(['I:before', 'I:after-detach', 'I:after-attach']);
+    const windows = readdirSync(path.join(env.outDir, 'public.parted')).filter((b) => existsSync(path.join(env.outDir, 'public.parted', b, 'partitions.yml')));
+    expect(readFileSync(path.join(env.outDir, 'public.parted', windows[windows.length - 1], 'partitions.yml'), 'utf8')).toMatch(/kind: attach, schema: public, name: parted_us/);
     expect(values(env, 'public.moved', 'v')).toEqual(['I:moved in']);
     expect(values(env, 'public.ul', 'v')).toEqual(['I:logged']);
     expect(existsSync(path.join(env.outDir, 'other.leaving'))).toBe(false);
