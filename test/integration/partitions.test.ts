@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import type pg from 'pg';
 import { createEnv, loopWriter, readStreamingRows, rebuildFromOutput, reloadSets, runCli, sortedEntries, sourceRows, startInProcess, waitCaughtUp, waitSlotActive, withDb, writeConfig, type EgressEnv } from '../helpers/egress.js';
 import { rebuildRoot } from '../helpers/partitions.js';
@@ -287,5 +288,50 @@ describe('partitioned tables as leaves', () => {
     // The rows that came as the root's were written nowhere (the leaves' exports hold them).
     expect(readStreamingRows(env.outDir, 'public.events').rows).toEqual([]);
     expect((await verifyOutput(env.outDir)).problems).toEqual([]);
+  });
+});
+
+describe('a root\'s excluded columns', () => {
+  let env: EgressEnv;
+  afterAll(async () => {
+    await env?.drop();
+  });
+
+  it('are in no file of its leaves, also of leaves that match tables.include on their own and of leaves created later', async () => {
+    env = await createEnv();
+    writeConfig(env, 'tables:\n  include: ["public.*"]\ncolumns:\n  exclude:\n    public.accounts: [pw]');
+    await withDb(env.url, async (c) => {
+      await c.query(`CREATE TABLE accounts (id int, region text, pw text, PRIMARY KEY (id, region)) PARTITION BY LIST (region)`);
+      await c.query(`CREATE TABLE accounts_eu PARTITION OF accounts FOR VALUES IN ('eu')`);
+      await c.query(`INSERT INTO accounts SELECT g, 'eu', 'secret-' || g FROM generate_series(1, 50) g`);
+    });
+    const daemon = startInProcess(env);
+    try {
+      await waitSlotActive(env);
+      await reloadsDone(env.url, 1);
+      await withDb(env.url, async (c) => {
+        await c.query(`BEGIN; CREATE TABLE accounts_us PARTITION OF accounts FOR VALUES IN ('us'); INSERT INTO accounts VALUES (100, 'us', 'secret-100'); COMMIT`);
+        await c.query(`UPDATE accounts SET pw = 'secret-changed' WHERE id = 1`);
+        await c.query(`UPDATE accounts SET region = 'us' WHERE id = 2`);
+      });
+      await waitCaughtUp(env);
+    } finally {
+      await daemon.stop();
+    }
+    for (const leaf of ['accounts_eu', 'accounts_us']) {
+      const { header, rows } = readStreamingRows(env.outDir, `public.${leaf}`);
+      expect(rows.length, leaf).toBeGreaterThan(0);
+      for (const h of header) expect(h.slice(6)).toEqual(['id', 'region']);
+      const dir = path.join(env.outDir, `public.${leaf}`);
+      for (const b of readdirSync(dir)) {
+        expect(readFileSync(path.join(dir, b, 'schema.yml'), 'utf8')).not.toMatch(/name: pw/);
+        for (const f of readdirSync(path.join(dir, b))) {
+          const raw = readFileSync(path.join(dir, b, f));
+          const text = f.endsWith('.gz') ? gunzipSync(raw).toString() : raw.toString();
+          expect(text, `${leaf}/${b}/${f}`).not.toMatch(/secret-/);
+        }
+      }
+    }
+    expect(reloadSets(env.outDir, 'public.accounts_eu')[0].rows).toBe(50);
   });
 });
