@@ -15,7 +15,7 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
-import { excludedColumns, matchTable } from '../config/index.js';
+import { matchTable } from '../config/index.js';
 import { EgressError } from '../errors.js';
 import { lsnHex, type Lsn } from '../lsn.js';
 import { SPAN_TOAST, UNCHANGED_TOAST, type PgOutputMessage, type RelationColumn, type ReplicaIdentity, type Tuple, type TupleValue } from '../wal/pgoutput.js';
@@ -32,7 +32,8 @@ import type { BatchChain } from '../proof/chain.js';
 import { anchorTargets } from '../registry/anchors.js';
 import type { ReloadReason, ReloadRequest } from '../registry/reloads.js';
 import type { ServerInfo, TableDef } from '../source/setup.js';
-import { PartitionWindow, type PartitionsMessage } from './partition-window.js';
+import { foundByCheck, PartitionWindow, type PartitionsMessage } from './partition-window.js';
+import { LeafScope, type RootOf } from './leaf-scope.js';
 
 const COMMA = 0x2c;
 const LF = 0x0a;
@@ -118,7 +119,7 @@ export interface ControllerOptions {
    * The selected partitioned root a relation is or was a leaf of (sql/007), or null. A leaf is
    * selected through its root even when its own name does not match tables.include.
    */
-  partitionRoot?: (relid: number) => Promise<{ schema: string; table: string; oid: number } | null>;
+  partitionRoot?: (relid: number) => Promise<RootOf | null>;
   /** Called after a flush registered reload requests (wakes the reloader). */
   onReloadsRegistered?: () => void;
   now?: () => number;
@@ -132,10 +133,8 @@ export class BatchController {
   private readonly relations = new Map<number, RelInfo>();
   private readonly defs = new Map<string, TableDef>();
   private readonly windows = new Map<string, TableWindow>();
-  /** Leaves selected through their root (`defKey` → root), for the root's column exclusions. */
-  private readonly leafRoots = new Map<string, { schema: string; table: string }>();
-  /** Relations known to be selected partitioned roots (no rows of their own in any file). */
-  private readonly rootOids = new Set<number>();
+  /** What is exported: tables by name, leaves through their partitioned root (SPEC §3). */
+  private readonly scope: LeafScope;
   private txn: Txn | null = null;
   private windowStart: number | null = null;
   /** Reload requests seen since the last flush: registered with it (exactly once). */
@@ -165,6 +164,7 @@ export class BatchController {
     this.tmpDir = path.join(o.cfg.output.dir, '_tmp');
     this.now = o.now ?? Date.now;
     for (const d of o.defs) this.defs.set(defKey(d.schema, d.table), d);
+    this.scope = new LeafScope(o.cfg, o.partitionRoot);
   }
 
   inTransaction(): boolean {
@@ -275,10 +275,8 @@ export class BatchController {
 
   private async relation(oid: number, schema: string, table: string, replicaIdentity: ReplicaIdentity, columns: RelationColumn[]): Promise<void> {
     const key = defKey(schema, table);
-    // A partitioned root's own rows arrive only while someone made the publication publish via
-    // the root: a recorded gap that exports the leaves again. They belong in no file.
-    const selected = (await this.selected(schema, table, oid, true)) && !this.rootOids.has(oid);
-    const excluded = this.excluded(schema, table);
+    const selected = await this.scope.selected(schema, table, oid, true);
+    const excluded = this.scope.excluded(schema, table);
     if (selected && !this.defs.has(key)) {
       const def = await this.o.loadDef(oid);
       if (def) this.defs.set(key, def);
@@ -413,14 +411,14 @@ export class BatchController {
       this.log.warn('ignoring malformed DDL message');
       return;
     }
-    if (!(await this.selected(ev.schema, ev.table, ev.relid))) return;
+    if (!(await this.scope.selected(ev.schema, ev.table, ev.relid))) return;
     const w = this.window(ev.schema, ev.table, ev.relid);
     const key = defKey(ev.schema, ev.table);
     if (ev.definition) {
       this.defs.set(key, ev.definition);
       // The file's header must be the columns at the end of the window (SPEC §5), also when no
       // row follows this DDL in the window: switch the open file to the new layout now.
-      if (w.file) await w.file.useColumns(outColumnNames(ev.definition, this.excluded(ev.schema, ev.table)));
+      if (w.file) await w.file.useColumns(outColumnNames(ev.definition, this.scope.excluded(ev.schema, ev.table)));
     }
     if (ev.dropped) w.dropped = true;
     this.addDdl(w, t, ev.command, ev.command_tag);
@@ -439,38 +437,6 @@ export class BatchController {
       w.ddlSeen.add(seen);
       w.ddl.push(`-- lsn ${lsnHex(t.finalLsn)} xid ${t.xid} at ${formatCommitTs(t.commitTime)}: ${commandTag}\n${command};\n`);
     }
-  }
-
-  /**
-   * Selected by tables.include on its own name, or a leaf of a selected partitioned root (SPEC §3):
-   * then the root's column exclusions apply to it too.
-   */
-  private async selected(schema: string, table: string, relid: number | null, always = false): Promise<boolean> {
-    const own = matchTable(this.cfg, schema, table);
-    // A leaf that matches on its own still takes its root's column exclusions: look the root up
-    // whenever exclusions are configured (a Relation, DDL or reload message: not per row).
-    if (!this.o.partitionRoot || !relid || (own && !always && this.cfg.columnsExclude.size === 0)) return own;
-    const root = await this.o.partitionRoot(relid);
-    const key = defKey(schema, table);
-    if (root && root.oid === relid) {
-      this.rootOids.add(relid);
-      return own;
-    }
-    if (root && matchTable(this.cfg, root.schema, root.table)) {
-      this.leafRoots.set(key, root);
-      return true;
-    }
-    this.leafRoots.delete(key);
-    return own;
-  }
-
-  /** Columns never written for this table: its own exclusions and its root's. */
-  private excluded(schema: string, table: string): ReadonlySet<string> {
-    const own = excludedColumns(this.cfg, schema, table);
-    const root = this.leafRoots.get(defKey(schema, table));
-    if (!root) return own;
-    const viaRoot = excludedColumns(this.cfg, root.schema, root.table);
-    return viaRoot.size ? new Set([...own, ...viaRoot]) : own;
   }
 
   /**
@@ -496,14 +462,13 @@ export class BatchController {
       if (def) this.defs.set(key, def);
     }
     (w.partitions ??= new PartitionWindow()).add(m, t.finalLsn);
-    for (const p of m.partitions) this.leafRoots.set(defKey(p.schema, p.name), { schema: m.root.schema, table: m.root.name });
+    this.scope.noteLeaves(m.root, m.partitions);
     if (m.command && m.command_tag) this.addDdl(w, t, m.command, m.command_tag);
     else {
       // Found by the daemon's own check (first appearance, or DDL capture off): say so in ddl.sql.
       if (w.ddlLsnStart === null) w.ddlLsnStart = t.finalLsn;
       w.ddlLsnEnd = t.finalLsn;
-      const what = m.changes.length ? m.changes.map((c) => `${c.kind} ${c.schema}.${c.name}`).join(', ') : 'no partitions';
-      w.ddl.push(`-- lsn ${lsnHex(t.finalLsn)} xid ${t.xid} at ${formatCommitTs(t.commitTime)}: partitions of ${m.root.schema}.${m.root.name} as found by pg-egress (${what})\n`);
+      w.ddl.push(`-- lsn ${lsnHex(t.finalLsn)} xid ${t.xid} at ${formatCommitTs(t.commitTime)}: ${foundByCheck(m)}\n`);
     }
   }
 
@@ -521,7 +486,7 @@ export class BatchController {
       this.log.warn('ignoring malformed reload message');
       return;
     }
-    if (!(await this.selected(r.schema, r.table, r.relid))) return;
+    if (!(await this.scope.selected(r.schema, r.table, r.relid))) return;
     const reason = r.reason ?? 'marker';
     // The table gets a window in this flush, so that a flush happens even when no row changed.
     this.window(r.schema, r.table, r.relid);
@@ -607,7 +572,7 @@ export class BatchController {
   private async schemaDoc(w: TableWindow, lsnStart: Lsn | null, lsnEnd: Lsn | null): Promise<string> {
     const def = this.defs.get(defKey(w.schema, w.table));
     const byName = new Map(def?.columns.map((c) => [c.name, c]) ?? []);
-    const excluded = this.excluded(w.schema, w.table);
+    const excluded = this.scope.excluded(w.schema, w.table);
     // The columns of the file's final layout; without a file, of the last Relation or definition.
     const relCols = new Map(w.rel?.columns.map((c) => [c.name, c]) ?? []);
     const names = w.file?.columns ?? (w.rel && !w.dropped ? w.rel.outNames : def ? outColumnNames(def, excluded) : []);

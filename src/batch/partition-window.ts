@@ -32,3 +32,9 @@ export class PartitionWindow {
     return this.root ? partitionsDoc(this.root, this.leaves, this.changes, generatedAt) : null;
   }
 }
+
+/** ddl.sql's line for a change that pg-egress's own check found (first appearance, or DDL capture off). */
+export function foundByCheck(m: PartitionsMessage): string {
+  const what = m.changes.length ? m.changes.map((c) => `${c.kind} ${c.schema}.${c.name}`).join(', ') : 'no partitions';
+  return `partitions of ${m.root.schema}.${m.root.name} as found by pg-egress (${what})`;
+}
