@@ -289,6 +289,33 @@ describe('partitioned tables as leaves', () => {
     expect(readStreamingRows(env.outDir, 'public.events').rows).toEqual([]);
     expect((await verifyOutput(env.outDir)).problems).toEqual([]);
   });
+
+  it('without DDL capture, the daemon\'s own check records an ATTACH and exports the attached table', async () => {
+    await withDb(env.url, async (c) => {
+      await c.query(`ALTER EVENT TRIGGER pg_egress_ddl_command_end DISABLE; ALTER EVENT TRIGGER pg_egress_sql_drop DISABLE`);
+      try {
+        await c.query(`CREATE TABLE events_late (id bigint, ts date, v text, note text, PRIMARY KEY (id, ts))`);
+        await c.query(`INSERT INTO events_late SELECT 1000000 + g, date '${month(9)}' + (g % 28), 'late', NULL FROM generate_series(1, 200) g`);
+        await c.query(`ALTER TABLE events ATTACH PARTITION events_late ${range(9)}`);
+      } finally {
+        await c.query(`ALTER EVENT TRIGGER pg_egress_ddl_command_end ENABLE; ALTER EVENT TRIGGER pg_egress_sql_drop ENABLE`);
+      }
+    });
+    await waitFor(
+      'the attached table exported',
+      () => withDb(env.url, async (c) => (await c.query(`SELECT 1 FROM cdc_registry.reloads WHERE table_name = 'events_late' AND state = 'done'`)).rowCount === 1),
+      { timeoutMs: 90_000, intervalMs: 500 },
+    );
+    await withDb(env.url, (c) => c.query(`UPDATE events SET v = 'late+' WHERE id = 1000001`));
+    await waitCaughtUp(env);
+    const cols = [...COLS, 'note'];
+    const root = rebuildRoot(env.outDir, 'public', 'events', KEY, cols);
+    expect(root.leaves.map((l) => l.name)).toContain('events_late');
+    const found = root.windows[root.windows.length - 1];
+    expect(found.doc.changes.map((c) => `${c.kind} ${c.name}`)).toEqual(['attach events_late']);
+    expect(found.ddl).toMatch(/partitions of public.events as found by pg-egress \(attach public.events_late\)/);
+    expect(sortedEntries(root.table)).toEqual(sortedEntries(await sourceRows(env.url, 'public.events', KEY, cols)));
+  });
 });
 
 describe('a root\'s excluded columns', () => {
