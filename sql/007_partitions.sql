@@ -58,22 +58,31 @@ $fn$;
 -- whose partitioned ancestor matches (a root selects its leaves, present and future, at any depth;
 -- an exclude pattern that names the leaf itself still excludes it). Partitioned tables (roots and
 -- intermediate levels) have no rows of their own and are never published or exported.
+-- Set-based (the selected partitioned tables' trees, walked once): the DDL trigger runs this on
+-- every DDL, and a database may have thousands of partitions.
 CREATE OR REPLACE FUNCTION cdc_registry.selected_tables(pub text)
 RETURNS TABLE (relid oid, schema_name text, table_name text, identity boolean)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+  WITH s AS (SELECT * FROM cdc_registry.settings st WHERE st.publication = pub),
+  via_root AS (
+    SELECT DISTINCT t.relid
+    FROM s, pg_class p
+    JOIN pg_namespace pn ON pn.oid = p.relnamespace
+    CROSS JOIN LATERAL pg_partition_tree(p.oid) t
+    WHERE p.relkind = 'p' AND t.isleaf
+      AND cdc_registry.matches(s.include, s.exclude, pn.nspname, p.relname))
   SELECT c.oid, n.nspname::text, c.relname::text, cdc_registry.has_identity(c.oid)
-  FROM cdc_registry.settings s
+  FROM s
   JOIN pg_namespace n ON true
   JOIN pg_class c ON c.relnamespace = n.oid
-  WHERE s.publication = pub
-    AND c.relkind = 'r' AND c.relpersistence = 'p'
+  WHERE c.relkind = 'r' AND c.relpersistence = 'p'
     AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'cdc_registry')
     AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
     AND (cdc_registry.matches(s.include, s.exclude, n.nspname, c.relname)
          OR (c.relispartition
-             AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(s.exclude) p
-                             WHERE n.nspname ~ (p->>'schema') AND c.relname ~ (p->>'table'))
-             AND cdc_registry.selected_root(pub, c.oid) IS NOT NULL))
+             AND c.oid IN (SELECT v.relid FROM via_root v)
+             AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(s.exclude) x
+                             WHERE n.nspname ~ (x->>'schema') AND c.relname ~ (x->>'table'))))
 $fn$;
 
 -- Publishes exactly the selected leaves and tables, every operation, NOT via the partition root.
