@@ -162,7 +162,12 @@ DECLARE
 BEGIN
   FOR s IN SELECT st.publication FROM cdc_registry.settings st
            JOIN pg_publication p ON p.pubname = st.publication WHERE p.pubviaroot LOOP
-    EXECUTE format('ALTER PUBLICATION %I SET (publish_via_partition_root = false)', s.publication);
+    BEGIN
+      EXECUTE format('ALTER PUBLICATION %I SET (publish_via_partition_root = false)', s.publication);
+    EXCEPTION WHEN insufficient_privilege THEN
+      -- Not the publication's owner: reconcile_publication switches it (and records a gap).
+      RAISE WARNING 'pg-egress: could not switch publication % to publish leaf partitions: %', s.publication, SQLERRM;
+    END;
   END LOOP;
 END
 $do$;

@@ -15,6 +15,7 @@ import { createEnv, loopWriter, readStreamingRows, rebuildFromOutput, reloadSets
 import { rebuildRoot } from '../helpers/partitions.js';
 import { waitFor } from '../harness/pg.js';
 import { verifyOutput } from '../../src/proof/verify.js';
+import { loadMigrations, migrate } from '../../src/registry/migrate.js';
 
 const KEY = ['id', 'ts'];
 const COLS = ['id', 'ts', 'v'];
@@ -360,5 +361,54 @@ describe('a root\'s excluded columns', () => {
       }
     }
     expect(reloadSets(env.outDir, 'public.accounts_eu')[0].rows).toBe(50);
+  });
+});
+
+describe('upgrade from a registry that published via the root', () => {
+  let env: EgressEnv;
+  afterAll(async () => {
+    await env?.drop();
+  });
+
+  it('switches to leaves without a gap: the leaves are exported, the root rebuilds equal to the source', async () => {
+    env = await createEnv();
+    writeConfig(env, 'tables:\n  include: ["public.events"]');
+    await withDb(env.url, async (c) => {
+      await c.query(`CREATE TABLE events (id bigint, ts date, v text, PRIMARY KEY (id, ts)) PARTITION BY RANGE (ts)`);
+      for (const m of [1, 2]) await c.query(`CREATE TABLE events_2026_0${m} PARTITION OF events ${range(m)}`);
+      await c.query(`INSERT INTO events SELECT g, CASE WHEN g % 2 = 0 THEN date '${month(1)}' ELSE date '${month(2)}' END + (g % 28), 'old' FROM generate_series(1, 400) g`);
+      // What the previous version left: its registry (migrations 1-6), the root in a publication
+      // via the root, a slot, the initial export taken, the root known as published.
+      await migrate(c, loadMigrations().filter((m) => m.version <= 6));
+      await c.query(`INSERT INTO cdc_registry.settings (publication, include) VALUES ($1, '[{"schema": "^public$", "table": "^events$"}]')`, [env.slot]);
+      await c.query(`CREATE PUBLICATION ${env.slot} FOR TABLE events WITH (publish_via_partition_root = true)`);
+      await c.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [env.slot]);
+      await c.query(`INSERT INTO cdc_registry.slot_state (slot_name, publication, registered_lsn, initial_export_requested) VALUES ($1, $1, pg_current_wal_lsn(), true)`, [env.slot]);
+      await c.query(`INSERT INTO cdc_registry.tables (slot_name, schema_name, table_name, relid, published) VALUES ($1, 'public', 'events', 'events'::regclass, true)`, [env.slot]);
+      // Written while the old version was stopped: decoded as the root's rows, which the leaves' exports hold.
+      await c.query(`UPDATE events SET v = 'changed while stopped' WHERE id <= 10`);
+    });
+    const daemon = startInProcess(env);
+    try {
+      await waitSlotActive(env);
+      await reloadsDone(env.url, 2);
+      await withDb(env.url, (c) => c.query(`INSERT INTO events VALUES (5000, '${month(2)}', 'new'); UPDATE events SET ts = '${month(2)}' WHERE id = 11`));
+      await waitCaughtUp(env);
+    } finally {
+      await daemon.stop();
+    }
+    await withDb(env.url, async (c) => {
+      expect((await c.query(`SELECT pubviaroot FROM pg_publication WHERE pubname = $1`, [env.slot])).rows[0].pubviaroot).toBe(false);
+      expect((await c.query(`SELECT tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`, [env.slot])).rows.map((r) => r.tablename)).toEqual(['events_2026_01', 'events_2026_02']);
+      expect((await c.query(`SELECT kind FROM cdc_registry.gaps`)).rows).toEqual([]);
+      expect((await c.query(`SELECT table_name, reason FROM cdc_registry.reloads ORDER BY 1`)).rows).toEqual([
+        { table_name: 'events_2026_01', reason: 'joined' },
+        { table_name: 'events_2026_02', reason: 'joined' },
+      ]);
+    });
+    const root = rebuildRoot(env.outDir, 'public', 'events', KEY, COLS);
+    expect(root.windows[0].doc.changes.map((c) => `${c.kind} ${c.name}`)).toEqual(['initial events_2026_01', 'initial events_2026_02']);
+    expect(sortedEntries(root.table)).toEqual(sortedEntries(await sourceRows(env.url, 'public.events', KEY, COLS)));
+    expect(readStreamingRows(env.outDir, 'public.events').rows).toEqual([]);
   });
 });
