@@ -11,7 +11,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import type pg from 'pg';
-import { createEnv, loopWriter, readStreamingRows, rebuildFromOutput, reloadSets, runCli, sortedEntries, sourceRows, startInProcess, waitCaughtUp, waitSlotActive, withDb, writeConfig, type EgressEnv } from '../helpers/egress.js';
+import { createEnv, loopWriter, readStreamingRows, rebuildFromOutput, reloadSets, runCli, sleep, sortedEntries, spawnCli, sourceRows, startInProcess, waitCaughtUp, waitSlotActive, withDb, writeConfig, type EgressEnv } from '../helpers/egress.js';
 import { rebuildRoot } from '../helpers/partitions.js';
 import { waitFor } from '../harness/pg.js';
 import { verifyOutput } from '../../src/proof/verify.js';
@@ -410,5 +410,51 @@ describe('upgrade from a registry that published via the root', () => {
     expect(root.windows[0].doc.changes.map((c) => `${c.kind} ${c.name}`)).toEqual(['initial events_2026_01', 'initial events_2026_02']);
     expect(sortedEntries(root.table)).toEqual(sortedEntries(await sourceRows(env.url, 'public.events', KEY, COLS)));
     expect(readStreamingRows(env.outDir, 'public.events').rows).toEqual([]);
+  });
+});
+
+describe('membership changes across kill -9', () => {
+  let env: EgressEnv;
+  afterAll(async () => {
+    await env?.drop();
+  });
+
+  it('each change is in exactly one registered partitions.yml, whatever moment the daemon dies', async () => {
+    env = await createEnv();
+    writeConfig(env, 'tables:\n  include: ["public.events"]');
+    await withDb(env.url, async (c) => {
+      await c.query(`CREATE TABLE events (id bigint, ts date, v text, PRIMARY KEY (id, ts)) PARTITION BY RANGE (ts)`);
+      await c.query(`CREATE TABLE events_2026_01 PARTITION OF events ${range(1)}`);
+    });
+    const expected = ['initial events_2026_01'];
+    for (let round = 2; round <= 5; round++) {
+      const d = spawnCli(['run', '--config', env.configPath]);
+      try {
+        await waitSlotActive(env);
+        await withDb(env.url, async (c) => {
+          await c.query(`CREATE TABLE events_2026_0${round} PARTITION OF events ${range(round)}`);
+          await c.query(`INSERT INTO events VALUES (${round}, '${month(round)}', 'r')`);
+          await c.query(`ALTER TABLE events DETACH PARTITION events_2026_0${round - 1}`);
+        });
+        expected.push(`create events_2026_0${round}`, `detach events_2026_0${round - 1}`);
+        await sleep(Math.floor(Math.random() * 1500));
+      } finally {
+        d.proc.kill('SIGKILL');
+        await d.exit;
+      }
+    }
+    const d = spawnCli(['run', '--config', env.configPath]);
+    try {
+      await waitSlotActive(env);
+      await waitCaughtUp(env);
+    } finally {
+      d.proc.kill('SIGTERM');
+      await d.exit;
+    }
+    const root = rebuildRoot(env.outDir, 'public', 'events', KEY, COLS);
+    expect(root.windows.flatMap((w) => w.doc.changes).map((c) => `${c.kind} ${c.name}`)).toEqual(expected);
+    expect(root.leaves.map((l) => l.name)).toEqual(['events_2026_05']);
+    expect(sortedEntries(root.table)).toEqual(sortedEntries(await sourceRows(env.url, 'public.events', KEY, COLS)));
+    expect((await verifyOutput(env.outDir)).problems).toEqual([]);
   });
 });
