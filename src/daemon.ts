@@ -12,6 +12,7 @@ import { lsnHex, maxLsn, type Lsn } from './lsn.js';
 import { describeSource, sourceError } from './source/connect.js';
 import { loadTableDefs, publishedRelids } from './source/setup.js';
 import { prepareSource } from './source/prepare.js';
+import { leafRoot } from './registry/partitions.js';
 import { PUBLICATION_CHECK_MS } from './source/publication.js';
 import { waitSlotFree } from './source/slot-wait.js';
 import { createPool } from './registry/tx.js';
@@ -123,6 +124,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
       registeredLsn: prep.registeredLsn,
       defs: await loadTableDefs(client, await publishedRelids(client, cfg.publication)),
       loadDef: async (relid) => (await loadTableDefs(client, [relid]))[0] ?? null,
+      partitionRoot: (relid) => leafRoot(client, cfg.publication, relid),
       onReloadsRegistered: () => rl.wake(),
       formatType: async (oid, typmod) => {
         const k = `${oid}:${typmod}`;

@@ -15,7 +15,7 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
-import { excludedColumns, matchTable } from '../config/index.js';
+import { matchTable } from '../config/index.js';
 import { EgressError } from '../errors.js';
 import { lsnHex, type Lsn } from '../lsn.js';
 import { SPAN_TOAST, UNCHANGED_TOAST, type PgOutputMessage, type RelationColumn, type ReplicaIdentity, type Tuple, type TupleValue } from '../wal/pgoutput.js';
@@ -32,6 +32,8 @@ import type { BatchChain } from '../proof/chain.js';
 import { anchorTargets } from '../registry/anchors.js';
 import type { ReloadReason, ReloadRequest } from '../registry/reloads.js';
 import type { ServerInfo, TableDef } from '../source/setup.js';
+import { foundByCheck, PartitionWindow, type PartitionsMessage } from './partition-window.js';
+import { LeafScope, type RootOf } from './leaf-scope.js';
 
 const COMMA = 0x2c;
 const LF = 0x0a;
@@ -43,6 +45,8 @@ const OP_NAME: Record<number, string> = Object.fromEntries(Object.values(OP).map
 export const DDL_MESSAGE_PREFIX = 'pg-egress:ddl';
 /** Reload requests at their transaction's WAL position: markers and tables joining with data (sql/004). */
 export const RELOAD_MESSAGE_PREFIX = 'pg-egress:reload';
+/** A partitioned root's membership change at its transaction's WAL position (sql/007). */
+export const PARTITIONS_MESSAGE_PREFIX = 'pg-egress:partitions';
 
 interface RelInfo {
   oid: number;
@@ -71,6 +75,8 @@ interface TableWindow {
   ddlLsnStart: Lsn | null;
   ddlLsnEnd: Lsn | null;
   dropped: boolean;
+  /** A partitioned root's membership changes in this window (its partitions.yml). */
+  partitions: PartitionWindow | null;
 }
 
 interface Txn {
@@ -109,6 +115,11 @@ export interface ControllerOptions {
   loadDef: (relid: number) => Promise<TableDef | null>;
   /** format_type(oid, typmod) for columns not described by a definition. */
   formatType: (typeOid: number, typmod: number) => Promise<string>;
+  /**
+   * The selected partitioned root a relation is or was a leaf of (sql/007), or null. A leaf is
+   * selected through its root even when its own name does not match tables.include.
+   */
+  partitionRoot?: (relid: number) => Promise<RootOf | null>;
   /** Called after a flush registered reload requests (wakes the reloader). */
   onReloadsRegistered?: () => void;
   now?: () => number;
@@ -122,6 +133,8 @@ export class BatchController {
   private readonly relations = new Map<number, RelInfo>();
   private readonly defs = new Map<string, TableDef>();
   private readonly windows = new Map<string, TableWindow>();
+  /** What is exported: tables by name, leaves through their partitioned root (SPEC §3). */
+  private readonly scope: LeafScope;
   private txn: Txn | null = null;
   private windowStart: number | null = null;
   /** Reload requests seen since the last flush: registered with it (exactly once). */
@@ -151,6 +164,7 @@ export class BatchController {
     this.tmpDir = path.join(o.cfg.output.dir, '_tmp');
     this.now = o.now ?? Date.now;
     for (const d of o.defs) this.defs.set(defKey(d.schema, d.table), d);
+    this.scope = new LeafScope(o.cfg, o.partitionRoot);
   }
 
   inTransaction(): boolean {
@@ -195,7 +209,8 @@ export class BatchController {
         return this.truncate(m.relationOids);
       case 'message':
         if (m.transactional && m.prefix === DDL_MESSAGE_PREFIX) return this.ddl(m.content);
-        if (m.transactional && m.prefix === RELOAD_MESSAGE_PREFIX) this.reloadRequest(m.content);
+        if (m.transactional && m.prefix === RELOAD_MESSAGE_PREFIX) return this.reloadRequest(m.content);
+        if (m.transactional && m.prefix === PARTITIONS_MESSAGE_PREFIX) return this.partitions(m.content);
         return;
       case 'type': // type names come from format_type() in table definitions
       case 'origin': // changes replayed from another origin are exported like any other
@@ -260,8 +275,8 @@ export class BatchController {
 
   private async relation(oid: number, schema: string, table: string, replicaIdentity: ReplicaIdentity, columns: RelationColumn[]): Promise<void> {
     const key = defKey(schema, table);
-    const selected = matchTable(this.cfg, schema, table);
-    const excluded = excludedColumns(this.cfg, schema, table);
+    const selected = await this.scope.selected(schema, table, oid, true);
+    const excluded = this.scope.excluded(schema, table);
     if (selected && !this.defs.has(key)) {
       const def = await this.o.loadDef(oid);
       if (def) this.defs.set(key, def);
@@ -294,7 +309,7 @@ export class BatchController {
     const key = defKey(schema, table);
     let w = this.windows.get(key);
     if (!w) {
-      w = { schema, table, relid, folder: tableFolder(schema, table), file: null, rel: null, ddl: [], ddlSeen: new Set(), ddlLsnStart: null, ddlLsnEnd: null, dropped: false };
+      w = { schema, table, relid, folder: tableFolder(schema, table), file: null, rel: null, ddl: [], ddlSeen: new Set(), ddlLsnStart: null, ddlLsnEnd: null, dropped: false, partitions: null };
       this.windows.set(key, w);
     }
     return w;
@@ -396,26 +411,64 @@ export class BatchController {
       this.log.warn('ignoring malformed DDL message');
       return;
     }
-    if (!matchTable(this.cfg, ev.schema, ev.table)) return;
+    if (!(await this.scope.selected(ev.schema, ev.table, ev.relid))) return;
     const w = this.window(ev.schema, ev.table, ev.relid);
     const key = defKey(ev.schema, ev.table);
     if (ev.definition) {
       this.defs.set(key, ev.definition);
       // The file's header must be the columns at the end of the window (SPEC §5), also when no
       // row follows this DDL in the window: switch the open file to the new layout now.
-      if (w.file) await w.file.useColumns(outColumnNames(ev.definition, excludedColumns(this.cfg, ev.schema, ev.table)));
+      if (w.file) await w.file.useColumns(outColumnNames(ev.definition, this.scope.excluded(ev.schema, ev.table)));
     }
     if (ev.dropped) w.dropped = true;
+    this.addDdl(w, t, ev.command, ev.command_tag);
+  }
+
+  /** Records a DDL's statements in a table's ddl.sql of this window. */
+  private addDdl(w: TableWindow, t: Txn, commandText: string, commandTag: string): void {
     if (w.ddlLsnStart === null) w.ddlLsnStart = t.finalLsn;
     w.ddlLsnEnd = t.finalLsn;
     // Only the DDL statements of the client's query string, never its data statements (ddl-text.ts).
-    for (const command of ddlStatements(ev.command, ev.command_tag)) {
+    for (const command of ddlStatements(commandText, commandTag)) {
       // One statement can report several commands for the same table (CREATE TABLE with a primary
       // key also creates its index): record each statement text once per transaction.
       const seen = `${t.xid}\u0000${command}`;
       if (w.ddlSeen.has(seen)) continue;
       w.ddlSeen.add(seen);
-      w.ddl.push(`-- lsn ${lsnHex(t.finalLsn)} xid ${t.xid} at ${formatCommitTs(t.commitTime)}: ${ev.command_tag}\n${command};\n`);
+      w.ddl.push(`-- lsn ${lsnHex(t.finalLsn)} xid ${t.xid} at ${formatCommitTs(t.commitTime)}: ${commandTag}\n${command};\n`);
+    }
+  }
+
+  /**
+   * A root's membership change (sql/007): the root's window gets the leaves and the change at this
+   * transaction's commit LSN (its partitions.yml) and the DDL (its ddl.sql). Nothing moves: each
+   * leaf's rows are in its own folder.
+   */
+  private async partitions(content: Buffer): Promise<void> {
+    const t = this.txn;
+    if (!t || t.skip) return;
+    let m: PartitionsMessage;
+    try {
+      m = JSON.parse(content.toString('utf8')) as PartitionsMessage;
+    } catch {
+      this.log.warn('ignoring malformed partitions message');
+      return;
+    }
+    if (m.publication !== this.cfg.publication || !matchTable(this.cfg, m.root.schema, m.root.name)) return;
+    const w = this.window(m.root.schema, m.root.name, Number(m.root.oid));
+    const key = defKey(m.root.schema, m.root.name);
+    if (!this.defs.has(key)) {
+      const def = await this.o.loadDef(Number(m.root.oid));
+      if (def) this.defs.set(key, def);
+    }
+    (w.partitions ??= new PartitionWindow()).add(m, t.finalLsn);
+    this.scope.noteLeaves(m.root, m.partitions);
+    if (m.command && m.command_tag) this.addDdl(w, t, m.command, m.command_tag);
+    else {
+      // Found by the daemon's own check (first appearance, or DDL capture off): say so in ddl.sql.
+      if (w.ddlLsnStart === null) w.ddlLsnStart = t.finalLsn;
+      w.ddlLsnEnd = t.finalLsn;
+      w.ddl.push(`-- lsn ${lsnHex(t.finalLsn)} xid ${t.xid} at ${formatCommitTs(t.commitTime)}: ${foundByCheck(m)}\n`);
     }
   }
 
@@ -423,7 +476,7 @@ export class BatchController {
    * A reload request inside a transaction: kept until the flush that passes it registers it, so
    * that a crash before then replays it from the slot, and a rolled-back marker never arrives.
    */
-  private reloadRequest(content: Buffer): void {
+  private async reloadRequest(content: Buffer): Promise<void> {
     const t = this.txn;
     if (!t || t.skip) return;
     let r: { reason?: ReloadReason; schema: string; table: string; relid: number; previous_comment?: string | null; request_id?: string | null };
@@ -433,7 +486,7 @@ export class BatchController {
       this.log.warn('ignoring malformed reload message');
       return;
     }
-    if (!matchTable(this.cfg, r.schema, r.table)) return;
+    if (!(await this.scope.selected(r.schema, r.table, r.relid))) return;
     const reason = r.reason ?? 'marker';
     // The table gets a window in this flush, so that a flush happens even when no row changed.
     this.window(r.schema, r.table, r.relid);
@@ -519,7 +572,7 @@ export class BatchController {
   private async schemaDoc(w: TableWindow, lsnStart: Lsn | null, lsnEnd: Lsn | null): Promise<string> {
     const def = this.defs.get(defKey(w.schema, w.table));
     const byName = new Map(def?.columns.map((c) => [c.name, c]) ?? []);
-    const excluded = excludedColumns(this.cfg, w.schema, w.table);
+    const excluded = this.scope.excluded(w.schema, w.table);
     // The columns of the file's final layout; without a file, of the last Relation or definition.
     const relCols = new Map(w.rel?.columns.map((c) => [c.name, c]) ?? []);
     const names = w.file?.columns ?? (w.rel && !w.dropped ? w.rel.outNames : def ? outColumnNames(def, excluded) : []);

@@ -46,10 +46,14 @@ export async function reloadCommand(cfg: Config, names: string[], o: { wait?: bo
   try {
     const estimates = new Map<string, number>();
     for (const t of tables) {
+      // A published table, or a partitioned table with published leaves (each leaf is exported).
       const { rows } = await pool.query<{ tuples: string }>(
-        `SELECT greatest(c.reltuples, 0)::bigint::text AS tuples FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-         JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE p.pubname = $1 AND n.nspname = $2 AND c.relname = $3`,
+        `SELECT sum(greatest(l.reltuples, 0))::bigint::text AS tuples
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         JOIN pg_class l ON l.oid = c.oid OR (c.relkind = 'p' AND l.oid IN (SELECT relid FROM pg_partition_tree(c.oid)))
+         JOIN pg_publication_rel pr ON pr.prrelid = l.oid JOIN pg_publication p ON p.oid = pr.prpubid
+         WHERE p.pubname = $1 AND n.nspname = $2 AND c.relname = $3
+         HAVING count(*) > 0`,
         [cfg.publication, t.schema, t.table],
       );
       if (!rows.length) {
@@ -96,7 +100,9 @@ async function follow(pool: ReturnType<typeof createPool>, cfg: Config, requestI
       );
       const byName = new Map(rows.map((r) => [displayTable(r.schema_name, r.table_name), r]));
       const secs = (Date.now() - started) / 1000;
-      const parts = names.map((n) => {
+      // A partitioned table's operation is 'expanded' into one per leaf: follow those instead.
+      const shown = [...names.filter((n) => byName.get(n)?.state !== 'expanded'), ...rows.map((r) => `${r.schema_name}.${r.table_name}`).filter((n) => !names.includes(n))];
+      const parts = shown.map((n) => {
         const r = byName.get(n);
         if (!r) return `${n}: waiting for the daemon to pick up the marker${secs > 30 ? ' (is `pg-egress run` running?)' : ''}`;
         const done = Number(r.rows ?? 0);
@@ -111,7 +117,7 @@ async function follow(pool: ReturnType<typeof createPool>, cfg: Config, requestI
         const bar = pct === null ? '' : `[${'#'.repeat(Math.floor(pct / 5)).padEnd(20, '.')}] ${pct}% `;
         return `${n}: ${bar}${done} rows, ${mb(Number(r.raw_bytes))}, ${Math.round(rate)} rows/s, ETA ${eta}, chunks ${r.chunks_done}/${r.chunks ?? '?'}`;
       });
-      const finished = names.every((n) => ['done', 'failed', 'cancelled'].includes(byName.get(n)?.state ?? ''));
+      const finished = names.every((n) => byName.has(n)) && shown.every((n) => ['done', 'failed', 'cancelled'].includes(byName.get(n)?.state ?? ''));
       if (tty) {
         out.write(`\r\x1b[K${parts.join(' | ')}`);
         if (finished) out.write('\n');
@@ -120,7 +126,7 @@ async function follow(pool: ReturnType<typeof createPool>, cfg: Config, requestI
         lastLine = Date.now();
       }
       if (finished) {
-        const bad = names.filter((n) => byName.get(n)!.state !== 'done');
+        const bad = shown.filter((n) => byName.get(n)!.state !== 'done');
         if (bad.length) {
           process.stderr.write(`pg-egress: reload of ${bad.join(', ')} did not complete: ${bad.map((n) => byName.get(n)!.error ?? byName.get(n)!.state).join('; ')}\n`);
           return ExitCode.ATTENTION;

@@ -14,13 +14,15 @@ import { missingFiles } from '../output/sweep.js';
 import { AnchorQueue } from '../registry/anchors.js';
 import { statusFilePath } from '../daemon.js';
 import { displayTable, printable } from '../config/patterns.js';
+import { partitionInfo } from '../registry/partitions.js';
 
 export interface StatusReport {
   slot: { name: string; exists: boolean; active: boolean; confirmed_flush_lsn: string | null; wal_status: string | null };
   server_lsn: string;
   registered_lsn: string | null;
   lag_bytes: number | null;
-  tables: { table: string; mode: string; last_window: string | null; dropped: boolean; pending_rows: number | null }[];
+  /** `leaf_of`: the partitioned root a leaf is exported for; `partitions`: a root's leaf count (it has no rows of its own). */
+  tables: { table: string; mode: string; last_window: string | null; dropped: boolean; pending_rows: number | null; leaf_of: string | null; partitions: number | null }[];
   pending_anchors: number;
   /** `skipped`: queued for a target that is not configured any more (src/anchor/targets.ts). */
   anchors: { target: string; pending: number; failed: number; done: number; skipped: number; oldest_pending_s: number | null; last_error: string | null }[];
@@ -73,6 +75,7 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
     const live = holder !== null && file !== null && holder.applicationName.includes(`pid=${file.pid}`);
     const pending = live ? file!.pending_rows : null;
     const tables = hasRegistry ? await registry.tables() : [];
+    const parts = hasRegistry ? await partitionInfo(client, cfg.publication) : { leafOf: new Map<string, string>(), roots: new Map<string, number>() };
     const unpublished: StatusReport['unpublished'] = [];
     if (hasGaps) {
       const { rows } = await client.query<{ schema_name: string; table_name: string; identity: string; published: string }>(
@@ -126,7 +129,18 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
       server_lsn: w[0].lsn,
       registered_lsn: hasRegistry ? ((await client.query<{ l: string }>(`SELECT registered_lsn::text AS l FROM "cdc_registry"."slot_state" WHERE slot_name = $1`, [cfg.slot])).rows[0]?.l ?? null) : null,
       lag_bytes: w[0].lag === null ? null : Number(w[0].lag),
-      tables: tables.map((t) => ({ table: displayTable(t.schema, t.table), mode: t.mode, last_window: t.lastWindow, dropped: t.dropped, pending_rows: pending ? (pending[`${t.schema}.${t.table}`] ?? 0) : null })),
+      tables: tables.map((t) => {
+        const name = `${t.schema}.${t.table}`;
+        return {
+          table: displayTable(t.schema, t.table),
+          mode: t.mode,
+          last_window: t.lastWindow,
+          dropped: t.dropped,
+          pending_rows: pending ? (pending[name] ?? 0) : null,
+          leaf_of: parts.leafOf.get(`${t.schema}\u0000${t.table}`) ?? null,
+          partitions: parts.roots.get(`${t.schema}\u0000${t.table}`) ?? null,
+        };
+      }),
       pending_anchors: hasRegistry ? await registry.pendingAnchors() : 0,
       anchors: hasRegistry ? await new AnchorQueue(client, cfg.slot).summary() : [],
       daemon: { running: holder !== null, holder: holder ? describeHolder(holder) : null, pid: live ? file!.pid : null, status_at: file?.updated_at ?? null },
@@ -162,8 +176,15 @@ export function formatStatus(r: StatusReport): string {
     `pending anchors ${r.pending_anchors}${r.anchors.map((a) => ` | ${a.target}: ${a.pending} pending${a.oldest_pending_s !== null ? ` (oldest ${a.oldest_pending_s}s)` : ''}, ${a.failed} failed, ${a.done} done${a.skipped ? `, ${a.skipped} skipped (anchors.${a.target} not configured)` : ''}${a.last_error ? `, last error: ${a.last_error}` : ''}`).join('')}`,
     `daemon          ${daemon}`,
     '',
-    'table'.padEnd(40) + 'mode'.padEnd(16) + 'last window'.padEnd(22) + 'pending rows',
-    ...r.tables.map((t) => t.table.padEnd(40) + (t.dropped ? 'dropped' : t.mode).padEnd(16) + (t.last_window ?? '-').padEnd(22) + (t.pending_rows === null ? '-' : String(t.pending_rows))),
+    'table'.padEnd(40) + 'mode'.padEnd(16) + 'last window'.padEnd(22) + 'pending rows'.padEnd(14) + 'partition',
+    ...r.tables.map(
+      (t) =>
+        t.table.padEnd(40) +
+        (t.dropped ? 'dropped' : t.partitions !== null ? 'root' : t.mode).padEnd(16) +
+        (t.last_window ?? '-').padEnd(22) +
+        (t.pending_rows === null ? '-' : String(t.pending_rows)).padEnd(14) +
+        (t.leaf_of ? `leaf of ${t.leaf_of}` : t.partitions !== null ? `partitioned: ${t.partitions} leaves` : '-'),
+    ),
   ];
   if (r.reloads.length) {
     lines.push('', 'reloads');

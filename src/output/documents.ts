@@ -86,6 +86,8 @@ export interface ManifestDoc {
   files: ManifestFile[];
   schemaSha256: string;
   ddlSha256: string | null;
+  /** A partitioned root's partitions.yml (SPEC §3); the key is left out of other manifests. */
+  partitionsSha256?: string | null;
   lsnStart: Lsn | null;
   lsnEnd: Lsn | null;
 }
@@ -119,6 +121,7 @@ export function manifestJson(m: ManifestDoc): string {
         })),
         schema_yml: { name: 'schema.yml', sha256: m.schemaSha256 },
         ddl_sql: m.ddlSha256 === null ? null : { name: 'ddl.sql', sha256: m.ddlSha256 },
+        ...(m.partitionsSha256 ? { partitions_yml: { name: 'partitions.yml', sha256: m.partitionsSha256 } } : {}),
       },
       null,
       2,

@@ -17,6 +17,7 @@ import { BATCHES_DIR, FILES } from './layout.js';
 import type { StreamingFile } from './table-window.js';
 import { rootOf } from '../proof/merkle.js';
 import type { ChainLink } from '../proof/chain.js';
+import { partitionsYml, type PartitionsDoc } from './partitions.js';
 
 /** One table's part of a flush, as the controller hands it over. */
 export interface WindowToWrite {
@@ -29,6 +30,8 @@ export interface WindowToWrite {
   ddlLsnStart: Lsn | null;
   ddlLsnEnd: Lsn | null;
   dropped: boolean;
+  /** A partitioned root's membership in this window: its partitions.yml (SPEC §3). */
+  partitions: { doc(generatedAt: Date): PartitionsDoc | null } | null;
   /** schema.yml for this window, given its LSN range. */
   schemaText(lsnStart: Lsn | null, lsnEnd: Lsn | null): Promise<string>;
 }
@@ -68,7 +71,9 @@ export async function writeFlush(x: FlushInput): Promise<Omit<FlushRecord, 'relo
   const tables = [...x.windows].sort((a, b) => (a.folder < b.folder ? -1 : a.folder > b.folder ? 1 : 0));
   // Write intent first: after a crash the start-up sweep removes exactly these if unregistered.
   const intent = tables.flatMap((w) =>
-    [...(w.file && w.file.rows > 0 ? [FILES.streaming] : []), FILES.schema, ...(w.ddl.length ? [FILES.ddl] : []), FILES.manifest].map((f) => `${w.folder}/${batchId}/${f}`),
+    [...(w.file && w.file.rows > 0 ? [FILES.streaming] : []), FILES.schema, ...(w.ddl.length ? [FILES.ddl] : []), ...(w.partitions ? [FILES.partitions] : []), FILES.manifest].map(
+      (f) => `${w.folder}/${batchId}/${f}`,
+    ),
   );
   await x.registry.recordIntent(batchId, [...intent, `${BATCHES_DIR}/${batchId}.json`]);
   for (const w of tables) {
@@ -101,6 +106,14 @@ export async function writeFlush(x: FlushInput): Promise<Omit<FlushRecord, 'relo
       await writeFileAtomic(path.join(dir, FILES.ddl), ddlText, cfg.output.fileMode);
       files.push(smallFile(`${rel}/${FILES.ddl}`, 'ddl', w, ddlText, ddlSha));
     }
+    let partitionsSha: string | null = null;
+    const pdoc = w.partitions?.doc(new Date()) ?? null;
+    if (pdoc) {
+      const text = partitionsYml(pdoc);
+      partitionsSha = sha256(text);
+      await writeFileAtomic(path.join(dir, FILES.partitions), text, cfg.output.fileMode);
+      files.push(smallFile(`${rel}/${FILES.partitions}`, 'partitions', w, text, partitionsSha));
+    }
     const manifestText = manifestJson({
       schema: w.schema,
       table: w.table,
@@ -110,6 +123,7 @@ export async function writeFlush(x: FlushInput): Promise<Omit<FlushRecord, 'relo
       files: mfFiles,
       schemaSha256: schemaSha,
       ddlSha256: ddlSha,
+      partitionsSha256: partitionsSha,
       lsnStart: wLsnStart,
       lsnEnd: wLsnEnd,
     });

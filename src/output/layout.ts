@@ -87,6 +87,7 @@ export const FILES = {
   schema: 'schema.yml',
   ddl: 'ddl.sql',
   manifest: 'manifest.json',
+  partitions: 'partitions.yml',
   fullReload: 'full_reload.csv.gz',
 } as const;
 

@@ -25,6 +25,8 @@ export interface Manifest {
   files: ManifestFileEntry[];
   schema_yml: { name: string; sha256: string };
   ddl_sql: { name: string; sha256: string } | null;
+  /** A partitioned root's membership (SPEC §3). */
+  partitions_yml?: { name: string; sha256: string } | null;
 }
 export interface BatchIndex {
   batch_id: string;
@@ -143,7 +145,7 @@ export async function verifyWindow(dir: string, report: VerifyReport): Promise<B
       if (f.merkle) roots.push(Buffer.from(f.merkle.root, 'hex'));
     }
   }
-  for (const doc of [manifest.schema_yml, manifest.ddl_sql]) {
+  for (const doc of [manifest.schema_yml, manifest.ddl_sql, manifest.partitions_yml]) {
     if (!doc) continue;
     const p = path.join(dir, doc.name);
     if (!existsSync(p)) report.problems.push(`${p}: missing (listed in its manifest)`);

@@ -9,7 +9,7 @@ import { enqueueAnchors, type AnchorTarget } from './anchors.js';
 import { formatLsn, parseLsn, type Lsn } from '../lsn.js';
 import { withTransaction, type Db } from './tx.js';
 
-export type FileType = 'streaming' | 'full_reload' | 'schema' | 'ddl' | 'manifest' | 'batch';
+export type FileType = 'streaming' | 'full_reload' | 'schema' | 'ddl' | 'manifest' | 'batch' | 'partitions';
 
 export interface FileRecord {
   path: string; // relative to output.dir

@@ -143,9 +143,12 @@ export class Reloader {
   /** Which requested tables still exist and are published, with their size and definition. */
   private async inspect(ops: ReloadOp[]): Promise<TableInfo[]> {
     const { db, cfg, reloads } = this.d;
-    const { rows } = await db.query<{ schema: string; table: string; relid: string; kind: string; bytes: string; published: string }>(
+    const { rows } = await db.query<{ schema: string; table: string; relid: string; kind: string; bytes: string; published: string; root_schema: string | null; root_table: string | null }>(
       `SELECT n.nspname AS schema, c.relname AS table, c.oid::text AS relid, c.relkind::text AS kind,
               pg_relation_size(c.oid)::text AS bytes,
+              (SELECT rn.nspname FROM pg_class rc JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+               WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_schema,
+              (SELECT rc.relname FROM pg_class rc WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_table,
               EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
                       WHERE p.pubname = $3 AND pr.prrelid = c.oid)::text AS published
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -158,17 +161,38 @@ export class Reloader {
     const out: TableInfo[] = [];
     for (const op of ops) {
       const r = found.get(`${op.schema}\u0000${op.table}`);
+      if (r?.kind === 'p') {
+        await this.expandRoot(op, Number(r.relid));
+        continue;
+      }
       const def = r ? defs.get(Number(r.relid)) : undefined;
       if (!r || r.published !== 'true' || !def) {
         await reloads.end(op.id, 'cancelled', 'the table no longer exists or is not published');
         this.d.log.warn({ table: `${op.schema}.${op.table}` }, 'reload cancelled: the table no longer exists or is not published');
         continue;
       }
-      const excluded = excludedColumns(cfg, op.schema, op.table);
+      // A leaf selected through its root also leaves out the root's excluded columns.
+      const excluded = new Set([...excludedColumns(cfg, op.schema, op.table), ...(r.root_schema && r.root_table ? excludedColumns(cfg, r.root_schema, r.root_table) : [])]);
       const columns = def.columns.filter((c) => !c.generated && !excluded.has(c.name)).map((c) => c.name);
       out.push({ op, relid: Number(r.relid), kind: r.kind, bytes: Number(r.bytes), def, columns });
     }
     return out;
+  }
+
+  /**
+   * A partitioned table has no rows of its own: its reload is a reload of each leaf (sql/007
+   * expand_root_reload), exported from the next snapshot together, in parallel.
+   */
+  private async expandRoot(op: ReloadOp, relid: number): Promise<void> {
+    const { db, cfg, log } = this.d;
+    const { rows } = await db.query<{ n: number }>(`SELECT "cdc_registry"."expand_root_reload"($1, $2) AS n`, [op.id, cfg.publication]);
+    log.info({ table: `${op.schema}.${op.table}`, leaves: rows[0].n, reason: op.reason }, 'reload of a partitioned table: exporting each of its leaves');
+    if (op.restoreComment) {
+      await db.query(`SELECT "cdc_registry"."restore_comment"($1::oid, $2)`, [relid, op.previousComment]).catch((e: unknown) => {
+        log.warn({ table: `${op.schema}.${op.table}`, err: String(e) }, 'could not put the table comment back after its reload');
+      });
+    }
+    this.wake();
   }
 
   private async run(ops: ReloadOp[], states: Map<number, OpState>): Promise<void> {

@@ -16,6 +16,7 @@ import { sourceError } from './connect.js';
 import { PublicationWatcher, publishedTables } from './publication.js';
 import { ReloadRegistry, type ReloadReason } from '../registry/reloads.js';
 import { checkServer, createSlot, inspectSlot, type ServerInfo } from './setup.js';
+import { syncPartitions } from '../registry/partitions.js';
 
 export interface Prepared {
   server: ServerInfo;
@@ -105,8 +106,12 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
     if (opts.run) {
       // After the slot exists: each export's snapshot is later than the slot's start, so the
       // stream holds every change committed after the export's boundary.
+      const initial = await registry.takeInitialExport();
+      // Each partitioned root's leaves as of now, into the new slot's stream: the root's first
+      // partitions.yml (`initial`) of this archive (the check above ran before the slot existed).
+      if (slotCreated && (initial || lostGap !== null)) await syncPartitions(db, cfg.publication, true);
       if (lostGap !== null) await requestReload(await publishedTables(db, cfg.publication), 'gap', lostGap);
-      if (await registry.takeInitialExport()) await requestReload(await publishedTables(db, cfg.publication), 'initial', null);
+      if (initial) await requestReload(await publishedTables(db, cfg.publication), 'initial', null);
     }
     return { server, registry, registeredLsn, slotConfirmed, slotCreated, publication };
   } catch (e) {

@@ -11,6 +11,7 @@ import type { Logger } from '../log.js';
 import { formatLsn as lsnText, parseLsn, type Lsn } from '../lsn.js';
 import type { Registry } from '../registry/registry.js';
 import type { Db } from '../registry/tx.js';
+import { syncPartitions } from '../registry/partitions.js';
 
 export interface TableName {
   schema: string;
@@ -26,9 +27,10 @@ export const PUBLICATION_CHECK_MS = 10_000;
 export async function ensurePublication(db: Db, publication: string): Promise<void> {
   const { rowCount } = await db.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [publication]);
   if (rowCount) return;
-  // publish_via_partition_root: a partitioned table's changes are published as the root table.
+  // Leaves are published as themselves (SPEC §3 "Partitioned tables"): not via the partition root,
+  // so a leaf's TRUNCATE and a row moving between partitions reach the leaves' own files.
   // https://www.postgresql.org/docs/15/sql-createpublication.html
-  await db.query(`CREATE PUBLICATION ${quoteIdent(publication)} WITH (publish_via_partition_root = true)`).catch((e: { code?: string }) => {
+  await db.query(`CREATE PUBLICATION ${quoteIdent(publication)} WITH (publish_via_partition_root = false)`).catch((e: { code?: string }) => {
     if (e.code !== '42710') throw e; // created concurrently by another process
   });
 }
@@ -54,12 +56,34 @@ export async function publishedTables(db: Db, publication: string): Promise<(Tab
   return rows.map((r) => ({ schema: r.schema, table: r.table, relid: Number(r.relid) }));
 }
 
+/** The published leaf partitions (their changes went to the root while publish_via_partition_root was on). */
+async function publishedLeaves(db: Db, publication: string): Promise<TableName[]> {
+  const { rows } = await db.query<{ schema: string; table: string }>(
+    `SELECT n.nspname AS schema, c.relname AS table
+     FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+     JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE p.pubname = $1 AND c.relispartition ORDER BY 1, 2`,
+    [publication],
+  );
+  return rows.map((r) => ({ schema: r.schema, table: r.table }));
+}
+
+async function anyPartitioned(db: Db, tables: TableName[]): Promise<boolean> {
+  if (!tables.length) return false;
+  const { rowCount } = await db.query(
+    `SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     JOIN unnest($1::text[], $2::text[]) AS x(s, t) ON x.s = n.nspname AND x.t = c.relname WHERE c.relkind = 'p'`,
+    [tables.map((t) => t.schema), tables.map((t) => t.table)],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
 export interface CheckResult {
   added: TableName[];
   removed: TableName[];
   identityFull: TableName[];
   optionsRepaired: boolean;
-  gaps: { kind: 'unpublished' | 'publish_options'; table: TableName | null }[];
+  gaps: { kind: 'unpublished' | 'publish_options'; table: TableName | null; viaRoot?: boolean }[];
   skipped: TableName[];
 }
 
@@ -97,15 +121,21 @@ export class PublicationWatcher {
     const res: CheckResult = { added: pick('added'), removed: pick('removed'), identityFull: pick('identity_full'), optionsRepaired: rows.some((r) => r.action === 'options'), gaps: [], skipped: [] };
     const repairedAt = await this.walLsn();
     if (res.optionsRepaired && this.known.size > 0) res.gaps.push({ kind: 'publish_options', table: null });
+    // publish_via_partition_root turned on by someone while a partitioned table was in the
+    // publication too: the leaves' changes went out as the root's, not to the leaves' files. (With
+    // only leaves published, the option changes nothing.) Only the leaves are exported again.
+    const viaRoot = rows.some((r) => r.action === 'via_root') && (await anyPartitioned(this.db, res.removed)) ? await publishedLeaves(this.db, pub) : [];
+    if (viaRoot.length && !res.optionsRepaired && this.known.size > 0) res.gaps.push({ kind: 'publish_options', table: null, viaRoot: true });
     for (const t of res.added) if (this.known.has(name(t))) res.gaps.push({ kind: 'unpublished', table: t });
     for (const g of res.gaps) {
-      const detail =
-        g.kind === 'publish_options'
+      const detail = g.viaRoot
+        ? `publication "${pub}" had publish_via_partition_root on, so the changes of partitions were published as their root's; repaired, but the partitions' changes between ${lsnText(this.goodLsn)} and ${lsnText(repairedAt)} may be missing from their files`
+        : g.kind === 'publish_options'
           ? `publication "${pub}" did not publish every operation (insert, update, delete, truncate) or not via the partition root; repaired, but changes between ${lsnText(this.goodLsn)} and ${lsnText(repairedAt)} may be missing`
           : `table ${name(g.table!)} was missing from publication "${pub}"; re-added, but its changes between ${lsnText(this.goodLsn)} and ${lsnText(repairedAt)} are in no file`;
       const gapId = await this.registry.recordGap({ kind: g.kind, schema: g.table?.schema ?? null, table: g.table?.table ?? null, lsnFrom: this.goodLsn, lsnTo: repairedAt, detail });
       this.log.error({ gap: g.kind, table: g.table ? name(g.table) : null, from: lsnText(this.goodLsn), to: lsnText(repairedAt) }, `data gap: ${detail}${this.requestReload ? '; exporting again' : ''}`);
-      await this.requestReload?.(g.table ? [g.table] : await publishedTables(this.db, pub), 'gap', gapId);
+      await this.requestReload?.(g.table ? [g.table] : g.viaRoot ? viaRoot : await publishedTables(this.db, pub), 'gap', gapId);
     }
     const joined = res.added.filter((t) => !this.known!.has(name(t)));
     // A table that joins here (tables.include changed, or no event trigger saw it join) may
@@ -113,6 +143,8 @@ export class PublicationWatcher {
     if (joined.length) await this.requestReload?.(joined, 'joined', null);
     if (joined.length || res.removed.length) log(this.log, joined, res.removed);
     for (const t of res.identityFull) this.log.warn(`set REPLICA IDENTITY FULL on ${name(t)} (tables.no_identity: full): its UPDATEs and DELETEs now write the whole old row to WAL`);
+    // Partitioned roots: a root's first appearance, and membership changes no event trigger saw.
+    await syncPartitions(this.db, pub);
     const now = await publishedTables(this.db, pub);
     await this.registry.setPublished(now);
     this.known = new Set(now.map(name));

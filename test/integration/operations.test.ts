@@ -210,13 +210,10 @@ describe('operations', () => {
     }
   });
 
-  it('publishes a partitioned table as its root', () => {
-    const { rows } = readStreamingRows(env.outDir, 'public.parted');
-    expect(brief(rows, ['id', 'region'])).toEqual([
-      ['I', '1', 'eu'],
-      ['I', '2', 'us'],
-    ]);
-    expect(readdirSync(env.outDir).filter((f) => f.startsWith('public.parted_'))).toEqual([]);
+  it('publishes a partitioned table as its leaves; the root folder holds no data file', () => {
+    expect(brief(readStreamingRows(env.outDir, 'public.parted_eu').rows, ['id', 'region'])).toEqual([['I', '1', 'eu']]);
+    expect(brief(readStreamingRows(env.outDir, 'public.parted_us').rows, ['id', 'region'])).toEqual([['I', '2', 'us']]);
+    expect(readStreamingRows(env.outDir, 'public.parted').rows).toEqual([]);
   });
 
   it('writes files 0600 in folders 0700 and a batch index per flush', () => {

@@ -5,7 +5,7 @@
  * transaction by the event trigger; `uninstall` leaves nothing of pg-egress in the database.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createEnv, readStreamingRows, runCli, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
 
@@ -68,17 +68,34 @@ describe('tables without identity, scope-changing DDL, uninstall', () => {
     await withDb(env.url, async (c) => {
       await c.query(`INSERT INTO parted VALUES (1, 'us', 'before'), (2, 'eu', 'before')`);
       // Each DDL and the first row after it in one transaction: only the event trigger can have
-      // published the table in time (the daemon's own check runs every 10 s).
+      // published the table in time (the daemon's own check runs every 10 s). A detached leaf
+      // that matches tables.include on its own stays published: it goes on as a table.
       await c.query(`BEGIN; ALTER TABLE parted DETACH PARTITION parted_us; INSERT INTO parted_us VALUES (4, 'us', 'after-detach'); COMMIT`);
       await c.query(`BEGIN; ALTER TABLE other.moved SET SCHEMA public; INSERT INTO public.moved VALUES (1, 'moved in'); COMMIT`);
       await c.query(`BEGIN; ALTER TABLE ul SET LOGGED; INSERT INTO ul VALUES (1, 'logged'); COMMIT`);
       await c.query(`BEGIN; ALTER TABLE leaving SET SCHEMA other; INSERT INTO other.leaving VALUES (1, 'out of scope'); COMMIT`);
       const pub = (await c.query(`SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`, [env.slot])).rows.map((r) => r.t);
-      expect(pub).toEqual(['public.keyed', 'public.later_nopk', 'public.moved', 'public.parted', 'public.parted_us', 'public.ul']);
+      expect(pub).toEqual(['public.keyed', 'public.later_nopk', 'public.moved', 'public.parted_eu', 'public.parted_us', 'public.ul']);
     });
     await waitCaughtUp(env);
-    expect(values(env, 'public.parted_us', 'v')).toEqual(['I:after-detach']);
-    expect(values(env, 'public.parted', 'v')).toEqual(['I:before', 'I:before']);
+    // Leaves, not the root: the detached leaf's rows stay in its own folder and left the root's
+    // membership (partitions.yml), so the root never keeps rows its source no longer has.
+    expect(values(env, 'public.parted_us', 'v')).toEqual(['I:before', 'I:after-detach']);
+    expect(values(env, 'public.parted_eu', 'v')).toEqual(['I:before']);
+    expect(values(env, 'public.parted', 'v')).toEqual([]);
+    const parts = readdirSync(path.join(env.outDir, 'public.parted')).filter((b) => existsSync(path.join(env.outDir, 'public.parted', b, 'partitions.yml')));
+    const last = readFileSync(path.join(env.outDir, 'public.parted', parts[parts.length - 1], 'partitions.yml'), 'utf8');
+    expect(last).toMatch(/kind: detach, schema: public, name: parted_us/);
+    expect(last).toMatch(/partitions:\n {2}- \{schema: public, name: parted_eu,/);
+    // Attached again: it was published all along (its own name matches), so nothing is exported.
+    const exports = () => withDb(env.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM cdc_registry.reloads WHERE table_name = 'parted_us'`)).rows[0].n);
+    const before = await exports();
+    await withDb(env.url, (c) => c.query(`BEGIN; ALTER TABLE parted ATTACH PARTITION parted_us FOR VALUES IN ('us'); INSERT INTO parted VALUES (5, 'us', 'after-attach'); COMMIT`));
+    await waitCaughtUp(env);
+    expect(await exports()).toBe(before);
+    expect(values(env, 'public.parted_us', 'v')).toEqual(['I:before', 'I:after-detach', 'I:after-attach']);
+    const windows = readdirSync(path.join(env.outDir, 'public.parted')).filter((b) => existsSync(path.join(env.outDir, 'public.parted', b, 'partitions.yml')));
+    expect(readFileSync(path.join(env.outDir, 'public.parted', windows[windows.length - 1], 'partitions.yml'), 'utf8')).toMatch(/kind: attach, schema: public, name: parted_us/);
     expect(values(env, 'public.moved', 'v')).toEqual(['I:moved in']);
     expect(values(env, 'public.ul', 'v')).toEqual(['I:logged']);
     expect(existsSync(path.join(env.outDir, 'other.leaving'))).toBe(false);
