@@ -304,14 +304,17 @@ CREATE FUNCTION cdc_registry.check_value_change(rel oid, created boolean) RETURN
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
   prev cdc_registry.table_shapes;
-  cur jsonb := cdc_registry.table_shape(rel);
+  cur jsonb;
   published boolean := cdc_registry.is_published(rel);
   rewritten boolean;
   reasons text[] := '{}';
   dropped text[] := '{}';
 BEGIN
-  IF cur IS NULL THEN RETURN; END IF;
   SELECT * INTO prev FROM cdc_registry.table_shapes WHERE relid = rel;
+  -- Neither published nor seen published: nothing to compare, nothing to remember.
+  IF NOT published AND prev.relid IS NULL THEN RETURN; END IF;
+  cur := cdc_registry.table_shape(rel);
+  IF cur IS NULL THEN RETURN; END IF;
   IF created OR (prev.relid IS NULL AND NOT published) THEN
     IF published THEN
       INSERT INTO cdc_registry.table_shapes (relid, shape) VALUES (rel, cur)
@@ -411,8 +414,8 @@ DECLARE
   done oid[] := '{}';
   created boolean;
 BEGIN
-  -- Putting a comment back after a reload changes nothing.
-  IF current_setting('pg_egress.restoring', true) = 'on' THEN RETURN; END IF;
+  -- No early exit on a setting: any session can set a pg_egress.* placeholder, and a table's
+  -- owner must not be able to switch this check off for its own DDL.
   FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
     BEGIN
       CONTINUE WHEN cmd.schema_name IS NULL

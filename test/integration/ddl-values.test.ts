@@ -129,7 +129,8 @@ describe('value-changing DDL', () => {
       await waitCaughtUp(env);
       expect(await ddlReloads(env, table)).toHaveLength(before);
       const from = await currentWalLsn(env.url);
-      await withDb(env.url, (c) => c.query(`BEGIN; ${sql}; COMMIT`));
+      // The settings pg-egress's own SQL uses are open to any session: they must not switch the check off.
+      await withDb(env.url, (c) => c.query(`BEGIN; SET LOCAL pg_egress.restoring = 'on'; SET LOCAL pg_egress.rewritten = ''; ${sql}; COMMIT`));
       const to = await currentWalLsn(env.url);
       const ops = await waitFor(`the DDL reload of ${table} done`, async () => {
         const r = await ddlReloads(env, table);
@@ -144,6 +145,43 @@ describe('value-changing DDL', () => {
       await expectRebuilt(env, table, table === 'tt' ? ['a'] : ['id']);
     }, 120_000);
   }
+
+  it('same_text_cast: the casts known to keep the text of every value, and only those', async () => {
+    const cases: [string, string, boolean][] = [
+      ['varchar(10)', 'varchar(20)', true],
+      ['varchar(10)', 'text', true],
+      ['text', 'varchar(5)', true],
+      ['int2', 'int8', true],
+      ['int4', 'int8', true],
+      ['int8', 'int4', false],
+      ['int4', 'numeric', true],
+      ['int4', 'numeric(10,2)', false],
+      ['numeric(10,2)', 'numeric(12,2)', true],
+      ['numeric(10,2)', 'numeric', true],
+      ['numeric(10,2)', 'numeric(10,3)', false],
+      ['numeric', 'numeric(10,2)', false],
+      ['timestamp(3)', 'timestamp(6)', true],
+      ['timestamp(6)', 'timestamp(3)', false],
+      ['timestamp', 'timestamptz', false],
+      ['float4', 'float8', false],
+      ['char(5)', 'char(10)', false],
+      ['text', 'bytea', false],
+    ];
+    const got = await withDb(env.url, async (c) => {
+      const out: [string, string, boolean][] = [];
+      for (const [a, b] of cases) {
+        await c.query(`DROP TABLE IF EXISTS pg_temp.cast_probe; CREATE TEMP TABLE cast_probe (a ${a}, b ${b})`);
+        const r = await c.query<{ same: boolean }>(
+          `SELECT cdc_registry.same_text_cast(x.atttypid, x.atttypmod, y.atttypid, y.atttypmod) AS same
+             FROM pg_attribute x, pg_attribute y
+            WHERE x.attrelid = 'pg_temp.cast_probe'::regclass AND x.attname = 'a' AND y.attrelid = x.attrelid AND y.attname = 'b'`,
+        );
+        out.push([a, b, r.rows[0].same]);
+      }
+      return out;
+    });
+    expect(got).toEqual(cases);
+  });
 
   it('DDL that keeps every value (a nullable column, a widening type) costs no reload', async () => {
     const before = (await ddlReloads(env, 'items')).length;
