@@ -441,7 +441,8 @@ export class BatchController {
       // name does not rebuild on top of them (README "Out-of-band operations").
       await this.boundary(w);
       w.dropped = true;
-      this.defs.delete(key);
+      // The definition stays for this window's schema.yml; a table created under the name brings
+      // its own with its CREATE TABLE message, before any of its rows.
     }
     // Only the DDL statements of the client's query string, never its data statements (ddl-text.ts).
     for (const command of ddlStatements(ev.command, ev.command_tag)) {
@@ -506,7 +507,6 @@ export class BatchController {
     if (w.dropped) return;
     await this.boundary(w);
     w.dropped = true;
-    this.defs.delete(defKey(from.schema, from.table));
   }
 
   /**
