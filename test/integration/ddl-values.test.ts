@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../harness/pg.js';
 import { parseLsn } from '../../src/lsn.js';
-import { createEnv, currentWalLsn, loopWriter, rebuildFromOutput, sortedEntries, sourceRows, startInProcess, waitCaughtUp, waitSlotActive, withDb, type EgressEnv } from '../helpers/egress.js';
+import { createEnv, currentWalLsn, loopWriter, readStreamingRows, rebuildFromOutput, sortedEntries, sourceRows, startInProcess, waitCaughtUp, waitSlotActive, withDb, type EgressEnv } from '../helpers/egress.js';
 
 const ROWS = 2000;
 
@@ -232,4 +232,21 @@ describe('value-changing DDL', () => {
     expect((await ddlReloads(env, 'items')).length).toBe(before);
     await expectRebuilt(env, 'items');
   }, 90_000);
+
+  it('REPLICA IDENTITY USING INDEX: delete rows carry that index, by which the table rebuilds exactly', async () => {
+    await withDb(env.url, (c) =>
+      c.query(`CREATE TABLE ri (id int PRIMARY KEY, code text NOT NULL UNIQUE, v text);
+               INSERT INTO ri SELECT g, 'c' || g, 'v' || g FROM generate_series(1, 200) g;
+               ALTER TABLE ri REPLICA IDENTITY USING INDEX ri_code_key;
+               UPDATE ri SET v = 'changed' WHERE id % 3 = 0;
+               DELETE FROM ri WHERE id % 5 = 0;
+               INSERT INTO ri VALUES (1000, 'c1000', 'late');`),
+    );
+    await waitCaughtUp(env);
+    const deletes = readStreamingRows(env.outDir, 'public.ri').rows.filter((r) => r.op === 'D');
+    expect(deletes).toHaveLength(40);
+    // The identity's columns, and only those: its non-empty fields.
+    for (const d of deletes) expect([...d.values].filter(([, val]) => val !== null).map(([k]) => k)).toEqual(['code']);
+    await expectRebuilt(env, 'ri', ['code']);
+  }, 60_000);
 });
