@@ -298,6 +298,17 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
                  WHERE pr.prrelid = rel)
 $fn$;
 
+-- Every table below a relation: partitions and inheritance children, at any depth (ALTER on a
+-- parent recurses to them; each may be published as a table of its own).
+CREATE FUNCTION cdc_registry.inheritors(rel oid) RETURNS SETOF oid
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+  WITH RECURSIVE d(relid) AS (
+    SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = rel
+    UNION
+    SELECT i.inhrelid FROM pg_inherits i JOIN d ON i.inhparent = d.relid)
+  SELECT relid FROM d
+$fn$;
+
 -- Compares one relation with its last shape, asks for a reload when existing values changed,
 -- says when its name moved (the old name's rows end there), and remembers the new shape.
 CREATE FUNCTION cdc_registry.check_value_change(rel oid, created boolean) RETURNS void
@@ -323,7 +334,7 @@ BEGIN
     RETURN;
   END IF;
   -- Rewrites of the relation or of any partition below it (table_rewrite fires per partition).
-  rewritten := EXISTS (SELECT 1 FROM (SELECT rel UNION SELECT p.relid FROM pg_partition_tree(rel) p) p(relid)
+  rewritten := EXISTS (SELECT 1 FROM (SELECT rel UNION SELECT d FROM cdc_registry.inheritors(rel) d) p(relid)
                        WHERE p.relid::oid::text = ANY (string_to_array(current_setting('pg_egress.rewritten', true), ',')));
   IF prev.relid IS NULL THEN
     -- Published without a shape on record (joined without DDL before its first check): only a
@@ -438,7 +449,7 @@ BEGIN
       FOR target IN
         SELECT t.relid FROM (
           SELECT rel WHERE rel IS NOT NULL
-          UNION SELECT p.relid FROM pg_partition_tree(rel) p WHERE rel IS NOT NULL
+          UNION SELECT d FROM cdc_registry.inheritors(rel) d WHERE rel IS NOT NULL
           UNION SELECT a.relid FROM pg_partition_ancestors(rel) a WHERE rel IS NOT NULL
           UNION SELECT u FROM cdc_registry.tables_using_type(typ) u WHERE typ IS NOT NULL) t(relid)
       LOOP
