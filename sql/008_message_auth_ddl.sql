@@ -333,7 +333,7 @@ BEGIN
     END IF;
     RETURN;
   END IF;
-  -- Rewrites of the relation or of any partition below it (table_rewrite fires per partition).
+  -- Rewrites of the relation or of any table below it (table_rewrite fires per partition/child).
   rewritten := EXISTS (SELECT 1 FROM (SELECT rel UNION SELECT d FROM cdc_registry.inheritors(rel) d) p(relid)
                        WHERE p.relid::oid::text = ANY (string_to_array(current_setting('pg_egress.rewritten', true), ',')));
   IF prev.relid IS NULL THEN
@@ -412,8 +412,8 @@ END
 $fn$;
 
 -- ddl_command_end, after pg_egress_ddl_command_end (event triggers of one event fire in name
--- order): every published table the command touched, directly, through its partitions, or through
--- a type it uses, is compared with its last shape.
+-- order): every published table the command touched, directly, through its partitions or
+-- inheritance children, or through a type it uses, is compared with its last shape.
 CREATE FUNCTION cdc_registry.on_ddl_values() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
