@@ -413,7 +413,8 @@ $fn$;
 
 -- ddl_command_end, after pg_egress_ddl_command_end (event triggers of one event fire in name
 -- order): every published table the command touched, directly, through its partitions or
--- inheritance children, or through a type it uses, is compared with its last shape.
+-- inheritance children, or through a type it uses (a table's row type included), is compared with
+-- its last shape.
 CREATE FUNCTION cdc_registry.on_ddl_values() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -444,6 +445,13 @@ BEGIN
           SELECT c.reltype INTO typ FROM pg_class c WHERE c.oid = cmd.objid;
         ELSIF kind IN ('r', 'p') THEN
           rel := cmd.objid;
+          -- A table's row type used as a column type elsewhere: its text there follows the
+          -- table's columns. pg_depend's index makes the common case (no such column) one lookup.
+          SELECT c.reltype INTO typ FROM pg_class c
+           WHERE c.oid = rel AND EXISTS (
+             SELECT 1 FROM pg_depend d JOIN pg_type t ON t.oid = c.reltype
+              WHERE d.refclassid = 'pg_type'::regclass AND d.refobjid IN (t.oid, t.typarray)
+                AND d.classid IN ('pg_class'::regclass, 'pg_type'::regclass) AND d.deptype = 'n');
         END IF;
       END IF;
       FOR target IN

@@ -86,6 +86,9 @@ describe('value-changing DDL', () => {
                INSERT INTO items SELECT g, 'item ' || g, g * 0.25, CASE WHEN g % 2 = 0 THEN 'sad' ELSE 'ok' END::mood, ROW(g, g)::pair, 'note ' || g FROM generate_series(1, ${ROWS}) g;
                CREATE TABLE tt OF comp2 (PRIMARY KEY (a));
                INSERT INTO tt SELECT g, g * 0.5 FROM generate_series(1, 50) g;
+               CREATE TABLE addr (id int PRIMARY KEY, street text);
+               CREATE TABLE cust (id int PRIMARY KEY, home addr);
+               INSERT INTO cust SELECT g, ROW(g, 'street ' || g)::addr FROM generate_series(1, 100) g;
                CREATE TABLE gone (id int PRIMARY KEY, v text);
                INSERT INTO gone SELECT g, 'old ' || g FROM generate_series(1, 100) g;
                CREATE TABLE ip (id int PRIMARY KEY, v text);
@@ -120,6 +123,8 @@ describe('value-changing DDL', () => {
     ['tt', `ALTER TYPE comp2 ALTER ATTRIBUTE b TYPE numeric(10,3) CASCADE`],
     ['items', `ALTER TABLE items DROP COLUMN note; ALTER TABLE items ADD COLUMN note text`],
     ['items', `ALTER TABLE items RENAME COLUMN qty TO quantity`],
+    // A table's row type as another table's column type: ALTER TABLE of the first changes the second's text.
+    ['cust', `ALTER TABLE addr ADD COLUMN zip text`],
   ];
 
   for (const [table, sql] of valueChanging) {
