@@ -467,6 +467,15 @@ BEGIN
       END LOOP;
     EXCEPTION WHEN OTHERS THEN
       RAISE WARNING 'pg-egress could not check % for changed values: %', cmd.object_identity, SQLERRM;
+      -- Never absorbed silently: a published table the command was on is exported again.
+      BEGIN
+        IF rel IS NOT NULL AND cdc_registry.is_published(rel) THEN
+          PERFORM cdc_registry.emit_ddl_reload(n.nspname, c.relname, rel, 'the value check failed: ' || SQLERRM)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
+        END IF;
+      EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pg-egress could not ask for a reload of %: %', cmd.object_identity, SQLERRM;
+      END;
     END;
   END LOOP;
   -- Consumed: a later statement of this transaction starts from no rewrite.
