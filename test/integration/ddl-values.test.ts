@@ -257,6 +257,31 @@ describe('value-changing DDL', () => {
     await expectRebuilt(env, 'ic');
   }, 90_000);
 
+  it('the reasons of less common value-changing DDL, and none for a stored generated column', async () => {
+    const slot = `peek_${env.slot}`.slice(0, 63);
+    await withDb(env.url, (c) => c.query(`CREATE TABLE g6 (id int PRIMARY KEY, a int, g int GENERATED ALWAYS AS (a * 2) STORED); INSERT INTO g6 VALUES (1, 5); CREATE DOMAIN d5 AS int DEFAULT 5`));
+    await withDb(env.url, (c) => c.query(`SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, [slot]));
+    try {
+      for (const sql of [
+        `ALTER TABLE g6 ALTER COLUMN g DROP EXPRESSION`,
+        `ALTER TABLE g6 ADD COLUMN idn int GENERATED ALWAYS AS IDENTITY`,
+        `ALTER TABLE g6 ADD COLUMN dd d5`,
+        `ALTER TABLE g6 ADD COLUMN g2 int GENERATED ALWAYS AS (a * 3) STORED`,
+        `ALTER TABLE g6 ADD COLUMN r float8 DEFAULT random()`,
+      ]) await withDb(env.url, (c) => c.query(sql));
+      const details = await waitFor('five DDL messages decoded', () =>
+        withDb(env.url, async (c) => {
+          const { rows } = await c.query<{ data: string }>(`SELECT data FROM pg_logical_slot_peek_changes($1, NULL, NULL)`, [slot]);
+          if (rows.filter((r) => r.data.includes('prefix: pg-egress:ddl,')).length < 5) return null;
+          return rows.filter((r) => r.data.includes('prefix: pg-egress:reload,')).map((r) => (JSON.parse(r.data.slice(r.data.indexOf('\n') + 1)) as { detail: string }).detail);
+        }),
+      );
+      expect(details).toEqual(['column g is no longer generated', 'column idn added with a default (integer)', 'column dd added with a default (public.d5)', 'column r added with a default (double precision)']);
+    } finally {
+      await withDb(env.url, (c) => c.query(`SELECT pg_drop_replication_slot($1)`, [slot]));
+    }
+  }, 60_000);
+
   it('REPLICA IDENTITY USING INDEX: delete rows carry that index, by which the table rebuilds exactly', async () => {
     await withDb(env.url, (c) =>
       c.query(`CREATE TABLE ri (id int PRIMARY KEY, code text NOT NULL UNIQUE, v text);
