@@ -433,7 +433,8 @@ BEGIN
       CONTINUE WHEN cmd.schema_name IS NULL
         OR cmd.schema_name IN ('cdc_registry', 'pg_catalog', 'information_schema')
         OR cmd.schema_name LIKE 'pg\_toast%' OR cmd.schema_name LIKE 'pg\_temp%';
-      CONTINUE WHEN cmd.command_tag IN ('COMMENT', 'CREATE INDEX', 'GRANT', 'REVOKE');
+      -- Commands that change no stored value (a new type is in no column yet).
+      CONTINUE WHEN cmd.command_tag IN ('COMMENT', 'CREATE INDEX', 'GRANT', 'REVOKE', 'CREATE TYPE', 'CREATE DOMAIN');
       created := cmd.command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO');
       typ := NULL;
       rel := NULL;
