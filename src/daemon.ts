@@ -29,6 +29,7 @@ import { reconcileAnchorTargets } from './anchor/targets.js';
 import { DaemonState } from './http/state.js';
 import { startHttp } from './http/server.js';
 import { ReloadRegistry } from './registry/reloads.js';
+import { loadMessageKey } from './registry/message-key.js';
 import { missingFiles, sweepOutput } from './output/sweep.js';
 import { ensureDir, writeFileAtomic } from './output/atomic.js';
 
@@ -114,6 +115,8 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     anchors = anchorTargets(cfg).length ? new AnchorWorker(cfg, log, new AnchorQueue(client, cfg.slot), prep.server) : null;
     anchors?.start();
 
+    // Before the stream: without the key no pg-egress message could be told from a forged one.
+    const messageKey = await loadMessageKey(client, cfg.source.user);
     const formatCache = new Map<string, string>();
     controller = new BatchController({
       cfg,
@@ -126,6 +129,8 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
       loadDef: async (relid) => (await loadTableDefs(client, [relid]))[0] ?? null,
       partitionRoot: (relid) => leafRoot(client, cfg.publication, relid),
       onReloadsRegistered: () => rl.wake(),
+      messageKey,
+      forged: state.forged,
       formatType: async (oid, typmod) => {
         const k = `${oid}:${typmod}`;
         let t = formatCache.get(k);

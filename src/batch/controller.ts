@@ -34,6 +34,7 @@ import type { ReloadReason, ReloadRequest } from '../registry/reloads.js';
 import type { ServerInfo, TableDef } from '../source/setup.js';
 import { foundByCheck, PartitionWindow, type PartitionsMessage } from './partition-window.js';
 import { LeafScope, type RootOf } from './leaf-scope.js';
+import { CONTROL_PREFIX, describeClaim, verifyControlMessage, type ForgedMessages, type MessageKey } from '../ddl/message-auth.js';
 
 const COMMA = 0x2c;
 const LF = 0x0a;
@@ -47,6 +48,8 @@ export const DDL_MESSAGE_PREFIX = 'pg-egress:ddl';
 export const RELOAD_MESSAGE_PREFIX = 'pg-egress:reload';
 /** A partitioned root's membership change at its transaction's WAL position (sql/007). */
 export const PARTITIONS_MESSAGE_PREFIX = 'pg-egress:partitions';
+/** A table whose name changed (sql/008): the old name's rows end at this position. */
+export const MOVED_MESSAGE_PREFIX = 'pg-egress:moved';
 
 interface RelInfo {
   oid: number;
@@ -99,6 +102,8 @@ export interface DdlEvent {
   command: string;
   definition?: TableDef | null;
   dropped?: boolean;
+  /** A dropped partitioned root (sql/008): it had no rows of its own, so no T boundary. */
+  partitioned?: boolean;
 }
 
 export interface ControllerOptions {
@@ -122,6 +127,10 @@ export interface ControllerOptions {
   partitionRoot?: (relid: number) => Promise<RootOf | null>;
   /** Called after a flush registered reload requests (wakes the reloader). */
   onReloadsRegistered?: () => void;
+  /** Authenticates `pg-egress:*` messages (src/ddl/message-auth.ts). */
+  messageKey: MessageKey;
+  /** Counts and logs forged ones (kept across sessions by the daemon for /metrics). */
+  forged: ForgedMessages;
   now?: () => number;
 }
 
@@ -208,9 +217,7 @@ export class BatchController {
       case 'truncate':
         return this.truncate(m.relationOids);
       case 'message':
-        if (m.transactional && m.prefix === DDL_MESSAGE_PREFIX) return this.ddl(m.content);
-        if (m.transactional && m.prefix === RELOAD_MESSAGE_PREFIX) return this.reloadRequest(m.content);
-        if (m.transactional && m.prefix === PARTITIONS_MESSAGE_PREFIX) return this.partitions(m.content);
+        if (m.prefix.startsWith(CONTROL_PREFIX)) return this.control(m.prefix, m.content, m.transactional);
         return;
       case 'type': // type names come from format_type() in table definitions
       case 'origin': // changes replayed from another origin are exported like any other
@@ -401,6 +408,28 @@ export class BatchController {
     return f.rowWritten(t.finalLsn);
   }
 
+  /**
+   * A `pg-egress:*` message counts only when pg-egress's own SQL emitted it in this transaction
+   * (SPEC §8); a forged one is dropped before anything reads it, counted and logged.
+   */
+  private control(prefix: string, content: Buffer, transactional: boolean): Promise<void> | undefined {
+    const t = this.txn;
+    // Replayed from before the registered LSN: handled by an earlier process.
+    if (transactional && (!t || t.skip)) return;
+    const v = verifyControlMessage(this.o.messageKey, prefix, content, transactional && t ? { xid: t.xid, finalLsn: t.finalLsn } : null);
+    if (!v.ok) {
+      const line = this.o.forged.note({ prefix, reason: v.reason, xid: transactional && t ? t.xid : null, lsn: transactional && t ? lsnHex(t.finalLsn) : null, claim: describeClaim(content) });
+      if (line) this.log.warn(line, `dropped a forged ${JSON.stringify(prefix)} message (${v.reason}): not emitted by pg-egress's own SQL; nothing written`);
+      return;
+    }
+    if (prefix === DDL_MESSAGE_PREFIX) return this.ddl(v.payload);
+    if (prefix === RELOAD_MESSAGE_PREFIX) return this.reloadRequest(v.payload);
+    if (prefix === MOVED_MESSAGE_PREFIX) return this.moved(v.payload);
+    if (prefix === PARTITIONS_MESSAGE_PREFIX) return this.partitions(v.payload);
+    this.log.debug({ prefix }, 'ignoring an authentic message of a kind this version does not know');
+    return;
+  }
+
   private async ddl(content: Buffer): Promise<void> {
     const t = this.txn;
     if (!t || t.skip) return;
@@ -415,12 +444,21 @@ export class BatchController {
     const w = this.window(ev.schema, ev.table, ev.relid);
     const key = defKey(ev.schema, ev.table);
     if (ev.definition) {
+      // The name has a table again (created, or renamed to it) after a drop or a move.
+      w.dropped = false;
       this.defs.set(key, ev.definition);
       // The file's header must be the columns at the end of the window (SPEC §5), also when no
       // row follows this DDL in the window: switch the open file to the new layout now.
       if (w.file) await w.file.useColumns(outColumnNames(ev.definition, this.scope.excluded(ev.schema, ev.table)));
     }
-    if (ev.dropped) w.dropped = true;
+    if (ev.dropped && !w.dropped && !ev.partitioned) {
+      // The table's rows are gone: a T row here ends them, so a table created later under this
+      // name does not rebuild on top of them (README "Out-of-band operations").
+      await this.boundary(w);
+      w.dropped = true;
+      // The definition stays for this window's schema.yml; a table created under the name brings
+      // its own with its CREATE TABLE message, before any of its rows.
+    }
     this.addDdl(w, t, ev.command, ev.command_tag);
   }
 
@@ -479,7 +517,7 @@ export class BatchController {
   private async reloadRequest(content: Buffer): Promise<void> {
     const t = this.txn;
     if (!t || t.skip) return;
-    let r: { reason?: ReloadReason; schema: string; table: string; relid: number; previous_comment?: string | null; request_id?: string | null };
+    let r: { reason?: ReloadReason; schema: string; table: string; relid: number; previous_comment?: string | null; request_id?: string | null; detail?: string };
     try {
       r = JSON.parse(content.toString('utf8'));
     } catch {
@@ -489,7 +527,13 @@ export class BatchController {
     if (!(await this.scope.selected(r.schema, r.table, r.relid))) return;
     const reason = r.reason ?? 'marker';
     // The table gets a window in this flush, so that a flush happens even when no row changed.
-    this.window(r.schema, r.table, r.relid);
+    const w = this.window(r.schema, r.table, r.relid);
+    if (reason === 'ddl') {
+      // Value-changing DDL (sql/008): ddl.sql says why the table is exported again.
+      if (w.ddlLsnStart === null) w.ddlLsnStart = t.finalLsn;
+      w.ddlLsnEnd = t.finalLsn;
+      w.ddl.push(`-- pg-egress: reload requested: ${oneLine(String(r.detail ?? 'value-changing DDL'))}\n`);
+    }
     this.reloads.push({
       schema: r.schema,
       table: r.table,
@@ -501,6 +545,52 @@ export class BatchController {
       requestId: r.request_id ?? null,
       gapId: null,
     });
+  }
+
+  /** A table's name changed (sql/008): the rows under the old name end here. */
+  private async moved(content: Buffer): Promise<void> {
+    let m: { from?: { schema?: string; table?: string } };
+    try {
+      m = JSON.parse(content.toString('utf8'));
+    } catch {
+      this.log.warn('ignoring malformed moved message');
+      return;
+    }
+    const from = m.from;
+    if (typeof from?.schema !== 'string' || typeof from.table !== 'string' || !matchTable(this.cfg, from.schema, from.table)) return;
+    const w = this.window(from.schema, from.table, null);
+    if (w.dropped) return;
+    await this.boundary(w);
+    w.dropped = true;
+  }
+
+  /**
+   * A `T` row at this position in a table's folder, carrying no values like any T row: the rows
+   * under this name end here (dropped, or renamed away). The SPEC §6 rebuild then starts a table
+   * created later under the same name from empty, instead of on top of the old table's rows.
+   */
+  private async boundary(w: TableWindow): Promise<void> {
+    const t = this.txn!;
+    t.touched.add(w);
+    const f = (w.file ??= new StreamingFile({ tmpDir: this.tmpDir, gzipLevel: this.cfg.output.gzipLevel, fileMode: this.cfg.output.fileMode }));
+    if (!f.columns) {
+      const def = this.defs.get(defKey(w.schema, w.table));
+      await f.useColumns(w.rel?.outNames ?? (def ? outColumnNames(def, excludedColumns(this.cfg, w.schema, w.table)) : []));
+    }
+    const b = f.buf;
+    b.raw(t.lsnField);
+    b.uint(t.seq++);
+    b.raw(t.midField);
+    b.byte(OP.T);
+    b.byte(COMMA);
+    for (let i = 0; i < f.columns!.length; i++) b.byte(COMMA);
+    b.byte(LF);
+    this.stats.rows++;
+    const key = defKey(w.schema, w.table);
+    let perOp = this.rowsByTable.get(key);
+    if (!perOp) this.rowsByTable.set(key, (perOp = new Map()));
+    perOp.set('T', (perOp.get('T') ?? 0) + 1);
+    await f.rowWritten(t.finalLsn);
   }
 
   /**
@@ -611,6 +701,11 @@ export class BatchController {
 /** Columns a definition puts in files: not generated (pgoutput does not send them), not excluded. */
 function outColumnNames(def: TableDef, excluded: ReadonlySet<string>): string[] {
   return def.columns.filter((c) => !c.generated && !excluded.has(c.name)).map((c) => c.name);
+}
+
+/** ddl.sql comment text on one line, whatever names it quotes. */
+function oneLine(s: string): string {
+  return s.replace(/\r/g, '\\r').replace(/\n/g, '\\n');
 }
 
 function identityName(c: string | undefined): ReplicaIdentity {

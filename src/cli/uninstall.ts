@@ -7,6 +7,7 @@
  * consumed, so its comment would stay `pg-egress:reload`). `--drop-registry` also drops
  * cdc_registry. Files in output.dir are never touched.
  */
+import { EVENT_TRIGGERS } from '../registry/migrate.js';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { EgressError } from '../errors.js';
@@ -47,7 +48,7 @@ export async function uninstall(cfg: Config, log: Logger, o: { adminUrl?: string
       others = Number((await pool.query<{ n: string }>(`SELECT count(*)::text AS n FROM "cdc_registry"."settings"`)).rows[0].n);
     }
     if (others === 0) {
-      const { rows: trig } = await pool.query<{ evtname: string }>(`SELECT evtname FROM pg_event_trigger WHERE evtname IN ('pg_egress_ddl_command_end', 'pg_egress_sql_drop')`);
+      const { rows: trig } = await pool.query<{ evtname: string }>(`SELECT evtname FROM pg_event_trigger WHERE evtname = ANY ($1)`, [EVENT_TRIGGERS.map((t) => t.name)]);
       for (const t of trig) {
         await pool.query(`DROP EVENT TRIGGER ${quoteIdent(t.evtname)}`);
         done.push(`event trigger ${t.evtname}`);

@@ -72,6 +72,16 @@ export function createMetrics(state: DaemonState, slot: string): client.Registry
   g('errors', 'errors by code since start', ['code'], (m) => {
     for (const [code, n] of state.errors) m.set({ code }, n);
   });
+  new client.Counter({
+    name: 'pg_egress_forged_messages_total',
+    help: 'pg-egress:* logical messages dropped because pg-egress did not emit them (no or a wrong MAC), by prefix',
+    labelNames: ['prefix'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [prefix, n] of state.forged.counts) this.inc({ prefix }, n);
+    },
+  });
   g('table_mode', '1 for each table in its mode (streaming, pending_reload, reloading)', ['table', 'mode'], async (m) => {
     for (const r of await query<{ t: string; mode: string }>(`SELECT schema_name || '.' || table_name AS t, mode FROM cdc_registry.tables WHERE slot_name = $1 AND dropped_at IS NULL`, [slot])) m.set({ table: r.t, mode: r.mode }, 1);
   });

@@ -5,6 +5,7 @@
  */
 import type { BatchController } from '../batch/controller.js';
 import type { Db } from '../registry/tx.js';
+import { ForgedMessages } from '../ddl/message-auth.js';
 
 export type Phase = 'starting' | 'streaming' | 'reconnecting' | 'stopping';
 
@@ -21,6 +22,8 @@ export class DaemonState {
   registeredLsn = 0n;
   reconnects = 0;
   readonly errors = new Map<string, number>();
+  /** Forged `pg-egress:*` messages dropped since start, by prefix (kept across reconnects). */
+  readonly forged = new ForgedMessages();
   controller: BatchController | null = null;
   /** The session's registry pool, for scrape-time queries. */
   db: Db | null = null;

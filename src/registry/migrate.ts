@@ -57,23 +57,26 @@ export async function migrate(db: Db, migrations = loadMigrations()): Promise<nu
   return applied;
 }
 
+/** pg-egress's event triggers (sql/002, sql/008); triggers of one event fire in name order. */
+export const EVENT_TRIGGERS = [
+  { name: 'pg_egress_ddl_command_end', event: 'ddl_command_end', fn: 'on_ddl_command_end' },
+  { name: 'pg_egress_sql_drop', event: 'sql_drop', fn: 'on_sql_drop' },
+  { name: 'pg_egress_values_ddl_end', event: 'ddl_command_end', fn: 'on_ddl_values' },
+  { name: 'pg_egress_values_rewrite', event: 'table_rewrite', fn: 'on_table_rewrite' },
+] as const;
+
 /**
  * The DDL-capture event triggers need a superuser (sql/002). When the registry was created by a
  * non-superuser they are missing; a later start or `init` as a superuser installs them here.
  * Returns whether they are in place.
  */
 export async function ensureEventTriggers(client: Db, superuser: boolean): Promise<boolean> {
-  const { rows } = await client.query<{ evtname: string }>(
-    `SELECT evtname FROM pg_event_trigger WHERE evtname IN ('pg_egress_ddl_command_end', 'pg_egress_sql_drop')`,
-  );
+  const { rows } = await client.query<{ evtname: string }>(`SELECT evtname FROM pg_event_trigger WHERE evtname = ANY ($1)`, [EVENT_TRIGGERS.map((t) => t.name)]);
   const have = new Set(rows.map((r) => r.evtname));
-  if (have.size === 2) return true;
+  if (have.size === EVENT_TRIGGERS.length) return true;
   if (!superuser) return false;
-  if (!have.has('pg_egress_ddl_command_end')) {
-    await client.query(`CREATE EVENT TRIGGER "pg_egress_ddl_command_end" ON ddl_command_end EXECUTE FUNCTION "cdc_registry"."on_ddl_command_end"()`);
-  }
-  if (!have.has('pg_egress_sql_drop')) {
-    await client.query(`CREATE EVENT TRIGGER "pg_egress_sql_drop" ON sql_drop EXECUTE FUNCTION "cdc_registry"."on_sql_drop"()`);
+  for (const t of EVENT_TRIGGERS) {
+    if (!have.has(t.name)) await client.query(`CREATE EVENT TRIGGER "${t.name}" ON ${t.event} EXECUTE FUNCTION "cdc_registry"."${t.fn}"()`);
   }
   return true;
 }

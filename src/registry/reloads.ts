@@ -15,7 +15,7 @@ import { withTransaction, type Db } from './tx.js';
  */
 export const RELOAD_CHANNEL = 'pg_egress_reloads';
 
-export type ReloadReason = 'marker' | 'initial' | 'joined' | 'gap' | 'operator';
+export type ReloadReason = 'marker' | 'initial' | 'joined' | 'gap' | 'operator' | 'ddl';
 
 export interface ReloadRequest {
   schema: string;

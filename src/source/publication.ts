@@ -137,6 +137,8 @@ export class PublicationWatcher {
       this.log.error({ gap: g.kind, table: g.table ? name(g.table) : null, from: lsnText(this.goodLsn), to: lsnText(repairedAt) }, `data gap: ${detail}${this.requestReload ? '; exporting again' : ''}`);
       await this.requestReload?.(g.table ? [g.table] : g.viaRoot ? viaRoot : await publishedTables(this.db, pub), 'gap', gapId);
     }
+    // Tables that joined without DDL get the shape that value-changing DDL is compared with (sql/008).
+    if (res.added.length) await this.db.query(`SELECT "cdc_registry"."remember_shapes"()`);
     const joined = res.added.filter((t) => !this.known!.has(name(t)));
     // A table that joins here (tables.include changed, or no event trigger saw it join) may
     // already have rows that were never streamed: export it.

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { adminUrl, waitFor } from '../harness/pg.js';
 import { createEnv, readStreamingRows, ROOT, runCli, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type EgressEnv } from '../helpers/egress.js';
+import { EVENT_TRIGGERS } from '../../src/registry/migrate.js';
 
 describe('operator', () => {
   it('--version prints the package version; every command has an example in --help', async () => {
@@ -67,7 +68,7 @@ describe('operator', () => {
       }
       expect(readStreamingRows(env.outDir, 'public.items').rows.map((r) => r.op)).toEqual(['I', 'U']);
       await withDb(env.url, async (c) => {
-        expect((await c.query(`SELECT 1 FROM pg_event_trigger WHERE evtname LIKE 'pg_egress%'`)).rowCount).toBe(2);
+        expect((await c.query(`SELECT 1 FROM pg_event_trigger WHERE evtname LIKE 'pg_egress%'`)).rowCount).toBe(EVENT_TRIGGERS.length);
       });
     });
   });

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
-import { ensureEventTriggers, migrate, loadMigrations } from '../../src/registry/migrate.js';
+import { EVENT_TRIGGERS, ensureEventTriggers, migrate, loadMigrations } from '../../src/registry/migrate.js';
 import { sweepOutput } from '../../src/output/sweep.js';
 import { createEnv, startInProcess, waitCaughtUp, waitSlotActive, withDb, type EgressEnv } from '../helpers/egress.js';
 
@@ -37,7 +37,7 @@ describe('registry', () => {
       const { rows } = await clients[0].query('SELECT version FROM cdc_registry.migrations ORDER BY 1');
       expect(rows.map((r) => Number(r.version))).toEqual(all);
       const triggers = await clients[0].query(`SELECT evtname FROM pg_event_trigger WHERE evtname LIKE 'pg_egress%' ORDER BY 1`);
-      expect(triggers.rows.map((r) => r.evtname)).toEqual(['pg_egress_ddl_command_end', 'pg_egress_sql_drop']);
+      expect(triggers.rows.map((r) => r.evtname)).toEqual(EVENT_TRIGGERS.map((t) => t.name).sort());
     } finally {
       await Promise.all(clients.map((c) => c.end()));
     }
@@ -45,11 +45,11 @@ describe('registry', () => {
 
   it('installs missing DDL-capture triggers later, when a superuser runs it', async () => {
     await withDb(env.url, async (c) => {
-      await c.query('DROP EVENT TRIGGER pg_egress_ddl_command_end; DROP EVENT TRIGGER pg_egress_sql_drop');
+      for (const t of EVENT_TRIGGERS) await c.query(`DROP EVENT TRIGGER ${t.name}`);
       expect(await ensureEventTriggers(c, false)).toBe(false);
       expect((await c.query(`SELECT 1 FROM pg_event_trigger WHERE evtname LIKE 'pg_egress%'`)).rowCount).toBe(0);
       expect(await ensureEventTriggers(c, true)).toBe(true);
-      expect((await c.query(`SELECT 1 FROM pg_event_trigger WHERE evtname LIKE 'pg_egress%'`)).rowCount).toBe(2);
+      expect((await c.query(`SELECT 1 FROM pg_event_trigger WHERE evtname LIKE 'pg_egress%'`)).rowCount).toBe(EVENT_TRIGGERS.length);
       expect(await ensureEventTriggers(c, false)).toBe(true);
     });
   });
