@@ -575,7 +575,7 @@ export class BatchController {
     const f = (w.file ??= new StreamingFile({ tmpDir: this.tmpDir, gzipLevel: this.cfg.output.gzipLevel, fileMode: this.cfg.output.fileMode }));
     if (!f.columns) {
       const def = this.defs.get(defKey(w.schema, w.table));
-      await f.useColumns(w.rel?.outNames ?? (def ? outColumnNames(def, excludedColumns(this.cfg, w.schema, w.table)) : []));
+      await f.useColumns(w.rel?.outNames ?? (def ? outColumnNames(def, this.scope.excluded(w.schema, w.table)) : []));
     }
     const b = f.buf;
     b.raw(t.lsnField);

@@ -5,7 +5,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
-<<<<<<< HEAD
 import { ROOT, createEnv, readStreamingRows, runCli, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type EgressEnv, type StreamRow } from '../helpers/egress.js';
 
 /** Every migration in sql/ (NNN_name.sql), in order: init applies them all. */
@@ -14,10 +13,6 @@ const MIGRATIONS = readdirSync(path.join(ROOT, 'sql'))
   .filter((m) => m !== null)
   .map((m) => Number(m![1]))
   .sort((a, b) => a - b);
-=======
-import { createEnv, readStreamingRows, runCli, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type EgressEnv, type StreamRow } from '../helpers/egress.js';
-import { loadMigrations } from '../../src/registry/migrate.js';
->>>>>>> ddl
 
 const v = (r: StreamRow, c: string) => r.values.get(c)?.toString() ?? null;
 
@@ -46,11 +41,7 @@ describe('CLI', () => {
     expect(again.code).toBe(0);
     expect(again.stdout).not.toMatch(/created/);
     await withDb(env.url, async (c) => {
-<<<<<<< HEAD
       expect((await c.query(`SELECT version FROM cdc_registry.migrations ORDER BY 1`)).rows.map((r) => Number(r.version))).toEqual(MIGRATIONS);
-=======
-      expect((await c.query(`SELECT version FROM cdc_registry.migrations ORDER BY 1`)).rows.map((r) => Number(r.version))).toEqual(loadMigrations().map((m) => m.version));
->>>>>>> ddl
       expect((await c.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = $1`, [env.slot])).rowCount).toBe(1);
       expect((await c.query(`SELECT tablename FROM pg_publication_tables WHERE pubname = $1`, [env.slot])).rows.map((r) => r.tablename)).toEqual(['users']);
     });
