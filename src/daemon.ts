@@ -106,6 +106,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     const chain = new BatchChain(registry);
     const rl = new Reloader({ cfg, log, db: client, server: prep.server, registry, reloads: new ReloadRegistry(client, cfg.slot), chain });
     reloader = rl;
+    state.exportLocks = () => rl.lockHolders();
     rl.start();
     // Anchors run beside the stream too (src/anchor/), when a target is configured.
     anchors = anchorTargets(cfg).length ? new AnchorWorker(cfg, log, new AnchorQueue(client, cfg.slot), prep.server) : null;
