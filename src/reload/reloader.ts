@@ -38,7 +38,7 @@ import type { ExportLockHolder } from '../http/export-locks.js';
 import path from 'node:path';
 import { ensureDir } from '../output/atomic.js';
 
-const PROGRESS_MS = 2000;
+const PROGRESS_MS = 250;
 /** A marker's comment is put back with this lock_timeout, and tried again this often until it is. */
 const COMMENT_LOCK_TIMEOUT_MS = 2000;
 const COMMENT_RETRY_MS = 5000;
@@ -53,6 +53,15 @@ export interface ReloaderDeps {
   reloads: ReloadRegistry;
   /** Orders batches (flushes and reloads) into the hash chain. */
   chain: BatchChain;
+  hooks?: ExportHooks;
+}
+
+/**
+ * A seam for tests: `afterSnapshot` runs once the export's snapshot exists and before the first
+ * worker locks the tables, the window in which a DDL can commit after the snapshot (race.ts).
+ */
+export interface ExportHooks {
+  afterSnapshot?: (tables: string[]) => Promise<void>;
 }
 
 interface TableInfo {
@@ -257,6 +266,7 @@ export class Reloader {
     try {
       const lockList = found.map((t) => ({ schema: t.op.schema, table: t.op.table }));
       this.lockedTables = lockList.map((t) => `${t.schema}.${t.table}`);
+      await this.d.hooks?.afterSnapshot?.(this.lockedTables);
       const first = await ExportWorker.open(cfg, snap.name, lockList, '30s');
       this.workers = [first];
       const tables = await this.planUnderLock(first, found);
