@@ -25,7 +25,6 @@ import type { Registry } from '../registry/registry.js';
 import type { BatchChain } from '../proof/chain.js';
 import type { ReloadOp, ReloadRegistry } from '../registry/reloads.js';
 import type { Db } from '../registry/tx.js';
-import { sourceError } from '../source/connect.js';
 import { loadTableDefs, type ServerInfo, type TableDef } from '../source/setup.js';
 import { excludedColumns } from '../config/index.js';
 import { createExportSnapshot, type ExportSnapshot } from './snapshot.js';
@@ -33,6 +32,7 @@ import { orderTasks, planChunks } from './planner.js';
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
 import { finalizeReload } from './finalize.js';
 import { racedTables, SHAPE_SQL, type TableShape } from './race.js';
+import { exportError, workerErrors } from './export-errors.js';
 import { isLockConflict } from '../registry/tx.js';
 import type { ExportLockHolder } from '../http/export-locks.js';
 import path from 'node:path';
@@ -393,26 +393,3 @@ export class Reloader {
 }
 
 export type { Lsn };
-
-/** What an export failure means: a lock wait that timed out and a DDL race are tried again. */
-function exportError(e: unknown, cfg: Config): EgressError {
-  if (isEgressError(e)) return e;
-  const code = (e as { code?: string }).code;
-  if (code === '55P03') return new EgressError('RELOAD_BLOCKED', 'a table of the export is locked by another session (waited 30 s for an ACCESS SHARE lock); trying again', { retryable: true, cause: e });
-  // A table or column that vanished under the export (dropped, renamed) is a race, not a failure:
-  // the next attempt reads the catalog again (or cancels the reload of a table that is gone).
-  if (code === '42P01' || code === '42703' || code === '40001') {
-    return new EgressError('RELOAD_RACE', `a DDL raced the export (${(e as Error).message.split('\n')[0]}); exporting again from a new snapshot`, { retryable: true, cause: e });
-  }
-  return sourceError(e, cfg.source, 'export');
-}
-
-/** Every worker's error, not only the first: one line each, distinct, in the order they came. */
-export function workerErrors(errors: unknown[], cfg: Config): EgressError {
-  const all = errors.map((e) => exportError(e, cfg));
-  if (all.length === 1) return all[0];
-  const messages = [...new Set(all.map((e) => e.message))];
-  const worst = all.find((e) => e.code === 'OUTPUT_IO') ?? all.find((e) => !e.retryable) ?? all[0];
-  const text = messages.length === 1 ? `${all.length} export workers failed: ${messages[0]}` : `${all.length} export workers failed: ${messages.map((m, i) => `(${i + 1}) ${m}`).join('; ')}`;
-  return new EgressError(worst.code, text, { retryable: all.every((e) => e.retryable), cause: errors[0] });
-}
