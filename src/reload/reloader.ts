@@ -159,6 +159,7 @@ export class Reloader {
     } catch (e) {
       log.warn({ err: String(e) }, 'could not reset interrupted reloads');
     }
+    let races = 0;
     while (!this.stopping) {
       await this.restoreComments();
       let ops: ReloadOp[];
@@ -177,6 +178,7 @@ export class Reloader {
       const startedAt = Date.now();
       try {
         await this.run(ops, states, startedAt);
+        races = 0;
       } catch (e) {
         const err = exportError(e, this.d.cfg);
         const again = this.stopping || err.retryable;
@@ -192,8 +194,10 @@ export class Reloader {
           const tables = ops.map((o) => `${o.schema}.${o.table}`);
           if (err.code === 'RELOAD_RACE') log.warn({ tables }, err.message);
           else log.error({ code: err.code, tables, retry: again }, `reload failed: ${err.message}`);
-          // A race is redone at once: the DDL has committed (we held the lock when we saw it).
-          if (again) await this.sleep(err.code === 'RELOAD_RACE' ? 100 : 5000);
+          // A race is redone at once (the DDL has committed: we held the lock when we saw it),
+          // backing off only when DDL keeps coming.
+          races = err.code === 'RELOAD_RACE' ? races + 1 : 0;
+          if (again) await this.sleep(races ? Math.min(5000, 100 * 2 ** (races - 1)) : 5000);
         }
       } finally {
         for (const w of this.workers) await w.close();
@@ -296,9 +300,15 @@ export class Reloader {
     const tmpDir = path.join(cfg.output.dir, '_tmp');
     await ensureDir(tmpDir, cfg.output.dirMode);
     const errors: unknown[] = [];
+    // Only operations that moved since the last write: an initial export of many tables has most
+    // of them waiting in the queue.
+    const written = new Map<number, string>();
     const progress = setInterval(() => {
       for (const s of states.values()) {
-        if (!s.finished) void reloads.progress(s.info.op.id, { rows: s.rows, rawBytes: s.rawBytes, chunksDone: s.done }).catch(() => undefined);
+        const key = `${s.rows}/${s.rawBytes}/${s.done}`;
+        if (s.finished || written.get(s.info.op.id) === key) continue;
+        written.set(s.info.op.id, key);
+        void reloads.progress(s.info.op.id, { rows: s.rows, rawBytes: s.rawBytes, chunksDone: s.done }).catch(() => undefined);
       }
     }, PROGRESS_MS);
     try {
