@@ -3,8 +3,9 @@
  * it copies, so a DDL issued meanwhile waits for the export, and the application's statements on
  * the table queue behind that DDL. That is bounded by the export's length; the workers release
  * their locks as soon as they have copied their last chunk. Should a session still wait on an
- * export's lock for longer than EXPORT_LOCK_WAIT_BOUND_MS (a very long export, or a bug), /ready
- * says so, with the table, the waiting pid and how long it has waited.
+ * export's lock for longer than EXPORT_LOCK_WAIT_BOUND_MS (a very long export, or a bug), or an
+ * export session sit idle in its transaction that long, /ready says so, with the table, the pid
+ * and for how long.
  * https://www.postgresql.org/docs/15/functions-info.html (pg_blocking_pids)
  */
 import type { Db } from '../registry/tx.js';
@@ -16,7 +17,7 @@ export interface ExportLockHolder {
   tables: string[];
 }
 
-/** Not ready once a session has waited this long for a lock that an export holds. */
+/** Not ready once a session has waited this long for a lock that an export holds (or an export session idled that long holding it). */
 export const EXPORT_LOCK_WAIT_BOUND_MS = 60_000;
 
 /**
@@ -36,6 +37,19 @@ export async function exportLockReasons(db: Db, holders: ExportLockHolder[], bou
     [held.map((h) => h.pid)],
   );
   const out: string[] = [];
+  // An export session that sits in its transaction doing nothing keeps its locks for no reason
+  // (its copy is over or stuck): as bad as a waiter, even before anyone queues behind it.
+  const { rows: idle } = await db.query<{ pid: string; idle_ms: string }>(
+    `SELECT pid::text, (extract(epoch FROM clock_timestamp() - state_change) * 1000)::bigint::text AS idle_ms
+     FROM pg_stat_activity WHERE pid = ANY($1::int[]) AND state LIKE 'idle in transaction%'`,
+    [held.map((h) => h.pid)],
+  );
+  for (const r of idle) {
+    const ms = Number(r.idle_ms);
+    if (ms <= boundMs) continue;
+    const h = held.find((x) => x.pid === Number(r.pid))!;
+    out.push(`an export session (pid ${r.pid}) has held its locks on ${h.tables.join(', ')} idle in a transaction for ${Math.round(ms / 1000)} s (bound ${boundMs / 1000} s)`);
+  }
   for (const r of rows) {
     const waited = Number(r.waited_ms);
     if (waited <= boundMs) continue;

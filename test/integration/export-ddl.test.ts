@@ -275,11 +275,16 @@ describe('exports and DDL on the same tables', () => {
       await holder.query('LOCK TABLE small IN ACCESS SHARE MODE');
       const pid = Number((await holder.query<{ p: string }>('SELECT pg_backend_pid()::text AS p')).rows[0].p);
       const since = Date.now() - 10_000;
-      expect(await exportLockReasons(pool, [{ pid, since, tables: ['public.small'] }], 200)).toEqual([]);
+      // Held, busy and nobody waiting: ready. Held idle in the transaction past the bound: not.
+      expect(await exportLockReasons(pool, [{ pid, since, tables: ['public.small'] }], 60_000)).toEqual([]);
+      await sleep(300);
+      expect(await exportLockReasons(pool, [{ pid, since, tables: ['public.small'] }], 200)).toEqual([
+        expect.stringMatching(new RegExp(`^an export session \\(pid ${pid}\\) has held its locks on public.small idle in a transaction for \\d+ s \\(bound 0.2 s\\)$`)),
+      ]);
       const waiterPid = Number((await waiter.query<{ p: string }>('SELECT pg_backend_pid()::text AS p')).rows[0].p);
       const alter = waiter.query('ALTER TABLE small ADD COLUMN q int');
-      const reasons = await waitFor('a reason', async () => {
-        const r = await exportLockReasons(pool, [{ pid, since, tables: ['public.small'] }], 200);
+      const reasons = await waitFor('a reason naming the waiter', async () => {
+        const r = (await exportLockReasons(pool, [{ pid, since, tables: ['public.small'] }], 200)).filter((x) => x.includes(`pid ${waiterPid}`));
         return r.length ? r : null;
       });
       expect(reasons[0]).toMatch(new RegExp(`an export of small holds a lock that pid ${waiterPid} has waited for \\d+ s \\(bound 0.2 s\\)`));
