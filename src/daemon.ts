@@ -21,7 +21,7 @@ import { ReplicationStream } from './wal/stream.js';
 import { decodeFrame, xlogDataStart, xlogDataWalStart } from './wal/frames.js';
 import { decodePgOutput } from './wal/pgoutput.js';
 import { BatchController } from './batch/controller.js';
-import { Reloader } from './reload/reloader.js';
+import { Reloader, type ExportHooks } from './reload/reloader.js';
 import { BatchChain } from './proof/chain.js';
 import { AnchorWorker } from './anchor/worker.js';
 import { AnchorQueue, anchorTargets } from './registry/anchors.js';
@@ -47,6 +47,8 @@ export interface RunOptions {
   onStreaming?: () => void;
   /** What /health, /ready and /metrics read (created here when not given). */
   state?: DaemonState;
+  /** Test seam of the exports (src/reload/reloader.ts `ExportHooks`). */
+  exportHooks?: ExportHooks;
 }
 
 export async function runDaemon(cfg: Config, log: Logger, opts: RunOptions): Promise<void> {
@@ -107,8 +109,9 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     await waitSlotFree(client, cfg);
     // Exports run beside the stream, on connections of their own (src/reload/).
     const chain = new BatchChain(registry);
-    const rl = new Reloader({ cfg, log, db: client, server: prep.server, registry, reloads: new ReloadRegistry(client, cfg.slot), chain });
+    const rl = new Reloader({ cfg, log, db: client, server: prep.server, registry, reloads: new ReloadRegistry(client, cfg.slot), chain, hooks: opts.exportHooks });
     reloader = rl;
+    state.exportLocks = () => rl.lockHolders();
     rl.start();
     // Anchors run beside the stream too (src/anchor/), when a target is configured.
     await reconcileAnchorTargets(new AnchorQueue(client, cfg.slot), cfg, log);

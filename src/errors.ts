@@ -38,6 +38,8 @@ export type ErrorCode =
   | 'OUTPUT_OWNER'
   | 'DATA_GAP'
   | 'RELOAD_BLOCKED'
+  | 'RELOAD_RACE'
+  | 'LOCK_TIMEOUT'
   | 'VERIFY_FAILED'
   | 'NOT_FOUND_PATH'
   | 'ANCHOR_S3'
@@ -63,6 +65,8 @@ const exitFor: Record<ErrorCode, ExitCode> = {
   OUTPUT_OWNER: ExitCode.OUTPUT,
   DATA_GAP: ExitCode.SLOT,
   RELOAD_BLOCKED: ExitCode.INTERNAL, // retried by the reloader, never an exit
+  RELOAD_RACE: ExitCode.INTERNAL, // a DDL raced an export: redone from a new snapshot, never an exit
+  LOCK_TIMEOUT: ExitCode.SOURCE_UNREACHABLE, // retried by the daemon; a one-shot command exits with it
   VERIFY_FAILED: ExitCode.VERIFY_FAILED,
   NOT_FOUND_PATH: ExitCode.NOT_FOUND,
   ANCHOR_S3: ExitCode.ANCHOR, // the daemon retries anchors in its queue; only a one-shot command exits with it

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/index.js';
 import { displayTable, splitQualified } from '../config/patterns.js';
 import { EgressError, ExitCode } from '../errors.js';
-import { createPool, withTransaction } from '../registry/tx.js';
+import { createPool, isLockConflict, withTransaction } from '../registry/tx.js';
 import { RELOAD_CHANNEL } from '../registry/reloads.js';
 import { Waker } from '../waker.js';
 import { sourceError } from '../source/connect.js';
@@ -64,9 +64,24 @@ export async function reloadCommand(cfg: Config, names: string[], o: { wait?: bo
     const requestId = randomUUID();
     // One transaction for all the markers: the daemon registers them in one flush, so the tables
     // are exported together from one snapshot.
-    await withTransaction(pool, async (c) => {
-      for (const t of tables) await c.query(`SELECT "cdc_registry"."request_reload"($1::regclass, $2)`, [`${quoteIdent(t.schema)}.${quoteIdent(t.table)}`, requestId]);
-    });
+    // The marker is a COMMENT: it takes a lock on each table, which would queue behind a DDL
+    // waiting there and queue the application behind us in turn. Wait in short bounded steps.
+    for (let said = false; ; said = true) {
+      try {
+        await withTransaction(
+          pool,
+          async (c) => {
+            for (const t of tables) await c.query(`SELECT "cdc_registry"."request_reload"($1::regclass, $2)`, [`${quoteIdent(t.schema)}.${quoteIdent(t.table)}`, requestId]);
+          },
+          { lockTimeoutMs: 2000, retries: 0 },
+        );
+        break;
+      } catch (e) {
+        if (!isLockConflict(e)) throw e;
+        if (!said) out.write(`waiting: a table is locked by another session (a DDL or a long transaction); the marker is tried again every few seconds\n`);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
     out.write(`reload requested: ${tables.map((t) => t.name).join(', ')} (request ${requestId})\n`);
     if (!o.wait) return ExitCode.OK;
     return await follow(pool, cfg, requestId, tables.map((t) => t.name), estimates, out, o.intervalMs ?? 1000);

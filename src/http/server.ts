@@ -3,7 +3,8 @@
  * - `GET /health` (liveness): the event loop answers and the main loop has turned in the last 30 s.
  * - `GET /ready` (readiness): streaming (the server accepted START_REPLICATION), the stream is
  *   confirming (a standby status within 30 s), and the registry answers a query within 2 s; not
- *   ready while starting, reconnecting or stopping. The body says why.
+ *   ready while starting, reconnecting or stopping, nor while a session has waited longer than
+ *   60 s for a lock an export holds (./export-locks.ts). The body says why.
  * - `GET /status`: the JSON of `pg-egress status`; with `http.status_token` only for
  *   `Authorization: Bearer <token>` (it names the host, role and tables). The probes and
  *   /metrics stay open: kubelets and scrapers send no token, and they carry no such detail.
@@ -17,6 +18,7 @@ import type { Logger } from '../log.js';
 import { EgressError } from '../errors.js';
 import { statusReport } from '../cli/status.js';
 import type { DaemonState } from './state.js';
+import { exportLockReasons } from './export-locks.js';
 
 const STALE_MS = 30_000;
 
@@ -65,6 +67,7 @@ export async function startHttp(cfg: Config, log: Logger, state: DaemonState): P
           if (state.phase !== 'streaming') reasons.push(state.reason);
           else if (Date.now() - state.lastStatusAt > STALE_MS) reasons.push('no standby status sent to the server in 30 s');
           if (reasons.length === 0 && !(await registryAnswers(state))) reasons.push('the registry does not answer');
+          if (state.db) reasons.push(...(await exportLockReasons(state.db, state.exportLocks()).catch(() => [])));
           return send(res, reasons.length ? 503 : 200, JSON.stringify({ ready: reasons.length === 0, phase: state.phase, reasons }));
         }
         if (url === '/status') {

@@ -6,6 +6,7 @@
 import type { BatchController } from '../batch/controller.js';
 import type { Db } from '../registry/tx.js';
 import { ForgedMessages } from '../ddl/message-auth.js';
+import type { ExportLockHolder } from './export-locks.js';
 
 export type Phase = 'starting' | 'streaming' | 'reconnecting' | 'stopping';
 
@@ -27,6 +28,8 @@ export class DaemonState {
   controller: BatchController | null = null;
   /** The session's registry pool, for scrape-time queries. */
   db: Db | null = null;
+  /** The export sessions holding locks on the application's tables now (/ready). */
+  exportLocks: () => ExportLockHolder[] = () => [];
 
   error(code: string): void {
     this.errors.set(code, (this.errors.get(code) ?? 0) + 1);

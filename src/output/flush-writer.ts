@@ -58,6 +58,15 @@ function smallFile(p: string, type: FileRecord['type'], w: WindowToWrite, text: 
   return { path: p, type, schema: w.schema, table: w.table, lsnStart: null, lsnEnd: null, rows: null, bytes: Buffer.byteLength(text), rawBytes: null, sha256: sha, merkleRoot: null };
 }
 
+/**
+ * A window gets a folder only when it has something to hold: rows, DDL, or the table's drop. A
+ * reload marker opens a window only so that its transaction is flushed (and the request
+ * registered) at once; with nothing else in it, it leaves no folder with an empty manifest.
+ */
+export function hasContent(w: WindowToWrite): boolean {
+  return (w.file !== null && w.file.rows > 0) || w.ddl.length > 0 || w.dropped;
+}
+
 /** Writes the flush's files; returns the record to register (its `reloads` and `anchors` are the caller's). */
 export async function writeFlush(x: FlushInput): Promise<Omit<FlushRecord, 'reloads' | 'anchors'>> {
   const { cfg, batchId } = x;
@@ -68,7 +77,7 @@ export async function writeFlush(x: FlushInput): Promise<Omit<FlushRecord, 'relo
   let rows = 0;
   let lsnStart: Lsn | null = null;
   const roots: Buffer[] = [];
-  const tables = [...x.windows].sort((a, b) => (a.folder < b.folder ? -1 : a.folder > b.folder ? 1 : 0));
+  const tables = x.windows.filter(hasContent).sort((a, b) => (a.folder < b.folder ? -1 : a.folder > b.folder ? 1 : 0));
   // Write intent first: after a crash the start-up sweep removes exactly these if unregistered.
   const intent = tables.flatMap((w) =>
     [...(w.file && w.file.rows > 0 ? [FILES.streaming] : []), FILES.schema, ...(w.ddl.length ? [FILES.ddl] : []), ...(w.partitions ? [FILES.partitions] : []), FILES.manifest].map(

@@ -39,9 +39,14 @@ export async function migrate(db: Db, migrations = loadMigrations()): Promise<nu
     const done = new Set(rows.map((r) => Number(r.version)));
     if (migrations.every((m) => done.has(m.version))) return [];
   }
-  const applied: number[] = [];
+  let applied: number[] = [];
   await withTransaction(db, async (client) => {
-    await client.query(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
+    applied = [];
+    // Another process migrating holds the lock for as long as its migrations take: poll for it
+    // rather than wait inside the server, so that no wait of ours is without a bound (tx.ts).
+    while ((await client.query<{ ok: string }>(`SELECT pg_try_advisory_xact_lock(${MIGRATION_LOCK_KEY})::text AS ok`)).rows[0].ok !== 'true') {
+      await new Promise((r) => setTimeout(r, 250));
+    }
     await client.query('CREATE SCHEMA IF NOT EXISTS "cdc_registry"');
     await client.query(`CREATE TABLE IF NOT EXISTS "cdc_registry"."migrations" (
       version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);

@@ -121,6 +121,19 @@ export class Registry {
     return this.registeredLsn();
   }
 
+  /**
+   * A slot created for a registry row that has registered nothing yet starts at the slot's
+   * consistent point: nothing before it can ever be streamed (the initial export covers it), so
+   * that is what is registered (and what `status` shows), not 0/0. Returns the registered LSN.
+   */
+  async startAt(lsn: Lsn): Promise<Lsn> {
+    await this.db.query(`UPDATE "cdc_registry"."slot_state" SET "registered_lsn" = $2::pg_lsn, "updated_at" = now() WHERE "slot_name" = $1 AND "registered_lsn" = '0/0'::pg_lsn`, [
+      this.slot,
+      formatLsn(lsn),
+    ]);
+    return this.registeredLsn();
+  }
+
   async registeredLsn(): Promise<Lsn> {
     const { rows } = await this.db.query<{ lsn: string }>(
       `SELECT "registered_lsn"::text AS lsn FROM "cdc_registry"."slot_state" WHERE "slot_name" = $1`,

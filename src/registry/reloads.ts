@@ -170,15 +170,51 @@ export class ReloadRegistry {
     );
   }
 
+  /** A partitioned root's marker: its comment goes back like a reload's (restoreComment), later. */
+  async markCommentPending(id: number, relid: number): Promise<void> {
+    await this.db.query(`UPDATE "cdc_registry"."reloads" SET "relid" = $2, "comment_pending" = "restore_comment" WHERE "id" = $1`, [id, relid]);
+  }
+
+  /** Done operations whose table still waits for its comment to be put back. */
+  async pendingComments(): Promise<{ id: number; relid: number; table: string; previousComment: string | null }[]> {
+    const { rows } = await this.db.query<{ id: string; relid: string; schema_name: string; table_name: string; previous_comment: string | null }>(
+      `SELECT "id"::text, "relid"::text, "schema_name", "table_name", "previous_comment" FROM "cdc_registry"."reloads"
+       WHERE "slot_name" = $1 AND "comment_pending" AND "relid" IS NOT NULL ORDER BY "id"`,
+      [this.slot],
+    );
+    return rows.map((r) => ({ id: Number(r.id), relid: Number(r.relid), table: `${r.schema_name}.${r.table_name}`, previousComment: r.previous_comment }));
+  }
+
+  /**
+   * Puts a table's comment back (cdc_registry.restore_comment: unless someone changed it since)
+   * and records that it is done, in one transaction whose statements wait at most `lockTimeoutMs`
+   * for a lock (COMMENT takes a SHARE UPDATE EXCLUSIVE lock on the table, which queues behind an
+   * application's DDL): a timeout is an error the caller retries later. A table that is gone owes
+   * nothing.
+   */
+  async restoreComment(p: { id: number; relid: number; previousComment: string | null }, lockTimeoutMs: number): Promise<void> {
+    await withTransaction(
+      this.db,
+      async (c) => {
+        const { rows } = await c.query<{ ok: string }>(`SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = $1::oid)::text AS ok`, [p.relid]);
+        if (rows[0].ok === 'true') await c.query(`SELECT "cdc_registry"."restore_comment"($1::oid, $2)`, [p.relid, p.previousComment]);
+        await c.query(`UPDATE "cdc_registry"."reloads" SET "comment_pending" = false WHERE "id" = $1`, [p.id]);
+      },
+      { lockTimeoutMs, retries: 0 },
+    );
+  }
+
   /**
    * Inside the registering transaction: the operation is done, its table streams again, and a gap
    * whose every reload is done is resolved. Throws when the operation is no longer running.
    */
-  async finishIn(c: pg.ClientBase, op: ReloadOp, r: { rows: number; rawBytes: number; batchId: string; chunks: number; workers: number }): Promise<void> {
+  async finishIn(c: pg.ClientBase, op: ReloadOp, r: { rows: number; rawBytes: number; batchId: string; chunks: number; workers: number; relid: number }): Promise<void> {
+    // A marker's table owes its comment back: put back after this commit (see pendingComments).
     const upd = await c.query(
-      `UPDATE "cdc_registry"."reloads" SET "state" = 'done', "rows" = $2, "raw_bytes" = $3, "batch_id" = $4, "chunks_done" = $5, "workers" = $6, "finished_at" = now(), "updated_at" = now()
+      `UPDATE "cdc_registry"."reloads" SET "state" = 'done', "rows" = $2, "raw_bytes" = $3, "batch_id" = $4, "chunks_done" = $5, "workers" = $6,
+              "finished_at" = now(), "updated_at" = now(), "relid" = $7, "comment_pending" = "restore_comment"
        WHERE "id" = $1 AND "state" = 'running'`,
-      [op.id, r.rows, r.rawBytes, r.batchId, r.chunks, r.workers],
+      [op.id, r.rows, r.rawBytes, r.batchId, r.chunks, r.workers, r.relid],
     );
     if (upd.rowCount !== 1) throw new Error(`reload ${op.id} is no longer running`);
     await c.query(`SELECT pg_notify($1, $2)`, [RELOAD_CHANNEL, this.slot]);

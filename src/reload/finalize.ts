@@ -3,7 +3,9 @@
  * window folder of the table (the window of the snapshot, named from the batch sequence shared
  * with flushes), with schema.yml, manifest.json (entries `type: full_reload`, `lsn: {start: S,
  * end: S}`) and a batch index; the intent is recorded before the first rename, and the files,
- * the batch and the operation's end are one registry transaction.
+ * the batch and the operation's end are one registry transaction. It runs only after every
+ * export worker has ended its transaction (reloader.ts): nothing here holds or waits for a lock on
+ * the application's tables (the marker's comment is put back afterwards, by the reloader).
  */
 import path from 'node:path';
 import { createHash } from 'node:crypto';
@@ -35,9 +37,10 @@ export async function finalizeReload(
   lsn: Lsn,
   takenAt: number,
   workers: number,
+  /** When this attempt of the export began (claimed), for the `ms` of the `reloaded` line. */
+  startedAt: number,
 ): Promise<void> {
   const { cfg, registry, reloads, db, log, server } = d;
-  const started = Date.now();
   const win = alignWindow(takenAt, cfg.batch.intervalMs);
   const batchId = flushName(win, await registry.nextBatchSeq(windowName(win)));
   const folder = tableFolder(op.schema, op.table);
@@ -130,15 +133,10 @@ export async function finalizeReload(
          VALUES ($1, $2, $3, $4::pg_lsn, $4::pg_lsn, $5, $6, $7, $8, $9, 'reload', $10)`,
         [cfg.slot, batchId, windowStart.toISOString(), formatLsn(lsn), files.length, rows, indexPath, indexSha, batchRoot, prev?.batchId ?? null],
       );
-      await reloads.finishIn(c, op, { rows, rawBytes, batchId, chunks: parts.length, workers });
+      await reloads.finishIn(c, op, { rows, rawBytes, batchId, chunks: parts.length, workers, relid });
       await enqueueAnchors(c, cfg.slot, batchId, anchorTargets(cfg));
       await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [cfg.slot, batchId]);
     });
   });
-  if (op.restoreComment) {
-    await db.query(`SELECT "cdc_registry"."restore_comment"($1::oid, $2)`, [relid, op.previousComment]).catch((e: unknown) => {
-      log.warn({ table: `${op.schema}.${op.table}`, err: String(e) }, 'could not put the table comment back after its reload');
-    });
-  }
-  log.info({ table: `${op.schema}.${op.table}`, batch: batchId, reason: op.reason, rows, raw_bytes: rawBytes, parts: parts.length, lsn: lsnHex(lsn), ms: Date.now() - started }, 'reloaded');
+  log.info({ table: `${op.schema}.${op.table}`, batch: batchId, reason: op.reason, rows, raw_bytes: rawBytes, parts: parts.length, lsn: lsnHex(lsn), ms: Date.now() - startedAt }, 'reloaded');
 }

@@ -7,6 +7,14 @@
  * crash at any point leaves either no registered set or exactly one; an operation a dead process
  * was running is redone from a new snapshot. Streaming, and confirming the main slot, go on
  * meanwhile: the reloader has its own connections and never touches the replication stream.
+ *
+ * Locks (the application must never wait on us for longer than an export): the first worker takes
+ * ACCESS SHARE on every table of the run, then the snapshot's catalog is compared with the
+ * committed one (race.ts: a rewrite, TRUNCATE or column change that committed after the snapshot
+ * means the export is redone from a new one); columns and sizes are read in that worker's session,
+ * under its locks. Each worker ends its transaction as soon as the chunk queue is empty, so the
+ * locks are gone before anything of the export's finish (files, registry, the marker's comment);
+ * the comment is put back under a short lock_timeout and retried until it succeeds.
  */
 import { Waker } from '../waker.js';
 import type { Config } from '../config/index.js';
@@ -17,17 +25,24 @@ import type { Registry } from '../registry/registry.js';
 import type { BatchChain } from '../proof/chain.js';
 import type { ReloadOp, ReloadRegistry } from '../registry/reloads.js';
 import type { Db } from '../registry/tx.js';
-import { sourceError } from '../source/connect.js';
 import { loadTableDefs, type ServerInfo, type TableDef } from '../source/setup.js';
 import { excludedColumns } from '../config/index.js';
 import { createExportSnapshot, type ExportSnapshot } from './snapshot.js';
 import { orderTasks, planChunks } from './planner.js';
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
 import { finalizeReload } from './finalize.js';
+import { racedTables, SHAPE_SQL, type TableShape } from './race.js';
+import { exportError, workerErrors } from './export-errors.js';
+import { isLockConflict } from '../registry/tx.js';
+import type { ExportLockHolder } from '../http/export-locks.js';
 import path from 'node:path';
 import { ensureDir } from '../output/atomic.js';
 
-const PROGRESS_MS = 2000;
+const PROGRESS_MS = 250;
+/** A marker's comment is put back with this lock_timeout, and tried again this often until it is. */
+const COMMENT_LOCK_TIMEOUT_MS = 2000;
+const COMMENT_RETRY_MS = 5000;
+
 
 export interface ReloaderDeps {
   cfg: Config;
@@ -38,19 +53,34 @@ export interface ReloaderDeps {
   reloads: ReloadRegistry;
   /** Orders batches (flushes and reloads) into the hash chain. */
   chain: BatchChain;
+  hooks?: ExportHooks;
+}
+
+/**
+ * A seam for tests: `afterSnapshot` runs once the export's snapshot exists and before the first
+ * worker locks the tables, the window in which a DDL can commit after the snapshot (race.ts).
+ */
+export interface ExportHooks {
+  afterSnapshot?: (tables: string[]) => Promise<void>;
 }
 
 interface TableInfo {
   op: ReloadOp;
   relid: number;
   kind: string;
+  /** The selected partitioned root of a leaf (its excluded columns apply too), or null. */
+  root: { schema: string; table: string } | null;
+}
+
+/** A table of the run once its locks are held: definition and size as of the snapshot. */
+interface PlannedTable extends TableInfo {
   bytes: number;
   def: TableDef;
   columns: string[];
 }
 
 interface OpState {
-  info: TableInfo;
+  info: PlannedTable;
   results: ChunkResult[];
   chunks: number;
   done: number;
@@ -66,6 +96,9 @@ export class Reloader {
   private readonly waker = new Waker();
   private loopDone: Promise<void> | null = null;
   private workers: ExportWorker[] = [];
+  private lockedTables: string[] = [];
+  private lastCommentTry = 0;
+  private readonly commentWarned = new Set<number>();
   /** An error that must stop the daemon (output.dir unwritable). */
   fatal: EgressError | null = null;
 
@@ -90,6 +123,36 @@ export class Reloader {
     return this.waker.sleep(ms);
   }
 
+  /** The export sessions holding locks on the application's tables now. */
+  lockHolders(): ExportLockHolder[] {
+    return this.workers.filter((w) => w.holdsLocks).map((w) => ({ pid: w.pid, since: w.lockedAt, tables: this.lockedTables }));
+  }
+
+  /**
+   * Puts back the comments that reload markers replaced, for operations already registered. Only
+   * ever runs with no export worker open; each COMMENT waits at most COMMENT_LOCK_TIMEOUT_MS for
+   * its lock (a DDL queued on the table would otherwise queue the application behind us) and is
+   * tried again every COMMENT_RETRY_MS until it succeeds.
+   */
+  private async restoreComments(now = false): Promise<void> {
+    const { reloads, log } = this.d;
+    if (!now && Date.now() - this.lastCommentTry < COMMENT_RETRY_MS) return;
+    this.lastCommentTry = Date.now();
+    const pending = await reloads.pendingComments().catch(() => []);
+    for (const p of pending) {
+      if (this.stopping) return;
+      try {
+        await reloads.restoreComment(p, COMMENT_LOCK_TIMEOUT_MS);
+        if (this.commentWarned.delete(p.id)) log.info({ table: p.table }, 'table comment put back after its reload');
+      } catch (e) {
+        if (this.commentWarned.has(p.id)) continue;
+        this.commentWarned.add(p.id);
+        const why = isLockConflict(e) ? 'another session holds or waits for a lock on the table' : String(e);
+        log.warn({ table: p.table, err: why }, `could not put the table comment back after its reload yet; trying again every ${COMMENT_RETRY_MS / 1000} s`);
+      }
+    }
+  }
+
   private async loop(): Promise<void> {
     const { reloads, log } = this.d;
     try {
@@ -98,7 +161,9 @@ export class Reloader {
     } catch (e) {
       log.warn({ err: String(e) }, 'could not reset interrupted reloads');
     }
+    let races = 0;
     while (!this.stopping) {
+      await this.restoreComments();
       let ops: ReloadOp[];
       try {
         ops = await reloads.claimPending();
@@ -112,14 +177,12 @@ export class Reloader {
         continue;
       }
       const states = new Map<number, OpState>();
+      const startedAt = Date.now();
       try {
-        await this.run(ops, states);
+        await this.run(ops, states, startedAt);
+        races = 0;
       } catch (e) {
-        const err = isEgressError(e)
-          ? e
-          : (e as { code?: string }).code === '55P03'
-            ? new EgressError('RELOAD_BLOCKED', 'a table of the export is locked by another session (waited 30 s for an ACCESS SHARE lock); trying again', { retryable: true })
-            : sourceError(e, this.d.cfg.source, 'export');
+        const err = exportError(e, this.d.cfg);
         const again = this.stopping || err.retryable;
         for (const op of ops) {
           if (states.get(op.id)?.finished) continue;
@@ -130,22 +193,27 @@ export class Reloader {
           return;
         }
         if (!this.stopping) {
-          log.error({ code: err.code, tables: ops.map((o) => `${o.schema}.${o.table}`), retry: again }, `reload failed: ${err.message}`);
-          if (again) await this.sleep(5000);
+          const tables = ops.map((o) => `${o.schema}.${o.table}`);
+          if (err.code === 'RELOAD_RACE') log.warn({ tables }, err.message);
+          else log.error({ code: err.code, tables, retry: again }, `reload failed: ${err.message}`);
+          // A race is redone at once (the DDL has committed: we held the lock when we saw it),
+          // backing off only when DDL keeps coming.
+          races = err.code === 'RELOAD_RACE' ? races + 1 : 0;
+          if (again) await this.sleep(races ? Math.min(5000, 100 * 2 ** (races - 1)) : 5000);
         }
       } finally {
         for (const w of this.workers) await w.close();
         this.workers = [];
       }
+      await this.restoreComments(true);
     }
   }
 
-  /** Which requested tables still exist and are published, with their size and definition. */
+  /** Which requested tables still exist and are published (catalog rows only: no lock on any table). */
   private async inspect(ops: ReloadOp[]): Promise<TableInfo[]> {
     const { db, cfg, reloads } = this.d;
-    const { rows } = await db.query<{ schema: string; table: string; relid: string; kind: string; bytes: string; published: string; root_schema: string | null; root_table: string | null }>(
+    const { rows } = await db.query<{ schema: string; table: string; relid: string; kind: string; published: string; root_schema: string | null; root_table: string | null }>(
       `SELECT n.nspname AS schema, c.relname AS table, c.oid::text AS relid, c.relkind::text AS kind,
-              pg_relation_size(c.oid)::text AS bytes,
               (SELECT rn.nspname FROM pg_class rc JOIN pg_namespace rn ON rn.oid = rc.relnamespace
                WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_schema,
               (SELECT rc.relname FROM pg_class rc WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_table,
@@ -157,7 +225,6 @@ export class Reloader {
       [ops.map((o) => o.schema), ops.map((o) => o.table), cfg.publication],
     );
     const found = new Map(rows.map((r) => [`${r.schema}\u0000${r.table}`, r]));
-    const defs = new Map((await loadTableDefs(db, rows.map((r) => Number(r.relid)))).map((d) => [Number(d.relid), d]));
     const out: TableInfo[] = [];
     for (const op of ops) {
       const r = found.get(`${op.schema}\u0000${op.table}`);
@@ -165,16 +232,12 @@ export class Reloader {
         await this.expandRoot(op, Number(r.relid));
         continue;
       }
-      const def = r ? defs.get(Number(r.relid)) : undefined;
-      if (!r || r.published !== 'true' || !def) {
+      if (!r || r.published !== 'true') {
         await reloads.end(op.id, 'cancelled', 'the table no longer exists or is not published');
         this.d.log.warn({ table: `${op.schema}.${op.table}` }, 'reload cancelled: the table no longer exists or is not published');
         continue;
       }
-      // A leaf selected through its root also leaves out the root's excluded columns.
-      const excluded = new Set([...excludedColumns(cfg, op.schema, op.table), ...(r.root_schema && r.root_table ? excludedColumns(cfg, r.root_schema, r.root_table) : [])]);
-      const columns = def.columns.filter((c) => !c.generated && !excluded.has(c.name)).map((c) => c.name);
-      out.push({ op, relid: Number(r.relid), kind: r.kind, bytes: Number(r.bytes), def, columns });
+      out.push({ op, relid: Number(r.relid), kind: r.kind, root: r.root_schema && r.root_table ? { schema: r.root_schema, table: r.root_table } : null });
     }
     return out;
   }
@@ -187,34 +250,61 @@ export class Reloader {
     const { db, cfg, log } = this.d;
     const { rows } = await db.query<{ n: number }>(`SELECT "cdc_registry"."expand_root_reload"($1, $2) AS n`, [op.id, cfg.publication]);
     log.info({ table: `${op.schema}.${op.table}`, leaves: rows[0].n, reason: op.reason }, 'reload of a partitioned table: exporting each of its leaves');
-    if (op.restoreComment) {
-      await db.query(`SELECT "cdc_registry"."restore_comment"($1::oid, $2)`, [relid, op.previousComment]).catch((e: unknown) => {
-        log.warn({ table: `${op.schema}.${op.table}`, err: String(e) }, 'could not put the table comment back after its reload');
-      });
-    }
+    // The root's comment goes back like any reload's: later, with a bounded lock wait.
+    if (op.restoreComment) await this.d.reloads.markCommentPending(op.id, relid);
     this.wake();
   }
 
-  private async run(ops: ReloadOp[], states: Map<number, OpState>): Promise<void> {
+  /**
+   * Under the first worker's locks: fails with RELOAD_RACE when a DDL committed on a table after
+   * the snapshot (race.ts), else reads each table's definition and size in that worker's session
+   * (as of the snapshot, and without queueing behind a DDL that waits for our locks).
+   */
+  private async planUnderLock(first: ExportWorker, tables: TableInfo[]): Promise<PlannedTable[]> {
+    const { cfg } = this.d;
+    const relids = tables.map((t) => t.relid);
+    const atSnapshot = (await first.query<TableShape>(SHAPE_SQL, [relids])).rows;
+    const current = (await this.d.db.query<TableShape>(SHAPE_SQL, [relids])).rows;
+    const raced = racedTables(tables.map((t) => ({ relid: t.relid, schema: t.op.schema, table: t.op.table })), atSnapshot, current);
+    if (raced.length) {
+      throw new EgressError('RELOAD_RACE', `a DDL committed after the export's snapshot on ${raced.map((r) => `${r.table} (${r.what})`).join(', ')}; exporting again from a new snapshot`, { retryable: true });
+    }
+    const defs = new Map((await loadTableDefs(first.client, relids)).map((d) => [Number(d.relid), d]));
+    const { rows } = await first.query<{ relid: string; bytes: string }>(`SELECT x::text AS relid, pg_relation_size(x)::text AS bytes FROM unnest($1::oid[]) AS x`, [relids]);
+    const sizes = new Map(rows.map((r) => [Number(r.relid), Number(r.bytes)]));
+    return tables.map((t) => {
+      const def = defs.get(t.relid);
+      if (!def) throw new EgressError('RELOAD_RACE', `no definition of ${t.op.schema}.${t.op.table} at the export's snapshot; exporting again from a new snapshot`, { retryable: true });
+      // A leaf selected through its root also leaves out the root's excluded columns.
+      const excluded = new Set([...excludedColumns(cfg, t.op.schema, t.op.table), ...(t.root ? excludedColumns(cfg, t.root.schema, t.root.table) : [])]);
+      const columns = def.columns.filter((c) => !c.generated && !excluded.has(c.name)).map((c) => c.name);
+      return { ...t, def, columns, bytes: sizes.get(t.relid) ?? 0 };
+    });
+  }
+
+  private async run(ops: ReloadOp[], states: Map<number, OpState>, startedAt: number): Promise<void> {
     const { cfg, log, reloads } = this.d;
-    const tables = await this.inspect(ops);
-    if (!tables.length) return;
-    const live = tables.map((t) => t.op);
+    const found = await this.inspect(ops);
+    if (!found.length) return;
+    const live = found.map((t) => t.op);
     const snap = await this.takeSnapshot(live);
     const takenAt = Date.now();
-    const blockSize = 8192;
     const tasks: ChunkTask[] = [];
     try {
-      const { rows } = await this.d.db.query<{ bs: string }>(`SELECT current_setting('block_size') AS bs`);
-      const bs = Number(rows[0].bs) || blockSize;
+      const lockList = found.map((t) => ({ schema: t.op.schema, table: t.op.table }));
+      this.lockedTables = lockList.map((t) => `${t.schema}.${t.table}`);
+      await this.d.hooks?.afterSnapshot?.(this.lockedTables);
+      const first = await ExportWorker.open(cfg, snap.name, lockList, '30s');
+      this.workers = [first];
+      const tables = await this.planUnderLock(first, found);
+      const { rows } = await first.query<{ bs: string }>(`SELECT current_setting('block_size') AS bs`);
+      const bs = Number(rows[0].bs) || 8192;
       const planned = tables.map((t) => ({ key: t, bytes: t.bytes, chunks: planChunks({ tableBytes: t.bytes, blockSize: bs, chunkBytes: cfg.reload.chunkSize, splittable: t.kind === 'r' }) }));
       for (const p of planned) states.set(p.key.op.id, { info: p.key, results: [], chunks: p.chunks.length, done: 0, rows: 0, rawBytes: 0, finished: false, workers: new Set() });
       for (const o of orderTasks(planned)) {
         tasks.push({ opId: o.key.op.id, index: o.index, range: o.range, schema: o.key.op.schema, table: o.key.op.table, columns: o.key.columns, partitioned: o.key.kind === 'p' });
       }
       const n = Math.max(1, Math.min(cfg.reload.workers, tasks.length));
-      const lockList = tables.map((t) => ({ schema: t.op.schema, table: t.op.table }));
-      this.workers = [await ExportWorker.open(cfg, snap.name, lockList, '30s')];
       const more = await Promise.allSettled(Array.from({ length: n - 1 }, () => ExportWorker.open(cfg, snap.name, lockList, '1s')));
       for (const m of more) if (m.status === 'fulfilled') this.workers.push(m.value);
       if (this.workers.length < n) log.warn({ workers: this.workers.length, wanted: n }, 'a DDL is waiting on a table of this export: going on with fewer workers');
@@ -232,39 +322,55 @@ export class Reloader {
 
     const tmpDir = path.join(cfg.output.dir, '_tmp');
     await ensureDir(tmpDir, cfg.output.dirMode);
-    let failed: unknown = null;
+    const errors: unknown[] = [];
+    // Only operations that moved since the last write: an initial export of many tables has most
+    // of them waiting in the queue.
+    const written = new Map<number, string>();
     const progress = setInterval(() => {
       for (const s of states.values()) {
-        if (!s.finished) void reloads.progress(s.info.op.id, { rows: s.rows, rawBytes: s.rawBytes, chunksDone: s.done }).catch(() => undefined);
+        const key = `${s.rows}/${s.rawBytes}/${s.done}`;
+        if (s.finished || written.get(s.info.op.id) === key) continue;
+        written.set(s.info.op.id, key);
+        void reloads.progress(s.info.op.id, { rows: s.rows, rawBytes: s.rawBytes, chunksDone: s.done }).catch(() => undefined);
       }
     }, PROGRESS_MS);
     try {
       await Promise.all(
         this.workers.map(async (w, wi) => {
-          while (tasks.length && failed === null && !this.stopping) {
-            const task = tasks.shift()!;
-            const st = states.get(task.opId)!;
-            try {
-              const r = await w.copy(task, cfg, tmpDir, (n) => (st.rawBytes += n));
-              st.results[task.index] = r;
-              st.rows += r.rows;
-              st.done++;
-              st.workers.add(wi);
-              if (st.done === st.chunks) {
-                await finalizeReload(this.d, st.info.op, st.info.def, st.info.columns, st.info.relid, st.results, snap.lsn, takenAt, st.workers.size);
-                st.finished = true;
+          try {
+            while (tasks.length && errors.length === 0 && !this.stopping) {
+              const task = tasks.shift()!;
+              const st = states.get(task.opId)!;
+              try {
+                // Rows and bytes count as they pass, so progress moves during a chunk.
+                const r = await w.copy(task, cfg, tmpDir, (bytes, rows) => {
+                  st.rawBytes += bytes;
+                  st.rows += rows;
+                });
+                st.results[task.index] = r;
+                st.done++;
+                st.workers.add(wi);
+              } catch (e) {
+                errors.push(e);
               }
-            } catch (e) {
-              failed ??= e;
             }
+          } finally {
+            // No more work for this worker: end its transaction now, releasing its locks, before
+            // anything of the export's finish (another worker may still be copying).
+            await w.close();
           }
         }),
       );
     } finally {
       clearInterval(progress);
     }
-    if (failed !== null) throw failed;
+    if (errors.length) throw workerErrors(errors, cfg);
     if (this.stopping) throw new EgressError('SOURCE_UNREACHABLE', 'stopped during the export', { retryable: true });
+    // Every lock is released: place and register each table's set.
+    for (const st of states.values()) {
+      await finalizeReload(this.d, st.info.op, st.info.def, st.info.columns, st.info.relid, st.results, snap.lsn, takenAt, st.workers.size, startedAt);
+      st.finished = true;
+    }
   }
 
   /** Waits for the export snapshot, telling (status, log) what it waits on. */

@@ -5,6 +5,8 @@
  * the lock none can run until we are done, and TRUNCATE is not MVCC-safe), then pulls chunks from
  * a shared queue and streams `COPY (SELECT ...) TO STDOUT (FORMAT csv, HEADER)` straight through
  * gzip into a temporary file: no per-row work in JavaScript, memory bounded by stream buffers.
+ * A worker ends its transaction (and so releases its locks) as soon as the queue is empty, before
+ * anything else of the export's finish happens (reloader.ts).
  * https://www.postgresql.org/docs/15/sql-copy.html
  */
 import path from 'node:path';
@@ -49,7 +51,22 @@ export function copySql(t: ChunkTask): string {
 }
 
 export class ExportWorker {
-  private constructor(readonly client: pg.Client) {}
+  /** Whether the transaction (and so every lock it holds) is over. */
+  private ended = false;
+  private closed = false;
+
+  private constructor(
+    readonly client: pg.Client,
+    /** The server process, to find who waits on our locks (/ready). */
+    readonly pid: number,
+    /** When the locks were granted (ms). */
+    readonly lockedAt: number,
+  ) {}
+
+  /** Holds its snapshot and locks (the transaction is open). */
+  get holdsLocks(): boolean {
+    return !this.ended;
+  }
 
   /**
    * Connects, imports the snapshot and locks every table of the run ACCESS SHARE until the end of
@@ -65,15 +82,19 @@ export class ExportWorker {
       await client.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'`);
       await client.query(`SET LOCAL lock_timeout = '${lockTimeout}'`);
       if (tables.length) await client.query(`LOCK TABLE ${tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`).join(', ')} IN ACCESS SHARE MODE`);
-      return new ExportWorker(client);
+      const { rows } = await client.query<{ pid: string }>('SELECT pg_backend_pid()::text AS pid');
+      return new ExportWorker(client, Number(rows[0].pid), Date.now());
     } catch (e) {
       await client.end().catch(() => undefined);
       throw e;
     }
   }
 
-  /** Streams one chunk into a gzip file in `tmpDir`; `onBytes` reports raw progress. */
-  async copy(task: ChunkTask, cfg: Config, tmpDir: string, onBytes: (n: number) => void): Promise<ChunkResult> {
+  /**
+   * Streams one chunk into a gzip file in `tmpDir`; `onProgress` reports raw bytes and records
+   * as they pass, so progress moves during a chunk, not only at its end.
+   */
+  async copy(task: ChunkTask, cfg: Config, tmpDir: string, onProgress: (bytes: number, rows: number) => void): Promise<ChunkResult> {
     const tmpPath = path.join(tmpDir, `${randomBytes(8).toString('hex')}.csv.gz`);
     const out = new GzipFileWriter(tmpPath, cfg.output.gzipLevel, cfg.output.fileMode);
     try {
@@ -81,12 +102,14 @@ export class ExportWorker {
       const leaves = new CsvLeaves({ skipRecords: 1 });
       const merkle = leaves.tree;
       const stream = this.client.query(copyTo(copySql(task)));
+      let counted = 0;
       for await (const chunk of stream) {
         const buf = chunk as Buffer;
         const p = out.write(buf);
         leaves.push(buf);
         if (p) await p;
-        onBytes(buf.length);
+        onProgress(buf.length, merkle.size - counted);
+        counted = merkle.size;
       }
       leaves.end();
       // COPY's row count arrives with CommandComplete, just after the data: a round trip settles it.
@@ -100,13 +123,24 @@ export class ExportWorker {
     }
   }
 
+  /** A query in the worker's transaction: its snapshot's view, under the locks it holds. */
+  query<R extends pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
+    return this.client.query<R>(sql, params);
+  }
+
+  /** Ends the transaction (every lock is released) and the connection; safe to call twice. */
   async close(): Promise<void> {
-    await this.client.query('COMMIT').catch(() => undefined);
+    if (this.closed) return;
+    this.closed = true;
+    if (!this.ended) await this.client.query('COMMIT').catch(() => undefined);
+    this.ended = true;
     await this.client.end().catch(() => undefined);
   }
 
-  /** Ends the connection at once (shutdown): a COPY in progress fails. */
+  /** Ends the connection at once (shutdown): a COPY in progress fails, the server ends the transaction. */
   async kill(): Promise<void> {
+    this.ended = true;
+    this.closed = true;
     await this.client.end().catch(() => undefined);
   }
 }

@@ -102,7 +102,8 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
     } else {
       slotConfirmed = slot.confirmedFlush;
     }
-    const registeredLsn = await registry.ensureSlotState(cfg.publication);
+    let registeredLsn = await registry.ensureSlotState(cfg.publication);
+    if (slotCreated && registeredLsn === 0n) registeredLsn = await registry.startAt(slotConfirmed);
     if (opts.run) {
       // After the slot exists: each export's snapshot is later than the slot's start, so the
       // stream holds every change committed after the export's boundary.

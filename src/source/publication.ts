@@ -10,7 +10,7 @@ import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { formatLsn as lsnText, parseLsn, type Lsn } from '../lsn.js';
 import type { Registry } from '../registry/registry.js';
-import type { Db } from '../registry/tx.js';
+import { isLockConflict, withTransaction, type Db } from '../registry/tx.js';
 import { syncPartitions } from '../registry/partitions.js';
 
 export interface TableName {
@@ -23,6 +23,8 @@ const name = (t: TableName) => `${t.schema}.${t.table}`;
 
 /** How often the running daemon checks the publication. */
 export const PUBLICATION_CHECK_MS = 10_000;
+/** How long the check waits for a table lock before it gives up until the next check. */
+const RECONCILE_LOCK_TIMEOUT_MS = 2000;
 
 export async function ensurePublication(db: Db, publication: string): Promise<void> {
   const { rowCount } = await db.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [publication]);
@@ -113,10 +115,20 @@ export class PublicationWatcher {
     this.known ??= await this.registry.knownPublished();
     const startLsn = await this.walLsn();
     await ensurePublication(this.db, pub);
-    const { rows } = await this.db.query<{ action: string; schema_name: string | null; table_name: string | null }>(
-      `SELECT action, schema_name, table_name FROM "cdc_registry"."reconcile_publication"($1)`,
-      [pub],
-    );
+    // ALTER PUBLICATION ... ADD TABLE and REPLICA IDENTITY FULL lock the table: with a bounded wait,
+    // so that a DDL queued on it never queues the application behind us; the next check retries.
+    let rows: { action: string; schema_name: string | null; table_name: string | null }[];
+    try {
+      rows = await withTransaction(
+        this.db,
+        async (c) => (await c.query<{ action: string; schema_name: string | null; table_name: string | null }>(`SELECT action, schema_name, table_name FROM "cdc_registry"."reconcile_publication"($1)`, [pub])).rows,
+        { lockTimeoutMs: RECONCILE_LOCK_TIMEOUT_MS, retries: 0 },
+      );
+    } catch (e) {
+      if (!isLockConflict(e)) throw e;
+      this.log.warn(`publication "${pub}" not checked: a table it would change is locked by another session; trying again in ${PUBLICATION_CHECK_MS / 1000} s`);
+      return { added: [], removed: [], identityFull: [], optionsRepaired: false, gaps: [], skipped: [] };
+    }
     const pick = (a: string) => rows.filter((r) => r.action === a).map((r) => ({ schema: r.schema_name!, table: r.table_name! }));
     const res: CheckResult = { added: pick('added'), removed: pick('removed'), identityFull: pick('identity_full'), optionsRepaired: rows.some((r) => r.action === 'options'), gaps: [], skipped: [] };
     const repairedAt = await this.walLsn();

@@ -12,7 +12,7 @@ import { to as copyTo } from 'pg-copy-streams';
 import { fileURLToPath } from 'node:url';
 import { createTestDatabase, waitFor } from '../harness/pg.js';
 import { parseConfig, type Config } from '../../src/config/index.js';
-import { runDaemon } from '../../src/daemon.js';
+import { runDaemon, type RunOptions } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
 import { CsvRecordSplitter, parseRecord } from '../../src/output/csv.js';
 import { parseLsn } from '../../src/lsn.js';
@@ -70,11 +70,11 @@ export async function withDb<T>(url: string, fn: (c: pg.Client) => Promise<T>): 
 }
 
 /** Runs the daemon in this process until `stop()`. */
-export function startInProcess(env: EgressEnv): { stop(): Promise<void>; done: Promise<void> } {
+export function startInProcess(env: EgressEnv, opts: Omit<RunOptions, 'signal'> = {}): { stop(): Promise<void>; done: Promise<void> } {
   const cfg = loadEnvConfig(env);
   const ac = new AbortController();
   const log = createLogger(process.env.EGRESS_TEST_LOG ?? 'warn');
-  const done = runDaemon(cfg, log, { signal: ac.signal });
+  const done = runDaemon(cfg, log, { ...opts, signal: ac.signal });
   done.catch(() => undefined);
   return {
     done,

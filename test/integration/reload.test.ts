@@ -192,9 +192,12 @@ describe('initial export and markers', () => {
       await blocker.query(`BEGIN; INSERT INTO orders VALUES (7777, 'held')`);
       const { rows } = await blocker.query(`SELECT pg_backend_pid()::text AS pid, txid_current()::text AS xid`);
       expect((await runCli(['reload', 'public.orders', '--config', env.configPath])).code).toBe(0);
+      // The snapshot waits for every transaction of the cluster, and the test files share one:
+      // another file's transaction may be named first, until it ends.
       const waiting = await waitFor('status shows what the export waits on', async () => {
         const st = JSON.parse((await runCli(['status', '--config', env.configPath, '--json'])).stdout) as { reloads: { table: string; waiting_on: string | null }[] };
-        return st.reloads.find((o) => o.table === 'public.orders' && o.waiting_on)?.waiting_on ?? null;
+        const w = st.reloads.find((o) => o.table === 'public.orders' && o.waiting_on)?.waiting_on ?? null;
+        return w?.includes(`transaction ${rows[0].xid} `) ? w : null;
       });
       expect(waiting).toMatch(new RegExp(`waits for transaction ${rows[0].xid} \\(pid ${rows[0].pid}, running for `));
       const text = await runCli(['status', '--config', env.configPath]);
