@@ -116,7 +116,7 @@ async function follow(pool: ReturnType<typeof createPool>, cfg: Config, requestI
       const byName = new Map(rows.map((r) => [displayTable(r.schema_name, r.table_name), r]));
       const secs = (Date.now() - started) / 1000;
       // A partitioned table's operation is 'expanded' into one per leaf: follow those instead.
-      const shown = [...names.filter((n) => byName.get(n)?.state !== 'expanded'), ...rows.map((r) => `${r.schema_name}.${r.table_name}`).filter((n) => !names.includes(n))];
+      const shown = [...names.filter((n) => byName.get(n)?.state !== 'expanded'), ...rows.map((r) => displayTable(r.schema_name, r.table_name)).filter((n) => !names.includes(n))];
       const parts = shown.map((n) => {
         const r = byName.get(n);
         if (!r) return `${n}: waiting for the daemon to pick up the marker${secs > 30 ? ' (is `pg-egress run` running?)' : ''}`;
