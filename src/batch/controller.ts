@@ -492,6 +492,7 @@ export class BatchController {
         lsnEnd: this.processedLsn,
         windows: [...this.windows.values()].map((w) => ({ ...w, schemaText: (s: Lsn | null, e: Lsn | null) => this.schemaDoc(w, s, e) })),
         prev,
+        reloads: this.reloads,
       });
       await this.o.registry.registerFlush({ ...r, reloads: this.reloads, anchors: anchorTargets(this.cfg) });
       return r;

@@ -5,6 +5,7 @@
  */
 import type { BatchController } from '../batch/controller.js';
 import type { Db } from '../registry/tx.js';
+import type { SlotHealth } from '../source/failover.js';
 
 export type Phase = 'starting' | 'streaming' | 'reconnecting' | 'stopping';
 
@@ -24,6 +25,8 @@ export class DaemonState {
   controller: BatchController | null = null;
   /** The session's registry pool, for scrape-time queries. */
   db: Db | null = null;
+  /** Failover state of the slot (src/source/failover.ts), refreshed every 10 s. */
+  slotHealth: SlotHealth | null = null;
 
   error(code: string): void {
     this.errors.set(code, (this.errors.get(code) ?? 0) + 1);

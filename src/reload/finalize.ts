@@ -134,6 +134,7 @@ export async function finalizeReload(
       await enqueueAnchors(c, cfg.slot, batchId, anchorTargets(cfg));
       await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [cfg.slot, batchId]);
     });
+    await registry.localIntents?.done(batchId);
   });
   if (op.restoreComment) {
     await db.query(`SELECT "cdc_registry"."restore_comment"($1::oid, $2)`, [relid, op.previousComment]).catch((e: unknown) => {
