@@ -115,14 +115,25 @@ export async function slotHealth(db: Db, cfg: Config): Promise<SlotHealth> {
   if (major < FAILOVER_MIN_MAJOR) {
     return evaluateSlotHealth({ major, failover: null, confirmedLsn: null, synchronizedStandbySlots: '', standbySlots: [], slotsyncWorkers: 0, wanted: cfg.slotFailover });
   }
-  const { rows: r } = await db.query<{ failover: string | null; confirmed: string | null; sss: string | null; workers: string }>(
+  const { rows: r } = await db.query<{ failover: string | null; confirmed: string | null; sss: string | null }>(
     `SELECT (SELECT failover::text FROM pg_replication_slots WHERE slot_name = $1) AS failover,
             (SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1) AS confirmed,
-            current_setting('synchronized_standby_slots', true) AS sss,
-            (SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '%slotsync worker')::text AS workers`,
+            current_setting('synchronized_standby_slots', true) AS sss`,
     [cfg.slot],
   );
   const names = parseSlotList(r[0].sss ?? '');
+  // A standby's slot sync worker is an ordinary connection from it (not its walsender). It names
+  // itself "<cluster_name>_slotsync worker", but only as the fallback application_name: one set
+  // in the standby's primary_conninfo wins, and then it shares the walsender's name. Both are
+  // visible to any role in pg_stat_activity.
+  const { rows: w } = await db.query<{ n: string }>(
+    `SELECT count(*)::text AS n FROM pg_stat_activity a
+     WHERE a.datname IS NOT NULL AND a.pid <> pg_backend_pid() AND a.pid NOT IN (SELECT pid FROM pg_stat_replication)
+       AND (a.application_name LIKE '%slotsync worker'
+            OR a.application_name IN (SELECT r.application_name FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid
+                                      WHERE s.slot_type = 'physical' AND s.slot_name = ANY($1)))`,
+    [names],
+  );
   const { rows: ss } = names.length
     ? await db.query<{ slot_name: string; slot_type: string; active: string; restart_lsn: string | null }>(
         `SELECT slot_name, slot_type, active::text AS active, restart_lsn::text AS restart_lsn FROM pg_replication_slots WHERE slot_name = ANY($1)`,
@@ -135,7 +146,7 @@ export async function slotHealth(db: Db, cfg: Config): Promise<SlotHealth> {
     confirmedLsn: r[0].confirmed,
     synchronizedStandbySlots: r[0].sss ?? '',
     standbySlots: ss.map((s) => ({ name: s.slot_name, type: s.slot_type, active: s.active === 'true', restartLsn: s.restart_lsn })),
-    slotsyncWorkers: Number(r[0].workers),
+    slotsyncWorkers: Number(w[0].n),
     wanted: cfg.slotFailover,
   });
 }
