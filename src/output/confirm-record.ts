@@ -69,13 +69,26 @@ export class ConfirmRecord {
 
   /** Records `walEnd` (with the registered LSN) durably; afterwards the slot may be confirmed to it. */
   async advance(walEnd: Lsn, registered: Lsn): Promise<void> {
+    await this.write(walEnd > this.limit ? walEnd : this.limit, registered > this.registeredAt ? registered : this.registeredAt);
+  }
+
+  /**
+   * At start, once the slot's position is accounted for: the record starts again from it. A limit
+   * left from before (above all one from the timeline of a primary that a failover replaced, whose
+   * WAL end the new primary may never have reached) explains nothing from now on.
+   */
+  async reset(slotConfirmed: Lsn, registered: Lsn): Promise<void> {
+    this.limit = 0n;
+    await this.write(slotConfirmed, registered);
+  }
+
+  private async write(limit: Lsn, registeredAt: Lsn): Promise<void> {
     this.writtenAt = Date.now();
-    const registeredAt = registered > this.registeredAt ? registered : this.registeredAt;
-    const text = JSON.stringify({ slot: this.slot, system_identifier: this.systemIdentifier, limit: formatLsn(walEnd), registered_at: formatLsn(registeredAt) }, null, 2) + '\n';
+    const text = JSON.stringify({ slot: this.slot, system_identifier: this.systemIdentifier, limit: formatLsn(limit), registered_at: formatLsn(registeredAt) }, null, 2) + '\n';
     await ensureDir(this.dir, this.fileMode | ((this.fileMode & 0o444) >> 2));
     await writeFileAtomic(path.join(this.dir, CONFIRM_FILE), text, this.fileMode);
     await fsyncDir(this.dir);
-    if (walEnd > this.limit) this.limit = walEnd;
+    this.limit = limit;
     this.registeredAt = registeredAt;
   }
 }

@@ -126,7 +126,7 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
       // The position this run starts from is accounted for (registered, explained, or a recorded
       // gap): from here on the daemon's own confirmations are recorded before they are sent.
       const rec = new ConfirmRecord(cfg.output.dir, cfg.slot, server.systemIdentifier, cfg.output.fileMode, await readConfirmRecord(cfg.output.dir, cfg.slot, server.systemIdentifier));
-      if (slotConfirmed > rec.limit) await rec.advance(slotConfirmed, registeredLsn);
+      await rec.reset(slotConfirmed, registeredLsn);
       await adoptReg.startConfirmTracking();
     }
     if (opts.run) {

@@ -22,7 +22,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { embeddedPgBin } from '../../scripts/pg-bin.mjs';
-import { createCluster, type Cluster } from '../harness/cluster.js';
+import { createCluster, freePort, type Cluster } from '../harness/cluster.js';
 import { cloneStandby, movePort, promote, type Node } from '../harness/standby.js';
 import { waitFor } from '../harness/pg.js';
 import {
@@ -54,7 +54,8 @@ const SETTINGS = {
   wal_keep_size: "'256MB'",
 };
 const TABLES = ['t1', 't2'];
-const CONFIG = 'tables:\n  include: ["public.*"]';
+let CONFIG = 'tables:\n  include: ["public.*"]';
+let httpPort = 0;
 
 /** A writer that survives the primary going away: it reconnects to whatever `url()` says. */
 function writer(url: () => string): { stop(): Promise<number> } {
@@ -139,6 +140,8 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
   beforeAll(async () => {
     primary = await createCluster(SETTINGS, { binDir: embeddedPgBin() });
     primary.start();
+    httpPort = await freePort();
+    CONFIG += `\nhttp:\n  port: ${httpPort}`;
     env = await createEnv({ adminUrl: primary.url(), config: CONFIG });
     await withDb(env.url, (c) =>
       c.query(`CREATE TABLE t1 (id serial PRIMARY KEY, v text); CREATE TABLE t2 (id int PRIMARY KEY, v text);
@@ -176,6 +179,16 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
       return j.failover.synced ? j.failover : null;
     });
     expect(st).toMatchObject({ failover: true, synced: true, warnings: [], synchronized_standby_slots: [{ name: 'phys_0' }] });
+    // /ready says it as detail (readiness does not depend on it), /metrics as gauges.
+    const ready = await waitFor('/ready: slot synced', async () => {
+      const j = (await (await fetch(`http://127.0.0.1:${httpPort}/ready`)).json()) as { ready: boolean; slot: { failover: boolean; synced: boolean } | null };
+      return j.slot?.synced ? j : null;
+    }, { timeoutMs: 60_000, intervalMs: 500 });
+    expect(ready).toMatchObject({ ready: true, slot: { failover: true, synced: true, warnings: [] } });
+    const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+    expect(metrics).toMatch(/^pg_egress_slot_failover 1$/m);
+    expect(metrics).toMatch(/^pg_egress_slot_synced 1$/m);
+    expect(metrics).toMatch(/^pg_egress_synchronized_standby_slots_set 1$/m);
   }, 180_000);
 
   it('5 failovers in a row under a writer: nothing lost, nothing twice, no export again', async () => {

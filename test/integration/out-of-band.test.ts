@@ -94,7 +94,8 @@ describe('out-of-band operations', () => {
       const before = await registered(env);
       // While the daemon is stopped the application writes, and a DBA moves the slot past it.
       await write(env, 'lost');
-      if (how === 'advanced') await withDb(env.url, (c) => c.query(`SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())`, [env.slot]));
+      const lostEnd = await withDb(env.url, async (c) => (await c.query<{ l: string }>(`SELECT pg_current_wal_insert_lsn()::text AS l`)).rows[0].l);
+      if (how === 'advanced') await withDb(env.url, (c) => c.query(`SELECT pg_replication_slot_advance($1, pg_current_wal_insert_lsn())`, [env.slot]));
       else {
         await withDb(env.url, async (c) => {
           await c.query(`SELECT pg_drop_replication_slot($1)`, [env.slot]);
@@ -102,12 +103,18 @@ describe('out-of-band operations', () => {
         });
       }
       const moved = await slotConfirmed(env);
+      // The slot is past the application's transaction: it will never be streamed.
+      expect(parseLsn(moved)).toBeGreaterThanOrEqual(parseLsn(lostEnd));
 
       d = spawnCli(['run', '--config', env.configPath]);
       children.push(d);
+      let seen: unknown = null;
       await waitFor('the gap resolved by exporting every table again', async () => {
         const g = await gaps(env);
+        seen = { gaps: g, before, moved, reloads: await withDb(env.url, async (c) => (await c.query(`SELECT schema_name, table_name, state, reason, waiting_on, error FROM cdc_registry.reloads ORDER BY id`)).rows) };
         return g.length === 1 && g[0].resolved;
+      }, { timeoutMs: 60_000 }).catch((e: unknown) => {
+        throw new Error(`${String(e)}: ${JSON.stringify(seen)}\n${d.stdout().slice(-4000)}`);
       });
       const [g] = await gaps(env);
       expect(g.kind).toBe('slot_moved');
@@ -120,6 +127,9 @@ describe('out-of-band operations', () => {
       await stop(d);
       for (const t of TABLES) expect(reloadSets(env.outDir, `public.${t}`).length, t).toBe(2);
       await expectExact(env);
+      // PostgreSQL 17+: the slot the DBA made without FAILOVER got it back (slot_failover: true).
+      const slot = await withDb(env.url, async (c) => (await c.query(`SELECT current_setting('server_version_num')::int >= 170000 AS v17, to_jsonb(s) ->> 'failover' AS failover FROM pg_replication_slots s WHERE slot_name = $1`, [env.slot])).rows[0]);
+      if (slot.v17) expect(slot.failover).toBe('true');
 
       // The next start finds nothing new: the gap is not recorded twice, nothing is exported again.
       d = await runUntilCaughtUp(env, children);
