@@ -58,10 +58,16 @@ export interface AdoptDeps {
   log: Logger;
   /** Puts a table's comment back after an adopted reload of a marker (as finalize does). */
   restoreComment?: (relid: number, comment: string | null) => Promise<void>;
+  /** Where the server's timeline began (its last promotion), null on timeline 1. */
+  switchPoint?: () => Promise<Lsn | null>;
 }
+
+export const DIVERGED_DIR = '_diverged';
 
 export interface AdoptResult {
   adopted: string[];
+  /** Batches set aside under _diverged/: written from WAL the promoted server never had. */
+  diverged: string[];
   /** Registered LSN after adoption. */
   registeredLsn: Lsn;
 }
@@ -152,18 +158,32 @@ export async function adoptOrphanBatches(d: AdoptDeps): Promise<AdoptResult> {
     }
     orphans.set(id, { idx, sha: createHash('sha256').update(buf).digest('hex'), bytes: buf.length });
   }
+  const diverged: string[] = [];
   if (orphans.size) {
+    // A batch past the point where this server's timeline began, while nothing is registered
+    // since, was written on the old primary from WAL this server never received (the standby
+    // lagged and synchronized_standby_slots was not set): its transactions are not in this
+    // database. It is set aside, not adopted; the stream delivers what this server does have.
+    const sp = d.switchPoint ? await d.switchPoint() : null;
+    const divergedFrom = sp !== null && (await d.registry.registeredLsn()) <= sp ? sp : null;
+    const isDiverged = (o: { idx: IndexDoc }) => divergedFrom !== null && typeof o.idx.lsn?.end === 'string' && lsnOrNull(o.idx.lsn.end)! > divergedFrom;
     for (;;) {
       const last = await d.registry.lastBatch();
       const next = [...orphans.values()].find(
         (o) => o.idx.batch_id !== undefined && o.idx.slot === d.slot && o.idx.source?.system_identifier === d.systemIdentifier && (o.idx.prev === null ? last === null : last !== null && o.idx.prev?.batch_id === last.batchId && o.idx.prev.sha256 === last.sha256),
       );
-      if (!next) break;
+      if (!next || isDiverged(next)) break;
       const checked = await verifyBatch(d.outDir, next.idx, next.sha, next.bytes);
       if (typeof checked === 'string') throw refuse(d.outDir, next.idx.batch_id, `continues its chain, but ${checked}`);
       await register(d, next.idx, next.sha, checked);
       orphans.delete(next.idx.batch_id);
       adopted.push(next.idx.batch_id);
+    }
+    for (const o of [...orphans.values()]) {
+      if (o.idx.slot !== d.slot || o.idx.source?.system_identifier !== d.systemIdentifier || !isDiverged(o)) continue;
+      await setAside(d, o.idx);
+      orphans.delete(o.idx.batch_id);
+      diverged.push(o.idx.batch_id);
     }
     // What is left must be the debris of a flush that did not complete (an intent names it).
     const intents = new Set([...(await d.adopt.intentBatchIds()), ...(await d.intents.list()).map((i) => i.batchId)]);
@@ -173,7 +193,27 @@ export async function adoptOrphanBatches(d: AdoptDeps): Promise<AdoptResult> {
       throw refuse(d.outDir, id, `does not continue its chain (the registry's last batch is ${last ? last.batchId : 'none'})`);
     }
   }
-  return { adopted, registeredLsn: await d.registry.registeredLsn() };
+  return { adopted, diverged, registeredLsn: await d.registry.registeredLsn() };
+}
+
+/** Moves a batch's folders and index under _diverged/ (same relative paths); its name is never reused. */
+async function setAside(d: AdoptDeps, idx: IndexDoc): Promise<void> {
+  const move = async (rel: string) => {
+    const to = path.join(d.outDir, DIVERGED_DIR, rel);
+    await fsp.mkdir(path.dirname(to), { recursive: true });
+    await fsp.rename(path.join(d.outDir, rel), to).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
+  };
+  for (const m of idx.manifests ?? []) await move(path.posix.dirname(m.path));
+  await move(`${BATCHES_DIR}/${idx.batch_id}.json`);
+  const parsed = parseFlushName(idx.batch_id);
+  if (parsed) await d.adopt.reserveBatchSeq(windowName(parsed.startMs), parsed.seq);
+  await d.intents.done(idx.batch_id);
+  d.log.warn(
+    { batch: idx.batch_id, lsn_end: idx.lsn?.end, moved_to: `${DIVERGED_DIR}/` },
+    'set aside a batch written from WAL that this promoted server never had (the old primary sent it before its standby had it; set synchronized_standby_slots): its transactions are not in this database',
+  );
 }
 
 async function register(d: AdoptDeps, idx: IndexDoc, sha: string, v: { files: FileRecord[]; tables: { schema: string; table: string; relid: number | null }[] }): Promise<void> {

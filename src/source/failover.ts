@@ -188,3 +188,29 @@ export function logSlotHealth(log: Logger, h: SlotHealth, previous: SlotHealth |
   for (const w of h.warnings) if (!before.has(w)) log.warn({ failover: h.failover, synced: h.synced }, w);
   if (previous && previous.synced !== h.synced) log.info({ synced: h.synced }, h.synced ? 'the slot is synchronised to a standby' : 'the slot is not synchronised to a standby');
 }
+
+/**
+ * Where the server's current timeline began (the switch point of its last promotion), or null on
+ * timeline 1. IDENTIFY_SYSTEM and TIMELINE_HISTORY need only the REPLICATION privilege.
+ * https://www.postgresql.org/docs/18/protocol-replication.html#PROTOCOL-REPLICATION-TIMELINE-HISTORY
+ */
+export async function timelineSwitchPoint(cfg: Config): Promise<bigint | null> {
+  const client = new pg.Client(clientConfig(cfg.source, { replication: 'database', application_name: 'pg-egress timeline' } as Partial<pg.ClientConfig>));
+  try {
+    await client.connect();
+    const id = await client.query<{ timeline: string | number }>('IDENTIFY_SYSTEM');
+    const tli = Number(id.rows[0].timeline);
+    if (!(tli > 1)) return null;
+    const h = await client.query<{ content: Buffer | string }>(`TIMELINE_HISTORY ${tli}`);
+    const raw = h.rows[0].content;
+    const text = Buffer.isBuffer(raw) ? raw.toString('utf8') : raw.startsWith('\\x') ? Buffer.from(raw.slice(2), 'hex').toString('utf8') : raw;
+    // Lines: "<parent tli>\t<switch point>\t<reason>"; the last one is where this timeline began.
+    const lines = text.split('\n').filter((l) => /^\s*\d+\s+[0-9A-Fa-f]+\/[0-9A-Fa-f]+/.test(l));
+    if (!lines.length) return null;
+    return parseLsn(lines[lines.length - 1].trim().split(/\s+/)[1]);
+  } catch (e) {
+    throw sourceError(e, cfg.source, 'read the timeline history');
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}

@@ -22,6 +22,7 @@ import { LocalIntents } from '../output/local-intents.js';
 import { adoptOrphanBatches } from '../output/adopt.js';
 import { ConfirmRecord, readConfirmRecord } from '../output/confirm-record.js';
 import { checkSlotPosition, type SlotCheck } from './slot-check.js';
+import { timelineSwitchPoint } from './failover.js';
 
 export interface Prepared {
   server: ServerInfo;
@@ -154,6 +155,7 @@ async function adoptBatches(db: Db, cfg: Config, server: ServerInfo, registry: R
     restoreComment: async (relid, comment) => {
       await db.query(`SELECT "cdc_registry"."restore_comment"($1::oid, $2)`, [relid, comment]);
     },
+    switchPoint: () => timelineSwitchPoint(cfg),
   });
 }
 

@@ -37,18 +37,21 @@ export function checkSlotPosition(x: SlotCheckInput): SlotCheck {
   const R = formatLsn(x.registered);
   if (x.slotConfirmed <= x.registered) return { kind: 'ok', registryAhead: x.slotConfirmed < x.registered };
   if (!x.tracking) return { kind: 'untracked' };
-  const rec = x.record;
-  if (rec && x.slotConfirmed <= rec.limit) {
-    if (x.registered >= rec.registeredAt) return { kind: 'ok', registryAhead: false };
+  const pairs = x.record?.pairs ?? [];
+  const covering = pairs.filter((p) => x.slotConfirmed <= p.limit);
+  if (covering.some((p) => x.registered >= p.registeredAt)) return { kind: 'ok', registryAhead: false };
+  if (covering.length) {
+    const needed = covering.reduce((m, p) => (p.registeredAt < m ? p.registeredAt : m), covering[0].registeredAt);
     return {
       kind: 'gap',
       gapKind: 'registry_behind',
       from: x.registered,
       to: x.slotConfirmed,
-      detail: `the registry's LSN ${R} is behind what pg-egress had registered (${formatLsn(rec.registeredAt)}) and the files in between are not in output.dir (was cdc_registry restored from a backup?); replication slot "${x.slot}" is at ${C}, so changes committed between ${R} and ${C} are in no file`,
+      detail: `the registry's LSN ${R} is behind what pg-egress had registered (${formatLsn(needed)}) and the files in between are not in output.dir (was cdc_registry restored from a backup?); replication slot "${x.slot}" is at ${C}, so changes committed between ${R} and ${C} are in no file`,
     };
   }
-  const confirmed = rec ? `registered (${R}) or confirmed (${formatLsn(rec.limit)})` : `registered (${R}); output.dir has no record of what it confirmed (_confirmed.json)`;
+  const top = pairs[0]?.limit;
+  const confirmed = top !== undefined ? `registered (${R}) or confirmed (${formatLsn(top)})` : `registered (${R}); output.dir has no record of what it confirmed (_confirmed.json)`;
   return {
     kind: 'gap',
     gapKind: 'slot_moved',

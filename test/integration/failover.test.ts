@@ -18,7 +18,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { embeddedPgBin } from '../../scripts/pg-bin.mjs';
@@ -274,5 +274,49 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
     expect(createHash('sha256').update(readFileSync(index)).digest('hex')).toBe(batch.index_sha256);
     await expectExact('registry race');
     expect((await q<{ n: number }>(primary, `SELECT count(*)::int AS n FROM t1 WHERE v LIKE 'race%'`))[0].n).toBe(25);
+  }, 300_000);
+  it('without synchronized_standby_slots: a flush of transactions the standby never received is set aside, the archive equals the new primary', async () => {
+    // A new standby; the primary does not wait for it (synchronized_standby_slots left empty).
+    standby = await cloneStandby(primary, { physicalSlot: 'phys_lag', dbname: env.dbName, settings: SETTINGS });
+    await waitSynced(standby.cluster);
+    await waitCaughtUp(env, undefined, 60_000);
+    const status = await runCli(['status', '--config', env.configPath, '--json'], { mayFail: true });
+    expect((JSON.parse(status.stdout) as { failover: { warnings: string[] } }).failover.warnings.join()).toMatch(/synchronized_standby_slots is not set on the primary/);
+    // The standby falls behind (cut off); the primary commits, and the daemon exports it at once.
+    await withDb(standby.cluster.url(), async (c) => {
+      await c.query(`ALTER SYSTEM SET primary_conninfo = ''`);
+      await c.query('SELECT pg_reload_conf()');
+    });
+    await waitFor('the standby stopped receiving', async () => (await q(standby.cluster, `SELECT 1 FROM pg_stat_wal_receiver`)).length === 0);
+    const registeredBefore = (await q<{ l: string }>(primary, `SELECT registered_lsn::text AS l FROM cdc_registry.slot_state`))[0].l;
+    await withDb(env.url, (c) => c.query(`INSERT INTO t1 (v) SELECT 'gone' || g FROM generate_series(1, 10) g`));
+    const batch = await waitFor('the flush registered on the primary', async () => {
+      const r = await q<{ batch_id: string }>(primary, `SELECT batch_id FROM cdc_registry.batches WHERE lsn_end > $1::pg_lsn ORDER BY chain_seq DESC LIMIT 1`, [registeredBefore]);
+      return r[0] ?? null;
+    });
+    // The primary crashes before the standby had those transactions; the standby is promoted.
+    const old = primary;
+    old.stop('immediate');
+    dead.push(old);
+    promote(standby.cluster);
+    primary = standby.cluster;
+    pointAt(primary);
+    daemon.proc.kill('SIGKILL');
+    daemon = startDaemon();
+    await waitSlotActive(env, 120_000);
+    await withDb(env.url, (c) => c.query(`INSERT INTO t1 (v) VALUES ('after divergence')`));
+    await waitCaughtUp(env, undefined, 120_000);
+    expect(daemon.stdout()).toMatch(/set aside a batch written from WAL that this promoted server never had/);
+    expect(existsSync(path.join(env.outDir, '_diverged', '_batches', `${batch.batch_id}.json`))).toBe(true);
+    expect((await q<{ n: number }>(primary, `SELECT count(*)::int AS n FROM t1 WHERE v LIKE 'gone%'`))[0].n).toBe(0);
+    // The archive is the new primary's history: the lost transactions are in no registered file.
+    for (const t of TABLES) {
+      const got = rebuildFromOutput(env.outDir, `public.${t}`, ['id'], ['id', 'v']);
+      expect(sortedEntries(got.table), t).toEqual(sortedEntries(await sourceRows(env.url, t, ['id'], ['id', 'v'])));
+      const keys = readStreamingRows(env.outDir, `public.${t}`).rows.map((r) => `${r.lsn}:${r.seq}`);
+      expect(new Set(keys).size, `${t}: a change in two files`).toBe(keys.length);
+    }
+    const v = await runCli(['verify', env.outDir], { mayFail: true });
+    expect(v.code, v.stdout + v.stderr).toBe(0);
   }, 300_000);
 });

@@ -40,7 +40,7 @@ describe('slot health', () => {
 });
 
 describe('slot position at start', () => {
-  const rec = { slot: 's', systemIdentifier: '1', limit: 1000n, registeredAt: 500n };
+  const rec = { slot: 's', systemIdentifier: '1', pairs: [{ limit: 1000n, registeredAt: 500n }] };
   it('a slot at or behind the registry is fine (behind: the registry is ahead, the server skips to it)', () => {
     expect(checkSlotPosition({ slot: 's', slotConfirmed: 500n, registered: 500n, record: null, tracking: true })).toEqual({ kind: 'ok', registryAhead: false });
     expect(checkSlotPosition({ slot: 's', slotConfirmed: 400n, registered: 500n, record: null, tracking: true })).toEqual({ kind: 'ok', registryAhead: true });
@@ -56,7 +56,35 @@ describe('slot position at start', () => {
   it('a registry behind what was registered (files not adopted) is a registry_behind gap', () => {
     expect(checkSlotPosition({ slot: 's', slotConfirmed: 900n, registered: 400n, record: rec, tracking: true })).toMatchObject({ kind: 'gap', gapKind: 'registry_behind', from: 400n, to: 900n });
   });
+  it('an older idle confirmation explains a slot copy for a registry that lacks the newest registrations', () => {
+    const older = { ...rec, pairs: [{ limit: 1200n, registeredAt: 900n }, { limit: 800n, registeredAt: 300n }] };
+    expect(checkSlotPosition({ slot: 's', slotConfirmed: 700n, registered: 300n, record: older, tracking: true }).kind).toBe('ok');
+    expect(checkSlotPosition({ slot: 's', slotConfirmed: 850n, registered: 300n, record: older, tracking: true })).toMatchObject({ kind: 'gap', gapKind: 'registry_behind' });
+  });
   it('before the daemon kept records (an upgrade), nothing to compare with', () => {
     expect(checkSlotPosition({ slot: 's', slotConfirmed: 900n, registered: 400n, record: null, tracking: false })).toEqual({ kind: 'untracked' });
+  });
+});
+
+describe('confirm record', () => {
+  it('keeps earlier limits with lower registered LSNs, and starts again from the slot at reset', async () => {
+    const { mkdtempSync } = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const { ConfirmRecord, readConfirmRecord } = await import('../../src/output/confirm-record.js');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-egress-confirm-'));
+    const r = new ConfirmRecord(dir, 's', '1', 0o600, null);
+    await r.advance(100n, 50n);
+    await r.advance(150n, 50n);
+    await r.advance(300n, 200n);
+    await r.advance(250n, 200n); // never lower
+    expect(r.limit).toBe(300n);
+    expect((await readConfirmRecord(dir, 's', '1'))?.pairs).toEqual([
+      { limit: 300n, registeredAt: 200n },
+      { limit: 150n, registeredAt: 50n },
+    ]);
+    expect(await readConfirmRecord(dir, 'other', '1')).toBeNull();
+    await r.reset(120n, 200n);
+    expect((await readConfirmRecord(dir, 's', '1'))?.pairs).toEqual([{ limit: 120n, registeredAt: 200n }]);
   });
 });
