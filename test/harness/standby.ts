@@ -73,7 +73,10 @@ const conf = (o: Record<string, string | number>) => Object.entries(o).map(([k, 
  * given), streaming from physical slot `physicalSlot` (created on the primary), with slot
  * synchronisation on. `dbname` goes into primary_conninfo: the slot sync worker needs it.
  */
-export async function cloneStandby(primary: Cluster, o: { physicalSlot: string; dbname: string; settings: Record<string, string | number>; port?: number }): Promise<Node> {
+export async function cloneStandby(
+  primary: Cluster,
+  o: { physicalSlot: string; dbname: string; settings: Record<string, string | number>; port?: number; slotSync?: boolean },
+): Promise<Node> {
   const c = new pg.Client({ connectionString: primary.url() });
   await c.connect();
   const baseDir = mkdtempSync(path.join(os.tmpdir(), 'pg-egress-standby-'));
@@ -99,9 +102,9 @@ export async function cloneStandby(primary: Cluster, o: { physicalSlot: string; 
       ...o.settings,
       primary_conninfo: `'host=127.0.0.1 port=${primary.port} user=postgres dbname=${o.dbname} application_name=standby_${port}'`,
       primary_slot_name: `'${o.physicalSlot}'`,
-      sync_replication_slots: 'on',
       hot_standby_feedback: 'on',
-      synchronized_standby_slots: "''",
+      // PostgreSQL 17+ only (an unknown setting stops an older server from starting).
+      ...(o.slotSync === false ? {} : { sync_replication_slots: 'on', synchronized_standby_slots: "''" }),
     }),
   );
   giveToPg(path.join(dataDir, 'postgresql.auto.conf'));
