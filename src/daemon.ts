@@ -26,7 +26,7 @@ import { AnchorWorker } from './anchor/worker.js';
 import { AnchorQueue, anchorTargets } from './registry/anchors.js';
 import { DaemonState } from './http/state.js';
 import { startHttp } from './http/server.js';
-import { ReloadRegistry } from './registry/reloads.js';
+import { ReloadRegistry, type ReloadRequest } from './registry/reloads.js';
 import { missingFiles, sweepOutput } from './output/sweep.js';
 import { ensureDir, writeFileAtomic } from './output/atomic.js';
 import { ensureSlotFailover, logSlotHealth, slotHealth } from './source/failover.js';
@@ -136,6 +136,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
       defs: await loadTableDefs(client, await publishedRelids(client, cfg.publication)),
       loadDef: async (relid) => (await loadTableDefs(client, [relid]))[0] ?? null,
       onReloadsRegistered: () => rl.wake(),
+      recollect: prep.lostRanges.length ? { ranges: prep.lostRanges, request: (r) => requestAgain(rl, new ReloadRegistry(client, cfg.slot), r, log) } : undefined,
       formatType: async (oid, typmod) => {
         const k = `${oid}:${typmod}`;
         let t = formatCache.get(k);
@@ -147,7 +148,11 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
         return t;
       },
     });
-    stream = await ReplicationStream.start({ source: cfg.source, slot: cfg.slot, publication: cfg.publication, startLsn: prep.registeredLsn });
+    // Adopted batches whose registration a failover lost: stream from before them (their
+    // transactions are skipped, their reload requests taken again; the server starts at the
+    // slot's position if that is later).
+    const startLsn = prep.lostRanges.reduce((m, r) => minLsn(m, r.from), prep.registeredLsn);
+    stream = await ReplicationStream.start({ source: cfg.source, slot: cfg.slot, publication: cfg.publication, startLsn });
     log.info({ source: describeSource(cfg.source), slot: cfg.slot, publication: cfg.publication, from: lsnHex(prep.registeredLsn), output: cfg.output.dir }, 'streaming');
     let streaming = false;
     const startedAt = Date.now();
@@ -287,6 +292,15 @@ async function writeStatusFile(cfg: Config, c: BatchController, confirmed: Lsn, 
     stats: c.stats,
   };
   await writeFileAtomic(path.join(cfg.output.dir, STATUS_FILE), JSON.stringify(status, null, 2) + '\n', cfg.output.fileMode);
+}
+
+/** A reload request whose registration a failover lost, taken again from the stream (src/output/adopt.ts). */
+function requestAgain(rl: Reloader, reloads: ReloadRegistry, r: ReloadRequest, log: Logger): void {
+  log.warn({ table: `${r.schema}.${r.table}`, reason: r.reason }, 'reload request of an adopted batch, whose registration a failover lost: asked for again');
+  reloads.request(r).then(
+    () => rl.wake(),
+    (e: unknown) => log.error({ table: `${r.schema}.${r.table}`, err: String(e) }, 'could not register a reload request again'),
+  );
 }
 
 export const statusFilePath = (cfg: Config): string => path.join(cfg.output.dir, STATUS_FILE);

@@ -111,6 +111,11 @@ export interface ControllerOptions {
   formatType: (typeOid: number, typmod: number) => Promise<string>;
   /** Called after a flush registered reload requests (wakes the reloader). */
   onReloadsRegistered?: () => void;
+  /**
+   * Commit LSNs of skipped transactions whose reload requests are asked for again (batches
+   * adopted from disk whose registration, with those requests, a failover lost: src/output/adopt.ts).
+   */
+  recollect?: { ranges: { from: Lsn; to: Lsn }[]; request: (r: ReloadRequest) => void };
   now?: () => number;
 }
 
@@ -237,7 +242,9 @@ export class BatchController {
     if (!t) throw new EgressError('PROTOCOL', 'pgoutput: Commit without Begin; please report this with --log-level debug output');
     if (commitLsn !== t.finalLsn) throw new EgressError('PROTOCOL', `pgoutput: Commit ${lsnHex(commitLsn)} does not match Begin ${lsnHex(t.finalLsn)}; please report this with --log-level debug output`);
     this.txn = null;
-    this.processedLsn = endLsn;
+    // Never backwards: a stream started below the registered LSN (to take the reload requests of
+    // adopted batches again) delivers skipped transactions that end before it.
+    if (endLsn > this.processedLsn) this.processedLsn = endLsn;
     if (t.skip) {
       this.stats.skippedTransactions++;
       return;
@@ -425,7 +432,8 @@ export class BatchController {
    */
   private reloadRequest(content: Buffer): void {
     const t = this.txn;
-    if (!t || t.skip) return;
+    const again = t !== null && t.skip && this.o.recollect !== undefined && this.o.recollect.ranges.some((r) => t.finalLsn >= r.from && t.finalLsn < r.to);
+    if (!t || (t.skip && !again)) return;
     let r: { reason?: ReloadReason; schema: string; table: string; relid: number; previous_comment?: string | null; request_id?: string | null };
     try {
       r = JSON.parse(content.toString('utf8'));
@@ -435,9 +443,7 @@ export class BatchController {
     }
     if (!matchTable(this.cfg, r.schema, r.table)) return;
     const reason = r.reason ?? 'marker';
-    // The table gets a window in this flush, so that a flush happens even when no row changed.
-    this.window(r.schema, r.table, r.relid);
-    this.reloads.push({
+    const req: ReloadRequest = {
       schema: r.schema,
       table: r.table,
       relid: r.relid,
@@ -447,7 +453,14 @@ export class BatchController {
       previousComment: r.previous_comment ?? null,
       requestId: r.request_id ?? null,
       gapId: null,
-    });
+    };
+    if (again) {
+      this.o.recollect!.request(req);
+      return;
+    }
+    // The table gets a window in this flush, so that a flush happens even when no row changed.
+    this.window(r.schema, r.table, r.relid);
+    this.reloads.push(req);
   }
 
   /**

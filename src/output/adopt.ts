@@ -68,6 +68,12 @@ export interface AdoptResult {
   adopted: string[];
   /** Batches set aside under _diverged/: written from WAL the promoted server never had. */
   diverged: string[];
+  /**
+   * LSN ranges [from, to) of adopted flushes registered elsewhere (no local intent): the reload
+   * requests registered with them went with the lost registry transaction, and are taken again
+   * from the transactions the stream delivers there.
+   */
+  lostRanges: { from: Lsn; to: Lsn }[];
   /** Registered LSN after adoption. */
   registeredLsn: Lsn;
 }
@@ -159,6 +165,7 @@ export async function adoptOrphanBatches(d: AdoptDeps): Promise<AdoptResult> {
     orphans.set(id, { idx, sha: createHash('sha256').update(buf).digest('hex'), bytes: buf.length });
   }
   const diverged: string[] = [];
+  const lostRanges: { from: Lsn; to: Lsn }[] = [];
   if (orphans.size) {
     // A batch past the point where this server's timeline began, while nothing is registered
     // since, was written on the old primary from WAL this server never received (the standby
@@ -175,6 +182,8 @@ export async function adoptOrphanBatches(d: AdoptDeps): Promise<AdoptResult> {
       if (!next || isDiverged(next)) break;
       const checked = await verifyBatch(d.outDir, next.idx, next.sha, next.bytes);
       if (typeof checked === 'string') throw refuse(d.outDir, next.idx.batch_id, `continues its chain, but ${checked}`);
+      const from = await d.registry.registeredLsn();
+      if (next.idx.kind !== 'reload' && !(await d.intents.read(next.idx.batch_id))) lostRanges.push({ from, to: lsnOrNull(next.idx.lsn.end)! });
       await register(d, next.idx, next.sha, checked);
       orphans.delete(next.idx.batch_id);
       adopted.push(next.idx.batch_id);
@@ -193,7 +202,7 @@ export async function adoptOrphanBatches(d: AdoptDeps): Promise<AdoptResult> {
       throw refuse(d.outDir, id, `does not continue its chain (the registry's last batch is ${last ? last.batchId : 'none'})`);
     }
   }
-  return { adopted, diverged, registeredLsn: await d.registry.registeredLsn() };
+  return { adopted, diverged, lostRanges, registeredLsn: await d.registry.registeredLsn() };
 }
 
 /** Moves a batch's folders and index under _diverged/ (same relative paths); its name is never reused. */

@@ -19,7 +19,7 @@ import { checkServer, createSlot, inspectSlot, type ServerInfo } from './setup.j
 import { AdoptRegistry } from '../registry/adopt.js';
 import { anchorTargets } from '../registry/anchors.js';
 import { LocalIntents } from '../output/local-intents.js';
-import { adoptOrphanBatches } from '../output/adopt.js';
+import { adoptOrphanBatches, type AdoptResult } from '../output/adopt.js';
 import { ConfirmRecord, readConfirmRecord } from '../output/confirm-record.js';
 import { checkSlotPosition, type SlotCheck } from './slot-check.js';
 import { timelineSwitchPoint } from './failover.js';
@@ -31,6 +31,8 @@ export interface Prepared {
   slotConfirmed: Lsn;
   slotCreated: boolean;
   publication: PublicationWatcher;
+  /** Adopted flushes whose reload requests a failover lost (src/output/adopt.ts). */
+  lostRanges: { from: Lsn; to: Lsn }[];
 }
 
 export interface PrepareOptions {
@@ -63,12 +65,13 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
       if (tables.length) log.info({ tables: tables.map((t) => `${t.schema}.${t.table}`), reason }, 'reload requested');
     };
     const adoptReg = new AdoptRegistry(db, cfg.slot);
+    let lostRanges: { from: Lsn; to: Lsn }[] = [];
     if (opts.run) {
       await claimOutputDir(cfg.output.dir, { system_identifier: server.systemIdentifier, database: server.database, slot: cfg.slot }, knewSlot, cfg.output);
       // Batches on disk that the registry lost (a failover's registry race) are registered from
       // their manifests before anything compares LSNs or sweeps files (src/output/adopt.ts).
       registry.localIntents = new LocalIntents(cfg.output.dir, cfg.output);
-      if (knewSlot) await adoptBatches(db, cfg, server, registry, adoptReg, log);
+      if (knewSlot) lostRanges = (await adoptBatches(db, cfg, server, registry, adoptReg, log)).lostRanges;
     }
     await registry.saveSettings(cfg.publication, cfg.tables.include.map(patternSql), cfg.tables.exclude.map(patternSql), cfg.tables.noIdentity);
     const registered = knewSlot ? await registry.registeredLsn() : 0n;
@@ -136,14 +139,14 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
       if (lostGap !== null) await requestReload(await publishedTables(db, cfg.publication), 'gap', lostGap);
       if (await registry.takeInitialExport()) await requestReload(await publishedTables(db, cfg.publication), 'initial', null);
     }
-    return { server, registry, registeredLsn, slotConfirmed, slotCreated, publication };
+    return { server, registry, registeredLsn, slotConfirmed, slotCreated, publication, lostRanges };
   } catch (e) {
     throw sourceError(e, cfg.source, 'prepare the source database');
   }
 }
 
-async function adoptBatches(db: Db, cfg: Config, server: ServerInfo, registry: Registry, adopt: AdoptRegistry, log: Logger): Promise<void> {
-  await adoptOrphanBatches({
+async function adoptBatches(db: Db, cfg: Config, server: ServerInfo, registry: Registry, adopt: AdoptRegistry, log: Logger): Promise<AdoptResult> {
+  return adoptOrphanBatches({
     outDir: cfg.output.dir,
     slot: cfg.slot,
     systemIdentifier: server.systemIdentifier,
