@@ -94,8 +94,9 @@ describe('out-of-band operations', () => {
       const before = await registered(env);
       // While the daemon is stopped the application writes, and a DBA moves the slot past it.
       await write(env, 'lost');
-      const lostEnd = await withDb(env.url, async (c) => (await c.query<{ l: string }>(`SELECT pg_current_wal_insert_lsn()::text AS l`)).rows[0].l);
-      if (how === 'advanced') await withDb(env.url, (c) => c.query(`SELECT pg_replication_slot_advance($1, pg_current_wal_insert_lsn())`, [env.slot]));
+      // Flushed at commit: the application's transaction ends at or before this.
+      const lostEnd = await withDb(env.url, async (c) => (await c.query<{ l: string }>(`SELECT pg_current_wal_flush_lsn()::text AS l`)).rows[0].l);
+      if (how === 'advanced') await withDb(env.url, (c) => c.query(`SELECT pg_replication_slot_advance($1, $2::pg_lsn)`, [env.slot, lostEnd]));
       else {
         await withDb(env.url, async (c) => {
           await c.query(`SELECT pg_drop_replication_slot($1)`, [env.slot]);
