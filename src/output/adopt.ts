@@ -97,12 +97,18 @@ const refuse = (outDir: string, batchId: string, why: string): EgressError =>
     `output.dir ${outDir} holds batch ${batchId} (${BATCHES_DIR}/${batchId}.json) that the registry does not know and ${why}; nothing was deleted: move that batch's files away (its index lists them) or set output.dir to a folder of its own`,
   );
 
+/** A manifest path of this batch: `<table folder>/<batch id>/manifest.json`, nothing outside output.dir. */
+const ownManifest = (rel: unknown, batchId: string): rel is string =>
+  typeof rel === 'string' && /^[^/]+\/[^/]+\/manifest\.json$/.test(rel) && rel.split('/')[1] === batchId && !rel.split('/').some((p) => p === '..' || p === '.');
+
 /** Checks every file of a batch against its index and manifests; returns the registry records. */
 async function verifyBatch(outDir: string, idx: IndexDoc, indexSha: string, indexBytes: number): Promise<{ files: FileRecord[]; tables: { schema: string; table: string; relid: number | null }[] } | string> {
   const files: FileRecord[] = [];
   const tables: { schema: string; table: string; relid: number | null }[] = [];
   let rows = 0;
+  if (!Array.isArray(idx.manifests) || typeof idx.lsn?.end !== 'string' || typeof idx.merkle?.root !== 'string') return 'its index is not a complete batch index';
   for (const m of idx.manifests) {
+    if (!ownManifest(m.path, idx.batch_id)) return `it lists a manifest outside its own folders (${String(m.path)})`;
     const mfPath = path.join(outDir, m.path);
     let mfText: Buffer;
     try {
@@ -112,12 +118,19 @@ async function verifyBatch(outDir: string, idx: IndexDoc, indexSha: string, inde
     }
     const mfSha = createHash('sha256').update(mfText).digest('hex');
     if (mfSha !== m.sha256) return `its manifest ${m.path} does not match the index (sha256)`;
-    const mf = JSON.parse(mfText.toString('utf8')) as ManifestDoc;
+    let mf: ManifestDoc;
+    try {
+      mf = JSON.parse(mfText.toString('utf8')) as ManifestDoc;
+    } catch {
+      return `its manifest ${m.path} is not valid JSON`;
+    }
+    if (!mf.table || !Array.isArray(mf.files)) return `its manifest ${m.path} is not a manifest`;
     const rel = path.posix.dirname(m.path);
     const schema = mf.table.schema;
     const table = mf.table.name;
     tables.push({ schema, table, relid: mf.table.oid || null });
     for (const f of mf.files) {
+      if (typeof f.name !== 'string' || f.name.includes('/') || f.name.startsWith('.')) return `its manifest ${m.path} names a file outside its folder`;
       const p = `${rel}/${f.name}`;
       const got = await sha256File(path.join(outDir, p)).catch(() => null);
       if (!got) return `its file ${p} is missing`;
@@ -130,6 +143,7 @@ async function verifyBatch(outDir: string, idx: IndexDoc, indexSha: string, inde
       [mf.ddl_sql, 'ddl'],
     ] as const) {
       if (!doc) continue;
+      if (typeof doc.name !== 'string' || doc.name.includes('/') || doc.name.startsWith('.')) return `its manifest ${m.path} names a file outside its folder`;
       const p = `${rel}/${doc.name}`;
       const got = await sha256File(path.join(outDir, p)).catch(() => null);
       if (!got) return `its file ${p} is missing`;
@@ -162,6 +176,8 @@ export async function adoptOrphanBatches(d: AdoptDeps): Promise<AdoptResult> {
     } catch {
       idx = { batch_id: id } as IndexDoc; // not a complete index: only an intent can explain it
     }
+    // Only a batch name (a flush name) that is the file's own name is ever adopted or moved.
+    if (idx === null || typeof idx !== 'object' || idx.batch_id !== id || parseFlushName(id) === null) idx = { batch_id: id } as IndexDoc;
     orphans.set(id, { idx, sha: createHash('sha256').update(buf).digest('hex'), bytes: buf.length });
   }
   const diverged: string[] = [];
@@ -214,7 +230,7 @@ async function setAside(d: AdoptDeps, idx: IndexDoc): Promise<void> {
       if (e.code !== 'ENOENT') throw e;
     });
   };
-  for (const m of idx.manifests ?? []) await move(path.posix.dirname(m.path));
+  for (const m of idx.manifests ?? []) if (ownManifest(m.path, idx.batch_id)) await move(path.posix.dirname(m.path));
   await move(`${BATCHES_DIR}/${idx.batch_id}.json`);
   const parsed = parseFlushName(idx.batch_id);
   if (parsed) await d.adopt.reserveBatchSeq(windowName(parsed.startMs), parsed.seq);
