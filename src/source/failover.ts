@@ -56,6 +56,8 @@ export interface SlotHealthInput {
   synchronizedStandbySlots: string;
   standbySlots: { name: string; type: string; active: boolean; restartLsn: string | null }[];
   slotsyncWorkers: number;
+  /** Physical standbys seen on this server (walsenders not serving a logical slot, and physical slots). */
+  physicalStandbys: number;
   wanted: boolean;
 }
 
@@ -90,7 +92,8 @@ export function evaluateSlotHealth(x: SlotHealthInput): SlotHealth {
   });
   if (x.failover === false && x.wanted) warnings.push('the slot has failover off: a promoted standby will not have it (pg-egress turns it on at its next start)');
   if (x.failover === true) {
-    if (!names.length) {
+    // Without a standby there is nothing to get ahead of: no warning for a single server.
+    if (!names.length && (x.physicalStandbys > 0 || x.slotsyncWorkers > 0)) {
       warnings.push(
         'synchronized_standby_slots is not set on the primary: the slot may get ahead of the standby, and pg-egress may export transactions that a failover then loses; set it to the standby\'s physical slot',
       );
@@ -113,12 +116,15 @@ export async function slotHealth(db: Db, cfg: Config): Promise<SlotHealth> {
   const { rows } = await db.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`);
   const major = Math.floor(Number(rows[0].v) / 10000);
   if (major < FAILOVER_MIN_MAJOR) {
-    return evaluateSlotHealth({ major, failover: null, confirmedLsn: null, synchronizedStandbySlots: '', standbySlots: [], slotsyncWorkers: 0, wanted: cfg.slotFailover });
+    return evaluateSlotHealth({ major, failover: null, confirmedLsn: null, synchronizedStandbySlots: '', standbySlots: [], slotsyncWorkers: 0, physicalStandbys: 0, wanted: cfg.slotFailover });
   }
-  const { rows: r } = await db.query<{ failover: string | null; confirmed: string | null; sss: string | null }>(
+  const { rows: r } = await db.query<{ failover: string | null; confirmed: string | null; sss: string | null; physical: string }>(
     `SELECT (SELECT failover::text FROM pg_replication_slots WHERE slot_name = $1) AS failover,
             (SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1) AS confirmed,
-            current_setting('synchronized_standby_slots', true) AS sss`,
+            current_setting('synchronized_standby_slots', true) AS sss,
+            ((SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'physical')
+             + (SELECT count(*) FROM pg_stat_replication r
+                WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots s WHERE s.active_pid = r.pid AND s.slot_type = 'logical')))::text AS physical`,
     [cfg.slot],
   );
   const names = parseSlotList(r[0].sss ?? '');
@@ -147,6 +153,7 @@ export async function slotHealth(db: Db, cfg: Config): Promise<SlotHealth> {
     synchronizedStandbySlots: r[0].sss ?? '',
     standbySlots: ss.map((s) => ({ name: s.slot_name, type: s.slot_type, active: s.active === 'true', restartLsn: s.restart_lsn })),
     slotsyncWorkers: Number(w[0].n),
+    physicalStandbys: Number(r[0].physical),
     wanted: cfg.slotFailover,
   });
 }

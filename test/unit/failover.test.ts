@@ -13,6 +13,7 @@ const base: SlotHealthInput = {
   synchronizedStandbySlots: 'sb1',
   standbySlots: [{ name: 'sb1', type: 'physical', active: true, restartLsn: '0/3000100' }],
   slotsyncWorkers: 1,
+  physicalStandbys: 1,
   wanted: true,
 };
 
@@ -33,6 +34,8 @@ describe('slot health', () => {
     expect(h.synced).toBe(false);
     expect(h.standbySlotsSet).toBe(false);
     expect(h.warnings.join()).toMatch(/synchronized_standby_slots is not set on the primary: .*export transactions that a failover then loses/);
+    // A single server with no standby at all: nothing to warn about.
+    expect(evaluateSlotHealth({ ...base, synchronizedStandbySlots: '', standbySlots: [], slotsyncWorkers: 0, physicalStandbys: 0 }).warnings).toEqual([]);
   });
   it('says nothing about failover before PostgreSQL 17', () => {
     expect(evaluateSlotHealth({ ...base, major: 16 })).toMatchObject({ supported: false, failover: null, synced: false, warnings: [] });
