@@ -280,7 +280,8 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
     // made after the standby was cut off is set aside with what it wrote then).
     await waitFor('the marker reload on the new primary', async () => (await q(primary, `SELECT 1 FROM cdc_registry.reloads WHERE table_name = 't2' AND reason = 'marker' AND state = 'done'`)).length === 1, { timeoutMs: 120_000 });
     expect(daemon.stdout()).toMatch(/reload request of an adopted batch, whose registration a failover lost: asked for again/);
-    expect((await q<{ c: string | null }>(primary, `SELECT obj_description('t2'::regclass, 'pg_class') AS c`))[0].c).not.toBe('pg-egress:reload');
+    // The comment is put back right after the export is registered.
+    await waitFor('t2 has its comment back', async () => (await q<{ c: string | null }>(primary, `SELECT obj_description('t2'::regclass, 'pg_class') AS c`))[0].c !== 'pg-egress:reload');
     await waitCaughtUp(env, undefined, 120_000);
     await expectExact('registry race', { t2: 2 });
     expect((await q<{ n: number }>(primary, `SELECT count(*)::int AS n FROM t1 WHERE v LIKE 'race%'`))[0].n).toBe(25);
