@@ -28,10 +28,15 @@ import { AnchorQueue, anchorTargets } from './registry/anchors.js';
 import { reconcileAnchorTargets } from './anchor/targets.js';
 import { DaemonState } from './http/state.js';
 import { startHttp } from './http/server.js';
-import { ReloadRegistry } from './registry/reloads.js';
+import { ReloadRegistry, type ReloadRequest } from './registry/reloads.js';
 import { loadMessageKey } from './registry/message-key.js';
 import { missingFiles, sweepOutput } from './output/sweep.js';
 import { ensureDir, writeFileAtomic } from './output/atomic.js';
+import { ensureSlotFailover, logSlotHealth, slotHealth } from './source/failover.js';
+import { ConfirmRecord, readConfirmRecord } from './output/confirm-record.js';
+import { LocalIntents } from './output/local-intents.js';
+import { unfinishedLocalPaths } from './output/adopt.js';
+import { AdoptRegistry } from './registry/adopt.js';
 
 const STATUS_INTERVAL_MS = 10_000;
 const QUIET_PING_MS = 30_000;
@@ -40,6 +45,7 @@ const PROGRESS_INTERVAL_MS = 30_000;
 /** A pause in the stream this long, with rows received and their window over, counts as idle. */
 const IDLE_FLUSH_MS = 50;
 const STATUS_FILE = '_status.json';
+const minLsn = (a: Lsn, b: Lsn): Lsn => (a < b ? a : b);
 
 export interface RunOptions {
   signal: AbortSignal;
@@ -99,14 +105,22 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     const prep = await prepareSource(client, cfg, log, { run: true });
     const { registry } = prep;
     await ensureDir(cfg.output.dir, cfg.output.dirMode);
-    const sweep = await sweepOutput(cfg.output.dir, await registry.unfinishedPaths());
+    // Unfinished flushes as the registry knows them and as output.dir does (src/output/local-intents.ts).
+    const local = await unfinishedLocalPaths(new LocalIntents(cfg.output.dir, cfg.output), await new AdoptRegistry(client, cfg.slot).batchIds());
+    const sweep = await sweepOutput(cfg.output.dir, [...(await registry.unfinishedPaths()), ...local.paths]);
     await registry.clearIntents();
+    for (const b of local.batches) await registry.localIntents?.done(b);
     if (sweep.removed.length) log.info({ files: sweep.removed }, 'removed unregistered files of a flush that did not complete');
     const missing = await missingFiles(cfg.output.dir, await registry.registeredPaths(), 20);
     if (missing.length) log.warn({ files: missing }, 'registered files are missing from output.dir (see pg-egress status)');
     await ensureDir(path.join(cfg.output.dir, '_tmp'), cfg.output.dirMode);
     // A walsender of our own previous session may hold the slot for a moment after a crash.
     await waitSlotFree(client, cfg);
+    // PostgreSQL 17+: the slot's failover property as slot_failover says (src/source/failover.ts).
+    await ensureSlotFailover(client, cfg, prep.server, log);
+    state.slotHealth = await slotHealth(client, cfg).catch(() => null);
+    if (state.slotHealth) logSlotHealth(log, state.slotHealth, null);
+    const confirmRecord = new ConfirmRecord(cfg.output.dir, cfg.slot, prep.server.systemIdentifier, cfg.output.fileMode, await readConfirmRecord(cfg.output.dir, cfg.slot, prep.server.systemIdentifier));
     // Exports run beside the stream, on connections of their own (src/reload/).
     const chain = new BatchChain(registry);
     const rl = new Reloader({ cfg, log, db: client, server: prep.server, registry, reloads: new ReloadRegistry(client, cfg.slot), chain, hooks: opts.exportHooks });
@@ -134,6 +148,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
       onReloadsRegistered: () => rl.wake(),
       messageKey,
       forged: state.forged,
+      recollect: prep.lostRanges.length ? { ranges: prep.lostRanges, request: (r) => requestAgain(rl, new ReloadRegistry(client, cfg.slot), r, log) } : undefined,
       formatType: async (oid, typmod) => {
         const k = `${oid}:${typmod}`;
         let t = formatCache.get(k);
@@ -145,7 +160,11 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
         return t;
       },
     });
-    stream = await ReplicationStream.start({ source: cfg.source, slot: cfg.slot, publication: cfg.publication, startLsn: prep.registeredLsn });
+    // Adopted batches whose registration a failover lost: stream from before them (their
+    // transactions are skipped, their reload requests taken again; the server starts at the
+    // slot's position if that is later).
+    const startLsn = prep.lostRanges.reduce((m, r) => minLsn(m, r.from), prep.registeredLsn);
+    stream = await ReplicationStream.start({ source: cfg.source, slot: cfg.slot, publication: cfg.publication, startLsn });
     log.info({ source: describeSource(cfg.source), slot: cfg.slot, publication: cfg.publication, from: lsnHex(prep.registeredLsn), output: cfg.output.dir }, 'streaming');
     let streaming = false;
     const startedAt = Date.now();
@@ -163,9 +182,11 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     const s = stream;
     // The slot is confirmed to what is registered; when nothing received is pending, to the
     // server's reported WAL end, so an idle or unpublished-only workload does not hold WAL.
+    // The idle part only as far as output.dir/_confirmed.json allows (written ahead, below), so
+    // that the next start can tell our confirmations from someone else's (src/source/slot-check.ts).
     const confirmLsn = (): Lsn => {
       let l = c.durableLsn;
-      if (!c.inTransaction() && !c.hasPending()) l = maxLsn(l, idleWalEnd);
+      if (!c.inTransaction() && !c.hasPending()) l = maxLsn(l, minLsn(idleWalEnd, confirmRecord.limit));
       confirmed = maxLsn(confirmed, l);
       return confirmed;
     };
@@ -208,6 +229,12 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
         }
       }
       const now = Date.now();
+      if (!c.inTransaction() && !c.hasPending() && confirmRecord.due(idleWalEnd, now)) {
+        await confirmRecord.advance(idleWalEnd, c.durableLsn);
+        s.sendStatus(confirmLsn());
+        lastStatus = now;
+        state.lastStatusAt = now;
+      }
       if (!buf || now - lastTick >= 1000) {
         lastTick = now;
         await c.tick();
@@ -240,6 +267,9 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
       if (now - lastPublicationCheck >= PUBLICATION_CHECK_MS && !c.inTransaction()) {
         lastPublicationCheck = now;
         await prep.publication.check();
+        const health = await slotHealth(client, cfg).catch(() => null);
+        if (health) logSlotHealth(log, health, state.slotHealth);
+        state.slotHealth = health ?? state.slotHealth;
       }
       if (rl.fatal) throw rl.fatal;
       if (lock.lost) {
@@ -274,6 +304,15 @@ async function writeStatusFile(cfg: Config, c: BatchController, confirmed: Lsn, 
     stats: c.stats,
   };
   await writeFileAtomic(path.join(cfg.output.dir, STATUS_FILE), JSON.stringify(status, null, 2) + '\n', cfg.output.fileMode);
+}
+
+/** A reload request whose registration a failover lost, taken again from the stream (src/output/adopt.ts). */
+function requestAgain(rl: Reloader, reloads: ReloadRegistry, r: ReloadRequest, log: Logger): void {
+  log.warn({ table: `${r.schema}.${r.table}`, reason: r.reason }, 'reload request of an adopted batch, whose registration a failover lost: asked for again');
+  reloads.request(r).then(
+    () => rl.wake(),
+    (e: unknown) => log.error({ table: `${r.schema}.${r.table}`, err: String(e) }, 'could not register a reload request again'),
+  );
 }
 
 export const statusFilePath = (cfg: Config): string => path.join(cfg.output.dir, STATUS_FILE);

@@ -131,6 +131,11 @@ export interface ControllerOptions {
   messageKey: MessageKey;
   /** Counts and logs forged ones (kept across sessions by the daemon for /metrics). */
   forged: ForgedMessages;
+  /**
+   * Commit LSNs of skipped transactions whose reload requests are asked for again (batches
+   * adopted from disk whose registration, with those requests, a failover lost: src/output/adopt.ts).
+   */
+  recollect?: { ranges: { from: Lsn; to: Lsn }[]; request: (r: ReloadRequest) => void };
   now?: () => number;
 }
 
@@ -259,7 +264,9 @@ export class BatchController {
     if (!t) throw new EgressError('PROTOCOL', 'pgoutput: Commit without Begin; please report this with --log-level debug output');
     if (commitLsn !== t.finalLsn) throw new EgressError('PROTOCOL', `pgoutput: Commit ${lsnHex(commitLsn)} does not match Begin ${lsnHex(t.finalLsn)}; please report this with --log-level debug output`);
     this.txn = null;
-    this.processedLsn = endLsn;
+    // Never backwards: a stream started below the registered LSN (to take the reload requests of
+    // adopted batches again) delivers skipped transactions that end before it.
+    if (endLsn > this.processedLsn) this.processedLsn = endLsn;
     if (t.skip) {
       this.stats.skippedTransactions++;
       return;
@@ -415,7 +422,8 @@ export class BatchController {
   private control(prefix: string, content: Buffer, transactional: boolean): Promise<void> | undefined {
     const t = this.txn;
     // Replayed from before the registered LSN: handled by an earlier process.
-    if (transactional && (!t || t.skip)) return;
+    // (A reload request in a skipped transaction of a batch adopted from disk is asked for again.)
+    if (transactional && (!t || (t.skip && !(prefix === RELOAD_MESSAGE_PREFIX && this.recollecting(t))))) return;
     const v = verifyControlMessage(this.o.messageKey, prefix, content, transactional && t ? { xid: t.xid, finalLsn: t.finalLsn } : null);
     if (!v.ok) {
       const line = this.o.forged.note({ prefix, reason: v.reason, xid: transactional && t ? t.xid : null, lsn: transactional && t ? lsnHex(t.finalLsn) : null, claim: describeClaim(content) });
@@ -516,7 +524,8 @@ export class BatchController {
    */
   private async reloadRequest(content: Buffer): Promise<void> {
     const t = this.txn;
-    if (!t || t.skip) return;
+    const again = t !== null && t.skip && this.recollecting(t);
+    if (!t || (t.skip && !again)) return;
     let r: { reason?: ReloadReason; schema: string; table: string; relid: number; previous_comment?: string | null; request_id?: string | null; detail?: string };
     try {
       r = JSON.parse(content.toString('utf8'));
@@ -526,15 +535,7 @@ export class BatchController {
     }
     if (!(await this.scope.selected(r.schema, r.table, r.relid))) return;
     const reason = r.reason ?? 'marker';
-    // The table gets a window in this flush, so that a flush happens even when no row changed.
-    const w = this.window(r.schema, r.table, r.relid);
-    if (reason === 'ddl') {
-      // Value-changing DDL (sql/008): ddl.sql says why the table is exported again.
-      if (w.ddlLsnStart === null) w.ddlLsnStart = t.finalLsn;
-      w.ddlLsnEnd = t.finalLsn;
-      w.ddl.push(`-- pg-egress: reload requested: ${oneLine(String(r.detail ?? 'value-changing DDL'))}\n`);
-    }
-    this.reloads.push({
+    const req: ReloadRequest = {
       schema: r.schema,
       table: r.table,
       relid: r.relid,
@@ -544,7 +545,26 @@ export class BatchController {
       previousComment: r.previous_comment ?? null,
       requestId: r.request_id ?? null,
       gapId: null,
-    });
+    };
+    if (again) {
+      this.o.recollect!.request(req);
+      return;
+    }
+    // The table gets a window in this flush, so that a flush happens even when no row changed.
+    const w = this.window(r.schema, r.table, r.relid);
+    if (reason === 'ddl') {
+      // Value-changing DDL (sql/008): ddl.sql says why the table is exported again.
+      if (w.ddlLsnStart === null) w.ddlLsnStart = t.finalLsn;
+      w.ddlLsnEnd = t.finalLsn;
+      w.ddl.push(`-- pg-egress: reload requested: ${oneLine(String(r.detail ?? 'value-changing DDL'))}\n`);
+    }
+    this.reloads.push(req);
+  }
+
+  /** A skipped transaction inside a batch adopted from disk: its reload requests are asked for again. */
+  private recollecting(t: Txn): boolean {
+    const rc = this.o.recollect;
+    return rc !== undefined && rc.ranges.some((r) => t.finalLsn >= r.from && t.finalLsn < r.to);
   }
 
   /** A table's name changed (sql/008): the rows under the old name end here. */
@@ -635,6 +655,7 @@ export class BatchController {
         lsnEnd: this.processedLsn,
         windows: [...this.windows.values()].map((w) => ({ ...w, schemaText: (s: Lsn | null, e: Lsn | null) => this.schemaDoc(w, s, e) })),
         prev,
+        reloads: this.reloads,
       });
       await this.o.registry.registerFlush({ ...r, reloads: this.reloads, anchors: anchorTargets(this.cfg) });
       return r;

@@ -15,9 +15,12 @@ import { AnchorQueue } from '../registry/anchors.js';
 import { statusFilePath } from '../daemon.js';
 import { displayTable, printable } from '../config/patterns.js';
 import { partitionInfo } from '../registry/partitions.js';
+import { slotHealth } from '../source/failover.js';
 
 export interface StatusReport {
   slot: { name: string; exists: boolean; active: boolean; confirmed_flush_lsn: string | null; wal_status: string | null };
+  /** Failover slots (PostgreSQL 17+): src/source/failover.ts says what "synced" can mean from the primary. */
+  failover: { supported: boolean; failover: boolean | null; synced: boolean; synchronized_standby_slots: { name: string; active: boolean; flushed_lsn: string | null; caught_up: boolean }[]; slotsync_workers: number; warnings: string[] };
   server_lsn: string;
   registered_lsn: string | null;
   lag_bytes: number | null;
@@ -122,10 +125,19 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
         });
       }
     }
+    const h = await slotHealth(client, cfg);
     const registered = hasRegistry ? await registry.registeredPaths() : new Set<string>();
     const missing = await missingFiles(cfg.output.dir, registered);
     return {
       slot: { name: cfg.slot, exists: s.length === 1, active: s[0]?.active === 'true', confirmed_flush_lsn: s[0]?.confirmed ?? null, wal_status: s[0]?.wal_status ?? null },
+      failover: {
+        supported: h.supported,
+        failover: h.failover,
+        synced: h.synced,
+        synchronized_standby_slots: h.standbySlots.map((x) => ({ name: x.name, active: x.active, flushed_lsn: x.flushedLsn, caught_up: x.caughtUp })),
+        slotsync_workers: h.slotsyncWorkers,
+        warnings: h.warnings,
+      },
       server_lsn: w[0].lsn,
       registered_lsn: hasRegistry ? ((await client.query<{ l: string }>(`SELECT registered_lsn::text AS l FROM "cdc_registry"."slot_state" WHERE slot_name = $1`, [cfg.slot])).rows[0]?.l ?? null) : null,
       lag_bytes: w[0].lag === null ? null : Number(w[0].lag),
@@ -169,6 +181,8 @@ export function formatStatus(r: StatusReport): string {
     : `not running${r.daemon.status_at ? ` (last status file ${r.daemon.status_at})` : ''}`;
   const lines = [
     `slot            ${r.slot.name} (${r.slot.exists ? (r.slot.active ? 'active' : 'inactive') : 'MISSING'}${r.slot.wal_status ? `, wal ${r.slot.wal_status}` : ''})`,
+    `failover        ${!r.failover.supported ? 'not supported (PostgreSQL 17+)' : r.failover.failover === null ? '-' : r.failover.failover ? `on, ${r.failover.synced ? 'synced to a standby' : 'NOT synced to a standby'}` : 'off'}${r.failover.synchronized_standby_slots.length ? ` (synchronized_standby_slots: ${r.failover.synchronized_standby_slots.map((x) => `${x.name}${x.active ? '' : ' inactive'}${x.caught_up ? '' : ' behind'}`).join(', ')})` : ''}`,
+    ...r.failover.warnings.map((w) => `  warning: ${w}`),
     `server lsn      ${r.server_lsn}`,
     `confirmed lsn   ${r.slot.confirmed_flush_lsn ?? '-'}`,
     `registered lsn  ${r.registered_lsn ?? '-'}`,

@@ -29,6 +29,12 @@ export interface Config {
   };
   /** Permanent logical replication slot (pgoutput). */
   slot: string;
+  /**
+   * Create the slot as a failover slot (PostgreSQL 17+), so that a standby with
+   * sync_replication_slots keeps a copy a promoted standby continues from; an existing slot is
+   * altered to match. Ignored before 17.
+   */
+  slotFailover: boolean;
   /** Publication managed by the tool. */
   publication: string;
   tables: {
@@ -69,6 +75,7 @@ export interface Config {
 const SHAPE = {
   source: { url: 1, host: 1, port: 1, database: 1, user: 1, password: 1, ssl: { mode: 1, ca: 1 } },
   slot: 1,
+  slot_failover: 1,
   publication: 1,
   tables: { include: 1, exclude: 1, no_identity: 1 },
   columns: { exclude: '*' },
@@ -304,6 +311,7 @@ export function parseConfig(text: string, opts: { env?: NodeJS.ProcessEnv; baseD
   const source = resolveSource(section(raw, 'source'));
   const slot = str(raw, 'slot', 'config', 'pg_egress');
   if (!IDENT.test(slot)) throw invalid(`slot: ${JSON.stringify(slot)} must be lower-case letters, digits and _ (at most 63), starting with a letter or _`);
+  const slotFailover = bool(raw, 'slot_failover', 'config', true);
   const publication = str(raw, 'publication', 'config', 'pg_egress');
   if (!IDENT.test(publication)) throw invalid(`publication: ${JSON.stringify(publication)} must be lower-case letters, digits and _ (at most 63)`);
 
@@ -400,6 +408,7 @@ export function parseConfig(text: string, opts: { env?: NodeJS.ProcessEnv; baseD
   const cfg: Config = {
     source,
     slot,
+    slotFailover,
     publication,
     tables,
     columnsExclude,

@@ -42,6 +42,15 @@ export function createMetrics(state: DaemonState, slot: string): client.Registry
     if (rows[0]?.retained != null) m.set({ kind: 'retained' }, Number(rows[0].retained));
     if (rows[0]?.unconfirmed != null) m.set({ kind: 'unconfirmed' }, Number(rows[0].unconfirmed));
   });
+  g('slot_failover', '1 when the slot is a failover slot (PostgreSQL 17+), 0 when not or before 17', [], (m) => {
+    if (state.slotHealth) m.set(state.slotHealth.failover === true ? 1 : 0);
+  });
+  g('slot_synced', '1 when the slot is judged synchronised to a standby (README "Failover": what synced means)', [], (m) => {
+    if (state.slotHealth) m.set(state.slotHealth.synced ? 1 : 0);
+  });
+  g('synchronized_standby_slots_set', '1 when synchronized_standby_slots is set on the primary (PostgreSQL 17+)', [], (m) => {
+    if (state.slotHealth) m.set(state.slotHealth.standbySlotsSet ? 1 : 0);
+  });
   g('rows', 'rows written to streaming files since start, by table and op', ['table', 'op'], (m) => {
     for (const [key, ops] of state.controller?.rowsByTable ?? []) for (const [op, n] of ops) m.set({ table: key.replace('\u0000', '.'), op }, n);
   });

@@ -68,7 +68,10 @@ export async function startHttp(cfg: Config, log: Logger, state: DaemonState): P
           else if (Date.now() - state.lastStatusAt > STALE_MS) reasons.push('no standby status sent to the server in 30 s');
           if (reasons.length === 0 && !(await registryAnswers(state))) reasons.push('the registry does not answer');
           if (state.db) reasons.push(...(await exportLockReasons(state.db, state.exportLocks()).catch(() => [])));
-          return send(res, reasons.length ? 503 : 200, JSON.stringify({ ready: reasons.length === 0, phase: state.phase, reasons }));
+          // Failover state is detail, not readiness: a lagging standby must not take the pod out.
+          const h = state.slotHealth;
+          const slot = h ? { failover: h.supported ? h.failover : 'unsupported', synced: h.synced, warnings: h.warnings } : null;
+          return send(res, reasons.length ? 503 : 200, JSON.stringify({ ready: reasons.length === 0, phase: state.phase, reasons, slot }));
         }
         if (url === '/status') {
           if (!bearerAllowed(req.headers.authorization, cfg.http.statusToken)) {

@@ -7,6 +7,7 @@ import type { BatchController } from '../batch/controller.js';
 import type { Db } from '../registry/tx.js';
 import { ForgedMessages } from '../ddl/message-auth.js';
 import type { ExportLockHolder } from './export-locks.js';
+import type { SlotHealth } from '../source/failover.js';
 
 export type Phase = 'starting' | 'streaming' | 'reconnecting' | 'stopping';
 
@@ -30,6 +31,8 @@ export class DaemonState {
   db: Db | null = null;
   /** The export sessions holding locks on the application's tables now (/ready). */
   exportLocks: () => ExportLockHolder[] = () => [];
+  /** Failover state of the slot (src/source/failover.ts), refreshed every 10 s. */
+  slotHealth: SlotHealth | null = null;
 
   error(code: string): void {
     this.errors.set(code, (this.errors.get(code) ?? 0) + 1);

@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import type { Config } from '../config/index.js';
 import type { Lsn } from '../lsn.js';
 import type { FileRecord, FlushRecord, Registry } from '../registry/registry.js';
+import type { ReloadRequest } from '../registry/reloads.js';
 import type { ServerInfo } from '../source/setup.js';
 import { ensureDir, fsyncDir, renameDurable, writeFileAtomic } from './atomic.js';
 import { batchJson, manifestJson, type ManifestFile } from './documents.js';
@@ -47,6 +48,8 @@ export interface FlushInput {
   windows: WindowToWrite[];
   /** The batch before this one (hash chain). */
   prev: ChainLink;
+  /** Reload requests registered with this flush (kept in the local write intent too). */
+  reloads?: ReloadRequest[];
 }
 
 export const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
@@ -84,7 +87,7 @@ export async function writeFlush(x: FlushInput): Promise<Omit<FlushRecord, 'relo
       (f) => `${w.folder}/${batchId}/${f}`,
     ),
   );
-  await x.registry.recordIntent(batchId, [...intent, `${BATCHES_DIR}/${batchId}.json`]);
+  await x.registry.recordIntent(batchId, [...intent, `${BATCHES_DIR}/${batchId}.json`], x.reloads);
   for (const w of tables) {
     const rel = `${w.folder}/${batchId}`;
     const dir = path.join(out, w.folder, batchId);

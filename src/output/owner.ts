@@ -18,7 +18,7 @@ export interface Owner {
 }
 
 /** Entries that do not make a folder "have files": ours, and what a fresh volume comes with. */
-const IGNORED = new Set([OWNER_FILE, '_tmp', '_status.json', 'lost+found']);
+const IGNORED = new Set([OWNER_FILE, '_tmp', '_status.json', 'lost+found', '_confirmed.json', '_intents', '_diverged']);
 
 async function readOwner(dir: string): Promise<Owner | null> {
   let text: string;

@@ -82,7 +82,7 @@ export async function insertFiles(c: pg.ClientBase, slot: string, batchId: strin
   );
 }
 
-export type GapKind = 'slot_lost' | 'unpublished' | 'publish_options';
+export type GapKind = 'slot_lost' | 'unpublished' | 'publish_options' | 'slot_moved' | 'registry_behind';
 
 export interface Gap {
   id: number;
@@ -100,6 +100,9 @@ export interface Gap {
  * connection, multi-statement changes run in `withTransaction` on a connection of their own.
  */
 export class Registry {
+  /** output.dir's own write intents (src/output/local-intents.ts), set by the daemon. */
+  localIntents: { record(batchId: string, paths: string[], reloads: ReloadRequest[]): Promise<void>; done(batchId: string): Promise<void> } | null = null;
+
   constructor(
     readonly db: Db,
     readonly slot: string,
@@ -211,13 +214,16 @@ export class Registry {
       await enqueueAnchors(c, this.slot, f.batchId, f.anchors);
       await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [this.slot, f.batchId]);
     });
+    await this.localIntents?.done(f.batchId);
   }
 
   /**
    * Records the paths a flush is about to place in output.dir, before the first is placed. The
    * start-up sweep removes exactly these when they did not get registered (and nothing else).
    */
-  async recordIntent(batchId: string, paths: string[]): Promise<void> {
+  async recordIntent(batchId: string, paths: string[], reloads: ReloadRequest[] = []): Promise<void> {
+    // The local copy first: it survives a failover to a standby that lacks this registry write.
+    await this.localIntents?.record(batchId, paths, reloads);
     await this.db.query(
       `INSERT INTO "cdc_registry"."write_intents" ("slot_name", "batch_id", "paths") VALUES ($1, $2, $3)
        ON CONFLICT ("slot_name", "batch_id") DO UPDATE

@@ -137,6 +137,7 @@ export async function finalizeReload(
       await enqueueAnchors(c, cfg.slot, batchId, anchorTargets(cfg));
       await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [cfg.slot, batchId]);
     });
+    await registry.localIntents?.done(batchId);
   });
   log.info({ table: `${op.schema}.${op.table}`, batch: batchId, reason: op.reason, rows, raw_bytes: rawBytes, parts: parts.length, lsn: lsnHex(lsn), ms: Date.now() - startedAt }, 'reloaded');
 }

@@ -17,6 +17,13 @@ import { PublicationWatcher, publishedTables } from './publication.js';
 import { ReloadRegistry, type ReloadReason } from '../registry/reloads.js';
 import { checkServer, createSlot, inspectSlot, type ServerInfo } from './setup.js';
 import { syncPartitions } from '../registry/partitions.js';
+import { AdoptRegistry } from '../registry/adopt.js';
+import { anchorTargets } from '../registry/anchors.js';
+import { LocalIntents } from '../output/local-intents.js';
+import { adoptOrphanBatches, type AdoptResult } from '../output/adopt.js';
+import { ConfirmRecord, readConfirmRecord } from '../output/confirm-record.js';
+import { checkSlotPosition, type SlotCheck } from './slot-check.js';
+import { timelineSwitchPoint } from './failover.js';
 
 export interface Prepared {
   server: ServerInfo;
@@ -25,6 +32,8 @@ export interface Prepared {
   slotConfirmed: Lsn;
   slotCreated: boolean;
   publication: PublicationWatcher;
+  /** Adopted flushes whose reload requests a failover lost (src/output/adopt.ts). */
+  lostRanges: { from: Lsn; to: Lsn }[];
 }
 
 export interface PrepareOptions {
@@ -56,8 +65,14 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
       }
       if (tables.length) log.info({ tables: tables.map((t) => `${t.schema}.${t.table}`), reason }, 'reload requested');
     };
+    const adoptReg = new AdoptRegistry(db, cfg.slot);
+    let lostRanges: { from: Lsn; to: Lsn }[] = [];
     if (opts.run) {
       await claimOutputDir(cfg.output.dir, { system_identifier: server.systemIdentifier, database: server.database, slot: cfg.slot }, knewSlot, cfg.output);
+      // Batches on disk that the registry lost (a failover's registry race) are registered from
+      // their manifests before anything compares LSNs or sweeps files (src/output/adopt.ts).
+      registry.localIntents = new LocalIntents(cfg.output.dir, cfg.output);
+      if (knewSlot) lostRanges = (await adoptBatches(db, cfg, server, registry, adoptReg, log)).lostRanges;
     }
     await registry.saveSettings(cfg.publication, cfg.tables.include.map(patternSql), cfg.tables.exclude.map(patternSql), cfg.tables.noIdentity);
     const registered = knewSlot ? await registry.registeredLsn() : 0n;
@@ -95,15 +110,31 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
       slot = null;
     }
     let slotConfirmed: Lsn;
+    let movedGap: SlotCheck | null = null;
     if (!slot) {
-      slotConfirmed = await createSlot(db, cfg);
+      slotConfirmed = await createSlot(db, cfg, server);
       slotCreated = true;
       log.info({ slot: cfg.slot, lsn: formatLsn(slotConfirmed) }, 'replication slot created');
     } else {
       slotConfirmed = slot.confirmedFlush;
+      if (opts.run && knewSlot) movedGap = await checkSlot(cfg, server, adoptReg, slotConfirmed, registered, log);
     }
-    let registeredLsn = await registry.ensureSlotState(cfg.publication);
-    if (slotCreated && registeredLsn === 0n) registeredLsn = await registry.startAt(slotConfirmed);
+    // A slot created now: its start is the registered LSN (nothing before it is ours to write).
+    if ((await registry.ensureSlotState(cfg.publication)) === 0n && slotCreated) await registry.startAt(slotConfirmed);
+    if (movedGap?.kind === 'gap') {
+      const tables = await publishedTables(db, cfg.publication);
+      const id = await adoptReg.recordSlotGap({ kind: movedGap.gapKind, from: movedGap.from, to: movedGap.to, detail: movedGap.detail, tables });
+      log.error({ gap: movedGap.gapKind, id, from: formatLsn(movedGap.from), to: formatLsn(movedGap.to) }, `data gap: ${movedGap.detail}; exporting every published table again`);
+      log.info({ tables: tables.map((t) => `${t.schema}.${t.table}`), reason: 'gap' }, 'reload requested');
+    }
+    const registeredLsn = await registry.registeredLsn();
+    if (opts.run) {
+      // The position this run starts from is accounted for (registered, explained, or a recorded
+      // gap): from here on the daemon's own confirmations are recorded before they are sent.
+      const rec = new ConfirmRecord(cfg.output.dir, cfg.slot, server.systemIdentifier, cfg.output.fileMode, await readConfirmRecord(cfg.output.dir, cfg.slot, server.systemIdentifier));
+      await rec.reset(slotConfirmed, registeredLsn);
+      await adoptReg.startConfirmTracking();
+    }
     if (opts.run) {
       // After the slot exists: each export's snapshot is later than the slot's start, so the
       // stream holds every change committed after the export's boundary.
@@ -114,8 +145,43 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
       if (lostGap !== null) await requestReload(await publishedTables(db, cfg.publication), 'gap', lostGap);
       if (initial) await requestReload(await publishedTables(db, cfg.publication), 'initial', null);
     }
-    return { server, registry, registeredLsn, slotConfirmed, slotCreated, publication };
+    return { server, registry, registeredLsn, slotConfirmed, slotCreated, publication, lostRanges };
   } catch (e) {
     throw sourceError(e, cfg.source, 'prepare the source database');
   }
+}
+
+async function adoptBatches(db: Db, cfg: Config, server: ServerInfo, registry: Registry, adopt: AdoptRegistry, log: Logger): Promise<AdoptResult> {
+  return adoptOrphanBatches({
+    outDir: cfg.output.dir,
+    slot: cfg.slot,
+    systemIdentifier: server.systemIdentifier,
+    registry,
+    adopt,
+    intents: registry.localIntents as LocalIntents,
+    anchors: anchorTargets(cfg),
+    log,
+    restoreComment: async (relid, comment) => {
+      await db.query(`SELECT "cdc_registry"."restore_comment"($1::oid, $2)`, [relid, comment]);
+    },
+    switchPoint: () => timelineSwitchPoint(cfg),
+  });
+}
+
+/** Compares the slot with what pg-egress registered and confirmed (src/source/slot-check.ts). */
+async function checkSlot(cfg: Config, server: ServerInfo, adopt: AdoptRegistry, slotConfirmed: Lsn, registered: Lsn, log: Logger): Promise<SlotCheck> {
+  const check = checkSlotPosition({
+    slot: cfg.slot,
+    slotConfirmed,
+    registered,
+    record: await readConfirmRecord(cfg.output.dir, cfg.slot, server.systemIdentifier),
+    tracking: await adopt.confirmTracking(),
+  });
+  if (check.kind === 'ok' && check.registryAhead) {
+    log.info({ slot: formatLsn(slotConfirmed), registered: formatLsn(registered) }, 'the registry is ahead of the slot (e.g. after a failover to a standby whose slot copy lags): streaming from the registered LSN, the server skips what lies before it');
+  }
+  if (check.kind === 'untracked') {
+    log.info({ slot: formatLsn(slotConfirmed), registered: formatLsn(registered) }, 'out-of-band moves of the slot are detected from the next start on (output.dir/_confirmed.json is new)');
+  }
+  return check;
 }

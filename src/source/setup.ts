@@ -66,9 +66,13 @@ export async function inspectSlot(db: Db, cfg: Config): Promise<SlotInfo | null>
   return { confirmedFlush: s.confirmed ? parseLsn(s.confirmed) : 0n, lost: s.wal_status === 'lost', active: s.active === 'true' };
 }
 
-export async function createSlot(db: Db, cfg: Config): Promise<Lsn> {
+export async function createSlot(db: Db, cfg: Config, server?: Pick<ServerInfo, 'serverVersion'>): Promise<Lsn> {
   try {
-    const res = await db.query<{ lsn: string }>(`SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')`, [cfg.slot]);
+    // PostgreSQL 17+: a failover slot (src/source/failover.ts), unless slot_failover is off.
+    const failover = cfg.slotFailover && server !== undefined && Number(server.serverVersion.split('.')[0]) >= 17;
+    const res = failover
+      ? await db.query<{ lsn: string }>(`SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)`, [cfg.slot])
+      : await db.query<{ lsn: string }>(`SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')`, [cfg.slot]);
     return parseLsn(res.rows[0].lsn);
   } catch (e) {
     if ((e as { code?: string }).code === '42710') {

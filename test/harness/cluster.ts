@@ -42,7 +42,7 @@ function pgOsUser(): { name: string; uid: number; gid: number } {
 }
 
 /** Gives a file or folder to the server's OS user (when we are root). */
-const giveToPg = (p: string) => {
+export const giveToPg = (p: string) => {
   if (!isRoot()) return;
   const u = pgOsUser();
   chownSync(p, u.uid, u.gid);
@@ -80,8 +80,8 @@ export interface Cluster {
 }
 
 /** initdb + settings in postgresql.auto.conf (so a restart keeps port and settings). */
-export async function createCluster(settings: Record<string, string | number>): Promise<Cluster> {
-  const binDir = findBinDir();
+export async function createCluster(settings: Record<string, string | number>, opts: { binDir?: string } = {}): Promise<Cluster> {
+  const binDir = opts.binDir ?? findBinDir();
   const baseDir = mkdtempSync(path.join(os.tmpdir(), 'pg-egress-cluster-'));
   const dataDir = path.join(baseDir, 'data');
   mkdirSync(dataDir, { mode: 0o700 });
@@ -105,6 +105,11 @@ export async function createCluster(settings: Record<string, string | number>): 
   };
   writeFileSync(path.join(dataDir, 'postgresql.auto.conf'), Object.entries(conf).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
   giveToPg(path.join(dataDir, 'postgresql.auto.conf'));
+  return clusterAt(binDir, baseDir, dataDir, port);
+}
+
+/** A Cluster for a data directory that exists (a standby made from a copy, a server moved to another port). */
+export function clusterAt(binDir: string, baseDir: string, dataDir: string, port: number): Cluster {
   const log = path.join(baseDir, 'server.log');
   if (isRoot()) {
     writeFileSync(log, '');
