@@ -52,12 +52,12 @@ export class GzipFileWriter {
     readonly path: string,
     level: number,
     mode: number,
-    opts: { compressed?: boolean } = {},
+    opts: { compressed?: boolean; zlib?: boolean } = {},
   ) {
     this.out = createWriteStream(path, { mode, flags: 'w', highWaterMark: BUFFERED_BYTES });
     if (opts.compressed) {
       // The caller compresses (writeCompressed).
-    } else if (NativeSinkClass && deflateBackend(level) !== 'zlib') {
+    } else if (NativeSinkClass && deflateBackend(level) !== 'zlib' && !opts.zlib) {
       this.sink = new NativeSinkClass({ level });
     } else {
       // Room for a few 64 KiB chunks on each side, so that encoding the next chunk (main thread),

@@ -32,14 +32,15 @@ export interface CopyFileOptions {
   fileMode: number;
   /** Called with the number of protocol bytes read, for progress. */
   onBytes?: (n: number) => void;
-  /** Tests: the sink to use (default: native when built). */
+  /** Tests: the sink to use (default: native when built), and Node's zlib even when a native deflate is there. */
   sink?: CopySink;
+  zlib?: boolean;
 }
 
 /** Runs `sql` (a COPY ... TO STDOUT) on `client` and writes its CSV to `opts.path` as gzip. */
 export async function copyToFile(client: pg.Client, sql: string, opts: CopyFileOptions): Promise<CopyFileResult> {
   const sink = opts.sink ?? createCopySink(opts.gzipLevel);
-  const out = new GzipFileWriter(opts.path, opts.gzipLevel, opts.fileMode, { compressed: sink.compressed });
+  const out = new GzipFileWriter(opts.path, opts.gzipLevel, opts.fileMode, { compressed: sink.compressed, zlib: opts.zlib });
   try {
     const q = new CopyOutQuery(sql, sink, out, opts.onBytes);
     void client.query(q as unknown as pg.QueryConfig);
