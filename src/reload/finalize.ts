@@ -25,6 +25,63 @@ const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex
 
 const IDENTITY: Record<string, 'default' | 'full' | 'index' | 'nothing'> = { d: 'default', f: 'full', i: 'index', n: 'nothing' };
 
+/** One table's finished export, ready to be placed and registered. */
+export interface FinishedExport {
+  op: ReloadOp;
+  def: TableDef;
+  columns: readonly string[];
+  relid: number;
+  parts: ChunkResult[];
+  workers: number;
+}
+
+/** Tables registered in one batch at most (the batch index lists a manifest per table). */
+const GROUP_MAX = 200;
+
+/**
+ * Finalizes tables as their exports finish, in groups: the first finished table is registered at
+ * once, and every table that finishes meanwhile waits for the next group, so a run of many small
+ * tables is registered in a few batches while one large table is registered the moment it is done.
+ */
+export class FinalizeQueue {
+  private readonly queue: { item: FinishedExport; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private running = false;
+
+  constructor(
+    private readonly d: ReloaderDeps,
+    private readonly lsn: Lsn,
+    private readonly takenAt: number,
+  ) {}
+
+  /** Resolves once the table's export is registered. */
+  add(item: FinishedExport): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ item, resolve, reject });
+      if (!this.running) void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.queue.length) {
+        const group = this.queue.splice(0, GROUP_MAX);
+        try {
+          await finalizeReloads(this.d, group.map((g) => g.item), this.lsn, this.takenAt);
+          for (const g of group) g.resolve();
+        } catch (e) {
+          for (const g of group) g.reject(e);
+        }
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+}
+
+/** Placing one table's files runs this many tables at a time (each mostly waits on fsync). */
+const PLACE_CONCURRENCY = 16;
+
 export async function finalizeReload(
   d: ReloaderDeps,
   op: ReloadOp,
@@ -36,17 +93,100 @@ export async function finalizeReload(
   takenAt: number,
   workers: number,
 ): Promise<void> {
-  const { cfg, registry, reloads, db, log, server } = d;
+  await finalizeReloads(d, [{ op, def, columns, relid, parts, workers }], lsn, takenAt);
+}
+
+/**
+ * Places and registers the exports of one or more tables of the same snapshot as one batch: one
+ * batch name (each table's files in its own folder of that name), one write intent, one batch
+ * index listing every table's manifest, one registry transaction. Many small tables (an initial
+ * export) thus cost one registration and one link of the chain together instead of one each, and
+ * their files are written and fsynced side by side.
+ */
+export async function finalizeReloads(d: ReloaderDeps, items: FinishedExport[], lsn: Lsn, takenAt: number): Promise<void> {
+  const { cfg, registry, reloads, db, log } = d;
   const started = Date.now();
   const win = alignWindow(takenAt, cfg.batch.intervalMs);
   const batchId = flushName(win, await registry.nextBatchSeq(windowName(win)));
-  const folder = tableFolder(op.schema, op.table);
-  const rel = `${folder}/${batchId}`;
-  const names = parts.length === 1 ? [FILES.fullReload] : parts.map((_, i) => reloadPartName(i));
   const indexPath = `${BATCHES_DIR}/${batchId}.json`;
-  await registry.recordIntent(batchId, [...names.map((n) => `${rel}/${n}`), `${rel}/${FILES.schema}`, `${rel}/${FILES.manifest}`, indexPath]);
+  const rels = items.map((it) => `${tableFolder(it.op.schema, it.op.table)}/${batchId}`);
+  const partNames = items.map((it) => (it.parts.length === 1 ? [FILES.fullReload] : it.parts.map((_, i) => reloadPartName(i))));
+  await registry.recordIntent(batchId, [...items.flatMap((_, k) => [...partNames[k].map((n) => `${rels[k]}/${n}`), `${rels[k]}/${FILES.schema}`, `${rels[k]}/${FILES.manifest}`]), indexPath]);
+  const placed: Placed[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(PLACE_CONCURRENCY, items.length) }, async () => {
+      while (next < items.length) {
+        const k = next++;
+        placed[k] = await placeTable(d, items[k], batchId, rels[k], partNames[k], lsn, win, takenAt);
+      }
+    }),
+  );
+  const files = placed.flatMap((p) => p.files);
+  const rows = placed.reduce((n, p) => n + p.rows, 0);
+  const batchRoot = rootOf(items.flatMap((it) => it.parts.map((p) => p.merkle.root))).toString('hex');
+  const windowStart = new Date(win);
+  // The batch index names its predecessor: writing it and registering it is one step of the chain.
+  await d.chain.run(async (prev) => {
+    const indexText = batchJson({
+      batchId,
+      kind: 'reload',
+      windowStart,
+      slot: cfg.slot,
+      source: { database: d.server.database, systemIdentifier: d.server.systemIdentifier },
+      lsnStart: lsn,
+      lsnEnd: lsn,
+      manifests: items.map((it, k) => ({ path: `${rels[k]}/${FILES.manifest}`, sha256: placed[k].manifestSha, schema: it.op.schema, table: it.op.table, rows: placed[k].rows })),
+      merkle: { treeSize: items.reduce((n, it) => n + it.parts.length, 0), root: batchRoot },
+      prev,
+    });
+    const indexSha = sha256(indexText);
+    await ensureDir(path.join(cfg.output.dir, BATCHES_DIR), cfg.output.dirMode);
+    await writeFileAtomic(path.join(cfg.output.dir, indexPath), indexText, cfg.output.fileMode);
+    await fsyncDir(path.join(cfg.output.dir, BATCHES_DIR));
+    files.push({ path: indexPath, type: 'batch', schema: null, table: null, lsnStart: lsn, lsnEnd: lsn, rows, bytes: Buffer.byteLength(indexText), rawBytes: null, sha256: indexSha, merkleRoot: null });
 
-  const dir = path.join(cfg.output.dir, folder, batchId);
+    await withTransaction(db, async (c) => {
+      await insertFiles(c, cfg.slot, batchId, windowStart.toISOString(), files);
+      await c.query(
+        `INSERT INTO "cdc_registry"."batches"
+           ("slot_name", "batch_id", "window_start", "lsn_start", "lsn_end", "files", "rows", "index_path", "index_sha256", "merkle_root", "kind", "prev_batch_id")
+         VALUES ($1, $2, $3, $4::pg_lsn, $4::pg_lsn, $5, $6, $7, $8, $9, 'reload', $10)`,
+        [cfg.slot, batchId, windowStart.toISOString(), formatLsn(lsn), files.length, rows, indexPath, indexSha, batchRoot, prev?.batchId ?? null],
+      );
+      for (let k = 0; k < items.length; k++) {
+        await reloads.finishIn(c, items[k].op, { rows: placed[k].rows, rawBytes: placed[k].rawBytes, batchId, chunks: items[k].parts.length, workers: items[k].workers });
+      }
+      await enqueueAnchors(c, cfg.slot, batchId, anchorTargets(cfg));
+      await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [cfg.slot, batchId]);
+    });
+  });
+  for (const it of items) {
+    const { op } = it;
+    if (op.restoreComment) {
+      await db.query(`SELECT "cdc_registry"."restore_comment"($1::oid, $2)`, [it.relid, op.previousComment]).catch((e: unknown) => {
+        log.warn({ table: `${op.schema}.${op.table}`, err: String(e) }, 'could not put the table comment back after its reload');
+      });
+    }
+  }
+  for (let k = 0; k < items.length; k++) {
+    const { op, parts } = items[k];
+    log.info({ table: `${op.schema}.${op.table}`, batch: batchId, reason: op.reason, rows: placed[k].rows, raw_bytes: placed[k].rawBytes, parts: parts.length, lsn: lsnHex(lsn), ms: Date.now() - started, tables_in_batch: items.length }, 'reloaded');
+  }
+}
+
+interface Placed {
+  files: FileRecord[];
+  rows: number;
+  rawBytes: number;
+  manifestSha: string;
+}
+
+/** One table's parts renamed into its folder, with schema.yml and manifest.json, all durable. */
+async function placeTable(d: ReloaderDeps, it: FinishedExport, batchId: string, rel: string, names: string[], lsn: Lsn, win: number, takenAt: number): Promise<Placed> {
+  const { cfg, server } = d;
+  const { op, def, columns, relid, parts } = it;
+  const dir = path.join(cfg.output.dir, rel);
   await ensureDir(dir, cfg.output.dirMode);
   const files: FileRecord[] = [];
   const mf: ManifestFile[] = [];
@@ -79,7 +219,6 @@ export async function finalizeReload(
     generatedAt: new Date(takenAt),
   });
   const schemaSha = sha256(schemaText);
-  await writeFileAtomic(path.join(dir, FILES.schema), schemaText, cfg.output.fileMode);
   const small = (name: string, type: FileRecord['type'], text: string, sha: string): FileRecord => ({
     path: `${rel}/${name}`,
     type,
@@ -94,51 +233,12 @@ export async function finalizeReload(
     merkleRoot: null,
   });
   files.push(small(FILES.schema, 'schema', schemaText, schemaSha));
-  const windowStart = new Date(win);
-  const manifestText = manifestJson({ schema: op.schema, table: op.table, oid: relid, batchId, windowStart, files: mf, schemaSha256: schemaSha, ddlSha256: null, lsnStart: lsn, lsnEnd: lsn });
+  const manifestText = manifestJson({ schema: op.schema, table: op.table, oid: relid, batchId, windowStart: new Date(win), files: mf, schemaSha256: schemaSha, ddlSha256: null, lsnStart: lsn, lsnEnd: lsn });
   const manifestSha = sha256(manifestText);
-  await writeFileAtomic(path.join(dir, FILES.manifest), manifestText, cfg.output.fileMode);
+  // Side by side: both fsyncs are in flight together (ext4 commits them in one journal commit).
+  await Promise.all([writeFileAtomic(path.join(dir, FILES.schema), schemaText, cfg.output.fileMode), writeFileAtomic(path.join(dir, FILES.manifest), manifestText, cfg.output.fileMode)]);
   files.push(small(FILES.manifest, 'manifest', manifestText, manifestSha));
   await fsyncDir(dir);
   await fsyncDir(path.dirname(dir));
-  const batchRoot = rootOf(parts.map((p) => p.merkle.root)).toString('hex');
-  // The batch index names its predecessor: writing it and registering it is one step of the chain.
-  await d.chain.run(async (prev) => {
-    const indexText = batchJson({
-      batchId,
-      kind: 'reload',
-      windowStart,
-      slot: cfg.slot,
-      source: { database: server.database, systemIdentifier: server.systemIdentifier },
-      lsnStart: lsn,
-      lsnEnd: lsn,
-      manifests: [{ path: `${rel}/${FILES.manifest}`, sha256: manifestSha, schema: op.schema, table: op.table, rows }],
-      merkle: { treeSize: parts.length, root: batchRoot },
-      prev,
-    });
-    const indexSha = sha256(indexText);
-    await ensureDir(path.join(cfg.output.dir, BATCHES_DIR), cfg.output.dirMode);
-    await writeFileAtomic(path.join(cfg.output.dir, indexPath), indexText, cfg.output.fileMode);
-    await fsyncDir(path.join(cfg.output.dir, BATCHES_DIR));
-    files.push({ path: indexPath, type: 'batch', schema: null, table: null, lsnStart: lsn, lsnEnd: lsn, rows, bytes: Buffer.byteLength(indexText), rawBytes: null, sha256: indexSha, merkleRoot: null });
-
-    await withTransaction(db, async (c) => {
-      await insertFiles(c, cfg.slot, batchId, windowStart.toISOString(), files);
-      await c.query(
-        `INSERT INTO "cdc_registry"."batches"
-           ("slot_name", "batch_id", "window_start", "lsn_start", "lsn_end", "files", "rows", "index_path", "index_sha256", "merkle_root", "kind", "prev_batch_id")
-         VALUES ($1, $2, $3, $4::pg_lsn, $4::pg_lsn, $5, $6, $7, $8, $9, 'reload', $10)`,
-        [cfg.slot, batchId, windowStart.toISOString(), formatLsn(lsn), files.length, rows, indexPath, indexSha, batchRoot, prev?.batchId ?? null],
-      );
-      await reloads.finishIn(c, op, { rows, rawBytes, batchId, chunks: parts.length, workers });
-      await enqueueAnchors(c, cfg.slot, batchId, anchorTargets(cfg));
-      await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [cfg.slot, batchId]);
-    });
-  });
-  if (op.restoreComment) {
-    await db.query(`SELECT "cdc_registry"."restore_comment"($1::oid, $2)`, [relid, op.previousComment]).catch((e: unknown) => {
-      log.warn({ table: `${op.schema}.${op.table}`, err: String(e) }, 'could not put the table comment back after its reload');
-    });
-  }
-  log.info({ table: `${op.schema}.${op.table}`, batch: batchId, reason: op.reason, rows, raw_bytes: rawBytes, parts: parts.length, lsn: lsnHex(lsn), ms: Date.now() - started }, 'reloaded');
+  return { files, rows, rawBytes, manifestSha };
 }

@@ -23,7 +23,7 @@ import { excludedColumns } from '../config/index.js';
 import { createExportSnapshot, type ExportSnapshot } from './snapshot.js';
 import { orderTasks, planChunks } from './planner.js';
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
-import { finalizeReload } from './finalize.js';
+import { FinalizeQueue } from './finalize.js';
 import path from 'node:path';
 import { ensureDir } from '../output/atomic.js';
 
@@ -209,6 +209,9 @@ export class Reloader {
     const tmpDir = path.join(cfg.output.dir, '_tmp');
     await ensureDir(tmpDir, cfg.output.dirMode);
     let failed: unknown = null;
+    // Tables are registered as they finish, many small ones per batch; workers go on meanwhile.
+    const finalizer = new FinalizeQueue(this.d, snap.lsn, takenAt);
+    const registering: Promise<void>[] = [];
     const progress = setInterval(() => {
       for (const s of states.values()) {
         if (!s.finished) void reloads.progress(s.info.op.id, { rows: s.rows, rawBytes: s.rawBytes, chunksDone: s.done }).catch(() => undefined);
@@ -227,8 +230,13 @@ export class Reloader {
               st.done++;
               st.workers.add(wi);
               if (st.done === st.chunks) {
-                await finalizeReload(this.d, st.info.op, st.info.def, st.info.columns, st.info.relid, st.results, snap.lsn, takenAt, st.workers.size);
-                st.finished = true;
+                const { op, def, columns, relid } = st.info;
+                registering.push(
+                  finalizer.add({ op, def, columns, relid, parts: st.results, workers: st.workers.size }).then(
+                    () => void (st.finished = true),
+                    (e: unknown) => void (failed ??= e),
+                  ),
+                );
               }
             } catch (e) {
               failed ??= e;
@@ -236,6 +244,7 @@ export class Reloader {
           }
         }),
       );
+      await Promise.all(registering);
     } finally {
       clearInterval(progress);
     }
