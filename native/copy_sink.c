@@ -9,7 +9,8 @@
  * copy-export.ts, PG_EGRESS_NATIVE=0 or no compiler) gives the same records, tree and raw bytes;
  * only the compressed bytes differ.
  *
- *   new Sink({ framing: bool, merkle: bool, skip: n, level: 0-9, block: bytes })
+ *   new Sink({ framing: bool, merkle: bool, skip: n, level: 0-9, block: bytes, compress: bool })
+ *               (compress: false → raw CSV out, for zlib: PG_EGRESS_DEFLATE=zlib)
  *   feed(buf) -> -1 while the COPY goes on; else the offset in buf where the client's part starts
  *                (after CopyDone, or at the message that ended the COPY: ErrorResponse, ...)
  *   leftover() -> the header bytes of that message read before buf (to hand back with buf)
@@ -336,8 +337,8 @@ static napi_value sink_new(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], self;
   if (napi_get_cb_info(env, info, &argc, argv, &self, NULL) != napi_ok || argc < 1) return throw_err(env, "new Sink(options)");
-  int64_t framing, merkle, skip, level, block;
-  if (!get_prop_int(env, argv[0], "framing", 0, &framing) || !get_prop_int(env, argv[0], "merkle", 0, &merkle) || !get_prop_int(env, argv[0], "skip", 0, &skip) ||
+  int64_t framing, merkle, skip, level, block, compress;
+  if (!get_prop_int(env, argv[0], "framing", 0, &framing) || !get_prop_int(env, argv[0], "compress", 1, &compress) || !get_prop_int(env, argv[0], "merkle", 0, &merkle) || !get_prop_int(env, argv[0], "skip", 0, &skip) ||
       !get_prop_int(env, argv[0], "level", 1, &level) || !get_prop_int(env, argv[0], "block", 1 << 20, &block))
     return throw_err(env, "Sink options: framing, merkle (booleans), skip, level, block (numbers)");
   if (level < 0 || level > 9 || block < 1 || block > (1 << 30) || skip < 0) return throw_err(env, "Sink options out of range");
@@ -347,7 +348,7 @@ static napi_value sink_new(napi_env env, napi_callback_info info) {
   s->merkle = (int)merkle;
   s->skip = skip;
   s->level = (int)level;
-  s->backend = gz_backend_for(s->level);
+  s->backend = compress ? gz_backend_for(s->level) : GZ_NONE;
   s->block_max = (size_t)block;
   if (napi_wrap(env, self, s, sink_free, NULL, NULL) != napi_ok) {
     free(s);

@@ -7,7 +7,9 @@
  * gzip reader takes as one stream. Each compresses at least as well as zlib at the same level on
  * CSV (README "Performance"), several times faster.
  *
- * PG_EGRESS_NATIVE=0 turns the addon off altogether (zlib, node:crypto, JavaScript record scan).
+ * PG_EGRESS_DEFLATE=zlib keeps Node's zlib with the rest of the native path (to compare, or for a
+ * reader that takes only single-member gzip files); PG_EGRESS_NATIVE=0 turns the addon off
+ * altogether (zlib, node:crypto, JavaScript record scan).
  * No import of `pg`: `verify-proof` stays offline.
  */
 import { createRequire } from 'node:module';
@@ -32,6 +34,8 @@ export interface NativeSinkOptions {
   level: number;
   /** Bytes of CSV per gzip member (default 1 MiB; tests use tiny ones). */
   block?: number;
+  /** false: raw CSV out (the caller compresses with zlib). */
+  compress?: boolean;
 }
 
 interface Addon {
@@ -57,7 +61,7 @@ export const NativeSinkClass: Addon['Sink'] | null = addon?.Sink ?? null;
 
 /** The library that compresses `level`: 'isa-l', 'libdeflate' or 'zlib' (Node's). */
 export function deflateBackend(level: number): 'isa-l' | 'libdeflate' | 'zlib' {
-  return addon ? addon.deflateBackend(level) : 'zlib';
+  return addon && process.env.PG_EGRESS_DEFLATE !== 'zlib' ? addon.deflateBackend(level) : 'zlib';
 }
 
 /** One line for the startup log and `status`, e.g. "isa-l (gzip level 1), native COPY path". */

@@ -48,7 +48,10 @@ export interface CopySink {
 
 /** The native sink when the addon is there, else the JavaScript one. */
 export function createCopySink(level: number, opts: { block?: number; native?: boolean } = {}): CopySink {
-  if (NativeSinkClass && opts.native !== false) return new NativeCopySink(new NativeSinkClass({ framing: true, merkle: true, skip: 1, level, block: opts.block }), deflateBackend(level) !== 'zlib');
+  if (NativeSinkClass && opts.native !== false) {
+    const compress = deflateBackend(level) !== 'zlib';
+    return new NativeCopySink(new NativeSinkClass({ framing: true, merkle: true, skip: 1, level, block: opts.block, compress }), compress);
+  }
   return new JsCopySink();
 }
 

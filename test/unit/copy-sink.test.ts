@@ -124,8 +124,21 @@ function expectSame(s: Stream, got: Outcome, what: string): void {
   expect(got.copyDone, what).toBe(true);
 }
 
+/** PG_EGRESS_DEFLATE=zlib: the native sink hands out raw CSV for Node's zlib. */
+function nativeRaw(level: number, block?: number): CopySink {
+  process.env.PG_EGRESS_DEFLATE = 'zlib';
+  try {
+    const s = createCopySink(level, { block });
+    expect(s.compressed).toBe(false);
+    return s;
+  } finally {
+    delete process.env.PG_EGRESS_DEFLATE;
+  }
+}
+
 const sinks = (level: number, block?: number): [string, () => CopySink][] => [
   ['native', () => createCopySink(level, { block })],
+  ['native, raw for zlib', () => nativeRaw(level, block)],
   ['javascript', () => new JsCopySink(jsHasher)],
 ];
 
