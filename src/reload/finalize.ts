@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import type { Lsn } from '../lsn.js';
 import { formatLsn, lsnHex } from '../lsn.js';
 import { alignWindow, BATCHES_DIR, FILES, flushName, reloadPartName, tableFolder, windowName } from '../output/layout.js';
-import { ensureDir, fsyncDir, renameDurable, writeFileAtomic } from '../output/atomic.js';
+import { ensureDir, ensureDirsIn, fsyncDir, renameDurable, writeFileAtomic } from '../output/atomic.js';
 import { batchJson, manifestJson, schemaYml, type ManifestFile } from '../output/documents.js';
 import { insertFiles, type FileRecord } from '../registry/registry.js';
 import type { ReloadOp } from '../registry/reloads.js';
@@ -112,6 +112,7 @@ export async function finalizeReloads(d: ReloaderDeps, items: FinishedExport[], 
   const rels = items.map((it) => `${tableFolder(it.op.schema, it.op.table)}/${batchId}`);
   const partNames = items.map((it) => (it.parts.length === 1 ? [FILES.fullReload] : it.parts.map((_, i) => reloadPartName(i))));
   await registry.recordIntent(batchId, [...items.flatMap((_, k) => [...partNames[k].map((n) => `${rels[k]}/${n}`), `${rels[k]}/${FILES.schema}`, `${rels[k]}/${FILES.manifest}`]), indexPath]);
+  await ensureDirsIn(cfg.output.dir, items.map((it) => tableFolder(it.op.schema, it.op.table)), cfg.output.dirMode);
   const placed: Placed[] = new Array(items.length);
   let next = 0;
   await Promise.all(
@@ -122,6 +123,8 @@ export async function finalizeReloads(d: ReloaderDeps, items: FinishedExport[], 
       }
     }),
   );
+  const placedAt = Date.now();
+  let indexedAt = 0;
   const files = placed.flatMap((p) => p.files);
   const rows = placed.reduce((n, p) => n + p.rows, 0);
   const batchRoot = rootOf(items.flatMap((it) => it.parts.map((p) => p.merkle.root))).toString('hex');
@@ -146,6 +149,7 @@ export async function finalizeReloads(d: ReloaderDeps, items: FinishedExport[], 
     await fsyncDir(path.join(cfg.output.dir, BATCHES_DIR));
     files.push({ path: indexPath, type: 'batch', schema: null, table: null, lsnStart: lsn, lsnEnd: lsn, rows, bytes: Buffer.byteLength(indexText), rawBytes: null, sha256: indexSha, merkleRoot: null });
 
+    indexedAt = Date.now();
     await withTransaction(db, async (c) => {
       await insertFiles(c, cfg.slot, batchId, windowStart.toISOString(), files);
       await c.query(
@@ -154,13 +158,16 @@ export async function finalizeReloads(d: ReloaderDeps, items: FinishedExport[], 
          VALUES ($1, $2, $3, $4::pg_lsn, $4::pg_lsn, $5, $6, $7, $8, $9, 'reload', $10)`,
         [cfg.slot, batchId, windowStart.toISOString(), formatLsn(lsn), files.length, rows, indexPath, indexSha, batchRoot, prev?.batchId ?? null],
       );
-      for (let k = 0; k < items.length; k++) {
-        await reloads.finishIn(c, items[k].op, { rows: placed[k].rows, rawBytes: placed[k].rawBytes, batchId, chunks: items[k].parts.length, workers: items[k].workers });
-      }
+      await reloads.finishManyIn(
+        c,
+        batchId,
+        items.map((it, k) => ({ op: it.op, rows: placed[k].rows, rawBytes: placed[k].rawBytes, chunks: it.parts.length, workers: it.workers })),
+      );
       await enqueueAnchors(c, cfg.slot, batchId, anchorTargets(cfg));
       await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [cfg.slot, batchId]);
     });
   });
+  log.debug({ batch: batchId, tables: items.length, place_ms: placedAt - started, index_ms: indexedAt - placedAt, register_ms: Date.now() - indexedAt }, 'reload batch registered');
   for (const it of items) {
     const { op } = it;
     if (op.restoreComment) {
@@ -238,7 +245,7 @@ async function placeTable(d: ReloaderDeps, it: FinishedExport, batchId: string, 
   // Side by side: both fsyncs are in flight together (ext4 commits them in one journal commit).
   await Promise.all([writeFileAtomic(path.join(dir, FILES.schema), schemaText, cfg.output.fileMode), writeFileAtomic(path.join(dir, FILES.manifest), manifestText, cfg.output.fileMode)]);
   files.push(small(FILES.manifest, 'manifest', manifestText, manifestSha));
+  // The table folder was fsynced by ensureDir when it made this folder in it.
   await fsyncDir(dir);
-  await fsyncDir(path.dirname(dir));
   return { files, rows, rawBytes, manifestSha };
 }

@@ -212,10 +212,21 @@ export class Reloader {
     // Tables are registered as they finish, many small ones per batch; workers go on meanwhile.
     const finalizer = new FinalizeQueue(this.d, snap.lsn, takenAt);
     const registering: Promise<void>[] = [];
+    // One statement per round for the tables whose progress moved (an initial export of 500 tables
+    // sent 500 UPDATEs every round, which queued behind the registrations on the same rows and
+    // pool); tables whose chunks are all done are being registered and are left alone.
+    const reported = new Map<number, number>();
+    let reporting = false;
     const progress = setInterval(() => {
-      for (const s of states.values()) {
-        if (!s.finished) void reloads.progress(s.info.op.id, { rows: s.rows, rawBytes: s.rawBytes, chunksDone: s.done }).catch(() => undefined);
-      }
+      if (reporting) return;
+      const moved = [...states.values()].filter((s) => s.done < s.chunks && reported.get(s.info.op.id) !== s.rawBytes);
+      if (!moved.length) return;
+      for (const s of moved) reported.set(s.info.op.id, s.rawBytes);
+      reporting = true;
+      void reloads
+        .progressMany(moved.map((s) => ({ id: s.info.op.id, rows: s.rows, rawBytes: s.rawBytes, chunksDone: s.done })))
+        .catch(() => undefined)
+        .finally(() => (reporting = false));
     }, PROGRESS_MS);
     try {
       await Promise.all(
