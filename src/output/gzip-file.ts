@@ -27,6 +27,8 @@ const BUFFERED_BYTES = 256 * 1024;
 export interface GzipFileStats {
   /** Compressed size on disk. */
   bytes: number;
+  /** With `records: true` and the native deflate: the tree over the CSV records after the header. */
+  merkle?: { treeSize: number; root: Buffer; blocks: Buffer[] };
   /** Uncompressed size. */
   rawBytes: number;
   /** sha256 hex of the compressed file. */
@@ -36,8 +38,10 @@ export interface GzipFileStats {
 export class GzipFileWriter {
   /** Node's zlib, when no native deflate compresses this level. */
   private readonly gzip: zlib.Gzip | null = null;
-  /** The addon's deflate (no framing, no Merkle): raw CSV in, gzip members out. */
+  /** The addon's deflate (no framing): raw CSV in, gzip members out. */
   private readonly sink: NativeSink | null = null;
+  /** finish() gives the tree of the records (`records: true` and the native deflate). */
+  readonly hashesRecords: boolean = false;
   private readonly out: WriteStream;
   private readonly hash: Hash = createHash('sha256');
   private bytes = 0;
@@ -52,13 +56,16 @@ export class GzipFileWriter {
     readonly path: string,
     level: number,
     mode: number,
-    opts: { compressed?: boolean; zlib?: boolean } = {},
+    opts: { compressed?: boolean; zlib?: boolean; records?: boolean } = {},
   ) {
     this.out = createWriteStream(path, { mode, flags: 'w', highWaterMark: BUFFERED_BYTES });
     if (opts.compressed) {
       // The caller compresses (writeCompressed).
     } else if (NativeSinkClass && deflateBackend(level) !== 'zlib' && !opts.zlib) {
-      this.sink = new NativeSinkClass({ level });
+      // records: the addon also finds the CSV records and hashes them as Merkle leaves (after the
+      // header) in the same pass as the compression, instead of a JavaScript copy per row.
+      this.sink = new NativeSinkClass({ level, merkle: !!opts.records, skip: 1 });
+      this.hashesRecords = !!opts.records;
     } else {
       // Room for a few 64 KiB chunks on each side, so that encoding the next chunk (main thread),
       // compressing this one and writing the previous one (thread pool) overlap. With the default
@@ -138,6 +145,11 @@ export class GzipFileWriter {
     return gz ? this.put(gz) : undefined;
   }
 
+  /** `write` copies its chunk before it returns (native deflate): the caller may reuse the buffer. */
+  get copiesInput(): boolean {
+    return this.sink !== null;
+  }
+
   /** Writes gzip bytes compressed by the caller (`compressed: true`) from `rawLength` bytes of CSV. */
   writeCompressed(gz: Buffer, rawLength: number): Promise<void> | undefined {
     if (this.failed) throw this.failed;
@@ -181,7 +193,14 @@ export class GzipFileWriter {
     } catch (e) {
       throw ioError(this.path, e);
     }
-    return { bytes: this.bytes, rawBytes: this.rawBytes, sha256: this.hash.digest('hex') };
+    const stats: GzipFileStats = { bytes: this.bytes, rawBytes: this.rawBytes, sha256: this.hash.digest('hex') };
+    if (this.hashesRecords && this.sink) {
+      const st = this.sink.stats();
+      const blocks: Buffer[] = [];
+      for (let i = 0; i < st.blocks.length; i += 32) blocks.push(st.blocks.subarray(i, i + 32));
+      stats.merkle = { treeSize: st.rows, root: st.root, blocks };
+    }
+    return stats;
   }
 
   /** Stops writing and removes the temporary file (used when a window is discarded). */
