@@ -77,9 +77,16 @@ export function cpuProbe(postmaster: number, daemonPid?: number): () => Promise<
   return async () => {
     const d1 = daemonPid ? procCpu(daemonPid).own : 0;
     const self1 = procCpu('self').children;
-    // Backends exit just after their client closes; the postmaster reaps them at once.
-    await new Promise((r) => setTimeout(r, 300));
-    return { ours: self1 - self0 + d1 - d0, server: procCpu(postmaster).children - pm0 };
+    // Backends exit just after their client closes (a walsender after its last status exchange),
+    // and the postmaster reaps them: read until two readings 300 ms apart agree (at most 3 s).
+    let server = procCpu(postmaster).children;
+    for (let i = 0; i < 10; i++) {
+      await new Promise((r) => setTimeout(r, 300));
+      const next = procCpu(postmaster).children;
+      if (next === server && i > 0) break;
+      server = next;
+    }
+    return { ours: self1 - self0 + d1 - d0, server: server - pm0 };
   };
 }
 
