@@ -11,8 +11,9 @@
 # ---- build: compile TypeScript and the batched SHA-256 addon ----
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
-# node-gyp's toolchain for native/ (Merkle hashing; without it pg-egress falls back to node:crypto).
-RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
+# node-gyp's toolchain for native/ (Merkle hashing, the COPY path; without it pg-egress falls back to
+# node:crypto and zlib), and ISA-L and libdeflate, which the addon links when their headers are there.
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ libisal-dev libdeflate-dev && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
 # No dependency install scripts: the only one is secp256k1's optional native build (near-api-js
 # falls back to JS). Our own addon is built explicitly below.
@@ -28,6 +29,8 @@ RUN npm run build
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
+# The shared libraries the addon was linked with in the build stage (ISA-L's igzip, libdeflate).
+RUN apt-get update && apt-get install -y --no-install-recommends libisal2 libdeflate0 && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist

@@ -16,8 +16,9 @@ import path from 'node:path';
 import { ROOT, withDb } from '../test/helpers/egress.js';
 import { fmtCount, fmtRatio, fmtSeconds, renderTable, type ReportRow } from './lib/report.js';
 import { growth, median, pairedSpeedup, secondsPerMillion } from './lib/stats.js';
-import { clientBin, pgDump, psqlCopy } from './lib/tools.js';
-import { oneTransaction, smallTransactions } from './scenarios/data.js';
+import { clientBin, pgDump, psqlCopy, type CpuSplit } from './lib/tools.js';
+import { manyTables, oneTransaction, partitionedTable, smallTransactions } from './scenarios/data.js';
+import { initialExportScenario } from './scenarios/initial-export.js';
 import { latencyScenario } from './scenarios/latency.js';
 import { reloadScenario } from './scenarios/reload.js';
 import type { BenchContext } from './scenarios/setup.js';
@@ -34,6 +35,9 @@ const S1_ROWS = n(1_000_000);
 const S2_TXNS = Math.max(100, Math.round(20_000 * SCALE));
 const R1_ROWS = n(2_000_000);
 const R2_ROWS = n(500_000);
+const R3_LEAF_ROWS = n(250_000);
+const R4_TABLES = Math.max(10, Math.round(500 * Math.min(1, SCALE * 10)));
+const R4_ROWS = 1000;
 const G_SMALL = n(1_000_000);
 const G_LARGE = n(4_000_000);
 
@@ -69,10 +73,13 @@ describe('pg-egress benchmark', () => {
     process.stdout.write(`machine: ${JSON.stringify(machine)}\ntools: ${JSON.stringify(ctx.bin)}\n`);
   });
 
-  const speedRows = (id: string, what: string, seconds: Record<string, number[]>, ours: string, goals: [string, number, string][]) => {
+  /** "CPU 1.2 + 3.0 s": medians of the contender's own CPU seconds and of the server's backends. */
+  const fmtCpu = (xs: CpuSplit[] | undefined): string => (xs?.length ? `${median(xs.map((x) => x.ours)).toFixed(1)} + ${median(xs.map((x) => x.server)).toFixed(1)}` : '?');
+  const speedRows = (id: string, what: string, seconds: Record<string, number[]>, ours: string, goals: [string, number, string][], cpu?: Record<string, CpuSplit[]>) => {
     for (const [baseline, goal, label] of goals) {
       const r = pairedSpeedup(seconds[ours], seconds[baseline]);
-      rows.push({ id, what: `${what} vs ${label}`, result: `${fmtRatio(r)}; ${fmtSeconds([median(seconds[ours])])} vs ${fmtSeconds([median(seconds[baseline])])}`, goal: `≥ ${goal.toFixed(1)}×`, met: r.median >= goal });
+      const cpuText = cpu ? `; CPU s (own + server) ${fmtCpu(cpu[ours])} vs ${fmtCpu(cpu[baseline])}` : '';
+      rows.push({ id, what: `${what} vs ${label}`, result: `${fmtRatio(r)}; ${fmtSeconds([median(seconds[ours])])} vs ${fmtSeconds([median(seconds[baseline])])}${cpuText}`, goal: `≥ ${goal.toFixed(1)}×`, met: r.median >= goal });
     }
   };
 
@@ -84,7 +91,7 @@ describe('pg-egress benchmark', () => {
     speedRows('S1', `${fmtCount(S1_ROWS)}-row transaction`, r.seconds, 'pg-egress', [
       ['pg_recvlogical', 1.0, 'pg_recvlogical'],
       ['ts-stack', 3.0, 'pg-logical-replication + csv-stringify + gzip'],
-    ]);
+    ], r.cpu);
     const peak = Math.max(...r.peakRssMb);
     rows.push({ id: 'M', what: `peak RSS of pg-egress run during S1`, result: `${peak.toFixed(0)} MB`, goal: '≤ 256 MB', met: peak <= 256 });
   });
@@ -96,7 +103,14 @@ describe('pg-egress benchmark', () => {
     speedRows('S2', `${fmtCount(S2_TXNS)} transactions (10 inserts + 1 update)`, r.seconds, 'pg-egress', [
       ['pg_recvlogical', 1.0, 'pg_recvlogical'],
       ['ts-stack', 3.0, 'pg-logical-replication + csv-stringify + gzip'],
-    ]);
+    ], r.cpu);
+  });
+
+  if (want('S1-load')) expected.push('S1-load');
+  it.runIf(want('S1-load'))(`S1-load ${fmtCount(S1_ROWS)}-row transaction with one core kept busy`, async () => {
+    const r = await streamingScenario(ctx, { label: 'S1-load', load: (url, t) => oneTransaction(url, t, S1_ROWS), contenders: ['pg-egress', 'pg_recvlogical'], hog: true });
+    raw['S1-load'] = r;
+    speedRows('S1-load', `${fmtCount(S1_ROWS)}-row transaction, a CPU hog on one core`, r.seconds, 'pg-egress', [['pg_recvlogical', 1.0, 'pg_recvlogical']], r.cpu);
   });
 
   if (want('R1')) expected.push('R1', 'M');
@@ -111,9 +125,9 @@ describe('pg-egress benchmark', () => {
     });
     raw.R1 = r;
     speedRows('R1', `reload of ${fmtCount(R1_ROWS)} rows`, r.seconds, 'pg-egress', [
-      ['psql | gzip -1', 1.0, 'psql COPY | gzip -1'],
+      ['psql | gzip -1', 1.3, 'psql COPY | gzip -1'],
       ['pg_dump -Fd -Z1', 1.0, 'pg_dump -Fd -Z 1'],
-    ]);
+    ], r.cpu);
     rows.push({ id: 'M', what: 'peak RSS of pg-egress run during R1', result: `${r.peakRssMb.toFixed(0)} MB`, goal: '≤ 256 MB', met: r.peakRssMb <= 256 });
   });
 
@@ -142,7 +156,38 @@ describe('pg-egress benchmark', () => {
     speedRows('R2', `reload of 4 × ${fmtCount(R2_ROWS)} rows`, r.seconds, 'pg-egress', [
       ['pg_dump -j 4', 1.0, 'pg_dump -Fd -j 4 -Z 1'],
       ['psql ×4 serial', 1.5, 'four psql | gzip -1, one after another'],
-    ]);
+    ], r.cpu);
+  });
+
+  if (want('R3')) expected.push('R3');
+  it.runIf(want('R3'))(`R3 reload of a partitioned table, 8 leaves × ${fmtCount(R3_LEAF_ROWS)} rows`, async () => {
+    const r = await reloadScenario(ctx, {
+      label: 'R3',
+      tables: [{ name: 'public.r3', rows: 8 * R3_LEAF_ROWS }],
+      create: (url) => partitionedTable(url, 'public.r3', 8, R3_LEAF_ROWS),
+      // Whichever pg-egress publishes: the root (one table) or, once partitions are exported as
+      // their leaves, the 8 leaves (one reload of all of them).
+      egressTables: async (env) => {
+        const published = await withDb(env.url, async (c) => (await c.query<{ t: string }>(`SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`, [env.slot])).rows.map((x) => x.t));
+        return [published.includes('public.r3') ? ['public.r3'] : published.filter((t) => t.startsWith('public.r3_p'))];
+      },
+      baselines: { 'pg_dump -j 4': (url, dir) => pgDump(ctx.bin.pg_dump, url, ['public.r3*'], dir, 4) },
+    });
+    raw.R3 = r;
+    speedRows('R3', `reload of a partitioned table, 8 × ${fmtCount(R3_LEAF_ROWS)} rows`, r.seconds, 'pg-egress', [['pg_dump -j 4', 1.0, 'pg_dump -Fd -j 4 -Z 1']], r.cpu);
+  });
+
+  if (want('R4')) expected.push('R4');
+  it.runIf(want('R4'))(`R4 initial export of ${R4_TABLES} tables × ${fmtCount(R4_ROWS)} rows`, async () => {
+    const r = await initialExportScenario(ctx, {
+      label: 'R4',
+      create: async (url) => void (await manyTables(url, 'r4', R4_TABLES, R4_ROWS)),
+      baselines: { 'pg_dump -j 4': (url, dir) => pgDump(ctx.bin.pg_dump, url, [], dir, 4) },
+    });
+    raw.R4 = r;
+    speedRows('R4', `initial export of ${R4_TABLES} tables × ${fmtCount(R4_ROWS)} rows`, r.seconds, 'pg-egress', [['pg_dump -j 4', 1.0, 'pg_dump -Fd -j 4 -Z 1']], r.cpu);
+    const peak = Math.max(...r.peakRssMb);
+    rows.push({ id: 'M', what: `peak RSS of pg-egress run during R4`, result: `${peak.toFixed(0)} MB`, goal: '≤ 256 MB', met: peak <= 256 });
   });
 
   if (want('L')) expected.push('L');

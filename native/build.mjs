@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 /**
- * `npm ci`/`npm install` step (package.json "install"): builds the batched SHA-256 addon
- * (native/sha256_batch.c → build/Release/pg_egress_sha256.node) with the node-gyp that npm ships.
- * It only speeds up Merkle hashing: when there is no compiler the build is skipped with one line
- * and pg-egress hashes with node:crypto instead (same results, slower). PG_EGRESS_NATIVE=0 skips it.
+ * `npm ci`/`npm install` step (package.json "install"): builds the native addon (native/*.c →
+ * build/Release/pg_egress_sha256.node: batched SHA-256, the export COPY path, and gzip members
+ * through ISA-L/libdeflate when native/detect.mjs finds them) with the node-gyp that npm ships.
+ * It only speeds things up: when there is no compiler the build is skipped with one line and
+ * pg-egress uses node:crypto and zlib instead (same files apart from compression bytes, slower).
+ * PG_EGRESS_NATIVE=0 skips it.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -25,7 +27,9 @@ const prefix = path.join(path.dirname(process.execPath), '..');
 const nodedir = !process.env.npm_config_nodedir && existsSync(path.join(prefix, 'include/node/node_api.h')) ? [`--nodedir=${prefix}`] : [];
 const r = spawnSync(process.execPath, [candidates[0], 'rebuild', '--release', ...nodedir], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
 if (r.status === 0) {
-  console.log('pg-egress: built the batched SHA-256 addon (build/Release/pg_egress_sha256.node)');
+  const libs = spawnSync(process.execPath, [path.join(path.dirname(new URL(import.meta.url).pathname), 'detect.mjs'), 'defines'], { encoding: 'utf8' }).stdout.trim();
+  const deflate = libs ? libs.replace(/HAVE_/g, '').toLowerCase().split(/\s+/).join(', ') : 'none found: zlib compresses (apt-get install libisal-dev libdeflate-dev, then npm ci, for the fast ones)';
+  console.log(`pg-egress: built the native addon (build/Release/pg_egress_sha256.node); deflate: ${deflate}`);
 } else {
   const why = (r.stderr || r.stdout || String(r.error ?? '')).split('\n').filter((l) => /error|not found|ERR/i.test(l)).slice(0, 2).join(' / ');
   console.warn(`pg-egress: the batched SHA-256 addon was not built (${why || 'node-gyp failed'}); Merkle hashing uses node:crypto (slower, same results)`);

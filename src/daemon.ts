@@ -4,6 +4,7 @@
  * network cut) drops whatever was not yet registered and starts a new session from the registered
  * LSN after a backoff, so nothing is lost or written twice.
  */
+import { describeCompression } from './output/deflate.js';
 import path from 'node:path';
 import type { Config } from './config/index.js';
 import type { Logger } from './log.js';
@@ -165,7 +166,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     // slot's position if that is later).
     const startLsn = prep.lostRanges.reduce((m, r) => minLsn(m, r.from), prep.registeredLsn);
     stream = await ReplicationStream.start({ source: cfg.source, slot: cfg.slot, publication: cfg.publication, startLsn });
-    log.info({ source: describeSource(cfg.source), slot: cfg.slot, publication: cfg.publication, from: lsnHex(prep.registeredLsn), output: cfg.output.dir }, 'streaming');
+    log.info({ source: describeSource(cfg.source), slot: cfg.slot, publication: cfg.publication, from: lsnHex(prep.registeredLsn), output: cfg.output.dir, compression: describeCompression(cfg.output.gzipLevel) }, 'streaming');
     let streaming = false;
     const startedAt = Date.now();
     let lastPublicationCheck = Date.now();
@@ -302,6 +303,7 @@ async function writeStatusFile(cfg: Config, c: BatchController, confirmed: Lsn, 
     last_message_at: new Date(lastFrameAt).toISOString(),
     pending_rows: Object.fromEntries(c.pendingRows()),
     stats: c.stats,
+    compression: describeCompression(cfg.output.gzipLevel),
   };
   await writeFileAtomic(path.join(cfg.output.dir, STATUS_FILE), JSON.stringify(status, null, 2) + '\n', cfg.output.fileMode);
 }

@@ -14,6 +14,8 @@ export interface Timed {
   seconds: number;
   /** CPU seconds the whole machine spent meanwhile (all processes: the tool and PostgreSQL). */
   cpuSeconds?: number;
+  /** CPU seconds of the contender's own processes and of the server's backends (cpuProbe). */
+  cpu?: CpuSplit;
   /** Peak resident set of the measured process (VmHWM), in MB, when it was read. */
   peakRssMb?: number;
 }
@@ -33,6 +35,71 @@ export function machineCpuSeconds(): number {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
   const [user, nice, system, , , irq, softirq, steal] = f;
   return (user + nice + system + irq + softirq + (steal ?? 0)) / 100;
+}
+
+export interface CpuSplit {
+  /** The contender's processes (user + system), children included. */
+  ours: number;
+  /** The server's backends that ended during the run (walsenders, COPY and dump backends). */
+  server: number;
+}
+
+/** utime + stime, and cutime + cstime (children it has waited for), of a process in seconds. */
+function procCpu(pid: number | 'self'): { own: number; children: number } {
+  const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ').map(Number);
+  // After the command: state(3) … utime(14) stime(15) cutime(16) cstime(17), in clock ticks (100/s).
+  return { own: (f[11] + f[12]) / 100, children: (f[13] + f[14]) / 100 };
+}
+
+/** The postmaster's pid (its postmaster.pid), whose reaped children are the server's backends. */
+export async function postmasterPid(url: string): Promise<number> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const dir = (await c.query<{ d: string }>(`SELECT current_setting('data_directory') AS d`)).rows[0].d;
+    return Number(readFileSync(path.join(dir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * CPU seconds of one contender's run, unaffected by other work on the machine: this process's
+ * reaped children (the contender's processes: psql, gzip, pg_dump, pg-egress CLI or `run`), a
+ * long-running daemon's own time, and the postmaster's reaped children (the backends that served
+ * the run: they end with their connections). Call the returned function after the run.
+ */
+export function cpuProbe(postmaster: number, daemonPid?: number): () => Promise<CpuSplit> {
+  const self0 = procCpu('self').children;
+  const pm0 = procCpu(postmaster).children;
+  const d0 = daemonPid ? procCpu(daemonPid).own : 0;
+  return async () => {
+    const d1 = daemonPid ? procCpu(daemonPid).own : 0;
+    const self1 = procCpu('self').children;
+    // Backends exit just after their client closes (a walsender after its last status exchange),
+    // and the postmaster reaps them: read until two readings 300 ms apart agree (at most 3 s).
+    let server = procCpu(postmaster).children;
+    for (let i = 0; i < 10; i++) {
+      await new Promise((r) => setTimeout(r, 300));
+      const next = procCpu(postmaster).children;
+      if (next === server && i > 0) break;
+      server = next;
+    }
+    return { ours: self1 - self0 + d1 - d0, server: server - pm0 };
+  };
+}
+
+/** A process that keeps one core busy (S1-load), until stopped. */
+export function cpuHog(): { stop(): Promise<void> } {
+  const p = spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
+  const gone = new Promise<void>((resolve) => p.on('exit', () => resolve()));
+  return {
+    stop: async () => {
+      p.kill('SIGKILL');
+      await gone;
+    },
+  };
 }
 
 /** Runs a command to completion; rejects with its stderr when it fails. */

@@ -61,3 +61,25 @@ export async function filledTable(url: string, table: string, rows: number): Pro
     await c.query(`VACUUM (FREEZE, ANALYZE) ${table}`);
   });
 }
+
+/** R3: a table partitioned by range of id into `leaves` leaves of `rowsPerLeaf` rows each. */
+export async function partitionedTable(url: string, table: string, leaves: number, rowsPerLeaf: number): Promise<void> {
+  await withDb(url, async (c) => {
+    await c.query(`CREATE TABLE ${table} ${COLUMNS} PARTITION BY RANGE (id)`);
+    for (let i = 0; i < leaves; i++) {
+      await c.query(`CREATE TABLE ${table}_p${i} PARTITION OF ${table} FOR VALUES FROM (${i * rowsPerLeaf + 1}) TO (${(i + 1) * rowsPerLeaf + 1})`);
+    }
+    for (let from = 1; from <= leaves * rowsPerLeaf; from += 1_000_000) await c.query(`INSERT INTO ${table} ${rowsSql(from, Math.min(leaves * rowsPerLeaf, from + 999_999))}`);
+    await c.query(`VACUUM (FREEZE, ANALYZE) ${table}`);
+  });
+}
+
+/** R4: `count` tables of `rows` rows each, named `${prefix}_0001` …, frozen and analysed. */
+export async function manyTables(url: string, prefix: string, count: number, rows: number): Promise<string[]> {
+  const names = Array.from({ length: count }, (_, i) => `public.${prefix}_${String(i + 1).padStart(4, '0')}`);
+  await withDb(url, async (c) => {
+    for (const t of names) await c.query(`CREATE TABLE ${t} ${COLUMNS}; INSERT INTO ${t} ${rowsSql(1, rows)}`);
+    await c.query(`VACUUM (FREEZE, ANALYZE)`);
+  });
+  return names;
+}

@@ -7,7 +7,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { currentWalLsn } from '../../test/helpers/egress.js';
 import { rotation } from '../lib/stats.js';
-import { egressStream, recvlogical, tsStack, type Timed } from '../lib/tools.js';
+import { cpuHog, cpuProbe, egressStream, postmasterPid, recvlogical, tsStack, type CpuSplit, type Timed } from '../lib/tools.js';
 import { createTables } from './data.js';
 import { createSlots, egressDatabase, type BenchContext } from './setup.js';
 
@@ -19,13 +19,20 @@ export interface StreamRuns {
   seconds: Record<string, number[]>;
   /** pg-egress's peak RSS (MB) per repetition. */
   peakRssMb: number[];
+  /** CPU seconds per contender and repetition (its processes, the server's backends). */
+  cpu: Record<string, CpuSplit[]>;
 }
 
 export async function streamingScenario(
   ctx: BenchContext,
-  opts: { label: string; load: (url: string, table: string) => Promise<number>; contenders: StreamContender[]; reps?: number },
+  opts: { label: string; load: (url: string, table: string) => Promise<number>; contenders: StreamContender[]; reps?: number; hog?: boolean },
 ): Promise<StreamRuns> {
-  const out: StreamRuns = { changes: 0, seconds: Object.fromEntries(opts.contenders.map((c) => [c, [] as number[]])), peakRssMb: [] };
+  const out: StreamRuns = {
+    changes: 0,
+    seconds: Object.fromEntries(opts.contenders.map((c) => [c, [] as number[]])),
+    peakRssMb: [],
+    cpu: Object.fromEntries(opts.contenders.map((c) => [c, [] as CpuSplit[]])),
+  };
   const table = 'public.bench';
   for (let rep = 0; rep < (opts.reps ?? ctx.reps); rep++) {
     // A first `run` on the empty table does the initial export, so the measured run only streams.
@@ -39,18 +46,30 @@ export async function streamingScenario(
       const end = await currentWalLsn(env.url);
       const dir = path.join(ctx.tmp, `${opts.label}-${rep}`);
       mkdirSync(dir, { recursive: true });
+      const pm = await postmasterPid(env.url);
       for (const who of rotation(opts.contenders, rep)) {
         let t: Timed;
-        if (who === 'pg-egress') {
-          t = await egressStream(env, changes);
-          out.peakRssMb.push(t.peakRssMb ?? NaN);
-        } else if (who === 'pg_recvlogical') {
-          t = await recvlogical(ctx.bin.pg_recvlogical, env.url, slots.recv, env.slot, end, path.join(dir, 'recvlogical.out'));
-        } else {
-          t = await tsStack(env.url, slots.ts, env.slot, path.join(dir, 'ts-stack'), changes);
+        // S1-load: one core kept busy by an unrelated process during every contender's run.
+        const hog = opts.hog ? cpuHog() : null;
+        const probe = cpuProbe(pm);
+        try {
+          if (who === 'pg-egress') {
+            t = await egressStream(env, changes);
+            out.peakRssMb.push(t.peakRssMb ?? NaN);
+          } else if (who === 'pg_recvlogical') {
+            t = await recvlogical(ctx.bin.pg_recvlogical, env.url, slots.recv, env.slot, end, path.join(dir, 'recvlogical.out'));
+          } else {
+            t = await tsStack(env.url, slots.ts, env.slot, path.join(dir, 'ts-stack'), changes);
+          }
+          t.cpu = await probe();
+        } finally {
+          await hog?.stop();
         }
         out.seconds[who].push(t.seconds);
-        process.stdout.write(`  ${opts.label} rep ${rep + 1}: ${who.padEnd(15)} ${t.seconds.toFixed(2)} s, ${t.cpuSeconds?.toFixed(1) ?? '?'} CPU s${t.peakRssMb ? `, peak RSS ${t.peakRssMb.toFixed(0)} MB` : ''}\n`);
+        out.cpu[who].push(t.cpu);
+        process.stdout.write(
+          `  ${opts.label} rep ${rep + 1}: ${who.padEnd(15)} ${t.seconds.toFixed(2)} s, CPU ${t.cpu.ours.toFixed(1)} s + server ${t.cpu.server.toFixed(1)} s (machine ${t.cpuSeconds?.toFixed(1) ?? '?'} s)${t.peakRssMb ? `, peak RSS ${t.peakRssMb.toFixed(0)} MB` : ''}\n`,
+        );
       }
       rmSync(dir, { recursive: true, force: true });
     } finally {

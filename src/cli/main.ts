@@ -7,12 +7,8 @@ import { Command, Option } from 'commander';
 import { loadConfig, redactedConfig, type Config } from '../config/index.js';
 import { EgressError, ExitCode, isEgressError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
-import { runDaemon } from '../daemon.js';
-import { formatStatus, statusExitCode, statusReport } from './status.js';
-import { initCommand } from './init.js';
 import { uninstall } from './uninstall.js';
 import { reloadCommand } from './reload.js';
-import { verifyCommand, verifyProofCommand } from './verify.js';
 
 let debug = false;
 /** SIGTERM to exit: the flush in progress, confirmation, closing (README "Shutdown"). */
@@ -72,6 +68,8 @@ export function buildProgram(): Command {
       };
       process.on('SIGTERM', onSignal);
       process.on('SIGINT', onSignal);
+      // Loaded when used: `reload --wait` and `status` start without the daemon's modules.
+      const { runDaemon } = await import('../daemon.js');
       await runDaemon(cfg, log, { signal: ac.signal });
     });
 
@@ -84,6 +82,7 @@ export function buildProgram(): Command {
     .addHelpText('after', example('pg-egress init --config cdc.yml', 'pg-egress init --config cdc.yml --url postgres://postgres@db:5432/shop', 'pg-egress init --config cdc.yml --recreate-slot'))
     .action(async (opts: { config: string; url?: string; recreateSlot?: boolean }) => {
       const { cfg, log } = load(program, opts);
+      const { initCommand } = await import('./init.js');
       process.stdout.write((await initCommand(cfg, log, { adminUrl: opts.url, recreateSlot: opts.recreateSlot })) + '\n');
     });
 
@@ -109,6 +108,7 @@ export function buildProgram(): Command {
     .addHelpText('after', example('pg-egress verify ./egress', 'pg-egress verify ./egress/public.orders/20261122T100500Z/streaming.csv.gz --row 17 --proof row17.json') + '\nExit codes: 0 verified, 10 a check failed (the first problem is named).\n')
     .action(async (target: string, opts: { row?: string; proof?: string; config?: string }) => {
       const cfg = opts.config ? load(program, { config: opts.config }).cfg : undefined;
+      const { verifyCommand } = await import('./verify.js');
       commandExit = (await verifyCommand(target, { ...opts, cfg })) as ExitCode;
     });
 
@@ -118,6 +118,7 @@ export function buildProgram(): Command {
     .argument('<proof>', 'a proof written by verify --proof')
     .addHelpText('after', example('pg-egress verify-proof row17.json'))
     .action(async (file: string) => {
+      const { verifyProofCommand } = await import('./verify.js');
       commandExit = (await verifyProofCommand(file)) as ExitCode;
     });
 
@@ -141,6 +142,7 @@ export function buildProgram(): Command {
     .addHelpText('after', example('pg-egress status --config cdc.yml', 'pg-egress status --config cdc.yml --json | jq .gaps') + '\nExit codes: 0 all well, 6 slot missing or lost, 9 a data gap is recorded or selected tables are not published.\n')
     .action(async (opts: { config: string; json?: boolean }) => {
       const { cfg } = load(program, opts);
+      const { formatStatus, statusExitCode, statusReport } = await import('./status.js');
       const report = await statusReport(cfg);
       process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : formatStatus(report));
       commandExit = statusExitCode(report);

@@ -4,6 +4,7 @@
  * views; the daemon's in-memory counters come from its status file, shown only while that daemon
  * still holds its lock (a dead daemon's pid and pending rows are not shown as live).
  */
+import { describeCompression } from '../output/deflate.js';
 import { readFile } from 'node:fs/promises';
 import type { Config } from '../config/index.js';
 import { ExitCode } from '../errors.js';
@@ -30,6 +31,8 @@ export interface StatusReport {
   /** `skipped`: queued for a target that is not configured any more (src/anchor/targets.ts). */
   anchors: { target: string; pending: number; failed: number; done: number; skipped: number; oldest_pending_s: number | null; last_error: string | null }[];
   daemon: { running: boolean; holder: string | null; pid: number | null; status_at: string | null };
+  /** The deflate library and COPY path: the running daemon's (its status file), else this installation's. */
+  compression: string;
   gaps: Gap[];
   unpublished: { table: string; reason: string }[];
   missing_files: { count: number; first: string[] };
@@ -69,7 +72,7 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
     const hasGaps = reg[0].v !== null;
     const registry = new Registry(client, cfg.slot);
     const holder = await lockHolder(client, cfg.slot);
-    let file: { pid: number; updated_at: string; pending_rows: Record<string, number> } | null = null;
+    let file: { pid: number; updated_at: string; pending_rows: Record<string, number>; compression?: string } | null = null;
     try {
       file = JSON.parse(await readFile(statusFilePath(cfg), 'utf8'));
     } catch {
@@ -156,6 +159,7 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
       pending_anchors: hasRegistry ? await registry.pendingAnchors() : 0,
       anchors: hasRegistry ? await new AnchorQueue(client, cfg.slot).summary() : [],
       daemon: { running: holder !== null, holder: holder ? describeHolder(holder) : null, pid: live ? file!.pid : null, status_at: file?.updated_at ?? null },
+      compression: (live ? file!.compression : undefined) ?? describeCompression(cfg.output.gzipLevel),
       gaps: hasGaps ? await registry.openGaps() : [],
       unpublished,
       missing_files: { count: missing.length, first: missing.slice(0, MISSING_SHOWN) },
@@ -189,6 +193,7 @@ export function formatStatus(r: StatusReport): string {
     `lag             ${r.lag_bytes === null ? '-' : `${r.lag_bytes} bytes`}`,
     `pending anchors ${r.pending_anchors}${r.anchors.map((a) => ` | ${a.target}: ${a.pending} pending${a.oldest_pending_s !== null ? ` (oldest ${a.oldest_pending_s}s)` : ''}, ${a.failed} failed, ${a.done} done${a.skipped ? `, ${a.skipped} skipped (anchors.${a.target} not configured)` : ''}${a.last_error ? `, last error: ${a.last_error}` : ''}`).join('')}`,
     `daemon          ${daemon}`,
+    `compression     ${r.compression}`,
     '',
     'table'.padEnd(40) + 'mode'.padEnd(16) + 'last window'.padEnd(22) + 'pending rows'.padEnd(14) + 'partition',
     ...r.tables.map(

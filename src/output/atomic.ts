@@ -39,6 +39,23 @@ export async function ensureDir(dir: string, mode: number): Promise<void> {
   await fsyncDir(parent);
 }
 
+/**
+ * The folders `names` inside the existing `parent`, made where missing, with one fsync of `parent`
+ * for all of them (an initial export makes a folder per table: one fsync, not one per table).
+ */
+export async function ensureDirsIn(parent: string, names: readonly string[], mode: number): Promise<void> {
+  let made = false;
+  for (const n of new Set(names)) {
+    try {
+      await fsp.mkdir(path.join(parent, n), { mode });
+      made = true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(path.join(parent, n), e);
+    }
+  }
+  if (made) await fsyncDir(parent);
+}
+
 export async function writeFileAtomic(file: string, data: Buffer | string, mode: number): Promise<void> {
   const tmp = file + TMP_SUFFIX;
   let created = false;

@@ -186,6 +186,16 @@ export class CsvBuffer {
     return this.buf.subarray(start, end);
   }
 
+  /**
+   * Hands the encoded bytes to `consume` without a copy, then empties the buffer: for a consumer
+   * that copies them before it returns (the native deflate), not for one that keeps them.
+   */
+  drainTo<T>(consume: (bytes: Buffer) => T): T {
+    const r = consume(this.buf.subarray(0, this.length));
+    this.length = 0;
+    return r;
+  }
+
   /** Removes and returns the encoded bytes (a copy, so the buffer can be reused at once). */
   take(): Buffer {
     const out = Buffer.allocUnsafe(this.length);

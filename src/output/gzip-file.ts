@@ -1,8 +1,13 @@
 /**
  * Streams bytes through gzip into a temporary file while hashing the compressed bytes, so the
  * sha256 and sizes for the manifest are known the moment the file is closed, without reading it
- * back. Memory is bounded by the stream high-water marks: `write` resolves only once gzip has
- * room again (backpressure).
+ * back (node:crypto: OpenSSL uses the CPU's SHA extensions where it has them). Memory is bounded
+ * by the stream high-water marks: `write` resolves only once gzip has room again (backpressure).
+ *
+ * The compressor is the one output/deflate.ts chose for the level: the addon's ISA-L or
+ * libdeflate (one gzip member per block of up to 1 MiB, compressed synchronously, several times
+ * cheaper than zlib) or Node's zlib stream (on the thread pool). `compressed: true` takes gzip
+ * bytes that the caller compressed itself (the native COPY path, reload/copy-export.ts).
  *
  * Every wait here (backpressure, end of file, fsync) also settles when either stream fails: a
  * write error of the file (ENOSPC, EROFS, EIO, EDQUOT) while gzip is paused for backpressure must
@@ -14,6 +19,7 @@ import type { EventEmitter } from 'node:events';
 import zlib from 'node:zlib';
 import { EgressError } from '../errors.js';
 import { ioError } from './atomic.js';
+import { deflateBackend, NativeSinkClass, type NativeSink } from './deflate.js';
 
 /** Bytes each stream may hold before it pushes back (uncompressed into gzip, compressed into the file). */
 const BUFFERED_BYTES = 256 * 1024;
@@ -21,6 +27,8 @@ const BUFFERED_BYTES = 256 * 1024;
 export interface GzipFileStats {
   /** Compressed size on disk. */
   bytes: number;
+  /** With `records: true` and the native deflate: the tree over the CSV records after the header. */
+  merkle?: { treeSize: number; root: Buffer; blocks: Buffer[] };
   /** Uncompressed size. */
   rawBytes: number;
   /** sha256 hex of the compressed file. */
@@ -28,7 +36,12 @@ export interface GzipFileStats {
 }
 
 export class GzipFileWriter {
-  private readonly gzip: zlib.Gzip;
+  /** Node's zlib, when no native deflate compresses this level. */
+  private readonly gzip: zlib.Gzip | null = null;
+  /** The addon's deflate (no framing): raw CSV in, gzip members out. */
+  private readonly sink: NativeSink | null = null;
+  /** finish() gives the tree of the records (`records: true` and the native deflate). */
+  readonly hashesRecords: boolean = false;
   private readonly out: WriteStream;
   private readonly hash: Hash = createHash('sha256');
   private bytes = 0;
@@ -43,28 +56,38 @@ export class GzipFileWriter {
     readonly path: string,
     level: number,
     mode: number,
+    opts: { compressed?: boolean; zlib?: boolean; records?: boolean } = {},
   ) {
-    // Room for a few 64 KiB chunks on each side, so that encoding the next chunk (main thread),
-    // compressing this one and writing the previous one (thread pool) overlap. With the default
-    // 16 KiB marks every chunk made `write` wait for its own compression, and every compressed
-    // chunk paused gzip until the file had written it: the stages took turns instead.
-    this.gzip = zlib.createGzip({ level, chunkSize: 64 * 1024, writableHighWaterMark: BUFFERED_BYTES } as zlib.ZlibOptions);
     this.out = createWriteStream(path, { mode, flags: 'w', highWaterMark: BUFFERED_BYTES });
-    this.gzip.on('data', (chunk: Buffer) => {
-      if (this.failed) return;
-      this.hash.update(chunk);
-      this.bytes += chunk.length;
-      if (!this.out.write(chunk)) {
-        this.gzip.pause();
-        this.out.once('drain', () => {
-          if (!this.failed) this.gzip.resume();
-        });
-      }
-    });
-    this.gzip.on('end', () => {
-      if (!this.failed) this.out.end();
-    });
-    this.gzip.on('error', (e) => this.fail(e));
+    if (opts.compressed) {
+      // The caller compresses (writeCompressed).
+    } else if (NativeSinkClass && deflateBackend(level) !== 'zlib' && !opts.zlib) {
+      // records: the addon also finds the CSV records and hashes them as Merkle leaves (after the
+      // header) in the same pass as the compression, instead of a JavaScript copy per row.
+      this.sink = new NativeSinkClass({ level, merkle: !!opts.records, skip: 1 });
+      this.hashesRecords = !!opts.records;
+    } else {
+      // Room for a few 64 KiB chunks on each side, so that encoding the next chunk (main thread),
+      // compressing this one and writing the previous one (thread pool) overlap. With the default
+      // 16 KiB marks every chunk made `write` wait for its own compression, and every compressed
+      // chunk paused gzip until the file had written it: the stages took turns instead.
+      const gzip = (this.gzip = zlib.createGzip({ level, chunkSize: 64 * 1024, writableHighWaterMark: BUFFERED_BYTES } as zlib.ZlibOptions));
+      gzip.on('data', (chunk: Buffer) => {
+        if (this.failed) return;
+        this.hash.update(chunk);
+        this.bytes += chunk.length;
+        if (!this.out.write(chunk)) {
+          gzip.pause();
+          this.out.once('drain', () => {
+            if (!this.failed) gzip.resume();
+          });
+        }
+      });
+      gzip.on('end', () => {
+        if (!this.failed) this.out.end();
+      });
+      gzip.on('error', (e) => this.fail(e));
+    }
     this.out.on('error', (e) => this.fail(e));
     // 'close' comes after the last write and the close(2) of the file, or after 'error'.
     this.done = this.until(this.out, 'close');
@@ -79,7 +102,7 @@ export class GzipFileWriter {
     const waiters = [...this.waiters];
     this.waiters.clear();
     for (const reject of waiters) reject(err);
-    this.gzip.destroy();
+    this.gzip?.destroy();
     this.out.destroy();
   }
 
@@ -112,14 +135,52 @@ export class GzipFileWriter {
   write(chunk: Buffer): Promise<void> | undefined {
     if (this.failed) throw this.failed;
     this.rawBytes += chunk.length;
-    if (this.gzip.write(chunk)) return undefined;
-    return this.until(this.gzip, 'drain');
+    if (this.gzip) {
+      if (this.gzip.write(chunk)) return undefined;
+      return this.until(this.gzip, 'drain');
+    }
+    if (!this.sink) throw new Error('GzipFileWriter: this file takes compressed bytes (writeCompressed)');
+    this.sink.write(chunk);
+    const gz = this.sink.take();
+    return gz ? this.put(gz) : undefined;
+  }
+
+  /** `write` copies its chunk before it returns (native deflate): the caller may reuse the buffer. */
+  get copiesInput(): boolean {
+    return this.sink !== null;
+  }
+
+  /** Writes gzip bytes compressed by the caller (`compressed: true`) from `rawLength` bytes of CSV. */
+  writeCompressed(gz: Buffer, rawLength: number): Promise<void> | undefined {
+    if (this.failed) throw this.failed;
+    this.rawBytes += rawLength;
+    return this.put(gz);
+  }
+
+  private put(gz: Buffer): Promise<void> | undefined {
+    this.hash.update(gz);
+    this.bytes += gz.length;
+    if (this.out.write(gz)) return undefined;
+    return this.until(this.out, 'drain');
   }
 
   /** Ends the gzip stream, waits for the file to be written and fsyncs it. */
   async finish(): Promise<GzipFileStats> {
     if (this.failed) throw this.failed;
-    this.gzip.end();
+    if (this.gzip) this.gzip.end();
+    else {
+      if (this.sink) {
+        this.sink.finish();
+        const gz = this.sink.take();
+        if (gz) {
+          // No wait for 'drain': end() below flushes what is queued.
+          this.hash.update(gz);
+          this.bytes += gz.length;
+          this.out.write(gz);
+        }
+      }
+      this.out.end();
+    }
     await this.done;
     if (this.failed) throw this.failed;
     try {
@@ -132,7 +193,14 @@ export class GzipFileWriter {
     } catch (e) {
       throw ioError(this.path, e);
     }
-    return { bytes: this.bytes, rawBytes: this.rawBytes, sha256: this.hash.digest('hex') };
+    const stats: GzipFileStats = { bytes: this.bytes, rawBytes: this.rawBytes, sha256: this.hash.digest('hex') };
+    if (this.hashesRecords && this.sink) {
+      const st = this.sink.stats();
+      const blocks: Buffer[] = [];
+      for (let i = 0; i < st.blocks.length; i += 32) blocks.push(st.blocks.subarray(i, i + 32));
+      stats.merkle = { treeSize: st.rows, root: st.root, blocks };
+    }
+    return stats;
   }
 
   /** Stops writing and removes the temporary file (used when a window is discarded). */

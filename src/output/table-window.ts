@@ -72,7 +72,7 @@ export class StreamingFile {
     if (this.current) {
       await this.drain();
     }
-    const writer = new GzipFileWriter(this.tmpPath(), this.opts.gzipLevel, this.opts.fileMode);
+    const writer = new GzipFileWriter(this.tmpPath(), this.opts.gzipLevel, this.opts.fileMode, { records: true });
     this.current = { names, writer };
     this.segments.push(this.current);
     await writer.write(headerLine([...META_COLUMNS, ...names]));
@@ -83,11 +83,13 @@ export class StreamingFile {
     this.rows++;
     if (this.lsnStart === null) this.lsnStart = lsn;
     this.lsnEnd = lsn;
-    // The record's leaf: its bytes without the terminating \n, hashed straight from the buffer.
-    this.merkle.addRange(this.buf.bytes, this.rowStart, this.buf.length - 1);
+    const writer = this.current!.writer;
+    // The record's leaf: its bytes without the terminating \n, hashed straight from the buffer
+    // (or by the native deflate as it compresses them).
+    if (!writer.hashesRecords) this.merkle.addRange(this.buf.bytes, this.rowStart, this.buf.length - 1);
     if (this.buf.length >= CHUNK_BYTES) {
       this.rowStart = 0;
-      return this.current!.writer.write(this.buf.take());
+      return writer.copiesInput ? this.buf.drainTo((b) => writer.write(b)) : writer.write(this.buf.take());
     }
     this.rowStart = this.buf.length;
     return undefined;
@@ -95,7 +97,8 @@ export class StreamingFile {
 
   private async drain(): Promise<void> {
     this.rowStart = 0;
-    if (this.buf.length > 0) await this.current!.writer.write(this.buf.take());
+    const writer = this.current!.writer;
+    if (this.buf.length > 0) await (writer.copiesInput ? this.buf.drainTo((b) => writer.write(b)) : writer.write(this.buf.take()));
   }
 
   /** The first write error of the file's segments (ENOSPC, EROFS, ...), as soon as it happens. */
@@ -119,19 +122,28 @@ export class StreamingFile {
     await this.drain();
     const last = this.segments[this.segments.length - 1];
     if (this.segments.length === 1) {
-      return { tmpPath: last.writer.path, stats: await last.writer.finish(), merkle: { treeSize: this.merkle.size, root: this.merkle.root(), blocks: this.merkle.blocks } };
+      const stats = await last.writer.finish();
+      return { tmpPath: last.writer.path, stats, merkle: this.treeOf(stats) };
     }
     // Columns changed inside the window: rewrite every segment into the last one's layout.
     for (const s of this.segments) await s.writer.finish();
     const finalNames = last.names;
-    const out = new GzipFileWriter(this.tmpPath(), this.opts.gzipLevel, this.opts.fileMode);
+    const out = new GzipFileWriter(this.tmpPath(), this.opts.gzipLevel, this.opts.fileMode, { records: true });
     try {
       const stats = await this.rewrite(out, finalNames);
-      return { tmpPath: out.path, stats, merkle: { treeSize: this.merkle.size, root: this.merkle.root(), blocks: this.merkle.blocks } };
+      return { tmpPath: out.path, stats, merkle: this.treeOf(stats) };
     } catch (e) {
       await out.abort().catch(() => undefined);
       throw e;
     }
+  }
+
+  /** The file's tree: the native one when the writer hashed the records, else the builder's. */
+  private treeOf(stats: GzipFileStats): MerkleSummary {
+    if (!stats.merkle) return { treeSize: this.merkle.size, root: this.merkle.root(), blocks: this.merkle.blocks };
+    // Every row is one record: the native scan must have found exactly the rows written.
+    if (stats.merkle.treeSize !== this.rows) throw new Error(`streaming file: ${this.rows} rows written but ${stats.merkle.treeSize} CSV records hashed`);
+    return stats.merkle;
   }
 
   /** Writes every segment's rows into `out` in the layout `finalNames`. */
@@ -160,7 +172,7 @@ export class StreamingFile {
           const v = idx >= 0 ? f[META_COLUMNS.length + idx] : null;
           if (v !== null && v !== undefined) buf.value(v);
         }
-        this.merkle.addRecord(buf.view(start, buf.length));
+        if (!out.hashesRecords) this.merkle.addRecord(buf.view(start, buf.length));
         buf.byte(0x0a);
       });
       // pipeline, not pipe: a read error must end the iteration below, not leave it waiting.

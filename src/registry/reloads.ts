@@ -95,6 +95,13 @@ export class ReloadRegistry {
     return withTransaction(this.db, (c) => insertReloadRequest(c, this.slot, r));
   }
 
+  /** Many requests in one transaction (an initial export asks for every table: one commit, not one each). */
+  requestMany(rs: ReloadRequest[]): Promise<void> {
+    return withTransaction(this.db, async (c) => {
+      for (const r of rs) await insertReloadRequest(c, this.slot, r);
+    });
+  }
+
   /** At start: operations a dead process was running are redone (a newer pending one supersedes them). */
   async resetRunning(): Promise<number> {
     const { rowCount } = await this.db.query(
@@ -149,6 +156,17 @@ export class ReloadRegistry {
       p.rawBytes,
       p.chunksDone,
     ]);
+  }
+
+  /** Progress of many operations in one statement (an export of many tables reports each). */
+  async progressMany(items: { id: number; rows: number; rawBytes: number; chunksDone: number }[]): Promise<void> {
+    if (!items.length) return;
+    await this.db.query(
+      `UPDATE "cdc_registry"."reloads" r SET "rows" = x.n, "raw_bytes" = x.raw, "chunks_done" = x.done, "updated_at" = now()
+       FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[]) AS x(id, n, raw, done)
+       WHERE r."id" = x.id AND r."state" = 'running'`,
+      [items.map((i) => i.id), items.map((i) => i.rows), items.map((i) => i.rawBytes), items.map((i) => i.chunksDone)],
+    );
   }
 
   /** Ends a running operation: failed, cancelled, or back to pending (to be redone). */
@@ -236,5 +254,34 @@ export class ReloadRegistry {
         [op.gapId, op.id],
       );
     }
+  }
+
+  /**
+   * finishIn for the operations of one batch, in three statements for all of those without a gap
+   * (an initial export registers hundreds of tables at once); those with a gap go one by one.
+   */
+  async finishManyIn(c: pg.ClientBase, batchId: string, items: { op: ReloadOp; rows: number; rawBytes: number; chunks: number; workers: number; relid: number }[]): Promise<void> {
+    const plain = items.filter((i) => i.op.gapId === null);
+    if (plain.length) {
+      const upd = await c.query(
+        // A marker's table owes its comment back: put back after this commit (see pendingComments).
+        `UPDATE "cdc_registry"."reloads" r SET "state" = 'done', "rows" = x.n, "raw_bytes" = x.raw, "batch_id" = $1, "chunks_done" = x.chunks, "workers" = x.workers,
+                "finished_at" = now(), "updated_at" = now(), "relid" = x.relid, "comment_pending" = r."restore_comment"
+         FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::int[], $6::int[], $7::oid[]) AS x(id, n, raw, chunks, workers, relid)
+         WHERE r."id" = x.id AND r."state" = 'running'`,
+        [batchId, plain.map((i) => i.op.id), plain.map((i) => i.rows), plain.map((i) => i.rawBytes), plain.map((i) => i.chunks), plain.map((i) => i.workers), plain.map((i) => i.relid)],
+      );
+      if (upd.rowCount !== plain.length) throw new Error(`${plain.length - (upd.rowCount ?? 0)} reloads of batch ${batchId} are no longer running`);
+      await c.query(`SELECT pg_notify($1, $2)`, [RELOAD_CHANNEL, this.slot]);
+      await c.query(
+        `UPDATE "cdc_registry"."tables" t SET "mode" = CASE WHEN EXISTS (SELECT 1 FROM "cdc_registry"."reloads" p WHERE p."slot_name" = $1
+                     AND p."schema_name" = t."schema_name" AND p."table_name" = t."table_name" AND p."state" = 'pending') THEN 'pending_reload' ELSE 'streaming' END,
+                "updated_at" = now()
+         FROM unnest($2::text[], $3::text[]) AS x(s, tb)
+         WHERE t."slot_name" = $1 AND t."schema_name" = x.s AND t."table_name" = x.tb`,
+        [this.slot, plain.map((i) => i.op.schema), plain.map((i) => i.op.table)],
+      );
+    }
+    for (const i of items) if (i.op.gapId !== null) await this.finishIn(c, i.op, { rows: i.rows, rawBytes: i.rawBytes, batchId, chunks: i.chunks, workers: i.workers, relid: i.relid });
   }
 }

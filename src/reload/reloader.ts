@@ -30,7 +30,7 @@ import { excludedColumns } from '../config/index.js';
 import { createExportSnapshot, type ExportSnapshot } from './snapshot.js';
 import { orderTasks, planChunks } from './planner.js';
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
-import { finalizeReload } from './finalize.js';
+import { FinalizeQueue } from './finalize.js';
 import { racedTables, SHAPE_SQL, type TableShape } from './race.js';
 import { exportError, workerErrors } from './export-errors.js';
 import { isLockConflict } from '../registry/tx.js';
@@ -323,16 +323,26 @@ export class Reloader {
     const tmpDir = path.join(cfg.output.dir, '_tmp');
     await ensureDir(tmpDir, cfg.output.dirMode);
     const errors: unknown[] = [];
-    // Only operations that moved since the last write: an initial export of many tables has most
-    // of them waiting in the queue.
-    const written = new Map<number, string>();
+    // Tables are registered as they finish, many small ones per batch; workers go on meanwhile.
+    // Registering touches only the registry: no lock on an application table (the marker's comment
+    // is put back after every worker has ended its transaction: restoreComments).
+    const finalizer = new FinalizeQueue(this.d, snap.lsn, takenAt, startedAt);
+    const registering: Promise<void>[] = [];
+    // One statement per round for the tables whose progress moved (an initial export of 500 tables
+    // sent 500 UPDATEs every round, which queued behind the registrations on the same rows and
+    // pool); tables whose chunks are all done are being registered and are left alone.
+    const reported = new Map<number, number>();
+    let reporting = false;
     const progress = setInterval(() => {
-      for (const s of states.values()) {
-        const key = `${s.rows}/${s.rawBytes}/${s.done}`;
-        if (s.finished || written.get(s.info.op.id) === key) continue;
-        written.set(s.info.op.id, key);
-        void reloads.progress(s.info.op.id, { rows: s.rows, rawBytes: s.rawBytes, chunksDone: s.done }).catch(() => undefined);
-      }
+      if (reporting) return;
+      const moved = [...states.values()].filter((s) => s.done < s.chunks && reported.get(s.info.op.id) !== s.rawBytes);
+      if (!moved.length) return;
+      for (const s of moved) reported.set(s.info.op.id, s.rawBytes);
+      reporting = true;
+      void reloads
+        .progressMany(moved.map((s) => ({ id: s.info.op.id, rows: s.rows, rawBytes: s.rawBytes, chunksDone: s.done })))
+        .catch(() => undefined)
+        .finally(() => (reporting = false));
     }, PROGRESS_MS);
     try {
       await Promise.all(
@@ -350,6 +360,15 @@ export class Reloader {
                 st.results[task.index] = r;
                 st.done++;
                 st.workers.add(wi);
+                if (st.done === st.chunks) {
+                  const { op, def, columns, relid } = st.info;
+                  registering.push(
+                    finalizer.add({ op, def, columns, relid, parts: st.results, workers: st.workers.size }).then(
+                      () => void (st.finished = true),
+                      (e: unknown) => void errors.push(e),
+                    ),
+                  );
+                }
               } catch (e) {
                 errors.push(e);
               }
@@ -361,16 +380,12 @@ export class Reloader {
           }
         }),
       );
+      await Promise.all(registering);
     } finally {
       clearInterval(progress);
     }
     if (errors.length) throw workerErrors(errors, cfg);
     if (this.stopping) throw new EgressError('SOURCE_UNREACHABLE', 'stopped during the export', { retryable: true });
-    // Every lock is released: place and register each table's set.
-    for (const st of states.values()) {
-      await finalizeReload(this.d, st.info.op, st.info.def, st.info.columns, st.info.relid, st.results, snap.lsn, takenAt, st.workers.size, startedAt);
-      st.finished = true;
-    }
   }
 
   /** Waits for the export snapshot, telling (status, log) what it waits on. */

@@ -4,22 +4,21 @@
  * (with a lock_timeout: a TRUNCATE or ALTER that got there first is an error, not a hang; after
  * the lock none can run until we are done, and TRUNCATE is not MVCC-safe), then pulls chunks from
  * a shared queue and streams `COPY (SELECT ...) TO STDOUT (FORMAT csv, HEADER)` straight through
- * gzip into a temporary file: no per-row work in JavaScript, memory bounded by stream buffers.
- * A worker ends its transaction (and so releases its locks) as soon as the queue is empty, before
- * anything else of the export's finish happens (reloader.ts).
+ * gzip into a temporary file (copy-export.ts: the byte path, native where the addon is built): no
+ * per-row work in JavaScript, memory bounded by stream buffers. A worker ends its transaction (and
+ * so releases its locks) as soon as the queue is empty, before anything else of the export's
+ * finish that could wait on the application's tables (reloader.ts).
  * https://www.postgresql.org/docs/15/sql-copy.html
  */
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
-import { to as copyTo } from 'pg-copy-streams';
 import type { Config } from '../config/index.js';
 import { connectClient } from '../source/connect.js';
-import { GzipFileWriter, type GzipFileStats } from '../output/gzip-file.js';
+import type { GzipFileStats } from '../output/gzip-file.js';
 import { ctidCondition, type ChunkRange } from './planner.js';
-import { CsvLeaves } from '../proof/csv-leaves.js';
+import { copyToFile } from './copy-export.js';
 import type { MerkleSummary } from '../output/table-window.js';
-import { EgressError } from '../errors.js';
 
 const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
 
@@ -96,31 +95,8 @@ export class ExportWorker {
    */
   async copy(task: ChunkTask, cfg: Config, tmpDir: string, onProgress: (bytes: number, rows: number) => void): Promise<ChunkResult> {
     const tmpPath = path.join(tmpDir, `${randomBytes(8).toString('hex')}.csv.gz`);
-    const out = new GzipFileWriter(tmpPath, cfg.output.gzipLevel, cfg.output.fileMode);
-    try {
-      // The records (after the header) are the tree's leaves (SPEC §9); quoted fields may hold \n.
-      const leaves = new CsvLeaves({ skipRecords: 1 });
-      const merkle = leaves.tree;
-      const stream = this.client.query(copyTo(copySql(task)));
-      let counted = 0;
-      for await (const chunk of stream) {
-        const buf = chunk as Buffer;
-        const p = out.write(buf);
-        leaves.push(buf);
-        if (p) await p;
-        onProgress(buf.length, merkle.size - counted);
-        counted = merkle.size;
-      }
-      leaves.end();
-      // COPY's row count arrives with CommandComplete, just after the data: a round trip settles it.
-      await this.client.query('SELECT 1');
-      if (stream.rowCount !== merkle.size) throw new EgressError('PROTOCOL', `COPY of ${task.schema}.${task.table} sent ${stream.rowCount} rows but ${merkle.size} records`);
-      const stats = await out.finish();
-      return { task, tmpPath, rows: merkle.size, stats, merkle: { treeSize: merkle.size, root: merkle.root(), blocks: merkle.blocks } };
-    } catch (e) {
-      await out.abort().catch(() => undefined);
-      throw e;
-    }
+    const r = await copyToFile(this.client, copySql(task), { path: tmpPath, gzipLevel: cfg.output.gzipLevel, fileMode: cfg.output.fileMode, onProgress });
+    return { task, tmpPath, ...r };
   }
 
   /** A query in the worker's transaction: its snapshot's view, under the locks it holds. */

@@ -60,9 +60,7 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
     const knewSlot = await registry.hasSlotState();
     const reloads = new ReloadRegistry(db, cfg.slot);
     const requestReload = async (tables: { schema: string; table: string }[], reason: ReloadReason, gapId: number | null) => {
-      for (const t of tables) {
-        await reloads.request({ schema: t.schema, table: t.table, relid: null, reason, requestedLsn: null, restoreComment: false, previousComment: null, requestId: null, gapId });
-      }
+      await reloads.requestMany(tables.map((t) => ({ schema: t.schema, table: t.table, relid: null, reason, requestedLsn: null, restoreComment: false, previousComment: null, requestId: null, gapId })));
       if (tables.length) log.info({ tables: tables.map((t) => `${t.schema}.${t.table}`), reason }, 'reload requested');
     };
     const adoptReg = new AdoptRegistry(db, cfg.slot);

@@ -1,0 +1,83 @@
+/*
+ * gzip members through ISA-L or libdeflate (see deflate.h). Both are used from the main thread
+ * only (the sink runs synchronously inside a JavaScript call), so one compressor state per
+ * level is kept and reused: libdeflate's compressor and ISA-L's level buffer are allocated once.
+ */
+#include "deflate.h"
+#include <stdlib.h>
+#include <string.h>
+#ifdef HAVE_ISAL
+#include <isa-l/igzip_lib.h>
+#endif
+#ifdef HAVE_LIBDEFLATE
+#include <libdeflate.h>
+#endif
+
+int gz_backend_for(int level) {
+#ifdef HAVE_ISAL
+  if (level >= 1 && level <= 3) return GZ_ISAL;
+#endif
+#ifdef HAVE_LIBDEFLATE
+  if (level >= 0 && level <= 9) return GZ_LIBDEFLATE;
+#endif
+  (void)level;
+  return GZ_NONE;
+}
+
+const char *gz_backend_name(int backend) {
+  switch (backend) {
+    case GZ_ISAL: return "isa-l";
+    case GZ_LIBDEFLATE: return "libdeflate";
+    default: return "zlib";
+  }
+}
+
+size_t gz_bound(int backend, int level, size_t n) {
+  (void)level;
+  (void)backend;
+  /* Stored blocks at worst: 5 bytes per 64 KiB, plus gzip header/trailer and a Huffman header. */
+  return n + (n >> 12) + 5 * (n / 65535 + 1) + 1024;
+}
+
+#ifdef HAVE_ISAL
+static uint8_t *isal_level_buf[4];
+static const uint32_t isal_level_size[4] = {ISAL_DEF_LVL0_DEFAULT, ISAL_DEF_LVL1_DEFAULT, ISAL_DEF_LVL2_DEFAULT, ISAL_DEF_LVL3_DEFAULT};
+#endif
+#ifdef HAVE_LIBDEFLATE
+static struct libdeflate_compressor *ld_compressor[10];
+#endif
+
+size_t gz_member(int backend, int level, const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
+#ifdef HAVE_ISAL
+  if (backend == GZ_ISAL) {
+    if (!isal_level_buf[level] && !(isal_level_buf[level] = malloc(isal_level_size[level]))) return 0;
+    struct isal_zstream s;
+    isal_deflate_stateless_init(&s);
+    s.level = (uint32_t)level;
+    s.level_buf = isal_level_buf[level];
+    s.level_buf_size = isal_level_size[level];
+    s.gzip_flag = IGZIP_GZIP;
+    s.end_of_stream = 1;
+    s.flush = NO_FLUSH;
+    s.next_in = (uint8_t *)in;
+    s.avail_in = (uint32_t)n;
+    s.next_out = out;
+    s.avail_out = (uint32_t)cap;
+    if (isal_deflate_stateless(&s) != COMP_OK) return 0;
+    return s.total_out;
+  }
+#endif
+#ifdef HAVE_LIBDEFLATE
+  if (backend == GZ_LIBDEFLATE) {
+    if (!ld_compressor[level] && !(ld_compressor[level] = libdeflate_alloc_compressor(level))) return 0;
+    return libdeflate_gzip_compress(ld_compressor[level], in, n, out, cap);
+  }
+#endif
+  (void)backend;
+  (void)level;
+  (void)in;
+  (void)n;
+  (void)out;
+  (void)cap;
+  return 0;
+}

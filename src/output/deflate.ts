@@ -1,0 +1,70 @@
+/**
+ * Which deflate writes the gzip files, chosen once at start (logged, and shown by `status`):
+ * the native addon's ISA-L (igzip) for `output.gzip_level` 1–3 and libdeflate for 0–9 when they
+ * were linked at build time (native/detect.mjs; Debian: `apt-get install libisal-dev
+ * libdeflate-dev` before `npm ci`), else Node's zlib. The native ones write one gzip member per
+ * block of up to 1 MiB of CSV (RFC 1952 §2.2: a gzip file is a series of members), which every
+ * gzip reader takes as one stream. Each compresses at least as well as zlib at the same level on
+ * CSV (README "Performance"), several times faster.
+ *
+ * PG_EGRESS_DEFLATE=zlib keeps Node's zlib with the rest of the native path (to compare, or for a
+ * reader that takes only single-member gzip files); PG_EGRESS_NATIVE=0 turns the addon off
+ * altogether (zlib, node:crypto, JavaScript record scan).
+ * No import of `pg`: `verify-proof` stays offline.
+ */
+import { createRequire } from 'node:module';
+
+/** The addon's sink: see native/copy_sink.c for the contract. */
+export interface NativeSink {
+  feed(buf: Buffer): number;
+  write(buf: Buffer): void;
+  take(): Buffer | null;
+  finish(): void;
+  leftover(): Buffer;
+  stats(): { rows: number; rawBytes: number; copyDone: boolean; done: boolean; root: Buffer; blocks: Buffer; deflate: string };
+}
+
+export interface NativeSinkOptions {
+  /** Input is the server's protocol bytes during COPY OUT (CopyData framing to strip). */
+  framing?: boolean;
+  /** Hash the CSV records as Merkle leaves. */
+  merkle?: boolean;
+  /** Records not hashed at the start (the header). */
+  skip?: number;
+  level: number;
+  /** Bytes of CSV per gzip member (default 1 MiB; tests use tiny ones). */
+  block?: number;
+  /** false: raw CSV out (the caller compresses with zlib). */
+  compress?: boolean;
+}
+
+interface Addon {
+  Sink: new (opts: NativeSinkOptions) => NativeSink;
+  deflateBackend(level: number): 'isa-l' | 'libdeflate' | 'zlib';
+}
+
+function load(): Addon | null {
+  if (process.env.PG_EGRESS_NATIVE === '0') return null;
+  try {
+    // ../../build from both src/output (tests) and dist/output (installed).
+    const a = createRequire(import.meta.url)('../../build/Release/pg_egress_sha256.node') as Partial<Addon>;
+    return typeof a.Sink === 'function' && typeof a.deflateBackend === 'function' ? (a as Addon) : null;
+  } catch {
+    return null;
+  }
+}
+
+const addon = load();
+
+/** The addon's sink class, or null (not built, an older build, or PG_EGRESS_NATIVE=0). */
+export const NativeSinkClass: Addon['Sink'] | null = addon?.Sink ?? null;
+
+/** The library that compresses `level`: 'isa-l', 'libdeflate' or 'zlib' (Node's). */
+export function deflateBackend(level: number): 'isa-l' | 'libdeflate' | 'zlib' {
+  return addon && process.env.PG_EGRESS_DEFLATE !== 'zlib' ? addon.deflateBackend(level) : 'zlib';
+}
+
+/** One line for the startup log and `status`, e.g. "isa-l (gzip level 1), native COPY path". */
+export function describeCompression(level: number): string {
+  return `${deflateBackend(level)} (gzip level ${level})${addon ? ', native COPY path' : ', JavaScript COPY path'}`;
+}
