@@ -102,8 +102,30 @@ export class ReloadRegistry {
     });
   }
 
+  /**
+   * A running operation that goes back to pending while a newer request for its table waits is
+   * superseded by that request: the request takes over what the running one owed (the request ids
+   * `reload --wait` follows, the marker's comment to put back, the gap it repairs), so nothing is
+   * lost when the older one is cancelled. `which`: the running operations concerned.
+   */
+  private async supersede(which: 'one' | 'all', key: number | string): Promise<void> {
+    await this.db.query(
+      `UPDATE "cdc_registry"."reloads" p
+       SET "request_ids" = ARRAY(SELECT DISTINCT unnest(p."request_ids" || r."request_ids")),
+           "previous_comment" = CASE WHEN p."restore_comment" THEN p."previous_comment" ELSE r."previous_comment" END,
+           "restore_comment" = p."restore_comment" OR r."restore_comment",
+           "gap_id" = COALESCE(p."gap_id", r."gap_id"),
+           "updated_at" = now()
+       FROM "cdc_registry"."reloads" r
+       WHERE ${which === 'one' ? 'r."id" = $1' : 'r."slot_name" = $1'} AND r."state" = 'running'
+         AND p."slot_name" = r."slot_name" AND p."schema_name" = r."schema_name" AND p."table_name" = r."table_name" AND p."state" = 'pending'`,
+      [key],
+    );
+  }
+
   /** At start: operations a dead process was running are redone (a newer pending one supersedes them). */
   async resetRunning(): Promise<number> {
+    await this.supersede('all', this.slot);
     const { rowCount } = await this.db.query(
       `UPDATE "cdc_registry"."reloads" r
        SET "state" = CASE WHEN EXISTS (SELECT 1 FROM "cdc_registry"."reloads" p WHERE p."slot_name" = r."slot_name"
@@ -171,6 +193,7 @@ export class ReloadRegistry {
 
   /** Ends a running operation: failed, cancelled, or back to pending (to be redone). */
   async end(id: number, state: 'failed' | 'cancelled' | 'pending', error: string): Promise<void> {
+    if (state === 'pending') await this.supersede('one', id);
     await this.db.query(
       `UPDATE "cdc_registry"."reloads" r
        SET "state" = CASE WHEN $2 = 'pending' AND EXISTS (SELECT 1 FROM "cdc_registry"."reloads" p WHERE p."slot_name" = r."slot_name"
