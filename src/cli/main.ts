@@ -13,6 +13,7 @@ import { initCommand } from './init.js';
 import { uninstall } from './uninstall.js';
 import { reloadCommand } from './reload.js';
 import { verifyCommand, verifyProofCommand } from './verify.js';
+import { rebuildCommand } from './rebuild.js';
 
 let debug = false;
 /** SIGTERM to exit: the flush in progress, confirmation, closing (README "Shutdown"). */
@@ -110,6 +111,24 @@ export function buildProgram(): Command {
     .action(async (target: string, opts: { row?: string; proof?: string; config?: string }) => {
       const cfg = opts.config ? load(program, { config: opts.config }).cfg : undefined;
       commandExit = (await verifyCommand(target, { ...opts, cfg })) as ExitCode;
+    });
+
+  program
+    .command('rebuild')
+    .description('rebuild tables from the archive as of an LSN or a time (SPEC §6) into PostgreSQL, DuckDB or a gzipped CSV; every file is checked first')
+    .argument('<tables...>', 'schema.table names (partitioned roots: the union of their leaves)')
+    .requiredOption('--from <dir|s3://bucket/prefix>', 'the archive: output.dir or its S3 copy')
+    .requiredOption('--into <target>', 'postgres://…, duckdb:<file> or csv:<file.csv.gz>')
+    .option('--as-of <lsn|time>', 'an LSN (0/177B128) or an ISO-8601 time; default: everything in the archive')
+    .option('--target <schema.table>', 'name of the rebuilt table (one table only); default: the same name')
+    .option('--replace', 'drop an existing target table first (in the same transaction)')
+    .option('--no-verify', 'do not check files against manifests, Merkle roots and the batch chain (warned)')
+    .addOption(new Option('--s3-endpoint <url>', 'S3-compatible endpoint for --from s3://'))
+    .addOption(new Option('--s3-region <region>', 'S3 region for --from s3://'))
+    .addOption(new Option('--s3-path-style', 'path-style S3 requests (default with --s3-endpoint)'))
+    .addHelpText('after', example('pg-egress rebuild public.orders --from ./egress --as-of 2026-11-22T10:32:07Z --into postgres://localhost/warehouse', 'pg-egress rebuild public.orders --from s3://bucket/egress --into duckdb:orders.duckdb') + '\nExit codes: 0 rebuilt, 7 table not in the archive, 10 a file or batch did not check out (named).\n')
+    .action(async (tables: string[], opts: Parameters<typeof rebuildCommand>[1]) => {
+      commandExit = (await rebuildCommand(tables, opts)) as ExitCode;
     });
 
   program

@@ -1,0 +1,141 @@
+/**
+ * Turns streaming records (SPEC §4) into staged batches (engine.ts) for one target table, in
+ * (_lsn, _seq) order. Memory is bounded by one batch (`maxRows`, `maxBytes`).
+ *
+ * - `B` rows (before images) are skipped.
+ * - `T` makes every staged row of the batch moot: they are dropped and the batch starts with an
+ *   emptied table.
+ * - `_unchanged` columns (TOAST values the server did not send) take the value of the row's
+ *   previous version: an earlier row of this batch with the same key (for the `U` of an
+ *   identity-changing update, the key of the `D` just before it, SPEC §4), else the target's row
+ *   before the batch (filled set-based by the engine: `unresolved` + `lk`).
+ * - Fields are matched to the target's columns by name (the file's header); a column the file
+ *   does not have is NULL (rows written before an ADD COLUMN in the window, SPEC §5).
+ */
+import type { SchemaColumn } from './catalog.js';
+import type { Engine, QName, StagedBatch, StagedRow } from './engine.js';
+import { parseTextArray } from './types.js';
+import { parseRecord } from '../output/csv.js';
+
+interface Version {
+  values: (Buffer | null)[] | null;
+  unresolved: Set<number>;
+  lk: (Buffer | null)[] | null;
+}
+
+export interface StagerLimits {
+  maxRows: number;
+  maxBytes: number;
+}
+
+export const DEFAULT_LIMITS: StagerLimits = { maxRows: 50_000, maxBytes: 16 * 1024 * 1024 };
+
+export class Stager {
+  private rows: StagedRow[] = [];
+  private bytes = 0;
+  private truncateFirst = false;
+  private versions = new Map<string, Version>();
+  private n = 0;
+  private keyIdx: number[] | null = null;
+  private last: { lsn: string; seq: number; op: string; key: (Buffer | null)[] | null } | null = null;
+  /** File header → target column index, per header. */
+  private mapping: { header: string[]; idx: number[] } | null = null;
+  applied = 0;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly target: QName,
+    private columns: SchemaColumn[],
+    private readonly key: string[] | null,
+    private readonly limits: StagerLimits = DEFAULT_LIMITS,
+  ) {
+    this.setColumns(columns);
+  }
+
+  /** After the target's columns changed (the caller flushes first). */
+  setColumns(cols: SchemaColumn[]): void {
+    this.columns = cols;
+    this.mapping = null;
+    this.versions.clear();
+    this.keyIdx = this.key ? this.key.map((k) => cols.findIndex((c) => c.name === k)) : null;
+    if (this.keyIdx && this.keyIdx.some((i) => i < 0)) throw new Error(`key column missing from the table's columns: ${this.key!.join(', ')}`);
+  }
+
+  /** A streaming record's fields (meta columns first), with the header of its file. */
+  async add(fields: (Buffer | null)[], header: string[], size: number): Promise<void> {
+    const op = fields[4]!.toString('latin1');
+    if (op === 'B') return;
+    const lsn = fields[0]!.toString('latin1');
+    const seq = Number(fields[1]!.toString('latin1'));
+    if (op === 'T') {
+      this.rows = [];
+      this.bytes = 0;
+      this.versions.clear();
+      this.truncateFirst = true;
+      this.last = { lsn, seq, op, key: null };
+      return;
+    }
+    if (op !== 'I' && op !== 'U' && op !== 'D') throw new Error(`unknown _op ${op}`);
+    if (!this.mapping || this.mapping.header !== header) {
+      const pos = new Map(header.map((h, i) => [h, i]));
+      this.mapping = { header, idx: this.columns.map((c) => pos.get(c.name) ?? -1) };
+    }
+    const idx = this.mapping.idx;
+    // Copies: the record's buffer belongs to the reader's chunk.
+    const values: (Buffer | null)[] = idx.map((i) => (i < 0 || fields[i] == null ? null : Buffer.from(fields[i]!)));
+    let unresolvedNames: string[] | null = null;
+    let lk: (Buffer | null)[] | null = null;
+    const keyVals = this.keyIdx ? this.keyIdx.map((i) => values[i]) : null;
+    if (this.keyIdx && keyVals) {
+      const k = keyString(keyVals);
+      if (op === 'U' && fields[5] != null) {
+        const names = new Set(parseTextArray(fields[5].toString('utf8')));
+        const cols = this.columns.map((c, i) => (names.has(c.name) ? i : -1)).filter((i) => i >= 0);
+        // The previous version: the D just before (identity change), else this key.
+        const prevKey = this.last && this.last.op === 'D' && this.last.lsn === lsn && this.last.seq === seq - 1 ? this.last.key! : keyVals;
+        const prev = this.versions.get(keyString(prevKey));
+        const unresolved = new Set<number>();
+        for (const c of cols) {
+          if (prev && prev.values && !prev.unresolved.has(c)) values[c] = prev.values[c];
+          else {
+            unresolved.add(c);
+            lk = prev && prev.values ? prev.lk : (prev?.lk ?? prevKey);
+            values[c] = null;
+          }
+        }
+        if (unresolved.size && this.truncateFirst && !(prev && prev.lk)) {
+          // After a TRUNCATE in this batch there is no earlier version in the target.
+          unresolved.clear();
+          lk = null;
+        }
+        if (unresolved.size) unresolvedNames = [...unresolved].map((c) => this.columns[c].name);
+        this.versions.set(k, { values, unresolved, lk });
+      } else if (op === 'D') {
+        if (!this.versions.has(k)) this.versions.set(k, { values: null, unresolved: new Set(), lk: keyVals });
+      } else {
+        this.versions.set(k, { values, unresolved: new Set(), lk: null });
+      }
+    }
+    this.last = { lsn, seq, op, key: keyVals };
+    this.rows.push({ n: this.n++, op, unresolved: unresolvedNames, lk, values });
+    this.bytes += size;
+    if (this.rows.length >= this.limits.maxRows || this.bytes >= this.limits.maxBytes) await this.flush();
+  }
+
+  /** Applies what is staged (at least the pending TRUNCATE). */
+  async flush(): Promise<void> {
+    if (!this.rows.length && !this.truncateFirst) return;
+    const b: StagedBatch = { columns: this.columns, key: this.key, truncateFirst: this.truncateFirst, rows: this.rows };
+    await this.engine.applyBatch(this.target, b);
+    this.applied += this.rows.length;
+    this.rows = [];
+    this.bytes = 0;
+    this.truncateFirst = false;
+    this.versions.clear();
+  }
+}
+
+const keyString = (vals: (Buffer | null)[]): string => vals.map((v) => (v === null ? '\u0000N' : v.toString('latin1'))).join('\u0000,');
+
+/** Parses a streaming record into fields. */
+export const fieldsOf = parseRecord;
