@@ -132,7 +132,7 @@ export async function openDuckdb(file: string, o: { text?: boolean } = {}): Prom
         const d = quoteIdent(`_pg_egress_net_${n}`);
         await run(`CREATE TEMP TABLE ${d} AS SELECT * FROM (SELECT s.*, ${rowList('s')} AS _r, sum(CASE WHEN _op = 'D' THEN -1 ELSE 1 END) OVER (PARTITION BY ${rowList('s')}) AS _net, row_number() OVER (PARTITION BY ${rowList('s')} ORDER BY _n) AS _first FROM ${st} s) x WHERE _first = 1`);
         await run(`DELETE FROM ${target} WHERE rowid IN (SELECT rid FROM (SELECT t.rowid AS rid, d._net, row_number() OVER (PARTITION BY d._r) AS _k FROM ${target} t JOIN ${d} d ON d._r = ${rowList('t')} WHERE d._net < 0) x WHERE _k <= -_net)`);
-        await run(`INSERT INTO ${target} (${cols.join(', ')}) SELECT ${cols.map((c) => `d.${c}`).join(', ')} FROM ${d} d, range(d._net) WHERE d._net > 0`);
+        await run(`INSERT INTO ${target} (${cols.join(', ')}) SELECT ${cols.map((c) => `d.${c}`).join(', ')} FROM ${d} d, range(CAST(d._net AS BIGINT)) WHERE d._net > 0`);
         await run(`DROP TABLE ${d}`);
       }
       await run(`DROP TABLE ${st}`);

@@ -9,6 +9,13 @@ import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { copyOut, sleep, withDb } from './egress.js';
 import { waitFor } from '../harness/pg.js';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { openDuckdb } from '../../src/archive/engine-duckdb.js';
+import { openVerified } from '../../src/archive/verified-reader.js';
+import { localStore } from '../../src/archive/store.js';
+import { CsvRecordSplitter } from '../../src/output/csv.js';
 
 /** Waits until no reload is pending or running and at least `done` are done. */
 export async function waitReloads(url: string, done: number, timeoutMs = 120_000): Promise<void> {
@@ -83,6 +90,49 @@ export async function runSteps(url: string, from: number, count: number): Promis
       if (i % 10 === 0) await sleep(20);
     }
   });
+}
+
+/**
+ * A type-aware comparison in DuckDB: the source's COPY output is loaded into `<table>_expected`
+ * through the same type mapping (types.ts) as the rebuild, then EXCEPT ALL both ways.
+ */
+export async function expectSameRowsDuckdb(file: string, sourceUrl: string, table: string, work: string): Promise<number> {
+  const cols = await withDb(sourceUrl, async (c) =>
+    (
+      await c.query<{ name: string; type: string }>(
+        `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+        [table],
+      )
+    ).rows.map((r) => ({ ...r, type_oid: 0, nullable: true })),
+  );
+  const csv = await copyOut(sourceUrl, `COPY (SELECT * FROM ${table}) TO STDOUT (FORMAT csv, HEADER)`);
+  const rel = `${table}.expected.csv.gz`;
+  writeFileSync(path.join(work, rel), zlib.gzipSync(csv));
+  const eng = await openDuckdb(file);
+  try {
+    const exp = { schema: 'public', table: `${table}_expected` };
+    await eng.dropTable(exp);
+    await eng.createTable(exp, cols, null);
+    await eng.loadReload(exp, cols, cols.map((c) => c.name), openVerified(localStore(work), rel, { name: rel, type: 'full_reload', rows: 0, sha256: '' }, false));
+    const q = async (a: string, b: string) => (await eng.query(`SELECT CAST(x AS VARCHAR) AS r FROM (SELECT * FROM ${a} EXCEPT ALL SELECT * FROM ${b}) x LIMIT 5`)).map((r) => r.r);
+    const t = `public.${JSON.stringify(table)}`;
+    const e = `public.${JSON.stringify(exp.table)}`;
+    expect({ table, extra: await q(t, e), missing: await q(e, t) }).toEqual({ table, extra: [], missing: [] });
+    const n = Number((await eng.query(`SELECT count(*) AS n FROM ${t}`))[0].n);
+    await eng.dropTable(exp);
+    return n;
+  } finally {
+    await eng.close();
+  }
+}
+
+/** Lines of COPY CSV output (no header) as a sorted list, quoted newlines kept inside their line. */
+export function csvRecords(buf: Buffer): string[] {
+  const out: string[] = [];
+  const s = new CsvRecordSplitter((r) => out.push(r.toString('utf8')));
+  s.push(buf);
+  s.end();
+  return out.sort();
 }
 
 /** A table's rows as COPY text (a Buffer of CSV lines, no header). */
