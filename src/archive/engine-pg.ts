@@ -85,6 +85,7 @@ export async function openPostgres(url: string): Promise<Engine> {
   const q = (sql: string, params?: unknown[]) => client.query(sql, params as unknown[]);
   const colDefs = (cols: SchemaColumn[]) => cols.map((c) => `${quoteIdent(c.name)} ${c.type}`).join(', ');
   let stageSeq = 0;
+  const stages = new Map<string, string>();
 
   async function copyIn(sql: string, chunks: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<number> {
     const stream = client.query(copyFrom(sql));
@@ -96,7 +97,11 @@ export async function openPostgres(url: string): Promise<Engine> {
     kind: 'postgres',
     begin: async () => void (await q('BEGIN')),
     commit: async () => void (await q('COMMIT')),
-    rollback: async () => void (await q('ROLLBACK').catch(() => undefined)),
+    rollback: async () => {
+      await q('ROLLBACK').catch(() => undefined);
+      // Staging tables created in the rolled-back transaction are gone.
+      stages.clear();
+    },
     async tableExists(t) {
       const r = await q(`SELECT to_regclass($1) IS NOT NULL AS e`, [qname(t)]);
       return r.rows[0].e as boolean;
@@ -120,13 +125,17 @@ export async function openPostgres(url: string): Promise<Engine> {
     async applyBatch(t, b: StagedBatch) {
       if (b.truncateFirst) await q(`TRUNCATE ${qname(t)}`);
       if (!b.rows.length) return;
-      const seqNo = ++stageSeq;
-      const st = quoteIdent(`_pg_egress_stage_${seqNo}`);
-      const net = quoteIdent(`_pg_egress_net_${seqNo}`);
       const key = b.key;
       const keyCols = key ? key.map((k) => b.columns.find((c) => c.name === k)!) : [];
       const lkDefs = keyCols.map((c, i) => `_lk${i} ${c.type}`);
-      await q(`CREATE TEMP TABLE ${st} (_n bigint, _op text, _unres text, ${[...lkDefs, colDefs(b.columns)].filter(Boolean).join(', ')}) ON COMMIT DROP`);
+      const defs = `_n bigint, _op text, _unres text, ${[...lkDefs, colDefs(b.columns)].filter(Boolean).join(', ')}`;
+      // One staging table per column layout for the session, emptied after each batch.
+      let st = stages.get(defs);
+      if (!st) {
+        st = quoteIdent(`_pg_egress_stage_${++stageSeq}`);
+        await q(`CREATE TEMP TABLE ${st} (${defs})`);
+        stages.set(defs, st);
+      }
       const w = new CsvChunks();
       let fill = false;
       for (const r of b.rows) {
@@ -143,25 +152,29 @@ export async function openPostgres(url: string): Promise<Engine> {
       await copyIn(`COPY ${st} FROM STDIN (FORMAT csv)`, w.out);
       const cols = b.columns.map((c) => quoteIdent(c.name));
       const target = qname(t);
+      const sql: string[] = [];
       if (key) {
         const k = key.map(quoteIdent);
         if (fill) {
           const sets = cols.map((c, i) => `${c} = CASE WHEN strpos(s._unres, ${quoteLiteral(UNIT + b.columns[i].name + UNIT)}) > 0 THEN t.${c} ELSE s.${c} END`);
-          await q(`UPDATE ${st} s SET ${sets.join(', ')} FROM ${target} t WHERE s._unres IS NOT NULL AND ${k.map((c, i) => `t.${c} = s._lk${i}`).join(' AND ')}`);
+          sql.push(`UPDATE ${st} s SET ${sets.join(', ')} FROM ${target} t WHERE s._unres IS NOT NULL AND ${k.map((c, i) => `t.${c} = s._lk${i}`).join(' AND ')}`);
         }
-        await q(`DELETE FROM ${target} t USING (SELECT DISTINCT ${k.join(', ')} FROM ${st}) s WHERE ${k.map((c) => `t.${c} = s.${c}`).join(' AND ')}`);
-        await q(`INSERT INTO ${target} (${cols.join(', ')}) SELECT ${cols.join(', ')} FROM (SELECT DISTINCT ON (${k.join(', ')}) * FROM ${st} ORDER BY ${k.join(', ')}, _n DESC) x WHERE _op <> 'D'`);
+        sql.push(`DELETE FROM ${target} t USING (SELECT DISTINCT ${k.join(', ')} FROM ${st}) s WHERE ${k.map((c) => `t.${c} = s.${c}`).join(' AND ')}`);
+        sql.push(`INSERT INTO ${target} (${cols.join(', ')}) SELECT ${cols.join(', ')} FROM (SELECT DISTINCT ON (${k.join(', ')}) * FROM ${st} ORDER BY ${k.join(', ')}, _n DESC) x WHERE _op <> 'D'`);
       } else {
         // A multiset: per distinct row (its text), the net count of inserts minus deletes.
+        const net = quoteIdent(`_pg_egress_net_${++stageSeq}`);
         const rowText = (alias: string) => `ROW(${cols.map((c) => `${alias}.${c}`).join(', ')})::text`;
-        await q(`CREATE TEMP TABLE ${net} ON COMMIT DROP AS SELECT DISTINCT ON (_r) *, sum(_delta) OVER (PARTITION BY _r) AS _net FROM (SELECT s.*, ${rowText('s')} AS _r, CASE WHEN _op = 'D' THEN -1 ELSE 1 END AS _delta FROM ${st} s) x`);
-        await q(
+        sql.push(`CREATE TEMP TABLE ${net} AS SELECT DISTINCT ON (_r) *, sum(_delta) OVER (PARTITION BY _r) AS _net FROM (SELECT s.*, ${rowText('s')} AS _r, CASE WHEN _op = 'D' THEN -1 ELSE 1 END AS _delta FROM ${st} s) x`);
+        sql.push(
           `DELETE FROM ${target} WHERE ctid IN (SELECT ctid FROM (SELECT t.ctid, d._net, row_number() OVER (PARTITION BY d._r) AS _k FROM ${target} t JOIN ${net} d ON d._r = ${rowText('t')} WHERE d._net < 0) x WHERE _k <= -_net)`,
         );
-        await q(`INSERT INTO ${target} (${cols.join(', ')}) SELECT ${cols.map((c) => `d.${c}`).join(', ')} FROM ${net} d CROSS JOIN LATERAL generate_series(1, d._net::int) WHERE d._net > 0`);
-        await q(`DROP TABLE ${net}`);
+        sql.push(`INSERT INTO ${target} (${cols.join(', ')}) SELECT ${cols.map((c) => `d.${c}`).join(', ')} FROM ${net} d CROSS JOIN LATERAL generate_series(1, d._net::int) WHERE d._net > 0`);
+        sql.push(`DROP TABLE ${net}`);
       }
-      await q(`DROP TABLE ${st}`);
+      sql.push(`TRUNCATE ${st}`);
+      // One round trip (simple query protocol: several statements, no parameters).
+      await q(sql.join(';\n'));
     },
     async appendTable(to, from, columns) {
       const c = columns.map(quoteIdent).join(', ');

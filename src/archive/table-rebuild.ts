@@ -36,7 +36,7 @@ export function keyOf(s: SchemaFile): string[] | null {
 }
 
 /** The table's oid in a window's manifest (written as a number or a string). */
-const oidOf = (w: Window): number | null => (w.manifest.table?.oid == null ? null : Number(w.manifest.table.oid));
+export const oidOf = (w: Window): number | null => (w.manifest.table?.oid == null ? null : Number(w.manifest.table.oid));
 
 /** Whether a window may hold rows at or before the as-of point (by its manifest). */
 function windowUsable(w: Window, asOf: AsOf): boolean {
@@ -46,8 +46,9 @@ function windowUsable(w: Window, asOf: AsOf): boolean {
   return true;
 }
 
-export async function planTable(cat: Catalog, folder: string, asOf: AsOf): Promise<TablePlan | null> {
-  const all = (cat.windows.get(folder) ?? []).filter((w) => w.manifest && dataFiles(w.manifest).length);
+/** `maxSeq`: only windows of batches up to this chain position (load: the batch being applied). */
+export async function planTable(cat: Catalog, folder: string, asOf: AsOf, maxSeq = Infinity): Promise<TablePlan | null> {
+  const all = (cat.windows.get(folder) ?? []).filter((w) => w.batch.seq <= maxSeq && w.manifest && dataFiles(w.manifest).length);
   if (!all.length) return null;
   const usable = all.filter((w) => windowUsable(w, asOf));
   const newest = usable.length ? usable[usable.length - 1] : all[0];

@@ -106,3 +106,10 @@ export function openVerified(store: ArchiveStore, rel: string, entry: ManifestFi
     },
   };
 }
+
+/** Only the sha256 of the gzipped bytes (no gunzip): the cheap check of every file before a load. */
+export async function checkSha256(store: ArchiveStore, rel: string, entry: ManifestFileEntry): Promise<void> {
+  const h = createHash('sha256');
+  for await (const c of await store.stream(rel)) h.update(c as Buffer);
+  if (h.digest('hex') !== entry.sha256) throw new EgressError('VERIFY_FAILED', `${store.label}/${rel}: sha256 differs from its manifest (the file was changed); nothing was loaded from this batch on`);
+}

@@ -14,6 +14,7 @@ import { uninstall } from './uninstall.js';
 import { reloadCommand } from './reload.js';
 import { verifyCommand, verifyProofCommand } from './verify.js';
 import { rebuildCommand } from './rebuild.js';
+import { loadCommand } from './load.js';
 
 let debug = false;
 /** SIGTERM to exit: the flush in progress, confirmation, closing (README "Shutdown"). */
@@ -129,6 +130,21 @@ export function buildProgram(): Command {
     .addHelpText('after', example('pg-egress rebuild public.orders --from ./egress --as-of 2026-11-22T10:32:07Z --into postgres://localhost/warehouse', 'pg-egress rebuild public.orders --from s3://bucket/egress --into duckdb:orders.duckdb') + '\nExit codes: 0 rebuilt, 7 table not in the archive, 10 a file or batch did not check out (named).\n')
     .action(async (tables: string[], opts: Parameters<typeof rebuildCommand>[1]) => {
       commandExit = (await rebuildCommand(tables, opts)) as ExitCode;
+    });
+
+  program
+    .command('load')
+    .description('apply the batches that arrived since the last run, exactly once, into PostgreSQL or DuckDB (incremental; _pg_egress_load records each batch)')
+    .requiredOption('--from <dir|s3://bucket/prefix>', 'the archive: output.dir or its S3 copy')
+    .requiredOption('--into <target>', 'postgres://… or duckdb:<file>')
+    .option('--tables <tables...>', 'only these schema.table names (keep the same list on every run)')
+    .option('--no-verify', 'do not check files against manifests, Merkle roots and the batch chain (warned)')
+    .addOption(new Option('--s3-endpoint <url>', 'S3-compatible endpoint for --from s3://'))
+    .addOption(new Option('--s3-region <region>', 'S3 region for --from s3://'))
+    .addOption(new Option('--s3-path-style', 'path-style S3 requests (default with --s3-endpoint)'))
+    .addHelpText('after', example('pg-egress load --from ./egress --into postgres://localhost/warehouse', 'pg-egress load --from s3://bucket/egress --into duckdb:warehouse.duckdb') + '\nExit codes: 0 loaded (or nothing new), 10 a file or chain link did not check out (named; the target keeps every batch applied before it).\n')
+    .action(async (opts: Parameters<typeof loadCommand>[0]) => {
+      commandExit = (await loadCommand(opts)) as ExitCode;
     });
 
   program
