@@ -101,7 +101,7 @@ export async function rebuild(o: RebuildOptions): Promise<RebuiltTable[]> {
 
 const qtext = (t: QName) => `${t.schema}.${t.table}`;
 
-async function rebuildOne(cat: Catalog, engine: Engine, folder: string, n: QName, t: QName, asOf: AsOf, progress: Progress, limits?: StagerLimits): Promise<RebuiltTable> {
+export async function rebuildOne(cat: Catalog, engine: Engine, folder: string, n: QName, t: QName, asOf: AsOf, progress: Progress, limits?: StagerLimits): Promise<RebuiltTable> {
   const windows = (cat.windows.get(folder) ?? []).filter((w) => w.manifest);
   const isRoot = windows.length > 0 && windows.every((w) => !w.manifest.files.some((f) => f.type === 'streaming' || f.type === 'full_reload'));
   if (isRoot) {

@@ -15,6 +15,7 @@ import { reloadCommand } from './reload.js';
 import { verifyCommand, verifyProofCommand } from './verify.js';
 import { rebuildCommand } from './rebuild.js';
 import { loadCommand } from './load.js';
+import { verifyAgainstSourceCommand } from './verify-source.js';
 
 let debug = false;
 /** SIGTERM to exit: the flush in progress, confirmation, closing (README "Shutdown"). */
@@ -103,13 +104,30 @@ export function buildProgram(): Command {
 
   program
     .command('verify')
-    .description('check files against their manifests, Merkle roots, batch indexes and the batch chain (offline); --row/--proof writes an inclusion proof')
-    .argument('<path>', 'output.dir, a table or window folder, or a data file')
+    .description('check files against their manifests, Merkle roots, batch indexes and the batch chain (offline); --row/--proof writes an inclusion proof; --against-source compares the archive with the source')
+    .argument('[path]', 'output.dir, a table or window folder, or a data file')
     .option('--row <n>', 'record number (from 0, header excluded) to prove')
     .option('--proof <file>', 'where to write the proof (JSON)')
-    .option('-c, --config <file>', 'also check the S3 copies and NEAR tokens of anchored batches (and put anchor references in a proof)')
-    .addHelpText('after', example('pg-egress verify ./egress', 'pg-egress verify ./egress/public.orders/20261122T100500Z/streaming.csv.gz --row 17 --proof row17.json') + '\nExit codes: 0 verified, 10 a check failed (the first problem is named).\n')
-    .action(async (target: string, opts: { row?: string; proof?: string; config?: string }) => {
+    .option('-c, --config <file>', 'also check the S3 copies and NEAR tokens of anchored batches (and put anchor references in a proof); the source for --against-source')
+    .option('--against-source <tables...>', 'rebuild these schema.table names as of a snapshot of the source and compare them with it (needs --config and the daemon running)')
+    .option('--from <dir|s3://bucket/prefix>', 'with --against-source: the archive (default: output.dir)')
+    .option('--repair', 'with --against-source: request a reload of each table that differs')
+    .option('--no-verify', 'with --against-source: do not check the files themselves (warned)')
+    .addOption(new Option('--s3-endpoint <url>', 'S3-compatible endpoint for --from s3://'))
+    .addOption(new Option('--s3-region <region>', 'S3 region for --from s3://'))
+    .addOption(new Option('--s3-path-style', 'path-style S3 requests'))
+    .addHelpText(
+      'after',
+      example('pg-egress verify ./egress', 'pg-egress verify ./egress/public.orders/20261122T100500Z/streaming.csv.gz --row 17 --proof row17.json', 'pg-egress verify --against-source public.orders --config cdc.yml --repair') +
+        '\nExit codes: 0 verified (or equal), 10 a check failed or a table differs (the first problem, or the differing keys, are named).\n',
+    )
+    .action(async (target: string | undefined, opts: { row?: string; proof?: string; config?: string; againstSource?: string[]; from?: string; repair?: boolean; verify?: boolean; s3Endpoint?: string; s3Region?: string; s3PathStyle?: boolean }) => {
+      if (opts.againstSource) {
+        const cfg = load(program, { config: opts.config ?? 'cdc.yml' }).cfg;
+        commandExit = (await verifyAgainstSourceCommand(cfg, opts.againstSource, opts)) as ExitCode;
+        return;
+      }
+      if (!target) throw new EgressError('CONFIG_INVALID', 'verify needs a path (output.dir, a folder or a file), or --against-source <tables...> --config cdc.yml');
       const cfg = opts.config ? load(program, { config: opts.config }).cfg : undefined;
       commandExit = (await verifyCommand(target, { ...opts, cfg })) as ExitCode;
     });
