@@ -77,14 +77,19 @@ export interface PartitionChange {
   oid: string;
 }
 
-/** The leaves of a partitioned root at the as-of point: `changes` replayed in LSN order. */
-export function membersAt(changes: PartitionChange[], before: (lsn: string) => boolean): { schema: string; name: string; oid: string }[] {
+/**
+ * The leaves of a partitioned root at the as-of point: `changes` replayed in LSN order. A change
+ * committed at LSN c counts when `before(c)` (as the rows of that transaction do); `initial`
+ * changes describe the root at its first appearance and always count. Leaves are keyed by oid (a
+ * renamed leaf is the same leaf; its latest name is used).
+ */
+export function membersAt(changes: PartitionChange[], before: (c: PartitionChange) => boolean): { schema: string; name: string; oid: string }[] {
   const members = new Map<string, { schema: string; name: string; oid: string }>();
-  for (const c of [...changes].sort((a, b) => (a.lsn < b.lsn ? -1 : a.lsn > b.lsn ? 1 : 0))) {
-    if (!before(c.lsn)) continue;
-    const k = `${c.schema}\u0000${c.name}`;
-    if (c.kind === 'initial' || c.kind === 'create' || c.kind === 'attach') members.set(k, { schema: c.schema, name: c.name, oid: c.oid });
-    else if (c.kind === 'detach' || c.kind === 'drop') members.delete(k);
+  const ordered = changes.map((c, i) => ({ c, i })).sort((a, b) => (a.c.lsn < b.c.lsn ? -1 : a.c.lsn > b.c.lsn ? 1 : a.i - b.i));
+  for (const { c } of ordered) {
+    if (c.kind !== 'initial' && !before(c)) continue;
+    if (c.kind === 'detach' || c.kind === 'drop') members.delete(c.oid);
+    else members.set(c.oid, { schema: c.schema, name: c.name, oid: c.oid });
   }
   return [...members.values()];
 }

@@ -145,10 +145,7 @@ async function rebuildRoot(cat: Catalog, engine: Engine, windows: Window[], docs
     if (asOf.kind === 'time') return Date.parse(winOf.get(c)!.manifest.window_start ?? '') <= asOf.ms;
     return true;
   };
-  const members = membersAt(
-    all.filter((c) => before(c)),
-    () => true,
-  );
+  const members = membersAt(all, before);
   await engine.createTable(t, rootSchema.columns, keyOf(rootSchema));
   let rows = 0;
   let changes = 0;

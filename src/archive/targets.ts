@@ -65,9 +65,14 @@ export async function openTarget(into: string): Promise<Target> {
           ws.on('error', reject);
           gz.on('error', reject);
         });
+        // Awaited at the end; an early failure (no such folder) must not go unhandled meanwhile.
+        done.catch(() => undefined);
         gz.pipe(ws);
+        let failed: unknown = null;
+        done.catch((e: unknown) => (failed = e));
         const write = async (b: Buffer) => {
-          if (!gz.write(b)) await new Promise((r) => gz.once('drain', r));
+          if (failed) throw failed;
+          if (!gz.write(b)) await Promise.race([new Promise((r) => gz.once('drain', r)), done]);
         };
         const head = new CsvChunks();
         cols.forEach((c, i) => head.field(c, i === 0));
@@ -84,7 +89,12 @@ export async function openTarget(into: string): Promise<Target> {
           for (const b of w.out) await write(b);
         }
         gz.end();
-        await done;
+        try {
+          await done;
+        } catch (e) {
+          rmSync(tmp, { force: true });
+          throw new EgressError('OUTPUT_IO', `cannot write ${file} (--into csv:): ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
+        }
         renameSync(tmp, file);
       },
       async close() {
