@@ -9,7 +9,11 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
+import { readdirSync, statSync } from 'node:fs';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { rebuild } from '../../src/archive/rebuild.js';
+import { S3RVER_ACCESS_KEY_ID, S3RVER_SECRET_ACCESS_KEY, startS3Server, type S3TestServer } from '../harness/s3-server.js';
+import { runCli } from '../helpers/egress.js';
 import { L, writeArchive, type FixtureWindow } from '../helpers/archive-fixture.js';
 
 const cols = [
@@ -83,6 +87,37 @@ describe('rebuild of hand-made archives', () => {
   it('a table dropped and created again: rows of one oid only', async () => {
     expect(await rows('re')).toEqual(['id,v', '5,new5']);
     expect(await rows('re', '0/FA')).toEqual(['id,v', '1,old', '2,old2']);
+  });
+
+  it('reads the same archive from S3 (s3rver): rebuild and load, and refuses a changed object', async () => {
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+    const s3: S3TestServer = await startS3Server({ bucket: 'archive' });
+    try {
+      const client = new S3Client({ region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true, credentials: { accessKeyId: S3RVER_ACCESS_KEY_ID, secretAccessKey: S3RVER_SECRET_ACCESS_KEY } });
+      const put = async (rel: string, body: Buffer) => void (await client.send(new PutObjectCommand({ Bucket: 'archive', Key: `egress/${rel}`, Body: body })));
+      const walk = (d: string): string[] => readdirSync(d).flatMap((n) => (statSync(path.join(d, n)).isDirectory() ? walk(path.join(d, n)) : [path.join(d, n)]));
+      for (const f of walk(out)) await put(path.relative(out, f), readFileSync(f));
+      const env = { AWS_ACCESS_KEY_ID: S3RVER_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: S3RVER_SECRET_ACCESS_KEY };
+      const s3args = ['--from', 's3://archive/egress', '--s3-endpoint', s3.endpoint];
+      const file = path.join(dir, 's3-ev.csv.gz');
+      const r = await runCli(['rebuild', 'public.ev', ...s3args, '--into', `csv:${file}`], { env });
+      expect(r.stderr).not.toContain('pg-egress:');
+      expect(r.code).toBe(0);
+      expect(zlib.gunzipSync(readFileSync(file)).toString().trim().split('\n').slice(1).sort()).toEqual(['2,a2', '20,c20', '21,c21', '3,a3']);
+      const duck = path.join(dir, 's3.duckdb');
+      const l = await runCli(['load', ...s3args, '--into', `duckdb:${duck}`, '--tables', 'public.ev_a', 'public.rn'], { env });
+      expect(l.stderr).not.toContain('pg-egress:');
+      expect(l.stdout).toContain('loaded 5 batches');
+      // One object changed behind the archive's back.
+      const rel = 'public.ev_c/20261101T000003Z/streaming.csv.gz';
+      const orig = readFileSync(path.join(out, rel));
+      await put(rel, zlib.gzipSync(zlib.gunzipSync(orig).toString().replace('c21', 'c22')));
+      const bad = await runCli(['rebuild', 'public.ev', ...s3args, '--into', `csv:${file}.2`], { env });
+      expect(bad.code).toBe(10);
+      expect(bad.stderr).toContain(`s3://archive/egress/${rel}`);
+    } finally {
+      await s3.stop();
+    }
   });
 
   it('a renamed column keeps its values, an unchanged TOAST value included', async () => {
