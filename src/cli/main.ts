@@ -16,6 +16,7 @@ import { verifyCommand, verifyProofCommand } from './verify.js';
 import { rebuildCommand } from './rebuild.js';
 import { loadCommand } from './load.js';
 import { verifyAgainstSourceCommand } from './verify-source.js';
+import { schemaSqlCommand } from './schema-sql.js';
 
 let debug = false;
 /** SIGTERM to exit: the flush in progress, confirmation, closing (README "Shutdown"). */
@@ -163,6 +164,16 @@ export function buildProgram(): Command {
     .addHelpText('after', example('pg-egress load --from ./egress --into postgres://localhost/warehouse', 'pg-egress load --from s3://bucket/egress --into duckdb:warehouse.duckdb') + '\nExit codes: 0 loaded (or nothing new), 10 a file or chain link did not check out (named; the target keeps every batch applied before it).\n')
     .action(async (opts: Parameters<typeof loadCommand>[0]) => {
       commandExit = (await loadCommand(opts)) as ExitCode;
+    });
+
+  program
+    .command('schema-sql')
+    .description("print the CREATE TABLE and load statements for a window's files (types from schema.yml, NULL and empty-string options spelled out)")
+    .argument('<folder>', 'a table folder (its newest window) or a window folder')
+    .requiredOption('--dialect <dialect>', 'postgres, duckdb, clickhouse, snowflake or bigquery')
+    .addHelpText('after', example('pg-egress schema-sql --dialect duckdb ./egress/public.orders', 'pg-egress schema-sql --dialect postgres ./egress/public.orders/20261122T100500Z'))
+    .action((folder: string, opts: { dialect: string }) => {
+      commandExit = schemaSqlCommand(folder, opts) as ExitCode;
     });
 
   program

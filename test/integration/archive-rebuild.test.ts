@@ -10,6 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { createTestDatabase } from '../harness/pg.js';
+import { from as copyFrom } from 'pg-copy-streams';
+import { openDuckdb } from '../../src/archive/engine-duckdb.js';
 import { copyOut, createEnv, runCli, sleep, spawnCli, waitCaughtUp, waitSlotActive, withDb, type Child, type EgressEnv } from '../helpers/egress.js';
 import { copyText, csvRecords, expectSameRows, expectSameRowsDuckdb, runSteps, TORTURE_DDL, TORTURE_SEED, waitReloads } from '../helpers/archive.js';
 
@@ -110,6 +112,53 @@ describe('rebuild', () => {
       const header = lines.subarray(0, lines.indexOf(0x0a)).toString();
       expect(header).toBe((await copyOut(env.url, `COPY (SELECT * FROM ${t} LIMIT 0) TO STDOUT (FORMAT csv, HEADER)`)).toString().trim());
       expect(csvRecords(lines.subarray(lines.indexOf(0x0a) + 1))).toEqual(csvRecords(finalCopies.get(t)!));
+    }
+  });
+
+  it('schema-sql output for PostgreSQL and DuckDB runs and loads a window exactly', async () => {
+    const folder = path.join(env.outDir, 'public.t_main');
+    const reloadWin = readdirSync(folder)
+      .filter((x) => readdirSync(path.join(folder, x)).some((f) => f.startsWith('full_reload')))
+      .pop()!;
+    const win = path.join(folder, reloadWin);
+    const pgSql = await runCli(['schema-sql', '--dialect', 'postgres', win]);
+    expect(pgSql.code).toBe(0);
+    const stmts = pgSql.stdout.split(/;\n/).map((x) => x.replace(/^(--[^\n]*\n)+/gm, '').trim()).filter(Boolean);
+    const ddl = stmts.filter((x) => x.startsWith('CREATE'));
+    const copies = stmts.filter((x) => x.startsWith('COPY'));
+    expect(ddl.length).toBe(2);
+    const db = await createTestDatabase('schemasql');
+    try {
+      const parts = readdirSync(win).filter((f) => f.startsWith('full_reload')).sort();
+      await withDb(db.url, async (c) => {
+        for (const x of ddl) await c.query(x);
+        for (const [i, part] of parts.entries()) {
+          const s = c.query(copyFrom(copies[i]));
+          await new Promise<void>((resolve, reject) => {
+            s.on('finish', resolve);
+            s.on('error', reject);
+            s.end(zlib.gunzipSync(readFileSync(path.join(win, part))));
+          });
+        }
+      });
+      const file = parts.map((p) => zlib.gunzipSync(readFileSync(path.join(win, p)))).map((b) => b.subarray(b.indexOf(0x0a) + 1));
+      expect(csvRecords(await copyOut(db.url, 'COPY public.t_main TO STDOUT (FORMAT csv)'))).toEqual(csvRecords(Buffer.concat(file)));
+      // DuckDB: the statements as printed, run as they are.
+      const duckSql = await runCli(['schema-sql', '--dialect', 'duckdb', win]);
+      expect(duckSql.code).toBe(0);
+      const duck = await openDuckdb(path.join(work, 'schema-sql.duckdb'));
+      try {
+        for (const x of duckSql.stdout.split(/;\n/).map((y) => y.trim()).filter((y) => y && !/^(--[^\n]*\n?)+$/.test(y))) await duck.query(x);
+        const q = `SELECT count(*) AS n, count(*) FILTER (WHERE v = '') AS e, count(*) FILTER (WHERE v IS NULL) AS nul, CAST(sum(amount) AS VARCHAR) AS s FROM public.t_main`;
+        const got = (await duck.query(q))[0];
+        const want = await withDb(db.url, async (c) => (await c.query(`SELECT count(*)::text AS n, count(*) FILTER (WHERE v = '')::text AS e, count(*) FILTER (WHERE v IS NULL)::text AS nul, sum(amount)::text AS s FROM public.t_main`)).rows[0]);
+        expect({ n: String(got.n), e: String(got.e), nul: String(got.nul), s: String(got.s) }).toEqual(want);
+        expect(Number(want.e)).toBeGreaterThan(0);
+      } finally {
+        await duck.close();
+      }
+    } finally {
+      await db.drop();
     }
   });
 
