@@ -17,8 +17,11 @@ import { duckdbType, type DuckType } from './types.js';
 import type { VerifiedFile } from './verified-reader.js';
 import { EgressError } from '../errors.js';
 
-/** Lines up to this size (a row with large TOAST values); DuckDB's default is 2 MB. */
-const MAX_LINE = 256 * 1024 * 1024;
+/**
+ * Reload records up to this size (a row with large TOAST values; DuckDB's default is 2 MB). DuckDB
+ * reads in buffers of this size, so it also bounds memory; PG_EGRESS_DUCKDB_MAX_LINE raises it.
+ */
+const MAX_LINE = Number(process.env.PG_EGRESS_DUCKDB_MAX_LINE ?? 16 * 1024 * 1024);
 
 export interface DuckEngine extends Engine {
   /** Streams a table's rows as PostgreSQL-style text fields (csv: export, digests). */
@@ -35,6 +38,11 @@ export async function openDuckdb(file: string, o: { text?: boolean } = {}): Prom
   }
   const conn = await inst.connect();
   await conn.run(`SET TimeZone = 'UTC'`);
+  // DuckDB's buffer pool defaults to 80% of RAM; keep the process near the 256 MB the tool
+  // promises (DuckDB spills to disk beyond it). PG_EGRESS_DUCKDB_MEMORY_LIMIT overrides.
+  await conn.run(`SET memory_limit = ${quoteLiteral(process.env.PG_EGRESS_DUCKDB_MEMORY_LIMIT ?? '128MB')}`);
+  await conn.run(`SET preserve_insertion_order = false`);
+  if (process.env.PG_EGRESS_DUCKDB_THREADS) await conn.run(`SET threads = ${Number(process.env.PG_EGRESS_DUCKDB_THREADS)}`);
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'pg-egress-duck-'));
   const typeOf = (c: SchemaColumn): DuckType => (o.text ? { type: 'VARCHAR', cast: (e) => e, text: true } : duckdbType(c.type));
   const colDefs = (cols: SchemaColumn[]) => cols.map((c) => `${quoteIdent(c.name)} ${typeOf(c).type}`).join(', ');
@@ -43,7 +51,7 @@ export async function openDuckdb(file: string, o: { text?: boolean } = {}): Prom
 
   function readCsv(file: string, names: string[]): string {
     const columns = names.map((n) => `${quoteLiteral(n)}: 'VARCHAR'`).join(', ');
-    return `read_csv(${quoteLiteral(file)}, header = true, delim = ',', quote = '"', escape = '"', new_line = '\\n', auto_detect = false, allow_quoted_nulls = false, nullstr = '', columns = {${columns}}, max_line_size = ${MAX_LINE}, compression = '${file.endsWith('.gz') ? 'gzip' : 'none'}')`;
+    return `read_csv(${quoteLiteral(file)}, header = true, delim = ',', quote = '"', escape = '"', new_line = '\\n', auto_detect = false, allow_quoted_nulls = false, nullstr = '', columns = {${columns}}, max_line_size = ${MAX_LINE}, buffer_size = ${MAX_LINE}, compression = '${file.endsWith('.gz') ? 'gzip' : 'none'}')`;
   }
 
   const engine: DuckEngine = {
@@ -101,15 +109,17 @@ export async function openDuckdb(file: string, o: { text?: boolean } = {}): Prom
       await run(`CREATE TEMP TABLE ${quoteIdent(raw)} (${rawCols.join(', ')})`);
       const ap = await conn.createAppender(raw, 'main', 'temp');
       let fill = false;
-      const put = (v: Buffer | string | null) => (v === null ? ap.appendNull() : ap.appendVarchar(typeof v === 'string' ? v : v.toString('utf8')));
+      const put = (v: string | null) => (v === null ? ap.appendNull() : ap.appendVarchar(v));
+      // Values arrive as byte strings (latin1); DuckDB wants text.
+      const putBytes = (v: string | null) => (v === null ? ap.appendNull() : ap.appendVarchar(Buffer.from(v, 'latin1').toString('utf8')));
       for (const r of b.rows) {
         ap.appendBigInt(BigInt(r.n));
         ap.appendVarchar(r.op);
         const u = unresolvedText(r.unresolved);
         if (u) fill = true;
         put(u);
-        for (let i = 0; i < keyCols.length; i++) put(r.lk ? r.lk[i] : null);
-        for (const v of r.values) put(v);
+        for (let i = 0; i < keyCols.length; i++) putBytes(r.lk ? r.lk[i] : null);
+        for (const v of r.values) putBytes(v);
         ap.endRow();
       }
       ap.closeSync();

@@ -8,51 +8,39 @@ import { Writable } from 'node:stream';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { EgressError } from '../errors.js';
-import { needsQuote } from '../output/csv.js';
+import { CsvBuffer } from '../output/csv.js';
 import { sessionOptions } from '../source/connect.js';
 import type { SchemaColumn } from './catalog.js';
 import { qname, quoteIdent, quoteLiteral, unresolvedText, UNIT, type Engine, type StagedBatch } from './engine.js';
 import type { VerifiedFile } from './verified-reader.js';
 
-/** Writes CSV fields (COPY's conventions) into chunks of about 1 MB. */
+/** Writes CSV fields (COPY's conventions, the daemon's own encoder) into chunks of about 1 MB. */
 export class CsvChunks {
-  private parts: Buffer[] = [];
-  private len = 0;
+  private readonly buf = new CsvBuffer(1 << 20);
   readonly out: Buffer[] = [];
 
+  constructor(private readonly singleColumn = false) {}
+
   field(v: Buffer | string | null, first: boolean): void {
-    if (!first) this.push(Buffer.from(','));
+    if (!first) this.buf.byte(0x2c);
     if (v === null) return;
-    const b = typeof v === 'string' ? Buffer.from(v) : v;
-    if (needsQuote(b)) {
-      this.push(Buffer.from('"'));
-      let start = 0;
-      for (let i = 0; i < b.length; i++) {
-        if (b[i] === 0x22) {
-          this.push(b.subarray(start, i + 1));
-          this.push(Buffer.from('"'));
-          start = i + 1;
-        }
-      }
-      this.push(b.subarray(start));
-      this.push(Buffer.from('"'));
-    } else this.push(b);
+    if (typeof v === 'string') this.buf.text(v, this.singleColumn);
+    else this.buf.value(v, this.singleColumn);
+  }
+
+  /** A field given as a byte string (latin1), never first in its record. */
+  bytes(v: string | null): void {
+    this.buf.byte(0x2c);
+    if (v !== null) this.buf.value(Buffer.from(v, 'latin1'), this.singleColumn);
   }
 
   endRecord(): void {
-    this.push(Buffer.from('\n'));
-    if (this.len >= 1 << 20) this.cut();
+    this.buf.byte(0x0a);
+    if (this.buf.length >= 1 << 20) this.cut();
   }
 
   cut(): void {
-    if (this.len) this.out.push(Buffer.concat(this.parts, this.len));
-    this.parts = [];
-    this.len = 0;
-  }
-
-  private push(b: Buffer): void {
-    this.parts.push(b);
-    this.len += b.length;
+    if (this.buf.length) this.out.push(this.buf.take());
   }
 }
 
@@ -144,8 +132,8 @@ export async function openPostgres(url: string): Promise<Engine> {
         const u = unresolvedText(r.unresolved);
         if (u) fill = true;
         w.field(u, false);
-        for (let i = 0; i < keyCols.length; i++) w.field(r.lk ? r.lk[i] : null, false);
-        for (const v of r.values) w.field(v, false);
+        for (let i = 0; i < keyCols.length; i++) w.bytes(r.lk ? r.lk[i] : null);
+        for (const v of r.values) w.bytes(v);
         w.endRecord();
       }
       w.cut();

@@ -23,9 +23,9 @@ export interface StagedRow {
   op: 'I' | 'U' | 'D';
   /** Columns whose value is the target's (before the batch) row with key `lk`. */
   unresolved: string[] | null;
-  lk: (Buffer | null)[] | null;
-  /** Values in the order of the batch's columns. */
-  values: (Buffer | null)[];
+  lk: (string | null)[] | null;
+  /** Values in the order of the batch's columns, as byte strings (latin1: one char per byte). */
+  values: (string | null)[];
 }
 
 export interface StagedBatch {

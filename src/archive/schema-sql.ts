@@ -65,7 +65,7 @@ function postgres(s: SchemaFile, f: WindowFiles): string {
 
 function duckReadCsv(file: string, names: string[]): string {
   const columns = names.map((n) => `${sq(n)}: 'VARCHAR'`).join(', ');
-  return `read_csv(${sq(file)}, header = true, delim = ',', quote = '"', escape = '"', new_line = '\\n', auto_detect = false, allow_quoted_nulls = false, nullstr = '', columns = {${columns}}, max_line_size = 268435456, compression = 'gzip')`;
+  return `read_csv(${sq(file)}, header = true, delim = ',', quote = '"', escape = '"', new_line = '\\n', auto_detect = false, allow_quoted_nulls = false, nullstr = '', columns = {${columns}}, max_line_size = 16777216, buffer_size = 16777216, compression = 'gzip')`;
 }
 
 function duckdb(s: SchemaFile, f: WindowFiles): string {

@@ -17,10 +17,11 @@ import type { Engine, QName, StagedBatch, StagedRow } from './engine.js';
 import { parseTextArray } from './types.js';
 import { parseRecord } from '../output/csv.js';
 
+/** The latest version of a key in the batch: its staged values (null: only deleted here). */
 interface Version {
-  values: (Buffer | null)[] | null;
-  unresolved: Set<number>;
-  lk: (Buffer | null)[] | null;
+  values: (string | null)[] | null;
+  unresolved: Set<number> | null;
+  lk: (string | null)[] | null;
 }
 
 export interface StagerLimits {
@@ -28,7 +29,7 @@ export interface StagerLimits {
   maxBytes: number;
 }
 
-export const DEFAULT_LIMITS: StagerLimits = { maxRows: 50_000, maxBytes: 16 * 1024 * 1024 };
+export const DEFAULT_LIMITS: StagerLimits = { maxRows: 20_000, maxBytes: 16 * 1024 * 1024 };
 
 export class Stager {
   private rows: StagedRow[] = [];
@@ -37,7 +38,7 @@ export class Stager {
   private versions = new Map<string, Version>();
   private n = 0;
   private keyIdx: number[] | null = null;
-  private last: { lsn: string; seq: number; op: string; key: (Buffer | null)[] | null } | null = null;
+  private last: { lsn: string; seq: number; op: string; key: (string | null)[] | null } | null = null;
   /** File header → target column index, per header. */
   private mapping: { header: string[]; idx: number[] } | null = null;
   applied = 0;
@@ -81,10 +82,11 @@ export class Stager {
       this.mapping = { header, idx: this.columns.map((c) => pos.get(c.name) ?? -1) };
     }
     const idx = this.mapping.idx;
-    // Copies: the record's buffer belongs to the reader's chunk.
-    const values: (Buffer | null)[] = idx.map((i) => (i < 0 || fields[i] == null ? null : Buffer.from(fields[i]!)));
+    // Byte strings (latin1: one char per byte, exact): a copy of the chunk's bytes at a fraction of
+    // a Buffer's per-object cost, which bounds a batch's memory by its bytes.
+    const values: (string | null)[] = idx.map((i) => (i < 0 || fields[i] == null ? null : fields[i]!.toString('latin1')));
     let unresolvedNames: string[] | null = null;
-    let lk: (Buffer | null)[] | null = null;
+    let lk: (string | null)[] | null = null;
     const keyVals = this.keyIdx ? this.keyIdx.map((i) => values[i]) : null;
     if (this.keyIdx && keyVals) {
       const k = keyString(keyVals);
@@ -96,7 +98,7 @@ export class Stager {
         const prev = this.versions.get(keyString(prevKey));
         const unresolved = new Set<number>();
         for (const c of cols) {
-          if (prev && prev.values && !prev.unresolved.has(c)) values[c] = prev.values[c];
+          if (prev && prev.values && !prev.unresolved?.has(c)) values[c] = prev.values[c];
           else {
             unresolved.add(c);
             lk = prev && prev.values ? prev.lk : (prev?.lk ?? prevKey);
@@ -109,11 +111,12 @@ export class Stager {
           lk = null;
         }
         if (unresolved.size) unresolvedNames = [...unresolved].map((c) => this.columns[c].name);
-        this.versions.set(k, { values, unresolved, lk });
+        this.versions.set(k, { values, unresolved: unresolved.size ? unresolved : null, lk });
       } else if (op === 'D') {
-        if (!this.versions.has(k)) this.versions.set(k, { values: null, unresolved: new Set(), lk: keyVals });
+        if (!this.versions.has(k)) this.versions.set(k, { values: null, unresolved: null, lk: keyVals });
       } else {
-        this.versions.set(k, { values, unresolved: new Set(), lk: null });
+        // The staged row's own values array: no copy per version.
+        this.versions.set(k, { values, unresolved: null, lk: null });
       }
     }
     this.last = { lsn, seq, op, key: keyVals };
@@ -135,7 +138,7 @@ export class Stager {
   }
 }
 
-const keyString = (vals: (Buffer | null)[]): string => vals.map((v) => (v === null ? '\u0000N' : v.toString('latin1'))).join('\u0000,');
+const keyString = (vals: (string | null)[]): string => vals.map((v) => (v === null ? '\u0000N' : v)).join('\u0000,');
 
 /** Parses a streaming record into fields. */
 export const fieldsOf = parseRecord;

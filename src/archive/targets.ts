@@ -74,13 +74,14 @@ export async function openTarget(into: string): Promise<Target> {
           if (failed) throw failed;
           if (!gz.write(b)) await Promise.race([new Promise((r) => gz.once('drain', r)), done]);
         };
-        const head = new CsvChunks();
+        const single = cols.length === 1;
+        const head = new CsvChunks(single);
         cols.forEach((c, i) => head.field(c, i === 0));
         head.endRecord();
         head.cut();
         for (const b of head.out) await write(b);
         for await (const rows of engine.rows(t, cols)) {
-          const w = new CsvChunks();
+          const w = new CsvChunks(single);
           for (const r of rows) {
             r.forEach((v, i) => w.field(v, i === 0));
             w.endRecord();
