@@ -25,7 +25,7 @@ import type { StagerLimits } from './stager.js';
 import { openStore, type S3Options } from './store.js';
 import { checkSha256 } from './verified-reader.js';
 import { applyStreaming, keyOf, oidOf, planTable, rebuildTable } from './table-rebuild.js';
-import { openTarget } from './targets.js';
+import { openTarget, targetError } from './targets.js';
 
 export interface LoadOptions {
   from: string;
@@ -121,7 +121,7 @@ export async function load(o: LoadOptions): Promise<LoadResult> {
         applied.push(b.id);
       } catch (e) {
         await engine.rollback();
-        throw e;
+        throw targetError(e, o.into, `batch ${b.id} (not applied; the target keeps the batches before it)`);
       }
     }
     progress.done();

@@ -14,7 +14,7 @@ import { Progress } from './progress.js';
 import { type StagerLimits } from './stager.js';
 import { openStore, type S3Options } from './store.js';
 import { keyOf, planTable, rebuildTable } from './table-rebuild.js';
-import { openTarget, redactTarget, type Target } from './targets.js';
+import { openTarget, redactTarget, targetError, type Target } from './targets.js';
 
 export interface RebuildOptions {
   tables: string[];
@@ -89,7 +89,7 @@ export async function rebuild(o: RebuildOptions): Promise<RebuiltTable[]> {
       await engine.commit();
     } catch (e) {
       await engine.rollback();
-      throw e;
+      throw targetError(e, o.into, 'the rebuild (nothing was kept)');
     }
     await target.finish(out.map((r) => parseTableName(r.target)));
   } finally {

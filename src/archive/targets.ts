@@ -8,7 +8,7 @@ import { createWriteStream, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { EgressError } from '../errors.js';
+import { EgressError, isEgressError } from '../errors.js';
 import type { Engine, QName } from './engine.js';
 import { openPostgres, CsvChunks } from './engine-pg.js';
 
@@ -30,6 +30,13 @@ export function redactTarget(into: string): string {
   } catch {
     return 'postgres://…';
   }
+}
+
+/** A failure inside the target (a value it cannot hold, DDL it cannot apply) as one clear line. */
+export function targetError(e: unknown, into: string, what: string): unknown {
+  if (isEgressError(e)) return e;
+  const msg = (e instanceof Error ? e.message : String(e)).split('\n')[0];
+  return new EgressError('ARCHIVE_TARGET', `${redactTarget(into)} refused ${what}: ${msg}`, { cause: e });
 }
 
 export async function openTarget(into: string): Promise<Target> {

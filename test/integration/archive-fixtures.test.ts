@@ -37,6 +37,8 @@ describe('rebuild of hand-made archives', () => {
           w('ev', 100, { partitions: { changes: [ { lsn: L(90), kind: 'initial', schema: 'public', name: 'ev_a', oid: 101 }, { lsn: L(90), kind: 'initial', schema: 'public', name: 'ev_b', oid: 102 } ] } }),
           w('re', 201, { reload: { lsn: L(100), rows: [['1', 'old']] } }),
           w('rn', 301, { reload: { lsn: L(100), rows: [['1', 'x']] }, columns: [ { name: 'id', type: 'integer' }, { name: 'a', type: 'text' } ] }),
+          w('nan', 401, { reload: { lsn: L(100), rows: [['1', 'NaN']] }, columns: [ { name: 'id', type: 'integer' }, { name: 'amount', type: 'numeric(12,2)' } ] }),
+          w('bc', 402, { reload: { lsn: L(100), rows: [['1', '0044-03-15 BC']] }, columns: [ { name: 'id', type: 'integer' }, { name: 'd', type: 'date' } ] }),
         ],
       },
       {
@@ -118,6 +120,17 @@ describe('rebuild of hand-made archives', () => {
     } finally {
       await s3.stop();
     }
+  });
+
+  it('a value DuckDB cannot hold exactly stops the rebuild with exit 8 naming it, never changed silently', async () => {
+    const nan = await runCli(['rebuild', 'public.nan', '--from', out, '--into', `duckdb:${path.join(dir, 'nan.duckdb')}`]);
+    expect(nan.code).toBe(8);
+    expect(nan.stderr).toMatch(/refused the rebuild.*NaN.*DECIMAL\(12,2\)/);
+    const bc = await runCli(['rebuild', 'public.bc', '--from', out, '--into', `duckdb:${path.join(dir, 'bc.duckdb')}`]);
+    expect(bc.code).toBe(8);
+    expect(bc.stderr).toContain('a BC date/time (0044-03-15 BC) cannot be stored exactly in DuckDB DATE');
+    // As text (csv:) it is exact.
+    expect(await rows('bc')).toEqual(['id,d', '1,0044-03-15 BC']);
   });
 
   it('a renamed column keeps its values, an unchanged TOAST value included', async () => {
