@@ -17,8 +17,6 @@ import type { ArchiveStore } from './store.js';
 export interface VerifiedFile {
   /** Decompressed CSV bytes, header included. */
   chunks(): AsyncGenerator<Buffer>;
-  /** Records (header excluded), each its exact bytes without the LF. */
-  records(): AsyncGenerator<Buffer>;
   /** Checks sha256, rows and root; throws VERIFY_FAILED naming the file. */
   finish(): void;
   readonly label: string;
@@ -33,8 +31,6 @@ export function openVerified(store: ArchiveStore, rel: string, entry: ManifestFi
   const tree = new MerkleBuilder();
   let header = true;
   let records = 0;
-  let gzipBytes = 0;
-  let pendingRecords: Buffer[] | null = null;
   const ranges = new CsvRecordRanges((buf, start, end) => {
     if (header) {
       header = false;
@@ -42,7 +38,6 @@ export function openVerified(store: ArchiveStore, rel: string, entry: ManifestFi
     }
     records++;
     if (verify) tree.addRange(buf, start, end);
-    if (pendingRecords) pendingRecords.push(Buffer.from(buf.subarray(start, end)));
   });
   async function* chunks(): AsyncGenerator<Buffer> {
     const input = await store.stream(rel);
@@ -51,7 +46,6 @@ export function openVerified(store: ArchiveStore, rel: string, entry: ManifestFi
       try {
         for await (const c of input) {
           const b = c as Buffer;
-          gzipBytes += b.length;
           if (verify) sha.update(b);
           if (!gunzip.write(b)) await new Promise((r) => gunzip.once('drain', r));
         }
@@ -78,15 +72,6 @@ export function openVerified(store: ArchiveStore, rel: string, entry: ManifestFi
       throw new EgressError('VERIFY_FAILED', `${label}: ends inside a record (the file was cut)`);
     }
   }
-  async function* recs(): AsyncGenerator<Buffer> {
-    pendingRecords = [];
-    for await (const _ of chunks()) {
-      void _;
-      const out = pendingRecords;
-      pendingRecords = [];
-      for (const r of out) yield r;
-    }
-  }
   return {
     label,
     localPath: store.localPath(rel),
@@ -94,7 +79,6 @@ export function openVerified(store: ArchiveStore, rel: string, entry: ManifestFi
       return records;
     },
     chunks,
-    records: recs,
     finish() {
       if (!verify) return;
       if (sha.digest('hex') !== entry.sha256) throw new EgressError('VERIFY_FAILED', `${label}: sha256 differs from its manifest (the file was changed); nothing of it was applied`);
@@ -102,7 +86,6 @@ export function openVerified(store: ArchiveStore, rel: string, entry: ManifestFi
       if (!mk) throw new EgressError('VERIFY_FAILED', `${label}: its manifest has no Merkle root`);
       if (records !== mk.tree_size || records !== entry.rows) throw new EgressError('VERIFY_FAILED', `${label}: ${records} records, its manifest says ${mk.tree_size}`);
       if (tree.root().toString('hex') !== mk.root) throw new EgressError('VERIFY_FAILED', `${label}: Merkle root differs from its manifest`);
-      void gzipBytes;
     },
   };
 }
