@@ -104,7 +104,7 @@ describe('load', () => {
     expect(await loadState(target.url)).toEqual(before);
     expect((await runCli(['load', '--from', env.outDir, '--into', `duckdb:${duck}`])).code).toBe(0);
     for (const t of TABLES) await expectSameRowsDuckdb(duck, env.url, t, work);
-  }, 300_000);
+  }, 600_000);
 
   it('refuses a changed file or a deleted batch index (exit 10) and leaves the target as it was', async () => {
     const dir = path.join(work, 'archive');
@@ -145,5 +145,5 @@ describe('load', () => {
     } finally {
       await t2.drop();
     }
-  });
+  }, 300_000);
 });
