@@ -66,6 +66,10 @@ export async function openDuckdb(file: string, o: { text?: boolean } = {}): Prom
       return Number(r.getRowsJson()[0][0]) > 0;
     },
     dropTable: (t) => run(`DROP TABLE IF EXISTS ${qname(t)}`),
+    async replaceView(t, sql) {
+      await run(`DROP VIEW IF EXISTS ${qname(t)}`);
+      if (sql) await run(`CREATE VIEW ${qname(t)} AS ${sql}`);
+    },
     async createTable(t, cols) {
       await run(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(t.schema)}`);
       await run(`CREATE TABLE ${qname(t)} (${colDefs(cols)})`);

@@ -94,7 +94,11 @@ export async function openPostgres(url: string): Promise<Engine> {
       const r = await q(`SELECT to_regclass($1) IS NOT NULL AS e`, [qname(t)]);
       return r.rows[0].e as boolean;
     },
-    dropTable: async (t) => void (await q(`DROP TABLE IF EXISTS ${qname(t)}`)),
+    dropTable: async (t, cascade) => void (await q(`DROP TABLE IF EXISTS ${qname(t)}${cascade ? ' CASCADE' : ''}`)),
+    async replaceView(t, sql) {
+      await q(`DROP VIEW IF EXISTS ${qname(t)}`);
+      if (sql) await q(`CREATE VIEW ${qname(t)} AS ${sql}`);
+    },
     async createTable(t, cols, key) {
       await q(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(t.schema)}`);
       const pk = key && key.length ? `, PRIMARY KEY (${key.map(quoteIdent).join(', ')})` : '';

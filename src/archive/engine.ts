@@ -43,7 +43,10 @@ export interface Engine {
   commit(): Promise<void>;
   rollback(): Promise<void>;
   tableExists(t: QName): Promise<boolean>;
-  dropTable(t: QName): Promise<void>;
+  /** `cascade`: also the views on it (load's views of partitioned roots, recreated after). */
+  dropTable(t: QName, cascade?: boolean): Promise<void>;
+  /** Replaces a view (load: a partitioned root as the union of its leaves); null `sql` drops it. */
+  replaceView(t: QName, sql: string | null): Promise<void>;
   createTable(t: QName, cols: SchemaColumn[], key: string[] | null): Promise<void>;
   addColumn(t: QName, c: SchemaColumn): Promise<void>;
   dropColumn(t: QName, name: string): Promise<void>;

@@ -15,17 +15,18 @@
  * hold changes made after its snapshot).
  */
 import { EgressError } from '../errors.js';
-import { parseTableFolder } from '../output/layout.js';
-import { dataFiles, loadManifests, readCatalog, type Batch, type Catalog, type SchemaColumn, type Window } from './catalog.js';
-import type { Engine, QName } from './engine.js';
-import { parseAsOf } from './plan.js';
+import { parseTableFolder, tableFolder } from '../output/layout.js';
+import { dataFiles, loadManifests, readCatalog, readSchema, type Batch, type Catalog, type SchemaColumn, type Window } from './catalog.js';
+import { qname, quoteIdent, type Engine, type QName } from './engine.js';
+import { membersAt, parseAsOf } from './plan.js';
 import { Progress } from './progress.js';
-import { parseTableName } from './rebuild.js';
+import { parseTableName, partitionDocs } from './rebuild.js';
 import type { StagerLimits } from './stager.js';
 import { openStore, type S3Options } from './store.js';
 import { checkSha256 } from './verified-reader.js';
 import { applyStreaming, keyOf, oidOf, planTable, rebuildTable } from './table-rebuild.js';
 import { openTarget, targetError } from './targets.js';
+import { duckdbType } from './types.js';
 
 export interface LoadOptions {
   from: string;
@@ -125,6 +126,19 @@ export async function load(o: LoadOptions): Promise<LoadResult> {
       }
     }
     progress.done();
+    // Also when nothing was new: a run killed after its last batch did not get here.
+    const lastSeq = todo.length ? todo[todo.length - 1].seq : start - 1;
+    if (lastSeq >= 0) {
+      if (!todo.length) await loadManifests(cat, lastSeq);
+      await engine.begin();
+      try {
+        await refreshRootViews(cat, engine, lastSeq, states, only);
+        await engine.commit();
+      } catch (e) {
+        await engine.rollback();
+        throw targetError(e, o.into, 'the views of partitioned roots');
+      }
+    }
     return { applied, rows, last: applied.length ? applied[applied.length - 1] : (last?.id ?? null) };
   } finally {
     await target.close();
@@ -193,11 +207,41 @@ async function applyWindow(cat: Catalog, engine: Engine, w: Window, t: QName, st
     // newest reload set up to this batch (none for a new incarnation: from empty).
     const plan = await planTable(cat, w.folder, LATEST, w.batch.seq);
     if (!plan) return;
-    if (await engine.tableExists(t)) await engine.dropTable(t);
+    // CASCADE: a partitioned root's view on this leaf goes too; it is recreated after the run's batches.
+    if (await engine.tableExists(t)) await engine.dropTable(t, true);
     const r = await rebuildTable(cat, engine, plan, t, LATEST, progress, limits);
     await writeState(engine, stateTable, states, { folder: w.folder, oid, reloadLsn: plan.reload?.lsn ?? '', columns: r.columns, key: keyOf(plan.schema) });
     return;
   }
   const r = await applyStreaming(cat, engine, t, [w], state.columns, state.key ? [...state.key] : null, state.reloadLsn, LATEST, progress, limits);
   await writeState(engine, stateTable, states, { ...state, columns: r.columns });
+}
+
+/**
+ * Partitioned roots (SPEC §3: their folders hold partitions.yml, no data): after the run's batches,
+ * each root becomes a view, the UNION ALL of its leaves at the end of the last applied batch that
+ * the target holds (columns by the root's names; a column a leaf lacks is NULL). Recreated every
+ * run: a leaf rebuilt from a reload set drops the view with it.
+ */
+async function refreshRootViews(cat: Catalog, engine: Engine, lastSeq: number, states: Map<string, TableState>, only: Set<string> | null): Promise<void> {
+  for (const [folder, all] of cat.windows) {
+    const ws = all.filter((w) => w.batch.seq <= lastSeq && w.manifest);
+    if (!ws.length || ws.some((w) => dataFiles(w.manifest).length)) continue;
+    const parsed = parseTableFolder(folder);
+    if (!parsed) continue;
+    const root: QName = { schema: parsed.schema, table: parsed.table };
+    if (only && !only.has(JSON.stringify(root))) continue;
+    const docs = await partitionDocs(cat, ws);
+    if (!docs.length) continue;
+    const rootCols = (await readSchema(cat, ws[ws.length - 1])).columns;
+    const parts: string[] = [];
+    for (const m of membersAt(docs.flatMap((d) => d.changes), () => true)) {
+      const st = states.get(tableFolder(m.schema, m.name));
+      if (!st) continue; // not loaded (yet): its reload set comes in a later batch
+      const have = new Set(st.columns.map((c) => c.name));
+      const sel = rootCols.map((c) => (have.has(c.name) ? quoteIdent(c.name) : `CAST(NULL AS ${engine.kind === 'postgres' ? c.type : duckdbType(c.type).type}) AS ${quoteIdent(c.name)}`));
+      parts.push(`SELECT ${sel.join(', ')} FROM ${qname({ schema: m.schema, table: m.name })}`);
+    }
+    await engine.replaceView(root, parts.length ? parts.join(' UNION ALL ') : null);
+  }
 }

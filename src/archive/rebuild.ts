@@ -115,12 +115,12 @@ export async function rebuildOne(cat: Catalog, engine: Engine, folder: string, n
   return { table: qtext(n), target: qtext(t), rows: r.reloadRows, reloadLsn: r.reloadLsn, changes: r.changes };
 }
 
-interface PartitionsDoc {
+export interface PartitionsDoc {
   window: Window;
   changes: PartitionChange[];
 }
 
-async function partitionDocs(cat: Catalog, windows: Window[]): Promise<PartitionsDoc[]> {
+export async function partitionDocs(cat: Catalog, windows: Window[]): Promise<PartitionsDoc[]> {
   const out: PartitionsDoc[] = [];
   for (const w of windows) {
     const text = await readWindowDoc(cat, w, 'partitions');

@@ -12,6 +12,7 @@ import zlib from 'node:zlib';
 import { readdirSync, statSync } from 'node:fs';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { rebuild } from '../../src/archive/rebuild.js';
+import { openDuckdb } from '../../src/archive/engine-duckdb.js';
 import { S3RVER_ACCESS_KEY_ID, S3RVER_SECRET_ACCESS_KEY, startS3Server, type S3TestServer } from '../harness/s3-server.js';
 import { runCli } from '../helpers/egress.js';
 import { L, writeArchive, type FixtureWindow } from '../helpers/archive-fixture.js';
@@ -119,6 +120,20 @@ describe('rebuild of hand-made archives', () => {
       expect(bad.stderr).toContain(`s3://archive/egress/${rel}`);
     } finally {
       await s3.stop();
+    }
+  });
+
+  it('load makes a partitioned root a view of its leaves (DuckDB)', async () => {
+    const duck = path.join(dir, 'load-views.duckdb');
+    const r = await runCli(['load', '--from', out, '--into', `duckdb:${duck}`, '--tables', 'public.ev', 'public.ev_a', 'public.ev_b', 'public.ev_c']);
+    expect(r.stderr).not.toContain('pg-egress:');
+    expect(r.code).toBe(0);
+    const eng = await openDuckdb(duck);
+    try {
+      const rows = (await eng.query(`SELECT CAST(id AS VARCHAR) || ',' || v AS r FROM public.ev ORDER BY 1`)).map((x) => String(x.r));
+      expect(rows).toEqual(['2,a2', '20,c20', '21,c21', '3,a3']);
+    } finally {
+      await eng.close();
     }
   });
 
