@@ -135,7 +135,7 @@ export function buildProgram(): Command {
 
   program
     .command('rebuild')
-    .description('rebuild tables from the archive as of an LSN or a time (SPEC §6) into PostgreSQL, DuckDB or a gzipped CSV; every file is checked first')
+    .description('rebuild tables from the archive as of an LSN or a time (SPEC §6) into PostgreSQL, DuckDB or a gzipped CSV; every file is checked against its manifest and the batch chain')
     .argument('<tables...>', 'schema.table names (partitioned roots: the union of their leaves)')
     .requiredOption('--from <dir|s3://bucket/prefix>', 'the archive: output.dir or its S3 copy')
     .requiredOption('--into <target>', 'postgres://…, duckdb:<file> or csv:<file.csv.gz>')
@@ -146,7 +146,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--s3-endpoint <url>', 'S3-compatible endpoint for --from s3://'))
     .addOption(new Option('--s3-region <region>', 'S3 region for --from s3://'))
     .addOption(new Option('--s3-path-style', 'path-style S3 requests (default with --s3-endpoint)'))
-    .addHelpText('after', example('pg-egress rebuild public.orders --from ./egress --as-of 2026-11-22T10:32:07Z --into postgres://localhost/warehouse', 'pg-egress rebuild public.orders --from s3://bucket/egress --into duckdb:orders.duckdb') + '\nExit codes: 0 rebuilt, 7 table not in the archive, 10 a file or batch did not check out (named).\n')
+    .addHelpText('after', example('pg-egress rebuild public.orders --from ./egress --as-of 2026-11-22T10:32:07Z --into postgres://localhost/warehouse', 'pg-egress rebuild public.orders --from s3://bucket/egress --into duckdb:orders.duckdb') + '\nExit codes: 0 rebuilt, 7 table not in the archive, 8 the target refused a value or statement (named), 10 a file or batch did not check out (named); the target is left as it was.\n')
     .action(async (tables: string[], opts: Parameters<typeof rebuildCommand>[1]) => {
       commandExit = (await rebuildCommand(tables, opts)) as ExitCode;
     });
@@ -161,7 +161,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--s3-endpoint <url>', 'S3-compatible endpoint for --from s3://'))
     .addOption(new Option('--s3-region <region>', 'S3 region for --from s3://'))
     .addOption(new Option('--s3-path-style', 'path-style S3 requests (default with --s3-endpoint)'))
-    .addHelpText('after', example('pg-egress load --from ./egress --into postgres://localhost/warehouse', 'pg-egress load --from s3://bucket/egress --into duckdb:warehouse.duckdb') + '\nExit codes: 0 loaded (or nothing new), 10 a file or chain link did not check out (named; the target keeps every batch applied before it).\n')
+    .addHelpText('after', example('pg-egress load --from ./egress --into postgres://localhost/warehouse', 'pg-egress load --from s3://bucket/egress --into duckdb:warehouse.duckdb') + '\nExit codes: 0 loaded (or nothing new), 8 the target refused a batch (named), 10 a file or chain link did not check out (named; nothing of this run is written).\n')
     .action(async (opts: Parameters<typeof loadCommand>[0]) => {
       commandExit = (await loadCommand(opts)) as ExitCode;
     });
