@@ -161,7 +161,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--s3-endpoint <url>', 'S3-compatible endpoint for --from s3://'))
     .addOption(new Option('--s3-region <region>', 'S3 region for --from s3://'))
     .addOption(new Option('--s3-path-style', 'path-style S3 requests (default with --s3-endpoint)'))
-    .addHelpText('after', example('pg-egress load --from ./egress --into postgres://localhost/warehouse', 'pg-egress load --from s3://bucket/egress --into duckdb:warehouse.duckdb') + '\nExit codes: 0 loaded (or nothing new), 8 the target refused a batch (named), 10 a file or chain link did not check out (named; nothing of this run is written).\n')
+    .addHelpText('after', example('pg-egress load --from ./egress --into postgres://localhost/warehouse', 'pg-egress load --from s3://bucket/egress --into duckdb:warehouse.duckdb') + '\nExit codes: 0 loaded (or nothing new), 8 the target refused a batch (named), 10 a file or chain link did not check out (named; links and file sha256s are checked before anything is written).\n')
     .action(async (opts: Parameters<typeof loadCommand>[0]) => {
       commandExit = (await loadCommand(opts)) as ExitCode;
     });
