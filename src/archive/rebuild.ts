@@ -9,7 +9,7 @@ import { EgressError } from '../errors.js';
 import { tableFolder } from '../output/layout.js';
 import { loadManifests, readCatalog, readSchema, readWindowDoc, type Catalog, type Window } from './catalog.js';
 import type { Engine, QName } from './engine.js';
-import { membersAt, parseAsOf, type AsOf, type PartitionChange } from './plan.js';
+import { membersAt, normTs, parseAsOf, type AsOf, type PartitionChange } from './plan.js';
 import { Progress } from './progress.js';
 import { type StagerLimits } from './stager.js';
 import { openStore, type S3Options } from './store.js';
@@ -139,10 +139,21 @@ async function rebuildRoot(cat: Catalog, engine: Engine, windows: Window[], docs
   const winOf = new Map<PartitionChange, Window>();
   for (const d of docs) for (const c of d.changes) winOf.set(c, d.window);
   const all = docs.flatMap((d) => d.changes);
+  // As of a time: a change's commit time is in the root's ddl.sql (each statement is headed
+  // `-- lsn <LSN> xid <xid> at <commit time>: <tag>`); without it, the window's start decides.
+  const commitTimes = new Map<string, string>();
+  if (asOf.kind === 'time') {
+    for (const w of windows) {
+      const ddl = await readWindowDoc(cat, w, 'ddl');
+      for (const m of (ddl ?? '').matchAll(/^-- lsn ([0-9A-F]{16}) xid \d+ at (\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?\+00): /gm)) commitTimes.set(m[1], m[2]);
+    }
+  }
   const before = (c: PartitionChange): boolean => {
     if (asOf.kind === 'lsn') return c.lsn < asOf.lsn;
-    // Membership changes carry an LSN only: as of a time, those of windows that began by then.
-    if (asOf.kind === 'time') return Date.parse(winOf.get(c)!.manifest.window_start ?? '') <= asOf.ms;
+    if (asOf.kind === 'time') {
+      const ts = commitTimes.get(c.lsn);
+      return ts !== undefined ? normTs(ts) <= asOf.ts : Date.parse(winOf.get(c)!.manifest.window_start ?? '') <= asOf.ms;
+    }
     return true;
   };
   const members = membersAt(all, before);

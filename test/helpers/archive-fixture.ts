@@ -32,6 +32,8 @@ export interface FixtureWindow {
   ddl?: string;
   /** schema.yml generated_at (a reload's snapshot time). */
   generatedAt?: string;
+  /** `_commit_ts` of the streaming rows (default 2026-11-01 00:00:00). */
+  commitTs?: string;
 }
 
 export interface FixtureBatch {
@@ -71,7 +73,7 @@ export function writeArchive(out: string, batches: FixtureBatch[]): void {
       if (w.reload) files.push(dataFile(dir, 'full_reload.csv.gz', 'full_reload', cols, w.reload.rows.map(record), { start: w.reload.lsn, end: w.reload.lsn }));
       if (w.streaming) {
         // _lsn, _seq, _xid, _commit_ts, _op, _unchanged, values…
-        const recs = w.streaming.map((r) => record([r[0], r[1], '1', '2026-11-01 00:00:00.000000+00', r[2], r[3], ...r.slice(4)]));
+        const recs = w.streaming.map((r) => record([r[0], r[1], '1', w.commitTs ?? '2026-11-01 00:00:00.000000+00', r[2], r[3], ...r.slice(4)]));
         files.push(dataFile(dir, 'streaming.csv.gz', 'streaming', ['_lsn', '_seq', '_xid', '_commit_ts', '_op', '_unchanged', ...cols], recs, { start: w.streaming[0][0], end: w.streaming[w.streaming.length - 1][0] }));
       }
       for (const f of files) roots.push(Buffer.from(f.merkle.root, 'hex'));

@@ -51,8 +51,16 @@ describe('rebuild of hand-made archives', () => {
           w('rn', 301, { streaming: [[L(230), '0', 'U', null, '1', 'y']], columns: [ { name: 'id', type: 'integer' }, { name: 'a', type: 'text' } ] }),
         ],
       },
-      { id: '20261101T000002Z', windows: [w('ev', 100, { partitions: { changes: [ { lsn: L(300), kind: 'detach', schema: 'public', name: 'ev_b', oid: 102 }, { lsn: L(310), kind: 'attach', schema: 'public', name: 'ev_c', oid: 103 } ] } })] },
-      { id: '20261101T000002Z-001', windows: [w('ev_c', 103, { reload: { lsn: L(320), rows: [['20', 'c20']] } })] },
+      {
+        id: '20261101T000002Z',
+        windows: [
+          w('ev', 100, {
+            partitions: { changes: [ { lsn: L(300), kind: 'detach', schema: 'public', name: 'ev_b', oid: 102 }, { lsn: L(310), kind: 'attach', schema: 'public', name: 'ev_c', oid: 103 } ] },
+            ddl: `-- lsn ${L(300)} xid 7 at 2026-11-01 00:00:30.000000+00: ALTER TABLE\nALTER TABLE ev DETACH PARTITION ev_b;\n-- lsn ${L(310)} xid 8 at 2026-11-01 00:00:35.000000+00: ALTER TABLE\nALTER TABLE ev ATTACH PARTITION ev_c FOR VALUES FROM (20) TO (30);\n`,
+          }),
+        ],
+      },
+      { id: '20261101T000002Z-001', windows: [w('ev_c', 103, { reload: { lsn: L(320), rows: [['20', 'c20']] }, generatedAt: '2026-11-01T00:00:36.000000Z' })] },
       {
         id: '20261101T000003Z',
         windows: [
@@ -72,7 +80,7 @@ describe('rebuild of hand-made archives', () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   async function rows(table: string, asOf?: string): Promise<string[]> {
-    const file = path.join(dir, `${table}-${(asOf ?? 'latest').replace('/', '_')}.csv.gz`);
+    const file = path.join(dir, `${table}-${(asOf ?? 'latest').replace(/[/:]/g, '_')}.csv.gz`);
     await rebuild({ tables: [`public.${table}`], from: out, asOf, into: `csv:${file}`, verify: true, progress: null });
     const lines = zlib.gunzipSync(readFileSync(file)).toString().trim().split('\n');
     return [lines[0], ...lines.slice(1).sort()];
@@ -85,6 +93,9 @@ describe('rebuild of hand-made archives', () => {
     // ev_b's rows after its DETACH are not the root's; ev_c's are.
     expect(await rows('ev')).toEqual(['id,v', '2,a2', '20,c20', '21,c21', '3,a3']);
     expect(await rows('ev_b')).toEqual(['id,v', '10,b10x', '11,b11']);
+    // As of a time: membership changes by their commit time in the root's ddl.sql.
+    expect(await rows('ev', '2026-11-01T00:00:20Z')).toEqual(['id,v', '10,b10x', '11,b11', '2,a2', '3,a3']);
+    expect(await rows('ev', '2026-11-01T00:00:40Z')).toEqual(['id,v', '2,a2', '20,c20', '21,c21', '3,a3']);
   });
 
   it('a table dropped and created again: rows of one oid only', async () => {
