@@ -16,6 +16,7 @@ import type { SchemaColumn } from './catalog.js';
 import type { Engine, QName, StagedBatch, StagedRow } from './engine.js';
 import { parseTextArray } from './types.js';
 import { parseRecord } from '../output/csv.js';
+import { EgressError } from '../errors.js';
 
 /** The latest version of a key in the batch: its staged values (null: only deleted here). */
 interface Version {
@@ -65,9 +66,13 @@ export class Stager {
   /** A streaming record's fields (meta columns first), with the header of its file. */
   async add(fields: (Buffer | null)[], header: string[], size: number): Promise<void> {
     const op = fields[4]!.toString('latin1');
-    if (op === 'B') return;
     const lsn = fields[0]!.toString('latin1');
     const seq = Number(fields[1]!.toString('latin1'));
+    if (op === 'B') {
+      // A before image sits between the D and the U of an identity change (D, B, U): see through it.
+      if (this.last && this.last.lsn === lsn && this.last.seq === seq - 1) this.last = { ...this.last, seq };
+      return;
+    }
     if (op === 'T') {
       this.rows = [];
       this.bytes = 0;
@@ -85,6 +90,13 @@ export class Stager {
     // Byte strings (latin1: one char per byte, exact): a copy of the chunk's bytes at a fraction of
     // a Buffer's per-object cost, which bounds a batch's memory by its bytes.
     const values: (string | null)[] = idx.map((i) => (i < 0 || fields[i] == null ? null : fields[i]!.toString('latin1')));
+    const isChange = this.last && this.last.op === 'D' && this.last.lsn === lsn && this.last.seq === seq - 1;
+    if (!this.keyIdx && op === 'U' && !isChange) {
+      // Without a key rows are a multiset, which needs every update as D + U (REPLICA IDENTITY
+      // FULL without a primary key, SPEC §4). A lone U (REPLICA IDENTITY USING INDEX without a
+      // primary key) cannot be matched: refuse rather than guess.
+      throw new EgressError('ARCHIVE_TARGET', `${this.target.schema}.${this.target.table}: an update at ${lsn}/${seq} cannot be matched to a row: the table has no primary key and its updates are not written as delete + insert (REPLICA IDENTITY USING INDEX?); give it a primary key or REPLICA IDENTITY FULL`);
+    }
     let unresolvedNames: string[] | null = null;
     let lk: (string | null)[] | null = null;
     const keyVals = this.keyIdx ? this.keyIdx.map((i) => values[i]) : null;
@@ -94,7 +106,7 @@ export class Stager {
         const names = new Set(parseTextArray(fields[5].toString('utf8')));
         const cols = this.columns.map((c, i) => (names.has(c.name) ? i : -1)).filter((i) => i >= 0);
         // The previous version: the D just before (identity change), else this key.
-        const prevKey = this.last && this.last.op === 'D' && this.last.lsn === lsn && this.last.seq === seq - 1 ? this.last.key! : keyVals;
+        const prevKey = isChange ? this.last!.key! : keyVals;
         const prev = this.versions.get(keyString(prevKey));
         const unresolved = new Set<number>();
         for (const c of cols) {
@@ -113,6 +125,11 @@ export class Stager {
         if (unresolved.size) unresolvedNames = [...unresolved].map((c) => this.columns[c].name);
         this.versions.set(k, { values, unresolved: unresolved.size ? unresolved : null, lk });
       } else if (op === 'D') {
+        if (keyVals.some((v) => v === null)) {
+          // A delete carries the replica identity: under REPLICA IDENTITY USING INDEX that is the
+          // index's columns, which need not include the primary key used to match rows here.
+          throw new EgressError('ARCHIVE_TARGET', `${this.target.schema}.${this.target.table}: a delete at ${lsn}/${seq} has no value for key column(s) ${this.key!.filter((_, i) => keyVals[i] === null).join(', ')} (REPLICA IDENTITY USING INDEX on other columns than the primary key is not supported by rebuild/load)`);
+        }
         if (!this.versions.has(k)) this.versions.set(k, { values: null, unresolved: null, lk: keyVals });
       } else {
         // The staged row's own values array: no copy per version.

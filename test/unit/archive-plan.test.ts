@@ -137,6 +137,17 @@ describe('stager', () => {
     expect(vals(batches[0])).toEqual([['I', '2', 'y', null, null, null]]);
   });
 
+  it('refuses what it cannot match instead of guessing: a keyless lone U, a D without its key', async () => {
+    const { engine } = recording();
+    const keyless = new Stager(engine, { schema: 'public', table: 't' }, cols, null);
+    await keyless.add(rec('A', 0, 'D', null, '1', 'x', null), header, 10);
+    await keyless.add(rec('A', 1, 'B', null, '1', 'x', null), header, 10);
+    await keyless.add(rec('A', 2, 'U', null, '1', 'y', null), header, 10); // D, B, U: fine
+    await expect(keyless.add(rec('B', 0, 'U', null, '1', 'z', null), header, 10)).rejects.toThrow(/cannot be matched.*REPLICA IDENTITY/);
+    const keyed = new Stager(engine, { schema: 'public', table: 't' }, cols, ['id']);
+    await expect(keyed.add(rec('C', 0, 'D', null, null, 'x', null), header, 10)).rejects.toThrow(/no value for key column\(s\) id/);
+  });
+
   it('cuts batches by rows and matches columns by name (a column the file lacks is NULL)', async () => {
     const { engine, batches } = recording();
     const s = new Stager(engine, { schema: 'public', table: 't' }, cols, ['id'], { maxRows: 2, maxBytes: 1 << 20 });
