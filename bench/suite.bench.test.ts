@@ -23,6 +23,7 @@ import { latencyScenario } from './scenarios/latency.js';
 import { reloadScenario } from './scenarios/reload.js';
 import type { BenchContext } from './scenarios/setup.js';
 import { streamingScenario } from './scenarios/streaming.js';
+import { archiveScenario } from './scenarios/archive.js';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const REPS = Math.max(3, Number(process.env.BENCH_REPS ?? 3));
@@ -40,6 +41,7 @@ const R4_TABLES = Math.max(10, Math.round(500 * Math.min(1, SCALE * 10)));
 const R4_ROWS = 1000;
 const G_SMALL = n(1_000_000);
 const G_LARGE = n(4_000_000);
+const A_CHANGES = n(1_000_000);
 
 const rows: ReportRow[] = [];
 const raw: Record<string, unknown> = {};
@@ -234,6 +236,20 @@ describe('pg-egress benchmark', () => {
     line(`S1 pg-egress, ${fmtCount(G_SMALL)} → ${fmtCount(G_LARGE)} rows`, per(stream[0].seconds['pg-egress'], G_SMALL), per(stream[1].seconds['pg-egress'], G_LARGE), true);
     line(`S1 pg_recvlogical (same WAL), ${fmtCount(G_SMALL)} → ${fmtCount(G_LARGE)} rows`, per(stream[0].seconds.pg_recvlogical, G_SMALL), per(stream[1].seconds.pg_recvlogical, G_LARGE), false);
     line(`R1 pg-egress reload, ${fmtCount(G_SMALL)} → ${fmtCount(G_LARGE)} rows`, per(reload.seconds['pg-egress public.g0'], G_SMALL), per(reload.seconds['pg-egress public.g1'], G_LARGE), true);
+  });
+
+  if (want('A')) expected.push('A1', 'A2', 'M');
+  it.runIf(want('A'))(`A rebuild and load of the ${fmtCount(R1_ROWS)}-row table plus ${fmtCount(A_CHANGES)} streamed changes`, async () => {
+    const r = await archiveScenario(ctx, { rows: R1_ROWS, changes: A_CHANGES });
+    raw.A = r;
+    const ctxRow = (id: string, what: string, ours: string, base: string) => {
+      const x = pairedSpeedup(r.seconds[ours], r.seconds[base]);
+      rows.push({ id, what, result: `${fmtRatio(x)}; ${fmtSeconds([median(r.seconds[ours])])} vs ${fmtSeconds([median(r.seconds[base])])}`, goal: 'context', met: null });
+    };
+    ctxRow('A1', `rebuild --into postgres (${fmtCount(R1_ROWS)} + ${fmtCount(A_CHANGES)} changes) vs COPY FROM of the reload files alone`, 'pg-egress rebuild', 'COPY of the reload files');
+    ctxRow('A2', `load --into duckdb (${fmtCount(R1_ROWS)} + ${fmtCount(A_CHANGES)} changes) vs DuckDB read_csv of the reload files alone`, 'pg-egress load duckdb', 'DuckDB read_csv of the reload files');
+    const peak = Math.max(r.peakRssMb['pg-egress rebuild'] ?? 0, r.peakRssMb['pg-egress load duckdb'] ?? 0);
+    rows.push({ id: 'M', what: 'peak RSS of pg-egress rebuild / load during A', result: `${(r.peakRssMb['pg-egress rebuild'] ?? 0).toFixed(0)} / ${(r.peakRssMb['pg-egress load duckdb'] ?? 0).toFixed(0)} MB`, goal: '≤ 256 MB', met: peak <= 256 });
   });
 
   it('filled every row of the table', () => {

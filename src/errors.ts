@@ -44,6 +44,7 @@ export type ErrorCode =
   | 'NOT_FOUND_PATH'
   | 'ANCHOR_S3'
   | 'ANCHOR_NEAR'
+  | 'ARCHIVE_TARGET'
   | 'PROTOCOL'
   | 'INTERNAL';
 
@@ -71,6 +72,7 @@ const exitFor: Record<ErrorCode, ExitCode> = {
   NOT_FOUND_PATH: ExitCode.NOT_FOUND,
   ANCHOR_S3: ExitCode.ANCHOR, // the daemon retries anchors in its queue; only a one-shot command exits with it
   ANCHOR_NEAR: ExitCode.ANCHOR,
+  ARCHIVE_TARGET: ExitCode.OUTPUT, // rebuild/load: the target database refused a statement
   PROTOCOL: ExitCode.INTERNAL,
   INTERNAL: ExitCode.INTERNAL,
 };

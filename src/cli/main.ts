@@ -9,6 +9,10 @@ import { EgressError, ExitCode, isEgressError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { uninstall } from './uninstall.js';
 import { reloadCommand } from './reload.js';
+// The commands' modules load when their command runs (a CLI start stays cheap; DuckDB and the AWS
+// SDK only when used): types only here.
+import type { rebuildCommand } from './rebuild.js';
+import type { loadCommand } from './load.js';
 
 let debug = false;
 /** SIGTERM to exit: the flush in progress, confirmation, closing (README "Shutdown"). */
@@ -100,16 +104,80 @@ export function buildProgram(): Command {
 
   program
     .command('verify')
-    .description('check files against their manifests, Merkle roots, batch indexes and the batch chain (offline); --row/--proof writes an inclusion proof')
-    .argument('<path>', 'output.dir, a table or window folder, or a data file')
+    .description('check files against their manifests, Merkle roots, batch indexes and the batch chain (offline); --row/--proof writes an inclusion proof; --against-source compares the archive with the source')
+    .argument('[path]', 'output.dir, a table or window folder, or a data file')
     .option('--row <n>', 'record number (from 0, header excluded) to prove')
     .option('--proof <file>', 'where to write the proof (JSON)')
-    .option('-c, --config <file>', 'also check the S3 copies and NEAR tokens of anchored batches (and put anchor references in a proof)')
-    .addHelpText('after', example('pg-egress verify ./egress', 'pg-egress verify ./egress/public.orders/20261122T100500Z/streaming.csv.gz --row 17 --proof row17.json') + '\nExit codes: 0 verified, 10 a check failed (the first problem is named).\n')
-    .action(async (target: string, opts: { row?: string; proof?: string; config?: string }) => {
+    .option('-c, --config <file>', 'also check the S3 copies and NEAR tokens of anchored batches (and put anchor references in a proof); the source for --against-source')
+    .option('--against-source <tables...>', 'rebuild these schema.table names as of a snapshot of the source and compare them with it (needs --config and the daemon running)')
+    .option('--from <dir|s3://bucket/prefix>', 'with --against-source: the archive (default: output.dir)')
+    .option('--repair', 'with --against-source: request a reload of each table that differs')
+    .option('--no-verify', 'with --against-source: do not check the files themselves (warned)')
+    .addOption(new Option('--s3-endpoint <url>', 'S3-compatible endpoint for --from s3://'))
+    .addOption(new Option('--s3-region <region>', 'S3 region for --from s3://'))
+    .addOption(new Option('--s3-path-style', 'path-style S3 requests'))
+    .addHelpText(
+      'after',
+      example('pg-egress verify ./egress', 'pg-egress verify ./egress/public.orders/20261122T100500Z/streaming.csv.gz --row 17 --proof row17.json', 'pg-egress verify --against-source public.orders --config cdc.yml --repair') +
+        '\nExit codes: 0 verified (or equal), 10 a check failed or a table differs (the first problem, or the differing keys, are named).\n',
+    )
+    .action(async (target: string | undefined, opts: { row?: string; proof?: string; config?: string; againstSource?: string[]; from?: string; repair?: boolean; verify?: boolean; s3Endpoint?: string; s3Region?: string; s3PathStyle?: boolean }) => {
+      if (opts.againstSource) {
+        const cfg = load(program, { config: opts.config ?? 'cdc.yml' }).cfg;
+        const { verifyAgainstSourceCommand } = await import('./verify-source.js');
+        commandExit = (await verifyAgainstSourceCommand(cfg, opts.againstSource, opts)) as ExitCode;
+        return;
+      }
+      if (!target) throw new EgressError('CONFIG_INVALID', 'verify needs a path (output.dir, a folder or a file), or --against-source <tables...> --config cdc.yml');
       const cfg = opts.config ? load(program, { config: opts.config }).cfg : undefined;
       const { verifyCommand } = await import('./verify.js');
       commandExit = (await verifyCommand(target, { ...opts, cfg })) as ExitCode;
+    });
+
+  program
+    .command('rebuild')
+    .description('rebuild tables from the archive as of an LSN or a time (SPEC §6) into PostgreSQL, DuckDB or a gzipped CSV; every file is checked against its manifest and the batch chain')
+    .argument('<tables...>', 'schema.table names (partitioned roots: the union of their leaves)')
+    .requiredOption('--from <dir|s3://bucket/prefix>', 'the archive: output.dir or its S3 copy')
+    .requiredOption('--into <target>', 'postgres://…, duckdb:<file> or csv:<file.csv.gz>')
+    .option('--as-of <lsn|time>', 'an LSN (0/177B128) or an ISO-8601 time; default: everything in the archive')
+    .option('--target <schema.table>', 'name of the rebuilt table (one table only); default: the same name')
+    .option('--replace', 'drop an existing target table first (in the same transaction)')
+    .option('--no-verify', 'do not check files against manifests, Merkle roots and the batch chain (warned)')
+    .addOption(new Option('--s3-endpoint <url>', 'S3-compatible endpoint for --from s3://'))
+    .addOption(new Option('--s3-region <region>', 'S3 region for --from s3://'))
+    .addOption(new Option('--s3-path-style', 'path-style S3 requests (default with --s3-endpoint)'))
+    .addHelpText('after', example('pg-egress rebuild public.orders --from ./egress --as-of 2026-11-22T10:32:07Z --into postgres://localhost/warehouse', 'pg-egress rebuild public.orders --from s3://bucket/egress --into duckdb:orders.duckdb') + '\nExit codes: 0 rebuilt, 7 table not in the archive, 8 the target refused a value or statement (named), 10 a file or batch did not check out (named); the target is left as it was.\n')
+    .action(async (tables: string[], opts: Parameters<typeof rebuildCommand>[1]) => {
+      const { rebuildCommand } = await import('./rebuild.js');
+      commandExit = (await rebuildCommand(tables, opts)) as ExitCode;
+    });
+
+  program
+    .command('load')
+    .description('apply the batches that arrived since the last run, exactly once, into PostgreSQL or DuckDB (incremental; _pg_egress_load records each batch)')
+    .requiredOption('--from <dir|s3://bucket/prefix>', 'the archive: output.dir or its S3 copy')
+    .requiredOption('--into <target>', 'postgres://… or duckdb:<file>')
+    .option('--tables <tables...>', 'only these schema.table names (keep the same list on every run)')
+    .option('--no-verify', 'do not check files against manifests, Merkle roots and the batch chain (warned)')
+    .addOption(new Option('--s3-endpoint <url>', 'S3-compatible endpoint for --from s3://'))
+    .addOption(new Option('--s3-region <region>', 'S3 region for --from s3://'))
+    .addOption(new Option('--s3-path-style', 'path-style S3 requests (default with --s3-endpoint)'))
+    .addHelpText('after', example('pg-egress load --from ./egress --into postgres://localhost/warehouse', 'pg-egress load --from s3://bucket/egress --into duckdb:warehouse.duckdb') + '\nExit codes: 0 loaded (or nothing new), 8 the target refused a batch (named), 10 a file or chain link did not check out (named; links and file sha256s are checked before anything is written).\n')
+    .action(async (opts: Parameters<typeof loadCommand>[0]) => {
+      const { loadCommand } = await import('./load.js');
+      commandExit = (await loadCommand(opts)) as ExitCode;
+    });
+
+  program
+    .command('schema-sql')
+    .description("print the CREATE TABLE and load statements for a window's files (types from schema.yml, NULL and empty-string options spelled out)")
+    .argument('<folder>', 'a table folder (its newest window) or a window folder')
+    .requiredOption('--dialect <dialect>', 'postgres, duckdb, clickhouse, snowflake or bigquery')
+    .addHelpText('after', example('pg-egress schema-sql --dialect duckdb ./egress/public.orders', 'pg-egress schema-sql --dialect postgres ./egress/public.orders/20261122T100500Z'))
+    .action(async (folder: string, opts: { dialect: string }) => {
+      const { schemaSqlCommand } = await import('./schema-sql.js');
+      commandExit = schemaSqlCommand(folder, opts) as ExitCode;
     });
 
   program

@@ -1,0 +1,178 @@
+/**
+ * DuckDB target through @duckdb/node-api (imported only here, and this file only when a duckdb:
+ * or csv: target is used). Types follow types.ts (`text: true`: every column VARCHAR holding
+ * PostgreSQL's text, for csv: and verify --against-source). Reload files are read by DuckDB's own
+ * CSV reader with every option explicit — its defaults would turn `""` into NULL
+ * (allow_quoted_nulls) and guess types — as VARCHAR, then cast per column; changes are appended
+ * to a staging table through the appender and applied set-based, as on PostgreSQL. DuckDB tables
+ * get no PRIMARY KEY: a key deleted and inserted again in one transaction can trip DuckDB's
+ * eager unique-constraint checks; keys are matched by joins.
+ */
+import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { SchemaColumn } from './catalog.js';
+import { qname, quoteIdent, quoteLiteral, unresolvedText, UNIT, type Engine, type QName, type StagedBatch } from './engine.js';
+import { duckdbType, type DuckType } from './types.js';
+import type { VerifiedFile } from './verified-reader.js';
+import { EgressError } from '../errors.js';
+
+/**
+ * Reload records up to this size (a row with large TOAST values; DuckDB's default is 2 MB). DuckDB
+ * reads in buffers of this size, so it also bounds memory; PG_EGRESS_DUCKDB_MAX_LINE raises it.
+ */
+const MAX_LINE = Number(process.env.PG_EGRESS_DUCKDB_MAX_LINE ?? 16 * 1024 * 1024);
+
+export interface DuckEngine extends Engine {
+  /** Streams a table's rows as PostgreSQL-style text fields (csv: export, digests). */
+  rows(t: QName, cols: string[], orderBy?: string[]): AsyncGenerator<(string | null)[][]>;
+}
+
+export async function openDuckdb(file: string, o: { text?: boolean } = {}): Promise<DuckEngine> {
+  const { DuckDBInstance } = await import('@duckdb/node-api');
+  let inst;
+  try {
+    inst = await DuckDBInstance.create(file);
+  } catch (e) {
+    throw new EgressError('OUTPUT_IO', `cannot open DuckDB database ${file} (--into): ${(e as Error).message.split('\n')[0]}`, { cause: e });
+  }
+  const conn = await inst.connect();
+  await conn.run(`SET TimeZone = 'UTC'`);
+  // DuckDB's buffer pool defaults to 80% of RAM; keep the process near the 256 MB the tool
+  // promises (DuckDB spills to disk beyond it). PG_EGRESS_DUCKDB_MEMORY_LIMIT overrides.
+  await conn.run(`SET memory_limit = ${quoteLiteral(process.env.PG_EGRESS_DUCKDB_MEMORY_LIMIT ?? '128MB')}`);
+  await conn.run(`SET preserve_insertion_order = false`);
+  if (process.env.PG_EGRESS_DUCKDB_THREADS) await conn.run(`SET threads = ${Number(process.env.PG_EGRESS_DUCKDB_THREADS)}`);
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'pg-egress-duck-'));
+  const typeOf = (c: SchemaColumn): DuckType => (o.text ? { type: 'VARCHAR', cast: (e) => e, text: true } : duckdbType(c.type));
+  const colDefs = (cols: SchemaColumn[]) => cols.map((c) => `${quoteIdent(c.name)} ${typeOf(c).type}`).join(', ');
+  const run = async (sql: string) => void (await conn.run(sql));
+  let seq = 0;
+
+  function readCsv(file: string, names: string[]): string {
+    const columns = names.map((n) => `${quoteLiteral(n)}: 'VARCHAR'`).join(', ');
+    return `read_csv(${quoteLiteral(file)}, header = true, delim = ',', quote = '"', escape = '"', new_line = '\\n', auto_detect = false, allow_quoted_nulls = false, nullstr = '', columns = {${columns}}, max_line_size = ${MAX_LINE}, buffer_size = ${MAX_LINE}, compression = '${file.endsWith('.gz') ? 'gzip' : 'none'}')`;
+  }
+
+  const engine: DuckEngine = {
+    kind: 'duckdb',
+    begin: () => run('BEGIN TRANSACTION'),
+    commit: () => run('COMMIT'),
+    rollback: async () => {
+      await run('ROLLBACK').catch(() => undefined);
+    },
+    async tableExists(t) {
+      const r = await conn.runAndReadAll(`SELECT count(*)::INTEGER AS n FROM information_schema.tables WHERE table_schema = ${quoteLiteral(t.schema)} AND table_name = ${quoteLiteral(t.table)}`);
+      return Number(r.getRowsJson()[0][0]) > 0;
+    },
+    dropTable: (t) => run(`DROP TABLE IF EXISTS ${qname(t)}`),
+    async replaceView(t, sql) {
+      await run(`DROP VIEW IF EXISTS ${qname(t)}`);
+      if (sql) await run(`CREATE VIEW ${qname(t)} AS ${sql}`);
+    },
+    async createTable(t, cols) {
+      await run(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(t.schema)}`);
+      await run(`CREATE TABLE ${qname(t)} (${colDefs(cols)})`);
+    },
+    addColumn: (t, c) => run(`ALTER TABLE ${qname(t)} ADD COLUMN ${quoteIdent(c.name)} ${typeOf(c).type}`),
+    dropColumn: (t, name) => run(`ALTER TABLE ${qname(t)} DROP COLUMN ${quoteIdent(name)}`),
+    renameColumn: (t, from, to) => run(`ALTER TABLE ${qname(t)} RENAME COLUMN ${quoteIdent(from)} TO ${quoteIdent(to)}`),
+    retypeColumn: (t, c) => run(`ALTER TABLE ${qname(t)} ALTER COLUMN ${quoteIdent(c.name)} SET DATA TYPE ${typeOf(c).type} USING ${typeOf(c).cast(`CAST(${quoteIdent(c.name)} AS VARCHAR)`)}`),
+    truncate: (t) => run(`DELETE FROM ${qname(t)}`),
+    async loadReload(t, cols, header, file: VerifiedFile) {
+      // DuckDB reads files itself: the file is checked first (streamed through the hashes) and
+      // read by DuckDB only when it checked out; from S3 through a local temporary copy.
+      const local = file.localPath;
+      let csvPath: string;
+      if (local) {
+        for await (const _ of file.chunks()) void _;
+        file.finish();
+        csvPath = local;
+      } else {
+        csvPath = path.join(tmp, `reload-${++seq}.csv`);
+        const ws = createWriteStream(csvPath);
+        for await (const c of file.chunks()) if (!ws.write(c)) await new Promise<void>((r) => ws.once('drain', () => r()));
+        await new Promise<void>((resolve, reject) => ws.end((e?: Error | null) => (e ? reject(e) : resolve())));
+        file.finish();
+      }
+      const byName = new Map(cols.map((c) => [c.name, c]));
+      const sel = header.map((h) => typeOf(byName.get(h)!).cast(quoteIdent(h)));
+      const r = await conn.run(`INSERT INTO ${qname(t)} (${header.map(quoteIdent).join(', ')}) SELECT ${sel.join(', ')} FROM ${readCsv(csvPath, header)}`);
+      if (!local) rmSync(csvPath, { force: true });
+      return Number(r.rowsChanged);
+    },
+    async applyBatch(t, b: StagedBatch) {
+      if (b.truncateFirst) await run(`DELETE FROM ${qname(t)}`);
+      if (!b.rows.length) return;
+      const n = ++seq;
+      const raw = `_pg_egress_raw_${n}`;
+      const st = quoteIdent(`_pg_egress_stage_${n}`);
+      const key = b.key;
+      const keyCols = key ? key.map((k) => b.columns.find((c) => c.name === k)!) : [];
+      const rawCols = ['_n BIGINT', '_op VARCHAR', '_unres VARCHAR', ...keyCols.map((_, i) => `_lk${i} VARCHAR`), ...b.columns.map((c) => `${quoteIdent(c.name)} VARCHAR`)];
+      await run(`CREATE TEMP TABLE ${quoteIdent(raw)} (${rawCols.join(', ')})`);
+      const ap = await conn.createAppender(raw, 'main', 'temp');
+      let fill = false;
+      const put = (v: string | null) => (v === null ? ap.appendNull() : ap.appendVarchar(v));
+      // Values arrive as byte strings (latin1); DuckDB wants text.
+      const putBytes = (v: string | null) => (v === null ? ap.appendNull() : ap.appendVarchar(Buffer.from(v, 'latin1').toString('utf8')));
+      for (const r of b.rows) {
+        ap.appendBigInt(BigInt(r.n));
+        ap.appendVarchar(r.op);
+        const u = unresolvedText(r.unresolved);
+        if (u) fill = true;
+        put(u);
+        for (let i = 0; i < keyCols.length; i++) putBytes(r.lk ? r.lk[i] : null);
+        for (const v of r.values) putBytes(v);
+        ap.endRow();
+      }
+      ap.closeSync();
+      const casts = b.columns.map((c) => `${typeOf(c).cast(quoteIdent(c.name))} AS ${quoteIdent(c.name)}`);
+      const lkCasts = keyCols.map((c, i) => `${typeOf(c).cast(`_lk${i}`)} AS _lk${i}`);
+      await run(`CREATE TEMP TABLE ${st} AS SELECT _n, _op, _unres, ${[...lkCasts, ...casts].join(', ')} FROM ${quoteIdent(raw)}`);
+      await run(`DROP TABLE ${quoteIdent(raw)}`);
+      const cols = b.columns.map((c) => quoteIdent(c.name));
+      const target = qname(t);
+      if (key) {
+        const k = key.map(quoteIdent);
+        if (fill) {
+          const sets = cols.map((c, i) => `${c} = CASE WHEN strpos(${st}._unres, ${quoteLiteral(UNIT + b.columns[i].name + UNIT)}) > 0 THEN t.${c} ELSE ${st}.${c} END`);
+          await run(`UPDATE ${st} SET ${sets.join(', ')} FROM ${target} t WHERE ${st}._unres IS NOT NULL AND ${k.map((c, i) => `t.${c} = ${st}._lk${i}`).join(' AND ')}`);
+        }
+        await run(`DELETE FROM ${target} USING (SELECT DISTINCT ${k.join(', ')} FROM ${st}) s WHERE ${k.map((c) => `${target}.${c} = s.${c}`).join(' AND ')}`);
+        await run(`INSERT INTO ${target} (${cols.join(', ')}) SELECT ${cols.join(', ')} FROM (SELECT DISTINCT ON (${k.join(', ')}) * FROM ${st} ORDER BY ${k.join(', ')}, _n DESC) x WHERE _op <> 'D'`);
+      } else {
+        const rowList = (alias: string) => `[${cols.map((c) => `CAST(${alias}.${c} AS VARCHAR)`).join(', ')}]`;
+        const d = quoteIdent(`_pg_egress_net_${n}`);
+        await run(`CREATE TEMP TABLE ${d} AS SELECT * FROM (SELECT s.*, ${rowList('s')} AS _r, sum(CASE WHEN _op = 'D' THEN -1 ELSE 1 END) OVER (PARTITION BY ${rowList('s')}) AS _net, row_number() OVER (PARTITION BY ${rowList('s')} ORDER BY _n) AS _first FROM ${st} s) x WHERE _first = 1`);
+        await run(`DELETE FROM ${target} WHERE rowid IN (SELECT rid FROM (SELECT t.rowid AS rid, d._net, row_number() OVER (PARTITION BY d._r) AS _k FROM ${target} t JOIN ${d} d ON d._r = ${rowList('t')} WHERE d._net < 0) x WHERE _k <= -_net)`);
+        await run(`INSERT INTO ${target} (${cols.join(', ')}) SELECT ${cols.map((c) => `d.${c}`).join(', ')} FROM ${d} d, range(CAST(d._net AS BIGINT)) WHERE d._net > 0`);
+        await run(`DROP TABLE ${d}`);
+      }
+      await run(`DROP TABLE ${st}`);
+    },
+    async appendTable(to, from, columns) {
+      const c = columns.map(quoteIdent).join(', ');
+      await run(`INSERT INTO ${qname(to)} (${c}) SELECT ${c} FROM ${qname(from)}`);
+    },
+    async query(sql, params) {
+      const r = await conn.runAndReadAll(sql.replace(/\$(\d+)/g, '$$$1'), (params ?? []) as never);
+      return r.getRowObjectsJson() as Record<string, unknown>[];
+    },
+    async *rows(t, names, orderBy) {
+      const sel = names.map((n) => `CAST(${quoteIdent(n)} AS VARCHAR)`).join(', ');
+      const res = await conn.stream(`SELECT ${sel} FROM ${qname(t)}${orderBy?.length ? ` ORDER BY ${orderBy.map(quoteIdent).join(', ')}` : ''}`);
+      for (;;) {
+        const chunk = await res.fetchChunk();
+        if (!chunk || chunk.rowCount === 0) break;
+        yield chunk.getRows().map((r) => r.map((v) => (v === null ? null : String(v))));
+      }
+    },
+    async close() {
+      conn.closeSync();
+      inst.closeSync();
+      rmSync(tmp, { recursive: true, force: true });
+    },
+  };
+  return engine;
+}
