@@ -72,6 +72,23 @@ function freeSpace(mnt: string): string {
 
 const remount = (dir: string, opts: string) => sh('mount', ['-o', `remount,${opts}`, dir]);
 
+/**
+ * Read-only while the daemon runs: the kernel refuses (EBUSY) while a file on the mount is open
+ * for writing, and the daemon writes small files now and then (`_status.json`, `_confirmed.json`),
+ * so try again until an instant when none is open.
+ */
+async function remountReadOnly(dir: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      remount(dir, 'ro');
+      return;
+    } catch (e) {
+      if (i >= 400 || !/busy/i.test(String((e as { stderr?: Buffer }).stderr ?? (e as Error).message))) throw e;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+}
+
 function unmount(dir: string): void {
   try {
     sh('umount', [dir]);
@@ -201,7 +218,7 @@ describe('output.dir full or read-only', () => {
     await insertSmall(env, 5);
     await waitCaughtUp(env);
 
-    remount(mnt, 'ro');
+    await remountReadOnly(mnt);
     const t0 = Date.now();
     await withDb(env.url, (c) => c.query(bigInsert(BIG_ROWS)));
     const ex = await exitWithin(child, EXIT_TIMEOUT_MS, 'EROFS while running', mnt);
