@@ -10,13 +10,13 @@ import type { Config } from './config/index.js';
 import type { Logger } from './log.js';
 import { EgressError, isEgressError } from './errors.js';
 import { lsnHex, maxLsn, type Lsn } from './lsn.js';
-import { describeSource, sourceError } from './source/connect.js';
+import { describeSource, sourceError } from './db/connect.js';
 import { loadTableDefs, publishedRelids } from './source/setup.js';
 import { prepareSource } from './source/prepare.js';
 import { leafRoot } from './registry/partitions.js';
 import { PUBLICATION_CHECK_MS } from './source/publication.js';
 import { waitSlotFree } from './source/slot-wait.js';
-import { createPool } from './registry/tx.js';
+import { createPool } from './db/tx.js';
 import { DaemonLock } from './registry/lock.js';
 import { ReplicationStream } from './wal/stream.js';
 import { decodeFrame, xlogDataStart, xlogDataWalStart } from './wal/frames.js';
@@ -32,7 +32,8 @@ import { startHttp } from './http/server.js';
 import { ReloadRegistry, type ReloadRequest } from './registry/reloads.js';
 import { loadMessageKey } from './registry/message-key.js';
 import { missingFiles, sweepOutput } from './output/sweep.js';
-import { ensureDir, writeFileAtomic } from './output/atomic.js';
+import { ensureDir } from './output/atomic.js';
+import { writeStatusFile } from './status/file.js';
 import { ensureSlotFailover, logSlotHealth, slotHealth } from './source/failover.js';
 import { ConfirmRecord, readConfirmRecord } from './output/confirm-record.js';
 import { LocalIntents } from './output/local-intents.js';
@@ -45,7 +46,6 @@ const DEAD_AFTER_MS = 120_000;
 const PROGRESS_INTERVAL_MS = 30_000;
 /** A pause in the stream this long, with rows received and their window over, counts as idle. */
 const IDLE_FLUSH_MS = 50;
-const STATUS_FILE = '_status.json';
 const minLsn = (a: Lsn, b: Lsn): Lsn => (a < b ? a : b);
 
 export interface RunOptions {
@@ -263,7 +263,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
       }
       if (now - lastStatusFile >= 5000) {
         lastStatusFile = now;
-        await writeStatusFile(cfg, c, confirmed, s.receivedLsn, s.lastFrameAt).catch((e: unknown) => log.debug({ err: String(e) }, 'status file not written'));
+        await writeStatusFile(cfg, { durableLsn: c.durableLsn, confirmedLsn: confirmed, receivedLsn: s.receivedLsn, lastFrameAt: s.lastFrameAt, pendingRows: c.pendingRows(), stats: c.stats }).catch((e: unknown) => log.debug({ err: String(e) }, 'status file not written'));
       }
       if (now - lastPublicationCheck >= PUBLICATION_CHECK_MS && !c.inTransaction()) {
         lastPublicationCheck = now;
@@ -293,21 +293,6 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
   }
 }
 
-async function writeStatusFile(cfg: Config, c: BatchController, confirmed: Lsn, received: Lsn, lastFrameAt: number): Promise<void> {
-  const status = {
-    pid: process.pid,
-    updated_at: new Date().toISOString(),
-    registered_lsn: lsnHex(c.durableLsn),
-    confirmed_lsn: lsnHex(confirmed),
-    received_lsn: lsnHex(received),
-    last_message_at: new Date(lastFrameAt).toISOString(),
-    pending_rows: Object.fromEntries(c.pendingRows()),
-    stats: c.stats,
-    compression: describeCompression(cfg.output.gzipLevel),
-  };
-  await writeFileAtomic(path.join(cfg.output.dir, STATUS_FILE), JSON.stringify(status, null, 2) + '\n', cfg.output.fileMode);
-}
-
 /** A reload request whose registration a failover lost, taken again from the stream (src/output/adopt.ts). */
 function requestAgain(rl: Reloader, reloads: ReloadRegistry, r: ReloadRequest, log: Logger): void {
   log.warn({ table: `${r.schema}.${r.table}`, reason: r.reason }, 'reload request of an adopted batch, whose registration a failover lost: asked for again');
@@ -316,8 +301,6 @@ function requestAgain(rl: Reloader, reloads: ReloadRegistry, r: ReloadRequest, l
     (e: unknown) => log.error({ table: `${r.schema}.${r.table}`, err: String(e) }, 'could not register a reload request again'),
   );
 }
-
-export const statusFilePath = (cfg: Config): string => path.join(cfg.output.dir, STATUS_FILE);
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {

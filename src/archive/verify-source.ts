@@ -26,7 +26,7 @@ import { EgressError } from '../errors.js';
 import { formatLsn, lsnHex, parseLsn } from '../lsn.js';
 import { tableFolder } from '../output/layout.js';
 import { createExportSnapshot } from '../reload/snapshot.js';
-import { clientConfig, sourceError } from '../source/connect.js';
+import { clientConfig, sourceError } from '../db/connect.js';
 import { readSchema } from './catalog.js';
 import { qname, quoteIdent, type QName } from './engine.js';
 import { openDuckdb } from './engine-duckdb.js';

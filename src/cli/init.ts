@@ -6,9 +6,9 @@
  */
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
-import { createPool, type Db } from '../registry/tx.js';
+import { createPool, type Db } from '../db/tx.js';
 import { prepareSource } from '../source/prepare.js';
-import { sourceError } from '../source/connect.js';
+import { sourceError } from '../db/connect.js';
 import { publishedTables } from '../source/publication.js';
 import { adminSource } from './admin-source.js';
 

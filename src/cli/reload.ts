@@ -8,10 +8,10 @@ import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/index.js';
 import { displayTable, splitQualified } from '../config/patterns.js';
 import { EgressError, ExitCode } from '../errors.js';
-import { createPool, isLockConflict, withTransaction } from '../registry/tx.js';
+import { createPool, isLockConflict, withTransaction } from '../db/tx.js';
 import { RELOAD_CHANNEL } from '../registry/reloads.js';
 import { Waker } from '../waker.js';
-import { sourceError } from '../source/connect.js';
+import { sourceError } from '../db/connect.js';
 
 const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
 

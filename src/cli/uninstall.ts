@@ -11,10 +11,10 @@ import { EVENT_TRIGGERS } from '../registry/migrate.js';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { EgressError } from '../errors.js';
-import { createPool, withTransaction, type Db } from '../registry/tx.js';
-import { describeSource } from '../source/connect.js';
+import { createPool, withTransaction, type Db } from '../db/tx.js';
+import { describeSource } from '../db/connect.js';
 import { describeHolder, lockHolder } from '../registry/lock.js';
-import { sourceError } from '../source/connect.js';
+import { sourceError } from '../db/connect.js';
 import { adminSource } from './admin-source.js';
 
 const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
@@ -138,7 +138,7 @@ async function clearMarkers(db: Db, hasRegistry: boolean): Promise<number> {
  * leave the triggers running inside the application's DDL.
  */
 async function mayUninstall(db: Db, cfg: Config, viaUrl: boolean): Promise<void> {
-  // Booleans as text: the pool reads every value as text (src/source/connect.ts).
+  // Booleans as text: the pool reads every value as text (src/db/connect.ts).
   const { rows } = await db.query<{ usr: string; superuser: string; triggers: string; pub_owner: string | null }>(
     `SELECT current_user AS usr, r.rolsuper::text AS superuser,
             EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname IN ('pg_egress_ddl_command_end', 'pg_egress_sql_drop'))::text AS triggers,

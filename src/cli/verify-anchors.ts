@@ -8,8 +8,8 @@ import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/index.js';
-import { createPool } from '../registry/tx.js';
-import { sourceError } from '../source/connect.js';
+import { createPool } from '../db/tx.js';
+import { sourceError } from '../db/connect.js';
 import { nearTokenId } from '../anchor/near-token.js';
 import type { ProofAnchors } from '../proof/proof-file.js';
 

@@ -8,7 +8,7 @@ import { formatLsn, type Lsn } from '../lsn.js';
 import { enqueueAnchors, type AnchorTarget } from './anchors.js';
 import { insertFiles, type FileRecord } from './registry.js';
 import { insertReloadRequest } from './reloads.js';
-import { withTransaction, type Db } from './tx.js';
+import { withTransaction, type Db } from '../db/tx.js';
 
 export class AdoptRegistry {
   constructor(

@@ -5,7 +5,7 @@
  * (NEAR's metadata references the uploaded batch index), and records the outcome.
  */
 import type pg from 'pg';
-import type { Db } from './tx.js';
+import type { Db } from '../db/tx.js';
 import type { Config } from '../config/index.js';
 
 /** The configured targets, in the order they run for a batch. */

@@ -7,7 +7,7 @@ import { EgressError } from '../errors.js';
 import { insertReloadRequest, type ReloadRequest } from './reloads.js';
 import { enqueueAnchors, type AnchorTarget } from './anchors.js';
 import { formatLsn, parseLsn, type Lsn } from '../lsn.js';
-import { withTransaction, type Db } from './tx.js';
+import { withTransaction, type Db } from '../db/tx.js';
 
 export type FileType = 'streaming' | 'full_reload' | 'schema' | 'ddl' | 'manifest' | 'batch' | 'partitions';
 

@@ -6,7 +6,7 @@
  */
 import type pg from 'pg';
 import { formatLsn, type Lsn } from '../lsn.js';
-import { withTransaction, type Db } from './tx.js';
+import { withTransaction, type Db } from '../db/tx.js';
 
 /**
  * NOTIFY channel (payload: the slot) on which an operation's end is announced, at the commit

@@ -16,16 +16,33 @@ import { ensureDir, ensureDirsIn, fsyncDir, renameDurable, writeFileAtomic } fro
 import { batchJson, manifestJson, schemaYml, type ManifestFile } from '../output/documents.js';
 import { insertFiles, type FileRecord } from '../registry/registry.js';
 import type { ReloadOp } from '../registry/reloads.js';
-import { withTransaction } from '../registry/tx.js';
+import { withTransaction } from '../db/tx.js';
 import { rootOf } from '../proof/merkle.js';
 import { anchorTargets, enqueueAnchors } from '../registry/anchors.js';
 import type { TableDef } from '../source/setup.js';
-import type { ReloaderDeps } from './reloader.js';
+import type { Config } from '../config/index.js';
+import type { Logger } from '../log.js';
+import type { Db } from '../db/tx.js';
+import type { Registry } from '../registry/registry.js';
+import type { ReloadRegistry } from '../registry/reloads.js';
+import type { BatchChain } from '../proof/chain.js';
+import type { ServerInfo } from '../source/setup.js';
 import type { ChunkResult } from './workers.js';
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 
 const IDENTITY: Record<string, 'default' | 'full' | 'index' | 'nothing'> = { d: 'default', f: 'full', i: 'index', n: 'nothing' };
+
+/** What placing and registering an export needs (a part of the reloader's dependencies). */
+export interface FinalizeDeps {
+  cfg: Config;
+  log: Logger;
+  db: Db;
+  server: ServerInfo;
+  registry: Registry;
+  reloads: ReloadRegistry;
+  chain: BatchChain;
+}
 
 /** One table's finished export, ready to be placed and registered. */
 export interface FinishedExport {
@@ -50,7 +67,7 @@ export class FinalizeQueue {
   private running = false;
 
   constructor(
-    private readonly d: ReloaderDeps,
+    private readonly d: FinalizeDeps,
     private readonly lsn: Lsn,
     private readonly takenAt: number,
     /** When this attempt of the export began (claimed), for the `ms` of the `reloaded` line. */
@@ -93,7 +110,7 @@ const PLACE_CONCURRENCY = 16;
  * export) thus cost one registration and one link of the chain together instead of one each, and
  * their files are written and fsynced side by side.
  */
-export async function finalizeReloads(d: ReloaderDeps, items: FinishedExport[], lsn: Lsn, takenAt: number, startedAt: number): Promise<void> {
+export async function finalizeReloads(d: FinalizeDeps, items: FinishedExport[], lsn: Lsn, takenAt: number, startedAt: number): Promise<void> {
   const { cfg, registry, reloads, db, log } = d;
   const started = Date.now();
   const win = alignWindow(takenAt, cfg.batch.intervalMs);
@@ -173,7 +190,7 @@ interface Placed {
 }
 
 /** One table's parts renamed into its folder, with schema.yml and manifest.json, all durable. */
-async function placeTable(d: ReloaderDeps, it: FinishedExport, batchId: string, rel: string, names: string[], lsn: Lsn, win: number, takenAt: number): Promise<Placed> {
+async function placeTable(d: FinalizeDeps, it: FinishedExport, batchId: string, rel: string, names: string[], lsn: Lsn, win: number, takenAt: number): Promise<Placed> {
   const { cfg, server } = d;
   const { op, def, columns, relid, parts } = it;
   const dir = path.join(cfg.output.dir, rel);

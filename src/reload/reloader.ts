@@ -17,23 +17,18 @@
  * the comment is put back under a short lock_timeout and retried until it succeeds.
  */
 import { Waker } from '../waker.js';
-import type { Config } from '../config/index.js';
-import type { Logger } from '../log.js';
 import { EgressError, isEgressError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
-import type { Registry } from '../registry/registry.js';
-import type { BatchChain } from '../proof/chain.js';
-import type { ReloadOp, ReloadRegistry } from '../registry/reloads.js';
-import type { Db } from '../registry/tx.js';
-import { loadTableDefs, type ServerInfo, type TableDef } from '../source/setup.js';
+import type { ReloadOp } from '../registry/reloads.js';
+import { loadTableDefs, type TableDef } from '../source/setup.js';
 import { excludedColumns } from '../config/index.js';
 import { createExportSnapshot, type ExportSnapshot } from './snapshot.js';
 import { orderTasks, planChunks } from './planner.js';
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
-import { FinalizeQueue } from './finalize.js';
+import { FinalizeQueue, type FinalizeDeps } from './finalize.js';
 import { racedTables, SHAPE_SQL, type TableShape } from './race.js';
 import { exportError, workerErrors } from './export-errors.js';
-import { isLockConflict } from '../registry/tx.js';
+import { isLockConflict } from '../db/tx.js';
 import type { ExportLockHolder } from '../http/export-locks.js';
 import path from 'node:path';
 import { ensureDir } from '../output/atomic.js';
@@ -44,15 +39,7 @@ const COMMENT_LOCK_TIMEOUT_MS = 2000;
 const COMMENT_RETRY_MS = 5000;
 
 
-export interface ReloaderDeps {
-  cfg: Config;
-  log: Logger;
-  db: Db;
-  server: ServerInfo;
-  registry: Registry;
-  reloads: ReloadRegistry;
-  /** Orders batches (flushes and reloads) into the hash chain. */
-  chain: BatchChain;
+export interface ReloaderDeps extends FinalizeDeps {
   hooks?: ExportHooks;
 }
 

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { Config } from '../config/index.js';
-import { connectClient } from '../source/connect.js';
+import { connectClient } from '../db/connect.js';
 import type { GzipFileStats } from '../output/gzip-file.js';
 import { ctidCondition, type ChunkRange } from './planner.js';
 import { copyToFile } from './copy-export.js';

@@ -10,7 +10,7 @@ import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { formatLsn as lsnText, parseLsn, type Lsn } from '../lsn.js';
 import type { Registry } from '../registry/registry.js';
-import { isLockConflict, withTransaction, type Db } from '../registry/tx.js';
+import { isLockConflict, withTransaction, type Db } from '../db/tx.js';
 import { syncPartitions } from '../registry/partitions.js';
 
 export interface TableName {

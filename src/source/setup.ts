@@ -2,10 +2,10 @@
  * The source's server, slot and table definitions.
  */
 import type { Config } from '../config/index.js';
-import type { Db } from '../registry/tx.js';
+import type { Db } from '../db/tx.js';
 import { EgressError } from '../errors.js';
 import { parseLsn, type Lsn } from '../lsn.js';
-import { sourceError } from './connect.js';
+import { sourceError } from '../db/connect.js';
 
 export interface ServerInfo {
   database: string;

@@ -13,7 +13,7 @@
  */
 import pg from 'pg';
 import type { Socket } from 'node:net';
-import { clientConfig, sourceError, type SourceConfig } from '../source/connect.js';
+import { clientConfig, sourceError, type SourceConfig } from '../db/connect.js';
 import { EgressError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { encodeStandbyStatus } from './frames.js';
