@@ -26,7 +26,8 @@ import { StreamingFile } from '../output/table-window.js';
 import { alignWindow, flushName, tableFolder, windowName } from '../output/layout.js';
 import { ensureDir } from '../output/atomic.js';
 import { schemaYml, type ColumnDoc } from '../output/documents.js';
-import { writeFlush } from '../output/flush-writer.js';
+import { commitFlush } from '../commit/flush.js';
+import { commitTarget } from '../commit/target.js';
 import type { Registry } from '../registry/registry.js';
 import type { BatchChain } from '../proof/chain.js';
 import { anchorTargets } from '../registry/anchors.js';
@@ -644,21 +645,15 @@ export class BatchController {
     const started = this.now();
     await ensureDir(this.tmpDir, this.cfg.output.dirMode);
     const windowStart = this.windowStart;
-    // Writing the batch index (it names its predecessor) and registering it is one step of the chain.
-    const record = await this.o.chain.run(async (prev) => {
-      const r = await writeFlush({
-        cfg: this.cfg,
-        server: this.o.server,
-        registry: this.o.registry,
-        batchId: flushName(windowStart, await this.o.registry.nextBatchSeq(windowName(windowStart))),
-        windowStartMs: windowStart,
-        lsnEnd: this.processedLsn,
-        windows: [...this.windows.values()].map((w) => ({ ...w, schemaText: (s: Lsn | null, e: Lsn | null) => this.schemaDoc(w, s, e) })),
-        prev,
-        reloads: this.reloads,
-      });
-      await this.o.registry.registerFlush({ ...r, reloads: this.reloads, anchors: anchorTargets(this.cfg) });
-      return r;
+    const record = await commitFlush(commitTarget(this.cfg, this.o.server, this.o.registry, this.o.chain), {
+      batchId: flushName(windowStart, await this.o.registry.nextBatchSeq(windowName(windowStart))),
+      windowStartMs: windowStart,
+      lsnEnd: this.processedLsn,
+      windows: [...this.windows.values()],
+      schemaText: (w, s, e) => this.schemaDoc(w as TableWindow, s, e),
+      reloads: this.reloads,
+      anchors: anchorTargets(this.cfg),
+      now: new Date(this.now()),
     });
     const requested = this.reloads.length;
     this.reloads = [];

@@ -19,7 +19,7 @@
 import { Waker } from '../waker.js';
 import { EgressError, isEgressError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
-import type { ReloadOp } from '../registry/reloads.js';
+import { expandRootReload, inspectReloadTables, type ReloadOp } from '../registry/reloads.js';
 import { loadTableDefs, type TableDef } from '../source/setup.js';
 import { excludedColumns } from '../config/index.js';
 import { createExportSnapshot, type ExportSnapshot } from './snapshot.js';
@@ -199,18 +199,7 @@ export class Reloader {
   /** Which requested tables still exist and are published (catalog rows only: no lock on any table). */
   private async inspect(ops: ReloadOp[]): Promise<TableInfo[]> {
     const { db, cfg, reloads } = this.d;
-    const { rows } = await db.query<{ schema: string; table: string; relid: string; kind: string; published: string; root_schema: string | null; root_table: string | null }>(
-      `SELECT n.nspname AS schema, c.relname AS table, c.oid::text AS relid, c.relkind::text AS kind,
-              (SELECT rn.nspname FROM pg_class rc JOIN pg_namespace rn ON rn.oid = rc.relnamespace
-               WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_schema,
-              (SELECT rc.relname FROM pg_class rc WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_table,
-              EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-                      WHERE p.pubname = $3 AND pr.prrelid = c.oid)::text AS published
-       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-       JOIN unnest($1::text[], $2::text[]) AS x(s, t) ON x.s = n.nspname AND x.t = c.relname
-       WHERE c.relkind IN ('r', 'p')`,
-      [ops.map((o) => o.schema), ops.map((o) => o.table), cfg.publication],
-    );
+    const rows = await inspectReloadTables(db, ops, cfg.publication);
     const found = new Map(rows.map((r) => [`${r.schema}\u0000${r.table}`, r]));
     const out: TableInfo[] = [];
     for (const op of ops) {
@@ -235,8 +224,8 @@ export class Reloader {
    */
   private async expandRoot(op: ReloadOp, relid: number): Promise<void> {
     const { db, cfg, log } = this.d;
-    const { rows } = await db.query<{ n: number }>(`SELECT "cdc_registry"."expand_root_reload"($1, $2) AS n`, [op.id, cfg.publication]);
-    log.info({ table: `${op.schema}.${op.table}`, leaves: rows[0].n, reason: op.reason }, 'reload of a partitioned table: exporting each of its leaves');
+    const leaves = await expandRootReload(db, op.id, cfg.publication);
+    log.info({ table: `${op.schema}.${op.table}`, leaves, reason: op.reason }, 'reload of a partitioned table: exporting each of its leaves');
     // The root's comment goes back like any reload's: later, with a bounded lock wait.
     if (op.restoreComment) await this.d.reloads.markCommentPending(op.id, relid);
     this.wake();

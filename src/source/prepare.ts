@@ -17,6 +17,7 @@ import { PublicationWatcher, publishedTables } from './publication.js';
 import { ReloadRegistry, type ReloadReason } from '../registry/reloads.js';
 import { checkServer, createSlot, inspectSlot, type ServerInfo } from './setup.js';
 import { syncPartitions } from '../registry/partitions.js';
+import { rememberComments, restoreComment } from '../registry/publication.js';
 import { AdoptRegistry } from '../registry/adopt.js';
 import { anchorTargets } from '../registry/anchors.js';
 import { LocalIntents } from '../output/local-intents.js';
@@ -76,13 +77,7 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
     const registered = knewSlot ? await registry.registeredLsn() : 0n;
     // The publication first: a slot created below then sees every selected table from its start.
     // Table comments as they are now, so a reload marker's table gets its own comment back.
-    await db.query(
-      `INSERT INTO "cdc_registry"."comments" ("relid", "comment")
-       SELECT t.relid, obj_description(t.relid, 'pg_class') FROM "cdc_registry"."selected_tables"($1) t
-       WHERE obj_description(t.relid, 'pg_class') IS DISTINCT FROM 'pg-egress:reload'
-       ON CONFLICT ("relid") DO NOTHING`,
-      [cfg.publication],
-    );
+    await rememberComments(db, cfg.publication);
     const publication = new PublicationWatcher(db, cfg, registry, log, registered, opts.run ? requestReload : undefined);
     await publication.check();
 
@@ -160,7 +155,7 @@ async function adoptBatches(db: Db, cfg: Config, server: ServerInfo, registry: R
     anchors: anchorTargets(cfg),
     log,
     restoreComment: async (relid, comment) => {
-      await db.query(`SELECT "cdc_registry"."restore_comment"($1::oid, $2)`, [relid, comment]);
+      await restoreComment(db, relid, comment);
     },
     switchPoint: () => timelineSwitchPoint(cfg),
   });
