@@ -13,7 +13,8 @@ import { lsnHex, maxLsn, type Lsn } from './lsn.js';
 import { describeSource, sourceError } from './db/connect.js';
 import { loadTableDefs, publishedRelids } from './source/setup.js';
 import { prepareSource } from './source/prepare.js';
-import { leafRoot } from './registry/partitions.js';
+import { Catalog } from './source/catalog.js';
+import { commitTarget, flushSink } from './commit/target.js';
 import { PUBLICATION_CHECK_MS } from './source/publication.js';
 import { waitSlotFree } from './source/slot-wait.js';
 import { createPool } from './db/tx.js';
@@ -135,31 +136,20 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
 
     // Before the stream: without the key no pg-egress message could be told from a forged one.
     const messageKey = await loadMessageKey(client, cfg.source.user);
-    const formatCache = new Map<string, string>();
     controller = new BatchController({
       cfg,
-      registry,
-      chain,
+      sink: flushSink(commitTarget(cfg, prep.server, registry, chain), registry),
+      noteTable: (schema, table, relid) => registry.noteTable(schema, table, relid),
+      anchors: anchorTargets(cfg),
       server: prep.server,
       log,
       registeredLsn: prep.registeredLsn,
       defs: await loadTableDefs(client, await publishedRelids(client, cfg.publication)),
-      loadDef: async (relid) => (await loadTableDefs(client, [relid]))[0] ?? null,
-      partitionRoot: (relid) => leafRoot(client, cfg.publication, relid),
+      catalog: new Catalog(client, cfg.publication),
       onReloadsRegistered: () => rl.wake(),
       messageKey,
       forged: state.forged,
       recollect: prep.lostRanges.length ? { ranges: prep.lostRanges, request: (r) => requestAgain(rl, new ReloadRegistry(client, cfg.slot), r, log) } : undefined,
-      formatType: async (oid, typmod) => {
-        const k = `${oid}:${typmod}`;
-        let t = formatCache.get(k);
-        if (t === undefined) {
-          const r = await client.query<{ t: string }>('SELECT format_type($1::oid, $2::int) AS t', [oid, typmod]);
-          t = r.rows[0].t;
-          formatCache.set(k, t);
-        }
-        return t;
-      },
     });
     // Adopted batches whose registration a failover lost: stream from before them (their
     // transactions are skipped, their reload requests taken again; the server starts at the

@@ -3,6 +3,7 @@ import type { Config } from '../config/index.js';
 import type { Registry } from '../registry/registry.js';
 import type { BatchChain } from '../proof/chain.js';
 import type { CommitTarget } from './batch-commit.js';
+import { commitFlush, type FlushCommitted, type FlushInput } from './flush.js';
 
 export function commitTarget(cfg: Config, server: { database: string; systemIdentifier: string }, registry: Registry, chain: BatchChain): CommitTarget {
   return {
@@ -15,4 +16,9 @@ export function commitTarget(cfg: Config, server: { database: string; systemIden
     registerBatch: (b, extra) => registry.registerBatch(b, extra),
     chain,
   };
+}
+
+/** The flush sink of a running daemon: batch numbers from the registry, the commit to `target`. */
+export function flushSink(target: CommitTarget, registry: Pick<Registry, 'nextBatchSeq'>): { nextBatchSeq(w: string): Promise<number>; commit(x: FlushInput): Promise<FlushCommitted> } {
+  return { nextBatchSeq: (w) => registry.nextBatchSeq(w), commit: (x) => commitFlush(target, x) };
 }
