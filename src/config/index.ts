@@ -2,6 +2,7 @@
  * cdc.yml → one validated, deeply frozen Config (SPEC §11). Every error is an EgressError whose
  * one-line message names the key and what is wrong, and never contains a secret.
  */
+import { tableKey } from '../ident.js';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
@@ -289,7 +290,7 @@ function patterns(list: unknown, at: string, def: string[]): TablePattern[] {
   });
 }
 
-export const tableKey = (schema: string, table: string): string => `${schema}\u0000${table}`;
+export { tableKey };
 
 export function parseConfig(text: string, opts: { env?: NodeJS.ProcessEnv; baseDir?: string; path?: string } = {}): Config {
   const where = opts.path ?? 'cdc.yml';

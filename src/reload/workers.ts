@@ -10,6 +10,7 @@
  * finish that could wait on the application's tables (reloader.ts).
  * https://www.postgresql.org/docs/15/sql-copy.html
  */
+import { quoteIdent } from '../ident.js';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
@@ -20,7 +21,6 @@ import { ctidCondition, type ChunkRange } from './planner.js';
 import { copyToFile } from './copy-export.js';
 import type { MerkleSummary } from '../output/table-window.js';
 
-const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
 
 export interface ChunkTask {
   opId: number;
