@@ -37,8 +37,8 @@ import { ensureDir } from './output/atomic.js';
 import { writeStatusFile } from './status/file.js';
 import { ensureSlotFailover, logSlotHealth, slotHealth } from './source/failover.js';
 import { ConfirmRecord, readConfirmRecord } from './output/confirm-record.js';
-import { LocalIntents } from './output/local-intents.js';
-import { unfinishedLocalPaths } from './output/adopt.js';
+import { LocalIntents } from './commit/local-intents.js';
+import { unfinishedLocalPaths } from './commit/adopt.js';
 import { AdoptRegistry } from './registry/adopt.js';
 
 const STATUS_INTERVAL_MS = 10_000;
@@ -107,7 +107,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     const prep = await prepareSource(client, cfg, log, { run: true });
     const { registry } = prep;
     await ensureDir(cfg.output.dir, cfg.output.dirMode);
-    // Unfinished flushes as the registry knows them and as output.dir does (src/output/local-intents.ts).
+    // Unfinished flushes as the registry knows them and as output.dir does (src/commit/local-intents.ts).
     const local = await unfinishedLocalPaths(new LocalIntents(cfg.output.dir, cfg.output), await new AdoptRegistry(client, cfg.slot).batchIds());
     const sweep = await sweepOutput(cfg.output.dir, [...(await registry.unfinishedPaths()), ...local.paths]);
     await registry.clearIntents();
@@ -283,7 +283,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
   }
 }
 
-/** A reload request whose registration a failover lost, taken again from the stream (src/output/adopt.ts). */
+/** A reload request whose registration a failover lost, taken again from the stream (src/commit/adopt.ts). */
 function requestAgain(rl: Reloader, reloads: ReloadRegistry, r: ReloadRequest, log: Logger): void {
   log.warn({ table: `${r.schema}.${r.table}`, reason: r.reason }, 'reload request of an adopted batch, whose registration a failover lost: asked for again');
   reloads.request(r).then(

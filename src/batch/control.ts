@@ -48,7 +48,7 @@ export interface ControlOptions {
   forged: ForgedMessages;
   /**
    * Commit LSNs of skipped transactions whose reload requests are asked for again (batches
-   * adopted from disk whose registration, with those requests, a failover lost: src/output/adopt.ts).
+   * adopted from disk whose registration, with those requests, a failover lost: src/commit/adopt.ts).
    */
   recollect?: { ranges: { from: Lsn; to: Lsn }[]; request: (r: ReloadRequest) => void };
 }

@@ -1,5 +1,5 @@
 /**
- * Registry side of adopting batches from disk (src/output/adopt.ts) and of the start-up slot
+ * Registry side of adopting batches from disk (src/commit/adopt.ts) and of the start-up slot
  * check (src/source/slot-check.ts): which batches and intents the registry knows, the window
  * sequence, the registration of an adopted reload batch, and the confirm-tracking flag.
  */

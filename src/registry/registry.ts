@@ -39,7 +39,7 @@ export interface Gap {
  * connection, multi-statement changes run in `withTransaction` on a connection of their own.
  */
 export class Registry {
-  /** output.dir's own write intents (src/output/local-intents.ts), set by the daemon. */
+  /** output.dir's own write intents (src/commit/local-intents.ts), set by the daemon. */
   localIntents: { record(batchId: string, paths: string[], reloads: ReloadRequest[]): Promise<void>; done(batchId: string): Promise<void> } | null = null;
 
   constructor(

@@ -20,8 +20,8 @@ import { syncPartitions } from '../registry/partitions.js';
 import { rememberComments, restoreComment } from '../registry/publication.js';
 import { AdoptRegistry } from '../registry/adopt.js';
 import { anchorTargets } from '../registry/anchors.js';
-import { LocalIntents } from '../output/local-intents.js';
-import { adoptOrphanBatches, type AdoptResult } from '../output/adopt.js';
+import { LocalIntents } from '../commit/local-intents.js';
+import { adoptOrphanBatches, type AdoptResult } from '../commit/adopt.js';
 import { ConfirmRecord, readConfirmRecord } from '../output/confirm-record.js';
 import { checkSlotPosition, type SlotCheck } from './slot-check.js';
 import { timelineSwitchPoint } from './failover.js';
@@ -33,7 +33,7 @@ export interface Prepared {
   slotConfirmed: Lsn;
   slotCreated: boolean;
   publication: PublicationWatcher;
-  /** Adopted flushes whose reload requests a failover lost (src/output/adopt.ts). */
+  /** Adopted flushes whose reload requests a failover lost (src/commit/adopt.ts). */
   lostRanges: { from: Lsn; to: Lsn }[];
 }
 
@@ -69,7 +69,7 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
     if (opts.run) {
       await claimOutputDir(cfg.output.dir, { system_identifier: server.systemIdentifier, database: server.database, slot: cfg.slot }, knewSlot, cfg.output);
       // Batches on disk that the registry lost (a failover's registry race) are registered from
-      // their manifests before anything compares LSNs or sweeps files (src/output/adopt.ts).
+      // their manifests before anything compares LSNs or sweeps files (src/commit/adopt.ts).
       registry.localIntents = new LocalIntents(cfg.output.dir, cfg.output);
       if (knewSlot) lostRanges = (await adoptBatches(db, cfg, server, registry, adoptReg, log)).lostRanges;
     }
