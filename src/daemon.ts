@@ -10,13 +10,14 @@ import type { Config } from './config/index.js';
 import type { Logger } from './log.js';
 import { EgressError, isEgressError } from './errors.js';
 import { lsnHex, maxLsn, type Lsn } from './lsn.js';
-import { describeSource, sourceError } from './source/connect.js';
+import { describeSource, sourceError } from './db/connect.js';
 import { loadTableDefs, publishedRelids } from './source/setup.js';
 import { prepareSource } from './source/prepare.js';
-import { leafRoot } from './registry/partitions.js';
+import { Catalog } from './source/catalog.js';
+import { commitTarget, flushSink } from './commit/target.js';
 import { PUBLICATION_CHECK_MS } from './source/publication.js';
 import { waitSlotFree } from './source/slot-wait.js';
-import { createPool } from './registry/tx.js';
+import { createPool } from './db/tx.js';
 import { DaemonLock } from './registry/lock.js';
 import { ReplicationStream } from './wal/stream.js';
 import { decodeFrame, xlogDataStart, xlogDataWalStart } from './wal/frames.js';
@@ -32,11 +33,12 @@ import { startHttp } from './http/server.js';
 import { ReloadRegistry, type ReloadRequest } from './registry/reloads.js';
 import { loadMessageKey } from './registry/message-key.js';
 import { missingFiles, sweepOutput } from './output/sweep.js';
-import { ensureDir, writeFileAtomic } from './output/atomic.js';
+import { ensureDir } from './output/atomic.js';
+import { writeStatusFile } from './status/file.js';
 import { ensureSlotFailover, logSlotHealth, slotHealth } from './source/failover.js';
 import { ConfirmRecord, readConfirmRecord } from './output/confirm-record.js';
-import { LocalIntents } from './output/local-intents.js';
-import { unfinishedLocalPaths } from './output/adopt.js';
+import { LocalIntents } from './commit/local-intents.js';
+import { unfinishedLocalPaths } from './commit/adopt.js';
 import { AdoptRegistry } from './registry/adopt.js';
 
 const STATUS_INTERVAL_MS = 10_000;
@@ -45,7 +47,6 @@ const DEAD_AFTER_MS = 120_000;
 const PROGRESS_INTERVAL_MS = 30_000;
 /** A pause in the stream this long, with rows received and their window over, counts as idle. */
 const IDLE_FLUSH_MS = 50;
-const STATUS_FILE = '_status.json';
 const minLsn = (a: Lsn, b: Lsn): Lsn => (a < b ? a : b);
 
 export interface RunOptions {
@@ -106,7 +107,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     const prep = await prepareSource(client, cfg, log, { run: true });
     const { registry } = prep;
     await ensureDir(cfg.output.dir, cfg.output.dirMode);
-    // Unfinished flushes as the registry knows them and as output.dir does (src/output/local-intents.ts).
+    // Unfinished flushes as the registry knows them and as output.dir does (src/commit/local-intents.ts).
     const local = await unfinishedLocalPaths(new LocalIntents(cfg.output.dir, cfg.output), await new AdoptRegistry(client, cfg.slot).batchIds());
     const sweep = await sweepOutput(cfg.output.dir, [...(await registry.unfinishedPaths()), ...local.paths]);
     await registry.clearIntents();
@@ -135,31 +136,20 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
 
     // Before the stream: without the key no pg-egress message could be told from a forged one.
     const messageKey = await loadMessageKey(client, cfg.source.user);
-    const formatCache = new Map<string, string>();
     controller = new BatchController({
       cfg,
-      registry,
-      chain,
+      sink: flushSink(commitTarget(cfg, prep.server, registry, chain), registry),
+      noteTable: (schema, table, relid) => registry.noteTable(schema, table, relid),
+      anchors: anchorTargets(cfg),
       server: prep.server,
       log,
       registeredLsn: prep.registeredLsn,
       defs: await loadTableDefs(client, await publishedRelids(client, cfg.publication)),
-      loadDef: async (relid) => (await loadTableDefs(client, [relid]))[0] ?? null,
-      partitionRoot: (relid) => leafRoot(client, cfg.publication, relid),
+      catalog: new Catalog(client, cfg.publication),
       onReloadsRegistered: () => rl.wake(),
       messageKey,
       forged: state.forged,
       recollect: prep.lostRanges.length ? { ranges: prep.lostRanges, request: (r) => requestAgain(rl, new ReloadRegistry(client, cfg.slot), r, log) } : undefined,
-      formatType: async (oid, typmod) => {
-        const k = `${oid}:${typmod}`;
-        let t = formatCache.get(k);
-        if (t === undefined) {
-          const r = await client.query<{ t: string }>('SELECT format_type($1::oid, $2::int) AS t', [oid, typmod]);
-          t = r.rows[0].t;
-          formatCache.set(k, t);
-        }
-        return t;
-      },
     });
     // Adopted batches whose registration a failover lost: stream from before them (their
     // transactions are skipped, their reload requests taken again; the server starts at the
@@ -263,7 +253,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
       }
       if (now - lastStatusFile >= 5000) {
         lastStatusFile = now;
-        await writeStatusFile(cfg, c, confirmed, s.receivedLsn, s.lastFrameAt).catch((e: unknown) => log.debug({ err: String(e) }, 'status file not written'));
+        await writeStatusFile(cfg, { durableLsn: c.durableLsn, confirmedLsn: confirmed, receivedLsn: s.receivedLsn, lastFrameAt: s.lastFrameAt, pendingRows: c.pendingRows(), stats: c.stats }).catch((e: unknown) => log.debug({ err: String(e) }, 'status file not written'));
       }
       if (now - lastPublicationCheck >= PUBLICATION_CHECK_MS && !c.inTransaction()) {
         lastPublicationCheck = now;
@@ -293,22 +283,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
   }
 }
 
-async function writeStatusFile(cfg: Config, c: BatchController, confirmed: Lsn, received: Lsn, lastFrameAt: number): Promise<void> {
-  const status = {
-    pid: process.pid,
-    updated_at: new Date().toISOString(),
-    registered_lsn: lsnHex(c.durableLsn),
-    confirmed_lsn: lsnHex(confirmed),
-    received_lsn: lsnHex(received),
-    last_message_at: new Date(lastFrameAt).toISOString(),
-    pending_rows: Object.fromEntries(c.pendingRows()),
-    stats: c.stats,
-    compression: describeCompression(cfg.output.gzipLevel),
-  };
-  await writeFileAtomic(path.join(cfg.output.dir, STATUS_FILE), JSON.stringify(status, null, 2) + '\n', cfg.output.fileMode);
-}
-
-/** A reload request whose registration a failover lost, taken again from the stream (src/output/adopt.ts). */
+/** A reload request whose registration a failover lost, taken again from the stream (src/commit/adopt.ts). */
 function requestAgain(rl: Reloader, reloads: ReloadRegistry, r: ReloadRequest, log: Logger): void {
   log.warn({ table: `${r.schema}.${r.table}`, reason: r.reason }, 'reload request of an adopted batch, whose registration a failover lost: asked for again');
   reloads.request(r).then(
@@ -316,8 +291,6 @@ function requestAgain(rl: Reloader, reloads: ReloadRegistry, r: ReloadRequest, l
     (e: unknown) => log.error({ table: `${r.schema}.${r.table}`, err: String(e) }, 'could not register a reload request again'),
   );
 }
-
-export const statusFilePath = (cfg: Config): string => path.join(cfg.output.dir, STATUS_FILE);
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {

@@ -6,7 +6,7 @@
  * its bytes) and carries the batch root. Failures wait with exponential backoff and survive
  * restarts; nothing here can slow WAL consumption or lose an anchor.
  */
-import { Waker } from '../waker.js';
+import { BackgroundLoop } from '../background-loop.js';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -26,9 +26,7 @@ export function backoffMs(attempts: number): number {
 }
 
 export class AnchorWorker {
-  private stopping = false;
-  private readonly waker = new Waker();
-  private loopDone: Promise<void> | null = null;
+  private readonly bg = new BackgroundLoop(() => this.loop());
   private s3: S3Target | null = null;
   private near: NearTarget | null = null;
 
@@ -40,23 +38,25 @@ export class AnchorWorker {
   ) {}
 
   start(): void {
-    this.loopDone = this.loop();
+    this.bg.start();
   }
 
   wake(): void {
-    this.waker.wake();
+    this.bg.wake();
   }
 
   /** Stops within a few seconds: an upload or mint in flight is left to its lease (redone later). */
   async stop(): Promise<void> {
-    this.stopping = true;
-    this.wake();
-    await Promise.race([this.loopDone, new Promise((r) => setTimeout(r, 5000).unref())]);
+    await this.bg.stop({ timeoutMs: 5000 });
     this.s3?.close();
   }
 
+  private get stopping(): boolean {
+    return this.bg.stopping;
+  }
+
   private sleep(ms: number): Promise<void> {
-    return this.waker.sleep(ms);
+    return this.bg.sleep(ms);
   }
 
   private async loop(): Promise<void> {

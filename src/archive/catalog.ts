@@ -5,7 +5,7 @@
  * done here (chain links, manifest sha256 against the index, batch root over the files' roots);
  * data files are checked as they are read (verified-reader.ts).
  */
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../hash.js';
 import { parse as parseYaml } from 'yaml';
 import { EgressError } from '../errors.js';
 import { rootOf } from '../proof/merkle.js';
@@ -54,7 +54,7 @@ export interface Catalog {
   verify: boolean;
 }
 
-export const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
+export const sha256 = sha256Hex;
 
 export async function readJsonDoc<T>(store: ArchiveStore, rel: string): Promise<{ doc: T; sha256: string } | null> {
   const bytes = await store.readSmall(rel);

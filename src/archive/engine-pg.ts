@@ -9,7 +9,7 @@ import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { EgressError } from '../errors.js';
 import { CsvBuffer } from '../output/csv.js';
-import { sessionOptions } from '../source/connect.js';
+import { sessionOptions } from '../db/connect.js';
 import type { SchemaColumn } from './catalog.js';
 import { qname, quoteIdent, quoteLiteral, unresolvedText, UNIT, type Engine, type StagedBatch } from './engine.js';
 import type { VerifiedFile } from './verified-reader.js';

@@ -10,6 +10,7 @@
  * touches, insert the last version of each key unless it is a delete. Without a key (REPLICA
  * IDENTITY FULL and no primary key) rows are matched on all columns, as a multiset.
  */
+import { qualifiedName, quoteIdent } from '../ident.js';
 import type { SchemaColumn } from './catalog.js';
 import type { VerifiedFile } from './verified-reader.js';
 
@@ -63,8 +64,8 @@ export interface Engine {
   close(): Promise<void>;
 }
 
-export const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
-export const qname = (t: QName): string => `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`;
+export { quoteIdent };
+export const qname = (t: QName): string => qualifiedName(t.schema, t.table);
 export const quoteLiteral = (s: string): string => "'" + s.replace(/'/g, "''") + "'";
 
 /** The `unresolved` list as one string (`\x1f`-delimited), testable with strpos in both engines. */

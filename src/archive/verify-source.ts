@@ -26,7 +26,8 @@ import { EgressError } from '../errors.js';
 import { formatLsn, lsnHex, parseLsn } from '../lsn.js';
 import { tableFolder } from '../output/layout.js';
 import { createExportSnapshot } from '../reload/snapshot.js';
-import { clientConfig, sourceError } from '../source/connect.js';
+import { requestReload } from '../registry/reloads.js';
+import { clientConfig, sourceError } from '../db/connect.js';
 import { readSchema } from './catalog.js';
 import { qname, quoteIdent, type QName } from './engine.js';
 import { openDuckdb } from './engine-duckdb.js';
@@ -141,7 +142,7 @@ export async function verifyAgainstSource(cfg: Config, o: AgainstSourceOptions):
         await client.query('BEGIN');
         for (const v of differ) {
           const q = parseTableName(v.table);
-          await client.query(`SELECT "cdc_registry"."request_reload"($1::regclass, $2)`, [qname(q), id]);
+          await requestReload(client, qname(q), id);
           repairRequested.push(v.table);
         }
         await client.query('COMMIT');

@@ -4,6 +4,7 @@
  * or when it is (or was, where the stream is) a leaf of a selected partitioned root; such a leaf
  * also leaves out its root's excluded columns. A selected root's own rows belong in no file.
  */
+import { tableKey } from '../ident.js';
 import type { Config } from '../config/index.js';
 import { excludedColumns, matchTable } from '../config/index.js';
 
@@ -13,7 +14,7 @@ export interface RootOf {
   oid: number;
 }
 
-const key = (schema: string, table: string): string => `${schema}\u0000${table}`;
+const key = tableKey;
 
 export class LeafScope {
   /** Leaves selected through their root (`schema\0table` → root), for the root's column exclusions. */

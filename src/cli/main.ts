@@ -210,7 +210,8 @@ export function buildProgram(): Command {
     .addHelpText('after', example('pg-egress status --config cdc.yml', 'pg-egress status --config cdc.yml --json | jq .gaps') + '\nExit codes: 0 all well, 6 slot missing or lost, 9 a data gap is recorded or selected tables are not published.\n')
     .action(async (opts: { config: string; json?: boolean }) => {
       const { cfg } = load(program, opts);
-      const { formatStatus, statusExitCode, statusReport } = await import('./status.js');
+      const { statusExitCode, statusReport } = await import('../status/report.js');
+      const { formatStatus } = await import('../status/format.js');
       const report = await statusReport(cfg);
       process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : formatStatus(report));
       commandExit = statusExitCode(report);

@@ -8,12 +8,13 @@ import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/index.js';
 import { displayTable, splitQualified } from '../config/patterns.js';
 import { EgressError, ExitCode } from '../errors.js';
-import { createPool, isLockConflict, withTransaction } from '../registry/tx.js';
+import { createPool, isLockConflict, withTransaction } from '../db/tx.js';
 import { RELOAD_CHANNEL } from '../registry/reloads.js';
 import { Waker } from '../waker.js';
-import { sourceError } from '../source/connect.js';
+import { sourceError } from '../db/connect.js';
 
-const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
+import { qualifiedName } from '../ident.js';
+import { reloadsOfRequest, requestReload } from '../registry/reloads.js';
 
 interface OpRow {
   schema_name: string;
@@ -71,7 +72,7 @@ export async function reloadCommand(cfg: Config, names: string[], o: { wait?: bo
         await withTransaction(
           pool,
           async (c) => {
-            for (const t of tables) await c.query(`SELECT "cdc_registry"."request_reload"($1::regclass, $2)`, [`${quoteIdent(t.schema)}.${quoteIdent(t.table)}`, requestId]);
+            for (const t of tables) await requestReload(c, qualifiedName(t.schema, t.table), requestId);
           },
           { lockTimeoutMs: 2000, retries: 0 },
         );
@@ -108,11 +109,7 @@ async function follow(pool: ReturnType<typeof createPool>, cfg: Config, requestI
   }
   async function followLoop(): Promise<number> {
     for (;;) {
-      const { rows } = await pool.query<OpRow>(
-        `SELECT schema_name, table_name, state, rows::text, raw_bytes::text, chunks::text, chunks_done::text, waiting_on, error
-         FROM "cdc_registry"."reloads" WHERE slot_name = $1 AND $2 = ANY(request_ids) ORDER BY id`,
-        [cfg.slot, requestId],
-      );
+      const rows = await reloadsOfRequest<OpRow>(pool, cfg.slot, requestId);
       const byName = new Map(rows.map((r) => [displayTable(r.schema_name, r.table_name), r]));
       const secs = (Date.now() - started) / 1000;
       // A partitioned table's operation is 'expanded' into one per leaf: follow those instead.

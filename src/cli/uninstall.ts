@@ -11,13 +11,14 @@ import { EVENT_TRIGGERS } from '../registry/migrate.js';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { EgressError } from '../errors.js';
-import { createPool, withTransaction, type Db } from '../registry/tx.js';
-import { describeSource } from '../source/connect.js';
+import { createPool, type Db } from '../db/tx.js';
+import { describeSource } from '../db/connect.js';
 import { describeHolder, lockHolder } from '../registry/lock.js';
-import { sourceError } from '../source/connect.js';
+import { sourceError } from '../db/connect.js';
 import { adminSource } from './admin-source.js';
 
-const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
+import { quoteIdent } from '../ident.js';
+import { clearMarkers, forgetPublication, hasRegistry, revokeGrants } from '../registry/install.js';
 
 export async function uninstall(cfg: Config, log: Logger, o: { adminUrl?: string; dropRegistry?: boolean }): Promise<string> {
   const source = adminSource(cfg.source, o.adminUrl);
@@ -34,18 +35,17 @@ export async function uninstall(cfg: Config, log: Logger, o: { adminUrl?: string
       done.push(`slot ${cfg.slot}`);
     }
     // Before the publication goes: its tables are among those the daemon's role was granted.
-    const revoked = await revokeGrants(pool, cfg);
+    const revoked = await revokeGrants(pool, cfg.publication, cfg.slot);
     if (revoked) done.push(`SELECT of ${revoked.role} on ${revoked.tables} table(s)`);
     if ((await pool.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [cfg.publication])).rowCount) {
       await pool.query(`DROP PUBLICATION ${quoteIdent(cfg.publication)}`);
       done.push(`publication ${cfg.publication}`);
     }
-    const hasRegistry = (await pool.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'cdc_registry'`)).rowCount === 1;
+    const registryExists = await hasRegistry(pool);
     let others = 0;
-    if (hasRegistry && !o.dropRegistry) {
+    if (registryExists && !o.dropRegistry) {
       // The event triggers act on every publication in settings; keep them while another pg-egress uses this database.
-      await pool.query(`DELETE FROM "cdc_registry"."settings" WHERE "publication" = $1`, [cfg.publication]);
-      others = Number((await pool.query<{ n: string }>(`SELECT count(*)::text AS n FROM "cdc_registry"."settings"`)).rows[0].n);
+      others = await forgetPublication(pool, cfg.publication);
     }
     if (others === 0) {
       const { rows: trig } = await pool.query<{ evtname: string }>(`SELECT evtname FROM pg_event_trigger WHERE evtname = ANY ($1)`, [EVENT_TRIGGERS.map((t) => t.name)]);
@@ -56,9 +56,9 @@ export async function uninstall(cfg: Config, log: Logger, o: { adminUrl?: string
     } else {
       log.warn({ publications: others }, 'event triggers kept: another publication in cdc_registry.settings still uses them');
     }
-    const markers = await clearMarkers(pool, hasRegistry);
+    const markers = await clearMarkers(pool, registryExists);
     if (markers) done.push(`reload marker comment on ${markers} table(s)`);
-    if (hasRegistry && o.dropRegistry) {
+    if (registryExists && o.dropRegistry) {
       await pool.query(`DROP SCHEMA "cdc_registry" CASCADE`);
       done.push('schema cdc_registry');
     }
@@ -79,66 +79,13 @@ export async function uninstall(cfg: Config, log: Logger, o: { adminUrl?: string
   }
 }
 
-const SETTINGS_HAS_READER = `SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('cdc_registry.settings') AND attname = 'reader_role' AND NOT attisdropped`;
-
-/**
- * Revokes SELECT from the daemon's role (settings.reader_role: set only by `init --url`, which
- * granted it) on every table pg-egress granted it on: those `init --url` recorded, the
- * publication's tables (the publication function grants on each that joins), and the tables this
- * slot ever streamed or exported (a table that left the selection keeps its grant otherwise).
- * A table the role owns is left alone (that is ownership, not a grant).
- */
-async function revokeGrants(db: Db, cfg: Config): Promise<{ role: string; tables: number } | null> {
-  if (!(await db.query(SETTINGS_HAS_READER)).rowCount) return null;
-  const { rows: s } = await db.query<{ role: string | null }>(`SELECT reader_role AS role FROM "cdc_registry"."settings" WHERE publication = $1`, [cfg.publication]);
-  const role = s[0]?.role;
-  if (!role || !(await db.query(`SELECT 1 FROM pg_roles WHERE rolname = $1`, [role])).rowCount) return null;
-  const granted = (await db.query<{ ok: string }>(`SELECT (to_regclass('cdc_registry.granted_select') IS NOT NULL)::text AS ok`)).rows[0].ok === 'true';
-  const { rows } = await db.query<{ rel: string }>(
-    `WITH candidates AS (
-       SELECT pr.prrelid AS oid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1
-       UNION SELECT c.oid FROM "cdc_registry"."tables" t JOIN pg_namespace n ON n.nspname = t.schema_name
-             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.table_name WHERE t.slot_name = $2
-       UNION SELECT c.oid FROM "cdc_registry"."reloads" r JOIN pg_namespace n ON n.nspname = r.schema_name
-             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name WHERE r.slot_name = $2
-       ${granted ? `UNION SELECT g.relid FROM "cdc_registry"."granted_select" g WHERE g.role_name = $3` : ''})
-     SELECT c.oid::regclass::text AS rel FROM candidates x JOIN pg_class c ON c.oid = x.oid
-     WHERE c.relkind IN ('r', 'p') AND pg_get_userbyid(c.relowner) <> $3
-       AND has_table_privilege($3, c.oid, 'SELECT')
-     ORDER BY 1`,
-    [cfg.publication, cfg.slot, role],
-  );
-  for (const r of rows) await db.query(`REVOKE SELECT ON ${r.rel} FROM ${quoteIdent(role)}`);
-  await db.query(`UPDATE "cdc_registry"."settings" SET reader_role = NULL WHERE publication = $1`, [cfg.publication]);
-  if (granted) await db.query(`DELETE FROM "cdc_registry"."granted_select" WHERE role_name = $1`, [role]);
-  return rows.length ? { role, tables: rows.length } : null;
-}
-
-/**
- * Puts back the comment of every table whose comment is still a reload marker: the comment it
- * had before (cdc_registry.comments), or none. `pg_egress.restoring` keeps a remaining event
- * trigger (another publication's) from taking this for DDL.
- */
-async function clearMarkers(db: Db, hasRegistry: boolean): Promise<number> {
-  return withTransaction(db, async (c) => {
-    await c.query(`SELECT set_config('pg_egress.restoring', 'on', true)`);
-    const { rows } = await c.query<{ stmt: string }>(
-      `SELECT format('COMMENT ON TABLE %s IS %L', c.oid::regclass,
-                     ${hasRegistry ? `(SELECT m.comment FROM "cdc_registry"."comments" m WHERE m.relid = c.oid)` : 'NULL::text'}) AS stmt
-       FROM pg_class c WHERE c.relkind IN ('r', 'p') AND obj_description(c.oid, 'pg_class') = 'pg-egress:reload'`,
-    );
-    for (const r of rows) await c.query(r.stmt);
-    return rows.length;
-  });
-}
-
 /**
  * Refuses before anything is dropped when this role cannot drop everything (the event triggers
  * need a superuser, the publication its owner): a half-done uninstall would drop the slot and
  * leave the triggers running inside the application's DDL.
  */
 async function mayUninstall(db: Db, cfg: Config, viaUrl: boolean): Promise<void> {
-  // Booleans as text: the pool reads every value as text (src/source/connect.ts).
+  // Booleans as text: the pool reads every value as text (src/db/connect.ts).
   const { rows } = await db.query<{ usr: string; superuser: string; triggers: string; pub_owner: string | null }>(
     `SELECT current_user AS usr, r.rolsuper::text AS superuser,
             EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname IN ('pg_egress_ddl_command_end', 'pg_egress_sql_drop'))::text AS triggers,

@@ -8,9 +8,10 @@ import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/index.js';
-import { createPool } from '../registry/tx.js';
-import { sourceError } from '../source/connect.js';
+import { createPool } from '../db/tx.js';
+import { sourceError } from '../db/connect.js';
 import { nearTokenId } from '../anchor/near-token.js';
+import { batchAnchorReferences, nearAnchoredBatches, s3AnchoredFiles } from '../registry/anchors.js';
 import type { ProofAnchors } from '../proof/proof-file.js';
 
 // The AWS SDK and near-api-js load only when a check needs them (they slow every CLI start).
@@ -31,12 +32,7 @@ export async function verifyAnchors(cfg: Config): Promise<AnchorCheck> {
     if (cfg.anchors.s3) {
       const s3 = (await loadS3())(cfg.anchors.s3);
       try {
-        const { rows } = await pool.query<{ path: string; bytes: string; sha256: string }>(
-          `SELECT f.path, f.bytes::text, f.sha256 FROM cdc_registry.files f JOIN cdc_registry.anchor_queue a
-             ON a.slot_name = f.slot_name AND a.batch_id = f.batch_id AND a.target = 's3' AND a.state = 'done'
-           WHERE f.slot_name = $1 ORDER BY f.id`,
-          [cfg.slot],
-        );
+        const rows = await s3AnchoredFiles(pool, cfg.slot);
         for (const r of rows) {
           if (!(await s3.check(r.path, { bytes: Number(r.bytes), sha256: r.sha256 }))) out.problems.push(`s3://${cfg.anchors.s3.bucket}/${s3.key(r.path)}: missing or not byte-identical to ${r.path}`);
           out.s3Objects++;
@@ -47,12 +43,7 @@ export async function verifyAnchors(cfg: Config): Promise<AnchorCheck> {
     }
     if (cfg.anchors.near) {
       const near = (await loadNear())(cfg.anchors.near);
-      const { rows } = await pool.query<{ batch_id: string; index_path: string }>(
-        `SELECT b.batch_id, b.index_path FROM cdc_registry.batches b JOIN cdc_registry.anchor_queue a
-           ON a.slot_name = b.slot_name AND a.batch_id = b.batch_id AND a.target = 'near' AND a.state = 'done'
-         WHERE b.slot_name = $1 ORDER BY b.chain_seq`,
-        [cfg.slot],
-      );
+      const rows = await nearAnchoredBatches(pool, cfg.slot);
       for (const r of rows) {
         const token = await near.token(nearTokenId(sys[0].sysid, cfg.slot, r.batch_id));
         const bytes = await fsp.readFile(path.join(cfg.output.dir, r.index_path)).catch(() => null);
@@ -78,12 +69,7 @@ export async function verifyAnchors(cfg: Config): Promise<AnchorCheck> {
 export async function anchorReferences(cfg: Config, batchId: string, fileRel: string, manifestRel: string): Promise<ProofAnchors | null> {
   const pool = createPool(cfg.source, 1);
   try {
-    const { rows } = await pool.query<{ target: string; reference: Record<string, unknown> | string; index_sha256: string }>(
-      `SELECT a.target, a.reference, b.index_sha256 FROM cdc_registry.anchor_queue a
-         JOIN cdc_registry.batches b ON b.slot_name = a.slot_name AND b.batch_id = a.batch_id
-       WHERE a.slot_name = $1 AND a.batch_id = $2 AND a.state = 'done'`,
-      [cfg.slot, batchId],
-    );
+    const rows = await batchAnchorReferences(pool, cfg.slot, batchId);
     if (!rows.length) return null;
     const out: ProofAnchors = {};
     for (const r of rows) {

@@ -2,12 +2,17 @@
  * cdc.yml → one validated, deeply frozen Config (SPEC §11). Every error is an EgressError whose
  * one-line message names the key and what is wrong, and never contains a secret.
  */
+import { tableKey } from '../ident.js';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { EgressError } from '../errors.js';
 import { compilePattern, splitQualified, type TablePattern } from './patterns.js';
 import { parseDuration, parseGas, parseNear, parseSize } from './units.js';
+import { checkKeys, SHAPE, type Shape } from './keys.js';
+import { interpolate, restoreKeys, restoreText, tokenizeEnvRefs } from './env.js';
+
+export { configKeys } from './keys.js';
 
 export { parseDuration, parseSize } from './units.js';
 export type { TablePattern } from './patterns.js';
@@ -71,127 +76,7 @@ export interface Config {
   configPath?: string;
 }
 
-/** Every valid key, for unknown-key errors and suggestions. `*` = free-form map. */
-const SHAPE = {
-  source: { url: 1, host: 1, port: 1, database: 1, user: 1, password: 1, ssl: { mode: 1, ca: 1 } },
-  slot: 1,
-  slot_failover: 1,
-  publication: 1,
-  tables: { include: 1, exclude: 1, no_identity: 1 },
-  columns: { exclude: '*' },
-  output: { dir: 1, gzip_level: 1, before_images: 1, mode: 1 },
-  batch: { interval: 1, max_rows: 1, max_bytes: 1 },
-  reload: { workers: 1, chunk_size: 1 },
-  anchors: {
-    s3: { bucket: 1, prefix: 1, region: 1, endpoint: 1, force_path_style: 1 },
-    near: { network: 1, rpc_url: 1, account_id: 1, private_key: 1, contract_id: 1, method: 1, deposit: 1, gas: 1 },
-  },
-  http: { port: 1, host: 1, status_token: 1 },
-  log: { level: 1 },
-} as const;
-
-type Shape = { [k: string]: Shape | 1 | '*' };
-
-/** Every configuration key as a dotted path (`anchors.s3.bucket`), for docs that must not drift. */
-export function configKeys(shape: Shape = SHAPE as unknown as Shape, at = ''): string[] {
-  return Object.entries(shape).flatMap(([k, v]) => (typeof v === 'object' ? configKeys(v, `${at}${k}.`) : [`${at}${k}`]));
-}
-
 const invalid = (msg: string) => new EgressError('CONFIG_INVALID', `config: ${msg}`);
-
-function levenshtein(a: string, b: string): number {
-  const d = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = d[0];
-    d[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cur = d[j];
-      d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-  }
-  return d[b.length];
-}
-
-function checkKeys(value: unknown, shape: Shape, at: string): void {
-  if (value === null || value === undefined) return;
-  if (typeof value !== 'object' || Array.isArray(value)) throw invalid(`${at || 'the file'} must be a mapping`);
-  for (const [k, v] of Object.entries(value)) {
-    const key = at ? `${at}.${k}` : k;
-    const sub = shape[k];
-    if (sub === undefined) {
-      const candidates = Object.keys(shape);
-      const best = candidates.map((c) => [c, levenshtein(k, c)] as const).sort((x, y) => x[1] - y[1])[0];
-      const hint = best && best[1] <= Math.max(2, Math.floor(k.length / 3)) ? ` (did you mean "${at ? `${at}.` : ''}${best[0]}"?)` : ` (valid keys: ${candidates.join(', ')})`;
-      throw invalid(`unknown key "${key}"${hint}`);
-    }
-    if (typeof sub === 'object') checkKeys(v, sub, key);
-  }
-}
-
-/**
- * `${NAME}` (environment variable) and `$${NAME}` (a literal `${NAME}`), anywhere in the text: in a
- * flow map `{password: ${PGPASSWORD}}` a `${` would be YAML syntax, so before parsing each one is
- * swapped for a plain placeholder token (letters and digits only, valid in any YAML context), and the
- * values are put into the parsed strings afterwards, so a value holding `:`, `#`, `{` or quotes
- * cannot change the YAML structure (and never shows up in a YAML syntax error).
- */
-const ENV_REF = /\$?\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
-
-interface EnvRefs {
-  /** The text with every reference swapped for its token. */
-  text: string;
-  /** Matches one token; group 1 is its index in `refs`. */
-  token: RegExp;
-  refs: { original: string; name: string; literal: boolean }[];
-}
-
-function tokenizeEnvRefs(text: string): EnvRefs {
-  // A prefix that occurs nowhere in the text, so every token found after parsing is ours.
-  let n = 0;
-  while (text.includes(`pgegressenv${n}q`)) n++;
-  const prefix = `pgegressenv${n}q`;
-  const refs: EnvRefs['refs'] = [];
-  const byOriginal = new Map<string, number>();
-  const out = text.replace(ENV_REF, (match, name: string) => {
-    let i = byOriginal.get(match);
-    if (i === undefined) {
-      i = refs.push({ original: match, name, literal: match.startsWith('$$') }) - 1;
-      byOriginal.set(match, i);
-    }
-    return `${prefix}${i}q`;
-  });
-  return { text: out, token: new RegExp(`${prefix}(\\d+)q`, 'g'), refs };
-}
-
-/** A token back to the text it replaced (for keys and messages: never an environment value). */
-const restoreText = (s: string, e: EnvRefs): string => (e.refs.length ? s.replace(e.token, (_, i: string) => e.refs[Number(i)].original) : s);
-
-/** Mapping keys back to their text as written: `${X}` in a key is not interpolated. */
-function restoreKeys(value: unknown, e: EnvRefs): unknown {
-  if (Array.isArray(value)) return value.map((v) => restoreKeys(v, e));
-  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [restoreText(k, e), restoreKeys(v, e)]));
-  return value;
-}
-
-/** Tokens in string leaves → environment values (or the literal `${X}`); an unset variable is an error. */
-function interpolate(value: unknown, e: EnvRefs, env: NodeJS.ProcessEnv, at: string): unknown {
-  if (typeof value === 'string') {
-    if (!e.refs.length) return value;
-    return value.replace(e.token, (_, i: string) => {
-      const ref = e.refs[Number(i)];
-      if (ref.literal) return ref.original.slice(1);
-      const v = env[ref.name];
-      if (v === undefined) throw new EgressError('CONFIG_ENV_UNSET', `config: ${at || 'the file'}: environment variable ${ref.name} is not set`);
-      return v;
-    });
-  }
-  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, e, env, `${at}[${i}]`));
-  if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, interpolate(v, e, env, at ? `${at}.${k}` : k)]));
-  }
-  return value;
-}
 
 type Obj = Record<string, unknown>;
 const section = (o: Obj, k: string): Obj => (o[k] ?? {}) as Obj;
@@ -289,7 +174,7 @@ function patterns(list: unknown, at: string, def: string[]): TablePattern[] {
   });
 }
 
-export const tableKey = (schema: string, table: string): string => `${schema}\u0000${table}`;
+export { tableKey };
 
 export function parseConfig(text: string, opts: { env?: NodeJS.ProcessEnv; baseDir?: string; path?: string } = {}): Config {
   const where = opts.path ?? 'cdc.yml';

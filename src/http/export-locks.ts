@@ -8,7 +8,7 @@
  * and for how long.
  * https://www.postgresql.org/docs/15/functions-info.html (pg_blocking_pids)
  */
-import type { Db } from '../registry/tx.js';
+import type { Db } from '../db/tx.js';
 
 export interface ExportLockHolder {
   pid: number;

@@ -6,6 +6,8 @@
  */
 import client from 'prom-client';
 import type { DaemonState } from './state.js';
+import type { Db } from '../db/tx.js';
+import { anchorCounts, anchorLastSuccess, anchorOldestPending, reloadRows, tableModes } from '../registry/metrics.js';
 
 const lsnNumber = (l: bigint): number => Number(l);
 
@@ -16,10 +18,11 @@ export function createMetrics(state: DaemonState, slot: string): client.Registry
       this.reset();
       return collect(this);
     } });
-  const query = async <T extends Record<string, unknown>>(sql: string, params: unknown[]): Promise<T[]> => {
+  // A registry read that fails (or no registry yet) leaves the gauge empty for this scrape.
+  const query = async <T>(read: (db: Db, slot: string) => Promise<T[]>): Promise<T[]> => {
     if (!state.db) return [];
     try {
-      return (await state.db.query<T>(sql, params)).rows;
+      return await read(state.db, slot);
     } catch {
       return [];
     }
@@ -34,10 +37,15 @@ export function createMetrics(state: DaemonState, slot: string): client.Registry
     if (t != null) m.set(Math.max(0, (Date.now() - t) / 1000));
   });
   g('slot_wal_bytes', 'WAL the slot holds: retained (current - restart_lsn) and unconfirmed (current - confirmed_flush_lsn)', ['kind'], async (m) => {
-    const rows = await query<{ retained: string | null; unconfirmed: string | null }>(
-      `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::text AS retained, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text AS unconfirmed
-       FROM pg_replication_slots WHERE slot_name = $1`,
-      [slot],
+    const rows = await query(async (db, slot) =>
+      (
+        await db.query<{ retained: string | null; unconfirmed: string | null }>(
+          `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::text AS retained,
+                  pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text AS unconfirmed
+           FROM pg_replication_slots WHERE slot_name = $1`,
+          [slot],
+        )
+      ).rows,
     );
     if (rows[0]?.retained != null) m.set({ kind: 'retained' }, Number(rows[0].retained));
     if (rows[0]?.unconfirmed != null) m.set({ kind: 'unconfirmed' }, Number(rows[0].unconfirmed));
@@ -92,32 +100,22 @@ export function createMetrics(state: DaemonState, slot: string): client.Registry
     },
   });
   g('table_mode', '1 for each table in its mode (streaming, pending_reload, reloading)', ['table', 'mode'], async (m) => {
-    for (const r of await query<{ t: string; mode: string }>(`SELECT schema_name || '.' || table_name AS t, mode FROM cdc_registry.tables WHERE slot_name = $1 AND dropped_at IS NULL`, [slot])) m.set({ table: r.t, mode: r.mode }, 1);
+    for (const r of await query(tableModes)) m.set({ table: r.t, mode: r.mode }, 1);
   });
   g('reload_rows', 'rows exported by reloads that are not over, and by the last done one per table', ['table', 'state'], async (m) => {
-    const rows = await query<{ t: string; state: string; rows: string | null }>(
-      `SELECT DISTINCT ON (schema_name, table_name, state) schema_name || '.' || table_name AS t, state, rows::text FROM cdc_registry.reloads
-       WHERE slot_name = $1 ORDER BY schema_name, table_name, state, id DESC`,
-      [slot],
-    );
+    const rows = await query(reloadRows);
     for (const r of rows) m.set({ table: r.t, state: r.state }, Number(r.rows ?? 0));
   });
   g('anchor_queue', 'anchor queue entries by target and state', ['target', 'state'], async (m) => {
-    for (const r of await query<{ target: string; state: string; n: string }>(`SELECT target, state, count(*)::text AS n FROM cdc_registry.anchor_queue WHERE slot_name = $1 GROUP BY 1, 2`, [slot])) {
+    for (const r of await query(anchorCounts)) {
       m.set({ target: r.target, state: r.state }, Number(r.n));
     }
   });
   g('anchor_oldest_pending_seconds', 'age of the oldest pending anchor by target', ['target'], async (m) => {
-    for (const r of await query<{ target: string; age: string }>(
-      `SELECT target, extract(epoch FROM now() - min(created_at))::text AS age FROM cdc_registry.anchor_queue WHERE slot_name = $1 AND state = 'pending' GROUP BY 1`,
-      [slot],
-    )) m.set({ target: r.target }, Number(r.age));
+    for (const r of await query(anchorOldestPending)) m.set({ target: r.target }, Number(r.age));
   });
   g('anchor_last_success_timestamp_seconds', 'when each target last anchored a batch', ['target'], async (m) => {
-    for (const r of await query<{ target: string; t: string }>(
-      `SELECT target, extract(epoch FROM max(updated_at))::text AS t FROM cdc_registry.anchor_queue WHERE slot_name = $1 AND state = 'done' GROUP BY 1`,
-      [slot],
-    )) m.set({ target: r.target }, Number(r.t));
+    for (const r of await query(anchorLastSuccess)) m.set({ target: r.target }, Number(r.t));
   });
   return registry;
 }

@@ -16,7 +16,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { EgressError } from '../errors.js';
-import { statusReport } from '../cli/status.js';
+import { statusReport } from '../status/report.js';
 import type { DaemonState } from './state.js';
 import { exportLockReasons } from './export-locks.js';
 

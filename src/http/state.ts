@@ -4,7 +4,7 @@
  * controller's own counters) and the HTTP server reads at request time, outside the hot path.
  */
 import type { BatchController } from '../batch/controller.js';
-import type { Db } from '../registry/tx.js';
+import type { Db } from '../db/tx.js';
 import { ForgedMessages } from '../ddl/message-auth.js';
 import type { ExportLockHolder } from './export-locks.js';
 import type { SlotHealth } from '../source/failover.js';

@@ -9,7 +9,7 @@
  * registered LSN at that moment: such a limit explains a slot position only for a registry that
  * has at least that LSN. A few earlier pairs with lower registered LSNs are kept too, because a
  * failover may bring back a registry that lacks the newest registrations (whose batches were then
- * set aside, src/output/adopt.ts) while the slot's copy is where an older idle confirmation put it.
+ * set aside, src/commit/adopt.ts) while the slot's copy is where an older idle confirmation put it.
  * At the next start, a slot confirmed past what every pair explains was moved by someone else
  * (src/source/slot-check.ts).
  */

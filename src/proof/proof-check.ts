@@ -14,7 +14,7 @@
  * What cannot be checked without the network (that the NEAR token exists with that hash, that the
  * S3 objects hold these bytes) is listed, never claimed. No `pg` import, no network.
  */
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../hash.js';
 import { leafHash, verifyInclusion } from './merkle.js';
 
 export const PROOF_FORMAT = 'pg-egress.proof/2';
@@ -34,7 +34,6 @@ export interface ProofCheck {
   unchecked: string[];
 }
 
-const sha256Hex = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const HEX32 = /^[0-9a-f]{64}$/;
 
 type Obj = Record<string, unknown>;

@@ -6,8 +6,8 @@
  * references that pin the index's sha256. `verify-proof` (./proof-check.ts) recomputes every link
  * with no database and no network. No `pg` import.
  */
+import { sha256Hex } from '../hash.js';
 import { promises as fsp } from 'node:fs';
-import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { auditPathRanges, leafHash, MerkleBuilder } from './merkle.js';
 import { PROOF_FORMAT } from './proof-check.js';
@@ -32,7 +32,7 @@ export interface ProofAnchors {
   near?: { contract: string; token_id: string; tx_hash: string | null; reference: string; reference_hash: string };
 }
 
-const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
+const sha256 = sha256Hex;
 
 /** Audit path of leaf `m` among `leaves` (hashes), computed with one builder per path range. */
 function pathOf(m: number, leaves: Buffer[]): Buffer[] {

@@ -1,5 +1,5 @@
 /**
- * Registry side of adopting batches from disk (src/output/adopt.ts) and of the start-up slot
+ * Registry side of adopting batches from disk (src/commit/adopt.ts) and of the start-up slot
  * check (src/source/slot-check.ts): which batches and intents the registry knows, the window
  * sequence, the registration of an adopted reload batch, and the confirm-tracking flag.
  */
@@ -8,7 +8,7 @@ import { formatLsn, type Lsn } from '../lsn.js';
 import { enqueueAnchors, type AnchorTarget } from './anchors.js';
 import { insertFiles, type FileRecord } from './registry.js';
 import { insertReloadRequest } from './reloads.js';
-import { withTransaction, type Db } from './tx.js';
+import { withTransaction, type Db } from '../db/tx.js';
 
 export class AdoptRegistry {
   constructor(

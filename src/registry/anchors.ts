@@ -5,7 +5,7 @@
  * (NEAR's metadata references the uploaded batch index), and records the outcome.
  */
 import type pg from 'pg';
-import type { Db } from './tx.js';
+import type { Db } from '../db/tx.js';
 import type { Config } from '../config/index.js';
 
 /** The configured targets, in the order they run for a batch. */
@@ -135,4 +135,37 @@ export class AnchorQueue {
     );
     return rows.map((r) => ({ target: r.target, pending: Number(r.pending), failed: Number(r.failed), done: Number(r.done), skipped: Number(r.skipped), oldest_pending_s: r.oldest === null ? null : Number(r.oldest), last_error: r.last_error }));
   }
+}
+
+/** Files of batches anchored to S3, for `verify-anchors`: path, size and sha256 as registered. */
+export async function s3AnchoredFiles(db: Db, slot: string): Promise<{ path: string; bytes: string; sha256: string }[]> {
+  const { rows } = await db.query<{ path: string; bytes: string; sha256: string }>(
+    `SELECT f.path, f.bytes::text, f.sha256 FROM cdc_registry.files f JOIN cdc_registry.anchor_queue a
+       ON a.slot_name = f.slot_name AND a.batch_id = f.batch_id AND a.target = 's3' AND a.state = 'done'
+     WHERE f.slot_name = $1 ORDER BY f.id`,
+    [slot],
+  );
+  return rows;
+}
+
+/** Batches anchored to NEAR, in chain order, for `verify-anchors`. */
+export async function nearAnchoredBatches(db: Db, slot: string): Promise<{ batch_id: string; index_path: string }[]> {
+  const { rows } = await db.query<{ batch_id: string; index_path: string }>(
+    `SELECT b.batch_id, b.index_path FROM cdc_registry.batches b JOIN cdc_registry.anchor_queue a
+       ON a.slot_name = b.slot_name AND a.batch_id = b.batch_id AND a.target = 'near' AND a.state = 'done'
+     WHERE b.slot_name = $1 ORDER BY b.chain_seq`,
+    [slot],
+  );
+  return rows;
+}
+
+/** The done anchors of one batch with their references and the batch index's sha256 (proof files). */
+export async function batchAnchorReferences(db: Db, slot: string, batchId: string): Promise<{ target: string; reference: Record<string, unknown> | string; index_sha256: string }[]> {
+  const { rows } = await db.query<{ target: string; reference: Record<string, unknown> | string; index_sha256: string }>(
+    `SELECT a.target, a.reference, b.index_sha256 FROM cdc_registry.anchor_queue a
+       JOIN cdc_registry.batches b ON b.slot_name = a.slot_name AND b.batch_id = a.batch_id
+     WHERE a.slot_name = $1 AND a.batch_id = $2 AND a.state = 'done'`,
+    [slot, batchId],
+  );
+  return rows;
 }

@@ -9,7 +9,7 @@
 import os from 'node:os';
 import type pg from 'pg';
 import { EgressError } from '../errors.js';
-import { connectClient, sourceError, type SourceConfig } from '../source/connect.js';
+import { connectClient, sourceError, type SourceConfig } from '../db/connect.js';
 
 /** First key of the two-int4 advisory lock form; the second is hashtext(slot). */
 const LOCK_SPACE = 'pg-egress daemon';

@@ -6,11 +6,11 @@
 import { EgressError } from '../errors.js';
 import { parseLsn } from '../lsn.js';
 import type { MessageKey } from '../ddl/message-auth.js';
-import type { Db } from './tx.js';
+import type { Db } from '../db/tx.js';
 
 export async function loadMessageKey(db: Db, role: string): Promise<MessageKey> {
   try {
-    // Every value comes back as text on our connections (source/connect.ts): hex, then bytes.
+    // Every value comes back as text on our connections (db/connect.ts): hex, then bytes.
     const { rows } = await db.query<{ key: string; created_lsn: string }>(`SELECT encode("key", 'hex') AS key, "created_lsn"::text AS created_lsn FROM "cdc_registry"."message_key"`);
     if (rows.length !== 1) throw new EgressError('INTERNAL', 'cdc_registry.message_key holds no key; run `pg-egress init` again to create it');
     const key = Buffer.from(rows[0].key, 'hex');

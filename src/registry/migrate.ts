@@ -7,7 +7,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { withTransaction, type Db } from './tx.js';
+import { withTransaction, type Db } from '../db/tx.js';
 
 /** `sql/` relative to this module, from both src/ (tests) and dist/ (installed). */
 export const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));

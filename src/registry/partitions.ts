@@ -3,7 +3,7 @@
  * belonged to), the daemon's own membership check, and what `status` shows per table.
  */
 import { displayTable } from '../config/patterns.js';
-import type { Db } from './tx.js';
+import type { Db } from '../db/tx.js';
 
 export interface RootRef {
   schema: string;

@@ -1,49 +1,18 @@
 /**
- * Every query against `cdc_registry` lives here. Identifiers are always quoted; values always go
+ * The registry of one slot: slot state, settings, intents, gaps and tables (batches in
+ * batches.ts; every other concern in a file of its own in this folder: no `cdc_registry` query
+ * lives outside src/registry/). Identifiers are always quoted; values always go
  * as parameters. LSNs cross the boundary as PostgreSQL text (`X/Y`) and are bigint inside.
  */
 import type pg from 'pg';
-import { EgressError } from '../errors.js';
-import { insertReloadRequest, type ReloadRequest } from './reloads.js';
-import { enqueueAnchors, type AnchorTarget } from './anchors.js';
+import type { ReloadRequest } from './reloads.js';
+import { registerBatchIn, registerFlushIn, type BatchRecord, type FlushRecord } from './batches.js';
+import { enqueueAnchors } from './anchors.js';
 import { formatLsn, parseLsn, type Lsn } from '../lsn.js';
-import { withTransaction, type Db } from './tx.js';
 
-export type FileType = 'streaming' | 'full_reload' | 'schema' | 'ddl' | 'manifest' | 'batch' | 'partitions';
-
-export interface FileRecord {
-  path: string; // relative to output.dir
-  type: FileType;
-  schema: string | null;
-  table: string | null;
-  lsnStart: Lsn | null;
-  lsnEnd: Lsn | null;
-  rows: number | null;
-  bytes: number;
-  rawBytes: number | null;
-  sha256: string;
-  merkleRoot: string | null;
-}
-
-export interface FlushRecord {
-  slot: string;
-  batchId: string;
-  windowStartMs: number;
-  lsnStart: Lsn | null;
-  lsnEnd: Lsn;
-  rows: number;
-  indexPath: string;
-  indexSha256: string;
-  merkleRoot: string | null;
-  files: FileRecord[];
-  /** The batch registered before this one (hash chain), null for the first. */
-  prevBatchId: string | null;
-  tables: { schema: string; table: string; relid: number | null; dropped: boolean }[];
-  /** Reload markers passed by this flush: made durable with it, so a crash neither loses nor repeats them. */
-  reloads: ReloadRequest[];
-  /** Anchor targets to queue for this batch, in the same transaction (SPEC §9). */
-  anchors: readonly AnchorTarget[];
-}
+export type { BatchRecord, FileRecord, FileType, FlushRecord } from './batches.js';
+export { insertFiles } from './batches.js';
+import { withTransaction, type Db } from '../db/tx.js';
 
 export interface TablePatternSql {
   schema: string;
@@ -51,36 +20,6 @@ export interface TablePatternSql {
 }
 
 const lsnText = (l: Lsn | null): string | null => (l === null ? null : formatLsn(l));
-
-/** One multi-row insert through unnest: a single round trip for many files. */
-export async function insertFiles(c: pg.ClientBase, slot: string, batchId: string, windowStart: string, files: FileRecord[]): Promise<void> {
-  if (files.length === 0) return;
-  await c.query(
-    `INSERT INTO "cdc_registry"."files"
-       ("slot_name", "path", "file_type", "schema_name", "table_name", "batch_id", "window_start",
-        "lsn_start", "lsn_end", "rows", "bytes", "raw_bytes", "sha256", "merkle_root")
-     SELECT $1, p, t, s, tb, $2, $3, ls::pg_lsn, le::pg_lsn, r, b, rb, h, m
-     FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-                 $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[])
-          AS x(p, t, s, tb, ls, le, r, b, rb, h, m)`,
-    [
-      slot,
-      batchId,
-      windowStart,
-      files.map((x) => x.path),
-      files.map((x) => x.type),
-      files.map((x) => x.schema),
-      files.map((x) => x.table),
-      files.map((x) => lsnText(x.lsnStart)),
-      files.map((x) => lsnText(x.lsnEnd)),
-      files.map((x) => x.rows),
-      files.map((x) => x.bytes),
-      files.map((x) => x.rawBytes),
-      files.map((x) => x.sha256),
-      files.map((x) => x.merkleRoot),
-    ],
-  );
-}
 
 export type GapKind = 'slot_lost' | 'unpublished' | 'publish_options' | 'slot_moved' | 'registry_behind';
 
@@ -100,7 +39,7 @@ export interface Gap {
  * connection, multi-statement changes run in `withTransaction` on a connection of their own.
  */
 export class Registry {
-  /** output.dir's own write intents (src/output/local-intents.ts), set by the daemon. */
+  /** output.dir's own write intents (src/commit/local-intents.ts), set by the daemon. */
   localIntents: { record(batchId: string, paths: string[], reloads: ReloadRequest[]): Promise<void>; done(batchId: string): Promise<void> } | null = null;
 
   constructor(
@@ -180,41 +119,25 @@ export class Registry {
   /**
    * Registers a flush: its files, its batch, the tables' last window and the new slot LSN, in one
    * transaction (SPEC §6). Only after this commits may the slot be confirmed up to `lsnEnd`.
+   * (A flush written by this process goes through src/commit/; this registers batches adopted from disk.)
    */
   async registerFlush(f: FlushRecord): Promise<void> {
-    const windowStart = new Date(f.windowStartMs).toISOString();
+    await this.registerBatch({ ...f, kind: 'flush' }, (c) => registerFlushIn(c, this.slot, f));
+  }
+
+  /**
+   * Registers a batch (SPEC §6, §9): its files, its row in the chain, anchor queue entries, and
+   * `extra` (what its kind changes: a flush's slot LSN, an export's reload operations), in one
+   * transaction; then its write intents are done.
+   */
+  async registerBatch(b: BatchRecord, extra: (c: pg.ClientBase) => Promise<void>): Promise<void> {
     await withTransaction(this.db, async (c) => {
-      await insertFiles(c, this.slot, f.batchId, windowStart, f.files);
-      await c.query(
-        `INSERT INTO "cdc_registry"."batches"
-           ("slot_name", "batch_id", "window_start", "lsn_start", "lsn_end", "files", "rows", "index_path", "index_sha256", "merkle_root", "prev_batch_id")
-         VALUES ($1, $2, $3, $4::pg_lsn, $5::pg_lsn, $6, $7, $8, $9, $10, $11)`,
-        [this.slot, f.batchId, windowStart, lsnText(f.lsnStart), formatLsn(f.lsnEnd), f.files.length, f.rows, f.indexPath, f.indexSha256, f.merkleRoot, f.prevBatchId],
-      );
-      for (const t of f.tables) {
-        await c.query(
-          `INSERT INTO "cdc_registry"."tables" ("slot_name", "schema_name", "table_name", "relid", "last_window", "dropped_at")
-           VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN now() END)
-           ON CONFLICT ("slot_name", "schema_name", "table_name") DO UPDATE
-             SET "relid" = COALESCE(EXCLUDED."relid", "tables"."relid"), "last_window" = EXCLUDED."last_window",
-                 "dropped_at" = EXCLUDED."dropped_at", "updated_at" = now()`,
-          [this.slot, t.schema, t.table, t.relid, f.batchId, t.dropped],
-        );
-      }
-      const upd = await c.query(
-        `UPDATE "cdc_registry"."slot_state" SET "registered_lsn" = $2::pg_lsn, "last_batch" = $3, "updated_at" = now()
-         WHERE "slot_name" = $1 AND "registered_lsn" <= $2::pg_lsn`,
-        [this.slot, formatLsn(f.lsnEnd), f.batchId],
-      );
-      if (upd.rowCount !== 1) {
-        // Cannot happen while the daemon lock is held; if it does, stop before writing anything twice.
-        throw new EgressError('SLOT_IN_USE', `registry: slot ${this.slot} is registered past ${formatLsn(f.lsnEnd)} by another process; run one pg-egress per slot`);
-      }
-      for (const r of f.reloads) await insertReloadRequest(c, this.slot, r);
-      await enqueueAnchors(c, this.slot, f.batchId, f.anchors);
-      await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [this.slot, f.batchId]);
+      await registerBatchIn(c, this.slot, b);
+      await extra(c);
+      await enqueueAnchors(c, this.slot, b.batchId, b.anchors);
+      await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [this.slot, b.batchId]);
     });
-    await this.localIntents?.done(f.batchId);
+    await this.localIntents?.done(b.batchId);
   }
 
   /**

@@ -6,7 +6,7 @@
  */
 import type pg from 'pg';
 import { formatLsn, type Lsn } from '../lsn.js';
-import { withTransaction, type Db } from './tx.js';
+import { withTransaction, type Db } from '../db/tx.js';
 
 /**
  * NOTIFY channel (payload: the slot) on which an operation's end is announced, at the commit
@@ -307,4 +307,49 @@ export class ReloadRegistry {
     }
     for (const i of items) if (i.op.gapId !== null) await this.finishIn(c, i.op, { rows: i.rows, rawBytes: i.rawBytes, batchId, chunks: i.chunks, workers: i.workers, relid: i.relid });
   }
+}
+
+/**
+ * Asks for a reload of one table (sql/004 request_reload: a marker comment, so the operator need
+ * not own the table), under a request id that `reload --wait` follows.
+ */
+export async function requestReload(db: Db, qualifiedTable: string, requestId: string): Promise<void> {
+  await db.query(`SELECT "cdc_registry"."request_reload"($1::regclass, $2)`, [qualifiedTable, requestId]);
+}
+
+/** The operations of one request (as text), for `reload --wait`. */
+export async function reloadsOfRequest<T extends object>(db: Db, slot: string, requestId: string): Promise<T[]> {
+  const { rows } = await db.query<T & pg.QueryResultRow>(
+    `SELECT schema_name, table_name, state, rows::text, raw_bytes::text, chunks::text, chunks_done::text, waiting_on, error
+     FROM "cdc_registry"."reloads" WHERE slot_name = $1 AND $2 = ANY(request_ids) ORDER BY id`,
+    [slot, requestId],
+  );
+  return rows;
+}
+
+/** A partitioned root's reload becomes one per leaf (sql/007 expand_root_reload); returns how many. */
+export async function expandRootReload(db: Db, opId: number, publication: string): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(`SELECT "cdc_registry"."expand_root_reload"($1, $2) AS n`, [opId, publication]);
+  return Number(rows[0].n);
+}
+
+/** What a reload needs to know of each requested table: its oid, kind, selected root and whether it is published. */
+export async function inspectReloadTables(
+  db: Db,
+  tables: { schema: string; table: string }[],
+  publication: string,
+): Promise<{ schema: string; table: string; relid: string; kind: string; published: string; root_schema: string | null; root_table: string | null }[]> {
+  const { rows } = await db.query<{ schema: string; table: string; relid: string; kind: string; published: string; root_schema: string | null; root_table: string | null }>(
+    `SELECT n.nspname AS schema, c.relname AS table, c.oid::text AS relid, c.relkind::text AS kind,
+            (SELECT rn.nspname FROM pg_class rc JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+             WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_schema,
+            (SELECT rc.relname FROM pg_class rc WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_table,
+            EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                    WHERE p.pubname = $3 AND pr.prrelid = c.oid)::text AS published
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     JOIN unnest($1::text[], $2::text[]) AS x(s, t) ON x.s = n.nspname AND x.t = c.relname
+     WHERE c.relkind IN ('r', 'p')`,
+    [tables.map((o) => o.schema), tables.map((o) => o.table), publication],
+  );
+  return rows;
 }

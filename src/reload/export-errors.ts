@@ -5,7 +5,7 @@
  */
 import type { Config } from '../config/index.js';
 import { EgressError, isEgressError } from '../errors.js';
-import { sourceError } from '../source/connect.js';
+import { sourceError } from '../db/connect.js';
 
 /** What an export failure means: a lock wait that timed out and a DDL race are tried again. */
 export function exportError(e: unknown, cfg: Config): EgressError {

@@ -7,25 +7,36 @@
  * for a lock on the application's tables: the marker's comment is put back afterwards, by the
  * reloader, once every export worker has ended its transaction (reloader.ts).
  */
-import path from 'node:path';
-import { createHash } from 'node:crypto';
 import type { Lsn } from '../lsn.js';
-import { formatLsn, lsnHex } from '../lsn.js';
-import { alignWindow, BATCHES_DIR, FILES, flushName, reloadPartName, tableFolder, windowName } from '../output/layout.js';
-import { ensureDir, ensureDirsIn, fsyncDir, renameDurable, writeFileAtomic } from '../output/atomic.js';
-import { batchJson, manifestJson, schemaYml, type ManifestFile } from '../output/documents.js';
-import { insertFiles, type FileRecord } from '../registry/registry.js';
+import { lsnHex } from '../lsn.js';
+import { alignWindow, FILES, flushName, reloadPartName, tableFolder, windowName } from '../output/layout.js';
+import { schemaYml } from '../output/documents.js';
 import type { ReloadOp } from '../registry/reloads.js';
-import { withTransaction } from '../registry/tx.js';
-import { rootOf } from '../proof/merkle.js';
-import { anchorTargets, enqueueAnchors } from '../registry/anchors.js';
+import { anchorTargets } from '../registry/anchors.js';
+import { commitBatch, type BatchTable } from '../commit/batch-commit.js';
+import { commitTarget } from '../commit/target.js';
 import type { TableDef } from '../source/setup.js';
-import type { ReloaderDeps } from './reloader.js';
+import type { Config } from '../config/index.js';
+import type { Logger } from '../log.js';
+import type { Db } from '../db/tx.js';
+import type { Registry } from '../registry/registry.js';
+import type { ReloadRegistry } from '../registry/reloads.js';
+import type { BatchChain } from '../proof/chain.js';
+import type { ServerInfo } from '../source/setup.js';
 import type { ChunkResult } from './workers.js';
 
-const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
-
 const IDENTITY: Record<string, 'default' | 'full' | 'index' | 'nothing'> = { d: 'default', f: 'full', i: 'index', n: 'nothing' };
+
+/** What placing and registering an export needs (a part of the reloader's dependencies). */
+export interface FinalizeDeps {
+  cfg: Config;
+  log: Logger;
+  db: Db;
+  server: ServerInfo;
+  registry: Registry;
+  reloads: ReloadRegistry;
+  chain: BatchChain;
+}
 
 /** One table's finished export, ready to be placed and registered. */
 export interface FinishedExport {
@@ -50,7 +61,7 @@ export class FinalizeQueue {
   private running = false;
 
   constructor(
-    private readonly d: ReloaderDeps,
+    private readonly d: FinalizeDeps,
     private readonly lsn: Lsn,
     private readonly takenAt: number,
     /** When this attempt of the export began (claimed), for the `ms` of the `reloaded` line. */
@@ -93,106 +104,61 @@ const PLACE_CONCURRENCY = 16;
  * export) thus cost one registration and one link of the chain together instead of one each, and
  * their files are written and fsynced side by side.
  */
-export async function finalizeReloads(d: ReloaderDeps, items: FinishedExport[], lsn: Lsn, takenAt: number, startedAt: number): Promise<void> {
-  const { cfg, registry, reloads, db, log } = d;
+export async function finalizeReloads(d: FinalizeDeps, items: FinishedExport[], lsn: Lsn, takenAt: number, startedAt: number): Promise<void> {
+  const { cfg, registry, reloads, log } = d;
   const started = Date.now();
   const win = alignWindow(takenAt, cfg.batch.intervalMs);
   const batchId = flushName(win, await registry.nextBatchSeq(windowName(win)));
-  const indexPath = `${BATCHES_DIR}/${batchId}.json`;
-  const rels = items.map((it) => `${tableFolder(it.op.schema, it.op.table)}/${batchId}`);
-  const partNames = items.map((it) => (it.parts.length === 1 ? [FILES.fullReload] : it.parts.map((_, i) => reloadPartName(i))));
-  await registry.recordIntent(batchId, [...items.flatMap((_, k) => [...partNames[k].map((n) => `${rels[k]}/${n}`), `${rels[k]}/${FILES.schema}`, `${rels[k]}/${FILES.manifest}`]), indexPath]);
-  await ensureDirsIn(cfg.output.dir, items.map((it) => tableFolder(it.op.schema, it.op.table)), cfg.output.dirMode);
-  const placed: Placed[] = new Array(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(PLACE_CONCURRENCY, items.length) }, async () => {
-      while (next < items.length) {
-        const k = next++;
-        placed[k] = await placeTable(d, items[k], batchId, rels[k], partNames[k], lsn, win, takenAt);
-      }
-    }),
-  );
-  const placedAt = Date.now();
-  let indexedAt = 0;
-  const files = placed.flatMap((p) => p.files);
-  const rows = placed.reduce((n, p) => n + p.rows, 0);
-  const batchRoot = rootOf(items.flatMap((it) => it.parts.map((p) => p.merkle.root))).toString('hex');
-  const windowStart = new Date(win);
-  // The batch index names its predecessor: writing it and registering it is one step of the chain.
-  await d.chain.run(async (prev) => {
-    const indexText = batchJson({
-      batchId,
-      kind: 'reload',
-      windowStart,
-      slot: cfg.slot,
-      source: { database: d.server.database, systemIdentifier: d.server.systemIdentifier },
+  const tables: BatchTable[] = items.map((it) => ({
+    schema: it.op.schema,
+    table: it.op.table,
+    relid: it.relid,
+    folder: tableFolder(it.op.schema, it.op.table),
+    data: it.parts.map((p, i) => ({
+      name: it.parts.length === 1 ? FILES.fullReload : reloadPartName(i),
+      type: 'full_reload' as const,
+      tmpPath: p.tmpPath,
+      rows: p.rows,
+      stats: p.stats,
+      merkle: p.merkle,
       lsnStart: lsn,
       lsnEnd: lsn,
-      manifests: items.map((it, k) => ({ path: `${rels[k]}/${FILES.manifest}`, sha256: placed[k].manifestSha, schema: it.op.schema, table: it.op.table, rows: placed[k].rows })),
-      merkle: { treeSize: items.reduce((n, it) => n + it.parts.length, 0), root: batchRoot },
-      prev,
-    });
-    const indexSha = sha256(indexText);
-    await ensureDir(path.join(cfg.output.dir, BATCHES_DIR), cfg.output.dirMode);
-    await writeFileAtomic(path.join(cfg.output.dir, indexPath), indexText, cfg.output.fileMode);
-    await fsyncDir(path.join(cfg.output.dir, BATCHES_DIR));
-    files.push({ path: indexPath, type: 'batch', schema: null, table: null, lsnStart: lsn, lsnEnd: lsn, rows, bytes: Buffer.byteLength(indexText), rawBytes: null, sha256: indexSha, merkleRoot: null });
-
-    indexedAt = Date.now();
-    await withTransaction(db, async (c) => {
-      await insertFiles(c, cfg.slot, batchId, windowStart.toISOString(), files);
-      await c.query(
-        `INSERT INTO "cdc_registry"."batches"
-           ("slot_name", "batch_id", "window_start", "lsn_start", "lsn_end", "files", "rows", "index_path", "index_sha256", "merkle_root", "kind", "prev_batch_id")
-         VALUES ($1, $2, $3, $4::pg_lsn, $4::pg_lsn, $5, $6, $7, $8, $9, 'reload', $10)`,
-        [cfg.slot, batchId, windowStart.toISOString(), formatLsn(lsn), files.length, rows, indexPath, indexSha, batchRoot, prev?.batchId ?? null],
-      );
+    })),
+    small: [{ name: FILES.schema, type: 'schema', text: exportSchemaYml(d, it, lsn, takenAt) }],
+    lsnStart: lsn,
+    lsnEnd: lsn,
+  }));
+  const sum = (it: FinishedExport, f: (p: ChunkResult) => number) => it.parts.reduce((n, p) => n + f(p), 0);
+  const done = await commitBatch(commitTarget(cfg, d.server, registry, d.chain), {
+    kind: 'reload',
+    batchId,
+    windowStartMs: win,
+    lsnStart: lsn,
+    lsnEnd: lsn,
+    tables,
+    anchors: anchorTargets(cfg),
+    concurrency: PLACE_CONCURRENCY,
+    register: async (c) => {
       await reloads.finishManyIn(
         c,
         batchId,
-        items.map((it, k) => ({ op: it.op, rows: placed[k].rows, rawBytes: placed[k].rawBytes, chunks: it.parts.length, workers: it.workers, relid: it.relid })),
+        items.map((it) => ({ op: it.op, rows: sum(it, (p) => p.rows), rawBytes: sum(it, (p) => p.stats.rawBytes), chunks: it.parts.length, workers: it.workers, relid: it.relid })),
       );
-      await enqueueAnchors(c, cfg.slot, batchId, anchorTargets(cfg));
-      await c.query(`DELETE FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1 AND "batch_id" = $2`, [cfg.slot, batchId]);
-    });
-    await registry.localIntents?.done(batchId);
+    },
   });
-  log.debug({ batch: batchId, tables: items.length, place_ms: placedAt - started, index_ms: indexedAt - placedAt, register_ms: Date.now() - indexedAt }, 'reload batch registered');
+  log.debug({ batch: batchId, tables: items.length, ms: Date.now() - started }, 'reload batch registered');
   for (let k = 0; k < items.length; k++) {
     const { op, parts } = items[k];
-    log.info({ table: `${op.schema}.${op.table}`, batch: batchId, reason: op.reason, rows: placed[k].rows, raw_bytes: placed[k].rawBytes, parts: parts.length, lsn: lsnHex(lsn), ms: Date.now() - startedAt, tables_in_batch: items.length }, 'reloaded');
+    const p = done.perTable[k];
+    log.info({ table: `${op.schema}.${op.table}`, batch: batchId, reason: op.reason, rows: p.rows, raw_bytes: p.rawBytes, parts: parts.length, lsn: lsnHex(lsn), ms: Date.now() - startedAt, tables_in_batch: items.length }, 'reloaded');
   }
 }
 
-interface Placed {
-  files: FileRecord[];
-  rows: number;
-  rawBytes: number;
-  manifestSha: string;
-}
-
-/** One table's parts renamed into its folder, with schema.yml and manifest.json, all durable. */
-async function placeTable(d: ReloaderDeps, it: FinishedExport, batchId: string, rel: string, names: string[], lsn: Lsn, win: number, takenAt: number): Promise<Placed> {
-  const { cfg, server } = d;
-  const { op, def, columns, relid, parts } = it;
-  const dir = path.join(cfg.output.dir, rel);
-  await ensureDir(dir, cfg.output.dirMode);
-  const files: FileRecord[] = [];
-  const mf: ManifestFile[] = [];
-  let rows = 0;
-  let rawBytes = 0;
-  for (let i = 0; i < parts.length; i++) {
-    const p = parts[i];
-    await renameDurable(p.tmpPath, path.join(dir, names[i]));
-    rows += p.rows;
-    rawBytes += p.stats.rawBytes;
-    const root = p.merkle.root.toString('hex');
-    mf.push({ name: names[i], type: 'full_reload', rows: p.rows, bytes: p.stats.bytes, rawBytes: p.stats.rawBytes, sha256: p.stats.sha256, lsnStart: lsn, lsnEnd: lsn, merkle: { treeSize: p.merkle.treeSize, root, blocks: p.merkle.blocks.map((b) => b.toString('hex')) } });
-    files.push({ path: `${rel}/${names[i]}`, type: 'full_reload', schema: op.schema, table: op.table, lsnStart: lsn, lsnEnd: lsn, rows: p.rows, bytes: p.stats.bytes, rawBytes: p.stats.rawBytes, sha256: p.stats.sha256, merkleRoot: root });
-  }
+/** An export's schema.yml: the table's definition as of the snapshot, in the file's column order. */
+function exportSchemaYml(d: FinalizeDeps, it: FinishedExport, lsn: Lsn, takenAt: number): string {
+  const { def, columns, relid, op } = it;
   const byName = new Map(def.columns.map((c) => [c.name, c]));
-  const schemaText = schemaYml({
+  return schemaYml({
     schema: op.schema,
     table: op.table,
     oid: relid,
@@ -203,32 +169,9 @@ async function placeTable(d: ReloaderDeps, it: FinishedExport, batchId: string, 
       return { name: n, type: c.type, typeOid: c.type_oid, nullable: c.nullable };
     }),
     generatedColumns: def.columns.filter((c) => c.generated).map((c) => c.name),
-    source: { database: server.database, serverVersion: server.serverVersion, systemIdentifier: server.systemIdentifier },
+    source: { database: d.server.database, serverVersion: d.server.serverVersion, systemIdentifier: d.server.systemIdentifier },
     lsnStart: lsn,
     lsnEnd: lsn,
     generatedAt: new Date(takenAt),
   });
-  const schemaSha = sha256(schemaText);
-  const small = (name: string, type: FileRecord['type'], text: string, sha: string): FileRecord => ({
-    path: `${rel}/${name}`,
-    type,
-    schema: op.schema,
-    table: op.table,
-    lsnStart: null,
-    lsnEnd: null,
-    rows: null,
-    bytes: Buffer.byteLength(text),
-    rawBytes: null,
-    sha256: sha,
-    merkleRoot: null,
-  });
-  files.push(small(FILES.schema, 'schema', schemaText, schemaSha));
-  const manifestText = manifestJson({ schema: op.schema, table: op.table, oid: relid, batchId, windowStart: new Date(win), files: mf, schemaSha256: schemaSha, ddlSha256: null, lsnStart: lsn, lsnEnd: lsn });
-  const manifestSha = sha256(manifestText);
-  // Side by side: both fsyncs are in flight together (ext4 commits them in one journal commit).
-  await Promise.all([writeFileAtomic(path.join(dir, FILES.schema), schemaText, cfg.output.fileMode), writeFileAtomic(path.join(dir, FILES.manifest), manifestText, cfg.output.fileMode)]);
-  files.push(small(FILES.manifest, 'manifest', manifestText, manifestSha));
-  // The table folder was fsynced by ensureDir when it made this folder in it.
-  await fsyncDir(dir);
-  return { files, rows, rawBytes, manifestSha };
 }

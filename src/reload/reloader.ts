@@ -16,24 +16,19 @@
  * locks are gone before anything of the export's finish (files, registry, the marker's comment);
  * the comment is put back under a short lock_timeout and retried until it succeeds.
  */
-import { Waker } from '../waker.js';
-import type { Config } from '../config/index.js';
-import type { Logger } from '../log.js';
-import { EgressError, isEgressError } from '../errors.js';
+import { BackgroundLoop } from '../background-loop.js';
+import { EgressError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
-import type { Registry } from '../registry/registry.js';
-import type { BatchChain } from '../proof/chain.js';
-import type { ReloadOp, ReloadRegistry } from '../registry/reloads.js';
-import type { Db } from '../registry/tx.js';
-import { loadTableDefs, type ServerInfo, type TableDef } from '../source/setup.js';
+import { expandRootReload, inspectReloadTables, type ReloadOp } from '../registry/reloads.js';
+import { loadTableDefs, type TableDef } from '../source/setup.js';
 import { excludedColumns } from '../config/index.js';
-import { createExportSnapshot, type ExportSnapshot } from './snapshot.js';
+import { takeSnapshot } from './snapshot-wait.js';
 import { orderTasks, planChunks } from './planner.js';
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
-import { FinalizeQueue } from './finalize.js';
+import { FinalizeQueue, type FinalizeDeps } from './finalize.js';
 import { racedTables, SHAPE_SQL, type TableShape } from './race.js';
 import { exportError, workerErrors } from './export-errors.js';
-import { isLockConflict } from '../registry/tx.js';
+import { isLockConflict } from '../db/tx.js';
 import type { ExportLockHolder } from '../http/export-locks.js';
 import path from 'node:path';
 import { ensureDir } from '../output/atomic.js';
@@ -44,15 +39,7 @@ const COMMENT_LOCK_TIMEOUT_MS = 2000;
 const COMMENT_RETRY_MS = 5000;
 
 
-export interface ReloaderDeps {
-  cfg: Config;
-  log: Logger;
-  db: Db;
-  server: ServerInfo;
-  registry: Registry;
-  reloads: ReloadRegistry;
-  /** Orders batches (flushes and reloads) into the hash chain. */
-  chain: BatchChain;
+export interface ReloaderDeps extends FinalizeDeps {
   hooks?: ExportHooks;
 }
 
@@ -92,9 +79,7 @@ interface OpState {
 }
 
 export class Reloader {
-  private stopping = false;
-  private readonly waker = new Waker();
-  private loopDone: Promise<void> | null = null;
+  private readonly bg = new BackgroundLoop(() => this.loop());
   private workers: ExportWorker[] = [];
   private lockedTables: string[] = [];
   private lastCommentTry = 0;
@@ -105,22 +90,23 @@ export class Reloader {
   constructor(private readonly d: ReloaderDeps) {}
 
   start(): void {
-    this.loopDone = this.loop();
+    this.bg.start();
   }
 
   wake(): void {
-    this.waker.wake();
+    this.bg.wake();
   }
 
   async stop(): Promise<void> {
-    this.stopping = true;
-    this.wake();
-    for (const w of this.workers) await w.kill();
-    await this.loopDone;
+    await this.bg.stop({ interrupt: async () => { for (const w of this.workers) await w.kill(); } });
+  }
+
+  private get stopping(): boolean {
+    return this.bg.stopping;
   }
 
   private sleep(ms: number): Promise<void> {
-    return this.waker.sleep(ms);
+    return this.bg.sleep(ms);
   }
 
   /** The export sessions holding locks on the application's tables now. */
@@ -212,18 +198,7 @@ export class Reloader {
   /** Which requested tables still exist and are published (catalog rows only: no lock on any table). */
   private async inspect(ops: ReloadOp[]): Promise<TableInfo[]> {
     const { db, cfg, reloads } = this.d;
-    const { rows } = await db.query<{ schema: string; table: string; relid: string; kind: string; published: string; root_schema: string | null; root_table: string | null }>(
-      `SELECT n.nspname AS schema, c.relname AS table, c.oid::text AS relid, c.relkind::text AS kind,
-              (SELECT rn.nspname FROM pg_class rc JOIN pg_namespace rn ON rn.oid = rc.relnamespace
-               WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_schema,
-              (SELECT rc.relname FROM pg_class rc WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_table,
-              EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-                      WHERE p.pubname = $3 AND pr.prrelid = c.oid)::text AS published
-       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-       JOIN unnest($1::text[], $2::text[]) AS x(s, t) ON x.s = n.nspname AND x.t = c.relname
-       WHERE c.relkind IN ('r', 'p')`,
-      [ops.map((o) => o.schema), ops.map((o) => o.table), cfg.publication],
-    );
+    const rows = await inspectReloadTables(db, ops, cfg.publication);
     const found = new Map(rows.map((r) => [`${r.schema}\u0000${r.table}`, r]));
     const out: TableInfo[] = [];
     for (const op of ops) {
@@ -248,8 +223,8 @@ export class Reloader {
    */
   private async expandRoot(op: ReloadOp, relid: number): Promise<void> {
     const { db, cfg, log } = this.d;
-    const { rows } = await db.query<{ n: number }>(`SELECT "cdc_registry"."expand_root_reload"($1, $2) AS n`, [op.id, cfg.publication]);
-    log.info({ table: `${op.schema}.${op.table}`, leaves: rows[0].n, reason: op.reason }, 'reload of a partitioned table: exporting each of its leaves');
+    const leaves = await expandRootReload(db, op.id, cfg.publication);
+    log.info({ table: `${op.schema}.${op.table}`, leaves, reason: op.reason }, 'reload of a partitioned table: exporting each of its leaves');
     // The root's comment goes back like any reload's: later, with a bounded lock wait.
     if (op.restoreComment) await this.d.reloads.markCommentPending(op.id, relid);
     this.wake();
@@ -287,7 +262,7 @@ export class Reloader {
     const found = await this.inspect(ops);
     if (!found.length) return;
     const live = found.map((t) => t.op);
-    const snap = await this.takeSnapshot(live);
+    const snap = await takeSnapshot(this.d, this.bg, live);
     const takenAt = Date.now();
     const tasks: ChunkTask[] = [];
     try {
@@ -389,55 +364,7 @@ export class Reloader {
   }
 
   /** Waits for the export snapshot, telling (status, log) what it waits on. */
-  private async takeSnapshot(ops: ReloadOp[]): Promise<ExportSnapshot> {
-    const { cfg, log, reloads, server } = this.d;
-    const ids = ops.map((o) => o.id);
-    const major = Number(server.serverVersion.split('.')[0]);
-    let warnedSlots = false;
-    for (;;) {
-      let settled = false;
-      const pending = createExportSnapshot(cfg, major);
-      pending.then(
-        () => (settled = true),
-        () => (settled = true),
-      );
-      let lastXid = '';
-      while (!settled) {
-        await Promise.race([pending.catch(() => undefined), new Promise((r) => setTimeout(r, 2000))]);
-        if (settled) break;
-        const w = await this.oldestTransaction().catch(() => null);
-        const msg = w ? `export snapshot waits for transaction ${w.xid} (pid ${w.pid}, running for ${w.age}) to end` : 'export snapshot waits for running transactions to end';
-        await reloads.setWaiting(ids, msg).catch(() => undefined);
-        if (w && w.xid !== lastXid) log.warn({ pid: w.pid, xid: w.xid, age: w.age }, msg);
-        lastXid = w?.xid ?? '';
-      }
-      try {
-        const s = await pending;
-        await reloads.setWaiting(ids, null);
-        return s;
-      } catch (e) {
-        if (isEgressError(e) && e.code === 'NO_FREE_SLOT' && !this.stopping) {
-          const msg = 'waiting for a free replication slot for the export snapshot (raise max_replication_slots or drop an unused slot)';
-          await reloads.setWaiting(ids, msg);
-          if (!warnedSlots) log.warn(msg);
-          warnedSlots = true;
-          await this.sleep(5000);
-          if (this.stopping) throw new EgressError('SOURCE_UNREACHABLE', 'stopped while waiting for a replication slot', { retryable: true });
-          continue;
-        }
-        throw e;
-      }
-    }
-  }
 
-  private async oldestTransaction(): Promise<{ pid: string; xid: string; age: string } | null> {
-    const { rows } = await this.d.db.query<{ pid: string; xid: string; age: string }>(
-      `SELECT pid::text, backend_xid::text AS xid, date_trunc('second', now() - xact_start)::text AS age
-       FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-       ORDER BY xact_start LIMIT 1`,
-    );
-    return rows[0] ?? null;
-  }
 }
 
 export type { Lsn };

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/index.js';
 import { EgressError } from '../errors.js';
 import { parseLsn, type Lsn } from '../lsn.js';
-import { clientConfig, sourceError } from '../source/connect.js';
+import { clientConfig, sourceError } from '../db/connect.js';
 
 export interface ExportSnapshot {
   /** The consistent point S: the reload holds exactly the transactions committed before it. */

@@ -10,17 +10,17 @@
  * finish that could wait on the application's tables (reloader.ts).
  * https://www.postgresql.org/docs/15/sql-copy.html
  */
+import { quoteIdent } from '../ident.js';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { Config } from '../config/index.js';
-import { connectClient } from '../source/connect.js';
+import { connectClient } from '../db/connect.js';
 import type { GzipFileStats } from '../output/gzip-file.js';
 import { ctidCondition, type ChunkRange } from './planner.js';
 import { copyToFile } from './copy-export.js';
 import type { MerkleSummary } from '../output/table-window.js';
 
-const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
 
 export interface ChunkTask {
   opId: number;

@@ -12,9 +12,9 @@
 import pg from 'pg';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
-import type { Db } from '../registry/tx.js';
+import type { Db } from '../db/tx.js';
 import { parseLsn } from '../lsn.js';
-import { clientConfig, sourceError } from './connect.js';
+import { clientConfig, sourceError } from '../db/connect.js';
 import type { ServerInfo } from './setup.js';
 
 export const FAILOVER_MIN_MAJOR = 17;

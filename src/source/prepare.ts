@@ -10,17 +10,18 @@ import { EgressError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { ensureEventTriggers, migrate } from '../registry/migrate.js';
 import { Registry, type TablePatternSql } from '../registry/registry.js';
-import type { Db } from '../registry/tx.js';
+import type { Db } from '../db/tx.js';
 import { claimOutputDir } from '../output/owner.js';
-import { sourceError } from './connect.js';
+import { sourceError } from '../db/connect.js';
 import { PublicationWatcher, publishedTables } from './publication.js';
 import { ReloadRegistry, type ReloadReason } from '../registry/reloads.js';
 import { checkServer, createSlot, inspectSlot, type ServerInfo } from './setup.js';
 import { syncPartitions } from '../registry/partitions.js';
+import { rememberComments, restoreComment } from '../registry/publication.js';
 import { AdoptRegistry } from '../registry/adopt.js';
 import { anchorTargets } from '../registry/anchors.js';
-import { LocalIntents } from '../output/local-intents.js';
-import { adoptOrphanBatches, type AdoptResult } from '../output/adopt.js';
+import { LocalIntents } from '../commit/local-intents.js';
+import { adoptOrphanBatches, type AdoptResult } from '../commit/adopt.js';
 import { ConfirmRecord, readConfirmRecord } from '../output/confirm-record.js';
 import { checkSlotPosition, type SlotCheck } from './slot-check.js';
 import { timelineSwitchPoint } from './failover.js';
@@ -32,7 +33,7 @@ export interface Prepared {
   slotConfirmed: Lsn;
   slotCreated: boolean;
   publication: PublicationWatcher;
-  /** Adopted flushes whose reload requests a failover lost (src/output/adopt.ts). */
+  /** Adopted flushes whose reload requests a failover lost (src/commit/adopt.ts). */
   lostRanges: { from: Lsn; to: Lsn }[];
 }
 
@@ -68,7 +69,7 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
     if (opts.run) {
       await claimOutputDir(cfg.output.dir, { system_identifier: server.systemIdentifier, database: server.database, slot: cfg.slot }, knewSlot, cfg.output);
       // Batches on disk that the registry lost (a failover's registry race) are registered from
-      // their manifests before anything compares LSNs or sweeps files (src/output/adopt.ts).
+      // their manifests before anything compares LSNs or sweeps files (src/commit/adopt.ts).
       registry.localIntents = new LocalIntents(cfg.output.dir, cfg.output);
       if (knewSlot) lostRanges = (await adoptBatches(db, cfg, server, registry, adoptReg, log)).lostRanges;
     }
@@ -76,13 +77,7 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
     const registered = knewSlot ? await registry.registeredLsn() : 0n;
     // The publication first: a slot created below then sees every selected table from its start.
     // Table comments as they are now, so a reload marker's table gets its own comment back.
-    await db.query(
-      `INSERT INTO "cdc_registry"."comments" ("relid", "comment")
-       SELECT t.relid, obj_description(t.relid, 'pg_class') FROM "cdc_registry"."selected_tables"($1) t
-       WHERE obj_description(t.relid, 'pg_class') IS DISTINCT FROM 'pg-egress:reload'
-       ON CONFLICT ("relid") DO NOTHING`,
-      [cfg.publication],
-    );
+    await rememberComments(db, cfg.publication);
     const publication = new PublicationWatcher(db, cfg, registry, log, registered, opts.run ? requestReload : undefined);
     await publication.check();
 
@@ -160,7 +155,7 @@ async function adoptBatches(db: Db, cfg: Config, server: ServerInfo, registry: R
     anchors: anchorTargets(cfg),
     log,
     restoreComment: async (relid, comment) => {
-      await db.query(`SELECT "cdc_registry"."restore_comment"($1::oid, $2)`, [relid, comment]);
+      await restoreComment(db, relid, comment);
     },
     switchPoint: () => timelineSwitchPoint(cfg),
   });

@@ -10,7 +10,7 @@ import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { formatLsn as lsnText, parseLsn, type Lsn } from '../lsn.js';
 import type { Registry } from '../registry/registry.js';
-import { isLockConflict, withTransaction, type Db } from '../registry/tx.js';
+import { isLockConflict, withTransaction, type Db } from '../db/tx.js';
 import { syncPartitions } from '../registry/partitions.js';
 
 export interface TableName {
@@ -18,7 +18,8 @@ export interface TableName {
   table: string;
 }
 
-const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
+import { quoteIdent } from '../ident.js';
+import { reconcilePublication, rememberShapes, selectedWithoutIdentity } from '../registry/publication.js';
 const name = (t: TableName) => `${t.schema}.${t.table}`;
 
 /** How often the running daemon checks the publication. */
@@ -39,11 +40,7 @@ export async function ensurePublication(db: Db, publication: string): Promise<vo
 
 /** Tables that the configuration selects but that are not published: no primary key or replica identity. */
 export async function tablesWithoutIdentity(db: Db, publication: string): Promise<TableName[]> {
-  const { rows } = await db.query<{ schema_name: string; table_name: string }>(
-    `SELECT schema_name, table_name FROM "cdc_registry"."selected_tables"($1) WHERE NOT identity ORDER BY 1, 2`,
-    [publication],
-  );
-  return rows.map((r) => ({ schema: r.schema_name, table: r.table_name }));
+  return selectedWithoutIdentity(db, publication);
 }
 
 /** The tables in the publication (explicit members). */
@@ -121,7 +118,7 @@ export class PublicationWatcher {
     try {
       rows = await withTransaction(
         this.db,
-        async (c) => (await c.query<{ action: string; schema_name: string | null; table_name: string | null }>(`SELECT action, schema_name, table_name FROM "cdc_registry"."reconcile_publication"($1)`, [pub])).rows,
+        (c) => reconcilePublication(c, pub),
         { lockTimeoutMs: RECONCILE_LOCK_TIMEOUT_MS, retries: 0 },
       );
     } catch (e) {
@@ -150,7 +147,7 @@ export class PublicationWatcher {
       await this.requestReload?.(g.table ? [g.table] : g.viaRoot ? viaRoot : await publishedTables(this.db, pub), 'gap', gapId);
     }
     // Tables that joined without DDL get the shape that value-changing DDL is compared with (sql/008).
-    if (res.added.length) await this.db.query(`SELECT "cdc_registry"."remember_shapes"()`);
+    if (res.added.length) await rememberShapes(this.db);
     const joined = res.added.filter((t) => !this.known!.has(name(t)));
     // A table that joins here (tables.include changed, or no event trigger saw it join) may
     // already have rows that were never streamed: export it.

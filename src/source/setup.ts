@@ -2,10 +2,11 @@
  * The source's server, slot and table definitions.
  */
 import type { Config } from '../config/index.js';
-import type { Db } from '../registry/tx.js';
+import type { Db } from '../db/tx.js';
 import { EgressError } from '../errors.js';
 import { parseLsn, type Lsn } from '../lsn.js';
-import { sourceError } from './connect.js';
+import { sourceError } from '../db/connect.js';
+import { tableDefinitionsJson } from '../registry/publication.js';
 
 export interface ServerInfo {
   database: string;
@@ -95,11 +96,8 @@ export interface TableDef {
 /** Current catalog definitions of the given tables, via the registry's table_definition(). */
 export async function loadTableDefs(client: Db, relids: number[]): Promise<TableDef[]> {
   if (relids.length === 0) return [];
-  const { rows } = await client.query<{ def: string }>(
-    `SELECT "cdc_registry"."table_definition"(r)::text AS def FROM unnest($1::oid[]) AS r`,
-    [relids],
-  );
-  return rows.filter((r) => r.def !== null).map((r) => JSON.parse(r.def) as TableDef);
+  const defs = await tableDefinitionsJson(client, relids);
+  return defs.filter((d) => d !== null).map((d) => JSON.parse(d) as TableDef);
 }
 
 export async function publishedRelids(client: Db, publication: string): Promise<number[]> {

@@ -5,7 +5,7 @@
  */
 import type { Config } from '../config/index.js';
 import { EgressError } from '../errors.js';
-import type { Db } from '../registry/tx.js';
+import type { Db } from '../db/tx.js';
 
 export async function waitSlotFree(db: Db, cfg: Config, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

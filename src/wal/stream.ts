@@ -11,9 +11,10 @@
  * pipeline drains at its own pace; when the FIFO holds more than `highWaterBytes` the socket is
  * paused, so a slow disk or a flush in progress pushes back on the server instead of growing memory.
  */
+import { quoteIdent } from '../ident.js';
 import pg from 'pg';
 import type { Socket } from 'node:net';
-import { clientConfig, sourceError, type SourceConfig } from '../source/connect.js';
+import { clientConfig, sourceError, type SourceConfig } from '../db/connect.js';
 import { EgressError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { encodeStandbyStatus } from './frames.js';
@@ -35,7 +36,6 @@ interface PgConnection {
 }
 
 /** START_REPLICATION's publication_names is itself a list of (quoted) identifiers. */
-const quoteIdent = (s: string): string => '"' + s.replace(/"/g, '""') + '"';
 const quoteLiteral = (s: string): string => "'" + s.replace(/'/g, "''") + "'";
 
 export class ReplicationStream {

@@ -16,7 +16,7 @@ import { runDaemon, type RunOptions } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
 import { CsvRecordSplitter, parseRecord } from '../../src/output/csv.js';
 import { parseLsn } from '../../src/lsn.js';
-import { sessionOptions } from '../../src/source/connect.js';
+import { sessionOptions } from '../../src/db/connect.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const BIN = path.join(ROOT, 'dist/cli/bin.js');

@@ -27,7 +27,7 @@ import {
   type Child,
   type EgressEnv,
 } from '../helpers/egress.js';
-import { sourceError } from '../../src/source/connect.js';
+import { sourceError } from '../../src/db/connect.js';
 
 const TABLE = 't1';
 const KEY = ['id'];

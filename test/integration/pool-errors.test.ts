@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, waitFor, withClient } from '../harness/pg.js';
-import { createPool, withTransaction } from '../../src/registry/tx.js';
+import { createPool, withTransaction } from '../../src/db/tx.js';
 import { parseConfig } from '../../src/config/index.js';
 
 describe('registry pool', () => {

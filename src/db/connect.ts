@@ -105,7 +105,7 @@ export function sourceError(e: unknown, source: SourceConfig, what = 'connect to
     return new EgressError('INSUFFICIENT_PRIVILEGE', `permission denied on ${where}: ${msg}; run \`pg-egress init --url <superuser url> --config ...\` once: it sets up the registry, publication and DDL capture and grants source.user what run needs (README "Privileges")`, { cause: e });
   }
   if (code === '55P03' || code === '40P01') {
-    // lock_timeout (or a deadlock): pg-egress never waits on a lock without a bound (registry/tx.ts).
+    // lock_timeout (or a deadlock): pg-egress never waits on a lock without a bound (db/tx.ts).
     return new EgressError('LOCK_TIMEOUT', `cannot ${what} on ${where}: ${msg} (another session holds or waits for a lock on the same object); it is tried again`, { cause: e, retryable: true });
   }
   if (code === '57P01' || code === '57P02' || code === '57P03' || code === '08006' || code === '08003' || code === '08001') {

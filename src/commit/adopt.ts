@@ -26,7 +26,7 @@ import type { FileRecord, Registry } from '../registry/registry.js';
 import type { AdoptRegistry } from '../registry/adopt.js';
 import type { AnchorTarget } from '../registry/anchors.js';
 import type { LocalIntents } from './local-intents.js';
-import { BATCHES_DIR, parseFlushName, windowName } from './layout.js';
+import { BATCHES_DIR, parseFlushName, windowName } from '../output/layout.js';
 
 interface IndexDoc {
   batch_id: string;

@@ -6,12 +6,12 @@
  * written (and fsynced) before the first file of a batch is placed and removed once the batch is
  * registered, so the start-up sweep knows what is ours and unfinished whatever the registry lost.
  * It also carries the reload requests of a flush, which are registered with it: a batch adopted
- * from disk (src/output/adopt.ts) registers them too.
+ * from disk (src/commit/adopt.ts) registers them too.
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { ReloadRequest } from '../registry/reloads.js';
-import { ensureDir, fsyncDir, ioError, writeFileAtomic } from './atomic.js';
+import { ensureDir, fsyncDir, ioError, writeFileAtomic } from '../output/atomic.js';
 
 export const INTENTS_DIR = '_intents';
 

@@ -6,7 +6,7 @@
  * https://node-postgres.com/features/transactions
  */
 import pg from 'pg';
-import { clientConfig, type SourceConfig } from '../source/connect.js';
+import { clientConfig, type SourceConfig } from './connect.js';
 
 /** Anything that runs a query: a pool or one connection. */
 export type Db = pg.Pool | pg.ClientBase;

@@ -1,20 +1,20 @@
 /**
- * `pg-egress status`: slot lag, registered LSN, table modes, pending rows and anchors, data gaps,
+ * The status report of `pg-egress status` and `/status`: slot lag, registered LSN, table modes, pending rows and anchors, data gaps,
  * tables left unpublished, registered files missing from disk. Reads the registry and the server's
  * views; the daemon's in-memory counters come from its status file, shown only while that daemon
  * still holds its lock (a dead daemon's pid and pending rows are not shown as live).
  */
 import { describeCompression } from '../output/deflate.js';
-import { readFile } from 'node:fs/promises';
 import type { Config } from '../config/index.js';
 import { ExitCode } from '../errors.js';
-import { connectClient, sourceError } from '../source/connect.js';
+import { connectClient, sourceError } from '../db/connect.js';
 import { Registry, type Gap } from '../registry/registry.js';
 import { describeHolder, lockHolder } from '../registry/lock.js';
 import { missingFiles } from '../output/sweep.js';
 import { AnchorQueue } from '../registry/anchors.js';
-import { statusFilePath } from '../daemon.js';
-import { displayTable, printable } from '../config/patterns.js';
+import { readStatusFile } from './file.js';
+import { recentReloads, registeredLsnText, registryPresence, selectedTablesPublished } from '../registry/status.js';
+import { displayTable } from '../config/patterns.js';
 import { partitionInfo } from '../registry/partitions.js';
 import { slotHealth } from '../source/failover.js';
 
@@ -67,50 +67,30 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
               pg_wal_lsn_diff(pg_current_wal_lsn(), (SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1))::text AS lag`,
       [cfg.slot],
     );
-    const { rows: reg } = await client.query<{ v: string | null }>(`SELECT to_regclass('cdc_registry.gaps')::text AS v`);
-    const hasRegistry = (await client.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'cdc_registry'`)).rowCount === 1;
-    const hasGaps = reg[0].v !== null;
+    const present = await registryPresence(client);
+    const hasRegistry = present.registry;
+    const hasGaps = present.gaps;
     const registry = new Registry(client, cfg.slot);
     const holder = await lockHolder(client, cfg.slot);
-    let file: { pid: number; updated_at: string; pending_rows: Record<string, number>; compression?: string } | null = null;
-    try {
-      file = JSON.parse(await readFile(statusFilePath(cfg), 'utf8'));
-    } catch {
-      file = null;
-    }
+    const file = await readStatusFile(cfg);
     const live = holder !== null && file !== null && holder.applicationName.includes(`pid=${file.pid}`);
     const pending = live ? file!.pending_rows : null;
     const tables = hasRegistry ? await registry.tables() : [];
     const parts = hasRegistry ? await partitionInfo(client, cfg.publication) : { leafOf: new Map<string, string>(), roots: new Map<string, number>() };
     const unpublished: StatusReport['unpublished'] = [];
     if (hasGaps) {
-      const { rows } = await client.query<{ schema_name: string; table_name: string; identity: string; published: string }>(
-        `SELECT t.schema_name, t.table_name, t.identity::text AS identity,
-                EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-                        WHERE p.pubname = $1 AND pr.prrelid = t.relid)::text AS published
-         FROM "cdc_registry"."selected_tables"($1) t ORDER BY 1, 2`,
-        [cfg.publication],
-      );
-      for (const r of rows) {
-        if (r.published === 'true') continue;
+      for (const r of await selectedTablesPublished(client, cfg.publication)) {
+        if (r.published) continue;
         unpublished.push({
-          table: displayTable(r.schema_name, r.table_name),
-          reason: r.identity === 'true' ? 'not in the publication (pg-egress adds it at its next check)' : 'no primary key or replica identity (tables.no_identity: skip)',
+          table: displayTable(r.schema, r.table),
+          reason: r.identity ? 'not in the publication (pg-egress adds it at its next check)' : 'no primary key or replica identity (tables.no_identity: skip)',
         });
       }
     }
     const reloads: StatusReport['reloads'] = [];
-    const { rows: r4 } = await client.query<{ v: string | null }>(`SELECT to_regclass('cdc_registry.window_seq')::text AS v`);
-    if (r4[0].v !== null) {
+    if (present.reloads) {
       // Every operation that is not over, and the last ten that are.
-      const { rows } = await client.query<Record<string, string | null>>(
-        `(SELECT * FROM "cdc_registry"."reloads" WHERE slot_name = $1 AND state IN ('pending', 'running'))
-         UNION ALL
-         (SELECT * FROM "cdc_registry"."reloads" WHERE slot_name = $1 AND state NOT IN ('pending', 'running') ORDER BY id DESC LIMIT 10)
-         ORDER BY id`,
-        [cfg.slot],
-      );
-      for (const r of rows) {
+      for (const r of await recentReloads(client, cfg.slot)) {
         reloads.push({
           id: Number(r.id),
           table: displayTable(r.schema_name!, r.table_name!),
@@ -142,7 +122,7 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
         warnings: h.warnings,
       },
       server_lsn: w[0].lsn,
-      registered_lsn: hasRegistry ? ((await client.query<{ l: string }>(`SELECT registered_lsn::text AS l FROM "cdc_registry"."slot_state" WHERE slot_name = $1`, [cfg.slot])).rows[0]?.l ?? null) : null,
+      registered_lsn: hasRegistry ? await registeredLsnText(client, cfg.slot) : null,
       lag_bytes: w[0].lag === null ? null : Number(w[0].lag),
       tables: tables.map((t) => {
         const name = `${t.schema}.${t.table}`;
@@ -177,53 +157,4 @@ export function statusExitCode(r: StatusReport): ExitCode {
   if (!r.slot.exists || r.slot.wal_status === 'lost') return ExitCode.SLOT;
   if (r.gaps.length || r.unpublished.length || r.missing_files.count || r.anchors.some((a) => a.failed > 0) || r.reloads.some((o) => o.state === 'failed' && !r.reloads.some((l) => l.table === o.table && l.id > o.id && l.state === 'done'))) return ExitCode.ATTENTION;
   return ExitCode.OK;
-}
-
-export function formatStatus(r: StatusReport): string {
-  const daemon = r.daemon.running
-    ? `running: ${r.daemon.holder}`
-    : `not running${r.daemon.status_at ? ` (last status file ${r.daemon.status_at})` : ''}`;
-  const lines = [
-    `slot            ${r.slot.name} (${r.slot.exists ? (r.slot.active ? 'active' : 'inactive') : 'MISSING'}${r.slot.wal_status ? `, wal ${r.slot.wal_status}` : ''})`,
-    `failover        ${!r.failover.supported ? 'not supported (PostgreSQL 17+)' : r.failover.failover === null ? '-' : r.failover.failover ? `on, ${r.failover.synced ? 'synced to a standby' : 'NOT synced to a standby'}` : 'off'}${r.failover.synchronized_standby_slots.length ? ` (synchronized_standby_slots: ${r.failover.synchronized_standby_slots.map((x) => `${x.name}${x.active ? '' : ' inactive'}${x.caught_up ? '' : ' behind'}`).join(', ')})` : ''}`,
-    ...r.failover.warnings.map((w) => `  warning: ${w}`),
-    `server lsn      ${r.server_lsn}`,
-    `confirmed lsn   ${r.slot.confirmed_flush_lsn ?? '-'}`,
-    `registered lsn  ${r.registered_lsn ?? '-'}`,
-    `lag             ${r.lag_bytes === null ? '-' : `${r.lag_bytes} bytes`}`,
-    `pending anchors ${r.pending_anchors}${r.anchors.map((a) => ` | ${a.target}: ${a.pending} pending${a.oldest_pending_s !== null ? ` (oldest ${a.oldest_pending_s}s)` : ''}, ${a.failed} failed, ${a.done} done${a.skipped ? `, ${a.skipped} skipped (anchors.${a.target} not configured)` : ''}${a.last_error ? `, last error: ${a.last_error}` : ''}`).join('')}`,
-    `daemon          ${daemon}`,
-    `compression     ${r.compression}`,
-    '',
-    'table'.padEnd(40) + 'mode'.padEnd(16) + 'last window'.padEnd(22) + 'pending rows'.padEnd(14) + 'partition',
-    ...r.tables.map(
-      (t) =>
-        t.table.padEnd(40) +
-        (t.dropped ? 'dropped' : t.partitions !== null ? 'root' : t.mode).padEnd(16) +
-        (t.last_window ?? '-').padEnd(22) +
-        (t.pending_rows === null ? '-' : String(t.pending_rows)).padEnd(14) +
-        (t.leaf_of ? `leaf of ${t.leaf_of}` : t.partitions !== null ? `partitioned: ${t.partitions} leaves` : '-'),
-    ),
-  ];
-  if (r.reloads.length) {
-    lines.push('', 'reloads');
-    for (const o of r.reloads) {
-      const progress = o.state === 'running' ? ` ${o.rows ?? 0} rows, chunks ${o.chunks_done}/${o.chunks ?? '?'}` : o.state === 'done' ? ` ${o.rows} rows at ${o.snapshot_lsn}` : '';
-      lines.push(`  #${o.id} ${o.table} ${o.state} (${o.reason})${progress}${o.waiting_on ? `: ${o.waiting_on}` : ''}${o.error && o.state !== 'done' ? `: ${o.error}` : ''}`);
-    }
-  }
-  if (r.gaps.length) {
-    lines.push('', `DATA GAPS (${r.gaps.length}): committed changes that are in no file`);
-    for (const g of r.gaps) lines.push(`  #${g.id} ${g.kind} ${g.schema ? displayTable(g.schema, g.table ?? '') : 'all tables'} from ${g.lsnFrom ?? '-'} to ${g.lsnTo ?? 'now'} (${g.detectedAt}): ${g.detail}`);
-  }
-  if (r.unpublished.length) {
-    lines.push('', `UNPUBLISHED TABLES (${r.unpublished.length}): selected by tables.include but not captured`);
-    for (const u of r.unpublished) lines.push(`  ${u.table}: ${u.reason}`);
-  }
-  if (r.missing_files.count) {
-    lines.push('', `MISSING FILES (${r.missing_files.count}): registered but not in output.dir`);
-    for (const f of r.missing_files.first) lines.push(`  ${f}`);
-  }
-  // Values from the database (errors, gap details) may hold control characters: one line each.
-  return lines.map(printable).join('\n') + '\n';
 }

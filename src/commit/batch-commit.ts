@@ -1,0 +1,236 @@
+/**
+ * The one batch commit (SPEC §3, §6, §9): turns files written to `_tmp` into a registered batch,
+ * for a flush of streaming windows and for an export alike (and for any new kind of batch):
+ *
+ * 1. the write intent (registry and output.dir's local copy), before anything is placed, so that
+ *    after a crash the start-up sweep removes exactly these paths if they were never registered;
+ * 2. per table: its data files renamed into `<table>/<batch>/`, its small files (schema.yml,
+ *    ddl.sql, partitions.yml) and manifest.json written atomically, the folder fsynced;
+ * 3. the batch index, naming its predecessor (hash chain) and the batch root over the data
+ *    files' Merkle roots, written and registered as one step of the chain: files, batch row,
+ *    what the kind adds (`register`), anchor queue entries and the intent's end in one registry
+ *    transaction.
+ */
+import path from 'node:path';
+import type { Lsn } from '../lsn.js';
+import type { FileRecord, FileType } from '../registry/batches.js';
+import type { ChainLink } from '../proof/chain.js';
+import { rootOf } from '../proof/merkle.js';
+import { sha256Hex } from '../hash.js';
+import { ensureDir, ensureDirsIn, fsyncDir, renameDurable, writeFileAtomic } from '../output/atomic.js';
+import { batchJson, manifestJson, type ManifestFile } from '../output/documents.js';
+import { BATCHES_DIR, FILES } from '../output/layout.js';
+import type { ReloadRequest } from '../registry/reloads.js';
+import type { AnchorTarget } from '../registry/anchors.js';
+import type pg from 'pg';
+
+/** A finished data file in `_tmp` (a streaming file, or one part of an export). */
+export interface DataFile {
+  name: string;
+  type: 'streaming' | 'full_reload';
+  tmpPath: string;
+  rows: number;
+  stats: { bytes: number; rawBytes: number; sha256: string };
+  merkle: { treeSize: number; root: Buffer; blocks: Buffer[] };
+  lsnStart: Lsn | null;
+  lsnEnd: Lsn | null;
+}
+
+/** A small document of a table's folder, listed in its manifest by sha256. */
+export interface SmallFile {
+  name: typeof FILES.schema | typeof FILES.ddl | typeof FILES.partitions;
+  type: Extract<FileType, 'schema' | 'ddl' | 'partitions'>;
+  text: string;
+}
+
+/** One table's part of a batch. */
+export interface BatchTable {
+  schema: string;
+  table: string;
+  relid: number | null;
+  /** The table's folder (layout.ts `tableFolder`). */
+  folder: string;
+  data: DataFile[];
+  /** schema.yml first; then ddl.sql and partitions.yml when the window has them. */
+  small: SmallFile[];
+  /** The manifest's LSN range. */
+  lsnStart: Lsn | null;
+  lsnEnd: Lsn | null;
+}
+
+export interface BatchInput {
+  kind: 'flush' | 'reload';
+  batchId: string;
+  windowStartMs: number;
+  /** The batch index's LSN range. */
+  lsnStart: Lsn | null;
+  lsnEnd: Lsn;
+  tables: BatchTable[];
+  /** Reload requests the batch registers (kept in the local write intent too). */
+  reloads?: ReloadRequest[];
+  anchors: readonly AnchorTarget[];
+  /** Tables placed side by side (each mostly waits on fsync); 1 places them one after another. */
+  concurrency?: number;
+  /** What this kind of batch registers besides the batch itself, in the same transaction. */
+  register: (c: pg.ClientBase) => Promise<void>;
+}
+
+/** Where a batch goes and how it is registered: the registry (or a fake of it in unit tests). */
+export interface CommitTarget {
+  outDir: string;
+  dirMode: number;
+  fileMode: number;
+  slot: string;
+  source: { database: string; systemIdentifier: string };
+  recordIntent(batchId: string, paths: string[], reloads?: ReloadRequest[]): Promise<void>;
+  registerBatch(b: import('../registry/batches.js').BatchRecord, extra: (c: pg.ClientBase) => Promise<void>): Promise<void>;
+  /** Orders batches into the hash chain (src/proof/chain.ts). */
+  chain: { run<T>(fn: (prev: ChainLink) => Promise<T>): Promise<T> };
+}
+
+/** What was committed, for logs and counters. */
+export interface CommittedBatch {
+  batchId: string;
+  files: FileRecord[];
+  rows: number;
+  /** Rows and raw bytes per table, in `tables` order. */
+  perTable: { rows: number; rawBytes: number }[];
+}
+
+/** The paths a batch will place, in the order it places them (its write intent). */
+export function intentPaths(x: Pick<BatchInput, 'batchId' | 'tables'>): string[] {
+  return [
+    ...x.tables.flatMap((t) => [...t.data.map((d) => d.name), ...t.small.map((s) => s.name), FILES.manifest].map((f) => `${t.folder}/${x.batchId}/${f}`)),
+    `${BATCHES_DIR}/${x.batchId}.json`,
+  ];
+}
+
+interface Placed {
+  files: FileRecord[];
+  rows: number;
+  rawBytes: number;
+  manifestSha: string;
+}
+
+/** Places and registers one batch; see the file comment. */
+export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<CommittedBatch> {
+  const { batchId } = x;
+  const windowStart = new Date(x.windowStartMs);
+  await t.recordIntent(batchId, intentPaths(x), x.reloads);
+  await ensureDirsIn(t.outDir, x.tables.map((w) => w.folder), t.dirMode);
+  const placed: Placed[] = new Array(x.tables.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(x.concurrency ?? 1, x.tables.length) }, async () => {
+      while (next < x.tables.length) {
+        const k = next++;
+        placed[k] = await placeTable(t, x.tables[k], batchId, windowStart, (x.concurrency ?? 1) > 1);
+      }
+    }),
+  );
+  const files = placed.flatMap((p) => p.files);
+  const rows = placed.reduce((n, p) => n + p.rows, 0);
+  const roots = x.tables.flatMap((w) => w.data.map((d) => d.merkle.root));
+  const batchRoot = rootOf(roots).toString('hex');
+  const indexPath = `${BATCHES_DIR}/${batchId}.json`;
+  // The batch index names its predecessor: writing it and registering it is one step of the chain.
+  await t.chain.run(async (prev) => {
+    const indexText = batchJson({
+      batchId,
+      ...(x.kind === 'flush' ? {} : { kind: x.kind }),
+      windowStart,
+      slot: t.slot,
+      source: t.source,
+      lsnStart: x.lsnStart,
+      lsnEnd: x.lsnEnd,
+      manifests: x.tables.map((w, k) => ({ path: `${w.folder}/${batchId}/${FILES.manifest}`, sha256: placed[k].manifestSha, schema: w.schema, table: w.table, rows: placed[k].rows })),
+      merkle: { treeSize: roots.length, root: batchRoot },
+      prev,
+    });
+    const indexSha = sha256Hex(indexText);
+    const batchDir = path.join(t.outDir, BATCHES_DIR);
+    await ensureDir(batchDir, t.dirMode);
+    await writeFileAtomic(path.join(t.outDir, indexPath), indexText, t.fileMode);
+    await fsyncDir(batchDir);
+    files.push({ path: indexPath, type: 'batch', schema: null, table: null, lsnStart: x.lsnStart, lsnEnd: x.lsnEnd, rows, bytes: Buffer.byteLength(indexText), rawBytes: null, sha256: indexSha, merkleRoot: null });
+    const record = {
+      batchId,
+      kind: x.kind,
+      windowStartMs: x.windowStartMs,
+      lsnStart: x.lsnStart,
+      lsnEnd: x.lsnEnd,
+      rows,
+      indexPath,
+      indexSha256: indexSha,
+      merkleRoot: batchRoot,
+      files,
+      prevBatchId: prev?.batchId ?? null,
+      anchors: x.anchors,
+    };
+    await t.registerBatch(record, x.register);
+  });
+  return { batchId, files, rows, perTable: placed.map((p) => ({ rows: p.rows, rawBytes: p.rawBytes })) };
+}
+
+/** One table's data files renamed into its folder, with its small files and manifest.json, all durable. */
+async function placeTable(t: CommitTarget, w: BatchTable, batchId: string, windowStart: Date, parallel: boolean): Promise<Placed> {
+  const rel = `${w.folder}/${batchId}`;
+  const dir = path.join(t.outDir, rel);
+  await ensureDir(dir, t.dirMode);
+  const files: FileRecord[] = [];
+  const mf: ManifestFile[] = [];
+  let rows = 0;
+  let rawBytes = 0;
+  for (const d of w.data) {
+    await renameDurable(d.tmpPath, path.join(dir, d.name));
+    rows += d.rows;
+    rawBytes += d.stats.rawBytes;
+    const root = d.merkle.root.toString('hex');
+    const { bytes, rawBytes: raw, sha256 } = d.stats;
+    mf.push({ name: d.name, type: d.type, rows: d.rows, bytes, rawBytes: raw, sha256, lsnStart: d.lsnStart, lsnEnd: d.lsnEnd, merkle: { treeSize: d.merkle.treeSize, root, blocks: d.merkle.blocks.map((b) => b.toString('hex')) } });
+    files.push({ path: `${rel}/${d.name}`, type: d.type, schema: w.schema, table: w.table, lsnStart: d.lsnStart, lsnEnd: d.lsnEnd, rows: d.rows, bytes, rawBytes: raw, sha256, merkleRoot: root });
+  }
+  const small = (name: string, type: FileType, text: string, sha: string): FileRecord => ({
+    path: `${rel}/${name}`,
+    type,
+    schema: w.schema,
+    table: w.table,
+    lsnStart: null,
+    lsnEnd: null,
+    rows: null,
+    bytes: Buffer.byteLength(text),
+    rawBytes: null,
+    sha256: sha,
+    merkleRoot: null,
+  });
+  const shas = new Map<string, string>();
+  const writes: (() => Promise<void>)[] = [];
+  for (const s of w.small) {
+    const sha = sha256Hex(s.text);
+    shas.set(s.type, sha);
+    writes.push(() => writeFileAtomic(path.join(dir, s.name), s.text, t.fileMode));
+    files.push(small(s.name, s.type, s.text, sha));
+  }
+  const manifestText = manifestJson({
+    schema: w.schema,
+    table: w.table,
+    oid: w.relid ?? 0,
+    batchId,
+    windowStart,
+    files: mf,
+    schemaSha256: shas.get('schema') ?? '',
+    ddlSha256: shas.get('ddl') ?? null,
+    partitionsSha256: shas.get('partitions') ?? null,
+    lsnStart: w.lsnStart,
+    lsnEnd: w.lsnEnd,
+  });
+  const manifestSha = sha256Hex(manifestText);
+  writes.push(() => writeFileAtomic(path.join(dir, FILES.manifest), manifestText, t.fileMode));
+  files.push(small(FILES.manifest, 'manifest', manifestText, manifestSha));
+  // Side by side when tables are (an export's many small tables: their fsyncs share journal commits).
+  if (parallel) await Promise.all(writes.map((f) => f()));
+  else for (const f of writes) await f();
+  // The table folder was fsynced by ensureDirsIn when it made this folder in it.
+  await fsyncDir(dir);
+  return { files, rows, rawBytes, manifestSha };
+}

@@ -1,0 +1,52 @@
+/**
+ * The registry functions behind the publication and the table selection (sql/003, sql/008):
+ * which tables tables.include selects, the publication reconciled with it, the shapes that
+ * value-changing DDL is compared with, and the table comments a reload marker puts back.
+ */
+import type pg from 'pg';
+import type { Db } from '../db/tx.js';
+
+/** Selected tables that cannot be published: no primary key or replica identity. */
+export async function selectedWithoutIdentity(db: Db, publication: string): Promise<{ schema: string; table: string }[]> {
+  const { rows } = await db.query<{ schema_name: string; table_name: string }>(
+    `SELECT schema_name, table_name FROM "cdc_registry"."selected_tables"($1) WHERE NOT identity ORDER BY 1, 2`,
+    [publication],
+  );
+  return rows.map((r) => ({ schema: r.schema_name, table: r.table_name }));
+}
+
+/** Brings the publication in line with tables.include (sql/003): what it added, removed, repaired. */
+export async function reconcilePublication(c: pg.ClientBase, publication: string): Promise<{ action: string; schema_name: string | null; table_name: string | null }[]> {
+  const { rows } = await c.query<{ action: string; schema_name: string | null; table_name: string | null }>(
+    `SELECT action, schema_name, table_name FROM "cdc_registry"."reconcile_publication"($1)`,
+    [publication],
+  );
+  return rows;
+}
+
+/** Tables that joined without DDL get the shape that value-changing DDL is compared with (sql/008). */
+export async function rememberShapes(db: Db): Promise<void> {
+  await db.query(`SELECT "cdc_registry"."remember_shapes"()`);
+}
+
+/** The selected tables' comments as they are now, so a reload marker's table gets its own comment back. */
+export async function rememberComments(db: Db, publication: string): Promise<void> {
+  await db.query(
+    `INSERT INTO "cdc_registry"."comments" ("relid", "comment")
+     SELECT t.relid, obj_description(t.relid, 'pg_class') FROM "cdc_registry"."selected_tables"($1) t
+     WHERE obj_description(t.relid, 'pg_class') IS DISTINCT FROM 'pg-egress:reload'
+     ON CONFLICT ("relid") DO NOTHING`,
+    [publication],
+  );
+}
+
+/** Puts a table's comment back (sql/004 restore_comment: without taking it for DDL). */
+export async function restoreComment(db: Db, relid: number, comment: string | null): Promise<void> {
+  await db.query(`SELECT "cdc_registry"."restore_comment"($1::oid, $2)`, [relid, comment]);
+}
+
+/** Current catalog definitions of tables as JSON text (sql table_definition), null for a table that is gone. */
+export async function tableDefinitionsJson(db: Db, relids: number[]): Promise<(string | null)[]> {
+  const { rows } = await db.query<{ def: string | null }>(`SELECT "cdc_registry"."table_definition"(r)::text AS def FROM unnest($1::oid[]) AS r`, [relids]);
+  return rows.map((r) => r.def);
+}
