@@ -34,6 +34,7 @@ import type { ReloadReason, ReloadRequest } from '../registry/reloads.js';
 import type { ServerInfo, TableDef } from '../source/setup.js';
 import { foundByCheck, PartitionWindow, type PartitionsMessage } from './partition-window.js';
 import { LeafScope, type RootOf } from './leaf-scope.js';
+import { failpoint } from '../failpoints.js';
 import { CONTROL_PREFIX, describeClaim, verifyControlMessage, type ForgedMessages, type MessageKey } from '../ddl/message-auth.js';
 
 const COMMA = 0x2c;
@@ -657,6 +658,7 @@ export class BatchController {
         prev,
         reloads: this.reloads,
       });
+      await failpoint('flush-after-rename');
       await this.o.registry.registerFlush({ ...r, reloads: this.reloads, anchors: anchorTargets(this.cfg) });
       return r;
     });

@@ -22,6 +22,7 @@ import { anchorTargets, enqueueAnchors } from '../registry/anchors.js';
 import type { TableDef } from '../source/setup.js';
 import type { ReloaderDeps } from './reloader.js';
 import type { ChunkResult } from './workers.js';
+import { failpoint } from '../failpoints.js';
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 
@@ -140,6 +141,7 @@ export async function finalizeReloads(d: ReloaderDeps, items: FinishedExport[], 
     files.push({ path: indexPath, type: 'batch', schema: null, table: null, lsnStart: lsn, lsnEnd: lsn, rows, bytes: Buffer.byteLength(indexText), rawBytes: null, sha256: indexSha, merkleRoot: null });
 
     indexedAt = Date.now();
+    await failpoint('reload-before-register');
     await withTransaction(db, async (c) => {
       await insertFiles(c, cfg.slot, batchId, windowStart.toISOString(), files);
       await c.query(

@@ -37,6 +37,8 @@ import { isLockConflict } from '../registry/tx.js';
 import type { ExportLockHolder } from '../http/export-locks.js';
 import path from 'node:path';
 import { ensureDir } from '../output/atomic.js';
+import { failpoint } from '../failpoints.js';
+import type { Clock } from '../clock.js';
 
 const PROGRESS_MS = 250;
 /** A marker's comment is put back with this lock_timeout, and tried again this often until it is. */
@@ -54,6 +56,8 @@ export interface ReloaderDeps {
   /** Orders batches (flushes and reloads) into the hash chain. */
   chain: BatchChain;
   hooks?: ExportHooks;
+  /** Names the window an export is placed in (src/clock.ts); the wall clock if unset. */
+  now?: Clock;
 }
 
 /**
@@ -288,7 +292,7 @@ export class Reloader {
     if (!found.length) return;
     const live = found.map((t) => t.op);
     const snap = await this.takeSnapshot(live);
-    const takenAt = Date.now();
+    const takenAt = (this.d.now ?? Date.now)();
     const tasks: ChunkTask[] = [];
     try {
       const lockList = found.map((t) => ({ schema: t.op.schema, table: t.op.table }));
@@ -360,6 +364,7 @@ export class Reloader {
                 st.results[task.index] = r;
                 st.done++;
                 st.workers.add(wi);
+                await failpoint('export-after-chunk');
                 if (st.done === st.chunks) {
                   const { op, def, columns, relid } = st.info;
                   registering.push(
