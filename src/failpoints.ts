@@ -12,7 +12,7 @@
  *
  * Points (one line each where they sit):
  * - `flush-after-rename`: a flush's files and batch index are in place, not yet registered;
- * - `export-after-chunk`: an export chunk's file is written to `_tmp` (mid-export);
+ * - `export-after-chunk`: an export chunk's file is written to `_tmp`, not yet counted (mid-export);
  * - `reload-before-register`: an export's files and batch index are in place, not yet registered;
  * - `anchor-after-upload`: an anchor is uploaded or minted, not yet marked done in the queue;
  * - `load-before-commit`: `load` applied a batch into its target, not yet committed.

@@ -361,10 +361,10 @@ export class Reloader {
                   st.rawBytes += bytes;
                   st.rows += rows;
                 });
+                await failpoint('export-after-chunk');
                 st.results[task.index] = r;
                 st.done++;
                 st.workers.add(wi);
-                await failpoint('export-after-chunk');
                 if (st.done === st.chunks) {
                   const { op, def, columns, relid } = st.info;
                   registering.push(
