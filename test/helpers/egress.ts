@@ -145,6 +145,27 @@ export async function waitCaughtUp(env: EgressEnv, lsn?: bigint, timeoutMs = 60_
   );
 }
 
+/** Batches registered for the slot so far. */
+export async function batchCount(env: EgressEnv): Promise<number> {
+  return withDb(env.url, async (c) => Number((await c.query(`SELECT count(*) AS n FROM cdc_registry.batches WHERE slot_name = $1`, [env.slot])).rows[0].n));
+}
+
+/**
+ * Waits until `n` more batches are registered than when called: the daemon has streamed and
+ * registered under the load meanwhile (instead of sleeping for "long enough").
+ */
+export async function waitBatches(env: EgressEnv, n = 1, timeoutMs = 60_000): Promise<void> {
+  const from = await batchCount(env);
+  await waitFor(
+    `${n} more batches registered for slot ${env.slot}`,
+    async () => {
+      if (childFailure) throw new Error(childFailure);
+      return (await batchCount(env)) >= from + n;
+    },
+    { timeoutMs, intervalMs: 50 },
+  );
+}
+
 export async function copyOut(url: string, sql: string): Promise<Buffer> {
   return withDb(url, async (c) => {
     const chunks: Buffer[] = [];
