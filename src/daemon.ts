@@ -40,6 +40,7 @@ import { ConfirmRecord, readConfirmRecord } from './output/confirm-record.js';
 import { LocalIntents } from './commit/local-intents.js';
 import { unfinishedLocalPaths } from './commit/adopt.js';
 import { AdoptRegistry } from './registry/adopt.js';
+import type { Clock } from './clock.js';
 
 const STATUS_INTERVAL_MS = 10_000;
 const QUIET_PING_MS = 30_000;
@@ -57,6 +58,8 @@ export interface RunOptions {
   state?: DaemonState;
   /** Test seam of the exports (src/reload/reloader.ts `ExportHooks`). */
   exportHooks?: ExportHooks;
+  /** The clock that closes windows and names export windows (src/clock.ts); the wall clock if unset. */
+  now?: Clock;
 }
 
 export async function runDaemon(cfg: Config, log: Logger, opts: RunOptions): Promise<void> {
@@ -125,7 +128,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     const confirmRecord = new ConfirmRecord(cfg.output.dir, cfg.slot, prep.server.systemIdentifier, cfg.output.fileMode, await readConfirmRecord(cfg.output.dir, cfg.slot, prep.server.systemIdentifier));
     // Exports run beside the stream, on connections of their own (src/reload/).
     const chain = new BatchChain(registry);
-    const rl = new Reloader({ cfg, log, db: client, server: prep.server, registry, reloads: new ReloadRegistry(client, cfg.slot), chain, hooks: opts.exportHooks });
+    const rl = new Reloader({ cfg, log, db: client, server: prep.server, registry, reloads: new ReloadRegistry(client, cfg.slot), chain, hooks: opts.exportHooks, now: opts.now });
     reloader = rl;
     state.exportLocks = () => rl.lockHolders();
     rl.start();
@@ -138,6 +141,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     const messageKey = await loadMessageKey(client, cfg.source.user);
     controller = new BatchController({
       cfg,
+      now: opts.now,
       sink: flushSink(commitTarget(cfg, prep.server, registry, chain), registry),
       noteTable: (schema, table, relid) => registry.noteTable(schema, table, relid),
       anchors: anchorTargets(cfg),

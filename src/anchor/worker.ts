@@ -18,6 +18,7 @@ import type { ServerInfo } from '../source/setup.js';
 import type { S3Target } from './s3.js';
 import type { NearTarget } from './near.js';
 import { nearTokenId } from './near-token.js';
+import { failpoint } from '../failpoints.js';
 
 const MAX_BACKOFF_MS = 10 * 60_000;
 
@@ -80,6 +81,7 @@ export class AnchorWorker {
       const started = Date.now();
       try {
         const reference = entry.target === 's3' ? await this.uploadBatch(entry.batchId) : await this.mintBatch(entry.batchId);
+        await failpoint('anchor-after-upload');
         await this.queue.done(entry.id, reference);
         this.log.info({ batch: entry.batchId, target: entry.target, ms: Date.now() - started, ...reference }, 'anchored');
       } catch (e) {

@@ -27,6 +27,7 @@ import { checkSha256 } from './verified-reader.js';
 import { applyStreaming, keyOf, oidOf, planTable, rebuildTable } from './table-rebuild.js';
 import { openTarget, targetError } from './targets.js';
 import { duckdbType } from './types.js';
+import { failpoint } from '../failpoints.js';
 
 export interface LoadOptions {
   from: string;
@@ -36,8 +37,6 @@ export interface LoadOptions {
   verify: boolean;
   progress?: NodeJS.WriteStream | null;
   limits?: StagerLimits;
-  /** Test hook (PG_EGRESS_FAILPOINT=load-before-commit:N): SIGKILL before the N-th batch's commit. */
-  failpoint?: { beforeCommitOf: number };
 }
 
 export interface LoadResult {
@@ -103,7 +102,7 @@ export async function load(o: LoadOptions): Promise<LoadResult> {
     const applied: string[] = [];
     let rows = 0;
     let seq = last ? last.seq : -1;
-    for (const [i, b] of todo.entries()) {
+    for (const b of todo) {
       await engine.begin();
       try {
         const n = await applyBatch(cat, engine, b, T.tables, states, only, progress, o.limits);
@@ -116,7 +115,7 @@ export async function load(o: LoadOptions): Promise<LoadResult> {
           n,
           new Date().toISOString(),
         ]);
-        if (o.failpoint && o.failpoint.beforeCommitOf === i + 1) process.kill(process.pid, 'SIGKILL');
+        await failpoint('load-before-commit');
         await engine.commit();
         rows += n;
         applied.push(b.id);

@@ -7,15 +7,9 @@ import { redactTarget } from '../archive/targets.js';
 import { ExitCode } from '../errors.js';
 import { s3Options, warnNoVerify, type ArchiveFlags } from './rebuild.js';
 
-/** PG_EGRESS_FAILPOINT=load-before-commit:N (tests): SIGKILL before the N-th batch's commit. */
-function failpoint(): { beforeCommitOf: number } | undefined {
-  const m = /^load-before-commit:(\d+)$/.exec(process.env.PG_EGRESS_FAILPOINT ?? '');
-  return m ? { beforeCommitOf: Number(m[1]) } : undefined;
-}
-
 export async function loadCommand(o: ArchiveFlags & { into: string; tables?: string[] }, out: NodeJS.WritableStream = process.stdout): Promise<number> {
   warnNoVerify(o);
-  const r = await load({ from: o.from, s3: s3Options(o), into: o.into, tables: o.tables, verify: o.verify !== false, failpoint: failpoint() });
+  const r = await load({ from: o.from, s3: s3Options(o), into: o.into, tables: o.tables, verify: o.verify !== false });
   if (!r.applied.length) out.write(`nothing to load: ${redactTarget(o.into)} is at batch ${r.last ?? '(none)'}, the newest in the archive\n`);
   else out.write(`loaded ${r.applied.length} batches (${r.applied[0]} … ${r.applied[r.applied.length - 1]}), ${r.rows} rows, into ${redactTarget(o.into)}\n`);
   return ExitCode.OK;

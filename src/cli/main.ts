@@ -74,7 +74,8 @@ export function buildProgram(): Command {
       process.on('SIGINT', onSignal);
       // Loaded when used: `reload --wait` and `status` start without the daemon's modules.
       const { runDaemon } = await import('../daemon.js');
-      await runDaemon(cfg, log, { signal: ac.signal });
+      const { testClock } = await import('../clock.js');
+      await runDaemon(cfg, log, { signal: ac.signal, now: testClock() });
     });
 
   program

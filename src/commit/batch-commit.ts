@@ -17,6 +17,7 @@ import type { FileRecord, FileType } from '../registry/batches.js';
 import type { ChainLink } from '../proof/chain.js';
 import { rootOf } from '../proof/merkle.js';
 import { sha256Hex } from '../hash.js';
+import { failpoint } from '../failpoints.js';
 import { ensureDir, ensureDirsIn, fsyncDir, renameDurable, writeFileAtomic } from '../output/atomic.js';
 import { batchJson, manifestJson, type ManifestFile } from '../output/documents.js';
 import { BATCHES_DIR, FILES } from '../output/layout.js';
@@ -167,6 +168,8 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
       prevBatchId: prev?.batchId ?? null,
       anchors: x.anchors,
     };
+    // Crash tests stop here: files placed and the index written, nothing registered (src/failpoints.ts).
+    await failpoint(x.kind === 'flush' ? 'flush-after-rename' : 'reload-before-register');
     await t.registerBatch(record, x.register);
   });
   return { batchId, files, rows, perTable: placed.map((p) => ({ rows: p.rows, rawBytes: p.rawBytes })) };

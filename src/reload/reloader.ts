@@ -32,6 +32,8 @@ import { isLockConflict } from '../db/tx.js';
 import type { ExportLockHolder } from '../http/export-locks.js';
 import path from 'node:path';
 import { ensureDir } from '../output/atomic.js';
+import { failpoint } from '../failpoints.js';
+import type { Clock } from '../clock.js';
 
 const PROGRESS_MS = 250;
 /** A marker's comment is put back with this lock_timeout, and tried again this often until it is. */
@@ -41,6 +43,8 @@ const COMMENT_RETRY_MS = 5000;
 
 export interface ReloaderDeps extends FinalizeDeps {
   hooks?: ExportHooks;
+  /** Names the window an export is placed in (src/clock.ts); the wall clock if unset. */
+  now?: Clock;
 }
 
 /**
@@ -263,7 +267,7 @@ export class Reloader {
     if (!found.length) return;
     const live = found.map((t) => t.op);
     const snap = await takeSnapshot(this.d, this.bg, live);
-    const takenAt = Date.now();
+    const takenAt = (this.d.now ?? Date.now)();
     const tasks: ChunkTask[] = [];
     try {
       const lockList = found.map((t) => ({ schema: t.op.schema, table: t.op.table }));
@@ -332,6 +336,7 @@ export class Reloader {
                   st.rawBytes += bytes;
                   st.rows += rows;
                 });
+                await failpoint('export-after-chunk');
                 st.results[task.index] = r;
                 st.done++;
                 st.workers.add(wi);

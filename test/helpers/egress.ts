@@ -3,7 +3,7 @@
  * in-process or as a child process (for kill -9), and readers that rebuild tables from the files.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, existsSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -37,7 +37,15 @@ export async function createEnv(opts: { config?: string; prefix?: string; adminU
   const outDir = path.join(dir, 'out');
   const slot = `s_${db.name.replace(/[^a-z0-9_]/g, '_')}`.slice(0, 60);
   const configPath = path.join(dir, 'cdc.yml');
-  const env: EgressEnv = { url: db.url, dbName: db.name, dir, outDir, configPath, slot, drop: db.drop };
+  const drop = async (): Promise<void> => {
+    try {
+      await db.drop();
+    } finally {
+      // The output folder, cdc.yml and the daemon's files: nothing of a test stays in /tmp.
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+  const env: EgressEnv = { url: db.url, dbName: db.name, dir, outDir, configPath, slot, drop };
   writeConfig(env, opts.config ?? '');
   return env;
 }
@@ -134,6 +142,27 @@ export async function waitCaughtUp(env: EgressEnv, lsn?: bigint, timeoutMs = 60_
       });
     },
     { timeoutMs, intervalMs: 200 },
+  );
+}
+
+/** Batches registered for the slot so far. */
+export async function batchCount(env: EgressEnv): Promise<number> {
+  return withDb(env.url, async (c) => Number((await c.query(`SELECT count(*) AS n FROM cdc_registry.batches WHERE slot_name = $1`, [env.slot])).rows[0].n));
+}
+
+/**
+ * Waits until `n` more batches are registered than when called: the daemon has streamed and
+ * registered under the load meanwhile (instead of sleeping for "long enough").
+ */
+export async function waitBatches(env: EgressEnv, n = 1, timeoutMs = 60_000): Promise<void> {
+  const from = await batchCount(env);
+  await waitFor(
+    `${n} more batches registered for slot ${env.slot}`,
+    async () => {
+      if (childFailure) throw new Error(childFailure);
+      return (await batchCount(env)) >= from + n;
+    },
+    { timeoutMs, intervalMs: 50 },
   );
 }
 

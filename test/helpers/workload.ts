@@ -18,7 +18,19 @@ export interface Writer {
 }
 
 /** Small transactions continuously; every `bigEvery` transactions one with `bigRows` inserts. */
-export function startWriter(url: string, opts: { bigEvery?: number; bigRows?: number; maxBig?: number } = {}): Writer {
+/** A small seeded PRNG (mulberry32), for schedules a failing run prints and a rerun replays. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function startWriter(url: string, opts: { bigEvery?: number; bigRows?: number; maxBig?: number; random?: () => number } = {}): Writer {
   let stopping = false;
   let committed = 0;
   let big = 0;
@@ -27,6 +39,7 @@ export function startWriter(url: string, opts: { bigEvery?: number; bigRows?: nu
   const bigEvery = opts.bigEvery ?? 400;
   const bigRows = opts.bigRows ?? 100_000;
   const maxBig = opts.maxBig ?? 3;
+  const random = opts.random ?? Math.random;
   const run = (async () => {
     let client: pg.Client | null = null;
     while (!stopping) {
@@ -45,19 +58,19 @@ export function startWriter(url: string, opts: { bigEvery?: number; bigRows?: nu
           changes += bigRows;
           for (let i = first; i < nextId; i += 1000) live.push(i);
         } else {
-          const n = 1 + Math.floor(Math.random() * 5);
+          const n = 1 + Math.floor(random() * 5);
           for (let i = 0; i < n; i++) {
-            const r = Math.random();
+            const r = random();
             if (r < 0.5 || live.length < 10) {
               const id = nextId++;
               await client.query('INSERT INTO events VALUES ($1, $2, $3)', [id, id, `n${id}`]);
               live.push(id);
             } else if (r < 0.85) {
-              const id = live[Math.floor(Math.random() * live.length)];
+              const id = live[Math.floor(random() * live.length)];
               const res = await client.query('UPDATE events SET val = val + 1, note = $2 WHERE id = $1', [id, `u${committed}`]);
               if (res.rowCount !== 1) continue;
             } else {
-              const k = Math.floor(Math.random() * live.length);
+              const k = Math.floor(random() * live.length);
               const id = live[k];
               live.splice(k, 1);
               const res = await client.query('DELETE FROM events WHERE id = $1', [id]);

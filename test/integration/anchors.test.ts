@@ -16,7 +16,7 @@ import { startNearRpcServer, type NearRpcServer } from '../harness/near-rpc-serv
 import { S3RVER_ACCESS_KEY_ID, S3RVER_SECRET_ACCESS_KEY, startS3Server, type S3TestServer } from '../harness/s3-server.js';
 import { createS3Target } from '../../src/anchor/s3.js';
 import { parseLsn } from '../../src/lsn.js';
-import { createEnv, runCli, sleep, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
+import { createEnv, runCli, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
 
 const CONTRACT = 'anchors.nft.test';
 const ACCOUNT = 'egress.test';
@@ -28,6 +28,8 @@ describe('anchors on S3 and NEAR', () => {
   let key: KeyPair;
   let daemon: Child;
   const childEnv = () => ({
+    // The clock a window ahead: a window is over at the first idle moment (src/clock.ts).
+    PG_EGRESS_TEST_CLOCK_OFFSET_MS: '1000',
     AWS_ACCESS_KEY_ID: S3RVER_ACCESS_KEY_ID,
     AWS_SECRET_ACCESS_KEY: S3RVER_SECRET_ACCESS_KEY,
     AWS_EC2_METADATA_DISABLED: 'true',
@@ -107,7 +109,8 @@ describe('anchors on S3 and NEAR', () => {
     await waitSlotActive(env);
     for (let i = 0; i < 3; i++) {
       await withDb(env.url, (c) => c.query(`UPDATE t SET v = v || '+' WHERE id % 3 = ${i}`));
-      await sleep(1100);
+      // Registered before the next one: one batch each.
+      await waitCaughtUp(env);
     }
     expect((await runCli(['reload', 'public.t', '--config', env.configPath, '--wait'])).code).toBe(0);
     await waitCaughtUp(env);
@@ -129,7 +132,7 @@ describe('anchors on S3 and NEAR', () => {
     const before = await withDb(env.url, async (c) => parseLsn((await c.query(`SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1`, [env.slot])).rows[0].l));
     for (let i = 0; i < 3; i++) {
       await withDb(env.url, (c) => c.query(`INSERT INTO t SELECT g, 'down' FROM generate_series(${10_000 + i * 100}, ${10_000 + i * 100 + 99}) g`));
-      await sleep(1100);
+      await waitCaughtUp(env);
     }
     await waitCaughtUp(env);
     const after = await withDb(env.url, async (c) => parseLsn((await c.query(`SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1`, [env.slot])).rows[0].l));

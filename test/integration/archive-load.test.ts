@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { createTestDatabase } from '../harness/pg.js';
-import { createEnv, loopWriter, runCli, sleep, spawnCli, waitCaughtUp, waitSlotActive, withDb, type Child, type EgressEnv } from '../helpers/egress.js';
+import { createEnv, loopWriter, runCli, sleep, spawnCli, waitBatches, waitCaughtUp, waitSlotActive, withDb, type Child, type EgressEnv } from '../helpers/egress.js';
 import { copyText, expectSameRows, expectSameRowsDuckdb, tortureStep, TORTURE_DDL, TORTURE_SEED, waitReloads } from '../helpers/archive.js';
 
 const TABLES = ['t_main', 't_trunc', 't_full', 't_part'];
@@ -59,7 +59,8 @@ describe('load', () => {
     });
     try {
       for (let round = 0; round < 6; round++) {
-        await sleep(1000);
+        // New batches under the writer since the last round.
+        await waitBatches(env, 1);
         if (round === 3) await withDb(env.url, (c) => c.query(`ALTER TABLE t_main ADD COLUMN extra int`));
         if (round === 5) expect((await runCli(['reload', 'public.t_trunc', '--config', env.configPath, '--wait'])).code).toBe(0);
         if (round < 3) {

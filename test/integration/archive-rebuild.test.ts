@@ -55,7 +55,7 @@ describe('rebuild', () => {
     await withDb(env.url, (c) => c.query(`ALTER TABLE t_main ADD COLUMN extra int; ALTER TABLE t_main DROP COLUMN e`));
     await runSteps(env.url, 30, 30);
     await withDb(env.url, (c) => c.query(`UPDATE t_main SET extra = id % 7 WHERE id % 2 = 0`));
-    await sleep(1100);
+    await waitCaughtUp(env);
     await pause();
     await runSteps(env.url, 60, 30);
     // A second reload set between the pauses: as of pause 1 the first one is used.

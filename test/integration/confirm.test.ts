@@ -44,10 +44,9 @@ describe('slot confirmation', () => {
 
   it('holds the slot behind rows that are not yet in registered files, and delivers them after a restart', async () => {
     // Windows are aligned to the epoch: a 1h window ends at the top of the hour, and the daemon
-    // then rightly flushes it. Start clear of that, so the rows stay in an open window.
-    const toNextHour = 3_600_000 - (Date.now() % 3_600_000);
-    if (toNextHour < 90_000) await new Promise((r) => setTimeout(r, toNextHour + 1000));
-    let child = spawnCli(['run', '--config', env.configPath]);
+    // then rightly flushes it. Its clock a day behind (src/clock.ts), it closes no window by the
+    // clock while the test runs, so the rows stay in an open window at any time of the day.
+    let child = spawnCli(['run', '--config', env.configPath], { env: { PG_EGRESS_TEST_CLOCK_OFFSET_MS: String(-86_400_000) } });
     await waitSlotActive(env);
     const before = await currentWalLsn(env.url);
     await withDb(env.url, (c) => c.query(`INSERT INTO held SELECT g, 'v' || g FROM generate_series(1, 100) g`));

@@ -1,11 +1,14 @@
 /**
  * Exactly once under crashes (SPEC §6): a concurrent writer commits small transactions and a few
  * of 100k rows while the daemon is killed with SIGKILL at random moments and restarted, 20 times.
- * Then every table is rebuilt from the files and compared with the source.
+ * Then every table is rebuilt from the files and compared with the source. The moments come from
+ * a seed printed before anything is checked: `CRASH_SEED=<seed> npx vitest run
+ * test/integration/crash.test.ts` replays the kill schedule (and the writer's choices; the
+ * timing of the server is not replayable). failpoints.test.ts kills at chosen points instead.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEnv, sleep, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type EgressEnv } from '../helpers/egress.js';
-import { startWriter, verifyWorkload, WORKLOAD_DDL } from '../helpers/workload.js';
+import { seededRandom, startWriter, verifyWorkload, WORKLOAD_DDL } from '../helpers/workload.js';
 
 describe('kill -9 at random moments', () => {
   let env: EgressEnv;
@@ -23,13 +26,17 @@ describe('kill -9 at random moments', () => {
   });
 
   it('loses and duplicates nothing across 20 crashes', async () => {
+    const seed = Number(process.env.CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
+    const random = seededRandom(seed);
+    const schedule = Array.from({ length: 20 }, () => 300 + Math.floor(random() * 2200));
+    // Before any check, so that a failure can be replayed.
+    console.log(`crash schedule: CRASH_SEED=${seed}: kill -9 after ${schedule.join(', ')} ms`);
     let child = spawnCli(['run', '--config', env.configPath]);
     await waitSlotActive(env);
-    const writer = startWriter(env.url, { bigEvery: 150, bigRows: 100_000, maxBig: 3 });
+    const writer = startWriter(env.url, { bigEvery: 150, bigRows: 100_000, maxBig: 3, random: seededRandom(seed + 1) });
     const kills: number[] = [];
     try {
-      for (let i = 0; i < 20; i++) {
-        const delay = 300 + Math.floor(Math.random() * 2200);
+      for (const delay of schedule) {
         await sleep(delay);
         child.proc.kill('SIGKILL');
         const ex = await child.exit;
@@ -47,7 +54,7 @@ describe('kill -9 at random moments', () => {
     const ex = await child.exit;
     expect(ex.code).toBe(0);
     const { transactions, rows } = await verifyWorkload(env.url, env.outDir);
-    console.log(`${kills.length} kill -9 (after ${kills.join(', ')} ms): ${transactions} transactions, ${rows} events rows, ${writer.bigDone()} of them 100k-row inserts; each exactly once`);
+    console.log(`CRASH_SEED=${seed}: ${kills.length} kill -9 (after ${kills.join(', ')} ms): ${transactions} transactions, ${rows} events rows, ${writer.bigDone()} of them 100k-row inserts; each exactly once`);
     expect(transactions).toBe(writer.committed());
     expect(rows).toBeGreaterThan(100_000);
   }, 600_000);

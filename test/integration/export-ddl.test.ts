@@ -17,7 +17,8 @@ import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { waitFor } from '../harness/pg.js';
-import { createEnv, rebuildFromOutput, runCli, sleep, sortedEntries, sourceRows, spawnCli, startInProcess, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
+import { createEnv, runCli, sleep, spawnCli, startInProcess, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
+import { expectRebuiltEqual } from '../helpers/compare.js';
 import { exportLockReasons } from '../../src/http/export-locks.js';
 import { parseLsn } from '../../src/lsn.js';
 
@@ -41,7 +42,7 @@ async function ops(env: EgressEnv, table: string): Promise<Op[]> {
     const { rows } = await c.query<Record<string, string | null>>(
       `SELECT id::text, reason, state, rows::text, chunks::text, chunks_done::text, attempts::text, error, snapshot_lsn::text,
               (extract(epoch FROM finished_at - started_at) * 1000)::bigint::text AS ms
-       FROM cdc_registry.reloads WHERE table_name = $1 ORDER BY id`,
+       FROM cdc_registry.reloads r WHERE table_name = $1 ORDER BY r.id`,
       [table],
     );
     return rows.map((r) => ({
@@ -82,11 +83,9 @@ async function columnsOf(env: EgressEnv, table: string): Promise<string[]> {
 
 async function expectRebuilt(env: EgressEnv, table: string): Promise<number> {
   const columns = await columnsOf(env, table);
-  const got = rebuildFromOutput(env.outDir, `public.${table}`, ['id'], columns);
-  const want = await sourceRows(env.url, table, ['id'], columns);
+  const got = await expectRebuiltEqual(env.outDir, env.url, `public.${table}`, table, ['id'], columns);
   expect(got.reload, `public.${table} has a reload set`).not.toBeNull();
-  expect(sortedEntries(got.table)).toEqual(sortedEntries(want));
-  return want.size;
+  return got.rows;
 }
 
 /** The `reloaded` log lines of the daemon (JSON). */

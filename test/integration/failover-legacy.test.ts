@@ -10,7 +10,7 @@ import pg from 'pg';
 import { createCluster, type Cluster } from '../harness/cluster.js';
 import { cloneStandby, promote } from '../harness/standby.js';
 import { waitFor } from '../harness/pg.js';
-import { createEnv, loopWriter, rebuildFromOutput, reloadSets, sleep, sortedEntries, sourceRows, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
+import { createEnv, loopWriter, rebuildFromOutput, reloadSets, sleep, sortedEntries, sourceRows, spawnCli, waitBatches, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
 
 const SETTINGS = { wal_level: 'logical', fsync: 'off', max_wal_senders: 10, max_replication_slots: 10, hot_standby: 'on', wal_receiver_status_interval: "'1s'" };
 const TABLES = ['t1', 't2'];
@@ -58,7 +58,7 @@ describe('failover without a failover slot (PostgreSQL 14-16, or slot_failover: 
       await sleep(5);
       return 1;
     });
-    await sleep(1500);
+    await waitBatches(env, 1);
     await w.stop();
     await waitCaughtUp(env);
     // The standby has all of it (so the comparison below is with the same data), then the primary crashes.

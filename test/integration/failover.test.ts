@@ -25,23 +25,7 @@ import { embeddedPgBin } from '../../scripts/pg-bin.mjs';
 import { createCluster, freePort, type Cluster } from '../harness/cluster.js';
 import { cloneStandby, movePort, promote, type Node } from '../harness/standby.js';
 import { waitFor } from '../harness/pg.js';
-import {
-  createEnv,
-  readStreamingRows,
-  rebuildFromOutput,
-  reloadSets,
-  runCli,
-  sleep,
-  sortedEntries,
-  sourceRows,
-  spawnCli,
-  waitCaughtUp,
-  waitSlotActive,
-  withDb,
-  writeConfig,
-  type Child,
-  type EgressEnv,
-} from '../helpers/egress.js';
+import { createEnv, readStreamingRows, rebuildFromOutput, reloadSets, runCli, sleep, sortedEntries, sourceRows, spawnCli, waitBatches, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
 
 const SETTINGS = {
   wal_level: 'logical',
@@ -196,7 +180,7 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
       const sameAddress = round % 2 === 1;
       const kill9 = round === 2;
       const w = writer(() => env.url);
-      await sleep(1500);
+      await waitBatches(env, 1);
       // The standby's copy of the slot has followed the primary's recent confirmations.
       const confirmed = (await q<{ l: string }>(primary, `SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1`, [env.slot]))[0].l;
       await waitSynced(standby.cluster, confirmed);
@@ -218,7 +202,8 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
       pointAt(primary);
       if (kill9 || !sameAddress) daemon = startDaemon();
       await waitSlotActive(env, 120_000);
-      await sleep(1500);
+      // Registered on the new primary under the writer.
+      await waitBatches(env, 1, 120_000);
       const n = await w.stop();
       await waitCaughtUp(env, undefined, 120_000);
       const label = `failover ${round} (${sameAddress ? 'same address' : 'new URL'}${kill9 ? ', kill -9' : ''}, ${n} transactions)`;

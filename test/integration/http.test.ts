@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
 import { createCluster, freePort, type Cluster } from '../harness/cluster.js';
 import { waitFor } from '../harness/pg.js';
-import { createEnv, loopWriter, rebuildFromOutput, sleep, sortedEntries, sourceRows, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
+import { createEnv, loopWriter, rebuildFromOutput, sleep, sortedEntries, sourceRows, spawnCli, waitBatches, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
 
 const SECRET = 'pw-not-to-be-seen-9931';
 const get = async (port: number, p: string): Promise<{ status: number; body: string }> => {
@@ -108,14 +108,14 @@ describe('service endpoints', () => {
 
   it('SIGTERM during steady writes, and a second signal, lose nothing', async () => {
     const w = writer(env.url);
-    await sleep(1500);
+    await waitBatches(env, 1);
     daemon.proc.kill('SIGTERM');
     const first = await daemon.exit;
     expect(first.code).toBe(0);
     // A second signal exits at once (exit 1), without confirming anything not registered.
     daemon = spawnCli(['run', '--config', env.configPath], { mayFail: true });
     await waitSlotActive(env);
-    await sleep(1500);
+    await waitBatches(env, 1);
     daemon.proc.kill('SIGTERM');
     daemon.proc.kill('SIGINT');
     const second = await daemon.exit;

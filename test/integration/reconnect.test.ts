@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCluster, type Cluster } from '../harness/cluster.js';
-import { createEnv, sleep, spawnCli, waitCaughtUp, waitSlotActive, withDb, type EgressEnv } from '../helpers/egress.js';
+import { createEnv, spawnCli, waitBatches, waitCaughtUp, waitSlotActive, withDb, type EgressEnv } from '../helpers/egress.js';
+import { waitFor } from '../harness/pg.js';
 import { startWriter, verifyWorkload, WORKLOAD_DDL } from '../helpers/workload.js';
 
 describe('connection loss', () => {
@@ -32,23 +33,28 @@ describe('connection loss', () => {
     await waitSlotActive(env);
     const writer = startWriter(env.url, { bigEvery: 100, bigRows: 20_000, maxBig: 2 });
     try {
-      await sleep(1500);
+      // Each disruption once the daemon has registered under the writer, and after each, until it
+      // has registered again.
+      await waitBatches(env, 1);
       // The server drops our replication connection.
       const killed = await withDb(env.url, (c) =>
-        c.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active`, [env.slot]),
+        c.query(`SELECT active_pid, pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active`, [env.slot]),
       );
       expect(killed.rowCount).toBe(1);
-      await sleep(500);
+      const old = killed.rows[0].active_pid as number;
+      await waitFor('the terminated walsender gone', () =>
+        withDb(env.url, async (c) => (await c.query(`SELECT 1 FROM pg_stat_activity WHERE pid = $1`, [old])).rowCount === 0),
+        { intervalMs: 50 },
+      );
       await waitSlotActive(env, 60_000);
-      await sleep(1500);
+      await waitBatches(env, 1);
       // The whole server restarts.
       await restartServer('fast');
-      await sleep(500);
       await waitSlotActive(env, 60_000);
-      await sleep(1500);
+      await waitBatches(env, 1);
       await restartServer('immediate');
       await waitSlotActive(env, 60_000);
-      await sleep(1500);
+      await waitBatches(env, 1);
     } finally {
       await writer.stop();
     }

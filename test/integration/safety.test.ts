@@ -8,23 +8,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSy
 import path from 'node:path';
 import pg from 'pg';
 import { waitFor } from '../harness/pg.js';
-import {
-  loopWriter,
-  createEnv,
-  readStreamingRows,
-  rebuild,
-  rebuildFromOutput,
-  runCli,
-  sleep,
-  sortedEntries,
-  sourceRows,
-  spawnCli,
-  waitCaughtUp,
-  waitSlotActive,
-  withDb,
-  type Child,
-  type EgressEnv,
-} from '../helpers/egress.js';
+import { createEnv, loopWriter, readStreamingRows, rebuild, rebuildFromOutput, runCli, sleep, sortedEntries, sourceRows, spawnCli, waitBatches, waitCaughtUp, waitSlotActive, withDb, type Child, type EgressEnv } from '../helpers/egress.js';
 
 /** Inserts (and sometimes updates) rows in the given tables until stopped; returns the count. */
 function rowWriter(url: string, tables: string[]): { stop(): Promise<number> } {
@@ -79,14 +63,15 @@ describe('safe by default', () => {
     // A large output.dir: many folders that the old start-up sweep walked for a long time.
     for (let i = 0; i < 400; i++) mkdirSync(path.join(env.outDir, `public.t1`, `20000101T00${String(Math.floor(i / 60)).padStart(2, '0')}${String(i % 60).padStart(2, '0')}Z`), { recursive: true });
     const writer = rowWriter(env.url, ['t1', 't2']);
-    await sleep(1500);
+    await waitBatches(env, 1);
     const seconds: { code: number | null; stderr: string }[] = [];
     for (let i = 0; i < 3; i++) {
       const second = spawnCli(['run', '--config', env.configPath], { mayFail: true });
       children.push(second);
       const ex = await second.exit;
       seconds.push({ code: ex.code, stderr: second.stderr() });
-      await sleep(500);
+      // The first keeps streaming and registering meanwhile.
+      await waitBatches(env, 1);
     }
     const written = await writer.stop();
     for (const s of seconds) {

@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { waitFor } from '../harness/pg.js';
 import { checkProof, ProofLinkError } from '../../src/proof/proof-check.js';
 import { leafHash } from '../../src/proof/merkle.js';
-import { createEnv, listStreamingFiles, runCli, sleep, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type EgressEnv } from '../helpers/egress.js';
+import { createEnv, listStreamingFiles, runCli, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type EgressEnv } from '../helpers/egress.js';
 
 /** Rewrites a gzipped CSV file's records (header kept) through `edit`. */
 function editRecords(file: string, edit: (records: string[]) => string[]): void {
@@ -36,16 +36,18 @@ describe('verify and proofs', () => {
       c.query(`CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'before ' || g FROM generate_series(1, 1500) g;
                CREATE TABLE t_a (id int PRIMARY KEY); CREATE TABLE t_b (id int PRIMARY KEY)`),
     );
-    const d = spawnCli(['run', '--config', env.configPath]);
+    // The clock a window ahead: a window is over at the first idle moment (src/clock.ts).
+    const d = spawnCli(['run', '--config', env.configPath], { env: { PG_EGRESS_TEST_CLOCK_OFFSET_MS: '1000' } });
     await waitSlotActive(env);
     // One transaction over three tables: the batch tree of the big file has three leaves.
     await withDb(env.url, (c) =>
       c.query(`INSERT INTO t_a VALUES (1); INSERT INTO t SELECT g, 'bulk, "quoted"' || g FROM generate_series(10001, 15000) g; INSERT INTO t_b VALUES (1)`),
     );
-    await sleep(1100);
+    // Each registered before the next: one batch each.
+    await waitCaughtUp(env);
     for (let i = 0; i < 4; i++) {
       await withDb(env.url, (c) => c.query(`UPDATE t SET v = v || ' u${i}' WHERE id % 10 = ${i}`));
-      await sleep(1100);
+      await waitCaughtUp(env);
     }
     expect((await runCli(['reload', 'public.t', '--config', env.configPath, '--wait'])).code).toBe(0);
     await waitCaughtUp(env);
