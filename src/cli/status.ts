@@ -13,6 +13,8 @@ import { Registry, type Gap } from '../registry/registry.js';
 import { describeHolder, lockHolder } from '../registry/lock.js';
 import { missingFiles } from '../output/sweep.js';
 import { AnchorQueue } from '../registry/anchors.js';
+import { RetentionRegistry, type LocalSummary } from '../registry/retention.js';
+import { describeRetain, formatLocal } from '../anchor/local-status.js';
 import { statusFilePath } from '../daemon.js';
 import { displayTable, printable } from '../config/patterns.js';
 import { partitionInfo } from '../registry/partitions.js';
@@ -36,6 +38,8 @@ export interface StatusReport {
   gaps: Gap[];
   unpublished: { table: string; reason: string }[];
   missing_files: { count: number; first: string[] };
+  /** output.dir as a staging area (issue 17): what is still local, what waits for upload, output.retain. */
+  local: (LocalSummary & { retain: string }) | null;
   reloads: {
     id: number;
     table: string;
@@ -129,7 +133,10 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
       }
     }
     const h = await slotHealth(client, cfg);
-    const registered = hasRegistry ? await registry.registeredPaths() : new Set<string>();
+    const retention = new RetentionRegistry(client, cfg.slot);
+    // Files removed by output.retain (in S3 only) are not missing; a registry before migration 012 has none.
+    const registered = hasRegistry ? await retention.localPaths().catch(() => registry.registeredPaths()) : new Set<string>();
+    const local = hasRegistry ? await retention.summary().then((x) => ({ ...x, retain: describeRetain(cfg) }), () => null) : null;
     const missing = await missingFiles(cfg.output.dir, registered);
     return {
       slot: { name: cfg.slot, exists: s.length === 1, active: s[0]?.active === 'true', confirmed_flush_lsn: s[0]?.confirmed ?? null, wal_status: s[0]?.wal_status ?? null },
@@ -163,6 +170,7 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
       gaps: hasGaps ? await registry.openGaps() : [],
       unpublished,
       missing_files: { count: missing.length, first: missing.slice(0, MISSING_SHOWN) },
+      local,
       reloads,
     };
   } catch (e) {
@@ -192,6 +200,7 @@ export function formatStatus(r: StatusReport): string {
     `registered lsn  ${r.registered_lsn ?? '-'}`,
     `lag             ${r.lag_bytes === null ? '-' : `${r.lag_bytes} bytes`}`,
     `pending anchors ${r.pending_anchors}${r.anchors.map((a) => ` | ${a.target}: ${a.pending} pending${a.oldest_pending_s !== null ? ` (oldest ${a.oldest_pending_s}s)` : ''}, ${a.failed} failed, ${a.done} done${a.skipped ? `, ${a.skipped} skipped (anchors.${a.target} not configured)` : ''}${a.last_error ? `, last error: ${a.last_error}` : ''}`).join('')}`,
+    ...(r.local ? [`local files     ${formatLocal(r.local)}`] : []),
     `daemon          ${daemon}`,
     `compression     ${r.compression}`,
     '',

@@ -82,7 +82,7 @@ export async function insertFiles(c: pg.ClientBase, slot: string, batchId: strin
   );
 }
 
-export type GapKind = 'slot_lost' | 'unpublished' | 'publish_options' | 'slot_moved' | 'registry_behind';
+export type GapKind = 'slot_lost' | 'unpublished' | 'publish_options' | 'slot_moved' | 'registry_behind' | 'files_lost';
 
 export interface Gap {
   id: number;
