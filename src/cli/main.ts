@@ -170,6 +170,21 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('recover')
+    .description('rebuild an empty or missing registry (cdc_registry) from the archive: batches, files and the registered LSN, every hash and chain link checked; then run continues without exporting again')
+    .addOption(configOption())
+    .requiredOption('--from <dir|s3://bucket/prefix>', 'the archive: output.dir or its S3 copy (anchors.s3 endpoint and region are used for its prefix)')
+    .addOption(new Option('--s3-endpoint <url>', 'S3-compatible endpoint for --from s3://'))
+    .addOption(new Option('--s3-region <region>', 'S3 region for --from s3://'))
+    .addOption(new Option('--s3-path-style', 'path-style S3 requests (default with --s3-endpoint)'))
+    .addHelpText('after', example('pg-egress recover --config cdc.yml --from s3://bucket/egress', 'pg-egress recover --config cdc.yml --from ./egress') + '\nExit codes: 0 recovered, 7 no batch in --from, 8 the registry already holds batches of the slot, 10 a batch or file did not check out (named).\n')
+    .action(async (opts: { config: string; from: string; s3Endpoint?: string; s3Region?: string; s3PathStyle?: boolean }) => {
+      const { cfg, log } = load(program, opts);
+      const { recoverCommand } = await import('./recover.js');
+      commandExit = (await recoverCommand(cfg, log, opts)) as ExitCode;
+    });
+
+  program
     .command('schema-sql')
     .description("print the CREATE TABLE and load statements for a window's files (types from schema.yml, NULL and empty-string options spelled out)")
     .argument('<folder>', 'a table folder (its newest window) or a window folder')
