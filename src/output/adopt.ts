@@ -60,6 +60,8 @@ export interface AdoptDeps {
   restoreComment?: (relid: number, comment: string | null) => Promise<void>;
   /** Where the server's timeline began (its last promotion), null on timeline 1. */
   switchPoint?: () => Promise<Lsn | null>;
+  /** `recover` registers every batch this way: one line per batch at debug, not a warning each. */
+  quiet?: boolean;
 }
 
 export const DIVERGED_DIR = '_diverged';
@@ -293,7 +295,7 @@ export async function register(d: AdoptDeps, idx: IndexDoc, sha: string, v: { fi
     });
   }
   await d.intents.done(idx.batch_id);
-  d.log.warn(
+  (d.quiet ? d.log.debug.bind(d.log) : d.log.warn.bind(d.log))(
     { batch: idx.batch_id, kind: idx.kind, lsn: lsnHex(lsnEnd), files: v.files.length, reloads: local?.reloads.length ?? 0 },
     'adopted a batch that was on disk but not in the registry (a registration the source lost, e.g. in a failover): registered from its manifests',
   );
