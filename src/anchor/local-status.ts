@@ -6,7 +6,7 @@ export function describeRetain(cfg: Config): string {
   if (!cfg.anchors.s3) return 'forever (no anchors.s3)';
   const ms = cfg.output.retainMs;
   if (ms === null) return 'forever';
-  for (const [unit, n] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) if (ms % n === 0) return `${ms / n}${unit}`;
+  for (const [unit, n] of [['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) if (ms % n === 0) return `${ms / n}${unit}`;
   return `${ms}ms`;
 }
 

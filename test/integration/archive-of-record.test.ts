@@ -160,6 +160,20 @@ describe('S3 as the archive of record', () => {
       target.close();
     }
     await expectRebuildFromS3('bounded');
+    // verify --from s3:// checks every file where it is; a proof of a record of a file only in S3.
+    const v = await runCli(['verify', ...s3Args()], { env: s3Env });
+    expect(v.stdout).toMatch(/^ok: \d+ batch indexes and their chain/);
+    expect(v.code).toBe(0);
+    const [gone] = await q<{ path: string }>(`SELECT path FROM cdc_registry.files WHERE file_type = 'streaming' AND local_removed_at IS NOT NULL ORDER BY id DESC LIMIT 1`);
+    const { existsSync } = await import('node:fs');
+    expect(existsSync(path.join(env.outDir, gone.path))).toBe(false);
+    const proof = path.join(env.dir, 'proof.json');
+    const p = await runCli(['verify', ...s3Args(), gone.path, '--row', '0', '--proof', proof], { env: s3Env });
+    expect(p.stderr).not.toContain('pg-egress:');
+    expect(p.code).toBe(0);
+    const vp = await runCli(['verify-proof', proof]);
+    expect(vp.stdout).toContain('PROVEN');
+    expect(vp.code).toBe(0);
   });
 
   it('a second deployment pointed at the same bucket and prefix is refused before it uploads anything', async () => {
@@ -221,6 +235,8 @@ describe('S3 as the archive of record', () => {
     await waitCaughtUp(env);
     await anchorsDone();
     expect(daemon!.proc.exitCode).toBeNull();
+    // What the daemon confirmed came from the S3 copy of _confirmed.json (no false slot_moved gap).
+    expect(daemon!.stdout() + daemon!.stderr()).toContain('output.dir had no _confirmed.json: taken from its S3 copy');
     expect((await q<{ n: number }>(`SELECT count(*)::int AS n FROM cdc_registry.reloads`))[0].n).toBe(reloadsBefore);
     expect(await q(`SELECT kind, detail FROM cdc_registry.gaps`)).toEqual([]);
     await expectRebuildFromS3('lost-volume');
@@ -282,6 +298,9 @@ describe('S3 as the archive of record', () => {
     expect(forged).not.toBe(text);
     await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: `${PREFIX}/${f.path}`, Body: zlib.gzipSync(forged) }));
     client.destroy();
+    const v = await runCli(['verify', ...s3Args()], { env: s3Env, mayFail: true });
+    expect(v.code).toBe(10);
+    expect(v.stdout).toContain(`s3://${s3.bucket}/${PREFIX}/${f.path}: sha256 differs from the manifest`);
     await withDb(env.url, (c) => c.query(`DROP SCHEMA cdc_registry CASCADE`));
     const r = await runCli(['recover', '--config', env.configPath, '--from', `s3://${s3.bucket}/${PREFIX}`], { env: s3Env, mayFail: true });
     expect(r.code).toBe(10);
