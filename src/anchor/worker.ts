@@ -150,7 +150,10 @@ export class AnchorWorker {
     if (!this.near) throw new Error('anchors.near is not configured');
     const b = await this.queue.batch(batchId);
     if (!b) throw new Error(`batch ${batchId} is not registered`);
-    const bytes = await fsp.readFile(path.join(this.cfg.output.dir, b.indexPath));
+    // The index stays in output.dir (output.retain keeps it); after a lost volume it is read from S3.
+    const local = await fsp.readFile(path.join(this.cfg.output.dir, b.indexPath)).catch(() => null);
+    const bytes = local ?? (this.s3 ? await this.s3.getSmall(b.indexPath) : null);
+    if (!bytes) throw new Error(`${b.indexPath} is not in output.dir${this.s3 ? ' nor in S3' : ''}: not anchoring it`);
     const sha = createHash('sha256').update(bytes).digest();
     if (sha.toString('hex') !== b.indexSha256) throw new Error(`${b.indexPath} differs from its registered sha256: not anchoring it`);
     const index = JSON.parse(bytes.toString('utf8')) as { merkle?: { tree_size: number; root: string } };

@@ -21,10 +21,12 @@ export interface AnchorCheck {
   s3Objects: number;
   nearTokens: number;
   problems: string[];
+  /** Registered files removed locally by output.retain (or recovered from S3 only): checked in S3 above. */
+  s3Only: Set<string>;
 }
 
 export async function verifyAnchors(cfg: Config): Promise<AnchorCheck> {
-  const out: AnchorCheck = { s3Objects: 0, nearTokens: 0, problems: [] };
+  const out: AnchorCheck = { s3Objects: 0, nearTokens: 0, problems: [], s3Only: new Set() };
   const pool = createPool(cfg.source, 1);
   try {
     const { rows: sys } = await pool.query<{ sysid: string }>(`SELECT system_identifier::text AS sysid FROM pg_control_system()`);
@@ -37,6 +39,9 @@ export async function verifyAnchors(cfg: Config): Promise<AnchorCheck> {
            WHERE f.slot_name = $1 ORDER BY f.id`,
           [cfg.slot],
         );
+        // A registry before migration 012 has no local_removed_at: nothing is S3 only there.
+        const removed = await pool.query<{ path: string }>(`SELECT path FROM cdc_registry.files WHERE slot_name = $1 AND local_removed_at IS NOT NULL`, [cfg.slot]).catch(() => ({ rows: [] }));
+        out.s3Only = new Set(removed.rows.map((r) => r.path));
         for (const r of rows) {
           if (!(await s3.check(r.path, { bytes: Number(r.bytes), sha256: r.sha256 }))) out.problems.push(`s3://${cfg.anchors.s3.bucket}/${s3.key(r.path)}: missing or not byte-identical to ${r.path}`);
           out.s3Objects++;

@@ -7,7 +7,8 @@
 import { promises as fsp } from 'node:fs';
 import client from 'prom-client';
 import type { Config } from '../config/index.js';
-import { RetentionRegistry } from '../registry/retention.js';
+import { RetentionRegistry, type LocalSummary } from '../registry/retention.js';
+import type { Db } from '../registry/tx.js';
 import { failedReloadCount, openGapCount } from '../registry/health.js';
 import type { DaemonState } from './state.js';
 
@@ -49,6 +50,12 @@ export function addArchiveMetrics(registry: client.Registry, state: DaemonState,
       },
     });
   const db = () => state.db;
+  // The three local_* series of one scrape share one summary query.
+  let cached: { at: number; p: Promise<LocalSummary> } | null = null;
+  const summary = (d: Db): Promise<LocalSummary> => {
+    if (!cached || Date.now() - cached.at > 1000) cached = { at: Date.now(), p: new RetentionRegistry(d, cfg.slot).summary() };
+    return cached.p;
+  };
   g('ready', '1 when /ready would answer 200 (streaming and confirming), else 0', [], (m) => m.set(state.phase === 'streaming' && Date.now() - state.lastStatusAt <= STALE_MS ? 1 : 0));
   const clock = new LagClock();
   g('slot_lag_seconds', 'how long ago the server was at the LSN the slot is confirmed to (0: caught up)', [], async (m) => {
@@ -72,7 +79,7 @@ export function addArchiveMetrics(registry: client.Registry, state: DaemonState,
   g('local_bytes', 'bytes of registered files in output.dir: all, and data files (what output.retain removes)', ['kind'], async (m) => {
     const d = db();
     if (!d) return;
-    const s = await new RetentionRegistry(d, cfg.slot).summary();
+    const s = await summary(d);
     m.set({ kind: 'all' }, s.localBytes);
     m.set({ kind: 'data' }, s.localDataBytes);
     m.set({ kind: 's3_only' }, s.removedBytes);
@@ -80,12 +87,12 @@ export function addArchiveMetrics(registry: client.Registry, state: DaemonState,
   g('local_oldest_window_timestamp_seconds', 'start of the oldest window with a data file still in output.dir', [], async (m) => {
     const d = db();
     if (!d) return;
-    const s = await new RetentionRegistry(d, cfg.slot).summary();
+    const s = await summary(d);
     if (s.oldestLocalWindow) m.set(Date.parse(s.oldestLocalWindow) / 1000);
   });
   g('awaiting_upload_bytes', 'bytes of files whose batch is not uploaded to S3 yet (pending or failed)', [], async (m) => {
     const d = db();
-    if (d) m.set((await new RetentionRegistry(d, cfg.slot).summary()).awaitingUploadBytes);
+    if (d) m.set((await summary(d)).awaitingUploadBytes);
   });
   g('output_volume_bytes', 'the file system holding output.dir: size, free (for unprivileged users) and used bytes', ['kind'], async (m) => {
     const s = await fsp.statfs(cfg.output.dir);

@@ -174,6 +174,14 @@ describe('S3 as the archive of record', () => {
     const vp = await runCli(['verify-proof', proof]);
     expect(vp.stdout).toContain('PROVEN');
     expect(vp.code).toBe(0);
+    // Local state: the chain and manifests are there; with --config the removed files count as S3 only
+    // (their copies are checked there), without it they are named missing.
+    const lv = await runCli(['verify', env.outDir, '--config', env.configPath], { env: s3Env });
+    expect(lv.stdout).toMatch(/^ok: .* files in S3 only \(output\.retain\)/);
+    expect(lv.code).toBe(0);
+    const lm = await runCli(['verify', env.outDir], { env: s3Env, mayFail: true });
+    expect(lm.code).toBe(10);
+    expect(lm.stdout).toContain('missing (listed in its manifest)');
   });
 
   it('a second deployment pointed at the same bucket and prefix is refused before it uploads anything', async () => {
