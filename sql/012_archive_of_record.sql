@@ -18,8 +18,10 @@ DECLARE
 BEGIN
   SELECT pg_get_constraintdef(c.oid) INTO def FROM pg_constraint c
    WHERE c.conrelid = 'cdc_registry.gaps'::regclass AND c.contype = 'c' AND c.conname = 'gaps_kind_check';
-  kinds := ARRAY(SELECT DISTINCT m[1] FROM regexp_matches(coalesce(def, ''), '''([a-z_]+)''', 'g') AS m);
-  kinds := ARRAY(SELECT DISTINCT k FROM unnest(kinds || ARRAY['files_lost']) AS k ORDER BY k);
+  -- The CHECK reads `kind = ANY (ARRAY['a'::text, ...])` or, as 009 wrote it, `kind = ANY ('{a,b}'::text[])`.
+  kinds := ARRAY(SELECT DISTINCT m[1] FROM regexp_matches(coalesce(def, ''), '''([a-z_]+)''', 'g') AS m)
+        || ARRAY(SELECT DISTINCT unnest(string_to_array(m[1], ',')) FROM regexp_matches(coalesce(def, ''), '''\{([a-z_,]*)\}''', 'g') AS m);
+  kinds := ARRAY(SELECT DISTINCT k FROM unnest(kinds || ARRAY['slot_lost', 'unpublished', 'publish_options', 'slot_moved', 'registry_behind', 'files_lost']) AS k ORDER BY k);
   IF def IS NOT NULL THEN
     ALTER TABLE cdc_registry.gaps DROP CONSTRAINT gaps_kind_check;
   END IF;

@@ -140,6 +140,7 @@ describe('S3 as the archive of record', () => {
     const perSecond = Number(total) / seconds;
     const bound = (RETAIN_S + 25) * perSecond;
     // The bound (see the header): retention keeps output.dir at (retain + upload lag) worth of data.
+    console.log(`bounded disk: ${Math.round(rows / seconds)} rows/s for ${Math.round(seconds)} s, ${total} data bytes written, max ${maxLocal} local (bound ${Math.round(bound)})`);
     expect(maxLocal, `local data bytes per second: ${samples.join(' ')}`).toBeLessThan(bound);
     expect(maxLocal).toBeLessThan(Number(total));
     // Once the writer stops and retain passes, the data files are gone locally (the small files stay).
