@@ -32,7 +32,7 @@ import { DaemonState } from './http/state.js';
 import { startHttp } from './http/server.js';
 import { ReloadRegistry, type ReloadRequest } from './registry/reloads.js';
 import { loadMessageKey } from './registry/message-key.js';
-import { missingFiles, sweepOutput } from './output/sweep.js';
+import { sweepOutput } from './output/sweep.js';
 import { ensureDir } from './output/atomic.js';
 import { writeStatusFile } from './status/file.js';
 import { ensureSlotFailover, logSlotHealth, slotHealth } from './source/failover.js';
@@ -41,6 +41,9 @@ import { LocalIntents } from './commit/local-intents.js';
 import { unfinishedLocalPaths } from './commit/adopt.js';
 import { AdoptRegistry } from './registry/adopt.js';
 import type { Clock } from './clock.js';
+import { RetentionWorker, startRetention } from './anchor/retention.js';
+import { accountForMissingFiles } from './output/lost-volume.js';
+import { ConfirmMirror, pushConfirmFile } from './anchor/confirm-mirror.js';
 
 const STATUS_INTERVAL_MS = 10_000;
 const QUIET_PING_MS = 30_000;
@@ -105,6 +108,8 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
   let controller: BatchController | null = null;
   let reloader: Reloader | null = null;
   let anchors: AnchorWorker | null = null;
+  let retention: RetentionWorker | null = null;
+  let mirror: ConfirmMirror | null = null;
   try {
     state.db = client;
     const prep = await prepareSource(client, cfg, log, { run: true });
@@ -116,8 +121,8 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     await registry.clearIntents();
     for (const b of local.batches) await registry.localIntents?.done(b);
     if (sweep.removed.length) log.info({ files: sweep.removed }, 'removed unregistered files of a flush that did not complete');
-    const missing = await missingFiles(cfg.output.dir, await registry.registeredPaths(), 20);
-    if (missing.length) log.warn({ files: missing }, 'registered files are missing from output.dir (see pg-egress status)');
+    // Files missing from output.dir: in S3 (removed by retention, or a lost volume), or lost (src/output/lost-volume.ts).
+    await accountForMissingFiles(cfg, client, registry, log);
     await ensureDir(path.join(cfg.output.dir, '_tmp'), cfg.output.dirMode);
     // A walsender of our own previous session may hold the slot for a moment after a crash.
     await waitSlotFree(client, cfg);
@@ -126,6 +131,10 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     state.slotHealth = await slotHealth(client, cfg).catch(() => null);
     if (state.slotHealth) logSlotHealth(log, state.slotHealth, null);
     const confirmRecord = new ConfirmRecord(cfg.output.dir, cfg.slot, prep.server.systemIdentifier, cfg.output.fileMode, await readConfirmRecord(cfg.output.dir, cfg.slot, prep.server.systemIdentifier));
+    // With S3, a copy of _confirmed.json for a start on a new volume (src/anchor/confirm-mirror.ts).
+    mirror = cfg.anchors.s3 ? new ConfirmMirror(cfg.anchors.s3, log) : null;
+    if (mirror) confirmRecord.onWrite = mirror.push;
+    await pushConfirmFile(cfg, mirror);
     // Exports run beside the stream, on connections of their own (src/reload/).
     const chain = new BatchChain(registry);
     const rl = new Reloader({ cfg, log, db: client, server: prep.server, registry, reloads: new ReloadRegistry(client, cfg.slot), chain, hooks: opts.exportHooks, now: opts.now });
@@ -134,8 +143,10 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     rl.start();
     // Anchors run beside the stream too (src/anchor/), when a target is configured.
     await reconcileAnchorTargets(new AnchorQueue(client, cfg.slot), cfg, log);
-    anchors = anchorTargets(cfg).length ? new AnchorWorker(cfg, log, new AnchorQueue(client, cfg.slot), prep.server) : null;
+    anchors = anchorTargets(cfg).length ? new AnchorWorker(cfg, log, new AnchorQueue(client, cfg.slot), prep.server, prep.s3OwnerChecked) : null;
     anchors?.start();
+    // Local files whose S3 copy is verified go after output.retain (src/anchor/retention.ts).
+    retention = startRetention(cfg, log, client);
 
     // Before the stream: without the key no pg-egress message could be told from a forged one.
     const messageKey = await loadMessageKey(client, cfg.source.user);
@@ -267,6 +278,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
         state.slotHealth = health ?? state.slotHealth;
       }
       if (rl.fatal) throw rl.fatal;
+      if (anchors?.fatal) throw anchors.fatal;
       if (lock.lost) {
         throw new EgressError('SOURCE_UNREACHABLE', 'lost the connection that holds the daemon lock', { retryable: true });
       }
@@ -280,6 +292,8 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
   } finally {
     await reloader?.stop().catch(() => undefined);
     await anchors?.stop().catch(() => undefined);
+    await retention?.stop().catch(() => undefined);
+    await mirror?.stop().catch(() => undefined);
     await controller?.abort().catch(() => undefined);
     await stream?.close();
     await client.end().catch(() => undefined);

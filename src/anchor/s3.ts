@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { Config } from '../config/index.js';
 import { EgressError } from '../errors.js';
@@ -48,6 +48,12 @@ export interface S3Target {
   check(relPath: string, expect: StoredObject): Promise<boolean>;
   /** Size and sha256 of the stored object, or null when there is none. */
   stored(relPath: string): Promise<StoredObject | null>;
+  /** A small object's bytes (JSON), or null when there is none. */
+  getSmall(relPath: string): Promise<Buffer | null>;
+  /** Puts a small object (JSON) from memory. */
+  putSmall(relPath: string, bytes: Buffer): Promise<void>;
+  /** Whether any object exists under `<prefix>/<relDir>/`. */
+  hasAny(relDir: string): Promise<boolean>;
   close(): void;
 }
 
@@ -155,7 +161,37 @@ export function createS3Target(cfg: S3Settings, opts: { connectTimeoutMs?: numbe
     }
   }
 
-  return { key, url: (relPath) => objectUrl(cfg, key(relPath)), upload, check, stored, close: () => client.destroy() };
+  async function getSmall(relPath: string): Promise<Buffer | null> {
+    const k = key(relPath);
+    try {
+      const res = await client.send(new GetObjectCommand({ Bucket: cfg.bucket, Key: k }));
+      return Buffer.from(await res.Body!.transformToByteArray());
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw s3Error(err, `read of ${label(k)}`, ctx);
+    }
+  }
+
+  async function putSmall(relPath: string, bytes: Buffer): Promise<void> {
+    const k = key(relPath);
+    try {
+      await client.send(new PutObjectCommand({ Bucket: cfg.bucket, Key: k, Body: bytes, ContentLength: bytes.length, ContentType: contentType(relPath) }));
+    } catch (err) {
+      throw s3Error(err, `upload of ${label(k)}`, ctx);
+    }
+  }
+
+  async function hasAny(relDir: string): Promise<boolean> {
+    const p = key(relDir) + '/';
+    try {
+      const res = await client.send(new ListObjectsV2Command({ Bucket: cfg.bucket, Prefix: p, MaxKeys: 1 }));
+      return (res.Contents ?? []).length > 0;
+    } catch (err) {
+      throw s3Error(err, `listing of ${label(p)}`, ctx);
+    }
+  }
+
+  return { key, url: (relPath) => objectUrl(cfg, key(relPath)), upload, check, stored, getSmall, putSmall, hasAny, close: () => client.destroy() };
 }
 
 async function* readAndHash(localPath: string, sent: { hash: ReturnType<typeof createHash>; bytes: number; readError: unknown }): AsyncGenerator<Buffer> {

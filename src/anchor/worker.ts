@@ -12,7 +12,8 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
-import { isEgressError } from '../errors.js';
+import { EgressError, isEgressError } from '../errors.js';
+import { claimS3Prefix } from './s3-owner.js';
 import type { AnchorEntry, AnchorQueue } from '../registry/anchors.js';
 import type { ServerInfo } from '../source/setup.js';
 import type { S3Target } from './s3.js';
@@ -30,12 +31,16 @@ export class AnchorWorker {
   private readonly bg = new BackgroundLoop(() => this.loop());
   private s3: S3Target | null = null;
   private near: NearTarget | null = null;
+  /** A prefix owned by another deployment (src/anchor/s3-owner.ts): the daemon exits with it. */
+  fatal: Error | null = null;
 
   constructor(
     private readonly cfg: Config,
     private readonly log: Logger,
     private readonly queue: AnchorQueue,
     private readonly server: ServerInfo,
+    /** Whether the S3 prefix's owner was checked at start; if not, it is before the first upload. */
+    private s3OwnerChecked = true,
   ) {}
 
   start(): void {
@@ -101,22 +106,56 @@ export class AnchorWorker {
 
   private async uploadBatch(batchId: string): Promise<object> {
     if (!this.s3) throw new Error('anchors.s3 is not configured');
+    if (!this.s3OwnerChecked) {
+      const me = { system_identifier: this.server.systemIdentifier, database: this.server.database, slot: this.cfg.slot };
+      try {
+        await claimS3Prefix(this.s3, this.cfg.anchors.s3!, me, true);
+      } catch (e) {
+        if (isEgressError(e) && e.code === 'OUTPUT_OWNER') {
+          this.fatal = e;
+          this.stopping = true;
+        }
+        throw e;
+      }
+      this.s3OwnerChecked = true;
+    }
     const files = await this.queue.batchFiles(batchId);
     // The batch index last: once it is there, everything it names is there.
     files.sort((a, b) => Number(a.type === 'batch') - Number(b.type === 'batch'));
     for (const f of files) {
       if (this.stopping) throw new Error('stopping');
-      await this.s3.upload(path.join(this.cfg.output.dir, f.path), f.path, { bytes: f.bytes, sha256: f.sha256 });
+      await this.uploadOne(f);
     }
     const index = files.find((f) => f.type === 'batch');
     return { bucket: this.cfg.anchors.s3!.bucket, objects: files.length, index_key: index ? this.s3.key(index.path) : null };
+  }
+
+  /**
+   * One file. A file missing from output.dir (a lost volume, or removed by retention after an
+   * earlier upload whose record was lost) counts when S3 already holds exactly its bytes; missing
+   * in both places, it is lost: not retried (src/output/lost-volume.ts records the gap).
+   */
+  private async uploadOne(f: { path: string; bytes: number; sha256: string }): Promise<void> {
+    const local = path.join(this.cfg.output.dir, f.path);
+    const present = await fsp.access(local).then(
+      () => true,
+      () => false,
+    );
+    if (!present) {
+      if (await this.s3!.check(f.path, { bytes: f.bytes, sha256: f.sha256 })) return;
+      throw new EgressError('OUTPUT_IO', `S3 anchor: ${f.path} is missing from output.dir and not in S3 with its registered sha256: its only copy is lost (see the files_lost gap in pg-egress status)`);
+    }
+    await this.s3!.upload(local, f.path, { bytes: f.bytes, sha256: f.sha256 });
   }
 
   private async mintBatch(batchId: string): Promise<object> {
     if (!this.near) throw new Error('anchors.near is not configured');
     const b = await this.queue.batch(batchId);
     if (!b) throw new Error(`batch ${batchId} is not registered`);
-    const bytes = await fsp.readFile(path.join(this.cfg.output.dir, b.indexPath));
+    // The index stays in output.dir (output.retain keeps it); after a lost volume it is read from S3.
+    const local = await fsp.readFile(path.join(this.cfg.output.dir, b.indexPath)).catch(() => null);
+    const bytes = local ?? (this.s3 ? await this.s3.getSmall(b.indexPath) : null);
+    if (!bytes) throw new Error(`${b.indexPath} is not in output.dir${this.s3 ? ' nor in S3' : ''}: not anchoring it`);
     const sha = createHash('sha256').update(bytes).digest();
     if (sha.toString('hex') !== b.indexSha256) throw new Error(`${b.indexPath} differs from its registered sha256: not anchoring it`);
     const index = JSON.parse(bytes.toString('utf8')) as { merkle?: { tree_size: number; root: string } };

@@ -111,7 +111,7 @@ export function buildProgram(): Command {
     .option('--proof <file>', 'where to write the proof (JSON)')
     .option('-c, --config <file>', 'also check the S3 copies and NEAR tokens of anchored batches (and put anchor references in a proof); the source for --against-source')
     .option('--against-source <tables...>', 'rebuild these schema.table names as of a snapshot of the source and compare them with it (needs --config and the daemon running)')
-    .option('--from <dir|s3://bucket/prefix>', 'with --against-source: the archive (default: output.dir)')
+    .option('--from <dir|s3://bucket/prefix>', 'the archive to check (path is then relative to it, or absent for all of it); with --against-source: the archive (default: output.dir)')
     .option('--repair', 'with --against-source: request a reload of each table that differs')
     .option('--no-verify', 'with --against-source: do not check the files themselves (warned)')
     .addOption(new Option('--s3-endpoint <url>', 'S3-compatible endpoint for --from s3://'))
@@ -119,7 +119,13 @@ export function buildProgram(): Command {
     .addOption(new Option('--s3-path-style', 'path-style S3 requests'))
     .addHelpText(
       'after',
-      example('pg-egress verify ./egress', 'pg-egress verify ./egress/public.orders/20261122T100500Z/streaming.csv.gz --row 17 --proof row17.json', 'pg-egress verify --against-source public.orders --config cdc.yml --repair') +
+      example(
+        'pg-egress verify ./egress',
+        'pg-egress verify ./egress/public.orders/20261122T100500Z/streaming.csv.gz --row 17 --proof row17.json',
+        'pg-egress verify --from s3://bucket/egress',
+        'pg-egress verify --from s3://bucket/egress public.orders/20261122T100500Z/streaming.csv.gz --row 17 --proof row17.json',
+        'pg-egress verify --against-source public.orders --config cdc.yml --repair',
+      ) +
         '\nExit codes: 0 verified (or equal), 10 a check failed or a table differs (the first problem, or the differing keys, are named).\n',
     )
     .action(async (target: string | undefined, opts: { row?: string; proof?: string; config?: string; againstSource?: string[]; from?: string; repair?: boolean; verify?: boolean; s3Endpoint?: string; s3Region?: string; s3PathStyle?: boolean }) => {
@@ -129,7 +135,13 @@ export function buildProgram(): Command {
         commandExit = (await verifyAgainstSourceCommand(cfg, opts.againstSource, opts)) as ExitCode;
         return;
       }
-      if (!target) throw new EgressError('CONFIG_INVALID', 'verify needs a path (output.dir, a folder or a file), or --against-source <tables...> --config cdc.yml');
+      if (opts.from) {
+        const cfg = opts.config ? load(program, { config: opts.config }).cfg : undefined;
+        const { verifyFromCommand } = await import('./verify-from.js');
+        commandExit = (await verifyFromCommand(target, { ...opts, from: opts.from, cfg })) as ExitCode;
+        return;
+      }
+      if (!target) throw new EgressError('CONFIG_INVALID', 'verify needs a path (output.dir, a folder or a file), --from <dir|s3://…>, or --against-source <tables...> --config cdc.yml');
       const cfg = opts.config ? load(program, { config: opts.config }).cfg : undefined;
       const { verifyCommand } = await import('./verify.js');
       commandExit = (await verifyCommand(target, { ...opts, cfg })) as ExitCode;
@@ -168,6 +180,21 @@ export function buildProgram(): Command {
     .action(async (opts: Parameters<typeof loadCommand>[0]) => {
       const { loadCommand } = await import('./load.js');
       commandExit = (await loadCommand(opts)) as ExitCode;
+    });
+
+  program
+    .command('recover')
+    .description('rebuild an empty or missing registry (cdc_registry) from the archive: batches, files and the registered LSN, every hash and chain link checked; then run continues without exporting again')
+    .addOption(configOption())
+    .requiredOption('--from <dir|s3://bucket/prefix>', 'the archive: output.dir or its S3 copy (anchors.s3 endpoint and region are used for its prefix)')
+    .addOption(new Option('--s3-endpoint <url>', 'S3-compatible endpoint for --from s3://'))
+    .addOption(new Option('--s3-region <region>', 'S3 region for --from s3://'))
+    .addOption(new Option('--s3-path-style', 'path-style S3 requests (default with --s3-endpoint)'))
+    .addHelpText('after', example('pg-egress recover --config cdc.yml --from s3://bucket/egress', 'pg-egress recover --config cdc.yml --from ./egress') + '\nExit codes: 0 recovered, 7 no batch in --from, 8 the registry already holds batches of the slot, 10 a batch or file did not check out (named).\n')
+    .action(async (opts: { config: string; from: string; s3Endpoint?: string; s3Region?: string; s3PathStyle?: boolean }) => {
+      const { cfg, log } = load(program, opts);
+      const { recoverCommand } = await import('./recover.js');
+      commandExit = (await recoverCommand(cfg, log, opts)) as ExitCode;
     });
 
   program

@@ -11,7 +11,7 @@ import type { Config } from '../config/index.js';
 import { createPool } from '../db/tx.js';
 import { sourceError } from '../db/connect.js';
 import { nearTokenId } from '../anchor/near-token.js';
-import { batchAnchorReferences, nearAnchoredBatches, s3AnchoredFiles } from '../registry/anchors.js';
+import { batchAnchorReferences, nearAnchoredBatches, s3AnchoredFiles, s3OnlyPaths } from '../registry/anchors.js';
 import type { ProofAnchors } from '../proof/proof-file.js';
 
 // The AWS SDK and near-api-js load only when a check needs them (they slow every CLI start).
@@ -22,10 +22,12 @@ export interface AnchorCheck {
   s3Objects: number;
   nearTokens: number;
   problems: string[];
+  /** Registered files removed locally by output.retain (or recovered from S3 only): checked in S3 above. */
+  s3Only: Set<string>;
 }
 
 export async function verifyAnchors(cfg: Config): Promise<AnchorCheck> {
-  const out: AnchorCheck = { s3Objects: 0, nearTokens: 0, problems: [] };
+  const out: AnchorCheck = { s3Objects: 0, nearTokens: 0, problems: [], s3Only: new Set() };
   const pool = createPool(cfg.source, 1);
   try {
     const { rows: sys } = await pool.query<{ sysid: string }>(`SELECT system_identifier::text AS sysid FROM pg_control_system()`);
@@ -33,6 +35,7 @@ export async function verifyAnchors(cfg: Config): Promise<AnchorCheck> {
       const s3 = (await loadS3())(cfg.anchors.s3);
       try {
         const rows = await s3AnchoredFiles(pool, cfg.slot);
+        out.s3Only = await s3OnlyPaths(pool, cfg.slot);
         for (const r of rows) {
           if (!(await s3.check(r.path, { bytes: Number(r.bytes), sha256: r.sha256 }))) out.problems.push(`s3://${cfg.anchors.s3.bucket}/${s3.key(r.path)}: missing or not byte-identical to ${r.path}`);
           out.s3Objects++;

@@ -60,8 +60,12 @@ export async function verifyCommand(target: string, o: { row?: string; proof?: s
   let anchors = '';
   if (o.cfg && (o.cfg.anchors.s3 || o.cfg.anchors.near)) {
     const a = await verifyAnchors(o.cfg);
+    // Data files output.retain removed locally are not missing: their S3 copies were checked just now.
+    const s3Only = new Set([...a.s3Only].map((rel) => `${path.join(target, rel)}: missing (listed in its manifest)`));
+    const before = report.problems.length;
+    report.problems = report.problems.filter((p) => !s3Only.has(p));
     report.problems.push(...a.problems);
-    anchors = `; anchors: ${a.s3Objects} S3 objects byte-identical, ${a.nearTokens} NEAR tokens naming their batch index`;
+    anchors = `; anchors: ${a.s3Objects} S3 objects byte-identical, ${a.nearTokens} NEAR tokens naming their batch index${before > report.problems.length - a.problems.length ? `, ${before - (report.problems.length - a.problems.length)} files in S3 only (output.retain)` : ''}`;
   }
   if (report.problems.length) {
     out.write(`FAILED: ${report.problems.length} problem(s); the first: ${report.problems[0]}\n`);

@@ -28,7 +28,7 @@ import type { AnchorTarget } from '../registry/anchors.js';
 import type { LocalIntents } from './local-intents.js';
 import { BATCHES_DIR, parseFlushName, windowName } from '../output/layout.js';
 
-interface IndexDoc {
+export interface IndexDoc {
   batch_id: string;
   kind: 'flush' | 'reload';
   window_start: string;
@@ -60,6 +60,8 @@ export interface AdoptDeps {
   restoreComment?: (relid: number, comment: string | null) => Promise<void>;
   /** Where the server's timeline began (its last promotion), null on timeline 1. */
   switchPoint?: () => Promise<Lsn | null>;
+  /** `recover` registers every batch this way: one line per batch at debug, not a warning each. */
+  quiet?: boolean;
 }
 
 export const DIVERGED_DIR = '_diverged';
@@ -101,21 +103,30 @@ const refuse = (outDir: string, batchId: string, why: string): EgressError =>
 const ownManifest = (rel: unknown, batchId: string): rel is string =>
   typeof rel === 'string' && /^[^/]+\/[^/]+\/manifest\.json$/.test(rel) && rel.split('/')[1] === batchId && !rel.split('/').some((p) => p === '..' || p === '.');
 
+/** Where a batch's files are read from: output.dir here, or an archive (`recover`, src/archive/recover.ts). */
+export interface BatchReader {
+  /** A small file's bytes (manifest), or null when it is missing. */
+  read(rel: string): Promise<Buffer | null>;
+  /** sha256 and size of a file, streamed, or null when it is missing. */
+  hash(rel: string): Promise<{ sha: string; bytes: number } | null>;
+}
+
+export const localBatchReader = (outDir: string): BatchReader => ({
+  read: (rel) => fsp.readFile(path.join(outDir, rel)).catch(() => null),
+  hash: (rel) => sha256File(path.join(outDir, rel)).catch(() => null),
+});
+
 /** Checks every file of a batch against its index and manifests; returns the registry records. */
-async function verifyBatch(outDir: string, idx: IndexDoc, indexSha: string, indexBytes: number): Promise<{ files: FileRecord[]; tables: { schema: string; table: string; relid: number | null }[] } | string> {
+export async function verifyBatch(src: string | BatchReader, idx: IndexDoc, indexSha: string, indexBytes: number): Promise<{ files: FileRecord[]; tables: { schema: string; table: string; relid: number | null }[] } | string> {
+  const reader = typeof src === 'string' ? localBatchReader(src) : src;
   const files: FileRecord[] = [];
   const tables: { schema: string; table: string; relid: number | null }[] = [];
   let rows = 0;
   if (!Array.isArray(idx.manifests) || typeof idx.lsn?.end !== 'string' || typeof idx.merkle?.root !== 'string') return 'its index is not a complete batch index';
   for (const m of idx.manifests) {
     if (!ownManifest(m.path, idx.batch_id)) return `it lists a manifest outside its own folders (${String(m.path)})`;
-    const mfPath = path.join(outDir, m.path);
-    let mfText: Buffer;
-    try {
-      mfText = await fsp.readFile(mfPath);
-    } catch {
-      return `its manifest ${m.path} is missing`;
-    }
+    const mfText = await reader.read(m.path);
+    if (!mfText) return `its manifest ${m.path} is missing`;
     const mfSha = createHash('sha256').update(mfText).digest('hex');
     if (mfSha !== m.sha256) return `its manifest ${m.path} does not match the index (sha256)`;
     let mf: ManifestDoc;
@@ -132,7 +143,7 @@ async function verifyBatch(outDir: string, idx: IndexDoc, indexSha: string, inde
     for (const f of mf.files) {
       if (typeof f.name !== 'string' || f.name.includes('/') || f.name.startsWith('.')) return `its manifest ${m.path} names a file outside its folder`;
       const p = `${rel}/${f.name}`;
-      const got = await sha256File(path.join(outDir, p)).catch(() => null);
+      const got = await reader.hash(p);
       if (!got) return `its file ${p} is missing`;
       if (got.sha !== f.sha256 || got.bytes !== f.bytes) return `its file ${p} does not match its manifest (sha256 or size)`;
       files.push({ path: p, type: f.type, schema, table, lsnStart: lsnOrNull(f.lsn.start), lsnEnd: lsnOrNull(f.lsn.end), rows: f.rows, bytes: f.bytes, rawBytes: f.raw_bytes, sha256: f.sha256, merkleRoot: f.merkle.root });
@@ -145,7 +156,7 @@ async function verifyBatch(outDir: string, idx: IndexDoc, indexSha: string, inde
       if (!doc) continue;
       if (typeof doc.name !== 'string' || doc.name.includes('/') || doc.name.startsWith('.')) return `its manifest ${m.path} names a file outside its folder`;
       const p = `${rel}/${doc.name}`;
-      const got = await sha256File(path.join(outDir, p)).catch(() => null);
+      const got = await reader.hash(p);
       if (!got) return `its file ${p} is missing`;
       if (got.sha !== doc.sha256) return `its file ${p} does not match its manifest (sha256)`;
       files.push({ path: p, type, schema, table, lsnStart: null, lsnEnd: null, rows: null, bytes: got.bytes, rawBytes: null, sha256: got.sha, merkleRoot: null });
@@ -241,7 +252,7 @@ async function setAside(d: AdoptDeps, idx: IndexDoc): Promise<void> {
   );
 }
 
-async function register(d: AdoptDeps, idx: IndexDoc, sha: string, v: { files: FileRecord[]; tables: { schema: string; table: string; relid: number | null }[] }): Promise<void> {
+export async function register(d: AdoptDeps, idx: IndexDoc, sha: string, v: { files: FileRecord[]; tables: { schema: string; table: string; relid: number | null }[] }): Promise<void> {
   const parsed = parseFlushName(idx.batch_id);
   const windowStartMs = Date.parse(idx.window_start);
   if (parsed) await d.adopt.reserveBatchSeq(windowName(parsed.startMs), parsed.seq);
@@ -284,7 +295,7 @@ async function register(d: AdoptDeps, idx: IndexDoc, sha: string, v: { files: Fi
     });
   }
   await d.intents.done(idx.batch_id);
-  d.log.warn(
+  (d.quiet ? d.log.debug.bind(d.log) : d.log.warn.bind(d.log))(
     { batch: idx.batch_id, kind: idx.kind, lsn: lsnHex(lsnEnd), files: v.files.length, reloads: local?.reloads.length ?? 0 },
     'adopted a batch that was on disk but not in the registry (a registration the source lost, e.g. in a failover): registered from its manifests',
   );

@@ -54,7 +54,15 @@ export interface Config {
   };
   /** `schema\0table` → column names never written anywhere. */
   columnsExclude: ReadonlyMap<string, ReadonlySet<string>>;
-  output: { dir: string; gzipLevel: number; beforeImages: boolean; fileMode: number; dirMode: number };
+  output: {
+    dir: string;
+    gzipLevel: number;
+    beforeImages: boolean;
+    fileMode: number;
+    dirMode: number;
+    /** output.retain in ms: data files older than this whose S3 copy is verified are removed locally; null keeps everything. */
+    retainMs: number | null;
+  };
   batch: { intervalMs: number; maxRows: number; maxBytes: number };
   reload: { workers: number; chunkSize: number };
   anchors: {
@@ -104,6 +112,20 @@ function bool(o: Obj, k: string, at: string, def: boolean): boolean {
   const v = o[k] ?? def;
   if (typeof v !== 'boolean') throw invalid(`${at}.${k} must be true or false`);
   return v;
+}
+
+/**
+ * output.retain (src/anchor/retention.ts): `forever` keeps every local file; a duration removes a
+ * data file locally once its S3 copy is verified and it is older than that. Default: forever
+ * without anchors.s3 (the local folder is then the only copy), 24h with it.
+ */
+export const DEFAULT_RETAIN_WITH_S3 = '24h';
+function retainSetting(o: Obj, hasS3: boolean): number | null {
+  const v = o.retain ?? (hasS3 ? DEFAULT_RETAIN_WITH_S3 : 'forever');
+  if (v === 'forever') return null;
+  const ms = withUnit(parseDuration, o, 'retain', 'output', hasS3 ? DEFAULT_RETAIN_WITH_S3 : 'forever');
+  if (!hasS3) throw invalid('output.retain needs anchors.s3: files are removed locally only after their upload to S3 is verified (set anchors.s3.bucket, or output.retain: forever)');
+  return ms;
 }
 
 function withUnit<T>(fn: (s: string | number) => T, o: Obj, k: string, at: string, def: string): T {
@@ -229,6 +251,7 @@ export function parseConfig(text: string, opts: { env?: NodeJS.ProcessEnv; baseD
     beforeImages: bool(outSec, 'before_images', 'output', false),
     fileMode,
     dirMode,
+    retainMs: null as number | null,
   };
 
   const batchSec = section(raw, 'batch');
@@ -278,6 +301,8 @@ export function parseConfig(text: string, opts: { env?: NodeJS.ProcessEnv; baseD
       gas: withUnit(parseGas, a, 'gas', 'anchors.near', '30Tgas'),
     };
   }
+
+  output.retainMs = retainSetting(outSec, s3 !== null);
 
   const httpSec = section(raw, 'http');
   // 127.0.0.1 by default: /status names the host, role and tables, so nothing is exposed until an

@@ -9,7 +9,7 @@ export const SHAPE = {
   publication: 1,
   tables: { include: 1, exclude: 1, no_identity: 1 },
   columns: { exclude: '*' },
-  output: { dir: 1, gzip_level: 1, before_images: 1, mode: 1 },
+  output: { dir: 1, gzip_level: 1, before_images: 1, mode: 1, retain: 1 },
   batch: { interval: 1, max_rows: 1, max_bytes: 1 },
   reload: { workers: 1, chunk_size: 1 },
   anchors: {

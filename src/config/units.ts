@@ -1,6 +1,6 @@
 /** Durations, sizes, gas and NEAR amounts as written in cdc.yml. */
 
-const DURATION: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const DURATION: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const SIZE: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3, tb: 1024 ** 4 };
 
 /** `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds → milliseconds. */
@@ -9,7 +9,7 @@ export function parseDuration(s: string | number): number {
     if (!Number.isFinite(s) || s < 0) throw new Error(`invalid duration ${s}`);
     return s * 1000;
   }
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/i.exec(s);
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/i.exec(s);
   if (!m) throw new Error(`invalid duration ${JSON.stringify(s)} (use e.g. 30s, 5m, 1h)`);
   return Math.round(Number(m[1]) * DURATION[(m[2] ?? 's').toLowerCase()]);
 }

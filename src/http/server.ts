@@ -48,6 +48,7 @@ export async function startHttp(cfg: Config, log: Logger, state: DaemonState): P
   // prom-client is loaded only when the endpoints are on: every CLI start would pay for it.
   const { createMetrics } = await import('./metrics.js');
   const metrics = createMetrics(state, cfg.slot);
+  (await import('./metrics-archive.js')).addArchiveMetrics(metrics, state, cfg);
   const send = (res: http.ServerResponse, code: number, body: string, type = 'application/json') => {
     res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' });
     res.end(body);

@@ -61,6 +61,8 @@ const MIN_INTERVAL_MS = 100;
 export class ConfirmRecord {
   private pairs: ConfirmPair[];
   private writtenAt = 0;
+  /** Called with the file's text after each write (the S3 copy, src/anchor/confirm-mirror.ts). */
+  onWrite: ((text: string) => void) | null = null;
 
   constructor(
     private readonly dir: string,
@@ -107,5 +109,6 @@ export class ConfirmRecord {
     await writeFileAtomic(path.join(this.dir, CONFIRM_FILE), text, this.fileMode);
     await fsyncDir(this.dir);
     this.pairs = pairs;
+    this.onWrite?.(text);
   }
 }

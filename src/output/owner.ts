@@ -61,7 +61,7 @@ export async function claimOutputDir(dir: string, me: Owner, registryKnowsSlot: 
   if (!registryKnowsSlot && (await hasFiles(dir))) {
     throw new EgressError(
       'OUTPUT_OWNER',
-      `output.dir ${dir} holds exported files but the registry (cdc_registry) has no record of slot "${me.slot}" (was the registry dropped?); nothing was deleted: move those files away or set output.dir to a new folder`,
+      `output.dir ${dir} holds exported files but the registry (cdc_registry) has no record of slot "${me.slot}" (was the registry dropped?); nothing was deleted: run "pg-egress recover --config <cdc.yml> --from ${dir}" (or --from the S3 prefix) to rebuild the registry from them, or move them away, or set output.dir to a new folder`,
     );
   }
   if (owner) return 'owned';

@@ -7,11 +7,13 @@
  * with no database and no network. No `pg` import.
  */
 import { sha256Hex } from '../hash.js';
-import { promises as fsp } from 'node:fs';
+import { createReadStream, promises as fsp } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { auditPathRanges, leafHash, MerkleBuilder } from './merkle.js';
 import { PROOF_FORMAT } from './proof-check.js';
-import { forEachRecord, type BatchIndex, type Manifest } from './verify.js';
+import { forEachRecordOf, type BatchIndex, type Manifest } from './verify.js';
 
 export interface ProofFile {
   format: typeof PROOF_FORMAT;
@@ -44,14 +46,29 @@ function pathOf(m: number, leaves: Buffer[]): Buffer[] {
   });
 }
 
+/** Where a proof's documents and file are read from: output.dir, or an archive such as S3 (streamed). */
+export interface ProofSource {
+  readSmall(rel: string): Promise<Buffer>;
+  stream(rel: string): Promise<Readable>;
+}
+
 /** Builds the proof for record `row` (0-based, header excluded) of a data file under `outDir`. */
 export async function buildProof(outDir: string, file: string, row: number): Promise<ProofFile> {
-  const abs = path.resolve(file);
-  const rel = path.relative(path.resolve(outDir), abs).split(path.sep).join('/');
-  const dir = path.dirname(abs);
-  const manifestBytes = await fsp.readFile(path.join(dir, 'manifest.json'));
+  const root = path.resolve(outDir);
+  const rel = path.relative(root, path.resolve(file)).split(path.sep).join('/');
+  const local: ProofSource = {
+    readSmall: (r) => fsp.readFile(path.join(root, r)),
+    stream: async (r) => createReadStream(path.join(root, r)),
+  };
+  return buildProofFrom(local, rel, row, file);
+}
+
+/** The same for the file at `rel` in any archive; `file` names it in messages. */
+export async function buildProofFrom(src: ProofSource, rel: string, row: number, file = rel): Promise<ProofFile> {
+  const dirRel = path.posix.dirname(rel);
+  const manifestBytes = await src.readSmall(`${dirRel}/manifest.json`);
   const manifest = JSON.parse(manifestBytes.toString('utf8')) as Manifest;
-  const entry = manifest.files.find((f) => f.name === path.basename(abs));
+  const entry = manifest.files.find((f) => f.name === path.posix.basename(rel));
   if (!entry?.merkle) throw new Error(`${file} is not a data file listed with a Merkle root in its manifest`);
   const n = entry.merkle.tree_size;
   if (!Number.isInteger(row) || row < 0 || row >= n) throw new Error(`--row ${row} is not a record of ${file} (it has ${n}, numbered from 0)`);
@@ -59,7 +76,7 @@ export async function buildProof(outDir: string, file: string, row: number): Pro
   const ranges = auditPathRanges(row, n);
   const builders = ranges.map(() => new MerkleBuilder());
   let record: Buffer | null = null;
-  await forEachRecord(abs, (rec, i) => {
+  await forEachRecordOf(await src.stream(rel), (rec, i) => {
     if (i === row) record = Buffer.from(rec);
     const h = leafHash(rec);
     for (let k = 0; k < ranges.length; k++) if (i >= ranges[k].start && i < ranges[k].end) builders[k].addLeafHash(h);
@@ -68,12 +85,12 @@ export async function buildProof(outDir: string, file: string, row: number): Pro
   const rec: Buffer = record;
   const filePath = builders.map((b) => b.root());
   const indexPath = `_batches/${manifest.batch_id}.json`;
-  const indexBytes = await fsp.readFile(path.join(outDir, indexPath));
+  const indexBytes = await src.readSmall(indexPath);
   const index = JSON.parse(indexBytes.toString('utf8')) as BatchIndex;
   // The batch tree's leaves are its data files' roots, manifests in index order, files in each.
   const fileRoots: { rel: string; root: Buffer }[] = [];
   for (const m of index.manifests) {
-    const mf = JSON.parse(await fsp.readFile(path.join(outDir, m.path), 'utf8')) as Manifest;
+    const mf = JSON.parse((await src.readSmall(m.path)).toString('utf8')) as Manifest;
     for (const f of mf.files) if (f.merkle) fileRoots.push({ rel: `${path.posix.dirname(m.path)}/${f.name}`, root: Buffer.from(f.merkle.root, 'hex') });
   }
   const leafIndex = fileRoots.findIndex((f) => f.rel === rel);

@@ -9,7 +9,7 @@ import { createReadStream, existsSync, promises as fsp } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { pipeline } from 'node:stream';
+import { pipeline, Transform, type Readable } from 'node:stream';
 import { CsvRecordSplitter } from '../output/csv.js';
 import { BLOCK, leafHash, MerkleBuilder, rootOf } from './merkle.js';
 
@@ -51,6 +51,11 @@ const sha256File = async (file: string): Promise<string> => {
 
 /** Streams a gzipped CSV file's records (header dropped) through `onRecord`. */
 export async function forEachRecord(file: string, onRecord: (rec: Buffer, index: number) => void): Promise<number> {
+  return forEachRecordOf(createReadStream(file), onRecord);
+}
+
+/** The same over any stream of the gzipped bytes (an S3 object, src/archive/verify-store.ts). */
+export async function forEachRecordOf(raw: Readable, onRecord: (rec: Buffer, index: number) => void): Promise<number> {
   let header = true;
   let n = 0;
   const splitter = new CsvRecordSplitter((rec) => {
@@ -60,7 +65,7 @@ export async function forEachRecord(file: string, onRecord: (rec: Buffer, index:
     }
     onRecord(rec, n++);
   });
-  const input = pipeline(createReadStream(file), zlib.createGunzip(), () => undefined);
+  const input = pipeline(raw, zlib.createGunzip(), () => undefined);
   for await (const chunk of input) splitter.push(chunk as Buffer);
   splitter.end();
   return n;
@@ -118,6 +123,60 @@ export async function verifyDataFile(file: string, entry: ManifestFileEntry, pro
   return problems.length === before ? { root, records } : null;
 }
 
+/**
+ * The checks of verifyDataFile over a stream, in one pass (an S3 object is read once): the sha256
+ * of the bytes as they arrive, and the records of the gunzipped bytes. Messages name `where`.
+ */
+export async function verifyDataStream(where: string, raw: Readable, entry: ManifestFileEntry, problems: string[]): Promise<{ root: Buffer; records: number } | null> {
+  const before = problems.length;
+  const h = createHash('sha256');
+  const hashing = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      h.update(chunk);
+      cb(null, chunk);
+    },
+  });
+  const m = new MerkleBuilder();
+  let orderIssue: string | null = null;
+  let prev = '';
+  let readError: Error | null = null;
+  const records = await forEachRecordOf(raw.pipe(hashing), (rec, i) => {
+    m.addLeafHash(leafHash(rec));
+    if (entry.type === 'streaming' && orderIssue === null) {
+      const k = lsnSeq(rec);
+      if (k === null || k <= prev) orderIssue = `record ${i} is out of (_lsn, _seq) order or malformed`;
+      else prev = k;
+    }
+  }).catch((e: unknown) => {
+    readError = e as Error;
+    raw.destroy(); // the rest is not read: close the connection or file
+    return -1;
+  });
+  if (records < 0) {
+    // Not gzipped CSV: its bytes cannot be what the manifest's sha256 names either (that file was).
+    problems.push(`${where}: cannot be read as gzipped CSV (${(readError as Error | null)?.message ?? 'error'})`);
+    return null;
+  }
+  if (h.digest('hex') !== entry.sha256) problems.push(`${where}: sha256 differs from the manifest (the file was changed)`);
+  const mk = entry.merkle;
+  if (!mk) {
+    problems.push(`${where}: the manifest has no Merkle root for it`);
+    return null;
+  }
+  const root = m.root();
+  if (records !== mk.tree_size) problems.push(`${where}: ${records} records, the manifest says ${mk.tree_size} (records were added or removed)`);
+  if (records !== entry.rows) problems.push(`${where}: ${records} records, but its manifest entry says "rows": ${entry.rows} (the manifest or the file was changed)`);
+  if (root.toString('hex') !== mk.root) {
+    const blocks = mk.block_roots ?? [];
+    const bad = m.blocks.findIndex((b, i) => i >= blocks.length || b.toString('hex') !== blocks[i]);
+    const at = bad >= 0 ? `the first difference is in records ${bad * BLOCK}-${bad * BLOCK + BLOCK - 1}` : `the first difference is in records from ${blocks.length * BLOCK} on`;
+    problems.push(`${where}: Merkle root differs from the manifest; ${orderIssue ?? at}`);
+  } else if (orderIssue) {
+    problems.push(`${where}: ${orderIssue}`);
+  }
+  return problems.length === before ? { root, records } : null;
+}
+
 async function readJson<T>(file: string, problems: string[]): Promise<T | null> {
   try {
     return JSON.parse(await fsp.readFile(file, 'utf8')) as T;
@@ -155,6 +214,32 @@ export async function verifyWindow(dir: string, report: VerifyReport): Promise<B
   return roots;
 }
 
+/**
+ * The chain: every predecessor exists with the sha256 named; no two batches share one; one first.
+ * `indexes` by batch id, each with its `file` as messages name it.
+ */
+export function chainProblems(indexes: Map<string, { index: BatchIndex; sha256: string; file: string }>, bdir: string): string[] {
+  const problems: string[] = [];
+  const successors = new Map<string, string>();
+  let firsts = 0;
+  for (const { index, file } of indexes.values()) {
+    const prev = index.prev;
+    if (prev === undefined) continue; // written before the chain existed
+    if (prev === null) {
+      firsts++;
+      continue;
+    }
+    const p = indexes.get(prev.batch_id);
+    if (!p) problems.push(`${file}: its predecessor batch ${prev.batch_id} is missing (a batch index was deleted): the chain is broken`);
+    else if (p.sha256 !== prev.sha256) problems.push(`${file}: its predecessor ${prev.batch_id} was replaced (sha256 differs): the chain is broken`);
+    const other = successors.get(prev.batch_id);
+    if (other) problems.push(`${file}: batch ${other} names the same predecessor ${prev.batch_id}: the chain forks`);
+    successors.set(prev.batch_id, index.batch_id);
+  }
+  if (firsts > 1) problems.push(`${bdir}: ${firsts} batches claim to be the first of the chain`);
+  return problems;
+}
+
 /** The whole output folder: every batch index, its manifests, and the chain between them. */
 export async function verifyOutput(outDir: string): Promise<VerifyReport> {
   const report: VerifyReport = { batches: 0, manifests: 0, files: 0, records: 0, problems: [] };
@@ -184,24 +269,7 @@ export async function verifyOutput(outDir: string): Promise<VerifyReport> {
     }
     if (index.merkle && rootOf(roots).toString('hex') !== index.merkle.root) report.problems.push(`${file}: batch root differs from its files' roots`);
   }
-  // The chain: every predecessor exists with the sha256 named; no two batches share one.
-  const successors = new Map<string, string>();
-  let firsts = 0;
-  for (const { index, file } of indexes.values()) {
-    const prev = index.prev;
-    if (prev === undefined) continue; // written before the chain existed
-    if (prev === null) {
-      firsts++;
-      continue;
-    }
-    const p = indexes.get(prev.batch_id);
-    if (!p) report.problems.push(`${file}: its predecessor batch ${prev.batch_id} is missing (a batch index was deleted): the chain is broken`);
-    else if (p.sha256 !== prev.sha256) report.problems.push(`${file}: its predecessor ${prev.batch_id} was replaced (sha256 differs): the chain is broken`);
-    const other = successors.get(prev.batch_id);
-    if (other) report.problems.push(`${file}: batch ${other} names the same predecessor ${prev.batch_id}: the chain forks`);
-    successors.set(prev.batch_id, index.batch_id);
-  }
-  if (firsts > 1) report.problems.push(`${bdir}: ${firsts} batches claim to be the first of the chain`);
+  report.problems.push(...chainProblems(indexes, bdir));
   // Manifests that no batch index lists: added behind our back, or their batch index was deleted.
   for (const top of existsSync(outDir) ? await fsp.readdir(outDir, { withFileTypes: true }) : []) {
     if (!top.isDirectory() || top.name.startsWith('_')) continue;

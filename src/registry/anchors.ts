@@ -148,6 +148,14 @@ export async function s3AnchoredFiles(db: Db, slot: string): Promise<{ path: str
   return rows;
 }
 
+/** Files that output.retain removed locally (their S3 copy is the only one); none before migration 012. */
+export async function s3OnlyPaths(db: Db, slot: string): Promise<Set<string>> {
+  const removed = await db
+    .query<{ path: string }>(`SELECT path FROM cdc_registry.files WHERE slot_name = $1 AND local_removed_at IS NOT NULL`, [slot])
+    .catch(() => ({ rows: [] as { path: string }[] }));
+  return new Set(removed.rows.map((r) => r.path));
+}
+
 /** Batches anchored to NEAR, in chain order, for `verify-anchors`. */
 export async function nearAnchoredBatches(db: Db, slot: string): Promise<{ batch_id: string; index_path: string }[]> {
   const { rows } = await db.query<{ batch_id: string; index_path: string }>(

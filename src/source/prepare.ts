@@ -12,6 +12,7 @@ import { ensureEventTriggers, migrate } from '../registry/migrate.js';
 import { Registry, type TablePatternSql } from '../registry/registry.js';
 import type { Db } from '../db/tx.js';
 import { claimOutputDir } from '../output/owner.js';
+import { checkS3OwnerAtStart } from '../anchor/s3-owner.js';
 import { sourceError } from '../db/connect.js';
 import { PublicationWatcher, publishedTables } from './publication.js';
 import { ReloadRegistry, type ReloadReason } from '../registry/reloads.js';
@@ -35,6 +36,8 @@ export interface Prepared {
   publication: PublicationWatcher;
   /** Adopted flushes whose reload requests a failover lost (src/commit/adopt.ts). */
   lostRanges: { from: Lsn; to: Lsn }[];
+  /** Whether the S3 prefix's owner was checked at start (src/anchor/s3-owner.ts); false: before the first upload. */
+  s3OwnerChecked: boolean;
 }
 
 export interface PrepareOptions {
@@ -66,8 +69,11 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
     };
     const adoptReg = new AdoptRegistry(db, cfg.slot);
     let lostRanges: { from: Lsn; to: Lsn }[] = [];
+    let s3OwnerChecked = false;
     if (opts.run) {
-      await claimOutputDir(cfg.output.dir, { system_identifier: server.systemIdentifier, database: server.database, slot: cfg.slot }, knewSlot, cfg.output);
+      const me = { system_identifier: server.systemIdentifier, database: server.database, slot: cfg.slot };
+      await claimOutputDir(cfg.output.dir, me, knewSlot, cfg.output);
+      if (cfg.anchors.s3) s3OwnerChecked = await checkS3OwnerAtStart(cfg.anchors.s3, me, knewSlot, cfg.output, log);
       // Batches on disk that the registry lost (a failover's registry race) are registered from
       // their manifests before anything compares LSNs or sweeps files (src/commit/adopt.ts).
       registry.localIntents = new LocalIntents(cfg.output.dir, cfg.output);
@@ -138,7 +144,7 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
       if (lostGap !== null) await requestReload(await publishedTables(db, cfg.publication), 'gap', lostGap);
       if (initial) await requestReload(await publishedTables(db, cfg.publication), 'initial', null);
     }
-    return { server, registry, registeredLsn, slotConfirmed, slotCreated, publication, lostRanges };
+    return { server, registry, registeredLsn, slotConfirmed, slotCreated, publication, lostRanges, s3OwnerChecked };
   } catch (e) {
     throw sourceError(e, cfg.source, 'prepare the source database');
   }

@@ -1,4 +1,5 @@
 /** `pg-egress status` as text: one line per fact, then tables, reloads, gaps, unpublished tables, missing files. */
+import { formatLocal } from '../anchor/local-status.js';
 import { displayTable, printable } from '../config/patterns.js';
 import type { StatusReport } from './report.js';
 
@@ -15,6 +16,7 @@ export function formatStatus(r: StatusReport): string {
     `registered lsn  ${r.registered_lsn ?? '-'}`,
     `lag             ${r.lag_bytes === null ? '-' : `${r.lag_bytes} bytes`}`,
     `pending anchors ${r.pending_anchors}${r.anchors.map((a) => ` | ${a.target}: ${a.pending} pending${a.oldest_pending_s !== null ? ` (oldest ${a.oldest_pending_s}s)` : ''}, ${a.failed} failed, ${a.done} done${a.skipped ? `, ${a.skipped} skipped (anchors.${a.target} not configured)` : ''}${a.last_error ? `, last error: ${a.last_error}` : ''}`).join('')}`,
+    ...(r.local ? [`local files     ${formatLocal(r.local)}`] : []),
     `daemon          ${daemon}`,
     `compression     ${r.compression}`,
     '',

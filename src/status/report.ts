@@ -15,6 +15,8 @@ import { AnchorQueue } from '../registry/anchors.js';
 import { readStatusFile } from './file.js';
 import { recentReloads, registeredLsnText, registryPresence, selectedTablesPublished } from '../registry/status.js';
 import { displayTable } from '../config/patterns.js';
+import { RetentionRegistry, type LocalSummary } from '../registry/retention.js';
+import { describeRetain } from '../anchor/local-status.js';
 import { partitionInfo } from '../registry/partitions.js';
 import { slotHealth } from '../source/failover.js';
 
@@ -36,6 +38,8 @@ export interface StatusReport {
   gaps: Gap[];
   unpublished: { table: string; reason: string }[];
   missing_files: { count: number; first: string[] };
+  /** output.dir as a staging area (issue 17): what is still local, what waits for upload, output.retain. */
+  local: (LocalSummary & { retain: string }) | null;
   reloads: {
     id: number;
     table: string;
@@ -109,7 +113,10 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
       }
     }
     const h = await slotHealth(client, cfg);
-    const registered = hasRegistry ? await registry.registeredPaths() : new Set<string>();
+    const retention = new RetentionRegistry(client, cfg.slot);
+    // Files removed by output.retain (in S3 only) are not missing; a registry before migration 012 has none.
+    const registered = hasRegistry ? await retention.localPaths().catch(() => registry.registeredPaths()) : new Set<string>();
+    const local = hasRegistry ? await retention.summary().then((x) => ({ ...x, retain: describeRetain(cfg) }), () => null) : null;
     const missing = await missingFiles(cfg.output.dir, registered);
     return {
       slot: { name: cfg.slot, exists: s.length === 1, active: s[0]?.active === 'true', confirmed_flush_lsn: s[0]?.confirmed ?? null, wal_status: s[0]?.wal_status ?? null },
@@ -143,6 +150,7 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
       gaps: hasGaps ? await registry.openGaps() : [],
       unpublished,
       missing_files: { count: missing.length, first: missing.slice(0, MISSING_SHOWN) },
+      local,
       reloads,
     };
   } catch (e) {

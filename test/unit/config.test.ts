@@ -24,7 +24,7 @@ describe('config', () => {
     expect(c.source).toEqual({ host: 'db', port: 5432, database: 'shop', user: 'egress', password: undefined, ssl: { mode: 'disable' } });
     expect(c.slot).toBe('pg_egress');
     expect(c.publication).toBe('pg_egress');
-    expect(c.output).toEqual({ dir: '/etc/egress/egress', gzipLevel: 1, beforeImages: false, fileMode: 0o600, dirMode: 0o700 });
+    expect(c.output).toEqual({ dir: '/etc/egress/egress', gzipLevel: 1, beforeImages: false, fileMode: 0o600, dirMode: 0o700, retainMs: null });
     expect(c.batch).toEqual({ intervalMs: 300_000, maxRows: 1_000_000, maxBytes: 256 * 1024 * 1024 });
     expect(c.reload).toEqual({ workers: 4, chunkSize: 64 * 1024 * 1024 });
     expect(c.anchors).toEqual({ s3: null, near: null });
