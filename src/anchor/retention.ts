@@ -22,7 +22,7 @@ import type { Logger } from '../log.js';
 import { Waker } from '../waker.js';
 import { anchorTargets } from '../registry/anchors.js';
 import { RetentionRegistry } from '../registry/retention.js';
-import type { Db } from '../registry/tx.js';
+import type { Db } from '../db/tx.js';
 
 /** How often to look: often enough for a retain of seconds, rarely enough to cost nothing. */
 export const retentionIntervalMs = (retainMs: number): number => Math.min(10_000, Math.max(1000, Math.floor(retainMs / 4)));

@@ -113,7 +113,7 @@ export class AnchorWorker {
       } catch (e) {
         if (isEgressError(e) && e.code === 'OUTPUT_OWNER') {
           this.fatal = e;
-          this.stopping = true;
+          this.bg.stopping = true;
         }
         throw e;
       }

@@ -8,7 +8,7 @@ import { promises as fsp } from 'node:fs';
 import client from 'prom-client';
 import type { Config } from '../config/index.js';
 import { RetentionRegistry, type LocalSummary } from '../registry/retention.js';
-import type { Db } from '../registry/tx.js';
+import type { Db } from '../db/tx.js';
 import { failedReloadCount, openGapCount } from '../registry/health.js';
 import type { DaemonState } from './state.js';
 

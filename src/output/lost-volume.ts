@@ -14,7 +14,7 @@ import type { Logger } from '../log.js';
 import type { Registry } from '../registry/registry.js';
 import { RetentionRegistry } from '../registry/retention.js';
 import { ReloadRegistry } from '../registry/reloads.js';
-import type { Db } from '../registry/tx.js';
+import type { Db } from '../db/tx.js';
 import { missingFiles } from './sweep.js';
 
 export async function accountForMissingFiles(cfg: Config, db: Db, registry: Registry, log: Logger): Promise<void> {

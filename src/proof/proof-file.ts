@@ -9,7 +9,6 @@
 import { sha256Hex } from '../hash.js';
 import { createReadStream, promises as fsp } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { auditPathRanges, leafHash, MerkleBuilder } from './merkle.js';
 import { PROOF_FORMAT } from './proof-check.js';

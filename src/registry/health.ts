@@ -1,5 +1,5 @@
 /** Registry counts the alert rules watch (deploy/prometheus/): open gaps and failed reloads. */
-import type { Db } from './tx.js';
+import type { Db } from '../db/tx.js';
 
 export async function openGapCount(db: Db, slot: string): Promise<number> {
   const { rows } = await db.query<{ n: string }>(`SELECT count(*)::text AS n FROM "cdc_registry"."gaps" WHERE "slot_name" = $1 AND "resolved_at" IS NULL`, [slot]);

@@ -1,5 +1,5 @@
 /** Registry side of `pg-egress recover` (src/archive/recover.ts). */
-import type { Db } from './tx.js';
+import type { Db } from '../db/tx.js';
 
 /** Batches the registry holds for this slot (0 when cdc_registry is missing). */
 export async function registeredBatchCount(db: Db, slot: string): Promise<number> {

@@ -9,7 +9,7 @@
  * (streaming, full_reload) go: manifests, schema.yml, ddl.sql, partitions.yml and batch indexes
  * stay, so the batch chain and the manifests can be checked locally.
  */
-import type { Db } from './tx.js';
+import type { Db } from '../db/tx.js';
 import type { AnchorTarget } from './anchors.js';
 
 export interface RemovableFile {
