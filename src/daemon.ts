@@ -280,10 +280,10 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
       if (rl.fatal) throw rl.fatal;
       if (anchors?.fatal) throw anchors.fatal;
       if (lock.lost) {
-        throw new EgressError('SOURCE_UNREACHABLE', 'lost the connection that holds the daemon lock', { retryable: true });
+        throw new EgressError('SOURCE_UNREACHABLE', 'lost the connection that holds the daemon lock');
       }
       if (now - s.lastFrameAt > DEAD_AFTER_MS) {
-        throw new EgressError('SOURCE_UNREACHABLE', `no message from the server for ${DEAD_AFTER_MS / 1000} s`, { retryable: true });
+        throw new EgressError('SOURCE_UNREACHABLE', `no message from the server for ${DEAD_AFTER_MS / 1000} s`);
       }
     }
     // Shutdown: a flush in progress has completed (handle() awaited it); confirm and leave.

@@ -67,13 +67,15 @@ const short = (s: string) => s.replace(/\s+/g, ' ').slice(0, 200);
 
 /**
  * `what` says what was being done (`mint of token …`, `view of nft_token …`). Network problems,
- * a busy or syncing node and expired or timed-out transactions are retryable; a wrong account,
- * key, contract, method, deposit or gas is not (the configuration or the account must change).
+ * a busy or syncing node and expired or timed-out transactions are ANCHOR_NEAR_UNAVAILABLE
+ * (retryable, errors.ts); a wrong account, key, contract, method, deposit or gas is ANCHOR_NEAR
+ * (not retryable: the configuration or the account must change).
  */
 export function nearError(err: unknown, what: string, ctx: NearErrorContext): EgressError {
   if (err instanceof EgressError) return err;
   const where = rpcLabel(ctx.rpcUrl);
-  const fail = (msg: string, retryable: boolean) => new EgressError('ANCHOR_NEAR', `NEAR anchor: ${what} failed: ${msg}`, { cause: err, retryable });
+  const fail = (msg: string, unavailable: boolean) =>
+    new EgressError(unavailable ? 'ANCHOR_NEAR_UNAVAILABLE' : 'ANCHOR_NEAR', `NEAR anchor: ${what} failed: ${msg}`, { cause: err });
 
   const net = networkCode(err);
   if (net) return fail(`RPC ${where} unreachable (${net}); check anchors.near.rpc_url and the network (will retry)`, true);

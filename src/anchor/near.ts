@@ -129,7 +129,7 @@ export function createNearTarget(cfg: NearSettings, opts: NearTargetOptions = {}
     if (!req.tokenId || Buffer.byteLength(req.tokenId) > TOKEN_ID_MAX) throw new EgressError('INTERNAL', `NEAR anchor: token id must be 1..${TOKEN_ID_MAX} bytes`);
     if (!BASE64_SHA256.test(req.referenceHash)) throw new EgressError('INTERNAL', 'NEAR anchor: referenceHash must be the base64 of a sha256 (NEP-177 reference_hash)');
     return withTimeout(mintOnce(req), timeoutMs, () =>
-      new EgressError('ANCHOR_NEAR', `NEAR anchor: mint of token ${req.tokenId} got no answer from RPC ${rpcLabel(cfg.rpcUrl)} within ${Math.round(timeoutMs / 1000)} s (will retry; a retry never mints twice)`, { retryable: true }),
+      new EgressError('ANCHOR_NEAR_UNAVAILABLE', `NEAR anchor: mint of token ${req.tokenId} got no answer from RPC ${rpcLabel(cfg.rpcUrl)} within ${Math.round(timeoutMs / 1000)} s (will retry; a retry never mints twice)`),
     );
   }
 

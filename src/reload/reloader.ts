@@ -246,14 +246,14 @@ export class Reloader {
     const current = (await this.d.db.query<TableShape>(SHAPE_SQL, [relids])).rows;
     const raced = racedTables(tables.map((t) => ({ relid: t.relid, schema: t.op.schema, table: t.op.table })), atSnapshot, current);
     if (raced.length) {
-      throw new EgressError('RELOAD_RACE', `a DDL committed after the export's snapshot on ${raced.map((r) => `${r.table} (${r.what})`).join(', ')}; exporting again from a new snapshot`, { retryable: true });
+      throw new EgressError('RELOAD_RACE', `a DDL committed after the export's snapshot on ${raced.map((r) => `${r.table} (${r.what})`).join(', ')}; exporting again from a new snapshot`);
     }
     const defs = new Map((await loadTableDefs(first.client, relids)).map((d) => [Number(d.relid), d]));
     const { rows } = await first.query<{ relid: string; bytes: string }>(`SELECT x::text AS relid, pg_relation_size(x)::text AS bytes FROM unnest($1::oid[]) AS x`, [relids]);
     const sizes = new Map(rows.map((r) => [Number(r.relid), Number(r.bytes)]));
     return tables.map((t) => {
       const def = defs.get(t.relid);
-      if (!def) throw new EgressError('RELOAD_RACE', `no definition of ${t.op.schema}.${t.op.table} at the export's snapshot; exporting again from a new snapshot`, { retryable: true });
+      if (!def) throw new EgressError('RELOAD_RACE', `no definition of ${t.op.schema}.${t.op.table} at the export's snapshot; exporting again from a new snapshot`);
       // A leaf selected through its root also leaves out the root's excluded columns.
       const excluded = new Set([...excludedColumns(cfg, t.op.schema, t.op.table), ...(t.root ? excludedColumns(cfg, t.root.schema, t.root.table) : [])]);
       const columns = def.columns.filter((c) => !c.generated && !excluded.has(c.name)).map((c) => c.name);
@@ -365,7 +365,7 @@ export class Reloader {
       clearInterval(progress);
     }
     if (errors.length) throw workerErrors(errors, cfg);
-    if (this.stopping) throw new EgressError('SOURCE_UNREACHABLE', 'stopped during the export', { retryable: true });
+    if (this.stopping) throw new EgressError('SOURCE_UNREACHABLE', 'stopped during the export');
   }
 
   /** Waits for the export snapshot, telling (status, log) what it waits on. */

@@ -52,7 +52,7 @@ export async function takeSnapshot(d: SnapshotDeps, loop: { readonly stopping: b
         if (!warnedSlots) log.warn(msg);
         warnedSlots = true;
         await loop.sleep(5000);
-        if (loop.stopping) throw new EgressError('SOURCE_UNREACHABLE', 'stopped while waiting for a replication slot', { retryable: true });
+        if (loop.stopping) throw new EgressError('SOURCE_UNREACHABLE', 'stopped while waiting for a replication slot');
         continue;
       }
       throw e;

@@ -189,7 +189,7 @@ describe('S3 anchor target', () => {
       writeFileSync(local, randomBytes(1000));
       const started = Date.now();
       const e = await rejection(t.upload(local, 'down/file.bin'));
-      expect(e.code).toBe('ANCHOR_S3');
+      expect(e.code).toBe('ANCHOR_S3_UNAVAILABLE');
       expect(e.retryable).toBe(true);
       expect(e.message).toMatch(/unreachable \(ECONNREFUSED\).*anchors\.s3\.endpoint/);
       expect(Date.now() - started).toBeLessThan(10_000);
@@ -311,7 +311,7 @@ describe('NEAR anchor target', () => {
     const req = request('pg-egress:7312345678901234567:pg_egress:20260101T001000Z');
     rpc.dropNextSendResponse();
     const lost = await rejection(target.mint(req));
-    expect(lost).toMatchObject({ code: 'ANCHOR_NEAR', retryable: true });
+    expect(lost).toMatchObject({ code: 'ANCHOR_NEAR_UNAVAILABLE', retryable: true });
     expect(rpc.mints.has(req.tokenId)).toBe(true); // the node applied it
     expect(await target.mint(req)).toEqual({ txHash: null, alreadyMinted: true });
     expect(rpc.txs.filter((t) => t.result === 'applied' && (t.args as { token_id?: string })?.token_id === req.tokenId)).toHaveLength(1);
@@ -381,7 +381,7 @@ describe('NEAR anchor target', () => {
     try {
       const started = Date.now();
       const e = await rejection(target.mint(req));
-      expect(e).toMatchObject({ code: 'ANCHOR_NEAR', retryable: true });
+      expect(e).toMatchObject({ code: 'ANCHOR_NEAR_UNAVAILABLE', retryable: true });
       expect(e.message).toMatch(/RPC http:\/\/127\.0\.0\.1:\d+ unreachable \((ECONNREFUSED|UND_ERR_SOCKET)\).*anchors\.near\.rpc_url/);
       expect(Date.now() - started).toBeLessThan(10_000);
     } finally {
