@@ -89,7 +89,16 @@ export function nearError(err: unknown, what: string, ctx: NearErrorContext): Eg
   if (err instanceof TransactionTimeoutError || err instanceof TransactionExpiredError || err instanceof InvalidNonceError) {
     return fail(`the transaction was not confirmed in time (${err.constructor.name}) (will retry; a retry never mints twice)`, true);
   }
-  if ([NodeIsSyncingError, NotSyncedYetError, NoSyncedBlocksError, UnavailableShardError, ShardCongestedError, ShardStuckError, InternalRpcError, InternalHandlerError].some((c) => err instanceof c)) {
+  if ([
+    NodeIsSyncingError,
+    NotSyncedYetError,
+    NoSyncedBlocksError,
+    UnavailableShardError,
+    ShardCongestedError,
+    ShardStuckError,
+    InternalRpcError,
+    InternalHandlerError,
+  ].some((c) => err instanceof c)) {
     return fail(`RPC ${where} is not ready (${(err as Error).constructor.name}) (will retry)`, true);
   }
   if (err instanceof AccountDoesNotExistError || err instanceof AccountDoesNotExistActionError) {
@@ -103,7 +112,11 @@ export function nearError(err: unknown, what: string, ctx: NearErrorContext): Eg
   if (err instanceof AccessKeyDepositWithFunctionCallActionError) {
     return fail(`a function-call access key cannot attach a deposit; use a full-access key in anchors.near.private_key or set anchors.near.deposit to 0 if ${ctx.contractId} allows it`, false);
   }
-  if (err instanceof AccessKeyReceiverMismatchActionError || err instanceof AccessKeyMethodNameMismatchActionError || err instanceof AccessKeyNotEnoughAllowanceActionError) {
+  if (
+    err instanceof AccessKeyReceiverMismatchActionError ||
+    err instanceof AccessKeyMethodNameMismatchActionError ||
+    err instanceof AccessKeyNotEnoughAllowanceActionError
+  ) {
     return fail(`the access key in anchors.near.private_key may not make this call (${err.constructor.name}); check its permissions against anchors.near.contract_id / method`, false);
   }
   if (err instanceof NotEnoughBalanceError || err instanceof LackBalanceForStateActionError) {

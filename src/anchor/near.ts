@@ -105,7 +105,12 @@ export function createNearTarget(cfg: NearSettings, opts: NearTargetOptions = {}
     const args = {
       token_id: req.tokenId,
       receiver_id: cfg.accountId,
-      token_metadata: { title: req.title ?? req.tokenId, reference: req.referenceUrl, reference_hash: req.referenceHash, extra: JSON.stringify(req.extra) },
+      token_metadata: {
+        title: req.title ?? req.tokenId,
+        reference: req.referenceUrl,
+        reference_hash: req.referenceHash,
+        extra: JSON.stringify(req.extra),
+      },
     };
     try {
       const res = await account.signAndSendTransaction({

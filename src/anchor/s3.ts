@@ -175,7 +175,13 @@ export function createS3Target(cfg: S3Settings, opts: { connectTimeoutMs?: numbe
   async function putSmall(relPath: string, bytes: Buffer): Promise<void> {
     const k = key(relPath);
     try {
-      await client.send(new PutObjectCommand({ Bucket: cfg.bucket, Key: k, Body: bytes, ContentLength: bytes.length, ContentType: contentType(relPath) }));
+      await client.send(new PutObjectCommand({
+        Bucket: cfg.bucket,
+        Key: k,
+        Body: bytes,
+        ContentLength: bytes.length,
+        ContentType: contentType(relPath),
+      }));
     } catch (err) {
       throw s3Error(err, `upload of ${label(k)}`, ctx);
     }
@@ -191,10 +197,23 @@ export function createS3Target(cfg: S3Settings, opts: { connectTimeoutMs?: numbe
     }
   }
 
-  return { key, url: (relPath) => objectUrl(cfg, key(relPath)), upload, check, stored, getSmall, putSmall, hasAny, close: () => client.destroy() };
+  return {
+    key,
+    url: (relPath) => objectUrl(cfg, key(relPath)),
+    upload,
+    check,
+    stored,
+    getSmall,
+    putSmall,
+    hasAny,
+    close: () => client.destroy(),
+  };
 }
 
-async function* readAndHash(localPath: string, sent: { hash: ReturnType<typeof createHash>; bytes: number; readError: unknown }): AsyncGenerator<Buffer> {
+async function* readAndHash(
+  localPath: string,
+  sent: { hash: ReturnType<typeof createHash>; bytes: number; readError: unknown },
+): AsyncGenerator<Buffer> {
   try {
     for await (const chunk of createReadStream(localPath, { highWaterMark: 1024 * 1024 })) {
       const buf = chunk as Buffer;

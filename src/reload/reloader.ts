@@ -216,7 +216,12 @@ export class Reloader {
         this.d.log.warn({ table: `${op.schema}.${op.table}` }, 'reload cancelled: the table no longer exists or is not published');
         continue;
       }
-      out.push({ op, relid: Number(r.relid), kind: r.kind, root: r.root_schema && r.root_table ? { schema: r.root_schema, table: r.root_table } : null });
+      out.push({
+        op,
+        relid: Number(r.relid),
+        kind: r.kind,
+        root: r.root_schema && r.root_table ? { schema: r.root_schema, table: r.root_table } : null,
+      });
     }
     return out;
   }
@@ -255,7 +260,10 @@ export class Reloader {
       const def = defs.get(t.relid);
       if (!def) throw new EgressError('RELOAD_RACE', `no definition of ${t.op.schema}.${t.op.table} at the export's snapshot; exporting again from a new snapshot`);
       // A leaf selected through its root also leaves out the root's excluded columns.
-      const excluded = new Set([...excludedColumns(cfg, t.op.schema, t.op.table), ...(t.root ? excludedColumns(cfg, t.root.schema, t.root.table) : [])]);
+      const excluded = new Set([
+        ...excludedColumns(cfg, t.op.schema, t.op.table),
+        ...(t.root ? excludedColumns(cfg, t.root.schema, t.root.table) : []),
+      ]);
       const columns = def.columns.filter((c) => !c.generated && !excluded.has(c.name)).map((c) => c.name);
       return { ...t, def, columns, bytes: sizes.get(t.relid) ?? 0 };
     });
@@ -279,7 +287,10 @@ export class Reloader {
       const { rows } = await first.query<{ bs: string }>(`SELECT current_setting('block_size') AS bs`);
       const bs = Number(rows[0].bs) || 8192;
       const planned = tables.map((t) => ({ key: t, bytes: t.bytes, chunks: planChunks({ tableBytes: t.bytes, blockSize: bs, chunkBytes: cfg.reload.chunkSize, splittable: t.kind === 'r' }) }));
-      for (const p of planned) states.set(p.key.op.id, { info: p.key, results: [], chunks: p.chunks.length, done: 0, rows: 0, rawBytes: 0, finished: false, workers: new Set() });
+      for (const p of planned) states.set(
+        p.key.op.id,
+        { info: p.key, results: [], chunks: p.chunks.length, done: 0, rows: 0, rawBytes: 0, finished: false, workers: new Set() },
+      );
       for (const o of orderTasks(planned)) {
         tasks.push({ opId: o.key.op.id, index: o.index, range: o.range, schema: o.key.op.schema, table: o.key.op.table, columns: o.key.columns, partitioned: o.key.kind === 'p' });
       }

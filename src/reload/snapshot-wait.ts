@@ -19,7 +19,11 @@ interface SnapshotDeps {
  * The export's snapshot, waiting as long as it takes: for the transactions running when it is
  * asked for to end (each operation says which one it waits on), and for a free replication slot.
  */
-export async function takeSnapshot(d: SnapshotDeps, loop: { readonly stopping: boolean; sleep(ms: number): Promise<void> }, ops: ReloadOp[]): Promise<ExportSnapshot> {
+export async function takeSnapshot(
+  d: SnapshotDeps,
+  loop: { readonly stopping: boolean; sleep(ms: number): Promise<void> },
+  ops: ReloadOp[],
+): Promise<ExportSnapshot> {
   const { cfg, log, reloads, server } = d;
   const ids = ops.map((o) => o.id);
   const major = Number(server.serverVersion.split('.')[0]);
