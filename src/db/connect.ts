@@ -79,7 +79,7 @@ export function sourceError(e: unknown, source: SourceConfig, what = 'connect to
   const admin = source.via === '--url';
   const code = err.code ?? '';
   const msg = (err.message ?? String(e)).split('\n')[0];
-  if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EAI_AGAIN', 'ENETUNREACH'].includes(code) || /timeout/i.test(msg) || /Connection terminated|connection error|not queryable|ended unexpectedly|the database system is (starting up|shutting down|in recovery)|terminating connection/i.test(msg)) {
+  if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EPIPE', 'EAI_AGAIN', 'ENETUNREACH'].includes(code) || /timeout/i.test(msg) || /Connection terminated|connection error|not queryable|ended unexpectedly|the database system is (starting up|shutting down|in recovery)|terminating connection/i.test(msg)) {
     return new EgressError('SOURCE_UNREACHABLE', `cannot ${what} at ${where}: ${msg}; ${admin ? 'check the host and port of --url' : 'check source.url (or source.host/source.port)'} and that the server is running`, { cause: e });
   }
   if (code === '28P01' || (code === '28000' && !/replication/i.test(msg))) {

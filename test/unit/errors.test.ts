@@ -53,6 +53,8 @@ describe('sourceError picks the code that decides the retry', () => {
   const cases: [unknown, string, boolean][] = [
     [Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }), 'SOURCE_UNREACHABLE', true],
     [pgErr('57P01', 'terminating connection due to administrator command'), 'SOURCE_UNREACHABLE', true],
+    // A write to a walsender the server terminated (seen in reconnect.test.ts): a lost connection.
+    [Object.assign(new Error('write EPIPE'), { code: 'EPIPE', errno: -32, syscall: 'write' }), 'SOURCE_UNREACHABLE', true],
     [pgErr('3D000', 'database "shop" does not exist'), 'SOURCE_NO_DATABASE', false],
     [pgErr('55006', 'replication slot "s" is active for PID 42'), 'SLOT_BUSY', true],
     [pgErr('40P01', 'deadlock detected'), 'LOCK_TIMEOUT', true],
