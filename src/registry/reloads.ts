@@ -55,16 +55,8 @@ export async function insertReloadRequest(c: pg.ClientBase | pg.Pool, slot: stri
            "requested_lsn" = GREATEST(x."requested_lsn", EXCLUDED."requested_lsn"),
            "updated_at" = now()`,
     [
-      slot,
-      r.schema,
-      r.table,
-      r.relid,
-      r.reason,
-      r.requestedLsn === null ? null : formatLsn(r.requestedLsn),
-      r.restoreComment,
-      r.previousComment,
-      r.requestId,
-      r.gapId,
+      slot, r.schema, r.table, r.relid, r.reason, r.requestedLsn === null ? null : formatLsn(r.requestedLsn),
+      r.restoreComment, r.previousComment, r.requestId, r.gapId,
     ],
   );
   await c.query(
@@ -234,13 +226,9 @@ export class ReloadRegistry {
 
   /** Done operations whose table still waits for its comment to be put back. */
   async pendingComments(): Promise<{ id: number; relid: number; table: string; previousComment: string | null }[]> {
-    const { rows } = await this.db.query<{
-      id: string;
-      relid: string;
-      schema_name: string;
-      table_name: string;
-      previous_comment: string | null;
-    }>(
+    const { rows } = await this.db.query<
+      { id: string; relid: string; schema_name: string; table_name: string; previous_comment: string | null }
+    >(
       `SELECT "id"::text, "relid"::text, "schema_name", "table_name", "previous_comment" FROM "cdc_registry"."reloads"
        WHERE "slot_name" = $1 AND "comment_pending" AND "relid" IS NOT NULL ORDER BY "id"`,
       [this.slot],
@@ -323,13 +311,8 @@ export class ReloadRegistry {
          FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::int[], $6::int[], $7::oid[]) AS x(id, n, raw, chunks, workers, relid)
          WHERE r."id" = x.id AND r."state" = 'running'`,
         [
-          batchId,
-          plain.map((i) => i.op.id),
-          plain.map((i) => i.rows),
-          plain.map((i) => i.rawBytes),
-          plain.map((i) => i.chunks),
-          plain.map((i) => i.workers),
-          plain.map((i) => i.relid),
+          batchId, plain.map((i) => i.op.id), plain.map((i) => i.rows), plain.map((i) => i.rawBytes),
+          plain.map((i) => i.chunks), plain.map((i) => i.workers), plain.map((i) => i.relid),
         ],
       );
       if (upd.rowCount !== plain.length) throw new Error(`${plain.length - (upd.rowCount ?? 0)} reloads of batch ${batchId} are no longer running`);
@@ -380,24 +363,12 @@ export async function inspectReloadTables(
   db: Db,
   tables: { schema: string; table: string }[],
   publication: string,
-): Promise<{
-  schema: string;
-  table: string;
-  relid: string;
-  kind: string;
-  published: string;
-  root_schema: string | null;
-  root_table: string | null;
-}[]> {
-  const { rows } = await db.query<{
-    schema: string;
-    table: string;
-    relid: string;
-    kind: string;
-    published: string;
-    root_schema: string | null;
-    root_table: string | null;
-  }>(
+): Promise<
+  { schema: string; table: string; relid: string; kind: string; published: string; root_schema: string | null; root_table: string | null }[]
+> {
+  const { rows } = await db.query<
+    { schema: string; table: string; relid: string; kind: string; published: string; root_schema: string | null; root_table: string | null }
+  >(
     `SELECT n.nspname AS schema, c.relname AS table, c.oid::text AS relid, c.relkind::text AS kind,
             (SELECT rn.nspname FROM pg_class rc JOIN pg_namespace rn ON rn.oid = rc.relnamespace
              WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_schema,
