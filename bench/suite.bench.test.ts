@@ -77,7 +77,14 @@ describe('pg-egress benchmark', () => {
 
   /** "CPU 1.2 + 3.0 s": medians of the contender's own CPU seconds and of the server's backends. */
   const fmtCpu = (xs: CpuSplit[] | undefined): string => (xs?.length ? `${median(xs.map((x) => x.ours)).toFixed(1)} + ${median(xs.map((x) => x.server)).toFixed(1)}` : '?');
-  const speedRows = (id: string, what: string, seconds: Record<string, number[]>, ours: string, goals: [string, number, string][], cpu?: Record<string, CpuSplit[]>) => {
+  const speedRows = (
+    id: string,
+    what: string,
+    seconds: Record<string, number[]>,
+    ours: string,
+    goals: [string, number, string][],
+    cpu?: Record<string, CpuSplit[]>,
+  ) => {
     for (const [baseline, goal, label] of goals) {
       const r = pairedSpeedup(seconds[ours], seconds[baseline]);
       const cpuText = cpu ? `; CPU s (own + server) ${fmtCpu(cpu[ours])} vs ${fmtCpu(cpu[baseline])}` : '';

@@ -116,7 +116,10 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     const { registry } = prep;
     await ensureDir(cfg.output.dir, cfg.output.dirMode);
     // Unfinished flushes as the registry knows them and as output.dir does (src/commit/local-intents.ts).
-    const local = await unfinishedLocalPaths(new LocalIntents(cfg.output.dir, cfg.output), await new AdoptRegistry(client, cfg.slot).batchIds());
+    const local = await unfinishedLocalPaths(
+      new LocalIntents(cfg.output.dir, cfg.output),
+      await new AdoptRegistry(client, cfg.slot).batchIds(),
+    );
     const sweep = await sweepOutput(cfg.output.dir, [...(await registry.unfinishedPaths()), ...local.paths]);
     await registry.clearIntents();
     for (const b of local.batches) await registry.localIntents?.done(b);
@@ -130,20 +133,38 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     await ensureSlotFailover(client, cfg, prep.server, log);
     state.slotHealth = await slotHealth(client, cfg).catch(() => null);
     if (state.slotHealth) logSlotHealth(log, state.slotHealth, null);
-    const confirmRecord = new ConfirmRecord(cfg.output.dir, cfg.slot, prep.server.systemIdentifier, cfg.output.fileMode, await readConfirmRecord(cfg.output.dir, cfg.slot, prep.server.systemIdentifier));
+    const confirmRecord = new ConfirmRecord(
+      cfg.output.dir,
+      cfg.slot,
+      prep.server.systemIdentifier,
+      cfg.output.fileMode,
+      await readConfirmRecord(cfg.output.dir, cfg.slot, prep.server.systemIdentifier),
+    );
     // With S3, a copy of _confirmed.json for a start on a new volume (src/anchor/confirm-mirror.ts).
     mirror = cfg.anchors.s3 ? new ConfirmMirror(cfg.anchors.s3, log) : null;
     if (mirror) confirmRecord.onWrite = mirror.push;
     await pushConfirmFile(cfg, mirror);
     // Exports run beside the stream, on connections of their own (src/reload/).
     const chain = new BatchChain(registry);
-    const rl = new Reloader({ cfg, log, db: client, server: prep.server, registry, reloads: new ReloadRegistry(client, cfg.slot), chain, hooks: opts.exportHooks, now: opts.now });
+    const rl = new Reloader({
+      cfg,
+      log,
+      db: client,
+      server: prep.server,
+      registry,
+      reloads: new ReloadRegistry(client, cfg.slot),
+      chain,
+      hooks: opts.exportHooks,
+      now: opts.now,
+    });
     reloader = rl;
     state.exportLocks = () => rl.lockHolders();
     rl.start();
     // Anchors run beside the stream too (src/anchor/), when a target is configured.
     await reconcileAnchorTargets(new AnchorQueue(client, cfg.slot), cfg, log);
-    anchors = anchorTargets(cfg).length ? new AnchorWorker(cfg, log, new AnchorQueue(client, cfg.slot), prep.server, prep.s3OwnerChecked) : null;
+    anchors = anchorTargets(cfg).length
+      ? new AnchorWorker(cfg, log, new AnchorQueue(client, cfg.slot), prep.server, prep.s3OwnerChecked)
+      : null;
     anchors?.start();
     // Local files whose S3 copy is verified go after output.retain (src/anchor/retention.ts).
     retention = startRetention(cfg, log, client);
@@ -164,7 +185,9 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
       onReloadsRegistered: () => rl.wake(),
       messageKey,
       forged: state.forged,
-      recollect: prep.lostRanges.length ? { ranges: prep.lostRanges, request: (r) => requestAgain(rl, new ReloadRegistry(client, cfg.slot), r, log) } : undefined,
+      recollect: prep.lostRanges.length
+        ? { ranges: prep.lostRanges, request: (r) => requestAgain(rl, new ReloadRegistry(client, cfg.slot), r, log) }
+        : undefined,
     });
     // Adopted batches whose registration a failover lost: stream from before them (their
     // transactions are skipped, their reload requests taken again; the server starts at the
@@ -260,7 +283,13 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
         // Progress for long catch-ups: what arrived since the last line, and how far behind we are.
         const rows = c.stats.rows - progressRows;
         log.info(
-          { rows, rows_per_s: Math.round((rows * 1000) / (now - lastProgress)), pending: c.hasPending(), received: lsnHex(s.receivedLsn), registered: lsnHex(c.durableLsn) },
+          {
+            rows,
+            rows_per_s: Math.round((rows * 1000) / (now - lastProgress)),
+            pending: c.hasPending(),
+            received: lsnHex(s.receivedLsn),
+            registered: lsnHex(c.durableLsn),
+          },
           'progress',
         );
         lastProgress = now;
@@ -280,10 +309,10 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
       if (rl.fatal) throw rl.fatal;
       if (anchors?.fatal) throw anchors.fatal;
       if (lock.lost) {
-        throw new EgressError('SOURCE_UNREACHABLE', 'lost the connection that holds the daemon lock', { retryable: true });
+        throw new EgressError('SOURCE_UNREACHABLE', 'lost the connection that holds the daemon lock');
       }
       if (now - s.lastFrameAt > DEAD_AFTER_MS) {
-        throw new EgressError('SOURCE_UNREACHABLE', `no message from the server for ${DEAD_AFTER_MS / 1000} s`, { retryable: true });
+        throw new EgressError('SOURCE_UNREACHABLE', `no message from the server for ${DEAD_AFTER_MS / 1000} s`);
       }
     }
     // Shutdown: a flush in progress has completed (handle() awaited it); confirm and leave.

@@ -36,7 +36,10 @@ function fileFor(/** @type {{ schema: string, name: string, columns: { name: str
   return f;
 }
 
-const service = new LogicalReplicationService({ connectionString: url }, { acknowledge: { auto: false, timeoutSeconds: 10 }, flowControl: { enabled: true } });
+const service = new LogicalReplicationService(
+  { connectionString: url },
+  { acknowledge: { auto: false, timeoutSeconds: 10 }, flowControl: { enabled: true } },
+);
 const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [publication] });
 let rows = 0;
 let finished = false;

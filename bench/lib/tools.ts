@@ -121,7 +121,13 @@ export function execTimed(cmd: string, args: string[], env: NodeJS.ProcessEnv = 
 
 const libpqEnv = (url: string): NodeJS.ProcessEnv => {
   const u = new URL(url);
-  return { PGHOST: u.hostname, PGPORT: u.port, PGUSER: decodeURIComponent(u.username), PGDATABASE: u.pathname.slice(1), PGPASSWORD: decodeURIComponent(u.password) };
+  return {
+    PGHOST: u.hostname,
+    PGPORT: u.port,
+    PGUSER: decodeURIComponent(u.username),
+    PGDATABASE: u.pathname.slice(1),
+    PGPASSWORD: decodeURIComponent(u.password),
+  };
 };
 
 /** pg_recvlogical with pgoutput (the same options pg-egress asks for) to a file, until `end`. */

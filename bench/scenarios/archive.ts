@@ -25,7 +25,13 @@ export interface ArchiveRuns {
 
 const libpq = (url: string) => {
   const u = new URL(url);
-  return { PGHOST: u.hostname, PGPORT: u.port, PGUSER: decodeURIComponent(u.username), PGDATABASE: u.pathname.slice(1), PGPASSWORD: decodeURIComponent(u.password) };
+  return {
+    PGHOST: u.hostname,
+    PGPORT: u.port,
+    PGUSER: decodeURIComponent(u.username),
+    PGDATABASE: u.pathname.slice(1),
+    PGPASSWORD: decodeURIComponent(u.password),
+  };
 };
 
 /** A pg-egress command timed, with its peak RSS from GNU time. */

@@ -39,12 +39,19 @@ async function copyEnv(template: string): Promise<EgressEnv> {
   return env;
 }
 
-export async function initialExportScenario(ctx: BenchContext, opts: { label: string; create: (url: string) => Promise<void>; baselines: Record<string, Baseline> }): Promise<InitialExportRuns> {
+export async function initialExportScenario(
+  ctx: BenchContext,
+  opts: { label: string; create: (url: string) => Promise<void>; baselines: Record<string, Baseline> },
+): Promise<InitialExportRuns> {
   const admin = inject('pgAdminUrl');
   const src = await createTestDatabase('bench_src', admin);
   await opts.create(src.url);
   const contenders = ['pg-egress', ...Object.keys(opts.baselines)];
-  const out: InitialExportRuns = { seconds: Object.fromEntries(contenders.map((c) => [c, []])), cpu: Object.fromEntries(contenders.map((c) => [c, []])), peakRssMb: [] };
+  const out: InitialExportRuns = {
+    seconds: Object.fromEntries(contenders.map((c) => [c, []])),
+    cpu: Object.fromEntries(contenders.map((c) => [c, []])),
+    peakRssMb: [],
+  };
   const pm = await postmasterPid(src.url);
   try {
     for (let rep = 0; rep < ctx.reps; rep++) {

@@ -60,7 +60,13 @@ export async function latencyScenario(seconds: number, rowsPerTxn = 100, everyMs
     const elapsed = (performance.now() - t0 - warmup) / 1000;
     writing = false;
     await Promise.race([watch, new Promise((_, rej) => setTimeout(() => rej(new Error('transactions not registered within 60 s')), 60_000))]);
-    return { rowsPerSecond: (txns * rowsPerTxn) / elapsed, transactions: txns, p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: Math.max(...latencies) };
+    return {
+      rowsPerSecond: (txns * rowsPerTxn) / elapsed,
+      transactions: txns,
+      p50: percentile(latencies, 50),
+      p99: percentile(latencies, 99),
+      max: Math.max(...latencies),
+    };
   } finally {
     writing = false;
     await writer.end();

@@ -36,7 +36,10 @@ export async function exportsSettled(env: EgressEnv, timeoutMs = 600_000): Promi
  * A database of its own with `create` run in it, `pg-egress init`, and a first `run` that has
  * done its initial export; the daemon is left running when `keepRunning`, else stopped.
  */
-export async function egressDatabase(create: (url: string) => Promise<void>, keepRunning: boolean): Promise<{ env: EgressEnv; daemon: Daemon | null; drop(): Promise<void> }> {
+export async function egressDatabase(
+  create: (url: string) => Promise<void>,
+  keepRunning: boolean,
+): Promise<{ env: EgressEnv; daemon: Daemon | null; drop(): Promise<void> }> {
   // BENCH_EGRESS_CONFIG: YAML added to every pg-egress config (to compare settings, e.g. reload.workers).
   const env = await createEnv({ prefix: 'bench', config: process.env.BENCH_EGRESS_CONFIG ?? '' });
   await create(env.url);

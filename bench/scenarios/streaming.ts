@@ -25,7 +25,13 @@ export interface StreamRuns {
 
 export async function streamingScenario(
   ctx: BenchContext,
-  opts: { label: string; load: (url: string, table: string) => Promise<number>; contenders: StreamContender[]; reps?: number; hog?: boolean },
+  opts: {
+    label: string;
+    load: (url: string, table: string) => Promise<number>;
+    contenders: StreamContender[];
+    reps?: number;
+    hog?: boolean;
+  },
 ): Promise<StreamRuns> {
   const out: StreamRuns = {
     changes: 0,

@@ -67,13 +67,15 @@ const short = (s: string) => s.replace(/\s+/g, ' ').slice(0, 200);
 
 /**
  * `what` says what was being done (`mint of token …`, `view of nft_token …`). Network problems,
- * a busy or syncing node and expired or timed-out transactions are retryable; a wrong account,
- * key, contract, method, deposit or gas is not (the configuration or the account must change).
+ * a busy or syncing node and expired or timed-out transactions are ANCHOR_NEAR_UNAVAILABLE
+ * (retryable, errors.ts); a wrong account, key, contract, method, deposit or gas is ANCHOR_NEAR
+ * (not retryable: the configuration or the account must change).
  */
 export function nearError(err: unknown, what: string, ctx: NearErrorContext): EgressError {
   if (err instanceof EgressError) return err;
   const where = rpcLabel(ctx.rpcUrl);
-  const fail = (msg: string, retryable: boolean) => new EgressError('ANCHOR_NEAR', `NEAR anchor: ${what} failed: ${msg}`, { cause: err, retryable });
+  const fail = (msg: string, unavailable: boolean) =>
+    new EgressError(unavailable ? 'ANCHOR_NEAR_UNAVAILABLE' : 'ANCHOR_NEAR', `NEAR anchor: ${what} failed: ${msg}`, { cause: err });
 
   const net = networkCode(err);
   if (net) return fail(`RPC ${where} unreachable (${net}); check anchors.near.rpc_url and the network (will retry)`, true);
@@ -87,7 +89,16 @@ export function nearError(err: unknown, what: string, ctx: NearErrorContext): Eg
   if (err instanceof TransactionTimeoutError || err instanceof TransactionExpiredError || err instanceof InvalidNonceError) {
     return fail(`the transaction was not confirmed in time (${err.constructor.name}) (will retry; a retry never mints twice)`, true);
   }
-  if ([NodeIsSyncingError, NotSyncedYetError, NoSyncedBlocksError, UnavailableShardError, ShardCongestedError, ShardStuckError, InternalRpcError, InternalHandlerError].some((c) => err instanceof c)) {
+  if ([
+    NodeIsSyncingError,
+    NotSyncedYetError,
+    NoSyncedBlocksError,
+    UnavailableShardError,
+    ShardCongestedError,
+    ShardStuckError,
+    InternalRpcError,
+    InternalHandlerError,
+  ].some((c) => err instanceof c)) {
     return fail(`RPC ${where} is not ready (${(err as Error).constructor.name}) (will retry)`, true);
   }
   if (err instanceof AccountDoesNotExistError || err instanceof AccountDoesNotExistActionError) {
@@ -101,7 +112,11 @@ export function nearError(err: unknown, what: string, ctx: NearErrorContext): Eg
   if (err instanceof AccessKeyDepositWithFunctionCallActionError) {
     return fail(`a function-call access key cannot attach a deposit; use a full-access key in anchors.near.private_key or set anchors.near.deposit to 0 if ${ctx.contractId} allows it`, false);
   }
-  if (err instanceof AccessKeyReceiverMismatchActionError || err instanceof AccessKeyMethodNameMismatchActionError || err instanceof AccessKeyNotEnoughAllowanceActionError) {
+  if (
+    err instanceof AccessKeyReceiverMismatchActionError ||
+    err instanceof AccessKeyMethodNameMismatchActionError ||
+    err instanceof AccessKeyNotEnoughAllowanceActionError
+  ) {
     return fail(`the access key in anchors.near.private_key may not make this call (${err.constructor.name}); check its permissions against anchors.near.contract_id / method`, false);
   }
   if (err instanceof NotEnoughBalanceError || err instanceof LackBalanceForStateActionError) {

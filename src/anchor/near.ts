@@ -105,7 +105,12 @@ export function createNearTarget(cfg: NearSettings, opts: NearTargetOptions = {}
     const args = {
       token_id: req.tokenId,
       receiver_id: cfg.accountId,
-      token_metadata: { title: req.title ?? req.tokenId, reference: req.referenceUrl, reference_hash: req.referenceHash, extra: JSON.stringify(req.extra) },
+      token_metadata: {
+        title: req.title ?? req.tokenId,
+        reference: req.referenceUrl,
+        reference_hash: req.referenceHash,
+        extra: JSON.stringify(req.extra),
+      },
     };
     try {
       const res = await account.signAndSendTransaction({
@@ -129,7 +134,7 @@ export function createNearTarget(cfg: NearSettings, opts: NearTargetOptions = {}
     if (!req.tokenId || Buffer.byteLength(req.tokenId) > TOKEN_ID_MAX) throw new EgressError('INTERNAL', `NEAR anchor: token id must be 1..${TOKEN_ID_MAX} bytes`);
     if (!BASE64_SHA256.test(req.referenceHash)) throw new EgressError('INTERNAL', 'NEAR anchor: referenceHash must be the base64 of a sha256 (NEP-177 reference_hash)');
     return withTimeout(mintOnce(req), timeoutMs, () =>
-      new EgressError('ANCHOR_NEAR', `NEAR anchor: mint of token ${req.tokenId} got no answer from RPC ${rpcLabel(cfg.rpcUrl)} within ${Math.round(timeoutMs / 1000)} s (will retry; a retry never mints twice)`, { retryable: true }),
+      new EgressError('ANCHOR_NEAR_UNAVAILABLE', `NEAR anchor: mint of token ${req.tokenId} got no answer from RPC ${rpcLabel(cfg.rpcUrl)} within ${Math.round(timeoutMs / 1000)} s (will retry; a retry never mints twice)`),
     );
   }
 

@@ -57,8 +57,8 @@ function networkCode(e: SdkErrorShape, depth = 0): string | null {
 
 /**
  * `what` says what was being done, e.g. `upload of s3://bucket/key`. Network problems and server
- * faults are retryable; a missing bucket, refused credentials or a wrong region are not (they need
- * the configuration or the bucket policy changed).
+ * faults are ANCHOR_S3_UNAVAILABLE (retryable, errors.ts); a missing bucket, refused credentials or
+ * a wrong region are ANCHOR_S3 (not retryable: the configuration or the bucket policy must change).
  */
 export function s3Error(err: unknown, what: string, ctx: S3ErrorContext): EgressError {
   if (err instanceof EgressError) return err;
@@ -67,7 +67,7 @@ export function s3Error(err: unknown, what: string, ctx: S3ErrorContext): Egress
   const status = e.$metadata?.httpStatusCode;
   const http = status ? `, HTTP ${status}` : '';
   const where = endpointLabel(ctx);
-  const fail = (msg: string, retryable: boolean) => new EgressError('ANCHOR_S3', `S3 anchor: ${msg}`, { cause: err, retryable });
+  const fail = (msg: string, unavailable: boolean) => new EgressError(unavailable ? 'ANCHOR_S3_UNAVAILABLE' : 'ANCHOR_S3', `S3 anchor: ${msg}`, { cause: err });
 
   const net = status === undefined ? networkCode(e) : null;
   if (net) return fail(`${what} failed: endpoint ${where} unreachable (${net}); check anchors.s3.endpoint and the network (will retry)`, true);

@@ -125,13 +125,13 @@ export function createS3Target(cfg: S3Settings, opts: { connectTimeoutMs?: numbe
     }
     const local: StoredObject = { bytes: sent.bytes, sha256: sent.hash.digest('hex') };
     if (local.bytes !== size) {
-      throw new EgressError('OUTPUT_IO', `S3 anchor: ${localPath} changed size during its upload (${size} → ${local.bytes} bytes); output files must not change`, { retryable: true });
+      throw new EgressError('OUTPUT_CHANGED', `S3 anchor: ${localPath} changed size during its upload (${size} → ${local.bytes} bytes); output files must not change`);
     }
     if (expect && (expect.bytes !== local.bytes || expect.sha256 !== local.sha256)) {
       throw new EgressError('OUTPUT_IO', `S3 anchor: ${localPath} does not match its manifest (${describe(local)} on disk, ${describe(expect)} expected); the file changed after it was written`);
     }
     const remote = await stored(relPath);
-    if (!remote) throw new EgressError('ANCHOR_S3', `S3 anchor: ${label(k)} is missing right after its upload; check anchors.s3.endpoint`, { retryable: true });
+    if (!remote) throw new EgressError('ANCHOR_S3_UNAVAILABLE', `S3 anchor: ${label(k)} is missing right after its upload; check anchors.s3.endpoint`);
     if (remote.bytes !== local.bytes || remote.sha256 !== local.sha256) {
       // Not a network problem: the endpoint keeps other bytes than it was sent (see the header).
       throw new EgressError('ANCHOR_S3', `S3 anchor: ${label(k)} holds ${describe(remote)} but ${describe(local)} were uploaded; the server at anchors.s3.endpoint does not store bytes as sent`);
@@ -175,7 +175,13 @@ export function createS3Target(cfg: S3Settings, opts: { connectTimeoutMs?: numbe
   async function putSmall(relPath: string, bytes: Buffer): Promise<void> {
     const k = key(relPath);
     try {
-      await client.send(new PutObjectCommand({ Bucket: cfg.bucket, Key: k, Body: bytes, ContentLength: bytes.length, ContentType: contentType(relPath) }));
+      await client.send(new PutObjectCommand({
+        Bucket: cfg.bucket,
+        Key: k,
+        Body: bytes,
+        ContentLength: bytes.length,
+        ContentType: contentType(relPath),
+      }));
     } catch (err) {
       throw s3Error(err, `upload of ${label(k)}`, ctx);
     }
@@ -191,10 +197,23 @@ export function createS3Target(cfg: S3Settings, opts: { connectTimeoutMs?: numbe
     }
   }
 
-  return { key, url: (relPath) => objectUrl(cfg, key(relPath)), upload, check, stored, getSmall, putSmall, hasAny, close: () => client.destroy() };
+  return {
+    key,
+    url: (relPath) => objectUrl(cfg, key(relPath)),
+    upload,
+    check,
+    stored,
+    getSmall,
+    putSmall,
+    hasAny,
+    close: () => client.destroy(),
+  };
 }
 
-async function* readAndHash(localPath: string, sent: { hash: ReturnType<typeof createHash>; bytes: number; readError: unknown }): AsyncGenerator<Buffer> {
+async function* readAndHash(
+  localPath: string,
+  sent: { hash: ReturnType<typeof createHash>; bytes: number; readError: unknown },
+): AsyncGenerator<Buffer> {
   try {
     for await (const chunk of createReadStream(localPath, { highWaterMark: 1024 * 1024 })) {
       const buf = chunk as Buffer;

@@ -68,7 +68,7 @@ export async function openPostgres(url: string): Promise<Engine> {
   try {
     await client.connect();
   } catch (e) {
-    throw new EgressError('SOURCE_UNREACHABLE', `cannot connect to the target PostgreSQL (--into): ${(e as Error).message.split('\n')[0]}`, { cause: e });
+    throw new EgressError('ARCHIVE_TARGET_UNREACHABLE', `cannot connect to the target PostgreSQL (--into): ${(e as Error).message.split('\n')[0]}`, { cause: e });
   }
   const q = (sql: string, params?: unknown[]) => client.query(sql, params as unknown[]);
   const colDefs = (cols: SchemaColumn[]) => cols.map((c) => `${quoteIdent(c.name)} ${c.type}`).join(', ');

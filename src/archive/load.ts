@@ -68,7 +68,9 @@ export async function load(o: LoadOptions): Promise<LoadResult> {
     await engine.query(`CREATE TABLE IF NOT EXISTS ${T.load} (batch_id text PRIMARY KEY, seq integer NOT NULL, sha256 text NOT NULL, batch_root text, prev_batch_id text, rows bigint NOT NULL, applied_at text NOT NULL)`);
     await engine.query(`CREATE TABLE IF NOT EXISTS ${T.tables} (folder text PRIMARY KEY, oid bigint, reload_lsn text NOT NULL, columns text NOT NULL, key_columns text)`);
     const lastRows = await engine.query(`SELECT batch_id, sha256, seq FROM ${T.load} ORDER BY seq DESC LIMIT 1`);
-    const last = lastRows.length ? { id: String(lastRows[0].batch_id), sha256: String(lastRows[0].sha256), seq: Number(lastRows[0].seq) } : null;
+    const last = lastRows.length
+      ? { id: String(lastRows[0].batch_id), sha256: String(lastRows[0].sha256), seq: Number(lastRows[0].seq) }
+      : null;
     let start = 0;
     if (last) {
       const b = cat.batches.find((x) => x.id === last.id);
@@ -186,7 +188,16 @@ function windowsOf(cat: Catalog, b: Batch, only: Set<string> | null): (Window & 
 }
 
 /** Applies one batch's windows (in index order); returns the rows read. */
-async function applyBatch(cat: Catalog, engine: Engine, b: Batch, stateTable: string, states: Map<string, TableState>, only: Set<string> | null, progress: Progress, limits?: StagerLimits): Promise<number> {
+async function applyBatch(
+  cat: Catalog,
+  engine: Engine,
+  b: Batch,
+  stateTable: string,
+  states: Map<string, TableState>,
+  only: Set<string> | null,
+  progress: Progress,
+  limits?: StagerLimits,
+): Promise<number> {
   let rows = 0;
   for (const w of windowsOf(cat, b, only)) {
     const t = w.t;
@@ -197,7 +208,16 @@ async function applyBatch(cat: Catalog, engine: Engine, b: Batch, stateTable: st
   return rows;
 }
 
-async function applyWindow(cat: Catalog, engine: Engine, w: Window, t: QName, stateTable: string, states: Map<string, TableState>, progress: Progress, limits?: StagerLimits): Promise<void> {
+async function applyWindow(
+  cat: Catalog,
+  engine: Engine,
+  w: Window,
+  t: QName,
+  stateTable: string,
+  states: Map<string, TableState>,
+  progress: Progress,
+  limits?: StagerLimits,
+): Promise<void> {
   const state = states.get(w.folder) ?? null;
   const oid = oidOf(w);
   const isReload = w.manifest.files.some((f) => f.type === 'full_reload');
@@ -212,7 +232,18 @@ async function applyWindow(cat: Catalog, engine: Engine, w: Window, t: QName, st
     await writeState(engine, stateTable, states, { folder: w.folder, oid, reloadLsn: plan.reload?.lsn ?? '', columns: r.columns, key: keyOf(plan.schema) });
     return;
   }
-  const r = await applyStreaming(cat, engine, t, [w], state.columns, state.key ? [...state.key] : null, state.reloadLsn, LATEST, progress, limits);
+  const r = await applyStreaming(
+    cat,
+    engine,
+    t,
+    [w],
+    state.columns,
+    state.key ? [...state.key] : null,
+    state.reloadLsn,
+    LATEST,
+    progress,
+    limits,
+  );
   await writeState(engine, stateTable, states, { ...state, columns: r.columns });
 }
 
@@ -222,7 +253,13 @@ async function applyWindow(cat: Catalog, engine: Engine, w: Window, t: QName, st
  * the target holds (columns by the root's names; a column a leaf lacks is NULL). Recreated every
  * run: a leaf rebuilt from a reload set drops the view with it.
  */
-async function refreshRootViews(cat: Catalog, engine: Engine, lastSeq: number, states: Map<string, TableState>, only: Set<string> | null): Promise<void> {
+async function refreshRootViews(
+  cat: Catalog,
+  engine: Engine,
+  lastSeq: number,
+  states: Map<string, TableState>,
+  only: Set<string> | null,
+): Promise<void> {
   for (const [folder, all] of cat.windows) {
     const ws = all.filter((w) => w.batch.seq <= lastSeq && w.manifest);
     if (!ws.length || ws.some((w) => dataFiles(w.manifest).length)) continue;

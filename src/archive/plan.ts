@@ -83,7 +83,10 @@ export interface PartitionChange {
  * changes describe the root at its first appearance and always count. Leaves are keyed by oid (a
  * renamed leaf is the same leaf; its latest name is used).
  */
-export function membersAt(changes: PartitionChange[], before: (c: PartitionChange) => boolean): { schema: string; name: string; oid: string }[] {
+export function membersAt(
+  changes: PartitionChange[],
+  before: (c: PartitionChange) => boolean,
+): { schema: string; name: string; oid: string }[] {
   const members = new Map<string, { schema: string; name: string; oid: string }>();
   const ordered = changes.map((c, i) => ({ c, i })).sort((a, b) => (a.c.lsn < b.c.lsn ? -1 : a.c.lsn > b.c.lsn ? 1 : a.i - b.i));
   for (const { c } of ordered) {

@@ -101,7 +101,16 @@ export async function rebuild(o: RebuildOptions): Promise<RebuiltTable[]> {
 
 const qtext = (t: QName) => `${t.schema}.${t.table}`;
 
-export async function rebuildOne(cat: Catalog, engine: Engine, folder: string, n: QName, t: QName, asOf: AsOf, progress: Progress, limits?: StagerLimits): Promise<RebuiltTable> {
+export async function rebuildOne(
+  cat: Catalog,
+  engine: Engine,
+  folder: string,
+  n: QName,
+  t: QName,
+  asOf: AsOf,
+  progress: Progress,
+  limits?: StagerLimits,
+): Promise<RebuiltTable> {
   const windows = (cat.windows.get(folder) ?? []).filter((w) => w.manifest);
   const isRoot = windows.length > 0 && windows.every((w) => !w.manifest.files.some((f) => f.type === 'streaming' || f.type === 'full_reload'));
   if (isRoot) {
@@ -134,7 +143,17 @@ export async function partitionDocs(cat: Catalog, windows: Window[]): Promise<Pa
 }
 
 /** A partitioned root: the union of the leaves that were its partitions at the as-of point. */
-async function rebuildRoot(cat: Catalog, engine: Engine, windows: Window[], docs: PartitionsDoc[], n: QName, t: QName, asOf: AsOf, progress: Progress, limits?: StagerLimits): Promise<RebuiltTable> {
+async function rebuildRoot(
+  cat: Catalog,
+  engine: Engine,
+  windows: Window[],
+  docs: PartitionsDoc[],
+  n: QName,
+  t: QName,
+  asOf: AsOf,
+  progress: Progress,
+  limits?: StagerLimits,
+): Promise<RebuiltTable> {
   const rootSchema = await readSchema(cat, windows[windows.length - 1]);
   const winOf = new Map<PartitionChange, Window>();
   for (const d of docs) for (const c of d.changes) winOf.set(c, d.window);

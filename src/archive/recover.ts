@@ -111,7 +111,17 @@ export async function recover(cfg: Config, log: Logger, o: { from: string; s3: S
     const adopt = new AdoptRegistry(db, cfg.slot);
     await registry.ensureSlotState(cfg.publication);
     const reader = storeBatchReader(store);
-    const deps = { outDir: cfg.output.dir, slot: cfg.slot, systemIdentifier: server.systemIdentifier, registry, adopt, intents: noIntents, anchors: anchorTargets(cfg), log, quiet: true };
+    const deps = {
+      outDir: cfg.output.dir,
+      slot: cfg.slot,
+      systemIdentifier: server.systemIdentifier,
+      registry,
+      adopt,
+      intents: noIntents,
+      anchors: anchorTargets(cfg),
+      log,
+      quiet: true,
+    };
     let files = 0;
     for (const b of cat.batches) {
       const idx = b.doc as unknown as IndexDoc;

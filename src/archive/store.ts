@@ -82,7 +82,7 @@ export async function s3Store(url: string, o: S3Options): Promise<ArchiveStore> 
   const key = (rel: string) => (prefix ? `${prefix}/${rel}` : rel);
   const fail = (e: unknown, what: string): never => {
     const err = e as { name?: string; code?: string };
-    throw new EgressError('SOURCE_UNREACHABLE', `cannot ${what} in s3://${bucket}/${prefix} (${err.name ?? err.code ?? 'error'}); check --from, --s3-endpoint, --s3-region and the AWS credentials`, { cause: e });
+    throw new EgressError('ARCHIVE_UNREACHABLE', `cannot ${what} in s3://${bucket}/${prefix} (${err.name ?? err.code ?? 'error'}); check --from, --s3-endpoint, --s3-region and the AWS credentials`, { cause: e });
   };
   const notFound = (e: unknown) => {
     const n = (e as { name?: string; $metadata?: { httpStatusCode?: number } });

@@ -91,7 +91,14 @@ export async function planTable(cat: Catalog, folder: string, asOf: AsOf, maxSeq
 const sameType = (a: SchemaColumn, b: SchemaColumn) => a.type === b.type;
 
 /** Alters the target from `cur` to `next` columns; returns the new list (in the target's order). */
-export async function evolve(engine: Engine, t: QName, cur: SchemaColumn[], next: SchemaColumn[], ddl: string | null, key: string[] | null): Promise<SchemaColumn[]> {
+export async function evolve(
+  engine: Engine,
+  t: QName,
+  cur: SchemaColumn[],
+  next: SchemaColumn[],
+  ddl: string | null,
+  key: string[] | null,
+): Promise<SchemaColumn[]> {
   let cols = [...cur];
   const has = (list: SchemaColumn[], n: string) => list.some((c) => c.name === n);
   for (const [from, to] of columnRenames(ddl)) {
@@ -150,7 +157,15 @@ export interface TableResult {
  * Creates `target` (which must not exist) and fills it. With `fromLsn` (load's re-application
  * after a reload registered late) only streaming rows at or after it are read.
  */
-export async function rebuildTable(cat: Catalog, engine: Engine, plan: TablePlan, target: QName, asOf: AsOf, progress: Progress | null, limits: StagerLimits = DEFAULT_LIMITS): Promise<TableResult> {
+export async function rebuildTable(
+  cat: Catalog,
+  engine: Engine,
+  plan: TablePlan,
+  target: QName,
+  asOf: AsOf,
+  progress: Progress | null,
+  limits: StagerLimits = DEFAULT_LIMITS,
+): Promise<TableResult> {
   const key = keyOf(plan.schema) ? [...keyOf(plan.schema)!] : null;
   let cols = plan.schema.columns;
   await engine.createTable(target, cols, key);

@@ -179,7 +179,13 @@ async function waitForSlot(cfg: Config, S: bigint, waitMs: number): Promise<void
   }
 }
 
-async function compare(client: pg.Client, duck: Awaited<ReturnType<typeof openDuckdb>>, t: QName, cols: string[], key: string[]): Promise<TableVerdict> {
+async function compare(
+  client: pg.Client,
+  duck: Awaited<ReturnType<typeof openDuckdb>>,
+  t: QName,
+  cols: string[],
+  key: string[],
+): Promise<TableVerdict> {
   // Buckets: about 256 rows each, a power of two (same on both sides).
   const rows = Number((await duck.query(`SELECT count(*) AS n FROM ${qname(t)}`))[0].n);
   let bits = 0;

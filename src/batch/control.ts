@@ -70,7 +70,13 @@ export class ControlMessages {
     const at = transactional && t ? t : null;
     const v = verifyControlMessage(this.o.messageKey, prefix, content, at ? { xid: at.xid, finalLsn: at.finalLsn } : null);
     if (!v.ok) {
-      const line = this.o.forged.note({ prefix, reason: v.reason, xid: at ? at.xid : null, lsn: at ? lsnHex(at.finalLsn) : null, claim: describeClaim(content) });
+      const line = this.o.forged.note({
+        prefix,
+        reason: v.reason,
+        xid: at ? at.xid : null,
+        lsn: at ? lsnHex(at.finalLsn) : null,
+        claim: describeClaim(content),
+      });
       if (line) this.o.log.warn(line, `dropped a forged ${JSON.stringify(prefix)} message (${v.reason}): not emitted by pg-egress's own SQL; nothing written`);
       return;
     }

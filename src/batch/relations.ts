@@ -98,7 +98,13 @@ export class Relations {
   }
 
   /** A Relation message. Returns true when the relation is exported and new under this name (the registry notes it). */
-  async relation(oid: number, schema: string, table: string, replicaIdentity: ReplicaIdentity, columns: RelationColumn[]): Promise<boolean> {
+  async relation(
+    oid: number,
+    schema: string,
+    table: string,
+    replicaIdentity: ReplicaIdentity,
+    columns: RelationColumn[],
+  ): Promise<boolean> {
     const selected = await this.scope.selected(schema, table, oid, true);
     const excluded = this.scope.excluded(schema, table);
     if (selected) await this.ensureDef(schema, table, oid);
@@ -120,7 +126,10 @@ export class Relations {
       pkIdx = def.primary_key.map((n) => columns.findIndex((c) => c.name === n));
       if (pkIdx.some((i) => i < 0)) pkIdx = null;
     }
-    this.relations.set(oid, { oid, schema, table, key: tableKey(schema, table), selected, replicaIdentity, columns, outIdx, outNames, pkIdx });
+    this.relations.set(
+      oid,
+      { oid, schema, table, key: tableKey(schema, table), selected, replicaIdentity, columns, outIdx, outNames, pkIdx },
+    );
     return selected && (!prev || prev.schema !== schema || prev.table !== table);
   }
 

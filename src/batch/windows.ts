@@ -67,7 +67,20 @@ export class Windows {
     const key = tableKey(schema, table);
     let w = this.map.get(key);
     if (!w) {
-      w = { schema, table, relid, folder: tableFolder(schema, table), file: null, rel: null, ddl: [], ddlSeen: new Set(), ddlLsnStart: null, ddlLsnEnd: null, dropped: false, partitions: null };
+      w = {
+        schema,
+        table,
+        relid,
+        folder: tableFolder(schema, table),
+        file: null,
+        rel: null,
+        ddl: [],
+        ddlSeen: new Set(),
+        ddlLsnStart: null,
+        ddlLsnEnd: null,
+        dropped: false,
+        partitions: null,
+      };
       this.map.set(key, w);
     }
     return w;
@@ -95,7 +108,14 @@ export class Windows {
   }
 
   /** An update: its U, after a D of the old identity when that changed and a B row (row-encoder.ts). */
-  async update(t: Txn, rel: RelInfo, keyTuple: Tuple | null, oldTuple: Tuple | null, newTuple: Tuple, beforeImages: boolean): Promise<void> {
+  async update(
+    t: Txn,
+    rel: RelInfo,
+    keyTuple: Tuple | null,
+    oldTuple: Tuple | null,
+    newTuple: Tuple,
+    beforeImages: boolean,
+  ): Promise<void> {
     const rows = updateRows(rel.pkIdx, keyTuple, oldTuple, newTuple, beforeImages);
     if (rows & UPDATE_D) await this.emit(t, rel, OP.D, keyTuple ?? oldTuple, null);
     if (rows & UPDATE_B) await this.emit(t, rel, OP.B, oldTuple, null);

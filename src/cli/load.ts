@@ -7,7 +7,10 @@ import { redactTarget } from '../archive/targets.js';
 import { ExitCode } from '../errors.js';
 import { s3Options, warnNoVerify, type ArchiveFlags } from './rebuild.js';
 
-export async function loadCommand(o: ArchiveFlags & { into: string; tables?: string[] }, out: NodeJS.WritableStream = process.stdout): Promise<number> {
+export async function loadCommand(
+  o: ArchiveFlags & { into: string; tables?: string[] },
+  out: NodeJS.WritableStream = process.stdout,
+): Promise<number> {
   warnNoVerify(o);
   const r = await load({ from: o.from, s3: s3Options(o), into: o.into, tables: o.tables, verify: o.verify !== false });
   if (!r.applied.length) out.write(`nothing to load: ${redactTarget(o.into)} is at batch ${r.last ?? '(none)'}, the newest in the archive\n`);

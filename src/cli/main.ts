@@ -128,7 +128,21 @@ export function buildProgram(): Command {
       ) +
         '\nExit codes: 0 verified (or equal), 10 a check failed or a table differs (the first problem, or the differing keys, are named).\n',
     )
-    .action(async (target: string | undefined, opts: { row?: string; proof?: string; config?: string; againstSource?: string[]; from?: string; repair?: boolean; verify?: boolean; s3Endpoint?: string; s3Region?: string; s3PathStyle?: boolean }) => {
+    .action(async (
+      target: string | undefined,
+      opts: {
+        row?: string;
+        proof?: string;
+        config?: string;
+        againstSource?: string[];
+        from?: string;
+        repair?: boolean;
+        verify?: boolean;
+        s3Endpoint?: string;
+        s3Region?: string;
+        s3PathStyle?: boolean;
+      },
+    ) => {
       if (opts.againstSource) {
         const cfg = load(program, { config: opts.config ?? 'cdc.yml' }).cfg;
         const { verifyAgainstSourceCommand } = await import('./verify-source.js');

@@ -23,9 +23,22 @@ export function warnNoVerify(o: ArchiveFlags): void {
   }
 }
 
-export async function rebuildCommand(tables: string[], o: ArchiveFlags & { asOf?: string; into: string; target?: string; replace?: boolean }, out: NodeJS.WritableStream = process.stdout): Promise<number> {
+export async function rebuildCommand(
+  tables: string[],
+  o: ArchiveFlags & { asOf?: string; into: string; target?: string; replace?: boolean },
+  out: NodeJS.WritableStream = process.stdout,
+): Promise<number> {
   warnNoVerify(o);
-  const res = await rebuild({ tables, from: o.from, s3: s3Options(o), asOf: o.asOf, into: o.into, target: o.target, verify: o.verify !== false, replace: o.replace });
+  const res = await rebuild({
+    tables,
+    from: o.from,
+    s3: s3Options(o),
+    asOf: o.asOf,
+    into: o.into,
+    target: o.target,
+    verify: o.verify !== false,
+    replace: o.replace,
+  });
   for (const r of res) {
     out.write(
       `rebuilt ${r.table} as ${r.target} in ${redactTarget(o.into)}${o.asOf ? ` as of ${o.asOf}` : ''}: ${r.rows} reload rows${r.reloadLsn ? ` (snapshot ${r.reloadLsn})` : ''}, ${r.changes} changes applied\n`,

@@ -36,7 +36,11 @@ function fmtEta(s: number): string {
   return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
 }
 
-export async function reloadCommand(cfg: Config, names: string[], o: { wait?: boolean; out?: NodeJS.WriteStream; intervalMs?: number }): Promise<number> {
+export async function reloadCommand(
+  cfg: Config,
+  names: string[],
+  o: { wait?: boolean; out?: NodeJS.WriteStream; intervalMs?: number },
+): Promise<number> {
   const out = o.out ?? process.stdout;
   const tables = names.map((n) => {
     const p = splitQualified(n);
@@ -93,7 +97,15 @@ export async function reloadCommand(cfg: Config, names: string[], o: { wait?: bo
   }
 }
 
-async function follow(pool: ReturnType<typeof createPool>, cfg: Config, requestId: string, names: string[], estimates: Map<string, number>, out: NodeJS.WriteStream, intervalMs: number): Promise<number> {
+async function follow(
+  pool: ReturnType<typeof createPool>,
+  cfg: Config,
+  requestId: string,
+  names: string[],
+  estimates: Map<string, number>,
+  out: NodeJS.WriteStream,
+  intervalMs: number,
+): Promise<number> {
   const tty = out.isTTY === true;
   const started = Date.now();
   let lastLine = 0;

@@ -15,7 +15,11 @@ import { verifyStore, verifyStoreWindow } from '../archive/verify-store.js';
 import { anchorReferences } from './verify-anchors.js';
 import { s3Options, type ArchiveFlags } from './rebuild.js';
 
-export async function verifyFromCommand(target: string | undefined, o: ArchiveFlags & { row?: string; proof?: string; cfg?: Config }, out: NodeJS.WritableStream = process.stdout): Promise<number> {
+export async function verifyFromCommand(
+  target: string | undefined,
+  o: ArchiveFlags & { row?: string; proof?: string; cfg?: Config },
+  out: NodeJS.WritableStream = process.stdout,
+): Promise<number> {
   const store = await openStore(o.from, s3Options(o));
   try {
     const rel = target?.replace(/^\/+|\/+$/g, '') ?? '';

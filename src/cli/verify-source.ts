@@ -7,9 +7,17 @@ import type { Config } from '../config/index.js';
 import { ExitCode } from '../errors.js';
 import { s3Options, warnNoVerify, type ArchiveFlags } from './rebuild.js';
 
-export async function verifyAgainstSourceCommand(cfg: Config, tables: string[], o: Partial<ArchiveFlags> & { repair?: boolean }, out: NodeJS.WritableStream = process.stdout): Promise<number> {
+export async function verifyAgainstSourceCommand(
+  cfg: Config,
+  tables: string[],
+  o: Partial<ArchiveFlags> & { repair?: boolean },
+  out: NodeJS.WritableStream = process.stdout,
+): Promise<number> {
   warnNoVerify({ from: o.from ?? '', verify: o.verify });
-  const r = await verifyAgainstSource(cfg, { tables, from: o.from, s3: o.from ? s3Options({ from: o.from, ...o }) : undefined, repair: o.repair, verify: o.verify !== false });
+  const r = await verifyAgainstSource(
+    cfg,
+    { tables, from: o.from, s3: o.from ? s3Options({ from: o.from, ...o }) : undefined, repair: o.repair, verify: o.verify !== false },
+  );
   let differ = false;
   for (const v of r.tables) {
     if (v.equal) {

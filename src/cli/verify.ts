@@ -22,7 +22,11 @@ function outputRoot(p: string): string | null {
   return null;
 }
 
-export async function verifyCommand(target: string, o: { row?: string; proof?: string; cfg?: Config }, out: NodeJS.WritableStream = process.stdout): Promise<number> {
+export async function verifyCommand(
+  target: string,
+  o: { row?: string; proof?: string; cfg?: Config },
+  out: NodeJS.WritableStream = process.stdout,
+): Promise<number> {
   if (!existsSync(target)) throw new EgressError('NOT_FOUND_PATH', `${target} does not exist`);
   const report: VerifyReport = { batches: 0, manifests: 0, files: 0, records: 0, problems: [] };
   const st = statSync(target);

@@ -117,7 +117,12 @@ export const localBatchReader = (outDir: string): BatchReader => ({
 });
 
 /** Checks every file of a batch against its index and manifests; returns the registry records. */
-export async function verifyBatch(src: string | BatchReader, idx: IndexDoc, indexSha: string, indexBytes: number): Promise<{ files: FileRecord[]; tables: { schema: string; table: string; relid: number | null }[] } | string> {
+export async function verifyBatch(
+  src: string | BatchReader,
+  idx: IndexDoc,
+  indexSha: string,
+  indexBytes: number,
+): Promise<{ files: FileRecord[]; tables: { schema: string; table: string; relid: number | null }[] } | string> {
   const reader = typeof src === 'string' ? localBatchReader(src) : src;
   const files: FileRecord[] = [];
   const tables: { schema: string; table: string; relid: number | null }[] = [];
@@ -146,7 +151,19 @@ export async function verifyBatch(src: string | BatchReader, idx: IndexDoc, inde
       const got = await reader.hash(p);
       if (!got) return `its file ${p} is missing`;
       if (got.sha !== f.sha256 || got.bytes !== f.bytes) return `its file ${p} does not match its manifest (sha256 or size)`;
-      files.push({ path: p, type: f.type, schema, table, lsnStart: lsnOrNull(f.lsn.start), lsnEnd: lsnOrNull(f.lsn.end), rows: f.rows, bytes: f.bytes, rawBytes: f.raw_bytes, sha256: f.sha256, merkleRoot: f.merkle.root });
+      files.push({
+        path: p,
+        type: f.type,
+        schema,
+        table,
+        lsnStart: lsnOrNull(f.lsn.start),
+        lsnEnd: lsnOrNull(f.lsn.end),
+        rows: f.rows,
+        bytes: f.bytes,
+        rawBytes: f.raw_bytes,
+        sha256: f.sha256,
+        merkleRoot: f.merkle.root,
+      });
       rows += f.rows;
     }
     for (const [doc, type] of [
@@ -159,7 +176,19 @@ export async function verifyBatch(src: string | BatchReader, idx: IndexDoc, inde
       const got = await reader.hash(p);
       if (!got) return `its file ${p} is missing`;
       if (got.sha !== doc.sha256) return `its file ${p} does not match its manifest (sha256)`;
-      files.push({ path: p, type, schema, table, lsnStart: null, lsnEnd: null, rows: null, bytes: got.bytes, rawBytes: null, sha256: got.sha, merkleRoot: null });
+      files.push({
+        path: p,
+        type,
+        schema,
+        table,
+        lsnStart: null,
+        lsnEnd: null,
+        rows: null,
+        bytes: got.bytes,
+        rawBytes: null,
+        sha256: got.sha,
+        merkleRoot: null,
+      });
     }
     files.push({ path: m.path, type: 'manifest', schema, table, lsnStart: null, lsnEnd: null, rows: null, bytes: mfText.length, rawBytes: null, sha256: mfSha, merkleRoot: null });
   }
@@ -204,7 +233,12 @@ export async function adoptOrphanBatches(d: AdoptDeps): Promise<AdoptResult> {
     for (;;) {
       const last = await d.registry.lastBatch();
       const next = [...orphans.values()].find(
-        (o) => o.idx.batch_id !== undefined && o.idx.slot === d.slot && o.idx.source?.system_identifier === d.systemIdentifier && (o.idx.prev === null ? last === null : last !== null && o.idx.prev?.batch_id === last.batchId && o.idx.prev.sha256 === last.sha256),
+        (o) => o.idx.batch_id !== undefined &&
+          o.idx.slot === d.slot &&
+          o.idx.source?.system_identifier === d.systemIdentifier &&
+          (o.idx.prev === null
+            ? last === null
+            : last !== null && o.idx.prev?.batch_id === last.batchId && o.idx.prev.sha256 === last.sha256),
       );
       if (!next || isDiverged(next)) break;
       const checked = await verifyBatch(d.outDir, next.idx, next.sha, next.bytes);
@@ -252,7 +286,12 @@ async function setAside(d: AdoptDeps, idx: IndexDoc): Promise<void> {
   );
 }
 
-export async function register(d: AdoptDeps, idx: IndexDoc, sha: string, v: { files: FileRecord[]; tables: { schema: string; table: string; relid: number | null }[] }): Promise<void> {
+export async function register(
+  d: AdoptDeps,
+  idx: IndexDoc,
+  sha: string,
+  v: { files: FileRecord[]; tables: { schema: string; table: string; relid: number | null }[] },
+): Promise<void> {
   const parsed = parseFlushName(idx.batch_id);
   const windowStartMs = Date.parse(idx.window_start);
   if (parsed) await d.adopt.reserveBatchSeq(windowName(parsed.startMs), parsed.seq);

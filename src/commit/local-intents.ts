@@ -28,7 +28,11 @@ function parse(text: string): LocalIntent | null {
   try {
     const j = JSON.parse(text) as { batch_id: string; paths: string[]; reloads?: (Omit<ReloadRequest, 'requestedLsn'> & { requestedLsn: string | null })[] };
     if (typeof j.batch_id !== 'string' || !Array.isArray(j.paths)) return null;
-    return { batchId: j.batch_id, paths: j.paths, reloads: (j.reloads ?? []).map((r) => ({ ...r, requestedLsn: r.requestedLsn === null ? null : BigInt(r.requestedLsn) })) };
+    return {
+      batchId: j.batch_id,
+      paths: j.paths,
+      reloads: (j.reloads ?? []).map((r) => ({ ...r, requestedLsn: r.requestedLsn === null ? null : BigInt(r.requestedLsn) })),
+    };
   } catch {
     return null;
   }
@@ -53,7 +57,11 @@ export class LocalIntents {
     await ensureDir(this.dir, this.modes.dirMode);
     const prev = await this.read(batchId);
     const all = prev ? [...new Set([...prev.paths, ...paths])] : paths;
-    await writeFileAtomic(this.file(batchId), json({ batchId, paths: all, reloads: [...(prev?.reloads ?? []), ...reloads] }), this.modes.fileMode);
+    await writeFileAtomic(
+      this.file(batchId),
+      json({ batchId, paths: all, reloads: [...(prev?.reloads ?? []), ...reloads] }),
+      this.modes.fileMode,
+    );
     await fsyncDir(this.dir);
   }
 

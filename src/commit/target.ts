@@ -5,7 +5,12 @@ import type { BatchChain } from '../proof/chain.js';
 import type { CommitTarget } from './batch-commit.js';
 import { commitFlush, type FlushCommitted, type FlushInput } from './flush.js';
 
-export function commitTarget(cfg: Config, server: { database: string; systemIdentifier: string }, registry: Registry, chain: BatchChain): CommitTarget {
+export function commitTarget(
+  cfg: Config,
+  server: { database: string; systemIdentifier: string },
+  registry: Registry,
+  chain: BatchChain,
+): CommitTarget {
   return {
     outDir: cfg.output.dir,
     dirMode: cfg.output.dirMode,

@@ -37,7 +37,9 @@ export function tokenizeEnvRefs(text: string): EnvRefs {
 }
 
 /** A token back to the text it replaced (for keys and messages: never an environment value). */
-export const restoreText = (s: string, e: EnvRefs): string => (e.refs.length ? s.replace(e.token, (_, i: string) => e.refs[Number(i)].original) : s);
+export const restoreText = (s: string, e: EnvRefs): string => (e.refs.length
+  ? s.replace(e.token, (_, i: string) => e.refs[Number(i)].original)
+  : s);
 
 /** Mapping keys back to their text as written: `${X}` in a key is not interpolated. */
 export function restoreKeys(value: unknown, e: EnvRefs): unknown {

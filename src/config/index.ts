@@ -374,7 +374,11 @@ export function redactedConfig(cfg: Config): unknown {
   return {
     ...cfg,
     source: { ...cfg.source, password: cfg.source.password === undefined ? undefined : '***' },
-    tables: { include: cfg.tables.include.map((p) => p.source), exclude: cfg.tables.exclude.map((p) => p.source), noIdentity: cfg.tables.noIdentity },
+    tables: {
+      include: cfg.tables.include.map((p) => p.source),
+      exclude: cfg.tables.exclude.map((p) => p.source),
+      noIdentity: cfg.tables.noIdentity,
+    },
     columnsExclude: Object.fromEntries([...cfg.columnsExclude].map(([k, v]) => [k.replace('\u0000', '.'), [...v]])),
     http: { ...cfg.http, statusToken: cfg.http.statusToken ? '***' : '' },
     anchors: { s3: cfg.anchors.s3, near: cfg.anchors.near ? { ...cfg.anchors.near, privateKey: '***', depositYocto: String(cfg.anchors.near.depositYocto), gas: String(cfg.anchors.near.gas) } : null },

@@ -79,8 +79,8 @@ export function sourceError(e: unknown, source: SourceConfig, what = 'connect to
   const admin = source.via === '--url';
   const code = err.code ?? '';
   const msg = (err.message ?? String(e)).split('\n')[0];
-  if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EAI_AGAIN', 'ENETUNREACH'].includes(code) || /timeout/i.test(msg) || /Connection terminated|connection error|not queryable|ended unexpectedly|the database system is (starting up|shutting down|in recovery)|terminating connection/i.test(msg)) {
-    return new EgressError('SOURCE_UNREACHABLE', `cannot ${what} at ${where}: ${msg}; ${admin ? 'check the host and port of --url' : 'check source.url (or source.host/source.port)'} and that the server is running`, { cause: e, retryable: true });
+  if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EPIPE', 'EAI_AGAIN', 'ENETUNREACH'].includes(code) || /timeout/i.test(msg) || /Connection terminated|connection error|not queryable|ended unexpectedly|the database system is (starting up|shutting down|in recovery)|terminating connection/i.test(msg)) {
+    return new EgressError('SOURCE_UNREACHABLE', `cannot ${what} at ${where}: ${msg}; ${admin ? 'check the host and port of --url' : 'check source.url (or source.host/source.port)'} and that the server is running`, { cause: e });
   }
   if (code === '28P01' || (code === '28000' && !/replication/i.test(msg))) {
     const fix = admin
@@ -92,13 +92,13 @@ export function sourceError(e: unknown, source: SourceConfig, what = 'connect to
     return new EgressError('NO_REPLICATION_PRIVILEGE', `user "${source.user}" may not use replication on ${where}; run ALTER ROLE "${source.user}" REPLICATION (or ${admin ? 'give --url a superuser' : 'set source.user to a role that has it'})`, { cause: e });
   }
   if (code === '3D000') {
-    return new EgressError('SOURCE_UNREACHABLE', `database "${source.database}" does not exist on ${source.host}:${source.port}; check ${admin ? '--url and ' : ''}source.url (database)`, { cause: e });
+    return new EgressError('SOURCE_NO_DATABASE', `database "${source.database}" does not exist on ${source.host}:${source.port}; check ${admin ? '--url and ' : ''}source.url (database)`, { cause: e });
   }
   if (code === '53400' || /all replication slots are in use/i.test(msg)) {
     return new EgressError('NO_FREE_SLOT', `no free replication slot on ${where}: ${msg}; raise max_replication_slots on the server or drop an unused slot`, { cause: e });
   }
   if (code === '55006' || /is active for PID/i.test(msg)) {
-    return new EgressError('SLOT_IN_USE', `replication slot is in use by another process on ${where}: ${msg}; stop the other pg-egress or set a different slot`, { cause: e, retryable: true });
+    return new EgressError('SLOT_BUSY', `replication slot is in use by another process on ${where}: ${msg}; stop the other pg-egress or set a different slot`, { cause: e });
   }
   if (code === '42501') {
     if (admin) return new EgressError('INSUFFICIENT_PRIVILEGE', `permission denied on ${where}: ${msg}; the role of --url must be a superuser (README "Privileges")`, { cause: e });
@@ -106,10 +106,10 @@ export function sourceError(e: unknown, source: SourceConfig, what = 'connect to
   }
   if (code === '55P03' || code === '40P01') {
     // lock_timeout (or a deadlock): pg-egress never waits on a lock without a bound (db/tx.ts).
-    return new EgressError('LOCK_TIMEOUT', `cannot ${what} on ${where}: ${msg} (another session holds or waits for a lock on the same object); it is tried again`, { cause: e, retryable: true });
+    return new EgressError('LOCK_TIMEOUT', `cannot ${what} on ${where}: ${msg} (another session holds or waits for a lock on the same object); it is tried again`, { cause: e });
   }
   if (code === '57P01' || code === '57P02' || code === '57P03' || code === '08006' || code === '08003' || code === '08001') {
-    return new EgressError('SOURCE_UNREACHABLE', `lost the connection to ${where}: ${msg}`, { cause: e, retryable: true });
+    return new EgressError('SOURCE_UNREACHABLE', `lost the connection to ${where}: ${msg}`, { cause: e });
   }
   return new EgressError('INTERNAL', `PostgreSQL error on ${where}: ${msg}${code ? ` (SQLSTATE ${code})` : ''}`, { cause: e });
 }

@@ -42,7 +42,11 @@ const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * or a deadlock is rolled back and run again (`fn` must have no effect outside the database),
  * with a growing pause, up to `retries` times.
  */
-export async function withTransaction<T>(db: Db, fn: (c: pg.ClientBase) => Promise<T>, o: { lockTimeoutMs?: number; retries?: number } = {}): Promise<T> {
+export async function withTransaction<T>(
+  db: Db,
+  fn: (c: pg.ClientBase) => Promise<T>,
+  o: { lockTimeoutMs?: number; retries?: number } = {},
+): Promise<T> {
   const retries = o.retries ?? LOCK_RETRIES;
   for (let attempt = 0; ; attempt++) {
     try {

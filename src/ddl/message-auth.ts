@@ -44,7 +44,12 @@ export function signContent(key: Buffer, xid: number, prefix: string, payload: B
  * Checks one `pg-egress:*` message of the transaction (`xid`, commit LSN `finalLsn`), or a
  * non-transactional one (`txn` null: ours are never that). Returns the payload without the MAC.
  */
-export function verifyControlMessage(key: MessageKey, prefix: string, content: Buffer, txn: { xid: number; finalLsn: Lsn } | null): Verdict {
+export function verifyControlMessage(
+  key: MessageKey,
+  prefix: string,
+  content: Buffer,
+  txn: { xid: number; finalLsn: Lsn } | null,
+): Verdict {
   if (!txn) return { ok: false, reason: 'not_transactional' };
   const head = content.subarray(0, HEADER_LEN).toString('latin1');
   if (content.length < HEADER_LEN || !head.startsWith(MAC_HEADER) || head[HEADER_LEN - 1] !== '\n' || !/^[0-9a-f]{64}$/.test(head.slice(MAC_HEADER.length, HEADER_LEN - 1))) {

@@ -25,7 +25,12 @@ export const EXPORT_LOCK_WAIT_BOUND_MS = 60_000;
  * (pg_blocking_pids: the export session holds a lock it needs, or is ahead of it in the queue).
  * A session queued behind such a waiter (the application behind a DDL) waits no longer than it.
  */
-export async function exportLockReasons(db: Db, holders: ExportLockHolder[], boundMs = EXPORT_LOCK_WAIT_BOUND_MS, now = Date.now()): Promise<string[]> {
+export async function exportLockReasons(
+  db: Db,
+  holders: ExportLockHolder[],
+  boundMs = EXPORT_LOCK_WAIT_BOUND_MS,
+  now = Date.now(),
+): Promise<string[]> {
   const held = holders.filter((h) => now - h.since > boundMs);
   if (!held.length) return [];
   const { rows } = await db.query<{ pid: string; holder: string; waited_ms: string; rel: string | null }>(

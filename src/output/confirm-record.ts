@@ -88,7 +88,9 @@ export class ConfirmRecord {
   async advance(walEnd: Lsn, registered: Lsn): Promise<void> {
     const head = this.pairs[0];
     const limit = head && head.limit > walEnd ? head.limit : walEnd;
-    const pairs = head && head.registeredAt >= registered ? [{ limit, registeredAt: head.registeredAt }, ...this.pairs.slice(1)] : [{ limit, registeredAt: registered }, ...this.pairs];
+    const pairs = head && head.registeredAt >= registered
+      ? [{ limit, registeredAt: head.registeredAt }, ...this.pairs.slice(1)]
+      : [{ limit, registeredAt: registered }, ...this.pairs];
     await this.write(pairs.slice(0, KEEP));
   }
 

@@ -71,7 +71,11 @@ export class GzipFileWriter {
       // compressing this one and writing the previous one (thread pool) overlap. With the default
       // 16 KiB marks every chunk made `write` wait for its own compression, and every compressed
       // chunk paused gzip until the file had written it: the stages took turns instead.
-      const gzip = (this.gzip = zlib.createGzip({ level, chunkSize: 64 * 1024, writableHighWaterMark: BUFFERED_BYTES } as zlib.ZlibOptions));
+      const gzip = (this.gzip = zlib.createGzip({
+        level,
+        chunkSize: 64 * 1024,
+        writableHighWaterMark: BUFFERED_BYTES,
+      } as zlib.ZlibOptions));
       gzip.on('data', (chunk: Buffer) => {
         if (this.failed) return;
         this.hash.update(chunk);

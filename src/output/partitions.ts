@@ -47,7 +47,10 @@ export interface PartitionsDoc {
 }
 
 const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
-const byName = (a: { schema: string; name: string }, b: { schema: string; name: string }): number => cmp(a.schema, b.schema) || cmp(a.name, b.name);
+const byName = (
+  a: { schema: string; name: string },
+  b: { schema: string; name: string },
+): number => cmp(a.schema, b.schema) || cmp(a.name, b.name);
 
 /** The document of one window: the leaves at its end, its changes in LSN order. */
 export function partitionsDoc(root: TableRef, partitions: LeafDoc[], changes: MembershipChange[], generatedAt: Date): PartitionsDoc {

@@ -41,7 +41,15 @@ export interface RowLayout {
 }
 
 /** Writes one row with values (I, U, D, B). `fill` gives values for unchanged TOAST columns when known. */
-export function encodeRow(b: CsvBuffer, p: RowPrefix, seq: number, op: number, layout: RowLayout, tuple: Tuple | null, fill: Tuple | null): void {
+export function encodeRow(
+  b: CsvBuffer,
+  p: RowPrefix,
+  seq: number,
+  op: number,
+  layout: RowLayout,
+  tuple: Tuple | null,
+  fill: Tuple | null,
+): void {
   b.raw(p.lsnField);
   b.uint(seq);
   b.raw(p.midField);
@@ -93,7 +101,13 @@ export const UPDATE_B = 2;
  * changed; under FULL it sends the whole old row ('O') always, and the primary key is compared
  * here (no primary key known: every update changes identity).
  */
-export function updateRows(pkIdx: readonly number[] | null, keyTuple: Tuple | null, oldTuple: Tuple | null, newTuple: Tuple, beforeImages: boolean): number {
+export function updateRows(
+  pkIdx: readonly number[] | null,
+  keyTuple: Tuple | null,
+  oldTuple: Tuple | null,
+  newTuple: Tuple,
+  beforeImages: boolean,
+): number {
   let identityChanged = keyTuple !== null;
   if (oldTuple) identityChanged = pkIdx === null || pkIdx.some((i) => !sameValue(oldTuple.value(i), newTuple.value(i)));
   return (identityChanged ? UPDATE_D : 0) | (oldTuple && beforeImages ? UPDATE_B : 0);

@@ -218,7 +218,11 @@ export function verifyInclusion(leaf: Buffer, index: number, size: number, path:
  * The audit path of leaf `m` among `n` leaves given as an iterable of leaf hashes (read once,
  * memory O(log n)): one builder per path range, each fed the leaves of its range.
  */
-export async function auditPath(m: number, n: number, leaves: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<{ leaf: Buffer; path: Buffer[] }> {
+export async function auditPath(
+  m: number,
+  n: number,
+  leaves: AsyncIterable<Buffer> | Iterable<Buffer>,
+): Promise<{ leaf: Buffer; path: Buffer[] }> {
   const ranges = auditPathRanges(m, n);
   const builders = ranges.map(() => new MerkleBuilder());
   let i = 0;

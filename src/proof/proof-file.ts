@@ -23,7 +23,16 @@ export interface ProofFile {
   /** The manifest's exact bytes: it lists the file with its root (link 2). */
   manifest: { path: string; sha256: string; base64: string };
   /** `index_base64`: the batch index's exact bytes (links 3, 5, 6). */
-  batch: { batch_id: string; index_path: string; index_sha256: string; root: string; size: number; leaf_index: number; audit_path: string[]; index_base64: string };
+  batch: {
+    batch_id: string;
+    index_path: string;
+    index_sha256: string;
+    root: string;
+    size: number;
+    leaf_index: number;
+    audit_path: string[];
+    index_base64: string;
+  };
   anchors: ProofAnchors | null;
 }
 

@@ -80,7 +80,11 @@ function lsnSeq(rec: Buffer): string | null {
 }
 
 /** Checks one data file against its manifest entry; returns its root, or null when it failed. */
-export async function verifyDataFile(file: string, entry: ManifestFileEntry, problems: string[]): Promise<{ root: Buffer; records: number } | null> {
+export async function verifyDataFile(
+  file: string,
+  entry: ManifestFileEntry,
+  problems: string[],
+): Promise<{ root: Buffer; records: number } | null> {
   const where = file;
   if (!existsSync(file)) {
     problems.push(`${where}: missing (listed in its manifest)`);
@@ -127,7 +131,12 @@ export async function verifyDataFile(file: string, entry: ManifestFileEntry, pro
  * The checks of verifyDataFile over a stream, in one pass (an S3 object is read once): the sha256
  * of the bytes as they arrive, and the records of the gunzipped bytes. Messages name `where`.
  */
-export async function verifyDataStream(where: string, raw: Readable, entry: ManifestFileEntry, problems: string[]): Promise<{ root: Buffer; records: number } | null> {
+export async function verifyDataStream(
+  where: string,
+  raw: Readable,
+  entry: ManifestFileEntry,
+  problems: string[],
+): Promise<{ root: Buffer; records: number } | null> {
   const before = problems.length;
   const h = createHash('sha256');
   const hashing = new Transform({

@@ -60,7 +60,18 @@ export class AdoptRegistry {
         `INSERT INTO "cdc_registry"."batches"
            ("slot_name", "batch_id", "window_start", "lsn_start", "lsn_end", "files", "rows", "index_path", "index_sha256", "merkle_root", "kind", "prev_batch_id")
          VALUES ($1, $2, $3, $4::pg_lsn, $4::pg_lsn, $5, $6, $7, $8, $9, 'reload', $10)`,
-        [this.slot, b.batchId, b.windowStart, formatLsn(b.lsn), b.files.length, b.rows, b.indexPath, b.indexSha256, b.merkleRoot, b.prevBatchId],
+        [
+          this.slot,
+          b.batchId,
+          b.windowStart,
+          formatLsn(b.lsn),
+          b.files.length,
+          b.rows,
+          b.indexPath,
+          b.indexSha256,
+          b.merkleRoot,
+          b.prevBatchId,
+        ],
       );
       const op = await endReloadOp(c, this.slot, b);
       await enqueueAnchors(c, this.slot, b.batchId, b.anchors);
@@ -107,7 +118,13 @@ async function endReloadOp(
   slot: string,
   b: { batchId: string; rows: number; schema: string; table: string; lsn: Lsn },
 ): Promise<{ relid: number | null; restoreComment: boolean; previousComment: string | null }> {
-  const { rows } = await c.query<{ id: string; gap_id: string | null; relid: string | null; restore_comment: boolean; previous_comment: string | null }>(
+  const { rows } = await c.query<{
+    id: string;
+    gap_id: string | null;
+    relid: string | null;
+    restore_comment: boolean;
+    previous_comment: string | null;
+  }>(
     `UPDATE "cdc_registry"."reloads" SET "state" = 'done', "rows" = $4, "batch_id" = $5, "snapshot_lsn" = COALESCE("snapshot_lsn", $6::pg_lsn),
             "finished_at" = now(), "updated_at" = now()
      WHERE "id" = (SELECT "id" FROM "cdc_registry"."reloads" WHERE "slot_name" = $1 AND "schema_name" = $2 AND "table_name" = $3

@@ -60,7 +60,9 @@ export class AnchorQueue {
        RETURNING "id"::text, "batch_id", "target", "attempts"`,
       [this.slot],
     );
-    return rows.length ? { id: Number(rows[0].id), batchId: rows[0].batch_id, target: rows[0].target, attempts: Number(rows[0].attempts) } : null;
+    return rows.length
+      ? { id: Number(rows[0].id), batchId: rows[0].batch_id, target: rows[0].target, attempts: Number(rows[0].attempts) }
+      : null;
   }
 
   async done(id: number, reference: object): Promise<void> {
@@ -114,18 +116,57 @@ export class AnchorQueue {
     return rows.map((r) => ({ path: r.path, bytes: Number(r.bytes), sha256: r.sha256, type: r.file_type }));
   }
 
-  async batch(batchId: string): Promise<{ indexPath: string; indexSha256: string; merkleRoot: string | null; lsnStart: string | null; lsnEnd: string; kind: string } | null> {
-    const { rows } = await this.db.query<{ index_path: string; index_sha256: string; merkle_root: string | null; lsn_start: string | null; lsn_end: string; kind: string }>(
+  async batch(batchId: string): Promise<{
+    indexPath: string;
+    indexSha256: string;
+    merkleRoot: string | null;
+    lsnStart: string | null;
+    lsnEnd: string;
+    kind: string;
+  } | null> {
+    const { rows } = await this.db.query<{
+      index_path: string;
+      index_sha256: string;
+      merkle_root: string | null;
+      lsn_start: string | null;
+      lsn_end: string;
+      kind: string;
+    }>(
       `SELECT "index_path", "index_sha256", "merkle_root", "lsn_start"::text, "lsn_end"::text, "kind" FROM "cdc_registry"."batches" WHERE "slot_name" = $1 AND "batch_id" = $2`,
       [this.slot, batchId],
     );
     const r = rows[0];
-    return r ? { indexPath: r.index_path, indexSha256: r.index_sha256, merkleRoot: r.merkle_root, lsnStart: r.lsn_start, lsnEnd: r.lsn_end, kind: r.kind } : null;
+    return r
+      ? {
+        indexPath: r.index_path,
+        indexSha256: r.index_sha256,
+        merkleRoot: r.merkle_root,
+        lsnStart: r.lsn_start,
+        lsnEnd: r.lsn_end,
+        kind: r.kind,
+      }
+      : null;
   }
 
   /** For status and metrics: per target, pending and failed counts, the oldest pending age, the last error. */
-  async summary(): Promise<{ target: string; pending: number; failed: number; done: number; skipped: number; oldest_pending_s: number | null; last_error: string | null }[]> {
-    const { rows } = await this.db.query<{ target: string; pending: string; failed: string; done: string; skipped: string; oldest: string | null; last_error: string | null }>(
+  async summary(): Promise<{
+    target: string;
+    pending: number;
+    failed: number;
+    done: number;
+    skipped: number;
+    oldest_pending_s: number | null;
+    last_error: string | null;
+  }[]> {
+    const { rows } = await this.db.query<{
+      target: string;
+      pending: string;
+      failed: string;
+      done: string;
+      skipped: string;
+      oldest: string | null;
+      last_error: string | null;
+    }>(
       `SELECT "target", count(*) FILTER (WHERE "state" = 'pending')::text AS pending, count(*) FILTER (WHERE "state" = 'failed')::text AS failed,
               count(*) FILTER (WHERE "state" = 'done')::text AS done, count(*) FILTER (WHERE "state" = 'skipped')::text AS skipped,
               extract(epoch FROM now() - min("created_at") FILTER (WHERE "state" = 'pending'))::bigint::text AS oldest,
@@ -133,7 +174,15 @@ export class AnchorQueue {
        FROM "cdc_registry"."anchor_queue" WHERE "slot_name" = $1 GROUP BY "target" ORDER BY "target"`,
       [this.slot],
     );
-    return rows.map((r) => ({ target: r.target, pending: Number(r.pending), failed: Number(r.failed), done: Number(r.done), skipped: Number(r.skipped), oldest_pending_s: r.oldest === null ? null : Number(r.oldest), last_error: r.last_error }));
+    return rows.map((r) => ({
+      target: r.target,
+      pending: Number(r.pending),
+      failed: Number(r.failed),
+      done: Number(r.done),
+      skipped: Number(r.skipped),
+      oldest_pending_s: r.oldest === null ? null : Number(r.oldest),
+      last_error: r.last_error,
+    }));
   }
 }
 
@@ -168,7 +217,11 @@ export async function nearAnchoredBatches(db: Db, slot: string): Promise<{ batch
 }
 
 /** The done anchors of one batch with their references and the batch index's sha256 (proof files). */
-export async function batchAnchorReferences(db: Db, slot: string, batchId: string): Promise<{ target: string; reference: Record<string, unknown> | string; index_sha256: string }[]> {
+export async function batchAnchorReferences(
+  db: Db,
+  slot: string,
+  batchId: string,
+): Promise<{ target: string; reference: Record<string, unknown> | string; index_sha256: string }[]> {
   const { rows } = await db.query<{ target: string; reference: Record<string, unknown> | string; index_sha256: string }>(
     `SELECT a.target, a.reference, b.index_sha256 FROM cdc_registry.anchor_queue a
        JOIN cdc_registry.batches b ON b.slot_name = a.slot_name AND b.batch_id = a.batch_id

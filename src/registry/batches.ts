@@ -66,7 +66,13 @@ export interface FlushRecord {
 const lsnText = (l: Lsn | null): string | null => (l === null ? null : formatLsn(l));
 
 /** One multi-row insert through unnest: a single round trip for many files. */
-export async function insertFiles(c: pg.ClientBase, slot: string, batchId: string, windowStart: string, files: FileRecord[]): Promise<void> {
+export async function insertFiles(
+  c: pg.ClientBase,
+  slot: string,
+  batchId: string,
+  windowStart: string,
+  files: FileRecord[],
+): Promise<void> {
   if (files.length === 0) return;
   await c.query(
     `INSERT INTO "cdc_registry"."files"
@@ -103,7 +109,20 @@ export async function registerBatchIn(c: pg.ClientBase, slot: string, b: BatchRe
     `INSERT INTO "cdc_registry"."batches"
        ("slot_name", "batch_id", "window_start", "lsn_start", "lsn_end", "files", "rows", "index_path", "index_sha256", "merkle_root", "kind", "prev_batch_id")
      VALUES ($1, $2, $3, $4::pg_lsn, $5::pg_lsn, $6, $7, $8, $9, $10, $11, $12)`,
-    [slot, b.batchId, windowStart, lsnText(b.lsnStart), formatLsn(b.lsnEnd), b.files.length, b.rows, b.indexPath, b.indexSha256, b.merkleRoot, b.kind, b.prevBatchId],
+    [
+      slot,
+      b.batchId,
+      windowStart,
+      lsnText(b.lsnStart),
+      formatLsn(b.lsnEnd),
+      b.files.length,
+      b.rows,
+      b.indexPath,
+      b.indexSha256,
+      b.merkleRoot,
+      b.kind,
+      b.prevBatchId,
+    ],
   );
 }
 

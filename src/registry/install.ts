@@ -7,7 +7,12 @@ import { withTransaction } from '../db/tx.js';
 import { qualifiedName, quoteIdent } from '../ident.js';
 
 /** What `run` needs in the registry: read and write its tables, use its sequences and functions. */
-export async function grantRegistry(db: Db, role: string, publication: string, published: { schema: string; table: string }[]): Promise<void> {
+export async function grantRegistry(
+  db: Db,
+  role: string,
+  publication: string,
+  published: { schema: string; table: string }[],
+): Promise<void> {
   const r = quoteIdent(role);
   // Exports read the published tables with COPY: SELECT on those there are, and (through
   // reconcile_publication) on each table that joins later.

@@ -1,7 +1,11 @@
 /** Registry reads behind /metrics gauges, run at scrape time (src/http/metrics.ts). */
 import type { Db } from '../db/tx.js';
 
-const rowsOf = async <T extends Record<string, unknown>>(db: Db, sql: string, params: unknown[]): Promise<T[]> => (await db.query<T>(sql, params)).rows;
+const rowsOf = async <T extends Record<string, unknown>>(
+  db: Db,
+  sql: string,
+  params: unknown[],
+): Promise<T[]> => (await db.query<T>(sql, params)).rows;
 
 /** Each table that is not dropped, and its mode. */
 export const tableModes = (db: Db, slot: string) =>

@@ -16,7 +16,10 @@ export async function selectedWithoutIdentity(db: Db, publication: string): Prom
 }
 
 /** Brings the publication in line with tables.include (sql/003): what it added, removed, repaired. */
-export async function reconcilePublication(c: pg.ClientBase, publication: string): Promise<{ action: string; schema_name: string | null; table_name: string | null }[]> {
+export async function reconcilePublication(
+  c: pg.ClientBase,
+  publication: string,
+): Promise<{ action: string; schema_name: string | null; table_name: string | null }[]> {
   const { rows } = await c.query<{ action: string; schema_name: string | null; table_name: string | null }>(
     `SELECT action, schema_name, table_name FROM "cdc_registry"."reconcile_publication"($1)`,
     [publication],

@@ -40,7 +40,11 @@ export interface Gap {
  */
 export class Registry {
   /** output.dir's own write intents (src/commit/local-intents.ts), set by the daemon. */
-  localIntents: { record(batchId: string, paths: string[], reloads: ReloadRequest[]): Promise<void>; done(batchId: string): Promise<void> } | null = null;
+  localIntents: { record(
+    batchId: string,
+    paths: string[],
+    reloads: ReloadRequest[],
+  ): Promise<void>; done(batchId: string): Promise<void> } | null = null;
 
   constructor(
     readonly db: Db,
@@ -175,7 +179,14 @@ export class Registry {
     return Number(rows[0].n);
   }
 
-  async recordGap(g: { kind: GapKind; schema?: string | null; table?: string | null; lsnFrom: Lsn | null; lsnTo: Lsn | null; detail: string }): Promise<number> {
+  async recordGap(g: {
+    kind: GapKind;
+    schema?: string | null;
+    table?: string | null;
+    lsnFrom: Lsn | null;
+    lsnTo: Lsn | null;
+    detail: string;
+  }): Promise<number> {
     const { rows } = await this.db.query<{ id: string }>(
       `INSERT INTO "cdc_registry"."gaps" ("slot_name", "kind", "schema_name", "table_name", "lsn_from", "lsn_to", "detail")
        VALUES ($1, $2, $3, $4, $5::pg_lsn, $6::pg_lsn, $7) RETURNING "id"::text`,
@@ -194,13 +205,31 @@ export class Registry {
   }
 
   async openGaps(): Promise<Gap[]> {
-    const { rows } = await this.db.query<{ id: string; kind: GapKind; schema_name: string | null; table_name: string | null; lsn_from: string | null; lsn_to: string | null; detail: string; detected_at: string }>(
+    const { rows } = await this.db.query<{
+      id: string;
+      kind: GapKind;
+      schema_name: string | null;
+      table_name: string | null;
+      lsn_from: string | null;
+      lsn_to: string | null;
+      detail: string;
+      detected_at: string;
+    }>(
       `SELECT "id"::text, "kind", "schema_name", "table_name", "lsn_from"::text, "lsn_to"::text, "detail",
               to_char("detected_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS detected_at
        FROM "cdc_registry"."gaps" WHERE "slot_name" = $1 AND "resolved_at" IS NULL ORDER BY "id"`,
       [this.slot],
     );
-    return rows.map((r) => ({ id: Number(r.id), kind: r.kind, schema: r.schema_name, table: r.table_name, lsnFrom: r.lsn_from, lsnTo: r.lsn_to, detail: r.detail, detectedAt: r.detected_at }));
+    return rows.map((r) => ({
+      id: Number(r.id),
+      kind: r.kind,
+      schema: r.schema_name,
+      table: r.table_name,
+      lsnFrom: r.lsn_from,
+      lsnTo: r.lsn_to,
+      detail: r.detail,
+      detectedAt: r.detected_at,
+    }));
   }
 
   /** An operator accepted the loss of the slot's changes (`init --recreate-slot`). */
@@ -250,7 +279,13 @@ export class Registry {
   }
 
   async tables(): Promise<{ schema: string; table: string; mode: string; lastWindow: string | null; dropped: boolean }[]> {
-    const { rows } = await this.db.query<{ schema_name: string; table_name: string; mode: string; last_window: string | null; dropped: string }>(
+    const { rows } = await this.db.query<{
+      schema_name: string;
+      table_name: string;
+      mode: string;
+      last_window: string | null;
+      dropped: string;
+    }>(
       `SELECT "schema_name", "table_name", "mode", "last_window", ("dropped_at" IS NOT NULL)::text AS dropped
        FROM "cdc_registry"."tables" WHERE "slot_name" = $1 ORDER BY 1, 2`,
       [this.slot],

@@ -54,7 +54,10 @@ export async function insertReloadRequest(c: pg.ClientBase | pg.Pool, slot: stri
            "gap_id" = COALESCE(EXCLUDED."gap_id", x."gap_id"),
            "requested_lsn" = GREATEST(x."requested_lsn", EXCLUDED."requested_lsn"),
            "updated_at" = now()`,
-    [slot, r.schema, r.table, r.relid, r.reason, r.requestedLsn === null ? null : formatLsn(r.requestedLsn), r.restoreComment, r.previousComment, r.requestId, r.gapId],
+    [
+      slot, r.schema, r.table, r.relid, r.reason, r.requestedLsn === null ? null : formatLsn(r.requestedLsn),
+      r.restoreComment, r.previousComment, r.requestId, r.gapId,
+    ],
   );
   await c.query(
     `INSERT INTO "cdc_registry"."tables" ("slot_name", "schema_name", "table_name", "relid", "mode")
@@ -153,7 +156,12 @@ export class ReloadRegistry {
     await this.db.query(`UPDATE "cdc_registry"."reloads" SET "waiting_on" = $2, "updated_at" = now() WHERE "id" = ANY($1::bigint[])`, [ids, waitingOn]);
   }
 
-  async started(ids: number[], snapshotLsn: Lsn, plan: Map<number, { chunks: number; tableBytes: number }>, workers: number): Promise<void> {
+  async started(
+    ids: number[],
+    snapshotLsn: Lsn,
+    plan: Map<number, { chunks: number; tableBytes: number }>,
+    workers: number,
+  ): Promise<void> {
     await withTransaction(this.db, async (c) => {
       for (const id of ids) {
         const p = plan.get(id);
@@ -218,7 +226,9 @@ export class ReloadRegistry {
 
   /** Done operations whose table still waits for its comment to be put back. */
   async pendingComments(): Promise<{ id: number; relid: number; table: string; previousComment: string | null }[]> {
-    const { rows } = await this.db.query<{ id: string; relid: string; schema_name: string; table_name: string; previous_comment: string | null }>(
+    const { rows } = await this.db.query<
+      { id: string; relid: string; schema_name: string; table_name: string; previous_comment: string | null }
+    >(
       `SELECT "id"::text, "relid"::text, "schema_name", "table_name", "previous_comment" FROM "cdc_registry"."reloads"
        WHERE "slot_name" = $1 AND "comment_pending" AND "relid" IS NOT NULL ORDER BY "id"`,
       [this.slot],
@@ -249,7 +259,11 @@ export class ReloadRegistry {
    * Inside the registering transaction: the operation is done, its table streams again, and a gap
    * whose every reload is done is resolved. Throws when the operation is no longer running.
    */
-  async finishIn(c: pg.ClientBase, op: ReloadOp, r: { rows: number; rawBytes: number; batchId: string; chunks: number; workers: number; relid: number }): Promise<void> {
+  async finishIn(
+    c: pg.ClientBase,
+    op: ReloadOp,
+    r: { rows: number; rawBytes: number; batchId: string; chunks: number; workers: number; relid: number },
+  ): Promise<void> {
     // A marker's table owes its comment back: put back after this commit (see pendingComments).
     const upd = await c.query(
       `UPDATE "cdc_registry"."reloads" SET "state" = 'done', "rows" = $2, "raw_bytes" = $3, "batch_id" = $4, "chunks_done" = $5, "workers" = $6,
@@ -283,7 +297,11 @@ export class ReloadRegistry {
    * finishIn for the operations of one batch, in three statements for all of those without a gap
    * (an initial export registers hundreds of tables at once); those with a gap go one by one.
    */
-  async finishManyIn(c: pg.ClientBase, batchId: string, items: { op: ReloadOp; rows: number; rawBytes: number; chunks: number; workers: number; relid: number }[]): Promise<void> {
+  async finishManyIn(
+    c: pg.ClientBase,
+    batchId: string,
+    items: { op: ReloadOp; rows: number; rawBytes: number; chunks: number; workers: number; relid: number }[],
+  ): Promise<void> {
     const plain = items.filter((i) => i.op.gapId === null);
     if (plain.length) {
       const upd = await c.query(
@@ -292,7 +310,10 @@ export class ReloadRegistry {
                 "finished_at" = now(), "updated_at" = now(), "relid" = x.relid, "comment_pending" = r."restore_comment"
          FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::int[], $6::int[], $7::oid[]) AS x(id, n, raw, chunks, workers, relid)
          WHERE r."id" = x.id AND r."state" = 'running'`,
-        [batchId, plain.map((i) => i.op.id), plain.map((i) => i.rows), plain.map((i) => i.rawBytes), plain.map((i) => i.chunks), plain.map((i) => i.workers), plain.map((i) => i.relid)],
+        [
+          batchId, plain.map((i) => i.op.id), plain.map((i) => i.rows), plain.map((i) => i.rawBytes),
+          plain.map((i) => i.chunks), plain.map((i) => i.workers), plain.map((i) => i.relid),
+        ],
       );
       if (upd.rowCount !== plain.length) throw new Error(`${plain.length - (upd.rowCount ?? 0)} reloads of batch ${batchId} are no longer running`);
       await c.query(`SELECT pg_notify($1, $2)`, [RELOAD_CHANNEL, this.slot]);
@@ -305,7 +326,11 @@ export class ReloadRegistry {
         [this.slot, plain.map((i) => i.op.schema), plain.map((i) => i.op.table)],
       );
     }
-    for (const i of items) if (i.op.gapId !== null) await this.finishIn(c, i.op, { rows: i.rows, rawBytes: i.rawBytes, batchId, chunks: i.chunks, workers: i.workers, relid: i.relid });
+    for (const i of items) if (i.op.gapId !== null) await this.finishIn(
+      c,
+      i.op,
+      { rows: i.rows, rawBytes: i.rawBytes, batchId, chunks: i.chunks, workers: i.workers, relid: i.relid },
+    );
   }
 }
 
@@ -338,8 +363,12 @@ export async function inspectReloadTables(
   db: Db,
   tables: { schema: string; table: string }[],
   publication: string,
-): Promise<{ schema: string; table: string; relid: string; kind: string; published: string; root_schema: string | null; root_table: string | null }[]> {
-  const { rows } = await db.query<{ schema: string; table: string; relid: string; kind: string; published: string; root_schema: string | null; root_table: string | null }>(
+): Promise<
+  { schema: string; table: string; relid: string; kind: string; published: string; root_schema: string | null; root_table: string | null }[]
+> {
+  const { rows } = await db.query<
+    { schema: string; table: string; relid: string; kind: string; published: string; root_schema: string | null; root_table: string | null }
+  >(
     `SELECT n.nspname AS schema, c.relname AS table, c.oid::text AS relid, c.relkind::text AS kind,
             (SELECT rn.nspname FROM pg_class rc JOIN pg_namespace rn ON rn.oid = rc.relnamespace
              WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_schema,

@@ -77,10 +77,19 @@ export class RetentionRegistry {
    * Of `paths` (missing from output.dir), those whose batch's S3 upload is done: they are in S3.
    * The rest had their only copy in output.dir.
    */
-  async splitByUploaded(paths: readonly string[]): Promise<{ uploaded: string[]; notUploaded: { path: string; schema: string | null; table: string | null; batchId: string }[] }> {
+  async splitByUploaded(paths: readonly string[]): Promise<{
+    uploaded: string[];
+    notUploaded: { path: string; schema: string | null; table: string | null; batchId: string }[];
+  }> {
     if (!paths.length) return { uploaded: [], notUploaded: [] };
     // As text: the registry's connections return every value as PostgreSQL prints it ('t'/'f' for a boolean).
-    const { rows } = await this.db.query<{ path: string; schema_name: string | null; table_name: string | null; batch_id: string; up: string }>(
+    const { rows } = await this.db.query<{
+      path: string;
+      schema_name: string | null;
+      table_name: string | null;
+      batch_id: string;
+      up: string;
+    }>(
       `SELECT f."path", f."schema_name", f."table_name", f."batch_id",
               EXISTS (SELECT 1 FROM "cdc_registry"."anchor_queue" s WHERE s."slot_name" = f."slot_name" AND s."batch_id" = f."batch_id" AND s."target" = 's3' AND s."state" = 'done')::text AS up
        FROM "cdc_registry"."files" f WHERE f."slot_name" = $1 AND f."path" = ANY($2::text[])`,

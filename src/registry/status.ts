@@ -20,7 +20,10 @@ export async function registeredLsnText(db: Db, slot: string): Promise<string | 
 }
 
 /** Tables that tables.include selects, whether each has an identity and is in the publication. */
-export async function selectedTablesPublished(db: Db, publication: string): Promise<{ schema: string; table: string; identity: boolean; published: boolean }[]> {
+export async function selectedTablesPublished(
+  db: Db,
+  publication: string,
+): Promise<{ schema: string; table: string; identity: boolean; published: boolean }[]> {
   const { rows } = await db.query<{ schema_name: string; table_name: string; identity: string; published: string }>(
     `SELECT t.schema_name, t.table_name, t.identity::text AS identity,
             EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid

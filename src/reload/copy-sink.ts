@@ -93,7 +93,12 @@ class NativeCopySink implements CopySink {
 }
 
 /** Message types the server may send inside COPY OUT besides CopyData (skipped). */
-const SKIPPED = new Set([0x48 /* H CopyOutResponse */, 0x4e /* N NoticeResponse */, 0x53 /* S ParameterStatus */, 0x41 /* A NotificationResponse */]);
+const SKIPPED = new Set([
+  0x48 /* H CopyOutResponse */,
+  0x4e /* N NoticeResponse */,
+  0x53 /* S ParameterStatus */,
+  0x41 /* A NotificationResponse */,
+]);
 const COPY_DATA = 0x64;
 const COPY_DONE = 0x63;
 
@@ -179,6 +184,11 @@ export class JsCopySink implements CopySink {
       throw new EgressError('PROTOCOL', `COPY output: ${(e as Error).message}`);
     }
     const t = this.leaves.tree;
-    return { rows: t.size, rawBytes: this.rawBytes, copyDone: this.copyDone, merkle: { treeSize: t.size, root: t.root(), blocks: t.blocks } };
+    return {
+      rows: t.size,
+      rawBytes: this.rawBytes,
+      copyDone: this.copyDone,
+      merkle: { treeSize: t.size, root: t.root(), blocks: t.blocks },
+    };
   }
 }

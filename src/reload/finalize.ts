@@ -104,7 +104,13 @@ const PLACE_CONCURRENCY = 16;
  * export) thus cost one registration and one link of the chain together instead of one each, and
  * their files are written and fsynced side by side.
  */
-export async function finalizeReloads(d: FinalizeDeps, items: FinishedExport[], lsn: Lsn, takenAt: number, startedAt: number): Promise<void> {
+export async function finalizeReloads(
+  d: FinalizeDeps,
+  items: FinishedExport[],
+  lsn: Lsn,
+  takenAt: number,
+  startedAt: number,
+): Promise<void> {
   const { cfg, registry, reloads, log } = d;
   const started = Date.now();
   const win = alignWindow(takenAt, cfg.batch.intervalMs);
@@ -142,7 +148,14 @@ export async function finalizeReloads(d: FinalizeDeps, items: FinishedExport[], 
       await reloads.finishManyIn(
         c,
         batchId,
-        items.map((it) => ({ op: it.op, rows: sum(it, (p) => p.rows), rawBytes: sum(it, (p) => p.stats.rawBytes), chunks: it.parts.length, workers: it.workers, relid: it.relid })),
+        items.map((it) => ({
+          op: it.op,
+          rows: sum(it, (p) => p.rows),
+          rawBytes: sum(it, (p) => p.stats.rawBytes),
+          chunks: it.parts.length,
+          workers: it.workers,
+          relid: it.relid,
+        })),
       );
     },
   });

@@ -48,7 +48,11 @@ export interface Raced {
  * The tables whose shape differs between the snapshot's view and the current one (pure). A table
  * missing from either view (dropped, or created after the snapshot under the same name) differs.
  */
-export function racedTables(expected: { relid: number; schema: string; table: string }[], atSnapshot: TableShape[], now: TableShape[]): Raced[] {
+export function racedTables(
+  expected: { relid: number; schema: string; table: string }[],
+  atSnapshot: TableShape[],
+  now: TableShape[],
+): Raced[] {
   const snap = new Map(atSnapshot.map((s) => [s.relid, s]));
   const cur = new Map(now.map((s) => [s.relid, s]));
   const out: Raced[] = [];

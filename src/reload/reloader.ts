@@ -216,7 +216,12 @@ export class Reloader {
         this.d.log.warn({ table: `${op.schema}.${op.table}` }, 'reload cancelled: the table no longer exists or is not published');
         continue;
       }
-      out.push({ op, relid: Number(r.relid), kind: r.kind, root: r.root_schema && r.root_table ? { schema: r.root_schema, table: r.root_table } : null });
+      out.push({
+        op,
+        relid: Number(r.relid),
+        kind: r.kind,
+        root: r.root_schema && r.root_table ? { schema: r.root_schema, table: r.root_table } : null,
+      });
     }
     return out;
   }
@@ -246,16 +251,19 @@ export class Reloader {
     const current = (await this.d.db.query<TableShape>(SHAPE_SQL, [relids])).rows;
     const raced = racedTables(tables.map((t) => ({ relid: t.relid, schema: t.op.schema, table: t.op.table })), atSnapshot, current);
     if (raced.length) {
-      throw new EgressError('RELOAD_RACE', `a DDL committed after the export's snapshot on ${raced.map((r) => `${r.table} (${r.what})`).join(', ')}; exporting again from a new snapshot`, { retryable: true });
+      throw new EgressError('RELOAD_RACE', `a DDL committed after the export's snapshot on ${raced.map((r) => `${r.table} (${r.what})`).join(', ')}; exporting again from a new snapshot`);
     }
     const defs = new Map((await loadTableDefs(first.client, relids)).map((d) => [Number(d.relid), d]));
     const { rows } = await first.query<{ relid: string; bytes: string }>(`SELECT x::text AS relid, pg_relation_size(x)::text AS bytes FROM unnest($1::oid[]) AS x`, [relids]);
     const sizes = new Map(rows.map((r) => [Number(r.relid), Number(r.bytes)]));
     return tables.map((t) => {
       const def = defs.get(t.relid);
-      if (!def) throw new EgressError('RELOAD_RACE', `no definition of ${t.op.schema}.${t.op.table} at the export's snapshot; exporting again from a new snapshot`, { retryable: true });
+      if (!def) throw new EgressError('RELOAD_RACE', `no definition of ${t.op.schema}.${t.op.table} at the export's snapshot; exporting again from a new snapshot`);
       // A leaf selected through its root also leaves out the root's excluded columns.
-      const excluded = new Set([...excludedColumns(cfg, t.op.schema, t.op.table), ...(t.root ? excludedColumns(cfg, t.root.schema, t.root.table) : [])]);
+      const excluded = new Set([
+        ...excludedColumns(cfg, t.op.schema, t.op.table),
+        ...(t.root ? excludedColumns(cfg, t.root.schema, t.root.table) : []),
+      ]);
       const columns = def.columns.filter((c) => !c.generated && !excluded.has(c.name)).map((c) => c.name);
       return { ...t, def, columns, bytes: sizes.get(t.relid) ?? 0 };
     });
@@ -279,7 +287,10 @@ export class Reloader {
       const { rows } = await first.query<{ bs: string }>(`SELECT current_setting('block_size') AS bs`);
       const bs = Number(rows[0].bs) || 8192;
       const planned = tables.map((t) => ({ key: t, bytes: t.bytes, chunks: planChunks({ tableBytes: t.bytes, blockSize: bs, chunkBytes: cfg.reload.chunkSize, splittable: t.kind === 'r' }) }));
-      for (const p of planned) states.set(p.key.op.id, { info: p.key, results: [], chunks: p.chunks.length, done: 0, rows: 0, rawBytes: 0, finished: false, workers: new Set() });
+      for (const p of planned) states.set(
+        p.key.op.id,
+        { info: p.key, results: [], chunks: p.chunks.length, done: 0, rows: 0, rawBytes: 0, finished: false, workers: new Set() },
+      );
       for (const o of orderTasks(planned)) {
         tasks.push({ opId: o.key.op.id, index: o.index, range: o.range, schema: o.key.op.schema, table: o.key.op.table, columns: o.key.columns, partitioned: o.key.kind === 'p' });
       }
@@ -365,7 +376,7 @@ export class Reloader {
       clearInterval(progress);
     }
     if (errors.length) throw workerErrors(errors, cfg);
-    if (this.stopping) throw new EgressError('SOURCE_UNREACHABLE', 'stopped during the export', { retryable: true });
+    if (this.stopping) throw new EgressError('SOURCE_UNREACHABLE', 'stopped during the export');
   }
 
   /** Waits for the export snapshot, telling (status, log) what it waits on. */

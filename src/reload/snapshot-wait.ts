@@ -19,7 +19,11 @@ interface SnapshotDeps {
  * The export's snapshot, waiting as long as it takes: for the transactions running when it is
  * asked for to end (each operation says which one it waits on), and for a free replication slot.
  */
-export async function takeSnapshot(d: SnapshotDeps, loop: { readonly stopping: boolean; sleep(ms: number): Promise<void> }, ops: ReloadOp[]): Promise<ExportSnapshot> {
+export async function takeSnapshot(
+  d: SnapshotDeps,
+  loop: { readonly stopping: boolean; sleep(ms: number): Promise<void> },
+  ops: ReloadOp[],
+): Promise<ExportSnapshot> {
   const { cfg, log, reloads, server } = d;
   const ids = ops.map((o) => o.id);
   const major = Number(server.serverVersion.split('.')[0]);
@@ -52,7 +56,7 @@ export async function takeSnapshot(d: SnapshotDeps, loop: { readonly stopping: b
         if (!warnedSlots) log.warn(msg);
         warnedSlots = true;
         await loop.sleep(5000);
-        if (loop.stopping) throw new EgressError('SOURCE_UNREACHABLE', 'stopped while waiting for a replication slot', { retryable: true });
+        if (loop.stopping) throw new EgressError('SOURCE_UNREACHABLE', 'stopped while waiting for a replication slot');
         continue;
       }
       throw e;

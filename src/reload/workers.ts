@@ -74,7 +74,12 @@ export class ExportWorker {
    * queued after the first worker's locks would otherwise hold it up behind the first worker, a
    * cycle through our own process that the server cannot see as a deadlock.
    */
-  static async open(cfg: Config, snapshot: string, tables: { schema: string; table: string }[], lockTimeout: string): Promise<ExportWorker> {
+  static async open(
+    cfg: Config,
+    snapshot: string,
+    tables: { schema: string; table: string }[],
+    lockTimeout: string,
+  ): Promise<ExportWorker> {
     const client = await connectClient(cfg.source, { application_name: 'pg-egress reload worker' });
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -95,7 +100,11 @@ export class ExportWorker {
    */
   async copy(task: ChunkTask, cfg: Config, tmpDir: string, onProgress: (bytes: number, rows: number) => void): Promise<ChunkResult> {
     const tmpPath = path.join(tmpDir, `${randomBytes(8).toString('hex')}.csv.gz`);
-    const r = await copyToFile(this.client, copySql(task), { path: tmpPath, gzipLevel: cfg.output.gzipLevel, fileMode: cfg.output.fileMode, onProgress });
+    const r = await copyToFile(
+      this.client,
+      copySql(task),
+      { path: tmpPath, gzipLevel: cfg.output.gzipLevel, fileMode: cfg.output.fileMode, onProgress },
+    );
     return { task, tmpPath, ...r };
   }
 

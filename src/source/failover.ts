@@ -107,8 +107,19 @@ export function evaluateSlotHealth(x: SlotHealthInput): SlotHealth {
       warnings.push('no standby slot sync worker is connected: set sync_replication_slots = on, hot_standby_feedback = on and a dbname in primary_conninfo on the standby');
     }
   }
-  const synced = x.failover === true && standbySlots.length > 0 && standbySlots.every((s) => s.exists && s.physical && s.active && s.caughtUp) && x.slotsyncWorkers > 0;
-  return { supported, failover: x.failover, synced, standbySlotsSet: names.length > 0, standbySlots, slotsyncWorkers: x.slotsyncWorkers, warnings };
+  const synced = x.failover === true &&
+    standbySlots.length > 0 &&
+    standbySlots.every((s) => s.exists && s.physical && s.active && s.caughtUp) &&
+    x.slotsyncWorkers > 0;
+  return {
+    supported,
+    failover: x.failover,
+    synced,
+    standbySlotsSet: names.length > 0,
+    standbySlots,
+    slotsyncWorkers: x.slotsyncWorkers,
+    warnings,
+  };
 }
 
 /** Reads what the server shows about the slot's failover state (any version, any role). */

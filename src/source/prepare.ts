@@ -64,7 +64,17 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
     const knewSlot = await registry.hasSlotState();
     const reloads = new ReloadRegistry(db, cfg.slot);
     const requestReload = async (tables: { schema: string; table: string }[], reason: ReloadReason, gapId: number | null) => {
-      await reloads.requestMany(tables.map((t) => ({ schema: t.schema, table: t.table, relid: null, reason, requestedLsn: null, restoreComment: false, previousComment: null, requestId: null, gapId })));
+      await reloads.requestMany(tables.map((t) => ({
+        schema: t.schema,
+        table: t.table,
+        relid: null,
+        reason,
+        requestedLsn: null,
+        restoreComment: false,
+        previousComment: null,
+        requestId: null,
+        gapId,
+      })));
       if (tables.length) log.info({ tables: tables.map((t) => `${t.schema}.${t.table}`), reason }, 'reload requested');
     };
     const adoptReg = new AdoptRegistry(db, cfg.slot);
@@ -79,7 +89,12 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
       registry.localIntents = new LocalIntents(cfg.output.dir, cfg.output);
       if (knewSlot) lostRanges = (await adoptBatches(db, cfg, server, registry, adoptReg, log)).lostRanges;
     }
-    await registry.saveSettings(cfg.publication, cfg.tables.include.map(patternSql), cfg.tables.exclude.map(patternSql), cfg.tables.noIdentity);
+    await registry.saveSettings(
+      cfg.publication,
+      cfg.tables.include.map(patternSql),
+      cfg.tables.exclude.map(patternSql),
+      cfg.tables.noIdentity,
+    );
     const registered = knewSlot ? await registry.registeredLsn() : 0n;
     // The publication first: a slot created below then sees every selected table from its start.
     // Table comments as they are now, so a reload marker's table gets its own comment back.
@@ -122,7 +137,13 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
     if ((await registry.ensureSlotState(cfg.publication)) === 0n && slotCreated) await registry.startAt(slotConfirmed);
     if (movedGap?.kind === 'gap') {
       const tables = await publishedTables(db, cfg.publication);
-      const id = await adoptReg.recordSlotGap({ kind: movedGap.gapKind, from: movedGap.from, to: movedGap.to, detail: movedGap.detail, tables });
+      const id = await adoptReg.recordSlotGap({
+        kind: movedGap.gapKind,
+        from: movedGap.from,
+        to: movedGap.to,
+        detail: movedGap.detail,
+        tables,
+      });
       log.error({ gap: movedGap.gapKind, id, from: formatLsn(movedGap.from), to: formatLsn(movedGap.to) }, `data gap: ${movedGap.detail}; exporting every published table again`);
       log.info({ tables: tables.map((t) => `${t.schema}.${t.table}`), reason: 'gap' }, 'reload requested');
     }
@@ -130,7 +151,13 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
     if (opts.run) {
       // The position this run starts from is accounted for (registered, explained, or a recorded
       // gap): from here on the daemon's own confirmations are recorded before they are sent.
-      const rec = new ConfirmRecord(cfg.output.dir, cfg.slot, server.systemIdentifier, cfg.output.fileMode, await readConfirmRecord(cfg.output.dir, cfg.slot, server.systemIdentifier));
+      const rec = new ConfirmRecord(
+        cfg.output.dir,
+        cfg.slot,
+        server.systemIdentifier,
+        cfg.output.fileMode,
+        await readConfirmRecord(cfg.output.dir, cfg.slot, server.systemIdentifier),
+      );
       await rec.reset(slotConfirmed, registeredLsn);
       await adoptReg.startConfirmTracking();
     }
@@ -150,7 +177,14 @@ export async function prepareSource(db: Db, cfg: Config, log: Logger, opts: Prep
   }
 }
 
-async function adoptBatches(db: Db, cfg: Config, server: ServerInfo, registry: Registry, adopt: AdoptRegistry, log: Logger): Promise<AdoptResult> {
+async function adoptBatches(
+  db: Db,
+  cfg: Config,
+  server: ServerInfo,
+  registry: Registry,
+  adopt: AdoptRegistry,
+  log: Logger,
+): Promise<AdoptResult> {
   return adoptOrphanBatches({
     outDir: cfg.output.dir,
     slot: cfg.slot,
@@ -168,7 +202,14 @@ async function adoptBatches(db: Db, cfg: Config, server: ServerInfo, registry: R
 }
 
 /** Compares the slot with what pg-egress registered and confirmed (src/source/slot-check.ts). */
-async function checkSlot(cfg: Config, server: ServerInfo, adopt: AdoptRegistry, slotConfirmed: Lsn, registered: Lsn, log: Logger): Promise<SlotCheck> {
+async function checkSlot(
+  cfg: Config,
+  server: ServerInfo,
+  adopt: AdoptRegistry,
+  slotConfirmed: Lsn,
+  registered: Lsn,
+  log: Logger,
+): Promise<SlotCheck> {
   const check = checkSlotPosition({
     slot: cfg.slot,
     slotConfirmed,

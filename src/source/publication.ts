@@ -142,7 +142,14 @@ export class PublicationWatcher {
         : g.kind === 'publish_options'
           ? `publication "${pub}" did not publish every operation (insert, update, delete, truncate) or not via the partition root; repaired, but changes between ${lsnText(this.goodLsn)} and ${lsnText(repairedAt)} may be missing`
           : `table ${name(g.table!)} was missing from publication "${pub}"; re-added, but its changes between ${lsnText(this.goodLsn)} and ${lsnText(repairedAt)} are in no file`;
-      const gapId = await this.registry.recordGap({ kind: g.kind, schema: g.table?.schema ?? null, table: g.table?.table ?? null, lsnFrom: this.goodLsn, lsnTo: repairedAt, detail });
+      const gapId = await this.registry.recordGap({
+        kind: g.kind,
+        schema: g.table?.schema ?? null,
+        table: g.table?.table ?? null,
+        lsnFrom: this.goodLsn,
+        lsnTo: repairedAt,
+        detail,
+      });
       this.log.error({ gap: g.kind, table: g.table ? name(g.table) : null, from: lsnText(this.goodLsn), to: lsnText(repairedAt) }, `data gap: ${detail}${this.requestReload ? '; exporting again' : ''}`);
       await this.requestReload?.(g.table ? [g.table] : g.viaRoot ? viaRoot : await publishedTables(this.db, pub), 'gap', gapId);
     }

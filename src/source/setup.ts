@@ -17,7 +17,15 @@ export interface ServerInfo {
 
 /** Checks what the stream needs before anything is created (SPEC §10). */
 export async function checkServer(client: Db, cfg: Config): Promise<ServerInfo> {
-  const { rows } = await client.query<{ wal_level: string; version: string; db: string; sysid: string; su: string; repl: string; usr: string }>(
+  const { rows } = await client.query<{
+    wal_level: string;
+    version: string;
+    db: string;
+    sysid: string;
+    su: string;
+    repl: string;
+    usr: string;
+  }>(
     `SELECT current_setting('wal_level') AS wal_level,
             split_part(current_setting('server_version'), ' ', 1) AS version,
             current_database() AS db,
@@ -54,7 +62,15 @@ export interface SlotInfo {
 
 /** The permanent pgoutput slot (SPEC §11 `slot`), or null when it does not exist. */
 export async function inspectSlot(db: Db, cfg: Config): Promise<SlotInfo | null> {
-  const { rows } = await db.query<{ plugin: string; slot_type: string; database: string; confirmed: string | null; wal_status: string | null; active: string; mydb: string }>(
+  const { rows } = await db.query<{
+    plugin: string;
+    slot_type: string;
+    database: string;
+    confirmed: string | null;
+    wal_status: string | null;
+    active: string;
+    mydb: string;
+  }>(
     `SELECT plugin, slot_type, database, confirmed_flush_lsn::text AS confirmed, wal_status, active::text AS active, current_database() AS mydb
      FROM pg_replication_slots WHERE slot_name = $1`,
     [cfg.slot],

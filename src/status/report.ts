@@ -23,15 +23,38 @@ import { slotHealth } from '../source/failover.js';
 export interface StatusReport {
   slot: { name: string; exists: boolean; active: boolean; confirmed_flush_lsn: string | null; wal_status: string | null };
   /** Failover slots (PostgreSQL 17+): src/source/failover.ts says what "synced" can mean from the primary. */
-  failover: { supported: boolean; failover: boolean | null; synced: boolean; synchronized_standby_slots: { name: string; active: boolean; flushed_lsn: string | null; caught_up: boolean }[]; slotsync_workers: number; warnings: string[] };
+  failover: {
+    supported: boolean;
+    failover: boolean | null;
+    synced: boolean;
+    synchronized_standby_slots: { name: string; active: boolean; flushed_lsn: string | null; caught_up: boolean }[];
+    slotsync_workers: number;
+    warnings: string[];
+  };
   server_lsn: string;
   registered_lsn: string | null;
   lag_bytes: number | null;
   /** `leaf_of`: the partitioned root a leaf is exported for; `partitions`: a root's leaf count (it has no rows of its own). */
-  tables: { table: string; mode: string; last_window: string | null; dropped: boolean; pending_rows: number | null; leaf_of: string | null; partitions: number | null }[];
+  tables: {
+    table: string;
+    mode: string;
+    last_window: string | null;
+    dropped: boolean;
+    pending_rows: number | null;
+    leaf_of: string | null;
+    partitions: number | null;
+  }[];
   pending_anchors: number;
   /** `skipped`: queued for a target that is not configured any more (src/anchor/targets.ts). */
-  anchors: { target: string; pending: number; failed: number; done: number; skipped: number; oldest_pending_s: number | null; last_error: string | null }[];
+  anchors: {
+    target: string;
+    pending: number;
+    failed: number;
+    done: number;
+    skipped: number;
+    oldest_pending_s: number | null;
+    last_error: string | null;
+  }[];
   daemon: { running: boolean; holder: string | null; pid: number | null; status_at: string | null };
   /** The deflate library and COPY path: the running daemon's (its status file), else this installation's. */
   compression: string;
@@ -80,7 +103,9 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
     const live = holder !== null && file !== null && holder.applicationName.includes(`pid=${file.pid}`);
     const pending = live ? file!.pending_rows : null;
     const tables = hasRegistry ? await registry.tables() : [];
-    const parts = hasRegistry ? await partitionInfo(client, cfg.publication) : { leafOf: new Map<string, string>(), roots: new Map<string, number>() };
+    const parts = hasRegistry
+      ? await partitionInfo(client, cfg.publication)
+      : { leafOf: new Map<string, string>(), roots: new Map<string, number>() };
     const unpublished: StatusReport['unpublished'] = [];
     if (hasGaps) {
       for (const r of await selectedTablesPublished(client, cfg.publication)) {
@@ -124,7 +149,12 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
         supported: h.supported,
         failover: h.failover,
         synced: h.synced,
-        synchronized_standby_slots: h.standbySlots.map((x) => ({ name: x.name, active: x.active, flushed_lsn: x.flushedLsn, caught_up: x.caughtUp })),
+        synchronized_standby_slots: h.standbySlots.map((x) => ({
+          name: x.name,
+          active: x.active,
+          flushed_lsn: x.flushedLsn,
+          caught_up: x.caughtUp,
+        })),
         slotsync_workers: h.slotsyncWorkers,
         warnings: h.warnings,
       },
@@ -145,7 +175,12 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
       }),
       pending_anchors: hasRegistry ? await registry.pendingAnchors() : 0,
       anchors: hasRegistry ? await new AnchorQueue(client, cfg.slot).summary() : [],
-      daemon: { running: holder !== null, holder: holder ? describeHolder(holder) : null, pid: live ? file!.pid : null, status_at: file?.updated_at ?? null },
+      daemon: {
+        running: holder !== null,
+        holder: holder ? describeHolder(holder) : null,
+        pid: live ? file!.pid : null,
+        status_at: file?.updated_at ?? null,
+      },
       compression: (live ? file!.compression : undefined) ?? describeCompression(cfg.output.gzipLevel),
       gaps: hasGaps ? await registry.openGaps() : [],
       unpublished,

@@ -60,7 +60,13 @@ export function decodeFrame(buf: Buffer): ReplicationFrame {
 }
 
 /** Standby status update ('r'), 34 bytes. LSNs must fit in uint64, clientTime in int64 (else RangeError). */
-export function encodeStandbyStatus(p: { write: bigint; flush: bigint; apply: bigint; clientTime: bigint; replyRequested?: boolean }): Buffer {
+export function encodeStandbyStatus(p: {
+  write: bigint;
+  flush: bigint;
+  apply: bigint;
+  clientTime: bigint;
+  replyRequested?: boolean;
+}): Buffer {
   const b = Buffer.allocUnsafe(STANDBY_STATUS_LENGTH);
   b[0] = STANDBY_STATUS;
   b.writeBigUInt64BE(p.write, 1);

@@ -80,7 +80,7 @@ export class ReplicationStream {
     // The query only settles when replication ends; errors (slot in use, bad publication) arrive
     // either as its rejection or, after CopyBoth started, as a client error.
     client.query(sql).then(
-      () => s.fail(new EgressError('SOURCE_UNREACHABLE', 'the server ended replication', { retryable: true })),
+      () => s.fail(new EgressError('SOURCE_UNREACHABLE', 'the server ended replication')),
       (e: unknown) => s.fail(sourceError(e, opts.source, 'stream from the replication slot')),
     );
     return s;
@@ -101,7 +101,7 @@ export class ReplicationStream {
       this.wake();
     });
     this.client.on('error', (e) => this.fail(sourceError(e, this.opts.source, 'stream from the replication slot')));
-    this.client.on('end', () => this.fail(new EgressError('SOURCE_UNREACHABLE', 'the replication connection was closed', { retryable: true })));
+    this.client.on('end', () => this.fail(new EgressError('SOURCE_UNREACHABLE', 'the replication connection was closed')));
   }
 
   private fail(e: EgressError): void {
@@ -136,7 +136,7 @@ export class ReplicationStream {
   async next(timeoutMs: number): Promise<Buffer | null> {
     if (this.head >= this.queue.length) {
       if (this.failure) throw this.failure;
-      if (this.closed) throw new EgressError('SOURCE_UNREACHABLE', 'replication stream closed', { retryable: true });
+      if (this.closed) throw new EgressError('SOURCE_UNREACHABLE', 'replication stream closed');
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => {
           this.waiter = null;

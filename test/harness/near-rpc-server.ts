@@ -175,11 +175,20 @@ export async function startNearRpcServer(opts: NearRpcServerOptions): Promise<Ne
       if (tx.receiverId !== contract.accountId) {
         out = { ok: false, error: { ExecutionError: `no contract at ${tx.receiverId}` } };
       } else {
-        out = contract.call({ predecessorId: tx.signerId, method: fc.methodName, args: Buffer.from(Uint8Array.from(fc.args)), deposit: BigInt(fc.deposit), gas: BigInt(fc.gas) });
+        out = contract.call({
+          predecessorId: tx.signerId,
+          method: fc.methodName,
+          args: Buffer.from(Uint8Array.from(fc.args)),
+          deposit: BigInt(fc.deposit),
+          gas: BigInt(fc.gas),
+        });
       }
       if (out.ok && fc.methodName === (opts.mintMethod ?? 'nft_mint')) {
         const token = out.value as NftToken;
-        mints.set(token.token_id, { token, txHash: hash, signerId: tx.signerId, deposit: BigInt(fc.deposit), gas: BigInt(fc.gas), blockHeight: head.height });
+        mints.set(
+          token.token_id,
+          { token, txHash: hash, signerId: tx.signerId, deposit: BigInt(fc.deposit), gas: BigInt(fc.gas), blockHeight: head.height },
+        );
       }
     }
     if (!out.ok) rec.reason = JSON.stringify(out.error);

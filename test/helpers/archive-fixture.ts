@@ -49,7 +49,14 @@ function field(v: Val): string {
 const record = (vals: Val[]) => vals.map(field).join(',');
 const enc = (s: string) => (/^[A-Za-z_][A-Za-z0-9_]*$/.test(s) ? s : JSON.stringify(s));
 
-function dataFile(dir: string, name: string, type: string, header: string[], records: string[], lsn: { start: string | null; end: string | null }) {
+function dataFile(
+  dir: string,
+  name: string,
+  type: string,
+  header: string[],
+  records: string[],
+  lsn: { start: string | null; end: string | null },
+) {
   const raw = Buffer.from([header.map(field).join(','), ...records].join('\n') + '\n');
   const gz = zlib.gzipSync(raw);
   writeFileSync(path.join(dir, name), gz);

@@ -70,7 +70,14 @@ function eachRecord(file: string, fn: (header: string[], record: Buffer) => void
  * Expects the table in `folder` rebuilt from `outDir` (SPEC §6) to equal `qualified` on the
  * source; returns its row count and the reload set used.
  */
-export async function expectRebuiltEqual(outDir: string, url: string, folder: string, qualified: string, key: string[], columns: string[]): Promise<{ rows: number; reload: ReloadSet | null }> {
+export async function expectRebuiltEqual(
+  outDir: string,
+  url: string,
+  folder: string,
+  qualified: string,
+  key: string[],
+  columns: string[],
+): Promise<{ rows: number; reload: ReloadSet | null }> {
   const sets = reloadSets(outDir, folder);
   const reload = sets.length ? sets[sets.length - 1] : null;
   const stream = readStreamingRows(outDir, folder)

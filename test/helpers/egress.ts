@@ -119,7 +119,10 @@ export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv; mayFai
   return { proc, stdout: () => out, stderr: () => err, exit };
 }
 
-export async function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; mayFail?: boolean } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export async function runCli(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; mayFail?: boolean } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const c = spawnCli(args, opts);
   const { code } = await c.exit;
   return { code, stdout: c.stdout(), stderr: c.stderr() };
@@ -245,7 +248,12 @@ export function readStreamingRows(outDir: string, folder: string): { header: str
  * Rebuilds a table from its streaming rows (SPEC §6): key → row, applying I/U/D/T in order.
  * Returns rows as CSV data-field strings sorted by key, comparable with COPY output.
  */
-export function rebuild(rows: StreamRow[], key: string[], columns: string[], initial?: Map<string, (string | null)[]>): Map<string, (string | null)[]> {
+export function rebuild(
+  rows: StreamRow[],
+  key: string[],
+  columns: string[],
+  initial?: Map<string, (string | null)[]>,
+): Map<string, (string | null)[]> {
   const table = new Map<string, (string | null)[]>(initial ?? []);
   const k = (r: StreamRow) => JSON.stringify(key.map((c) => r.values.get(c)?.toString() ?? null));
   for (const r of rows) {
@@ -276,7 +284,12 @@ export function rebuild(rows: StreamRow[], key: string[], columns: string[], ini
 }
 
 /** The source table as key → CSV fields, through COPY (exact text). */
-export async function sourceRows(url: string, qualified: string, key: string[], columns: string[]): Promise<Map<string, (string | null)[]>> {
+export async function sourceRows(
+  url: string,
+  qualified: string,
+  key: string[],
+  columns: string[],
+): Promise<Map<string, (string | null)[]>> {
   const cols = columns.map((c) => `"${c.replace(/"/g, '""')}"`).join(', ');
   const raw = await copyOut(url, `COPY (SELECT ${cols} FROM ${qualified}) TO STDOUT (FORMAT csv)`);
   const out = new Map<string, (string | null)[]>();
@@ -361,7 +374,12 @@ export function reloadSets(outDir: string, folder: string): ReloadSet[] {
     const m = JSON.parse(readFileSync(mf, 'utf8')) as { files: { name: string; type: string; rows: number; lsn: { start: string } }[] };
     const parts = m.files.filter((f) => f.type === 'full_reload');
     if (!parts.length) continue;
-    sets.push({ batch: w, lsn: parts[0].lsn.start, files: parts.map((f) => path.join(base, w, f.name)).sort(), rows: parts.reduce((n, f) => n + f.rows, 0) });
+    sets.push({
+      batch: w,
+      lsn: parts[0].lsn.start,
+      files: parts.map((f) => path.join(base, w, f.name)).sort(),
+      rows: parts.reduce((n, f) => n + f.rows, 0),
+    });
   }
   return sets.sort((a, b) => (a.lsn < b.lsn ? -1 : a.lsn > b.lsn ? 1 : 0));
 }
@@ -392,7 +410,12 @@ export function readReloadRows(files: string[]): { header: string[]; rows: Map<s
  * whose `_lsn` is at or above its snapshot LSN S, in (`_lsn`, `_seq`) order. Without a reload
  * set, every streaming row from an empty table.
  */
-export function rebuildFromOutput(outDir: string, folder: string, key: string[], columns: string[]): { table: Map<string, (string | null)[]>; reload: ReloadSet | null; applied: number } {
+export function rebuildFromOutput(
+  outDir: string,
+  folder: string,
+  key: string[],
+  columns: string[],
+): { table: Map<string, (string | null)[]>; reload: ReloadSet | null; applied: number } {
   const sets = reloadSets(outDir, folder);
   const reload = sets.length ? sets[sets.length - 1] : null;
   const initial = new Map<string, (string | null)[]>();

@@ -16,7 +16,14 @@ import { withDb } from './egress.js';
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 
 interface ManifestJson {
-  files: { name: string; rows: number; bytes: number; raw_bytes: number; sha256: string; merkle: { tree_size: number; root: string; block_size?: number; block_roots?: string[] } }[];
+  files: {
+    name: string;
+    rows: number;
+    bytes: number;
+    raw_bytes: number;
+    sha256: string;
+    merkle: { tree_size: number; root: string; block_size?: number; block_roots?: string[] };
+  }[];
 }
 interface IndexJson {
   batch_id: string;

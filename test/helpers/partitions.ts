@@ -14,7 +14,12 @@ export interface RootWindow {
   batch: string;
   doc: PartitionsDoc;
   /** What the window's manifest lists besides partitions.yml. */
-  manifest: { files: { name: string; type: string }[]; schema_yml: unknown; ddl_sql: { name: string; sha256: string } | null; partitions_yml?: { name: string; sha256: string } };
+  manifest: {
+    files: { name: string; type: string }[];
+    schema_yml: unknown;
+    ddl_sql: { name: string; sha256: string } | null;
+    partitions_yml?: { name: string; sha256: string };
+  };
   ddl: string | null;
   partitionsSha256: string;
 }

@@ -56,4 +56,7 @@ export const Truncate = (oids: number[]) => {
 export const Message = (prefix: string, content: Buffer, lsn = 0n) => decode(new Bytes().ch('M').int8(1).uint64(lsn).cstring(prefix).uint32(content.length).raw(content));
 
 /** A `pg-egress:*` message as cdc_registry.emit_message() signs it, for transaction `xid`. */
-export const SignedMessage = (key: Buffer, xid: number, prefix: string, body: unknown) => Message(prefix, signContent(key, xid, prefix, Buffer.from(JSON.stringify(body))));
+export const SignedMessage = (key: Buffer, xid: number, prefix: string, body: unknown) => Message(
+  prefix,
+  signContent(key, xid, prefix, Buffer.from(JSON.stringify(body))),
+);

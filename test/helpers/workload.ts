@@ -30,7 +30,10 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
-export function startWriter(url: string, opts: { bigEvery?: number; bigRows?: number; maxBig?: number; random?: () => number } = {}): Writer {
+export function startWriter(
+  url: string,
+  opts: { bigEvery?: number; bigRows?: number; maxBig?: number; random?: () => number } = {},
+): Writer {
   let stopping = false;
   let committed = 0;
   let big = 0;

@@ -150,7 +150,12 @@ describe('S3 anchor target', () => {
     const t = createS3Target(cfg);
     const naive = new S3Client({ region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true }); // SDK defaults: checksums WHEN_SUPPORTED
     try {
-      await naive.send(new PutObjectCommand({ Bucket: s3.bucket, Key: t.key(rel), Body: createReadStream(local), ContentLength: statSync(local).size }));
+      await naive.send(new PutObjectCommand({
+        Bucket: s3.bucket,
+        Key: t.key(rel),
+        Body: createReadStream(local),
+        ContentLength: statSync(local).size,
+      }));
       const back = await readBack(t.key(rel));
       const ok = await t.check(rel, { bytes: data.length, sha256: sha256(data) });
       // s3rver 3.7.1 keeps the framing (chunk sizes and a trailing checksum) as object bytes.
@@ -189,7 +194,7 @@ describe('S3 anchor target', () => {
       writeFileSync(local, randomBytes(1000));
       const started = Date.now();
       const e = await rejection(t.upload(local, 'down/file.bin'));
-      expect(e.code).toBe('ANCHOR_S3');
+      expect(e.code).toBe('ANCHOR_S3_UNAVAILABLE');
       expect(e.retryable).toBe(true);
       expect(e.message).toMatch(/unreachable \(ECONNREFUSED\).*anchors\.s3\.endpoint/);
       expect(Date.now() - started).toBeLessThan(10_000);
@@ -250,7 +255,12 @@ describe('NEAR anchor target', () => {
 
   beforeAll(async () => {
     key = KeyPair.fromRandom('ed25519');
-    rpc = await startNearRpcServer({ accountId: CONTRACT, account: { accountId: ACCOUNT, publicKey: key.getPublicKey().toString() }, minDepositYocto: DEPOSIT, minGas: 10n ** 13n });
+    rpc = await startNearRpcServer({
+      accountId: CONTRACT,
+      account: { accountId: ACCOUNT, publicKey: key.getPublicKey().toString() },
+      minDepositYocto: DEPOSIT,
+      minGas: 10n ** 13n,
+    });
     cfg = { network: 'custom', rpcUrl: rpc.url, accountId: ACCOUNT, privateKey: key.toString(), contractId: CONTRACT, method: 'nft_mint', depositYocto: DEPOSIT, gas: GAS };
   });
 
@@ -285,7 +295,16 @@ describe('NEAR anchor target', () => {
     expect(JSON.parse(mint.token.metadata.extra)).toEqual(req.extra);
     const tx = rpc.txs.find((t) => t.hash === res.txHash)!;
     expect(tx).toMatchObject({ result: 'applied', receiverId: CONTRACT, method: 'nft_mint' });
-    expect(tx.args).toEqual({ token_id: req.tokenId, receiver_id: ACCOUNT, token_metadata: { title: req.tokenId, reference: req.referenceUrl, reference_hash: req.referenceHash, extra: JSON.stringify(req.extra) } });
+    expect(tx.args).toEqual({
+      token_id: req.tokenId,
+      receiver_id: ACCOUNT,
+      token_metadata: {
+        title: req.tokenId,
+        reference: req.referenceUrl,
+        reference_hash: req.referenceHash,
+        extra: JSON.stringify(req.extra),
+      },
+    });
     // The view comes before the signed call; the signer asked for its access key and a block.
     const methods = rpc.calls.slice(first).map((c) => (c.method === 'query' ? `query:${(c.params as { request_type: string }).request_type}` : c.method));
     expect(methods[0]).toBe('query:call_function');
@@ -311,7 +330,7 @@ describe('NEAR anchor target', () => {
     const req = request('pg-egress:7312345678901234567:pg_egress:20260101T001000Z');
     rpc.dropNextSendResponse();
     const lost = await rejection(target.mint(req));
-    expect(lost).toMatchObject({ code: 'ANCHOR_NEAR', retryable: true });
+    expect(lost).toMatchObject({ code: 'ANCHOR_NEAR_UNAVAILABLE', retryable: true });
     expect(rpc.mints.has(req.tokenId)).toBe(true); // the node applied it
     expect(await target.mint(req)).toEqual({ txHash: null, alreadyMinted: true });
     expect(rpc.txs.filter((t) => t.result === 'applied' && (t.args as { token_id?: string })?.token_id === req.tokenId)).toHaveLength(1);
@@ -329,7 +348,8 @@ describe('NEAR anchor target', () => {
     const req = request('pg-egress:7312345678901234567:pg_egress:20260101T001600Z');
     const results = await Promise.all([createNearTarget(cfg).mint({ ...req, title: 'a' }), createNearTarget(cfg).mint({ ...req, title: 'b' })]);
     expect(results.map((r) => r.alreadyMinted).sort()).toEqual([false, true]);
-    const refused = rpc.txs.filter((t) => (t.args as { token_id?: string })?.token_id === req.tokenId && t.hash !== rpc.mints.get(req.tokenId)!.txHash);
+    const refused = rpc.txs.filter((t) => (t.args as { token_id?: string })?.token_id === req.tokenId &&
+      t.hash !== rpc.mints.get(req.tokenId)!.txHash);
     expect(refused.map((t) => t.reason)).toEqual(expect.arrayContaining([expect.stringContaining('token_id must be unique')]));
   });
 
@@ -371,7 +391,9 @@ describe('NEAR anchor target', () => {
     const reused = new Transaction({ ...stale.transaction, nonce: signed.transaction.nonce });
     const resigned = await new KeyPairSigner(key).signTransaction(reused);
     const r4 = await rpcCall('send_tx', { signed_tx_base64: Buffer.from(encodeTransaction(resigned.signedTransaction)).toString('base64'), wait_until: 'FINAL' });
-    expect(r4.error?.data).toMatchObject({ TxExecutionError: { InvalidTxError: { InvalidNonce: { tx_nonce: Number(signed.transaction.nonce) } } } });
+    expect(r4.error?.data).toMatchObject({
+      TxExecutionError: { InvalidTxError: { InvalidNonce: { tx_nonce: Number(signed.transaction.nonce) } } },
+    });
   });
 
   it('an RPC that is down is a one-line retryable error naming anchors.near.rpc_url; minting resumes after', async () => {
@@ -381,7 +403,7 @@ describe('NEAR anchor target', () => {
     try {
       const started = Date.now();
       const e = await rejection(target.mint(req));
-      expect(e).toMatchObject({ code: 'ANCHOR_NEAR', retryable: true });
+      expect(e).toMatchObject({ code: 'ANCHOR_NEAR_UNAVAILABLE', retryable: true });
       expect(e.message).toMatch(/RPC http:\/\/127\.0\.0\.1:\d+ unreachable \((ECONNREFUSED|UND_ERR_SOCKET)\).*anchors\.near\.rpc_url/);
       expect(Date.now() - started).toBeLessThan(10_000);
     } finally {

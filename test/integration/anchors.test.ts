@@ -39,7 +39,12 @@ describe('anchors on S3 and NEAR', () => {
   beforeAll(async () => {
     s3 = await startS3Server();
     key = KeyPair.fromRandom('ed25519');
-    rpc = await startNearRpcServer({ accountId: CONTRACT, account: { accountId: ACCOUNT, publicKey: key.getPublicKey().toString() }, minDepositYocto: 10n ** 22n, minGas: 10n ** 13n });
+    rpc = await startNearRpcServer({
+      accountId: CONTRACT,
+      account: { accountId: ACCOUNT, publicKey: key.getPublicKey().toString() },
+      minDepositYocto: 10n ** 22n,
+      minGas: 10n ** 13n,
+    });
     env = await createEnv();
     writeConfig(
       env,
@@ -94,7 +99,11 @@ describe('anchors on S3 and NEAR', () => {
         const meta = mint!.token.metadata!;
         expect(meta.reference).toBe(target.url(b.index_path));
         expect(meta.reference_hash).toBe(createHash('sha256').update(bytes).digest('base64'));
-        expect(JSON.parse(meta.extra!)).toMatchObject({ batch_id: b.batch_id, batch_root: index.merkle.root, tree_size: index.merkle.tree_size });
+        expect(JSON.parse(meta.extra!)).toMatchObject({
+          batch_id: b.batch_id,
+          batch_root: index.merkle.root,
+          tree_size: index.merkle.tree_size,
+        });
       }
       // Every mint the node applied passed its ed25519 signature check; none was a duplicate.
       expect(rpc.txs.filter((t) => t.result === 'applied' && t.method === 'nft_mint')).toHaveLength(batches.length);

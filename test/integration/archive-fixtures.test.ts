@@ -109,7 +109,9 @@ describe('rebuild of hand-made archives', () => {
     try {
       const client = new S3Client({ region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true, credentials: { accessKeyId: S3RVER_ACCESS_KEY_ID, secretAccessKey: S3RVER_SECRET_ACCESS_KEY } });
       const put = async (rel: string, body: Buffer) => void (await client.send(new PutObjectCommand({ Bucket: 'archive', Key: `egress/${rel}`, Body: body })));
-      const walk = (d: string): string[] => readdirSync(d).flatMap((n) => (statSync(path.join(d, n)).isDirectory() ? walk(path.join(d, n)) : [path.join(d, n)]));
+      const walk = (d: string): string[] => readdirSync(d).flatMap((n) => (statSync(path.join(d, n)).isDirectory()
+        ? walk(path.join(d, n))
+        : [path.join(d, n)]));
       for (const f of walk(out)) await put(path.relative(out, f), readFileSync(f));
       const env = { AWS_ACCESS_KEY_ID: S3RVER_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: S3RVER_SECRET_ACCESS_KEY };
       const s3args = ['--from', 's3://archive/egress', '--s3-endpoint', s3.endpoint];

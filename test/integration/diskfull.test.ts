@@ -113,7 +113,12 @@ function run(env: EgressEnv, mayFail = false): Child {
 }
 
 /** Waits for a child to exit, failing (not hanging) when it does not within `ms`. */
-async function exitWithin(c: Child, ms: number, what: string, mnt?: string): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }> {
+async function exitWithin(
+  c: Child,
+  ms: number,
+  what: string,
+  mnt?: string,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }> {
   const t0 = Date.now();
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {

@@ -83,7 +83,10 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
   const dead: Cluster[] = [];
   const children: Child[] = [];
 
-  const q = <T extends pg.QueryResultRow>(c: Cluster, sql: string, params: unknown[] = []) => withDb(c.url(env.dbName), async (x) => (await x.query<T>(sql, params)).rows);
+  const q = <T extends pg.QueryResultRow>(c: Cluster, sql: string, params: unknown[] = []) => withDb(
+    c.url(env.dbName),
+    async (x) => (await x.query<T>(sql, params)).rows,
+  );
   const startDaemon = () => {
     const d = spawnCli(['run', '--config', env.configPath], { mayFail: true });
     children.push(d);
@@ -159,7 +162,9 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
       const r = await runCli(['status', '--config', env.configPath, '--json'], { mayFail: true });
       last = r.stdout + r.stderr;
       if (process.env.DEBUG_FAILOVER) console.log(last);
-      const j = JSON.parse(r.stdout) as { failover: { failover: boolean; synced: boolean; warnings: string[]; synchronized_standby_slots: { name: string }[] } };
+      const j = JSON.parse(r.stdout) as {
+        failover: { failover: boolean; synced: boolean; warnings: string[]; synchronized_standby_slots: { name: string }[] };
+      };
       return j.failover.synced ? j.failover : null;
     });
     expect(st).toMatchObject({ failover: true, synced: true, warnings: [], synchronized_standby_slots: [{ name: 'phys_0' }] });

@@ -75,7 +75,10 @@ async function expectRebuilt(env: EgressEnv, table: string, columns = ['id', 'v'
   return want.size;
 }
 
-const q = <T = Record<string, unknown>>(env: EgressEnv, sql: string, params: unknown[] = []): Promise<T[]> => withDb(env.url, async (c) => (await c.query(sql, params)).rows as T[]);
+const q = <T = Record<string, unknown>>(env: EgressEnv, sql: string, params: unknown[] = []): Promise<T[]> => withDb(
+  env.url,
+  async (c) => (await c.query(sql, params)).rows as T[],
+);
 
 const registeredBatches = async (env: EgressEnv): Promise<Set<string>> =>
   new Set((await q<{ batch_id: string }>(env, `SELECT batch_id FROM cdc_registry.batches`)).map((r) => r.batch_id));

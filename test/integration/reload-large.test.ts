@@ -21,7 +21,10 @@ async function expectRebuilt(env: EgressEnv, table: string, columns = ['id', 'v'
 /** Rows of a table, counted by the server. */
 const count = (env: EgressEnv, table: string): Promise<number> => withDb(env.url, async (c) => Number((await c.query(`SELECT count(*) AS n FROM ${table}`)).rows[0].n));
 
-async function op(env: EgressEnv, table: string): Promise<{ id: number; state: string; chunks: number; chunks_done: number; workers: number | null; snapshot_lsn: string | null }[]> {
+async function op(
+  env: EgressEnv,
+  table: string,
+): Promise<{ id: number; state: string; chunks: number; chunks_done: number; workers: number | null; snapshot_lsn: string | null }[]> {
   return withDb(env.url, async (c) =>
     (
       await c.query(

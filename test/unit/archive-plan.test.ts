@@ -96,7 +96,9 @@ describe('stager', () => {
   ];
   const recording = () => {
     const batches: StagedBatch[] = [];
-    const engine = { applyBatch: async (_t: unknown, b: StagedBatch) => void batches.push({ ...b, rows: [...b.rows] }) } as unknown as Engine;
+    const engine = {
+      applyBatch: async (_t: unknown, b: StagedBatch) => void batches.push({ ...b, rows: [...b.rows] }),
+    } as unknown as Engine;
     return { engine, batches };
   };
   const header = ['_lsn', '_seq', '_xid', '_commit_ts', '_op', '_unchanged', 'id', 'v', 'big'];

@@ -124,7 +124,12 @@ describe('BatchController', () => {
   }
 
   /** One transaction: Begin, the changes, Commit. */
-  const txn = (lsn: bigint, xid: number, at: number, ...changes: PgOutputMessage[]) => [Begin(lsn, xid, at), ...changes, Commit(lsn, lsn + 8n, at)];
+  const txn = (
+    lsn: bigint,
+    xid: number,
+    at: number,
+    ...changes: PgOutputMessage[]
+  ) => [Begin(lsn, xid, at), ...changes, Commit(lsn, lsn + 8n, at)];
 
   it('windows: a later window flushes the earlier one; the interval flushes when idle (fake clock)', async () => {
     const c = controller();

@@ -110,7 +110,14 @@ function run(sink: CopySink, bytes: Buffer, cuts: number[], finish = true): Outc
   const o = sink.take();
   if (o) out.push(o);
   const data = Buffer.concat(out);
-  return { csv: sink.compressed ? gunzipSync(data) : data, back: back ?? Buffer.alloc(0), rows: r.rows, root: r.merkle.root, blocks: r.merkle.blocks, copyDone: r.copyDone };
+  return {
+    csv: sink.compressed ? gunzipSync(data) : data,
+    back: back ?? Buffer.alloc(0),
+    rows: r.rows,
+    root: r.merkle.root,
+    blocks: r.merkle.blocks,
+    copyDone: r.copyDone,
+  };
 }
 
 function expectSame(s: Stream, got: Outcome, what: string): void {

@@ -343,7 +343,10 @@ describe('Dockerfile', () => {
     const build = stages.find((s) => s.name && copies(final).some((c) => c.from === s.name))!;
     const buildWorkdir = last(build, 'WORKDIR')!.args;
     const fromContext = copies(final).filter((c) => c.from === undefined).flatMap((c) => c.sources.map(norm));
-    const fromBuild = copies(final).filter((c) => c.from !== undefined).flatMap((c) => c.sources.map((s) => path.posix.relative(buildWorkdir, s)));
+    const fromBuild = copies(final).filter((c) => c.from !== undefined).flatMap((c) => c.sources.map((s) => path.posix.relative(
+      buildWorkdir,
+      s,
+    )));
     expect(new Set(fromContext)).toEqual(new Set(['package.json', 'package-lock.json', 'sql', 'cdc.example.yml', 'binding.gyp', 'native']));
     expect(fromBuild).toEqual(['dist', 'build/Release/pg_egress_sha256.node']);
     expect(all(final, 'ADD')).toEqual([]);

@@ -3,9 +3,19 @@ import { ctidCondition, orderTasks, planChunks } from '../../src/reload/planner.
 
 describe('ctid chunk planner', () => {
   it('keeps a small or partitioned table in one chunk', () => {
-    expect(planChunks({ tableBytes: 8192 * 10, blockSize: 8192, chunkBytes: 8192 * 100, splittable: true })).toEqual([{ fromBlock: 0, toBlock: null }]);
+    expect(planChunks({
+      tableBytes: 8192 * 10,
+      blockSize: 8192,
+      chunkBytes: 8192 * 100,
+      splittable: true,
+    })).toEqual([{ fromBlock: 0, toBlock: null }]);
     expect(planChunks({ tableBytes: 0, blockSize: 8192, chunkBytes: 8192, splittable: true })).toEqual([{ fromBlock: 0, toBlock: null }]);
-    expect(planChunks({ tableBytes: 8192 * 1000, blockSize: 8192, chunkBytes: 8192, splittable: false })).toEqual([{ fromBlock: 0, toBlock: null }]);
+    expect(planChunks({
+      tableBytes: 8192 * 1000,
+      blockSize: 8192,
+      chunkBytes: 8192,
+      splittable: false,
+    })).toEqual([{ fromBlock: 0, toBlock: null }]);
   });
 
   it('covers every block exactly once, in order, with an open last range', () => {
