@@ -4,6 +4,7 @@
  * sequence, the registration of an adopted reload batch, and the confirm-tracking flag.
  */
 import type pg from 'pg';
+import { resolveGapsOf } from './gap-resolve.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { enqueueAnchors, type AnchorTarget } from './anchors.js';
 import { insertFiles, type FileRecord } from './registry.js';
@@ -141,13 +142,6 @@ async function endReloadOp(
   );
   const op = rows[0];
   if (!op) return { relid: null, restoreComment: false, previousComment: null };
-  if (op.gap_id !== null) {
-    await c.query(
-      `UPDATE "cdc_registry"."gaps" SET "resolved_at" = now(), "resolution" = 'tables exported again (reloads done)'
-       WHERE "id" = $1 AND "resolved_at" IS NULL AND NOT EXISTS (
-         SELECT 1 FROM "cdc_registry"."reloads" WHERE "gap_id" = $1 AND "state" IN ('pending', 'running'))`,
-      [op.gap_id],
-    );
-  }
+  if (op.gap_id !== null) await resolveGapsOf(c, op.id);
   return { relid: op.relid === null ? null : Number(op.relid), restoreComment: op.restore_comment, previousComment: op.previous_comment };
 }

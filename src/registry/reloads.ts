@@ -5,6 +5,7 @@
  * of files is registered per operation whatever crashes in between.
  */
 import type pg from 'pg';
+import { mergedGapIds, resolveGapsOf } from './gap-resolve.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { withTransaction, type Db } from '../db/tx.js';
 
@@ -52,6 +53,7 @@ export async function insertReloadRequest(c: pg.ClientBase | pg.Pool, slot: stri
            "previous_comment" = CASE WHEN x."restore_comment" THEN x."previous_comment" ELSE EXCLUDED."previous_comment" END,
            "restore_comment" = x."restore_comment" OR EXCLUDED."restore_comment",
            "gap_id" = COALESCE(EXCLUDED."gap_id", x."gap_id"),
+           "more_gap_ids" = ${mergedGapIds('x', 'EXCLUDED', 'COALESCE(EXCLUDED."gap_id", x."gap_id")')},
            "requested_lsn" = GREATEST(x."requested_lsn", EXCLUDED."requested_lsn"),
            "updated_at" = now()`,
     [
@@ -118,6 +120,7 @@ export class ReloadRegistry {
            "previous_comment" = CASE WHEN p."restore_comment" THEN p."previous_comment" ELSE r."previous_comment" END,
            "restore_comment" = p."restore_comment" OR r."restore_comment",
            "gap_id" = COALESCE(p."gap_id", r."gap_id"),
+           "more_gap_ids" = ${mergedGapIds('p', 'r', 'COALESCE(p."gap_id", r."gap_id")')},
            "updated_at" = now()
        FROM "cdc_registry"."reloads" r
        WHERE ${which === 'one' ? 'r."id" = $1' : 'r."slot_name" = $1'} AND r."state" = 'running'
@@ -280,17 +283,8 @@ export class ReloadRegistry {
        WHERE "slot_name" = $1 AND "schema_name" = $2 AND "table_name" = $3`,
       [this.slot, op.schema, op.table],
     );
-    if (op.gapId !== null) {
-      // The gap's row lock orders its reloads' registrations: the last one to commit sees that
-      // no other is left and resolves the gap (READ COMMITTED: the next statement sees the others).
-      await c.query(`SELECT 1 FROM "cdc_registry"."gaps" WHERE "id" = $1 FOR UPDATE`, [op.gapId]);
-      await c.query(
-        `UPDATE "cdc_registry"."gaps" SET "resolved_at" = now(), "resolution" = 'tables exported again (reloads done)'
-         WHERE "id" = $1 AND "resolved_at" IS NULL AND NOT EXISTS (
-           SELECT 1 FROM "cdc_registry"."reloads" WHERE "gap_id" = $1 AND "state" IN ('pending', 'running') AND "id" <> $2)`,
-        [op.gapId, op.id],
-      );
-    }
+    // The gaps it repairs, when no other reload still owes them (src/registry/gap-resolve.ts).
+    if (op.gapId !== null) await resolveGapsOf(c, op.id);
   }
 
   /**
