@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rmSync } from 'node:fs';
 import { waitFor } from '../harness/pg.js';
 import { S3RVER_ACCESS_KEY_ID, S3RVER_SECRET_ACCESS_KEY, startS3Server, type S3TestServer } from '../harness/s3-server.js';
-import { createEnv, loopWriter, runCli, sleep, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
+import { createEnv, loopWriter, runCli, sleep, spawnCli, waitBatches, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
 import { copyText } from '../helpers/archive.js';
 
 const s3Env = { AWS_ACCESS_KEY_ID: S3RVER_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: S3RVER_SECRET_ACCESS_KEY, AWS_EC2_METADATA_DISABLED: 'true' };
@@ -44,7 +44,8 @@ describe('a volume lost with uploads pending', () => {
       await sleep(50);
       return 20;
     });
-    await sleep(3000);
+    // Flushes registered while S3 is down: their uploads stay pending.
+    await waitBatches(env, 3);
     await w.stop();
     await waitCaughtUp(env);
     const pending = await q<{ batch_id: string }>(`SELECT batch_id FROM cdc_registry.anchor_queue WHERE state = 'pending' ORDER BY id`);

@@ -20,7 +20,7 @@ import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { waitFor } from '../harness/pg.js';
 import { S3RVER_ACCESS_KEY_ID, S3RVER_SECRET_ACCESS_KEY, startS3Server, type S3TestServer } from '../harness/s3-server.js';
 import { createS3Target } from '../../src/anchor/s3.js';
-import { createEnv, loopWriter, runCli, sleep, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
+import { createEnv, loopWriter, runCli, sleep, spawnCli, waitBatches, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
 import { copyText, csvRecords } from '../helpers/archive.js';
 
 const PREFIX = 'archive/a';
@@ -205,7 +205,7 @@ describe('S3 as the archive of record', () => {
 
   it('S3 down: nothing pending upload is removed locally; after S3 returns everything uploads and output.dir shrinks', async () => {
     const w = writer();
-    await sleep(3000);
+    await waitBatches(env, 3);
     await s3.stop(true);
     const t0 = Date.now();
     let pendingSeen = 0;
@@ -239,7 +239,8 @@ describe('S3 as the archive of record', () => {
     rmSync(env.outDir, { recursive: true, force: true });
     await start();
     const w = writer();
-    await sleep(5000);
+    // Streamed and registered under the writer for a few windows.
+    await waitBatches(env, 5);
     await w.stop();
     await waitCaughtUp(env);
     await anchorsDone();
@@ -266,7 +267,8 @@ describe('S3 as the archive of record', () => {
     expect(r.stdout).toMatch(/^recovered \d+ batches \(\d+ files\) from s3:/m);
     await start();
     const w = writer();
-    await sleep(5000);
+    // Streamed and registered under the writer for a few windows.
+    await waitBatches(env, 5);
     await w.stop();
     await waitCaughtUp(env);
     await anchorsDone();
