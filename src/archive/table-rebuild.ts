@@ -16,9 +16,10 @@ import { dataFiles, readSchema, readWindowDoc, type Catalog, type SchemaColumn, 
 import type { Engine, QName } from './engine.js';
 import { chooseReload, columnRenames, rowBefore, type AsOf, type ReloadCandidate } from './plan.js';
 import type { Progress } from './progress.js';
-import { DEFAULT_LIMITS, fieldsOf, Stager, type StagerLimits } from './stager.js';
+import { recordFields, utf8Of } from './record-text.js';
+import { DEFAULT_LIMITS, Stager, type StagerLimits } from './stager.js';
 import { openVerified } from './verified-reader.js';
-import { CsvRecordSplitter } from '../output/csv.js';
+import { CsvRecordRanges } from '../output/csv.js';
 
 export interface TablePlan {
   folder: string;
@@ -202,22 +203,22 @@ export async function applyStreaming(
     const rel = `${w.dir}/${f.name}`;
     const file = openVerified(cat.store, rel, f, cat.verify);
     let header: string[] | null = null;
-    const pending: { fields: (Buffer | null)[]; size: number }[] = [];
-    const splitter = new CsvRecordSplitter((rec) => {
-      const fields = fieldsOf(rec);
+    const pending: { fields: (string | null)[]; size: number }[] = [];
+    const splitter = new CsvRecordRanges((buf, start, end) => {
+      const fields = recordFields(buf, start, end);
       if (!header) {
-        header = fields.map((x) => x!.toString('utf8'));
+        header = fields.map((x) => utf8Of(x!));
         return;
       }
-      pending.push({ fields, size: rec.length });
+      pending.push({ fields, size: end - start });
     });
     await checked(cat, rel, f, async () => {
       for await (const chunk of file.chunks()) {
         splitter.push(chunk);
         for (const p of pending) {
-          const lsn = p.fields[0]!.toString('latin1');
+          const lsn = p.fields[0]!;
           if (lsn < S) continue;
-          if (!rowBefore(asOf, lsn, p.fields[3]!.toString('latin1'))) continue;
+          if (!rowBefore(asOf, lsn, p.fields[3]!)) continue;
           await stager.add(p.fields, header!, p.size);
         }
         progress?.tick(pending.length);
