@@ -77,6 +77,9 @@ export async function openDuckdb(file: string, o: { text?: boolean } = {}): Prom
 
   const engine: DuckEngine = {
     kind: 'duckdb',
+    // Half the stager's default: the staged rows are JS strings until the appender takes them, and
+    // V8's heap grows with them (bench row A: peak RSS ~20 MB lower, same time).
+    stageLimits: { maxRows: 10_000, maxBytes: 8 * 1024 * 1024 },
     begin: () => run('BEGIN TRANSACTION'),
     commit: () => run('COMMIT'),
     rollback: async () => {

@@ -151,7 +151,7 @@ export interface TableResult {
  * Creates `target` (which must not exist) and fills it. With `fromLsn` (load's re-application
  * after a reload registered late) only streaming rows at or after it are read.
  */
-export async function rebuildTable(cat: Catalog, engine: Engine, plan: TablePlan, target: QName, asOf: AsOf, progress: Progress | null, limits: StagerLimits = DEFAULT_LIMITS): Promise<TableResult> {
+export async function rebuildTable(cat: Catalog, engine: Engine, plan: TablePlan, target: QName, asOf: AsOf, progress: Progress | null, limits?: StagerLimits): Promise<TableResult> {
   const key = keyOf(plan.schema) ? [...keyOf(plan.schema)!] : null;
   let cols = plan.schema.columns;
   await engine.createTable(target, cols, key);
@@ -185,8 +185,9 @@ export async function applyStreaming(
   S: string,
   asOf: AsOf,
   progress: Progress | null,
-  limits: StagerLimits = DEFAULT_LIMITS,
+  given?: StagerLimits,
 ): Promise<{ columns: SchemaColumn[]; changes: number }> {
+  const limits = given ?? engine.stageLimits ?? DEFAULT_LIMITS;
   let cols = startCols;
   let stager = new Stager(engine, target, cols, key, limits);
   let changes = 0;
