@@ -26,12 +26,13 @@ import { EgressError } from '../errors.js';
 const MIN_BUFFER = 1024 * 1024;
 const FIXED_LINE = process.env.PG_EGRESS_DUCKDB_MAX_LINE ? Number(process.env.PG_EGRESS_DUCKDB_MAX_LINE) : null;
 
-/** `max_line_size` and `buffer_size` for a file whose longest record has `longest` bytes. */
+/**
+ * `max_line_size` and `buffer_size` (DuckDB wants the buffer at least as large as a line) for a
+ * file whose longest record has `longest` bytes: the next whole MiB above it, at least 1 MiB.
+ */
 export function csvBufferSize(longest: number): number {
   if (FIXED_LINE) return FIXED_LINE;
-  let size = MIN_BUFFER;
-  while (size < 2 * longest) size *= 2;
-  return size;
+  return Math.max(MIN_BUFFER, Math.ceil((longest + 4096) / MIN_BUFFER) * MIN_BUFFER);
 }
 
 export interface DuckEngine extends Engine {
