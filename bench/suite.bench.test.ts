@@ -57,7 +57,8 @@ describe('pg-egress benchmark', () => {
     const dir = path.join(ROOT, 'bench/results');
     mkdirSync(dir, { recursive: true });
     // Only a full-size run is "the" result; smaller ones (CI's smoke run) go beside it.
-    writeFileSync(path.join(dir, SCALE === 1 ? 'latest.json' : `latest-scale-${SCALE}.json`), JSON.stringify({ at: new Date().toISOString(), machine, scale: SCALE, reps: REPS, rows, runs: raw }, null, 2) + '\n');
+    // BENCH_A_KEEP (an archive for measuring by hand, nothing timed) writes no result.
+    if (!process.env.BENCH_A_KEEP) writeFileSync(path.join(dir, SCALE === 1 ? 'latest.json' : `latest-scale-${SCALE}.json`), JSON.stringify({ at: new Date().toISOString(), machine, scale: SCALE, reps: REPS, rows, runs: raw }, null, 2) + '\n');
     if (ctx) rmSync(ctx.tmp, { recursive: true, force: true });
   });
 
@@ -249,6 +250,10 @@ describe('pg-egress benchmark', () => {
   it.runIf(want('A'))(`A rebuild and load of the ${fmtCount(R1_ROWS)}-row table plus ${fmtCount(A_CHANGES)} streamed changes`, async () => {
     const r = await archiveScenario(ctx, { rows: R1_ROWS, changes: A_CHANGES });
     raw.A = r;
+    if (r.kept) {
+      for (const id of ['A1', 'A2', 'M']) rows.push({ id, what: 'A (BENCH_A_KEEP: not timed)', result: `archive kept in ${r.kept}`, goal: 'context', met: null });
+      return;
+    }
     const ctxRow = (id: string, what: string, ours: string, base: string) => {
       const x = pairedSpeedup(r.seconds[ours], r.seconds[base]);
       rows.push({ id, what, result: `${fmtRatio(x)}; ${fmtSeconds([median(r.seconds[ours])])} vs ${fmtSeconds([median(r.seconds[base])])}`, goal: 'context', met: null });

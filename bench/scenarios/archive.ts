@@ -7,9 +7,12 @@
  * - `pg-egress load --into duckdb:` (reload set + every change, batch by batch) against DuckDB
  *   reading the reload files alone with the statements `schema-sql --dialect duckdb` prints.
  * Peak RSS of the pg-egress processes is measured with GNU time.
+ *
+ * BENCH_A_KEEP=<dir>: copy the archive (and the schema-sql statements, A-duckdb.sql) to <dir> and
+ * skip the timed runs, to measure `load`/`rebuild` by hand against the same archive.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createTestDatabase } from '../../test/harness/pg.js';
 import { BIN, ROOT, reloadSets, waitCaughtUp, withDb } from '../../test/helpers/egress.js';
@@ -21,6 +24,8 @@ import { egressDatabase, type BenchContext } from './setup.js';
 export interface ArchiveRuns {
   seconds: Record<string, number[]>;
   peakRssMb: Record<string, number>;
+  /** BENCH_A_KEEP: where the archive was copied (no timed runs). */
+  kept?: string;
 }
 
 const libpq = (url: string) => {
@@ -66,6 +71,13 @@ export async function archiveScenario(ctx: BenchContext, opts: { rows: number; c
     const win = path.dirname(reload.files[0]);
     const duckSql = path.join(ctx.tmp, 'A-duckdb.sql');
     writeFileSync(duckSql, execFileSync(process.execPath, [BIN, 'schema-sql', '--dialect', 'duckdb', win]));
+    const keep = process.env.BENCH_A_KEEP;
+    if (keep) {
+      cpSync(env.outDir, path.join(keep, 'archive'), { recursive: true });
+      cpSync(duckSql, path.join(keep, 'A-duckdb.sql'));
+      process.stdout.write(`  A: archive kept in ${keep}/archive (from ${env.outDir}); no timed runs\n`);
+      return { seconds: {}, peakRssMb: {}, kept: keep };
+    }
     const contenders = ['pg-egress rebuild', 'COPY of the reload files', 'pg-egress load duckdb', 'DuckDB read_csv of the reload files'];
     const seconds: Record<string, number[]> = Object.fromEntries(contenders.map((c) => [c, [] as number[]]));
     const peakRssMb: Record<string, number> = {};

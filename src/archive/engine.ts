@@ -40,6 +40,8 @@ export interface StagedBatch {
 
 export interface Engine {
   readonly kind: 'postgres' | 'duckdb';
+  /** How many staged rows/bytes a batch holds for this target (default: stager.ts DEFAULT_LIMITS). */
+  readonly stageLimits?: { maxRows: number; maxBytes: number };
   begin(): Promise<void>;
   commit(): Promise<void>;
   rollback(): Promise<void>;

@@ -14,8 +14,8 @@
  */
 import type { SchemaColumn } from './catalog.js';
 import type { Engine, QName, StagedBatch, StagedRow } from './engine.js';
+import { utf8Of } from './record-text.js';
 import { parseTextArray } from './types.js';
-import { parseRecord } from '../output/csv.js';
 import { EgressError } from '../errors.js';
 
 /** The latest version of a key in the batch: its staged values (null: only deleted here). */
@@ -63,11 +63,11 @@ export class Stager {
     if (this.keyIdx && this.keyIdx.some((i) => i < 0)) throw new Error(`key column missing from the table's columns: ${this.key!.join(', ')}`);
   }
 
-  /** A streaming record's fields (meta columns first), with the header of its file. */
-  async add(fields: (Buffer | null)[], header: string[], size: number): Promise<void> {
-    const op = fields[4]!.toString('latin1');
-    const lsn = fields[0]!.toString('latin1');
-    const seq = Number(fields[1]!.toString('latin1'));
+  /** A streaming record's fields as byte strings (record-text.ts; meta columns first), with the header of its file. */
+  async add(fields: (string | null)[], header: string[], size: number): Promise<void> {
+    const op = fields[4]!;
+    const lsn = fields[0]!;
+    const seq = Number(fields[1]!);
     if (op === 'B') {
       // A before image sits between the D and the U of an identity change (D, B, U): see through it.
       if (this.last && this.last.lsn === lsn && this.last.seq === seq - 1) this.last = { ...this.last, seq };
@@ -89,7 +89,7 @@ export class Stager {
     const idx = this.mapping.idx;
     // Byte strings (latin1: one char per byte, exact): a copy of the chunk's bytes at a fraction of
     // a Buffer's per-object cost, which bounds a batch's memory by its bytes.
-    const values: (string | null)[] = idx.map((i) => (i < 0 || fields[i] == null ? null : fields[i]!.toString('latin1')));
+    const values: (string | null)[] = idx.map((i) => (i < 0 ? null : (fields[i] ?? null)));
     const isChange = this.last && this.last.op === 'D' && this.last.lsn === lsn && this.last.seq === seq - 1;
     if (!this.keyIdx && op === 'U' && !isChange) {
       // Without a key rows are a multiset, which needs every update as D + U (REPLICA IDENTITY
@@ -103,7 +103,7 @@ export class Stager {
     if (this.keyIdx && keyVals) {
       const k = keyString(keyVals);
       if (op === 'U' && fields[5] != null) {
-        const names = new Set(parseTextArray(fields[5].toString('utf8')));
+        const names = new Set(parseTextArray(utf8Of(fields[5])));
         const cols = this.columns.map((c, i) => (names.has(c.name) ? i : -1)).filter((i) => i >= 0);
         // The previous version: the D just before (identity change), else this key.
         const prevKey = isChange ? this.last!.key! : keyVals;
@@ -156,6 +156,3 @@ export class Stager {
 }
 
 const keyString = (vals: (string | null)[]): string => vals.map((v) => (v === null ? '\u0000N' : v)).join('\u0000,');
-
-/** Parses a streaming record into fields. */
-export const fieldsOf = parseRecord;

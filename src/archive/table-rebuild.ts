@@ -16,9 +16,10 @@ import { dataFiles, readSchema, readWindowDoc, type Catalog, type SchemaColumn, 
 import type { Engine, QName } from './engine.js';
 import { chooseReload, columnRenames, rowBefore, type AsOf, type ReloadCandidate } from './plan.js';
 import type { Progress } from './progress.js';
-import { DEFAULT_LIMITS, fieldsOf, Stager, type StagerLimits } from './stager.js';
+import { recordFields, utf8Of } from './record-text.js';
+import { DEFAULT_LIMITS, Stager, type StagerLimits } from './stager.js';
 import { openVerified } from './verified-reader.js';
-import { CsvRecordSplitter } from '../output/csv.js';
+import { CsvRecordRanges } from '../output/csv.js';
 
 export interface TablePlan {
   folder: string;
@@ -164,7 +165,7 @@ export async function rebuildTable(
   target: QName,
   asOf: AsOf,
   progress: Progress | null,
-  limits: StagerLimits = DEFAULT_LIMITS,
+  limits?: StagerLimits,
 ): Promise<TableResult> {
   const key = keyOf(plan.schema) ? [...keyOf(plan.schema)!] : null;
   let cols = plan.schema.columns;
@@ -199,8 +200,9 @@ export async function applyStreaming(
   S: string,
   asOf: AsOf,
   progress: Progress | null,
-  limits: StagerLimits = DEFAULT_LIMITS,
+  given?: StagerLimits,
 ): Promise<{ columns: SchemaColumn[]; changes: number }> {
+  const limits = given ?? engine.stageLimits ?? DEFAULT_LIMITS;
   let cols = startCols;
   let stager = new Stager(engine, target, cols, key, limits);
   let changes = 0;
@@ -217,22 +219,22 @@ export async function applyStreaming(
     const rel = `${w.dir}/${f.name}`;
     const file = openVerified(cat.store, rel, f, cat.verify);
     let header: string[] | null = null;
-    const pending: { fields: (Buffer | null)[]; size: number }[] = [];
-    const splitter = new CsvRecordSplitter((rec) => {
-      const fields = fieldsOf(rec);
+    const pending: { fields: (string | null)[]; size: number }[] = [];
+    const splitter = new CsvRecordRanges((buf, start, end) => {
+      const fields = recordFields(buf, start, end);
       if (!header) {
-        header = fields.map((x) => x!.toString('utf8'));
+        header = fields.map((x) => utf8Of(x!));
         return;
       }
-      pending.push({ fields, size: rec.length });
+      pending.push({ fields, size: end - start });
     });
     await checked(cat, rel, f, async () => {
       for await (const chunk of file.chunks()) {
         splitter.push(chunk);
         for (const p of pending) {
-          const lsn = p.fields[0]!.toString('latin1');
+          const lsn = p.fields[0]!;
           if (lsn < S) continue;
-          if (!rowBefore(asOf, lsn, p.fields[3]!.toString('latin1'))) continue;
+          if (!rowBefore(asOf, lsn, p.fields[3]!)) continue;
           await stager.add(p.fields, header!, p.size);
         }
         progress?.tick(pending.length);

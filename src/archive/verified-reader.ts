@@ -21,9 +21,18 @@ export interface VerifiedFile {
   finish(): void;
   readonly label: string;
   readonly rows: number;
+  /** Bytes of the longest record read so far, its newline included (DuckDB's reader is sized by it). */
+  readonly longestRecord: number;
   /** The file on disk when the archive is a local folder (DuckDB reads it itself). */
   readonly localPath: string | null;
 }
+
+/**
+ * Output chunks of the gunzip. Every chunk is a new Buffer that lives until V8 collects it, and
+ * glibc keeps freed blocks above its mmap threshold (128 KiB, raised by each such free) for reuse:
+ * 256 KiB chunks left ~40 MB more resident than 64 KiB ones over a 2M-row file, at the same speed.
+ */
+const CHUNK = 64 * 1024;
 
 export function openVerified(store: ArchiveStore, rel: string, entry: ManifestFileEntry, verify: boolean): VerifiedFile {
   const label = `${store.label}/${rel}`;
@@ -31,7 +40,9 @@ export function openVerified(store: ArchiveStore, rel: string, entry: ManifestFi
   const tree = new MerkleBuilder();
   let header = true;
   let records = 0;
+  let longest = 0;
   const ranges = new CsvRecordRanges((buf, start, end) => {
+    if (end - start + 1 > longest) longest = end - start + 1;
     if (header) {
       header = false;
       return;
@@ -41,7 +52,7 @@ export function openVerified(store: ArchiveStore, rel: string, entry: ManifestFi
   });
   async function* chunks(): AsyncGenerator<Buffer> {
     const input = await store.stream(rel);
-    const gunzip = zlib.createGunzip({ chunkSize: 256 * 1024 });
+    const gunzip = zlib.createGunzip({ chunkSize: CHUNK });
     const feed = (async () => {
       try {
         for await (const c of input) {
@@ -77,6 +88,9 @@ export function openVerified(store: ArchiveStore, rel: string, entry: ManifestFi
     localPath: store.localPath(rel),
     get rows() {
       return records;
+    },
+    get longestRecord() {
+      return longest;
     },
     chunks,
     finish() {

@@ -7,6 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { chooseReload, columnRenames, membersAt, normTs, parseAsOf, rowBefore } from '../../src/archive/plan.js';
 import { duckdbType, parseTextArray, clickhouseType, bigqueryType, snowflakeType } from '../../src/archive/types.js';
 import { Stager } from '../../src/archive/stager.js';
+import { recordFields, utf8Of } from '../../src/archive/record-text.js';
+import { parseRecord } from '../../src/output/csv.js';
 import type { Engine, StagedBatch } from '../../src/archive/engine.js';
 
 describe('as-of point', () => {
@@ -103,7 +105,7 @@ describe('stager', () => {
   };
   const header = ['_lsn', '_seq', '_xid', '_commit_ts', '_op', '_unchanged', 'id', 'v', 'big'];
   const rec = (lsn: string, seq: number, op: string, unch: string | null, id: string | null, v: string | null, big: string | null) =>
-    [lsn, String(seq), '1', 'ts', op, unch, id, v, big].map((x) => (x === null ? null : Buffer.from(x)));
+    [lsn, String(seq), '1', 'ts', op, unch, id, v, big].map((x) => (x === null ? null : Buffer.from(x).toString('latin1')));
   const vals = (b: StagedBatch) => b.rows.map((r) => [r.op, ...r.values.map((v) => v?.toString() ?? null), r.unresolved?.join('|') ?? null, r.lk?.map((x) => x?.toString()).join('|') ?? null]);
 
   it('fills unchanged TOAST values from the batch, through an identity change, else from the target', async () => {
@@ -154,9 +156,31 @@ describe('stager', () => {
     const { engine, batches } = recording();
     const s = new Stager(engine, { schema: 'public', table: 't' }, cols, ['id'], { maxRows: 2, maxBytes: 1 << 20 });
     const h2 = ['_lsn', '_seq', '_xid', '_commit_ts', '_op', '_unchanged', 'v', 'id'];
-    for (let i = 0; i < 5; i++) await s.add(['A', String(i), '1', 'ts', 'I', null, `v${i}`, String(i)].map((x) => (x === null ? null : Buffer.from(x))), h2, 10);
+    for (let i = 0; i < 5; i++) await s.add(['A', String(i), '1', 'ts', 'I', null, `v${i}`, String(i)].map((x) => (x === null ? null : Buffer.from(x).toString('latin1'))), h2, 10);
     await s.flush();
     expect(batches.map((b) => b.rows.length)).toEqual([2, 2, 1]);
     expect(vals(batches[2])).toEqual([['I', '4', 'v4', null, null, null]]);
+  });
+});
+
+describe('recordFields (streaming records as byte strings)', () => {
+  const cases = ['a,b,c', ',,', '"",x,', '"a,b","say ""hi""",""""', '1,"line\nbreak",é€😀', '"é,€",,"😀"', 'x'];
+  it('splits like output/csv.ts parseRecord: NULL vs "", quotes, commas and newlines inside quotes, UTF-8 kept byte for byte', () => {
+    for (const c of cases) {
+      const buf = Buffer.from(`junk${c}\n`);
+      const start = 4;
+      const end = buf.length - 1;
+      const got = recordFields(buf, start, end);
+      const want = parseRecord(buf.subarray(start, end)).map((f) => (f === null ? null : f.toString('latin1')));
+      expect(got, c).toEqual(want);
+    }
+    expect(recordFields(Buffer.from('"",,x'), 0, 5)).toEqual(['', null, 'x']);
+    expect(recordFields(Buffer.from('a,'), 0, 2)).toEqual(['a', null]);
+    const s = 'é€😀';
+    expect(utf8Of(recordFields(Buffer.from(`"${s}"`), 0, Buffer.byteLength(s) + 2)[0]!)).toBe(s);
+  });
+  it('refuses malformed records', () => {
+    expect(() => recordFields(Buffer.from('"abc'), 0, 4)).toThrow(/unterminated/);
+    expect(() => recordFields(Buffer.from('"a"b'), 0, 4)).toThrow(/malformed/);
   });
 });
