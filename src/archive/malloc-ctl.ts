@@ -1,0 +1,43 @@
+/**
+ * glibc malloc controls for the DuckDB target (native/malloc_ctl.c; without the addon or without
+ * glibc they do nothing). At the peak of `load --into duckdb` glibc's arenas held ~85 MB: DuckDB's
+ * C++ allocations (outside its own jemalloc pool) happen on whichever libuv pool thread runs the
+ * call, each such thread gets an arena of its own, and glibc keeps what is freed in each of them.
+ * Fewer arenas and giving back free pages after each batch keep that down.
+ *
+ * UV_THREADPOOL_SIZE cannot do it from inside: with an ES module as the entry point, Node's loader
+ * has already started libuv's pool (reading the module) before the first line runs.
+ */
+import { createRequire } from 'node:module';
+
+interface MallocAddon {
+  mallocArenaMax?: (n: number) => boolean;
+  mallocTrim?: () => boolean;
+}
+
+function loadAddon(): MallocAddon {
+  if (process.env.PG_EGRESS_NATIVE === '0') return {};
+  try {
+    // ../../build from both src/archive (tests) and dist/archive (installed).
+    return createRequire(import.meta.url)('../../build/Release/pg_egress_sha256.node') as MallocAddon;
+  } catch {
+    return {};
+  }
+}
+
+const addon = loadAddon();
+
+/**
+ * Caps glibc's arenas (PG_EGRESS_MALLOC_ARENAS, default 1; 0 leaves glibc's 8 × cores). Threads
+ * that already have an arena keep it; later ones share. Returns whether the cap was set.
+ */
+export function capMallocArenas(): boolean {
+  const n = Number(process.env.PG_EGRESS_MALLOC_ARENAS ?? 1);
+  if (!Number.isInteger(n) || n < 1 || !addon.mallocArenaMax) return false;
+  return addon.mallocArenaMax(n);
+}
+
+/** Returns glibc's free pages to the system (malloc_trim(0)); a few ms. */
+export function trimMalloc(): void {
+  addon.mallocTrim?.();
+}
