@@ -14,7 +14,7 @@ import path from 'node:path';
 import type { SchemaColumn } from './catalog.js';
 import { qname, quoteIdent, quoteLiteral, unresolvedText, UNIT, type Engine, type QName, type StagedBatch } from './engine.js';
 import { stageFile } from './duck-changes.js';
-import { capMallocArenas, limitYoungGeneration, trimMalloc } from './malloc-ctl.js';
+import { capMallocArenas, configureDuckdbAllocator, limitYoungGeneration, trimMalloc } from './malloc-ctl.js';
 import { recordFields, utf8Of } from './record-text.js';
 import { duckdbType, type DuckType } from './types.js';
 import type { VerifiedFile } from './verified-reader.js';
@@ -47,6 +47,7 @@ export interface DuckEngine extends Engine {
 export async function openDuckdb(file: string, o: { text?: boolean } = {}): Promise<DuckEngine> {
   capMallocArenas();
   limitYoungGeneration();
+  configureDuckdbAllocator();
   const { DuckDBInstance } = await import('@duckdb/node-api');
   let inst;
   try {
