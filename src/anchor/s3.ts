@@ -58,6 +58,8 @@ export interface S3Target {
 }
 
 /** Multipart part size and parts in flight: memory stays near PART_SIZE × QUEUE_SIZE per upload. */
+/** Waits before reading an uploaded object back again when it does not match yet (see upload). */
+const READ_BACK_RETRY_MS = [100, 400, 1500];
 const PART_SIZE = 8 * 1024 * 1024;
 const QUEUE_SIZE = 2;
 const MAX_PARTS = 10_000;
@@ -130,7 +132,14 @@ export function createS3Target(cfg: S3Settings, opts: { connectTimeoutMs?: numbe
     if (expect && (expect.bytes !== local.bytes || expect.sha256 !== local.sha256)) {
       throw new EgressError('OUTPUT_IO', `S3 anchor: ${localPath} does not match its manifest (${describe(local)} on disk, ${describe(expect)} expected); the file changed after it was written`);
     }
-    const remote = await stored(relPath);
+    // Read back, a few times: a server that answers the PUT before the object is whole (s3rver
+    // writes it in place) shows a short object for a moment; one that keeps other bytes goes on showing them.
+    let remote = await stored(relPath);
+    for (const wait of READ_BACK_RETRY_MS) {
+      if (remote && remote.bytes === local.bytes && remote.sha256 === local.sha256) break;
+      await new Promise((r) => setTimeout(r, wait));
+      remote = await stored(relPath);
+    }
     if (!remote) throw new EgressError('ANCHOR_S3_UNAVAILABLE', `S3 anchor: ${label(k)} is missing right after its upload; check anchors.s3.endpoint`);
     if (remote.bytes !== local.bytes || remote.sha256 !== local.sha256) {
       // Not a network problem: the endpoint keeps other bytes than it was sent (see the header).

@@ -35,7 +35,11 @@ export async function startS3Server(opts: { bucket?: string; port?: number; dire
     async stop(keepObjects = false) {
       if (stopped) return;
       stopped = true;
-      await server.close();
+      const closing = server.close();
+      // An outage must be one: a busy client's keep-alive connections would go on being served,
+      // and close() would wait for them to go idle (which a daemon uploading every second never does).
+      (server as unknown as { httpServer?: { closeAllConnections?: () => void } }).httpServer?.closeAllConnections?.();
+      await closing;
       // keepObjects: an outage; a server started again on the same port and directory has them.
       if (!keepObjects) rmSync(directory, { recursive: true, force: true });
     },
