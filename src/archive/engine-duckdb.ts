@@ -44,13 +44,7 @@ export interface DuckEngine extends Engine {
   rows(t: QName, cols: string[], orderBy?: string[]): AsyncGenerator<(string | null)[][]>;
 }
 
-/**
- * `sqlChanges`: streaming files applied by DuckDB itself (duck-changes.ts) — for `load`, which
- * commits per batch. A rebuild runs in one transaction, and there the per-file staging tables
- * were not given back until the commit: with 383 small files a `rebuild --into csv:` ran out of
- * the 64 MB pool after 55 of them. Rebuilds stage through Node (bounded batches) instead.
- */
-export async function openDuckdb(file: string, o: { text?: boolean; sqlChanges?: boolean } = {}): Promise<DuckEngine> {
+export async function openDuckdb(file: string, o: { text?: boolean } = {}): Promise<DuckEngine> {
   capMallocArenas();
   limitYoungGeneration();
   configureDuckdbAllocator();
@@ -219,7 +213,7 @@ export async function openDuckdb(file: string, o: { text?: boolean; sqlChanges?:
       trimMalloc();
     },
     async applyStreamingFile(t, cols, key, file, filter) {
-      if (!o.sqlChanges || process.env.PG_EGRESS_DUCKDB_SQL_CHANGES === '0') return null;
+      if (process.env.PG_EGRESS_DUCKDB_SQL_CHANGES === '0') return null;
       const { csvPath, header, done } = await checkedLocal(file);
       try {
         const n = ++seq;

@@ -54,7 +54,7 @@ let dir: string;
 let duck: DuckEngine;
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'duck-changes-'));
-  duck = await openDuckdb(path.join(dir, 'x.duckdb'), { sqlChanges: true });
+  duck = await openDuckdb(path.join(dir, 'x.duckdb'));
 });
 afterAll(async () => {
   await duck.close();
