@@ -79,34 +79,35 @@ function lsnSeq(rec: Buffer): string | null {
   return rec.toString('latin1', 0, 16) + '/' + rec.toString('latin1', a + 1, b).padStart(10, '0');
 }
 
-/** Checks one data file against its manifest entry; returns its root, or null when it failed. */
-export async function verifyDataFile(
-  file: string,
-  entry: ManifestFileEntry,
-  problems: string[],
-): Promise<{ root: Buffer; records: number } | null> {
-  const where = file;
-  if (!existsSync(file)) {
-    problems.push(`${where}: missing (listed in its manifest)`);
-    return null;
-  }
-  const before = problems.length;
-  if ((await sha256File(file)) !== entry.sha256) problems.push(`${where}: sha256 differs from the manifest (the file was changed)`);
-  const m = new MerkleBuilder();
-  let orderIssue: string | null = null;
-  let prev = '';
-  const records = await forEachRecord(file, (rec, i) => {
-    m.addLeafHash(leafHash(rec));
-    if (entry.type === 'streaming' && orderIssue === null) {
+/** A data file's records as they pass: their Merkle tree and, for streaming files, their (_lsn, _seq) order. */
+class LeafCheck {
+  readonly tree = new MerkleBuilder();
+  orderIssue: string | null = null;
+  private prev = '';
+
+  constructor(private readonly entry: ManifestFileEntry) {}
+
+  add(rec: Buffer, i: number): void {
+    this.tree.addLeafHash(leafHash(rec));
+    if (this.entry.type === 'streaming' && this.orderIssue === null) {
       const k = lsnSeq(rec);
-      if (k === null || k <= prev) orderIssue = `record ${i} is out of (_lsn, _seq) order or malformed`;
-      else prev = k;
+      if (k === null || k <= this.prev) this.orderIssue = `record ${i} is out of (_lsn, _seq) order or malformed`;
+      else this.prev = k;
     }
-  }).catch((e: unknown) => {
-    problems.push(`${where}: cannot be read as gzipped CSV (${(e as Error).message})`);
-    return -1;
-  });
-  if (records < 0) return null;
+  }
+}
+
+/** The records read (`records`) against the manifest's Merkle root, tree size and row count. */
+function checkAgainstManifest(
+  where: string,
+  entry: ManifestFileEntry,
+  leaves: LeafCheck,
+  records: number,
+  problems: string[],
+  before: number,
+): { root: Buffer; records: number } | null {
+  const m = leaves.tree;
+  const orderIssue = leaves.orderIssue;
   const mk = entry.merkle;
   if (!mk) {
     problems.push(`${where}: the manifest has no Merkle root for it`);
@@ -127,6 +128,30 @@ export async function verifyDataFile(
   return problems.length === before ? { root, records } : null;
 }
 
+/** Checks one data file against its manifest entry; returns its root, or null when it failed. */
+export async function verifyDataFile(
+  file: string,
+  entry: ManifestFileEntry,
+  problems: string[],
+): Promise<{ root: Buffer; records: number } | null> {
+  const where = file;
+  if (!existsSync(file)) {
+    problems.push(`${where}: missing (listed in its manifest)`);
+    return null;
+  }
+  const before = problems.length;
+  if ((await sha256File(file)) !== entry.sha256) problems.push(`${where}: sha256 differs from the manifest (the file was changed)`);
+  const leaves = new LeafCheck(entry);
+  const records = await forEachRecord(file, (rec, i) => {
+    leaves.add(rec, i);
+  }).catch((e: unknown) => {
+    problems.push(`${where}: cannot be read as gzipped CSV (${(e as Error).message})`);
+    return -1;
+  });
+  if (records < 0) return null;
+  return checkAgainstManifest(where, entry, leaves, records, problems, before);
+}
+
 /**
  * The checks of verifyDataFile over a stream, in one pass (an S3 object is read once): the sha256
  * of the bytes as they arrive, and the records of the gunzipped bytes. Messages name `where`.
@@ -145,17 +170,10 @@ export async function verifyDataStream(
       cb(null, chunk);
     },
   });
-  const m = new MerkleBuilder();
-  let orderIssue: string | null = null;
-  let prev = '';
+  const leaves = new LeafCheck(entry);
   let readError: Error | null = null;
   const records = await forEachRecordOf(raw.pipe(hashing), (rec, i) => {
-    m.addLeafHash(leafHash(rec));
-    if (entry.type === 'streaming' && orderIssue === null) {
-      const k = lsnSeq(rec);
-      if (k === null || k <= prev) orderIssue = `record ${i} is out of (_lsn, _seq) order or malformed`;
-      else prev = k;
-    }
+    leaves.add(rec, i);
   }).catch((e: unknown) => {
     readError = e as Error;
     raw.destroy(); // the rest is not read: close the connection or file
@@ -167,23 +185,7 @@ export async function verifyDataStream(
     return null;
   }
   if (h.digest('hex') !== entry.sha256) problems.push(`${where}: sha256 differs from the manifest (the file was changed)`);
-  const mk = entry.merkle;
-  if (!mk) {
-    problems.push(`${where}: the manifest has no Merkle root for it`);
-    return null;
-  }
-  const root = m.root();
-  if (records !== mk.tree_size) problems.push(`${where}: ${records} records, the manifest says ${mk.tree_size} (records were added or removed)`);
-  if (records !== entry.rows) problems.push(`${where}: ${records} records, but its manifest entry says "rows": ${entry.rows} (the manifest or the file was changed)`);
-  if (root.toString('hex') !== mk.root) {
-    const blocks = mk.block_roots ?? [];
-    const bad = m.blocks.findIndex((b, i) => i >= blocks.length || b.toString('hex') !== blocks[i]);
-    const at = bad >= 0 ? `the first difference is in records ${bad * BLOCK}-${bad * BLOCK + BLOCK - 1}` : `the first difference is in records from ${blocks.length * BLOCK} on`;
-    problems.push(`${where}: Merkle root differs from the manifest; ${orderIssue ?? at}`);
-  } else if (orderIssue) {
-    problems.push(`${where}: ${orderIssue}`);
-  }
-  return problems.length === before ? { root, records } : null;
+  return checkAgainstManifest(where, entry, leaves, records, problems, before);
 }
 
 async function readJson<T>(file: string, problems: string[]): Promise<T | null> {
