@@ -15,7 +15,6 @@ import { loadTableDefs, publishedRelids } from './source/setup.js';
 import { prepareSource } from './source/prepare.js';
 import { Catalog } from './source/catalog.js';
 import { commitTarget, flushSink } from './commit/target.js';
-import { PUBLICATION_CHECK_MS } from './source/publication.js';
 import { waitSlotFree } from './source/slot-wait.js';
 import { createPool } from './db/tx.js';
 import { DaemonLock } from './registry/lock.js';
@@ -299,7 +298,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
         lastStatusFile = now;
         await writeStatusFile(cfg, { durableLsn: c.durableLsn, confirmedLsn: confirmed, receivedLsn: s.receivedLsn, lastFrameAt: s.lastFrameAt, pendingRows: c.pendingRows(), stats: c.stats }).catch((e: unknown) => log.debug({ err: String(e) }, 'status file not written'));
       }
-      if (now - lastPublicationCheck >= PUBLICATION_CHECK_MS && !c.inTransaction()) {
+      if (now - lastPublicationCheck >= cfg.publicationCheckMs && !c.inTransaction()) {
         lastPublicationCheck = now;
         await prep.publication.check();
         const health = await slotHealth(client, cfg).catch(() => null);

@@ -42,6 +42,11 @@ export interface Config {
   slotFailover: boolean;
   /** Publication managed by the tool. */
   publication: string;
+  /**
+   * How often the running daemon checks the publication (tables added or gone, options, replica
+   * identity, partition membership without DDL capture) and the slot's health, in ms.
+   */
+  publicationCheckMs: number;
   tables: {
     include: readonly TablePattern[];
     exclude: readonly TablePattern[];
@@ -221,6 +226,8 @@ export function parseConfig(text: string, opts: { env?: NodeJS.ProcessEnv; baseD
   const slotFailover = bool(raw, 'slot_failover', 'config', true);
   const publication = str(raw, 'publication', 'config', 'pg_egress');
   if (!IDENT.test(publication)) throw invalid(`publication: ${JSON.stringify(publication)} must be lower-case letters, digits and _ (at most 63)`);
+  const publicationCheckMs = withUnit(parseDuration, raw, 'publication_check', 'config', '10s');
+  if (publicationCheckMs < 1000) throw invalid('publication_check must be at least 1s (e.g. 10s)');
 
   const tablesSec = section(raw, 'tables');
   const noIdentity = str(tablesSec, 'no_identity', 'tables', 'skip');
@@ -320,6 +327,7 @@ export function parseConfig(text: string, opts: { env?: NodeJS.ProcessEnv; baseD
     slot,
     slotFailover,
     publication,
+    publicationCheckMs,
     tables,
     columnsExclude,
     output,

@@ -7,6 +7,7 @@ export const SHAPE = {
   slot: 1,
   slot_failover: 1,
   publication: 1,
+  publication_check: 1,
   tables: { include: 1, exclude: 1, no_identity: 1 },
   columns: { exclude: '*' },
   output: { dir: 1, gzip_level: 1, before_images: 1, mode: 1, retain: 1 },

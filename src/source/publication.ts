@@ -22,8 +22,6 @@ import { quoteIdent } from '../ident.js';
 import { reconcilePublication, rememberShapes, selectedWithoutIdentity } from '../registry/publication.js';
 const name = (t: TableName) => `${t.schema}.${t.table}`;
 
-/** How often the running daemon checks the publication. */
-export const PUBLICATION_CHECK_MS = 10_000;
 /** How long the check waits for a table lock before it gives up until the next check. */
 const RECONCILE_LOCK_TIMEOUT_MS = 2000;
 
@@ -123,7 +121,7 @@ export class PublicationWatcher {
       );
     } catch (e) {
       if (!isLockConflict(e)) throw e;
-      this.log.warn(`publication "${pub}" not checked: a table it would change is locked by another session; trying again in ${PUBLICATION_CHECK_MS / 1000} s`);
+      this.log.warn(`publication "${pub}" not checked: a table it would change is locked by another session; trying again at the next check (publication_check: ${this.cfg.publicationCheckMs / 1000} s)`);
       return { added: [], removed: [], identityFull: [], optionsRepaired: false, gaps: [], skipped: [] };
     }
     const pick = (a: string) => rows.filter((r) => r.action === a).map((r) => ({ schema: r.schema_name!, table: r.table_name! }));

@@ -1,0 +1,41 @@
+/**
+ * Orders test files so that the long scenarios start first: started last, one of them would run
+ * alone at the end while the other workers idle. Vitest orders by the durations of the previous run
+ * when it has them (node_modules/.vite); a fresh clone (CI) has none and would order by file size.
+ * Files not listed keep Vitest's order after the listed ones.
+ */
+import { BaseSequencer, type TestSpecification } from 'vitest/node';
+
+/** Longest first (measured with `npx vitest run --reporter=json`). */
+const LONG_FIRST = [
+  'integration/archive-of-record.test.ts',
+  'integration/archive-of-record-recovery.test.ts',
+  'integration/failover.test.ts',
+  'integration/crash.test.ts',
+  'integration/archive-against-source.test.ts',
+  'integration/safety.test.ts',
+  'integration/partitions.test.ts',
+  'integration/export-ddl.test.ts',
+  'integration/archive-load.test.ts',
+  'integration/out-of-band.test.ts',
+  'integration/ddl-values.test.ts',
+  'integration/archive-rebuild.test.ts',
+  'unit/deploy.test.ts',
+  'integration/reload-large.test.ts',
+  'integration/reload.test.ts',
+];
+
+const rank = (f: TestSpecification) => {
+  const i = LONG_FIRST.findIndex((name) => f.moduleId.endsWith(`/test/${name}`));
+  return i < 0 ? LONG_FIRST.length : i;
+};
+
+export default class LongFirstSequencer extends BaseSequencer {
+  override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    const byVitest = await super.sort(files);
+    return byVitest
+      .map((f, i) => ({ f, i }))
+      .sort((a, b) => rank(a.f) - rank(b.f) || a.i - b.i)
+      .map((x) => x.f);
+  }
+}
