@@ -88,6 +88,8 @@ export class AnchorWorker {
         const reference = entry.target === 's3' ? await this.uploadBatch(entry.batchId) : await this.mintBatch(entry.batchId);
         await failpoint('anchor-after-upload');
         await this.queue.done(entry.id, reference);
+        // Done after failing: the target is back, the others waiting out their backoff go now.
+        if (entry.attempts > 1) await this.queue.resumeWaiting(entry.target).catch(() => undefined);
         this.log.info({ batch: entry.batchId, target: entry.target, ms: Date.now() - started, ...reference }, 'anchored');
       } catch (e) {
         const retryable = !isEgressError(e) || e.retryable;

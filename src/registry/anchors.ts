@@ -69,6 +69,20 @@ export class AnchorQueue {
     await this.db.query(`UPDATE "cdc_registry"."anchor_queue" SET "state" = 'done', "reference" = $2, "last_error" = NULL, "updated_at" = now() WHERE "id" = $1`, [id, JSON.stringify(reference)]);
   }
 
+  /**
+   * A target that failed is back (an entry that had failed is done): the entries of that target
+   * waiting out their backoff are due now, so a long outage does not leave the backlog waiting up
+   * to the longest backoff after the target returns. One anchor loop per daemon claims, so no
+   * other entry is leased meanwhile.
+   */
+  async resumeWaiting(target: AnchorTarget): Promise<void> {
+    await this.db.query(
+      `UPDATE "cdc_registry"."anchor_queue" SET "next_attempt_at" = now()
+       WHERE "slot_name" = $1 AND "target" = $2 AND "state" = 'pending' AND "next_attempt_at" > now() AND "last_error" IS NOT NULL`,
+      [this.slot, target],
+    );
+  }
+
   /** A retryable failure: due again after `delayMs`. */
   async retry(id: number, error: string, delayMs: number): Promise<void> {
     await this.db.query(

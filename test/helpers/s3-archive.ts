@@ -4,7 +4,7 @@
  * checks both test files use. Two files so that the long scenarios run side by side.
  *
  * With PG_EGRESS_TEST_S3_FULL=1, the issue's figures: the writer runs 3 minutes at ≥ 500 rows/s
- * with output.retain 30s, S3 is down for 60 s (by default 40 s, retain 5s, 20 s).
+ * with output.retain 30s, S3 is down for 60 s (by default 40 s, retain 5s, 12 s).
  */
 import { afterAll, beforeAll, expect } from 'vitest';
 import { readdirSync, readFileSync, existsSync, statSync } from 'node:fs';
@@ -17,11 +17,11 @@ import { copyText, csvRecords } from './archive.js';
 
 export const PREFIX = 'archive/a';
 // PG_EGRESS_TEST_S3_FULL=1: the figures (3 min writer, retain 30s, 60 s outage); by default
-// a shorter run of the same checks (40 s, retain 5s, 20 s outage) to keep npm test's time down.
+// a shorter run of the same checks (40 s, retain 5s, 12 s outage) to keep npm test's time down.
 const FULL = process.env.PG_EGRESS_TEST_S3_FULL === '1';
 export const RETAIN_S = FULL ? 30 : 5;
 export const WRITE_MS = FULL ? 180_000 : 40_000;
-export const OUTAGE_MS = FULL ? 60_000 : 20_000;
+export const OUTAGE_MS = FULL ? 60_000 : 12_000;
 export const s3Env = { AWS_ACCESS_KEY_ID: S3RVER_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: S3RVER_SECRET_ACCESS_KEY, AWS_EC2_METADATA_DISABLED: 'true' };
 
 /** Bytes of data files (*.csv.gz) in a folder tree. */
