@@ -59,9 +59,6 @@ export function writeConfig(env: EgressEnv, extra: string): void {
   if (!hasSection('tables')) lines.push('tables:\n  include: ["*.*"]');
   // Test files run side by side: the HTTP endpoints are off unless a test asks for a port.
   if (!hasSection('http')) lines.push('http:\n  port: 0');
-  // Checks of the publication and the slot every second, not every 10 s: tests that tamper with the
-  // publication or attach partitions without DDL capture wait for the next check.
-  if (!hasSection('publication_check')) lines.push('publication_check: 1s');
   lines.push(extra);
   writeFileSync(env.configPath, lines.join('\n') + '\n');
 }

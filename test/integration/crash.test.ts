@@ -28,7 +28,7 @@ describe('kill -9 at random moments', () => {
   it('loses and duplicates nothing across 20 crashes', async () => {
     const seed = Number(process.env.CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
     const random = seededRandom(seed);
-    const schedule = Array.from({ length: 20 }, () => 300 + Math.floor(random() * 2200));
+    const schedule = Array.from({ length: 20 }, () => 300 + Math.floor(random() * 1500));
     // Before any check, so that a failure can be replayed.
     console.log(`crash schedule: CRASH_SEED=${seed}: kill -9 after ${schedule.join(', ')} ms`);
     let child = spawnCli(['run', '--config', env.configPath]);

@@ -41,7 +41,7 @@ describe('partitioned tables as leaves', () => {
   beforeAll(async () => {
     env = await createEnv();
     // Only the root is selected by name: its leaves are selected through it.
-    writeConfig(env, 'tables:\n  include: ["public.events"]');
+    writeConfig(env, 'tables:\n  include: ["public.events"]\npublication_check: 1s');
     await withDb(env.url, async (c) => {
       await c.query(`CREATE TABLE events (id bigint, ts date, v text, PRIMARY KEY (id, ts)) PARTITION BY RANGE (ts)`);
       for (let m = 1; m <= 5; m++) {
@@ -327,7 +327,7 @@ describe('a root\'s excluded columns', () => {
 
   it('are in no file of its leaves, also of leaves that match tables.include on their own and of leaves created later', async () => {
     env = await createEnv();
-    writeConfig(env, 'tables:\n  include: ["public.*"]\ncolumns:\n  exclude:\n    public.accounts: [pw]');
+    writeConfig(env, 'publication_check: 1s\ntables:\n  include: ["public.*"]\ncolumns:\n  exclude:\n    public.accounts: [pw]');
     await withDb(env.url, async (c) => {
       await c.query(`CREATE TABLE accounts (id int, region text, pw text, PRIMARY KEY (id, region)) PARTITION BY LIST (region)`);
       await c.query(`CREATE TABLE accounts_eu PARTITION OF accounts FOR VALUES IN ('eu')`);
@@ -372,7 +372,7 @@ describe('upgrade from a registry that published via the root', () => {
 
   it('switches to leaves without a gap: the leaves are exported, the root rebuilds equal to the source', async () => {
     env = await createEnv();
-    writeConfig(env, 'tables:\n  include: ["public.events"]');
+    writeConfig(env, 'tables:\n  include: ["public.events"]\npublication_check: 1s');
     await withDb(env.url, async (c) => {
       await c.query(`CREATE TABLE events (id bigint, ts date, v text, PRIMARY KEY (id, ts)) PARTITION BY RANGE (ts)`);
       for (const m of [1, 2]) await c.query(`CREATE TABLE events_2026_0${m} PARTITION OF events ${range(m)}`);
@@ -421,7 +421,7 @@ describe('membership changes across kill -9', () => {
 
   it('each change is in exactly one registered partitions.yml, whatever moment the daemon dies', async () => {
     env = await createEnv();
-    writeConfig(env, 'tables:\n  include: ["public.events"]');
+    writeConfig(env, 'tables:\n  include: ["public.events"]\npublication_check: 1s');
     await withDb(env.url, async (c) => {
       await c.query(`CREATE TABLE events (id bigint, ts date, v text, PRIMARY KEY (id, ts)) PARTITION BY RANGE (ts)`);
       await c.query(`CREATE TABLE events_2026_01 PARTITION OF events ${range(1)}`);

@@ -170,7 +170,8 @@ describe('safe by default', () => {
   });
 
   it('repairs a tampered publication, records the gaps, and loses nothing after the repair', async () => {
-    const env = await createEnv();
+    // The daemon checks the publication every second (default 10 s): the test waits for each repair.
+    const env = await createEnv({ config: 'publication_check: 1s' });
     envs.push(env);
     await withDb(env.url, (c) => c.query('CREATE TABLE t1 (id serial PRIMARY KEY, v text); CREATE TABLE t2 (id serial PRIMARY KEY, v text)'));
     const d = spawnCli(['run', '--config', env.configPath]);
