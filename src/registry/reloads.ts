@@ -111,7 +111,8 @@ export class ReloadRegistry {
    * A running operation that goes back to pending while a newer request for its table waits is
    * superseded by that request: the request takes over what the running one owed (the request ids
    * `reload --wait` follows, the marker's comment to put back, the gap it repairs), so nothing is
-   * lost when the older one is cancelled. `which`: the running operations concerned.
+   * lost when the older one is cancelled. `which`: one operation (by id, running or just
+   * cancelled), or every running operation of the slot.
    */
   private async supersede(which: 'one' | 'all', key: number | string): Promise<void> {
     await this.db.query(
@@ -123,7 +124,7 @@ export class ReloadRegistry {
            "more_gap_ids" = ${mergedGapIds('p', 'r', 'COALESCE(p."gap_id", r."gap_id")')},
            "updated_at" = now()
        FROM "cdc_registry"."reloads" r
-       WHERE ${which === 'one' ? 'r."id" = $1' : 'r."slot_name" = $1'} AND r."state" = 'running'
+       WHERE ${which === 'one' ? 'r."id" = $1' : 'r."slot_name" = $1 AND r."state" = \'running\''}
          AND p."slot_name" = r."slot_name" AND p."schema_name" = r."schema_name" AND p."table_name" = r."table_name" AND p."state" = 'pending'`,
       [key],
     );
@@ -202,19 +203,39 @@ export class ReloadRegistry {
     );
   }
 
-  /** Ends a running operation: failed, cancelled, or back to pending (to be redone). */
+  /**
+   * Ends a running operation: failed, cancelled, or back to pending (to be redone). Back to pending
+   * while a request for the same table is pending (one can arrive at any moment from the stream: a
+   * value-changing DDL, a marker), it is cancelled instead and that request takes over what it owed
+   * (supersede). A request committed after this statement's snapshot makes the UPDATE hit the
+   * one-pending-per-table index (unique_violation): done again, it sees the request. Left running,
+   * the operation would never end (nothing claims a running one until the next start).
+   */
   async end(id: number, state: 'failed' | 'cancelled' | 'pending', error: string): Promise<void> {
-    if (state === 'pending') await this.supersede('one', id);
-    await this.db.query(
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.endOnce(id, state, error);
+        break;
+      } catch (e) {
+        if ((e as { code?: string }).code !== '23505' || attempt >= 5) throw e;
+      }
+    }
+    await this.db.query(`SELECT pg_notify($1, $2)`, [RELOAD_CHANNEL, this.slot]);
+  }
+
+  private async endOnce(id: number, state: 'failed' | 'cancelled' | 'pending', error: string): Promise<void> {
+    const { rows } = await this.db.query<{ state: string }>(
       `UPDATE "cdc_registry"."reloads" r
        SET "state" = CASE WHEN $2 = 'pending' AND EXISTS (SELECT 1 FROM "cdc_registry"."reloads" p WHERE p."slot_name" = r."slot_name"
                             AND p."schema_name" = r."schema_name" AND p."table_name" = r."table_name" AND p."state" = 'pending')
                           THEN 'cancelled' ELSE $2 END,
            "error" = $3, "waiting_on" = NULL, "finished_at" = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END, "updated_at" = now()
-       WHERE "id" = $1 AND "state" = 'running'`,
+       WHERE "id" = $1 AND "state" = 'running'
+       RETURNING "state"`,
       [id, state, error],
     );
-    await this.db.query(`SELECT pg_notify($1, $2)`, [RELOAD_CHANNEL, this.slot]);
+    // Handed over to the pending request: it carries this one's waiters, comment and gaps.
+    if (state === 'pending' && rows[0]?.state === 'cancelled') await this.supersede('one', id);
     await this.db.query(
       `UPDATE "cdc_registry"."tables" t SET "mode" = CASE WHEN $2::text = 'pending' THEN 'pending_reload' ELSE 'streaming' END, "updated_at" = now()
        FROM "cdc_registry"."reloads" r WHERE r."id" = $1 AND t."slot_name" = r."slot_name" AND t."schema_name" = r."schema_name" AND t."table_name" = r."table_name"`,

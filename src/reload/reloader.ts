@@ -176,7 +176,9 @@ export class Reloader {
         const again = this.stopping || err.retryable;
         for (const op of ops) {
           if (states.get(op.id)?.finished) continue;
-          await reloads.end(op.id, again ? 'pending' : 'failed', err.message).catch(() => undefined);
+          await reloads.end(op.id, again ? 'pending' : 'failed', err.message).catch((e2: unknown) => {
+            log.warn({ reload: op.id, err: String(e2) }, 'could not record the end of a reload; it is redone at the next start');
+          });
         }
         if (err.code === 'OUTPUT_IO') {
           this.fatal = err;

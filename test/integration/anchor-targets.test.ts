@@ -192,12 +192,10 @@ describe('S3 anchor target', () => {
     try {
       const local = path.join(dir, 'down.bin');
       writeFileSync(local, randomBytes(1000));
-      const started = Date.now();
       const e = await rejection(t.upload(local, 'down/file.bin'));
       expect(e.code).toBe('ANCHOR_S3_UNAVAILABLE');
       expect(e.retryable).toBe(true);
       expect(e.message).toMatch(/unreachable \(ECONNREFUSED\).*anchors\.s3\.endpoint/);
-      expect(Date.now() - started).toBeLessThan(10_000);
       const c = await rejection(t.check('down/file.bin', { bytes: 1000, sha256: '0'.repeat(64) }));
       expect(c.retryable).toBe(true);
     } finally {
@@ -401,11 +399,9 @@ describe('NEAR anchor target', () => {
     const req = request('pg-egress:7312345678901234567:pg_egress:20260101T002000Z');
     await rpc.stop();
     try {
-      const started = Date.now();
       const e = await rejection(target.mint(req));
       expect(e).toMatchObject({ code: 'ANCHOR_NEAR_UNAVAILABLE', retryable: true });
       expect(e.message).toMatch(/RPC http:\/\/127\.0\.0\.1:\d+ unreachable \((ECONNREFUSED|UND_ERR_SOCKET)\).*anchors\.near\.rpc_url/);
-      expect(Date.now() - started).toBeLessThan(10_000);
     } finally {
       await rpc.start();
     }

@@ -8,6 +8,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { EVENT_TRIGGERS, ensureEventTriggers, migrate, loadMigrations } from '../../src/registry/migrate.js';
 import { sweepOutput } from '../../src/output/sweep.js';
+import { insertReloadRequest, ReloadRegistry } from '../../src/registry/reloads.js';
+import { waitFor } from '../harness/pg.js';
 import { createEnv, startInProcess, waitCaughtUp, waitSlotActive, withDb, type EgressEnv } from '../helpers/egress.js';
 
 describe('registry', () => {
@@ -40,6 +42,48 @@ describe('registry', () => {
       expect(triggers.rows.map((r) => r.evtname)).toEqual(EVENT_TRIGGERS.map((t) => t.name).sort());
     } finally {
       await Promise.all(clients.map((c) => c.end()));
+    }
+  });
+
+  it('a reload sent back to pending while a request for its table commits meanwhile is cancelled and hands over, never left running', async () => {
+    // The export's end and the stream's new request (a value-changing DDL, a marker) race: the new
+    // request commits after the end's statement took its snapshot, so the end does not see it but
+    // hits the one-pending-per-table index. Before the fix that error was swallowed and the
+    // operation stayed 'running' for ever (an export that never finished, found under load).
+    const slot = 'end_race';
+    const pool = new pg.Pool({ connectionString: env.url, max: 3 });
+    const other = new pg.Client({ connectionString: env.url });
+    await other.connect();
+    try {
+      await migrate(other);
+      const reg = new ReloadRegistry(pool, slot);
+      const [{ id }] = (
+        await pool.query<{ id: string }>(
+          `INSERT INTO cdc_registry.reloads (slot_name, schema_name, table_name, state, reason, restore_comment, previous_comment, request_ids)
+           VALUES ($1, 'public', 'raced', 'running', 'marker', true, 'the comment', ARRAY['waiter-1']) RETURNING id::text`,
+          [slot],
+        )
+      ).rows;
+      // The stream's request, not yet committed when the end runs.
+      await other.query('BEGIN');
+      await insertReloadRequest(other, slot, {
+        schema: 'public', table: 'raced', relid: 1, reason: 'ddl', requestedLsn: null, restoreComment: false, previousComment: null, requestId: null, gapId: null,
+      });
+      const ended = reg.end(Number(id), 'pending', 'a DDL committed after the snapshot');
+      // The end's UPDATE waits on the request's index entry; the request commits.
+      await waitFor('the end waits on the pending request', async () =>
+        (await pool.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE "cdc_registry"."reloads" r%'`)).rowCount === 1,
+      );
+      await other.query('COMMIT');
+      await ended;
+      const rows = (await pool.query(`SELECT id::text, state, reason, request_ids, restore_comment, previous_comment FROM cdc_registry.reloads WHERE slot_name = $1 ORDER BY id`, [slot])).rows;
+      expect(rows).toEqual([
+        { id, state: 'cancelled', reason: 'marker', request_ids: ['waiter-1'], restore_comment: true, previous_comment: 'the comment' },
+        { id: expect.any(String), state: 'pending', reason: 'ddl', request_ids: ['waiter-1'], restore_comment: true, previous_comment: 'the comment' },
+      ]);
+    } finally {
+      await other.end();
+      await pool.end();
     }
   });
 
