@@ -122,8 +122,8 @@ export class Relations {
     const same = prev && prev.outNames.length === names.length && prev.outNames.every((n, i) => n === names[i]);
     const outNames = same ? prev.outNames : names;
     let pkIdx: number[] | null = null;
-    if (def && def.primary_key.length) {
-      pkIdx = def.primary_key.map((n) => columns.findIndex((c) => c.name === n));
+    if (def && def.primaryKey.length) {
+      pkIdx = def.primaryKey.map((n) => columns.findIndex((c) => c.name === n));
       if (pkIdx.some((i) => i < 0)) pkIdx = null;
     }
     this.relations.set(
@@ -156,15 +156,15 @@ export class Relations {
     for (const name of names) {
       const d = byName.get(name);
       const r = relCols.get(name);
-      const type = d && (!r || d.type_oid === r.typeOid) ? d.type : r ? await this.catalog.typeName(r.typeOid, r.typmod) : 'unknown';
-      columns.push({ name, type, typeOid: r?.typeOid ?? d?.type_oid ?? 0, nullable: d ? d.nullable : !r?.isKey });
+      const type = d && (!r || d.typeOid === r.typeOid) ? d.type : r ? await this.catalog.typeName(r.typeOid, r.typmod) : 'unknown';
+      columns.push({ name, type, typeOid: r?.typeOid ?? d?.typeOid ?? 0, nullable: d ? d.nullable : !r?.isKey });
     }
     return {
       schema: w.schema,
       table: w.table,
       oid: w.relid ?? def?.relid ?? 0,
-      replicaIdentity: w.rel?.replicaIdentity ?? identityName(def?.replica_identity),
-      primaryKey: def?.primary_key ?? [],
+      replicaIdentity: w.rel?.replicaIdentity ?? identityName(def?.replicaIdentity),
+      primaryKey: def?.primaryKey ?? [],
       columns,
       generatedColumns: (def?.columns ?? []).filter((c) => c.generated).map((c) => c.name),
     };

@@ -175,11 +175,11 @@ function exportSchemaYml(d: FinalizeDeps, it: FinishedExport, lsn: Lsn, takenAt:
     schema: op.schema,
     table: op.table,
     oid: relid,
-    replicaIdentity: IDENTITY[def.replica_identity] ?? 'default',
-    primaryKey: def.primary_key,
+    replicaIdentity: IDENTITY[def.replicaIdentity] ?? 'default',
+    primaryKey: def.primaryKey,
     columns: columns.map((n) => {
       const c = byName.get(n)!;
-      return { name: n, type: c.type, typeOid: c.type_oid, nullable: c.nullable };
+      return { name: n, type: c.type, typeOid: c.typeOid, nullable: c.nullable };
     }),
     generatedColumns: def.columns.filter((c) => c.generated).map((c) => c.name),
     source: { database: d.server.database, serverVersion: d.server.serverVersion, systemIdentifier: d.server.systemIdentifier },

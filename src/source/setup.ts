@@ -100,7 +100,19 @@ export async function createSlot(db: Db, cfg: Config, server?: Pick<ServerInfo, 
   }
 }
 
+/** A table's catalog definition, decoded once from table_definition()'s JSON into our names. */
 export interface TableDef {
+  relid: number;
+  schema: string;
+  table: string;
+  /** pg_class.relreplident: d(efault), f(ull), i(ndex), n(othing). */
+  replicaIdentity: string;
+  primaryKey: string[];
+  columns: { name: string; type: string; typeOid: number; nullable: boolean; generated: boolean }[];
+}
+
+/** table_definition()'s JSON (sql/): snake_case as the SQL writes it. */
+interface TableDefJson {
   relid: number;
   schema: string;
   table: string;
@@ -109,11 +121,24 @@ export interface TableDef {
   columns: { name: string; type: string; type_oid: number; nullable: boolean; generated: boolean }[];
 }
 
+export function decodeTableDef(j: TableDefJson): TableDef {
+  return {
+    relid: Number(j.relid),
+    schema: j.schema,
+    table: j.table,
+    replicaIdentity: j.replica_identity,
+    primaryKey: j.primary_key ?? [],
+    columns: j.columns.map((c) => ({
+      name: c.name, type: c.type, typeOid: Number(c.type_oid), nullable: c.nullable, generated: c.generated,
+    })),
+  };
+}
+
 /** Current catalog definitions of the given tables, via the registry's table_definition(). */
 export async function loadTableDefs(client: Db, relids: number[]): Promise<TableDef[]> {
   if (relids.length === 0) return [];
   const defs = await tableDefinitionsJson(client, relids);
-  return defs.filter((d) => d !== null).map((d) => JSON.parse(d) as TableDef);
+  return defs.filter((d) => d !== null).map((d) => decodeTableDef(JSON.parse(d) as TableDefJson));
 }
 
 export async function publishedRelids(client: Db, publication: string): Promise<number[]> {

@@ -178,7 +178,7 @@ describe('exports and DDL on the same tables', () => {
           (
             await mon.query(
               `SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-               WHERE a.application_name = $1 AND l.relation = 'big'::regclass AND l.granted`,
+               WHERE a.datname = current_database() AND a.application_name = $1 AND l.relation = 'big'::regclass AND l.granted`,
               [WORKER],
             )
           ).rowCount! > 0,
@@ -236,14 +236,16 @@ describe('exports and DDL on the same tables', () => {
       // No pg-egress session holds anything on the table, nor sits idle in a transaction.
       const held = await mon.query<{ app: string; state: string; mode: string }>(
         `SELECT a.application_name AS app, a.state, l.mode FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-         WHERE l.relation = 'big'::regclass AND a.application_name LIKE 'pg-egress%'`,
+         WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.relation = 'big'::regclass
+           AND a.application_name LIKE 'pg-egress%'`,
       );
       expect(held.rows).toEqual([]);
       // The export's sessions are gone: none sits idle in a transaction (registry transactions of
       // the daemon may be between two statements at this moment, holding nothing on big: above).
-      const idle = await mon.query(`SELECT application_name, state, query, backend_xid::text, now() - state_change AS for FROM pg_stat_activity WHERE application_name LIKE 'pg-egress%' AND state LIKE 'idle in%'`);
+      const idle = await mon.query(`SELECT application_name, state, query, backend_xid::text, now() - state_change AS for FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'pg-egress%' AND state LIKE 'idle in%'`);
       if (idle.rowCount) console.log('pg-egress sessions idle in a transaction right after the export:', JSON.stringify(idle.rows));
-      const workers = await mon.query<{ state: string }>(`SELECT state FROM pg_stat_activity WHERE application_name = $1`, [WORKER]);
+      // This database's only: test files run side by side on the server, other files export too.
+      const workers = await mon.query<{ state: string }>(`SELECT state FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1`, [WORKER]);
       expect(workers.rows).toEqual([]);
       // Progress counted rows while the first chunks were still being copied.
       expect(progressMidChunk, 'rows counted before any chunk ended').toBe(true);

@@ -72,7 +72,7 @@ describe('registry', () => {
       const ended = reg.end(Number(id), 'pending', 'a DDL committed after the snapshot');
       // The end's UPDATE waits on the request's index entry; the request commits.
       await waitFor('the end waits on the pending request', async () =>
-        (await pool.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE "cdc_registry"."reloads" r%'`)).rowCount === 1,
+        (await pool.query(`SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%UPDATE "cdc_registry"."reloads" r%'`)).rowCount === 1,
       );
       await other.query('COMMIT');
       await ended;

@@ -30,11 +30,11 @@ const DEF: TableDef = {
   relid: OID,
   schema: 'public',
   table: 't',
-  replica_identity: 'd',
-  primary_key: ['id'],
+  replicaIdentity: 'd',
+  primaryKey: ['id'],
   columns: [
-    { name: 'id', type: 'integer', type_oid: 23, nullable: false, generated: false },
-    { name: 'v', type: 'text', type_oid: 25, nullable: true, generated: false },
+    { name: 'id', type: 'integer', typeOid: 23, nullable: false, generated: false },
+    { name: 'v', type: 'text', typeOid: 25, nullable: true, generated: false },
   ],
 };
 const COLS = [
