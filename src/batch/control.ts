@@ -10,7 +10,7 @@ import { matchTable } from '../config/index.js';
 import { lsnHex, type Lsn } from '../lsn.js';
 import { formatCommitTs } from '../wal/time.js';
 import type { ReloadReason, ReloadRequest } from '../registry/reloads.js';
-import type { TableDef } from '../source/setup.js';
+import { decodeTableDef, type TableDefJson } from '../source/setup.js';
 import { CONTROL_PREFIX, describeClaim, verifyControlMessage, type ForgedMessages, type MessageKey } from '../ddl/message-auth.js';
 import { foundByCheck, PartitionWindow, type PartitionsMessage } from './partition-window.js';
 import { outColumnNames, type Relations } from './relations.js';
@@ -33,7 +33,8 @@ export interface DdlEvent {
   table: string;
   relid: number;
   command: string;
-  definition?: TableDef | null;
+  /** table_definition()'s JSON as the event trigger sent it (decoded here once). */
+  definition?: TableDefJson | null;
   dropped?: boolean;
   /** A dropped partitioned root (sql/008): it had no rows of its own, so no T boundary. */
   partitioned?: boolean;
@@ -98,12 +99,13 @@ export class ControlMessages {
     if (!(await scope.selected(ev.schema, ev.table, ev.relid))) return;
     const w = this.windows.window(ev.schema, ev.table, ev.relid);
     if (ev.definition) {
+      const def = decodeTableDef(ev.definition);
       // The name has a table again (created, or renamed to it) after a drop or a move.
       w.dropped = false;
-      this.relations.setDef(ev.definition);
+      this.relations.setDef(def);
       // The file's header must be the columns at the end of the window (SPEC §5), also when no
       // row follows this DDL in the window: switch the open file to the new layout now.
-      if (w.file) await w.file.useColumns(outColumnNames(ev.definition, scope.excluded(ev.schema, ev.table)));
+      if (w.file) await w.file.useColumns(outColumnNames(def, scope.excluded(ev.schema, ev.table)));
     }
     if (ev.dropped && !w.dropped && !ev.partitioned) {
       // The table's rows are gone: a T row here ends them, so a table created later under this

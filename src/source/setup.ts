@@ -112,7 +112,7 @@ export interface TableDef {
 }
 
 /** table_definition()'s JSON (sql/): snake_case as the SQL writes it. */
-interface TableDefJson {
+export interface TableDefJson {
   relid: number;
   schema: string;
   table: string;
