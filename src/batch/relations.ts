@@ -156,7 +156,9 @@ export class Relations {
     for (const name of names) {
       const d = byName.get(name);
       const r = relCols.get(name);
-      const type = d && (!r || d.typeOid === r.typeOid) ? d.type : r ? await this.catalog.typeName(r.typeOid, r.typmod) : 'unknown';
+      // A column the stream described is named by format_type in the daemon's session (cached per
+      // type), as schema.yml always had it; the definition's name only for a column without one.
+      const type = r ? await this.catalog.typeName(r.typeOid, r.typmod) : d ? d.type : 'unknown';
       columns.push({ name, type, typeOid: r?.typeOid ?? d?.typeOid ?? 0, nullable: d ? d.nullable : !r?.isKey });
     }
     return {

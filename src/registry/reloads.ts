@@ -90,6 +90,17 @@ const toOp = (r: OpRow): ReloadOp => ({
   gapId: r.gap_id === null ? null : Number(r.gap_id),
 });
 
+/** Runs `fn` again on a unique_violation: a request committed after its statement's snapshot. */
+async function againOnUniqueViolation<T>(fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if ((e as { code?: string }).code !== '23505' || attempt >= 5) throw e;
+    }
+  }
+}
+
 export class ReloadRegistry {
   constructor(
     readonly db: Db,
@@ -107,14 +118,8 @@ export class ReloadRegistry {
     });
   }
 
-  /**
-   * A running operation that goes back to pending while a newer request for its table waits is
-   * superseded by that request: the request takes over what the running one owed (the request ids
-   * `reload --wait` follows, the marker's comment to put back, the gap it repairs), so nothing is
-   * lost when the older one is cancelled. `which`: one operation (by id, running or just
-   * cancelled), or every running operation of the slot.
-   */
-  private async supersede(which: 'one' | 'all', key: number | string): Promise<void> {
+  /** The pending request of a cancelled operation's table takes over what it owed (waiters, comment, gaps). */
+  private async supersede(id: number | string): Promise<void> {
     await this.db.query(
       `UPDATE "cdc_registry"."reloads" p
        SET "request_ids" = ARRAY(SELECT DISTINCT unnest(p."request_ids" || r."request_ids")),
@@ -124,25 +129,28 @@ export class ReloadRegistry {
            "more_gap_ids" = ${mergedGapIds('p', 'r', 'COALESCE(p."gap_id", r."gap_id")')},
            "updated_at" = now()
        FROM "cdc_registry"."reloads" r
-       WHERE ${which === 'one' ? 'r."id" = $1' : 'r."slot_name" = $1 AND r."state" = \'running\''}
+       WHERE r."id" = $1
          AND p."slot_name" = r."slot_name" AND p."schema_name" = r."schema_name" AND p."table_name" = r."table_name" AND p."state" = 'pending'`,
-      [key],
+      [id],
     );
   }
 
-  /** At start: operations a dead process was running are redone (a newer pending one supersedes them). */
+  /** At start: operations a dead process was running are redone, or handed over as in `end`. */
   async resetRunning(): Promise<number> {
-    await this.supersede('all', this.slot);
-    const { rowCount } = await this.db.query(
-      `UPDATE "cdc_registry"."reloads" r
-       SET "state" = CASE WHEN EXISTS (SELECT 1 FROM "cdc_registry"."reloads" p WHERE p."slot_name" = r."slot_name"
-                                        AND p."schema_name" = r."schema_name" AND p."table_name" = r."table_name" AND p."state" = 'pending')
-                          THEN 'cancelled' ELSE 'pending' END,
-           "error" = 'interrupted; redone', "waiting_on" = NULL, "chunks_done" = 0, "rows" = NULL, "raw_bytes" = 0, "updated_at" = now()
-       WHERE "slot_name" = $1 AND "state" = 'running'`,
-      [this.slot],
-    );
-    return rowCount ?? 0;
+    return againOnUniqueViolation(async () => {
+      const { rows } = await this.db.query<{ id: string; state: string }>(
+        `UPDATE "cdc_registry"."reloads" r
+         SET "state" = CASE WHEN EXISTS (SELECT 1 FROM "cdc_registry"."reloads" p WHERE p."slot_name" = r."slot_name"
+                                          AND p."schema_name" = r."schema_name" AND p."table_name" = r."table_name" AND p."state" = 'pending')
+                            THEN 'cancelled' ELSE 'pending' END,
+             "error" = 'interrupted; redone', "waiting_on" = NULL, "chunks_done" = 0, "rows" = NULL, "raw_bytes" = 0, "updated_at" = now()
+         WHERE "slot_name" = $1 AND "state" = 'running'
+         RETURNING "id"::text, "state"`,
+        [this.slot],
+      );
+      for (const r of rows) if (r.state === 'cancelled') await this.supersede(r.id);
+      return rows.length;
+    });
   }
 
   /** Takes every pending operation (one snapshot serves them all). */
@@ -204,22 +212,13 @@ export class ReloadRegistry {
   }
 
   /**
-   * Ends a running operation: failed, cancelled, or back to pending (to be redone). Back to pending
-   * while a request for the same table is pending (one can arrive at any moment from the stream: a
-   * value-changing DDL, a marker), it is cancelled instead and that request takes over what it owed
-   * (supersede). A request committed after this statement's snapshot makes the UPDATE hit the
-   * one-pending-per-table index (unique_violation): done again, it sees the request. Left running,
-   * the operation would never end (nothing claims a running one until the next start).
+   * Ends a running operation: failed, cancelled, or back to pending (to be redone) — or, while a
+   * request for its table is pending (the stream adds them at any moment), cancelled and handed
+   * over to it. A request committed after the UPDATE's snapshot is a unique_violation on the
+   * one-pending-per-table index: done again, it sees it (left running, it would never end).
    */
   async end(id: number, state: 'failed' | 'cancelled' | 'pending', error: string): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.endOnce(id, state, error);
-        break;
-      } catch (e) {
-        if ((e as { code?: string }).code !== '23505' || attempt >= 5) throw e;
-      }
-    }
+    await againOnUniqueViolation(() => this.endOnce(id, state, error));
     await this.db.query(`SELECT pg_notify($1, $2)`, [RELOAD_CHANNEL, this.slot]);
   }
 
@@ -235,7 +234,7 @@ export class ReloadRegistry {
       [id, state, error],
     );
     // Handed over to the pending request: it carries this one's waiters, comment and gaps.
-    if (state === 'pending' && rows[0]?.state === 'cancelled') await this.supersede('one', id);
+    if (state === 'pending' && rows[0]?.state === 'cancelled') await this.supersede(id);
     await this.db.query(
       `UPDATE "cdc_registry"."tables" t SET "mode" = CASE WHEN $2::text = 'pending' THEN 'pending_reload' ELSE 'streaming' END, "updated_at" = now()
        FROM "cdc_registry"."reloads" r WHERE r."id" = $1 AND t."slot_name" = r."slot_name" AND t."schema_name" = r."schema_name" AND t."table_name" = r."table_name"`,
