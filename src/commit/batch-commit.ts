@@ -24,6 +24,7 @@ import { BATCHES_DIR, FILES } from '../output/layout.js';
 import type { ReloadRequest } from '../registry/reloads.js';
 import type { AnchorTarget } from '../registry/anchors.js';
 import type pg from 'pg';
+import { trace } from '../trace.js';
 
 /** A finished data file in `_tmp` (a streaming file, or one part of an export). */
 export interface DataFile {
@@ -117,7 +118,9 @@ interface Placed {
 export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<CommittedBatch> {
   const { batchId } = x;
   const windowStart = new Date(x.windowStartMs);
+  trace(`  fin intent ${x.tables.length}`);
   await t.recordIntent(batchId, intentPaths(x), x.reloads);
+  trace(`  fin dirsIn ${x.tables.length}`);
   await ensureDirsIn(t.outDir, x.tables.map((w) => w.folder), t.dirMode);
   const placed: Placed[] = new Array(x.tables.length);
   let next = 0;
@@ -129,6 +132,7 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
       }
     }),
   );
+  trace(`  fin placed ${x.tables.length}`);
   const files = placed.flatMap((p) => p.files);
   const rows = placed.reduce((n, p) => n + p.rows, 0);
   const roots = x.tables.flatMap((w) => w.data.map((d) => d.merkle.root));
@@ -151,7 +155,8 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
     const indexSha = sha256Hex(indexText);
     const batchDir = path.join(t.outDir, BATCHES_DIR);
     await ensureDir(batchDir, t.dirMode);
-    await writeFileAtomic(path.join(t.outDir, indexPath), indexText, t.fileMode);
+    trace(`  fin index ${x.tables.length}`);
+  await writeFileAtomic(path.join(t.outDir, indexPath), indexText, t.fileMode);
     await fsyncDir(batchDir);
     files.push({ path: indexPath, type: 'batch', schema: null, table: null, lsnStart: x.lsnStart, lsnEnd: x.lsnEnd, rows, bytes: Buffer.byteLength(indexText), rawBytes: null, sha256: indexSha, merkleRoot: null });
     const record = {
@@ -170,8 +175,10 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
     };
     // Crash tests stop here: files placed and the index written, nothing registered (src/failpoints.ts).
     await failpoint(x.kind === 'flush' ? 'flush-after-rename' : 'reload-before-register');
-    await t.registerBatch(record, x.register);
+    trace(`  fin register ${x.tables.length}`);
+  await t.registerBatch(record, x.register);
   });
+  trace(`  fin registered ${x.tables.length}`);
   return { batchId, files, rows, perTable: placed.map((p) => ({ rows: p.rows, rawBytes: p.rawBytes })) };
 }
 
@@ -179,7 +186,9 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
 async function placeTable(t: CommitTarget, w: BatchTable, batchId: string, windowStart: Date, parallel: boolean): Promise<Placed> {
   const rel = `${w.folder}/${batchId}`;
   const dir = path.join(t.outDir, rel);
-  await ensureDir(dir, t.dirMode);
+  // The table's folder exists (commitBatch made it): the batch folder in it, and one fsync of the
+  // table's folder, without ensureDir's look at every level first.
+  await ensureDirsIn(path.join(t.outDir, w.folder), [batchId], t.dirMode);
   const files: FileRecord[] = [];
   const mf: ManifestFile[] = [];
   let rows = 0;
@@ -233,7 +242,7 @@ async function placeTable(t: CommitTarget, w: BatchTable, batchId: string, windo
   // Side by side when tables are (an export's many small tables: their fsyncs share journal commits).
   if (parallel) await Promise.all(writes.map((f) => f()));
   else for (const f of writes) await f();
-  // The table folder was fsynced by ensureDirsIn when it made this folder in it.
+  // The batch folder's entry in the table's folder was made durable by ensureDirsIn.
   await fsyncDir(dir);
   return { files, rows, rawBytes, manifestSha };
 }

@@ -58,7 +58,10 @@ export class GzipFileWriter {
     mode: number,
     opts: { compressed?: boolean; zlib?: boolean; records?: boolean } = {},
   ) {
-    this.out = createWriteStream(path, { mode, flags: 'w', highWaterMark: BUFFERED_BYTES });
+    // flush: the stream fsyncs the file before it closes it (an error of that fsync is the
+    // stream's error), so the file is durable at 'close' without opening it again to fsync it:
+    // two fewer file-system calls per file (an initial export writes one file per table).
+    this.out = createWriteStream(path, { mode, flags: 'w', highWaterMark: BUFFERED_BYTES, flush: true });
     if (opts.compressed) {
       // The caller compresses (writeCompressed).
     } else if (NativeSinkClass && deflateBackend(level) !== 'zlib' && !opts.zlib) {
@@ -168,7 +171,7 @@ export class GzipFileWriter {
     return this.until(this.out, 'drain');
   }
 
-  /** Ends the gzip stream, waits for the file to be written and fsyncs it. */
+  /** Ends the gzip stream and waits until the file is written, fsynced and closed. */
   async finish(): Promise<GzipFileStats> {
     if (this.failed) throw this.failed;
     if (this.gzip) this.gzip.end();
@@ -187,16 +190,6 @@ export class GzipFileWriter {
     }
     await this.done;
     if (this.failed) throw this.failed;
-    try {
-      const fh = await fsp.open(this.path, 'r+');
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-    } catch (e) {
-      throw ioError(this.path, e);
-    }
     const stats: GzipFileStats = { bytes: this.bytes, rawBytes: this.rawBytes, sha256: this.hash.digest('hex') };
     if (this.hashesRecords && this.sink) {
       const st = this.sink.stats();
