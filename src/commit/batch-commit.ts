@@ -24,7 +24,6 @@ import { BATCHES_DIR, FILES } from '../output/layout.js';
 import type { ReloadRequest } from '../registry/reloads.js';
 import type { AnchorTarget } from '../registry/anchors.js';
 import type pg from 'pg';
-import { trace } from '../trace.js';
 
 /** A finished data file in `_tmp` (a streaming file, or one part of an export). */
 export interface DataFile {
@@ -118,9 +117,7 @@ interface Placed {
 export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<CommittedBatch> {
   const { batchId } = x;
   const windowStart = new Date(x.windowStartMs);
-  trace(`  fin intent ${x.tables.length}`);
   await t.recordIntent(batchId, intentPaths(x), x.reloads);
-  trace(`  fin dirsIn ${x.tables.length}`);
   await ensureDirsIn(t.outDir, x.tables.map((w) => w.folder), t.dirMode);
   const placed: Placed[] = new Array(x.tables.length);
   let next = 0;
@@ -132,7 +129,6 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
       }
     }),
   );
-  trace(`  fin placed ${x.tables.length}`);
   const files = placed.flatMap((p) => p.files);
   const rows = placed.reduce((n, p) => n + p.rows, 0);
   const roots = x.tables.flatMap((w) => w.data.map((d) => d.merkle.root));
@@ -155,8 +151,7 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
     const indexSha = sha256Hex(indexText);
     const batchDir = path.join(t.outDir, BATCHES_DIR);
     await ensureDir(batchDir, t.dirMode);
-    trace(`  fin index ${x.tables.length}`);
-  await writeFileAtomic(path.join(t.outDir, indexPath), indexText, t.fileMode);
+    await writeFileAtomic(path.join(t.outDir, indexPath), indexText, t.fileMode);
     await fsyncDir(batchDir);
     files.push({ path: indexPath, type: 'batch', schema: null, table: null, lsnStart: x.lsnStart, lsnEnd: x.lsnEnd, rows, bytes: Buffer.byteLength(indexText), rawBytes: null, sha256: indexSha, merkleRoot: null });
     const record = {
@@ -175,10 +170,8 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
     };
     // Crash tests stop here: files placed and the index written, nothing registered (src/failpoints.ts).
     await failpoint(x.kind === 'flush' ? 'flush-after-rename' : 'reload-before-register');
-    trace(`  fin register ${x.tables.length}`);
-  await t.registerBatch(record, x.register);
+    await t.registerBatch(record, x.register);
   });
-  trace(`  fin registered ${x.tables.length}`);
   return { batchId, files, rows, perTable: placed.map((p) => ({ rows: p.rows, rawBytes: p.rawBytes })) };
 }
 

@@ -404,18 +404,27 @@ export async function expandRootReload(db: Db, opId: number, publication: string
   return Number(rows[0].n);
 }
 
-/** What a reload needs to know of each requested table: its oid, kind, selected root and whether it is published. */
+/** What a reload needs to know of each requested table (catalog rows only, no lock on it). */
+export interface ReloadTableRow {
+  schema: string;
+  table: string;
+  relid: string;
+  kind: string;
+  /** pg_class.relpages: the size as of the last VACUUM/ANALYZE, an estimate. */
+  pages: string;
+  published: string;
+  root_schema: string | null;
+  root_table: string | null;
+}
+
+/** Each requested table's oid, kind, estimated size, selected root and whether it is published. */
 export async function inspectReloadTables(
   db: Db,
   tables: { schema: string; table: string }[],
   publication: string,
-): Promise<
-  { schema: string; table: string; relid: string; kind: string; published: string; root_schema: string | null; root_table: string | null }[]
-> {
-  const { rows } = await db.query<
-    { schema: string; table: string; relid: string; kind: string; published: string; root_schema: string | null; root_table: string | null }
-  >(
-    `SELECT n.nspname AS schema, c.relname AS table, c.oid::text AS relid, c.relkind::text AS kind,
+): Promise<ReloadTableRow[]> {
+  const { rows } = await db.query<ReloadTableRow>(
+    `SELECT n.nspname AS schema, c.relname AS table, c.oid::text AS relid, c.relkind::text AS kind, c.relpages::text AS pages,
             (SELECT rn.nspname FROM pg_class rc JOIN pg_namespace rn ON rn.oid = rc.relnamespace
              WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_schema,
             (SELECT rc.relname FROM pg_class rc WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_table,

@@ -19,6 +19,7 @@ import { connectClient } from '../db/connect.js';
 import type { GzipFileStats } from '../output/gzip-file.js';
 import { ctidCondition, type ChunkRange } from './planner.js';
 import { copyToFile } from './copy-export.js';
+import { WORKER_APPLICATION } from './preconnect.js';
 import type { MerkleSummary } from '../output/table-window.js';
 
 
@@ -79,8 +80,10 @@ export class ExportWorker {
     snapshot: string,
     tables: { schema: string; table: string }[],
     lockTimeout: string,
+    /** A connection opened ahead (preconnect.ts), else one is made here. */
+    connected?: pg.Client | null,
   ): Promise<ExportWorker> {
-    const client = await connectClient(cfg.source, { application_name: 'pg-egress reload worker' });
+    const client = connected ?? (await connectClient(cfg.source, { application_name: WORKER_APPLICATION }));
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       await client.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'`);
