@@ -44,10 +44,17 @@ export interface ChunkResult {
 
 export function copySql(t: ChunkTask): string {
   const cols = t.columns.map(quoteIdent).join(', ');
+  const table = `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`;
+  const where = t.partitioned ? '' : ctidCondition(t.range);
+  // A whole plain table: `COPY table (columns)` copies the same rows as `SELECT columns FROM ONLY
+  // table` (COPY TO never reads child tables) without planning a query, ~0.15 ms of server CPU
+  // per table that counts when an initial export copies hundreds of small ones. (No column list
+  // without columns: a table whose every column is excluded keeps the SELECT form.)
+  // https://www.postgresql.org/docs/15/sql-copy.html
+  if (!t.partitioned && where === '' && t.columns.length) return `COPY ${table} (${cols}) TO STDOUT (FORMAT csv, HEADER)`;
   // ONLY: legacy inheritance children are tables of their own (pgoutput publishes them apart);
   // a partitioned root has no rows of its own and is read with its partitions.
-  const from = `${t.partitioned ? '' : 'ONLY '}${quoteIdent(t.schema)}.${quoteIdent(t.table)}`;
-  return `COPY (SELECT ${cols} FROM ${from}${t.partitioned ? '' : ctidCondition(t.range)}) TO STDOUT (FORMAT csv, HEADER)`;
+  return `COPY (SELECT ${cols} FROM ${t.partitioned ? '' : 'ONLY '}${table}${where}) TO STDOUT (FORMAT csv, HEADER)`;
 }
 
 export class ExportWorker {
