@@ -251,8 +251,14 @@ export class Reloader {
   private async planUnderLock(first: ExportWorker, tables: TableInfo[]): Promise<PlannedTable[]> {
     const { cfg } = this.d;
     const relids = tables.map((t) => t.relid);
-    const atSnapshot = (await first.query<TableShape>(SHAPE_SQL, [relids])).rows;
-    const current = (await this.d.db.query<TableShape>(SHAPE_SQL, [relids])).rows;
+    // Both under the first worker's locks, side by side: the snapshot's shapes on its session, the
+    // committed ones on the registry's pool.
+    const [snapshotShapes, committedShapes] = await Promise.all([
+      first.query<TableShape>(SHAPE_SQL, [relids]),
+      this.d.db.query<TableShape>(SHAPE_SQL, [relids]),
+    ]);
+    const atSnapshot = snapshotShapes.rows;
+    const current = committedShapes.rows;
     const raced = racedTables(tables.map((t) => ({ relid: t.relid, schema: t.op.schema, table: t.op.table })), atSnapshot, current);
     if (raced.length) {
       throw new EgressError('RELOAD_RACE', `a DDL committed after the export's snapshot on ${raced.map((r) => `${r.table} (${r.what})`).join(', ')}; exporting again from a new snapshot`);
