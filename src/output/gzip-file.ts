@@ -173,9 +173,25 @@ export class GzipFileWriter {
 
   /** Ends the gzip stream and waits until the file is written, fsynced and closed. */
   async finish(): Promise<GzipFileStats> {
+    const { stats, durable } = await this.end();
+    await durable;
+    return stats;
+  }
+
+  /**
+   * Ends the file: resolves once every byte is compressed, hashed and handed to the file, with
+   * the file's stats and `durable`, which settles when the file is written, fsynced and closed
+   * (and rejects with the write error). `finish` waits for both; an export worker starts its next
+   * COPY while the fsync runs (reload/copy-export.ts).
+   */
+  async end(): Promise<{ stats: GzipFileStats; durable: Promise<void> }> {
     if (this.failed) throw this.failed;
-    if (this.gzip) this.gzip.end();
-    else {
+    if (this.gzip) {
+      // The last compressed bytes are hashed ('data') before gzip's 'end', which ends the file.
+      const ended = this.until(this.gzip, 'end');
+      this.gzip.end();
+      await ended;
+    } else {
       if (this.sink) {
         this.sink.finish();
         const gz = this.sink.take();
@@ -188,7 +204,6 @@ export class GzipFileWriter {
       }
       this.out.end();
     }
-    await this.done;
     if (this.failed) throw this.failed;
     const stats: GzipFileStats = { bytes: this.bytes, rawBytes: this.rawBytes, sha256: this.hash.digest('hex') };
     if (this.hashesRecords && this.sink) {
@@ -197,7 +212,10 @@ export class GzipFileWriter {
       for (let i = 0; i < st.blocks.length; i += 32) blocks.push(st.blocks.subarray(i, i + 32));
       stats.merkle = { treeSize: st.rows, root: st.root, blocks };
     }
-    return stats;
+    const durable = this.done.then(() => {
+      if (this.failed) throw this.failed;
+    });
+    return { stats, durable };
   }
 
   /** Stops writing and removes the temporary file (used when a window is discarded). */

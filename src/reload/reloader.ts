@@ -348,6 +348,8 @@ export class Reloader {
     // is put back after every worker has ended its transaction: restoreComments).
     const finalizer = new FinalizeQueue(this.d, snap.lsn, takenAt, startedAt);
     const registering: Promise<void>[] = [];
+    // Chunks whose file is written, waiting for its fsync (the worker is on its next COPY).
+    const syncing: Promise<void>[] = [];
     // One statement per round for the tables whose progress moved (an initial export of 500 tables
     // sent 500 UPDATEs every round, which queued behind the registrations on the same rows and
     // pool); tables whose chunks are all done are being registered and are left alone.
@@ -373,23 +375,29 @@ export class Reloader {
               const st = states.get(task.opId)!;
               try {
                 // Rows and bytes count as they pass, so progress moves during a chunk.
-                const r = await w.copy(task, cfg, tmpDir, (bytes, rows) => {
+                const { result: r, durable } = await w.copy(task, cfg, tmpDir, (bytes, rows) => {
                   st.rawBytes += bytes;
                   st.rows += rows;
                 });
                 await failpoint('export-after-chunk');
-                st.results[task.index] = r;
-                st.done++;
-                st.workers.add(wi);
-                if (st.done === st.chunks) {
-                  const { op, def, columns, relid } = st.info;
-                  registering.push(
-                    finalizer.add({ op, def, columns, relid, parts: st.results, workers: st.workers.size }).then(
-                      () => void (st.finished = true),
-                      (e: unknown) => void errors.push(e),
-                    ),
-                  );
-                }
+                // Counted once durable: a table is registered when every part is fsynced.
+                syncing.push(durable.then(
+                  () => {
+                    st.results[task.index] = r;
+                    st.done++;
+                    st.workers.add(wi);
+                    if (st.done === st.chunks) {
+                      const { op, def, columns, relid } = st.info;
+                      registering.push(
+                        finalizer.add({ op, def, columns, relid, parts: st.results, workers: st.workers.size }).then(
+                          () => void (st.finished = true),
+                          (e: unknown) => void errors.push(e),
+                        ),
+                      );
+                    }
+                  },
+                  (e: unknown) => void errors.push(e),
+                ));
               } catch (e) {
                 errors.push(e);
               }
@@ -401,6 +409,8 @@ export class Reloader {
           }
         }),
       );
+      // Every registration starts in a `syncing` callback: once those settled, `registering` is complete.
+      await Promise.all(syncing);
       await Promise.all(registering);
     } finally {
       clearInterval(progress);
