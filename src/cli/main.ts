@@ -7,7 +7,6 @@ import { Command, Option } from 'commander';
 import { loadConfig, redactedConfig, type Config } from '../config/index.js';
 import { EgressError, ExitCode, isEgressError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
-import { uninstall } from './uninstall.js';
 import { reloadCommand } from './reload.js';
 // The commands' modules load when their command runs (a CLI start stays cheap; DuckDB and the AWS
 // SDK only when used): types only here.
@@ -24,12 +23,18 @@ const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.me
 
 const example = (...lines: string[]) => `\nExample:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
 
-/** Config (resolved once, frozen) and a logger at --log-level or log.level. */
+/** Config (resolved once, frozen) and a logger at --log-level or log.level, made when first used. */
 function load(program: Command, opts: { config: string }): { cfg: Config; log: Logger } {
   const cfg = loadConfig(opts.config);
   const level = program.opts<{ logLevel?: string }>().logLevel ?? cfg.log.level;
   debug = level === 'debug' || level === 'trace';
-  return { cfg, log: createLogger(level) };
+  let log: Logger | null = null;
+  return {
+    cfg,
+    get log() {
+      return (log ??= createLogger(level));
+    },
+  };
 }
 
 const configOption = () => new Option('-c, --config <file>', 'configuration file').default('cdc.yml');
@@ -241,6 +246,7 @@ export function buildProgram(): Command {
     .addHelpText('after', example('pg-egress uninstall --config cdc.yml --drop-registry'))
     .action(async (opts: { config: string; url?: string; dropRegistry?: boolean }) => {
       const { cfg, log } = load(program, opts);
+      const { uninstall } = await import('./uninstall.js');
       process.stdout.write((await uninstall(cfg, log, { adminUrl: opts.url, dropRegistry: opts.dropRegistry })) + '\n');
     });
 

@@ -76,6 +76,10 @@ export async function reloadCommand(
         await withTransaction(
           pool,
           async (c) => {
+            // The daemon reads the markers from its slot, which sends WAL only once it is flushed:
+            // with synchronous_commit off (server or role default) that is at the WAL writer's
+            // next round, up to wal_writer_delay (200 ms) later. The request is flushed at its commit.
+            await c.query(`SET LOCAL synchronous_commit = on`);
             for (const t of tables) await requestReload(c, qualifiedName(t.schema, t.table), requestId);
           },
           { lockTimeoutMs: 2000, retries: 0 },

@@ -179,7 +179,9 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
 async function placeTable(t: CommitTarget, w: BatchTable, batchId: string, windowStart: Date, parallel: boolean): Promise<Placed> {
   const rel = `${w.folder}/${batchId}`;
   const dir = path.join(t.outDir, rel);
-  await ensureDir(dir, t.dirMode);
+  // The table's folder exists (commitBatch made it): the batch folder in it, and one fsync of the
+  // table's folder, without ensureDir's look at every level first.
+  await ensureDirsIn(path.join(t.outDir, w.folder), [batchId], t.dirMode);
   const files: FileRecord[] = [];
   const mf: ManifestFile[] = [];
   let rows = 0;
@@ -233,7 +235,7 @@ async function placeTable(t: CommitTarget, w: BatchTable, batchId: string, windo
   // Side by side when tables are (an export's many small tables: their fsyncs share journal commits).
   if (parallel) await Promise.all(writes.map((f) => f()));
   else for (const f of writes) await f();
-  // The table folder was fsynced by ensureDirsIn when it made this folder in it.
+  // The batch folder's entry in the table's folder was made durable by ensureDirsIn.
   await fsyncDir(dir);
   return { files, rows, rawBytes, manifestSha };
 }

@@ -70,6 +70,53 @@ export async function insertReloadRequest(c: pg.ClientBase | pg.Pool, slot: stri
   );
 }
 
+/**
+ * insertReloadRequest for many requests in two statements (an initial export asks for every
+ * table: 1,000 statements for 500 tables took ~0.45 s). One multi-row INSERT … ON CONFLICT may not
+ * touch a row twice, so requests that name a table twice go one by one, in order, as before.
+ */
+export async function insertReloadRequests(c: pg.ClientBase, slot: string, rs: readonly ReloadRequest[]): Promise<void> {
+  const keys = new Set(rs.map((r) => `${r.schema}\u0000${r.table}`));
+  if (rs.length < 2 || keys.size !== rs.length) {
+    for (const r of rs) await insertReloadRequest(c, slot, r);
+    return;
+  }
+  await c.query(
+    `INSERT INTO "cdc_registry"."reloads" AS x
+       ("slot_name", "schema_name", "table_name", "relid", "reason", "requested_lsn", "restore_comment", "previous_comment", "request_ids", "gap_id")
+     SELECT $1, s, tb, rel, why, lsn::pg_lsn, rc, pc, CASE WHEN rid IS NULL THEN '{}'::text[] ELSE ARRAY[rid] END, gap
+     FROM unnest($2::text[], $3::text[], $4::oid[], $5::text[], $6::text[], $7::boolean[], $8::text[], $9::text[], $10::bigint[])
+          AS u(s, tb, rel, why, lsn, rc, pc, rid, gap)
+     ON CONFLICT ("slot_name", "schema_name", "table_name") WHERE "state" = 'pending' DO UPDATE
+       SET "request_ids" = ARRAY(SELECT DISTINCT unnest(x."request_ids" || EXCLUDED."request_ids")),
+           "previous_comment" = CASE WHEN x."restore_comment" THEN x."previous_comment" ELSE EXCLUDED."previous_comment" END,
+           "restore_comment" = x."restore_comment" OR EXCLUDED."restore_comment",
+           "gap_id" = COALESCE(EXCLUDED."gap_id", x."gap_id"),
+           "more_gap_ids" = ${mergedGapIds('x', 'EXCLUDED', 'COALESCE(EXCLUDED."gap_id", x."gap_id")')},
+           "requested_lsn" = GREATEST(x."requested_lsn", EXCLUDED."requested_lsn"),
+           "updated_at" = now()`,
+    [
+      slot,
+      rs.map((r) => r.schema),
+      rs.map((r) => r.table),
+      rs.map((r) => r.relid),
+      rs.map((r) => r.reason),
+      rs.map((r) => (r.requestedLsn === null ? null : formatLsn(r.requestedLsn))),
+      rs.map((r) => r.restoreComment),
+      rs.map((r) => r.previousComment),
+      rs.map((r) => r.requestId),
+      rs.map((r) => r.gapId),
+    ],
+  );
+  await c.query(
+    `INSERT INTO "cdc_registry"."tables" ("slot_name", "schema_name", "table_name", "relid", "mode")
+     SELECT $1, s, tb, rel, 'pending_reload' FROM unnest($2::text[], $3::text[], $4::oid[]) AS u(s, tb, rel)
+     ON CONFLICT ("slot_name", "schema_name", "table_name") DO UPDATE SET "mode" = 'pending_reload', "updated_at" = now()
+       WHERE "tables"."mode" = 'streaming'`,
+    [slot, rs.map((r) => r.schema), rs.map((r) => r.table), rs.map((r) => r.relid)],
+  );
+}
+
 interface OpRow {
   id: string;
   schema_name: string;
@@ -113,9 +160,7 @@ export class ReloadRegistry {
 
   /** Many requests in one transaction (an initial export asks for every table: one commit, not one each). */
   requestMany(rs: ReloadRequest[]): Promise<void> {
-    return withTransaction(this.db, async (c) => {
-      for (const r of rs) await insertReloadRequest(c, this.slot, r);
-    });
+    return withTransaction(this.db, (c) => insertReloadRequests(c, this.slot, rs));
   }
 
   /** The pending request of a cancelled operation's table takes over what it owed (waiters, comment, gaps). */
@@ -175,13 +220,20 @@ export class ReloadRegistry {
     workers: number,
   ): Promise<void> {
     await withTransaction(this.db, async (c) => {
-      for (const id of ids) {
-        const p = plan.get(id);
-        await c.query(
-          `UPDATE "cdc_registry"."reloads" SET "snapshot_lsn" = $2::pg_lsn, "chunks" = $3, "table_bytes" = $4, "workers" = $5, "waiting_on" = NULL, "updated_at" = now() WHERE "id" = $1`,
-          [id, formatLsn(snapshotLsn), p?.chunks ?? null, p?.tableBytes ?? null, Math.min(workers, p?.chunks ?? 1)],
-        );
-      }
+      // One statement for all operations (500 UPDATEs took ~0.1 s for an initial export).
+      await c.query(
+        `UPDATE "cdc_registry"."reloads" r SET "snapshot_lsn" = $1::pg_lsn, "chunks" = x.chunks, "table_bytes" = x.bytes, "workers" = x.workers,
+                "waiting_on" = NULL, "updated_at" = now()
+         FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::int[]) AS x(id, chunks, bytes, workers)
+         WHERE r."id" = x.id`,
+        [
+          formatLsn(snapshotLsn),
+          ids,
+          ids.map((id) => plan.get(id)?.chunks ?? null),
+          ids.map((id) => plan.get(id)?.tableBytes ?? null),
+          ids.map((id) => Math.min(workers, plan.get(id)?.chunks ?? 1)),
+        ],
+      );
       await c.query(
         `UPDATE "cdc_registry"."tables" t SET "mode" = 'reloading', "updated_at" = now()
          FROM "cdc_registry"."reloads" r WHERE r."id" = ANY($1::bigint[]) AND t."slot_name" = r."slot_name"
@@ -372,18 +424,27 @@ export async function expandRootReload(db: Db, opId: number, publication: string
   return Number(rows[0].n);
 }
 
-/** What a reload needs to know of each requested table: its oid, kind, selected root and whether it is published. */
+/** What a reload needs to know of each requested table (catalog rows only, no lock on it). */
+export interface ReloadTableRow {
+  schema: string;
+  table: string;
+  relid: string;
+  kind: string;
+  /** pg_class.relpages: the size as of the last VACUUM/ANALYZE, an estimate. */
+  pages: string;
+  published: string;
+  root_schema: string | null;
+  root_table: string | null;
+}
+
+/** Each requested table's oid, kind, estimated size, selected root and whether it is published. */
 export async function inspectReloadTables(
   db: Db,
   tables: { schema: string; table: string }[],
   publication: string,
-): Promise<
-  { schema: string; table: string; relid: string; kind: string; published: string; root_schema: string | null; root_table: string | null }[]
-> {
-  const { rows } = await db.query<
-    { schema: string; table: string; relid: string; kind: string; published: string; root_schema: string | null; root_table: string | null }
-  >(
-    `SELECT n.nspname AS schema, c.relname AS table, c.oid::text AS relid, c.relkind::text AS kind,
+): Promise<ReloadTableRow[]> {
+  const { rows } = await db.query<ReloadTableRow>(
+    `SELECT n.nspname AS schema, c.relname AS table, c.oid::text AS relid, c.relkind::text AS kind, c.relpages::text AS pages,
             (SELECT rn.nspname FROM pg_class rc JOIN pg_namespace rn ON rn.oid = rc.relnamespace
              WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_schema,
             (SELECT rc.relname FROM pg_class rc WHERE rc.oid = "cdc_registry"."selected_root"($3, c.oid) AND rc.oid <> c.oid) AS root_table,

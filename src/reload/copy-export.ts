@@ -42,6 +42,22 @@ export interface CopyFileOptions {
 
 /** Runs `sql` (a COPY ... TO STDOUT) on `client` and writes its CSV to `opts.path` as gzip. */
 export async function copyToFile(client: pg.Client, sql: string, opts: CopyFileOptions): Promise<CopyFileResult> {
+  const { durable, ...r } = await copyToFileEnded(client, sql, opts);
+  await durable;
+  return r;
+}
+
+/**
+ * copyToFile that resolves as soon as the COPY is over and the file's every byte is hashed and
+ * handed to it (the connection is free for the next COPY), with `durable`: settles when the file
+ * is fsynced and closed, or rejects with the write error (the file is removed then). An export
+ * of many small tables thus overlaps each file's fsync with the next table's COPY.
+ */
+export async function copyToFileEnded(
+  client: pg.Client,
+  sql: string,
+  opts: CopyFileOptions,
+): Promise<CopyFileResult & { durable: Promise<void> }> {
   const sink = opts.sink ?? createCopySink(opts.gzipLevel);
   const out = new GzipFileWriter(opts.path, opts.gzipLevel, opts.fileMode, { compressed: sink.compressed, zlib: opts.zlib });
   try {
@@ -55,8 +71,16 @@ export async function copyToFile(client: pg.Client, sql: string, opts: CopyFileO
     if (commandRows !== null && commandRows !== r.rows) throw new EgressError('PROTOCOL', `COPY sent ${commandRows} rows but ${r.rows} records`);
     q.reportProgress(r.rows);
     out.rawBytes = r.rawBytes;
-    const stats = await out.finish();
-    return { rows: r.rows, stats, merkle: r.merkle };
+    const { stats, durable } = await out.end();
+    return {
+      rows: r.rows,
+      stats,
+      merkle: r.merkle,
+      durable: durable.catch(async (e: unknown) => {
+        await out.abort().catch(() => undefined);
+        throw e;
+      }),
+    };
   } catch (e) {
     await out.abort().catch(() => undefined);
     throw e;

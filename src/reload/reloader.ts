@@ -25,6 +25,7 @@ import { excludedColumns } from '../config/index.js';
 import { takeSnapshot } from './snapshot-wait.js';
 import { orderTasks, planChunks } from './planner.js';
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
+import { expectedChunks, WorkerConnections } from './preconnect.js';
 import { FinalizeQueue, type FinalizeDeps } from './finalize.js';
 import { racedTables, SHAPE_SQL, type TableShape } from './race.js';
 import { exportError, workerErrors } from './export-errors.js';
@@ -59,6 +60,8 @@ interface TableInfo {
   op: ReloadOp;
   relid: number;
   kind: string;
+  /** pg_class.relpages (an estimate, read without a lock): how many workers to connect ahead. */
+  pages: number;
   /** The selected partitioned root of a leaf (its excluded columns apply too), or null. */
   root: { schema: string; table: string } | null;
 }
@@ -222,6 +225,7 @@ export class Reloader {
         op,
         relid: Number(r.relid),
         kind: r.kind,
+        pages: Number(r.pages) || 0,
         root: r.root_schema && r.root_table ? { schema: r.root_schema, table: r.root_table } : null,
       });
     }
@@ -249,8 +253,14 @@ export class Reloader {
   private async planUnderLock(first: ExportWorker, tables: TableInfo[]): Promise<PlannedTable[]> {
     const { cfg } = this.d;
     const relids = tables.map((t) => t.relid);
-    const atSnapshot = (await first.query<TableShape>(SHAPE_SQL, [relids])).rows;
-    const current = (await this.d.db.query<TableShape>(SHAPE_SQL, [relids])).rows;
+    // Both under the first worker's locks, side by side: the snapshot's shapes on its session, the
+    // committed ones on the registry's pool.
+    const [snapshotShapes, committedShapes] = await Promise.all([
+      first.query<TableShape>(SHAPE_SQL, [relids]),
+      this.d.db.query<TableShape>(SHAPE_SQL, [relids]),
+    ]);
+    const atSnapshot = snapshotShapes.rows;
+    const current = committedShapes.rows;
     const raced = racedTables(tables.map((t) => ({ relid: t.relid, schema: t.op.schema, table: t.op.table })), atSnapshot, current);
     if (raced.length) {
       throw new EgressError('RELOAD_RACE', `a DDL committed after the export's snapshot on ${raced.map((r) => `${r.table} (${r.what})`).join(', ')}; exporting again from a new snapshot`);
@@ -272,10 +282,29 @@ export class Reloader {
   }
 
   private async run(ops: ReloadOp[], states: Map<number, OpState>, startedAt: number): Promise<void> {
-    const { cfg, log, reloads } = this.d;
+    const { cfg } = this.d;
     const found = await this.inspect(ops);
     if (!found.length) return;
     const live = found.map((t) => t.op);
+    // The workers' connections are made while the snapshot is taken (preconnect.ts); the block
+    // size is the usual one here, the plan reads the server's.
+    const expected = expectedChunks(found.map((t) => ({ pages: t.pages, splittable: t.kind === 'r' })), 8192, cfg.reload.chunkSize);
+    const conns = new WorkerConnections(cfg, Math.min(cfg.reload.workers, expected));
+    try {
+      await this.runOn(conns, found, live, states, startedAt);
+    } finally {
+      await conns.close();
+    }
+  }
+
+  private async runOn(
+    conns: WorkerConnections,
+    found: TableInfo[],
+    live: ReloadOp[],
+    states: Map<number, OpState>,
+    startedAt: number,
+  ): Promise<void> {
+    const { cfg, log, reloads } = this.d;
     const snap = await takeSnapshot(this.d, this.bg, live);
     const takenAt = (this.d.now ?? Date.now)();
     const tasks: ChunkTask[] = [];
@@ -283,7 +312,7 @@ export class Reloader {
       const lockList = found.map((t) => ({ schema: t.op.schema, table: t.op.table }));
       this.lockedTables = lockList.map((t) => `${t.schema}.${t.table}`);
       await this.d.hooks?.afterSnapshot?.(this.lockedTables);
-      const first = await ExportWorker.open(cfg, snap.name, lockList, '30s');
+      const first = await ExportWorker.open(cfg, snap.name, lockList, '30s', await conns.take());
       this.workers = [first];
       const tables = await this.planUnderLock(first, found);
       const { rows } = await first.query<{ bs: string }>(`SELECT current_setting('block_size') AS bs`);
@@ -297,12 +326,13 @@ export class Reloader {
         tasks.push({ opId: o.key.op.id, index: o.index, range: o.range, schema: o.key.op.schema, table: o.key.op.table, columns: o.key.columns, partitioned: o.key.kind === 'p' });
       }
       const n = Math.max(1, Math.min(cfg.reload.workers, tasks.length));
-      const more = await Promise.allSettled(Array.from({ length: n - 1 }, () => ExportWorker.open(cfg, snap.name, lockList, '1s')));
+      const more = await Promise.allSettled(Array.from({ length: n - 1 }, async () => ExportWorker.open(cfg, snap.name, lockList, '1s', await conns.take())));
       for (const m of more) if (m.status === 'fulfilled') this.workers.push(m.value);
       if (this.workers.length < n) log.warn({ workers: this.workers.length, wanted: n }, 'a DDL is waiting on a table of this export: going on with fewer workers');
     } finally {
-      // Every worker holds the snapshot now; the temporary slot may go.
+      // Every worker holds the snapshot now; the temporary slot may go, and connections not needed.
       await snap.close();
+      await conns.close();
     }
     await reloads.started(
       live.map((o) => o.id),
@@ -320,6 +350,8 @@ export class Reloader {
     // is put back after every worker has ended its transaction: restoreComments).
     const finalizer = new FinalizeQueue(this.d, snap.lsn, takenAt, startedAt);
     const registering: Promise<void>[] = [];
+    // Chunks whose file is written, waiting for its fsync (the worker is on its next COPY).
+    const syncing: Promise<void>[] = [];
     // One statement per round for the tables whose progress moved (an initial export of 500 tables
     // sent 500 UPDATEs every round, which queued behind the registrations on the same rows and
     // pool); tables whose chunks are all done are being registered and are left alone.
@@ -345,23 +377,29 @@ export class Reloader {
               const st = states.get(task.opId)!;
               try {
                 // Rows and bytes count as they pass, so progress moves during a chunk.
-                const r = await w.copy(task, cfg, tmpDir, (bytes, rows) => {
+                const { result: r, durable } = await w.copy(task, cfg, tmpDir, (bytes, rows) => {
                   st.rawBytes += bytes;
                   st.rows += rows;
                 });
                 await failpoint('export-after-chunk');
-                st.results[task.index] = r;
-                st.done++;
-                st.workers.add(wi);
-                if (st.done === st.chunks) {
-                  const { op, def, columns, relid } = st.info;
-                  registering.push(
-                    finalizer.add({ op, def, columns, relid, parts: st.results, workers: st.workers.size }).then(
-                      () => void (st.finished = true),
-                      (e: unknown) => void errors.push(e),
-                    ),
-                  );
-                }
+                // Counted once durable: a table is registered when every part is fsynced.
+                syncing.push(durable.then(
+                  () => {
+                    st.results[task.index] = r;
+                    st.done++;
+                    st.workers.add(wi);
+                    if (st.done === st.chunks) {
+                      const { op, def, columns, relid } = st.info;
+                      registering.push(
+                        finalizer.add({ op, def, columns, relid, parts: st.results, workers: st.workers.size }).then(
+                          () => void (st.finished = true),
+                          (e: unknown) => void errors.push(e),
+                        ),
+                      );
+                    }
+                  },
+                  (e: unknown) => void errors.push(e),
+                ));
               } catch (e) {
                 errors.push(e);
               }
@@ -373,6 +411,8 @@ export class Reloader {
           }
         }),
       );
+      // Every registration starts in a `syncing` callback: once those settled, `registering` is complete.
+      await Promise.all(syncing);
       await Promise.all(registering);
     } finally {
       clearInterval(progress);

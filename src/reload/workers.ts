@@ -18,7 +18,8 @@ import type { Config } from '../config/index.js';
 import { connectClient } from '../db/connect.js';
 import type { GzipFileStats } from '../output/gzip-file.js';
 import { ctidCondition, type ChunkRange } from './planner.js';
-import { copyToFile } from './copy-export.js';
+import { copyToFileEnded } from './copy-export.js';
+import { WORKER_APPLICATION } from './preconnect.js';
 import type { MerkleSummary } from '../output/table-window.js';
 
 
@@ -41,17 +42,29 @@ export interface ChunkResult {
   merkle: MerkleSummary;
 }
 
+/** Files of one worker that may wait for their fsync while it runs its next COPY. */
+const PENDING_FILES = 8;
+
 export function copySql(t: ChunkTask): string {
   const cols = t.columns.map(quoteIdent).join(', ');
+  const table = `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`;
+  const where = t.partitioned ? '' : ctidCondition(t.range);
+  // A whole plain table: `COPY table (columns)` copies the same rows as `SELECT columns FROM ONLY
+  // table` (COPY TO never reads child tables) without planning a query, ~0.15 ms of server CPU
+  // per table that counts when an initial export copies hundreds of small ones. (No column list
+  // without columns: a table whose every column is excluded keeps the SELECT form.)
+  // https://www.postgresql.org/docs/15/sql-copy.html
+  if (!t.partitioned && where === '' && t.columns.length) return `COPY ${table} (${cols}) TO STDOUT (FORMAT csv, HEADER)`;
   // ONLY: legacy inheritance children are tables of their own (pgoutput publishes them apart);
   // a partitioned root has no rows of its own and is read with its partitions.
-  const from = `${t.partitioned ? '' : 'ONLY '}${quoteIdent(t.schema)}.${quoteIdent(t.table)}`;
-  return `COPY (SELECT ${cols} FROM ${from}${t.partitioned ? '' : ctidCondition(t.range)}) TO STDOUT (FORMAT csv, HEADER)`;
+  return `COPY (SELECT ${cols} FROM ${t.partitioned ? '' : 'ONLY '}${table}${where}) TO STDOUT (FORMAT csv, HEADER)`;
 }
 
 export class ExportWorker {
   /** Whether the transaction (and so every lock it holds) is over. */
   private ended = false;
+  /** This worker's files whose fsync may still run (copy). */
+  private readonly unsynced: Promise<void>[] = [];
   private closed = false;
 
   private constructor(
@@ -79,8 +92,10 @@ export class ExportWorker {
     snapshot: string,
     tables: { schema: string; table: string }[],
     lockTimeout: string,
+    /** A connection opened ahead (preconnect.ts), else one is made here. */
+    connected?: pg.Client | null,
   ): Promise<ExportWorker> {
-    const client = await connectClient(cfg.source, { application_name: 'pg-egress reload worker' });
+    const client = connected ?? (await connectClient(cfg.source, { application_name: WORKER_APPLICATION }));
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       await client.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'`);
@@ -96,16 +111,27 @@ export class ExportWorker {
 
   /**
    * Streams one chunk into a gzip file in `tmpDir`; `onProgress` reports raw bytes and records
-   * as they pass, so progress moves during a chunk, not only at its end.
+   * as they pass, so progress moves during a chunk, not only at its end. Resolves when the COPY is
+   * over (the connection is free for the next one); `durable` settles when the file is fsynced and
+   * closed, or rejects with the write error. At most PENDING_FILES files wait for their fsync
+   * before the worker waits too (a slow disk does not pile up open files).
    */
-  async copy(task: ChunkTask, cfg: Config, tmpDir: string, onProgress: (bytes: number, rows: number) => void): Promise<ChunkResult> {
+  async copy(
+    task: ChunkTask,
+    cfg: Config,
+    tmpDir: string,
+    onProgress: (bytes: number, rows: number) => void,
+  ): Promise<{ result: ChunkResult; durable: Promise<void> }> {
+    while (this.unsynced.length >= PENDING_FILES) await this.unsynced.shift();
     const tmpPath = path.join(tmpDir, `${randomBytes(8).toString('hex')}.csv.gz`);
-    const r = await copyToFile(
+    const { durable, ...r } = await copyToFileEnded(
       this.client,
       copySql(task),
       { path: tmpPath, gzipLevel: cfg.output.gzipLevel, fileMode: cfg.output.fileMode, onProgress },
     );
-    return { task, tmpPath, ...r };
+    // The caller handles the rejection; here it only frees a place.
+    this.unsynced.push(durable.catch(() => undefined));
+    return { result: { task, tmpPath, ...r }, durable };
   }
 
   /** A query in the worker's transaction: its snapshot's view, under the locks it holds. */

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ctidCondition, orderTasks, planChunks } from '../../src/reload/planner.js';
+import { copySql } from '../../src/reload/workers.js';
+import { expectedChunks } from '../../src/reload/preconnect.js';
 
 describe('ctid chunk planner', () => {
   it('keeps a small or partitioned table in one chunk', () => {
@@ -44,5 +46,23 @@ describe('ctid chunk planner', () => {
       { key: 'big', bytes: 100, chunks: two },
     ]);
     expect(order.map((o) => `${o.key}:${o.index}`)).toEqual(['big:0', 'big:1', 'small:0']);
+  });
+
+  it('copies a whole plain table with COPY table (columns), a range or a partitioned root through SELECT', () => {
+    const t = { opId: 1, index: 0, schema: 'my schema', table: 'T"1', columns: ['id', 'a b'], partitioned: false };
+    const whole = { fromBlock: 0, toBlock: null };
+    // COPY table TO reads that table only, as SELECT … FROM ONLY does (inheritance children are
+    // tables of their own); the integration tests check the rows (ddl-values: an inheritance parent).
+    expect(copySql({ ...t, range: whole })).toBe(`COPY "my schema"."T""1" ("id", "a b") TO STDOUT (FORMAT csv, HEADER)`);
+    expect(copySql({ ...t, range: { fromBlock: 8, toBlock: null } })).toBe(`COPY (SELECT "id", "a b" FROM ONLY "my schema"."T""1" WHERE ctid >= '(8,0)'::tid) TO STDOUT (FORMAT csv, HEADER)`);
+    expect(copySql({ ...t, range: whole, partitioned: true })).toBe(`COPY (SELECT "id", "a b" FROM "my schema"."T""1") TO STDOUT (FORMAT csv, HEADER)`);
+    // Every column excluded: COPY t () is a syntax error, SELECT with no columns is not.
+    expect(copySql({ ...t, columns: [], range: whole })).toBe(`COPY (SELECT  FROM ONLY "my schema"."T""1") TO STDOUT (FORMAT csv, HEADER)`);
+  });
+
+  it('expects a chunk per table and per chunk_size of a splittable one (how many workers connect ahead)', () => {
+    expect(expectedChunks([], 8192, 8192 * 10)).toBe(0);
+    expect(expectedChunks([{ pages: 0, splittable: true }, { pages: 5, splittable: true }], 8192, 8192 * 10)).toBe(2);
+    expect(expectedChunks([{ pages: 25, splittable: true }, { pages: 25, splittable: false }], 8192, 8192 * 10)).toBe(4);
   });
 });
