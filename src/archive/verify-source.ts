@@ -26,7 +26,7 @@ import { EgressError } from '../errors.js';
 import { formatLsn, lsnHex, parseLsn } from '../lsn.js';
 import { tableFolder } from '../output/layout.js';
 import { createExportSnapshot } from '../reload/snapshot.js';
-import { requestReload } from '../registry/reloads.js';
+import { requestReload } from '../registry/reload-requests.js';
 import { clientConfig, sourceError } from '../db/connect.js';
 import { readSchema } from './catalog.js';
 import { qname, quoteIdent, type QName } from './engine.js';

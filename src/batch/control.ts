@@ -9,7 +9,7 @@ import type { Config } from '../config/index.js';
 import { matchTable } from '../config/index.js';
 import { lsnHex, type Lsn } from '../lsn.js';
 import { formatCommitTs } from '../wal/time.js';
-import type { ReloadReason, ReloadRequest } from '../registry/reloads.js';
+import type { ReloadReason, ReloadRequest } from '../registry/reload-requests.js';
 import { decodeTableDef, type TableDefJson } from '../source/setup.js';
 import { CONTROL_PREFIX, describeClaim, verifyControlMessage, type ForgedMessages, type MessageKey } from '../ddl/message-auth.js';
 import { foundByCheck, PartitionWindow, type PartitionsMessage } from './partition-window.js';

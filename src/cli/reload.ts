@@ -14,7 +14,7 @@ import { Waker } from '../waker.js';
 import { sourceError } from '../db/connect.js';
 
 import { qualifiedName } from '../ident.js';
-import { reloadsOfRequest, requestReload } from '../registry/reloads.js';
+import { reloadsOfRequest, requestReload } from '../registry/reload-requests.js';
 
 interface OpRow {
   schema_name: string;

@@ -21,7 +21,7 @@ import { failpoint } from '../failpoints.js';
 import { ensureDir, ensureDirsIn, fsyncDir, renameDurable, writeFileAtomic } from '../output/atomic.js';
 import { batchJson, manifestJson, type ManifestFile } from '../output/documents.js';
 import { BATCHES_DIR, FILES } from '../output/layout.js';
-import type { ReloadRequest } from '../registry/reloads.js';
+import type { ReloadRequest } from '../registry/reload-requests.js';
 import type { AnchorTarget } from '../registry/anchors.js';
 import type pg from 'pg';
 

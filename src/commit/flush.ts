@@ -8,7 +8,7 @@ import type { Lsn } from '../lsn.js';
 import { FILES } from '../output/layout.js';
 import type { StreamingFile } from '../output/table-window.js';
 import { partitionsYml, type PartitionsDoc } from '../output/partitions.js';
-import type { ReloadRequest } from '../registry/reloads.js';
+import type { ReloadRequest } from '../registry/reload-requests.js';
 import type { AnchorTarget } from '../registry/anchors.js';
 import { registerFlushIn } from '../registry/batches.js';
 import { commitBatch, type BatchTable, type CommitTarget, type CommittedBatch, type SmallFile } from './batch-commit.js';

@@ -10,7 +10,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import type { ReloadRequest } from '../registry/reloads.js';
+import type { ReloadRequest } from '../registry/reload-requests.js';
 import { ensureDir, fsyncDir, ioError, writeFileAtomic } from '../output/atomic.js';
 
 export const INTENTS_DIR = '_intents';

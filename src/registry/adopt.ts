@@ -8,7 +8,7 @@ import { resolveGapsOf } from './gap-resolve.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { enqueueAnchors, type AnchorTarget } from './anchors.js';
 import { insertFiles, type FileRecord } from './registry.js';
-import { insertReloadRequest } from './reloads.js';
+import { insertReloadRequest } from './reload-requests.js';
 import { withTransaction, type Db } from '../db/tx.js';
 
 export class AdoptRegistry {

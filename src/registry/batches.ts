@@ -7,7 +7,7 @@ import type pg from 'pg';
 import { EgressError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { AnchorTarget } from './anchors.js';
-import { insertReloadRequest, type ReloadRequest } from './reloads.js';
+import { insertReloadRequest, type ReloadRequest } from './reload-requests.js';
 
 export type FileType = 'streaming' | 'full_reload' | 'schema' | 'ddl' | 'manifest' | 'batch' | 'partitions';
 

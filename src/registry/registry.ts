@@ -5,7 +5,7 @@
  * as parameters. LSNs cross the boundary as PostgreSQL text (`X/Y`) and are bigint inside.
  */
 import type pg from 'pg';
-import type { ReloadRequest } from './reloads.js';
+import type { ReloadRequest } from './reload-requests.js';
 import { registerBatchIn, registerFlushIn, type BatchRecord, type FlushRecord } from './batches.js';
 import { enqueueAnchors } from './anchors.js';
 import { formatLsn, parseLsn, type Lsn } from '../lsn.js';

@@ -20,14 +20,12 @@ import { BackgroundLoop } from '../background-loop.js';
 import { EgressError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { expandRootReload, inspectReloadTables, type ReloadOp } from '../registry/reloads.js';
-import { loadTableDefs, type TableDef } from '../source/setup.js';
-import { excludedColumns } from '../config/index.js';
 import { takeSnapshot } from './snapshot-wait.js';
 import { orderTasks, planChunks } from './planner.js';
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
 import { expectedChunks, WorkerConnections } from './preconnect.js';
 import { FinalizeQueue, type FinalizeDeps } from './finalize.js';
-import { racedTables, SHAPE_SQL, type TableShape } from './race.js';
+import { planUnderLock, type PlannedTable, type TableInfo } from './plan-locked.js';
 import { exportError, workerErrors } from './export-errors.js';
 import { isLockConflict } from '../db/tx.js';
 import type { ExportLockHolder } from '../http/export-locks.js';
@@ -54,23 +52,6 @@ export interface ReloaderDeps extends FinalizeDeps {
  */
 export interface ExportHooks {
   afterSnapshot?: (tables: string[]) => Promise<void>;
-}
-
-interface TableInfo {
-  op: ReloadOp;
-  relid: number;
-  kind: string;
-  /** pg_class.relpages (an estimate, read without a lock): how many workers to connect ahead. */
-  pages: number;
-  /** The selected partitioned root of a leaf (its excluded columns apply too), or null. */
-  root: { schema: string; table: string } | null;
-}
-
-/** A table of the run once its locks are held: definition and size as of the snapshot. */
-interface PlannedTable extends TableInfo {
-  bytes: number;
-  def: TableDef;
-  columns: string[];
 }
 
 interface OpState {
@@ -245,42 +226,6 @@ export class Reloader {
     this.wake();
   }
 
-  /**
-   * Under the first worker's locks: fails with RELOAD_RACE when a DDL committed on a table after
-   * the snapshot (race.ts), else reads each table's definition and size in that worker's session
-   * (as of the snapshot, and without queueing behind a DDL that waits for our locks).
-   */
-  private async planUnderLock(first: ExportWorker, tables: TableInfo[]): Promise<PlannedTable[]> {
-    const { cfg } = this.d;
-    const relids = tables.map((t) => t.relid);
-    // Both under the first worker's locks, side by side: the snapshot's shapes on its session, the
-    // committed ones on the registry's pool.
-    const [snapshotShapes, committedShapes] = await Promise.all([
-      first.query<TableShape>(SHAPE_SQL, [relids]),
-      this.d.db.query<TableShape>(SHAPE_SQL, [relids]),
-    ]);
-    const atSnapshot = snapshotShapes.rows;
-    const current = committedShapes.rows;
-    const raced = racedTables(tables.map((t) => ({ relid: t.relid, schema: t.op.schema, table: t.op.table })), atSnapshot, current);
-    if (raced.length) {
-      throw new EgressError('RELOAD_RACE', `a DDL committed after the export's snapshot on ${raced.map((r) => `${r.table} (${r.what})`).join(', ')}; exporting again from a new snapshot`);
-    }
-    const defs = new Map((await loadTableDefs(first.client, relids)).map((d) => [Number(d.relid), d]));
-    const { rows } = await first.query<{ relid: string; bytes: string }>(`SELECT x::text AS relid, pg_relation_size(x)::text AS bytes FROM unnest($1::oid[]) AS x`, [relids]);
-    const sizes = new Map(rows.map((r) => [Number(r.relid), Number(r.bytes)]));
-    return tables.map((t) => {
-      const def = defs.get(t.relid);
-      if (!def) throw new EgressError('RELOAD_RACE', `no definition of ${t.op.schema}.${t.op.table} at the export's snapshot; exporting again from a new snapshot`);
-      // A leaf selected through its root also leaves out the root's excluded columns.
-      const excluded = new Set([
-        ...excludedColumns(cfg, t.op.schema, t.op.table),
-        ...(t.root ? excludedColumns(cfg, t.root.schema, t.root.table) : []),
-      ]);
-      const columns = def.columns.filter((c) => !c.generated && !excluded.has(c.name)).map((c) => c.name);
-      return { ...t, def, columns, bytes: sizes.get(t.relid) ?? 0 };
-    });
-  }
-
   private async run(ops: ReloadOp[], states: Map<number, OpState>, startedAt: number): Promise<void> {
     const { cfg } = this.d;
     const found = await this.inspect(ops);
@@ -314,7 +259,7 @@ export class Reloader {
       await this.d.hooks?.afterSnapshot?.(this.lockedTables);
       const first = await ExportWorker.open(cfg, snap.name, lockList, '30s', await conns.take());
       this.workers = [first];
-      const tables = await this.planUnderLock(first, found);
+      const tables = await planUnderLock(this.d, first, found);
       const { rows } = await first.query<{ bs: string }>(`SELECT current_setting('block_size') AS bs`);
       const bs = Number(rows[0].bs) || 8192;
       const planned = tables.map((t) => ({ key: t, bytes: t.bytes, chunks: planChunks({ tableBytes: t.bytes, blockSize: bs, chunkBytes: cfg.reload.chunkSize, splittable: t.kind === 'r' }) }));

@@ -8,7 +8,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { EVENT_TRIGGERS, ensureEventTriggers, migrate, loadMigrations } from '../../src/registry/migrate.js';
 import { sweepOutput } from '../../src/output/sweep.js';
-import { insertReloadRequest, ReloadRegistry } from '../../src/registry/reloads.js';
+import { insertReloadRequest } from '../../src/registry/reload-requests.js';
+import { ReloadRegistry } from '../../src/registry/reloads.js';
 import { waitFor } from '../harness/pg.js';
 import { createEnv, startInProcess, waitCaughtUp, waitSlotActive, withDb, type EgressEnv } from '../helpers/egress.js';
 

@@ -1,0 +1,65 @@
+/**
+ * An export's plan under the first worker's locks (reloader.ts): the snapshot's catalog compared
+ * with the committed one (race.ts), then each table's definition, exported columns and size, read
+ * in that worker's session as of the snapshot.
+ */
+import { EgressError } from '../errors.js';
+import { excludedColumns, type Config } from '../config/index.js';
+import type { Db } from '../db/tx.js';
+import type { ReloadOp } from '../registry/reloads.js';
+import { loadTableDefs, type TableDef } from '../source/setup.js';
+import { racedTables, SHAPE_SQL, type TableShape } from './race.js';
+import type { ExportWorker } from './workers.js';
+
+export interface TableInfo {
+  op: ReloadOp;
+  relid: number;
+  kind: string;
+  /** pg_class.relpages (an estimate, read without a lock): how many workers to connect ahead. */
+  pages: number;
+  /** The selected partitioned root of a leaf (its excluded columns apply too), or null. */
+  root: { schema: string; table: string } | null;
+}
+
+/** A table of the run once its locks are held: definition and size as of the snapshot. */
+export interface PlannedTable extends TableInfo {
+  bytes: number;
+  def: TableDef;
+  columns: string[];
+}
+
+/**
+ * Under the first worker's locks: fails with RELOAD_RACE when a DDL committed on a table after
+ * the snapshot (race.ts), else reads each table's definition and size in that worker's session
+ * (as of the snapshot, and without queueing behind a DDL that waits for our locks).
+ */
+export async function planUnderLock(d: { cfg: Config; db: Db }, first: ExportWorker, tables: TableInfo[]): Promise<PlannedTable[]> {
+  const { cfg } = d;
+  const relids = tables.map((t) => t.relid);
+  // Both under the first worker's locks, side by side: the snapshot's shapes on its session, the
+  // committed ones on the registry's pool.
+  const [snapshotShapes, committedShapes] = await Promise.all([
+    first.query<TableShape>(SHAPE_SQL, [relids]),
+    d.db.query<TableShape>(SHAPE_SQL, [relids]),
+  ]);
+  const atSnapshot = snapshotShapes.rows;
+  const current = committedShapes.rows;
+  const raced = racedTables(tables.map((t) => ({ relid: t.relid, schema: t.op.schema, table: t.op.table })), atSnapshot, current);
+  if (raced.length) {
+    throw new EgressError('RELOAD_RACE', `a DDL committed after the export's snapshot on ${raced.map((r) => `${r.table} (${r.what})`).join(', ')}; exporting again from a new snapshot`);
+  }
+  const defs = new Map((await loadTableDefs(first.client, relids)).map((d) => [Number(d.relid), d]));
+  const { rows } = await first.query<{ relid: string; bytes: string }>(`SELECT x::text AS relid, pg_relation_size(x)::text AS bytes FROM unnest($1::oid[]) AS x`, [relids]);
+  const sizes = new Map(rows.map((r) => [Number(r.relid), Number(r.bytes)]));
+  return tables.map((t) => {
+    const def = defs.get(t.relid);
+    if (!def) throw new EgressError('RELOAD_RACE', `no definition of ${t.op.schema}.${t.op.table} at the export's snapshot; exporting again from a new snapshot`);
+    // A leaf selected through its root also leaves out the root's excluded columns.
+    const excluded = new Set([
+      ...excludedColumns(cfg, t.op.schema, t.op.table),
+      ...(t.root ? excludedColumns(cfg, t.root.schema, t.root.table) : []),
+    ]);
+    const columns = def.columns.filter((c) => !c.generated && !excluded.has(c.name)).map((c) => c.name);
+    return { ...t, def, columns, bytes: sizes.get(t.relid) ?? 0 };
+  });
+}
