@@ -23,7 +23,8 @@ export async function exportsSettled(env: EgressEnv, timeoutMs = 600_000): Promi
   const c = new pg.Client({ connectionString: env.url, options: sessionOptions() });
   await c.connect();
   try {
-    await waitFor(
+    // waitFor retries on a thrown error: a failed export is a result, thrown after the wait.
+    const end = await waitFor(
       'the exports to finish',
       async () => {
         const r = await c.query<{ all: string; open: string; failed: string }>(
@@ -32,11 +33,12 @@ export async function exportsSettled(env: EgressEnv, timeoutMs = 600_000): Promi
            FROM cdc_registry.reloads WHERE slot_name = $1`,
           [env.slot],
         );
-        if (Number(r.rows[0].failed) > 0) throw new Error('pg-egress run: an export failed');
-        return Number(r.rows[0].all) > 0 && r.rows[0].open === '0';
+        if (Number(r.rows[0].failed) > 0) return 'failed';
+        return Number(r.rows[0].all) > 0 && r.rows[0].open === '0' ? 'done' : null;
       },
       { timeoutMs, intervalMs: 20 },
     );
+    if (end === 'failed') throw new Error('pg-egress run: an export failed');
   } finally {
     await c.end();
   }
