@@ -14,7 +14,7 @@ import path from 'node:path';
 import type { SchemaColumn } from './catalog.js';
 import { qname, quoteIdent, quoteLiteral, unresolvedText, UNIT, type Engine, type QName, type StagedBatch, type StreamFilter } from './engine.js';
 import { stageFile } from './duck-changes.js';
-import { capMallocArenas, configureDuckdbAllocator, limitYoungGeneration, trimMalloc } from './malloc-ctl.js';
+import { capMallocArenas, collectSooner, configureDuckdbAllocator, limitYoungGeneration, trimMalloc } from './malloc-ctl.js';
 import { recordFields, utf8Of } from './record-text.js';
 import { duckdbType, type DuckType } from './types.js';
 import type { VerifiedFile } from './verified-reader.js';
@@ -54,6 +54,7 @@ export interface DuckEngine extends Engine {
 export async function openDuckdb(file: string, o: { text?: boolean; sqlChanges?: boolean } = {}): Promise<DuckEngine> {
   capMallocArenas();
   limitYoungGeneration();
+  collectSooner();
   configureDuckdbAllocator();
   const { DuckDBInstance } = await import('@duckdb/node-api');
   let inst;
@@ -127,6 +128,32 @@ export async function openDuckdb(file: string, o: { text?: boolean; sqlChanges?:
    * rollback the tables made in it are gone: the next use makes new ones.
    */
   const scratch = new Map<string, string>();
+  /** Dropped after each commit, outside any transaction (when DuckDB gives their blocks back). */
+  async function dropScratch(): Promise<void> {
+    const names = [...scratch.values()];
+    scratch.clear();
+    for (const name of names) await run(`DROP TABLE IF EXISTS ${name}`);
+  }
+
+  /**
+   * A rebuild (intermediateCommits) commits after each reload part and every 50,000 changed rows
+   * or 20 batches: everything a transaction changes stays in DuckDB's memory until its commit,
+   * deleted rows and dropped tables included, and inside one transaction a rebuild of ~1M changes
+   * ran the 64 MB pool out of memory whatever the batches looked like. rebuild.ts builds under a
+   * scratch name and swaps the table in at the end, so the target still changes all at once.
+   */
+  let inTx = false;
+  let pending = { rows: 0, batches: 0 };
+  async function step(rows: number, force: boolean): Promise<void> {
+    if (!engine.intermediateCommits || !inTx) return;
+    pending = { rows: pending.rows + rows, batches: pending.batches + 1 };
+    if (!force && pending.rows < 50_000 && pending.batches < 20) return;
+    pending = { rows: 0, batches: 0 };
+    await run('COMMIT');
+    await dropScratch();
+    await run('BEGIN TRANSACTION');
+  }
+
   /** An empty temp table for `role` with these column definitions; its name needs no quoting. */
   async function scratchTable(role: string, defs: string[]): Promise<string> {
     const layout = defs.join(', ');
@@ -143,25 +170,34 @@ export async function openDuckdb(file: string, o: { text?: boolean; sqlChanges?:
   const rawDefs = (columns: SchemaColumn[], key: string[] | null) => ['_n BIGINT', '_op VARCHAR', '_unres VARCHAR', ...(key ?? []).map((_, i) => `_lk${i} VARCHAR`), ...columns.map((c) => `${quoteIdent(c.name)} VARCHAR`)];
 
   /**
-   * Applies the raw staging table `raw` (rawDefs) to `t` and empties it: casts it into
-   * a typed stage, fills `_unres` columns from the target (`fill`), deletes every key it touches and
-   * inserts the last version of each key unless it is a delete; without a key, as a multiset.
+   * Applies the raw staging table `raw` (rawDefs) to `t` and empties it: casts it into a typed
+   * stage, with `_unres` columns taken from the target's row of the old key (`fill`), deletes every
+   * key it touches and inserts the last version of each key unless it is a delete; without a key,
+   * as a multiset. Nothing here UPDATEs: inside a rebuild's one transaction DuckDB keeps every
+   * update's old values in memory until the commit (an UPDATE of the stage per batch ran the pool
+   * out of memory after ~1M changes); the fill is a join while the stage is written.
    */
   async function applyRaw(t: QName, columns: SchemaColumn[], key: string[] | null, raw: string, fill: boolean): Promise<void> {
     const keyCols = key ? key.map((k) => columns.find((c) => c.name === k)!) : [];
     const st = await scratchTable('stage', ['_n BIGINT', '_op VARCHAR', '_unres VARCHAR', ...keyCols.map((c, i) => `_lk${i} ${typeOf(c).type}`), ...columns.map((c) => `${quoteIdent(c.name)} ${typeOf(c).type}`)]);
-    const casts = columns.map((c) => `${typeOf(c).cast(quoteIdent(c.name))} AS ${quoteIdent(c.name)}`);
-    const lkCasts = keyCols.map((c, i) => `${typeOf(c).cast(`_lk${i}`)} AS _lk${i}`);
-    await run(`INSERT INTO ${st} SELECT _n, _op, _unres, ${[...lkCasts, ...casts].join(', ')} FROM ${raw}`);
-    await run(`DELETE FROM ${raw}`);
     const cols = columns.map((c) => quoteIdent(c.name));
     const target = qname(t);
+    const lks = keyCols.map((c, i) => typeOf(c).cast(`r._lk${i}`));
+    const join = key && fill;
+    // Joined on the old key (`_lk…`, set only on rows with `_unres`): the target's row before the
+    // batch. The target is narrowed to those keys first (a semi join, hashing the batch's keys):
+    // hashing the whole target for the join ran the 64 MB pool out of memory in a long rebuild.
+    const onKey = (o: string, i: number) => `${o}.${quoteIdent(key![i])} = ${typeOf(keyCols[i]).cast(`k._lk${i}`)}`;
+    const wanted = join ? `SELECT * FROM ${target} x WHERE EXISTS (SELECT 1 FROM ${raw} k WHERE k._unres IS NOT NULL AND ${key.map((_, i) => onKey('x', i)).join(' AND ')})` : '';
+    const from = join ? `${raw} r LEFT JOIN (${wanted}) o ON ${key.map((k, i) => `o.${quoteIdent(k)} = ${lks[i]}`).join(' AND ')}` : `${raw} r`;
+    const vals = columns.map((c, i) => {
+      const v = typeOf(c).cast(`r.${cols[i]}`);
+      return join ? `CASE WHEN o.${quoteIdent(key[0])} IS NOT NULL AND strpos(r._unres, ${quoteLiteral(UNIT + c.name + UNIT)}) > 0 THEN o.${cols[i]} ELSE ${v} END` : v;
+    });
+    await run(`INSERT INTO ${st} SELECT r._n, r._op, r._unres, ${[...lks, ...vals].join(', ')} FROM ${from}`);
+    await run(`DELETE FROM ${raw}`);
     if (key) {
       const k = key.map(quoteIdent);
-      if (fill) {
-        const sets = cols.map((c, i) => `${c} = CASE WHEN strpos(${st}._unres, ${quoteLiteral(UNIT + columns[i].name + UNIT)}) > 0 THEN t.${c} ELSE ${st}.${c} END`);
-        await run(`UPDATE ${st} SET ${sets.join(', ')} FROM ${target} t WHERE ${st}._unres IS NOT NULL AND ${k.map((c, i) => `t.${c} = ${st}._lk${i}`).join(' AND ')}`);
-      }
       await run(`DELETE FROM ${target} USING (SELECT DISTINCT ${k.join(', ')} FROM ${st}) s WHERE ${k.map((c) => `${target}.${c} = s.${c}`).join(' AND ')}`);
       // The last version of each key (`_n` is unique) through an aggregate and a join, which DuckDB
       // spills beyond memory_limit; DISTINCT ON ran out of memory on a 200,000-row file in 64 MB.
@@ -204,12 +240,21 @@ export async function openDuckdb(file: string, o: { text?: boolean; sqlChanges?:
     // Half the stager's default: the staged rows are JS strings until the appender takes them, and
     // V8's heap grows with them (bench row A: peak RSS ~20 MB lower, same time).
     stageLimits: { maxRows: 10_000, maxBytes: 8 * 1024 * 1024 },
-    begin: () => run('BEGIN TRANSACTION'),
-    commit: () => run('COMMIT'),
-    rollback: async () => {
-      await run('ROLLBACK').catch(() => undefined);
-      scratch.clear();
+    begin: async () => {
+      await run('BEGIN TRANSACTION');
+      inTx = true;
     },
+    async commit() {
+      await run('COMMIT');
+      inTx = false;
+      await dropScratch();
+    },
+    rollback: async () => {
+      inTx = false;
+      await run('ROLLBACK').catch(() => undefined);
+      await dropScratch().catch(() => undefined);
+    },
+    renameTable: (from, to) => run(`ALTER TABLE ${qname(from)} RENAME TO ${quoteIdent(to)}`),
     async tableExists(t) {
       const r = await conn.runAndReadAll(`SELECT count(*)::INTEGER AS n FROM information_schema.tables WHERE table_schema = ${quoteLiteral(t.schema)} AND table_name = ${quoteLiteral(t.table)}`);
       return Number(r.getRowsJson()[0][0]) > 0;
@@ -235,6 +280,7 @@ export async function openDuckdb(file: string, o: { text?: boolean; sqlChanges?:
       const r = await conn.run(`INSERT INTO ${qname(t)} (${header.map(quoteIdent).join(', ')}) SELECT ${sel.join(', ')} FROM ${readCsv(csvPath, header, file.longestRecord)}`);
       done();
       trimMalloc();
+      await step(Number(r.rowsChanged), true);
       return Number(r.rowsChanged);
     },
     async applyBatch(t, b: StagedBatch) {
@@ -261,6 +307,7 @@ export async function openDuckdb(file: string, o: { text?: boolean; sqlChanges?:
       ap.closeSync();
       await applyRaw(t, b.columns, key, raw, fill);
       trimMalloc();
+      await step(b.rows.length, false);
     },
     ...(o.sqlChanges && process.env.PG_EGRESS_DUCKDB_SQL_CHANGES !== '0' ? { applyStreamingFile } : {}),
     async appendTable(to, from, columns) {

@@ -72,6 +72,12 @@ export interface Engine {
    * leaves the file to the stager (stager.ts), which then reads it again.
    */
   applyStreamingFile?(t: QName, cols: SchemaColumn[], key: string[], file: VerifiedFile, filter: StreamFilter): Promise<number | null>;
+  /**
+   * Optional (DuckDB): the rebuild builds each table under a scratch name and may commit between
+   * batches (`intermediateCommits`), then swaps it in (`renameTable`) in the last transaction.
+   */
+  intermediateCommits?: boolean;
+  renameTable?(from: QName, to: string): Promise<void>;
   /** Appends all rows of `from` into `to` by column name (partition leaves into their root). */
   appendTable(to: QName, from: QName, columns: string[]): Promise<void>;
   /** SQL with positional parameters ($1…), for the load bookkeeping table. */

@@ -1,13 +1,14 @@
 /**
- * A rebuild is one transaction however many files it reads: 400 small streaming files (inserts,
- * updates, unchanged TOAST columns, deletes; a table with a key and one without) rebuilt into
- * csv: and duckdb: at DuckDB's default 64 MB pool must not run out of memory. Creating and
- * dropping staging tables per batch did ("Out of Memory: failed to pin block" after ~100 batches:
- * DuckDB keeps a dropped table's blocks until the commit), as did one batch per file. The
- * result must equal the rows the files describe.
+ * A rebuild changes the target all at once however many files it reads: 400 small streaming
+ * files (inserts, updates, unchanged TOAST columns, deletes; a table with a key and one without)
+ * rebuilt into csv: and duckdb: at DuckDB's default 64 MB pool must not run out of memory. In one
+ * DuckDB transaction it did ("Out of Memory: failed to pin block" after ~100 batches: DuckDB keeps
+ * a transaction's dropped tables, deleted and updated rows in memory until the commit), with
+ * staging tables made per batch and with one batch per file. The result must equal the rows the
+ * files describe; a failed rebuild leaves the table as it was.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -79,7 +80,7 @@ function makeArchive(out: string): { m: string[]; k: string[] } {
   return { m: [...m].map(([id, r]) => `${id},${r.v},${r.n}`).sort(), k: [...k].sort() };
 }
 
-describe('rebuild of many small streaming files in one transaction', () => {
+describe('rebuild of many small streaming files', () => {
   let dir: string;
   let out: string;
   let want: { m: string[]; k: string[] };
@@ -104,17 +105,37 @@ describe('rebuild of many small streaming files in one transaction', () => {
     expect(csvRows(k).slice(1).sort()).toEqual(want.k);
   });
 
-  it('into duckdb: with batches of 100 rows (over 1,000 batches in one transaction)', async () => {
+  it('into duckdb: in batches of 100 rows (over 1,000), again with --replace, and a failed rebuild leaves the table as it was', async () => {
     const file = path.join(dir, 'many.duckdb');
-    await rebuild({ tables: ['public.m', 'public.k'], from: out, into: `duckdb:${file}`, verify: true, progress: null, limits: { maxRows: 100, maxBytes: 8 * 1024 * 1024 } });
-    const duck = await openDuckdb(file);
+    const limits = { maxRows: 100, maxBytes: 8 * 1024 * 1024 };
+    const check = async () => {
+      const duck = await openDuckdb(file);
+      try {
+        const m = (await duck.query(`SELECT id::VARCHAR || ',' || v || ',' || n::VARCHAR AS r FROM public.m`)).map((x) => String(x.r)).sort();
+        expect(m).toEqual(want.m);
+        const k = (await duck.query(`SELECT a::VARCHAR || ',' || b AS r FROM public.k`)).map((x) => String(x.r)).sort();
+        expect(k).toEqual(want.k);
+        // Built under scratch names and swapped in: none is left.
+        expect(await duck.query(`SELECT table_name FROM information_schema.tables WHERE table_name LIKE '%pg_egress%'`)).toEqual([]);
+      } finally {
+        await duck.close();
+      }
+    };
+    await rebuild({ tables: ['public.m', 'public.k'], from: out, into: `duckdb:${file}`, verify: true, progress: null, limits });
+    await check();
+    await rebuild({ tables: ['public.m', 'public.k'], from: out, into: `duckdb:${file}`, verify: true, progress: null, replace: true });
+    await check();
+    // The last file of public.m changed: the rebuild stops at it (exit 10) after committing
+    // batches under the scratch name; the table is the one from before, no scratch table stays.
+    const rel = readdirSync(path.join(out, 'public.m')).sort().pop()!;
+    const f = path.join(out, 'public.m', rel, 'streaming.csv.gz');
+    const orig = readFileSync(f);
+    writeFileSync(f, zlib.gzipSync(zlib.gunzipSync(orig).toString().replace(/,I,,/, ',I,,9')));
     try {
-      const m = (await duck.query(`SELECT id::VARCHAR || ',' || v || ',' || n::VARCHAR AS r FROM public.m`)).map((x) => String(x.r)).sort();
-      expect(m).toEqual(want.m);
-      const k = (await duck.query(`SELECT a::VARCHAR || ',' || b AS r FROM public.k`)).map((x) => String(x.r)).sort();
-      expect(k).toEqual(want.k);
+      await expect(rebuild({ tables: ['public.m', 'public.k'], from: out, into: `duckdb:${file}`, verify: true, progress: null, replace: true })).rejects.toMatchObject({ exitCode: 10 });
     } finally {
-      await duck.close();
+      writeFileSync(f, orig);
     }
-  });
+    await check();
+  }, 600_000);
 });
