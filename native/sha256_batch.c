@@ -98,6 +98,7 @@ static napi_value record_ends(napi_env env, napi_callback_info info) {
 }
 
 napi_value register_copy_sink(napi_env env, napi_value exports);
+napi_value register_malloc_ctl(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -106,7 +107,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"recordEnds", NULL, record_ends, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, 3, props);
-  return register_copy_sink(env, exports);
+  return register_malloc_ctl(env, register_copy_sink(env, exports));
 }
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

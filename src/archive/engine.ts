@@ -12,6 +12,7 @@
  */
 import { qualifiedName, quoteIdent } from '../ident.js';
 import type { SchemaColumn } from './catalog.js';
+import type { AsOf } from './plan.js';
 import type { VerifiedFile } from './verified-reader.js';
 
 export interface QName {
@@ -38,6 +39,12 @@ export interface StagedBatch {
   rows: StagedRow[];
 }
 
+/** Which rows of a streaming file apply: `S` ≤ _lsn, and before the as-of point (plan.ts rowBefore). */
+export interface StreamFilter {
+  S: string;
+  asOf: AsOf;
+}
+
 export interface Engine {
   readonly kind: 'postgres' | 'duckdb';
   /** How many staged rows/bytes a batch holds for this target (default: stager.ts DEFAULT_LIMITS). */
@@ -59,6 +66,18 @@ export interface Engine {
   /** Loads a reload file (header = its column names, all in `cols`); returns the rows loaded. */
   loadReload(t: QName, cols: SchemaColumn[], header: string[], file: VerifiedFile): Promise<number>;
   applyBatch(t: QName, b: StagedBatch): Promise<void>;
+  /**
+   * Optional: applies a whole streaming file set-based in the target (the rows with `S` ≤ _lsn
+   * before the as-of point), after checking the file. Returns the rows applied, or null when it
+   * leaves the file to the stager (stager.ts), which then reads it again.
+   */
+  applyStreamingFile?(t: QName, cols: SchemaColumn[], key: string[], file: VerifiedFile, filter: StreamFilter): Promise<number | null>;
+  /**
+   * Optional (DuckDB): the rebuild builds each table under a scratch name and may commit between
+   * batches (`intermediateCommits`), then swaps it in (`renameTable`) in the last transaction.
+   */
+  intermediateCommits?: boolean;
+  renameTable?(from: QName, to: string): Promise<void>;
   /** Appends all rows of `from` into `to` by column name (partition leaves into their root). */
   appendTable(to: QName, from: QName, columns: string[]): Promise<void>;
   /** SQL with positional parameters ($1…), for the load bookkeeping table. */

@@ -58,7 +58,8 @@ const LATEST = parseAsOf(undefined);
 export async function load(o: LoadOptions): Promise<LoadResult> {
   if (o.into.startsWith('csv:')) throw new EgressError('CONFIG_INVALID', 'load --into takes postgres://… or duckdb:<file>; csv: is for rebuild');
   const store = await openStore(o.from, o.s3);
-  const target = await openTarget(o.into);
+  // load commits per batch: DuckDB may apply the streaming files itself (engine-duckdb.ts).
+  const target = await openTarget(o.into, { sqlChanges: true });
   const engine = target.engine;
   const schema = engine.kind === 'postgres' ? 'public' : 'main';
   const T = { load: `${schema}._pg_egress_load`, tables: `${schema}._pg_egress_load_tables` };

@@ -1,7 +1,11 @@
 /**
  * `pg-egress rebuild`: tables of an archive as of a point (SPEC §6; §3 for partitioned roots),
- * into PostgreSQL, DuckDB or a gzipped CSV file. Everything goes in one target transaction, so a
- * failed check (exit 10), an error or a kill leaves the target as it was.
+ * into PostgreSQL, DuckDB or a gzipped CSV file. PostgreSQL: everything goes in one target
+ * transaction. DuckDB (and csv:, through a scratch DuckDB file): each table is built under a
+ * scratch name (`_pg_egress_rebuild_<i>_<table>`) with commits between batches — DuckDB holds a
+ * transaction's changes in its memory until the commit — and the last transaction drops the old
+ * table and renames the new one in. Either way a failed check (exit 10), an error or a kill leaves
+ * the target table as it was (a kill can leave a scratch table, dropped by the next rebuild).
  */
 import { parse as parseYaml } from 'yaml';
 import { splitQualified } from '../config/patterns.js';
@@ -72,6 +76,10 @@ export async function rebuild(o: RebuildOptions): Promise<RebuiltTable[]> {
   const out: RebuiltTable[] = [];
   try {
     const engine = target.engine;
+    // DuckDB: each table is built under a scratch name with commits between batches (see
+    // engine-duckdb.ts step) and swapped in by the last transaction; elsewhere one transaction.
+    const swap = !!engine.renameTable;
+    const built: { t: QName; as: QName }[] = [];
     await engine.begin();
     try {
       for (const n of names) {
@@ -80,15 +88,28 @@ export async function rebuild(o: RebuildOptions): Promise<RebuiltTable[]> {
         const t = o.target ? parseTableName(o.target) : target.defaultName(n);
         if (await engine.tableExists(t)) {
           if (!o.replace) throw new EgressError('CONFIG_INVALID', `target table ${t.schema}.${t.table} already exists in ${redactTarget(o.into)}; drop it, pass --replace, or choose another with --target`);
-          await engine.dropTable(t);
+          if (!swap) await engine.dropTable(t);
         }
+        const as = swap ? scratchName(t, built.length) : t;
+        if (swap) await engine.dropTable(as); // left by a killed rebuild
+        built.push({ t, as });
         const progress = new Progress(`rebuild ${n.schema}.${n.table}`, o.progress === undefined ? process.stderr : o.progress);
-        out.push(await rebuildOne(cat, engine, folder, n, t, asOf, progress, o.limits));
+        engine.intermediateCommits = swap;
+        out.push({ ...(await rebuildOne(cat, engine, folder, n, as, asOf, progress, o.limits)), target: `${t.schema}.${t.table}` });
+        engine.intermediateCommits = false;
         progress.done();
+      }
+      if (swap) {
+        for (const b of built) {
+          await engine.dropTable(b.t);
+          await engine.renameTable!(b.as, b.t.table);
+        }
       }
       await engine.commit();
     } catch (e) {
+      engine.intermediateCommits = false;
       await engine.rollback();
+      if (swap) await dropScratch(engine).catch(() => undefined);
       throw targetError(e, o.into, 'the rebuild (nothing was kept)');
     }
     await target.finish(out.map((r) => parseTableName(r.target)));
@@ -100,6 +121,19 @@ export async function rebuild(o: RebuildOptions): Promise<RebuiltTable[]> {
 }
 
 const qtext = (t: QName) => `${t.schema}.${t.table}`;
+
+const SCRATCH_PREFIX = '_pg_egress_rebuild_';
+
+/** The name a table is built under before it is swapped in (DuckDB targets). */
+function scratchName(t: QName, i: number): QName {
+  return { schema: t.schema, table: `${SCRATCH_PREFIX}${i}_${t.table}`.slice(0, 63) };
+}
+
+/** Drops what a failed rebuild built and committed: its scratch tables and their leaves. */
+async function dropScratch(engine: Engine): Promise<void> {
+  const left = await engine.query(`SELECT table_schema AS s, table_name AS t FROM information_schema.tables WHERE starts_with(table_name, $1) OR (starts_with(table_name, $2) AND strpos(table_name, $1) > 0)`, [SCRATCH_PREFIX, '_pg_egress_leaf_']);
+  for (const r of left) await engine.dropTable({ schema: String(r.s), table: String(r.t) });
+}
 
 export async function rebuildOne(
   cat: Catalog,

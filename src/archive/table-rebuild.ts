@@ -217,6 +217,18 @@ export async function applyStreaming(
       stager = new Stager(engine, target, cols, key, limits);
     }
     const rel = `${w.dir}/${f.name}`;
+    if (engine.applyStreamingFile && key) {
+      // The engine reads the file itself (DuckDB): what the stager holds goes first.
+      await stager.flush();
+      const file = openVerified(cat.store, rel, f, cat.verify);
+      const n = await checked(cat, rel, f, () => engine.applyStreamingFile!(target, cols, key, file, { S, asOf }));
+      if (n !== null) {
+        changes += n;
+        progress?.tick(file.rows);
+        progress?.fileDone();
+        continue;
+      }
+    }
     const file = openVerified(cat.store, rel, f, cat.verify);
     let header: string[] | null = null;
     const pending: { fields: (string | null)[]; size: number }[] = [];

@@ -39,7 +39,7 @@ export function targetError(e: unknown, into: string, what: string): unknown {
   return new EgressError('ARCHIVE_TARGET', `${redactTarget(into)} refused ${what}: ${msg}`, { cause: e });
 }
 
-export async function openTarget(into: string): Promise<Target> {
+export async function openTarget(into: string, o: { sqlChanges?: boolean } = {}): Promise<Target> {
   if (/^postgres(ql)?:\/\//.test(into)) {
     const engine = await openPostgres(into);
     return { engine, defaultName: (n) => n, finish: async () => undefined, close: () => engine.close() };
@@ -48,7 +48,7 @@ export async function openTarget(into: string): Promise<Target> {
     const file = into.slice('duckdb:'.length);
     if (!file) throw new EgressError('CONFIG_INVALID', '--into duckdb:<file>: the file name is missing');
     const { openDuckdb } = await import('./engine-duckdb.js');
-    const engine = await openDuckdb(file);
+    const engine = await openDuckdb(file, { sqlChanges: o.sqlChanges });
     return { engine, defaultName: (n) => n, finish: async () => undefined, close: () => engine.close() };
   }
   if (into.startsWith('csv:')) {

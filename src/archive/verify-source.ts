@@ -111,6 +111,8 @@ export async function verifyAgainstSource(cfg: Config, o: AgainstSourceOptions):
     const asOf: AsOf = { kind: 'lsn', lsn: lsnHex(S), text: formatLsn(S) };
     const cat = await openArchive(o.from ?? cfg.output.dir, o.s3, o.verify, asOf);
     const duck = await openDuckdb(path.join(scratch, 'rebuilt.duckdb'), { text: true });
+    // A scratch file: commits between batches keep DuckDB's pool from filling (engine-duckdb.ts step).
+    duck.intermediateCommits = true;
     const verdicts: TableVerdict[] = [];
     try {
       for (const n of names) {
