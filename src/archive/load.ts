@@ -100,8 +100,10 @@ export async function load(o: LoadOptions): Promise<LoadResult> {
       }
     }
     const states = await readStates(engine, T.tables);
-    const progress = new Progress('load', o.progress === undefined ? process.stderr : o.progress);
-    for (const b of todo) for (const m of b.doc.manifests) progress.addTotals(m.rows ?? 0, 1);
+    const progress = new Progress('load', o.progress === undefined ? process.stderr : o.progress, 2000, 'windows');
+    for (const b of todo) {
+      for (const w of windowsOf(cat, b, only)) progress.addTotals(dataFiles(w.manifest!).reduce((n, f) => n + (f.rows ?? 0), 0), 1);
+    }
     const applied: string[] = [];
     let rows = 0;
     let seq = last ? last.seq : -1;
@@ -204,6 +206,7 @@ async function applyBatch(
     const t = w.t;
     const before = progress.rows;
     await applyWindow(cat, engine, w, t, stateTable, states, progress, limits);
+    progress.windowDone();
     rows += progress.rows - before;
   }
   return rows;

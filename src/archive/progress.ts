@@ -11,10 +11,15 @@ export class Progress {
   private last = 0;
   private readonly tty: boolean;
 
+  /**
+   * `unit`: what the second count counts. `load` counts the windows (manifests) of its batches: a
+   * window that starts from a reload set reads earlier files too, which no total holds.
+   */
   constructor(
     private readonly what: string,
     private readonly out: NodeJS.WriteStream | null = process.stderr,
     private readonly everyMs = 2000,
+    private readonly unit: 'files' | 'windows' = 'files',
   ) {
     this.tty = out?.isTTY === true;
   }
@@ -34,7 +39,12 @@ export class Progress {
   }
 
   fileDone(): void {
-    this.files++;
+    if (this.unit === 'files') this.files++;
+    this.tick();
+  }
+
+  windowDone(): void {
+    if (this.unit === 'windows') this.files++;
     this.tick();
   }
 
@@ -47,7 +57,7 @@ export class Progress {
     const rate = this.rows / secs;
     const left = this.totalRows - this.rows;
     const eta = rate > 0 && left > 0 ? `${Math.ceil(left / rate)}s` : left > 0 ? '?' : '0s';
-    return `${this.what}: ${this.rows}/${this.totalRows} rows, ${this.files}/${this.totalFiles} files, ${Math.round(rate)} rows/s, ETA ${eta}`;
+    return `${this.what}: ${this.rows}/${this.totalRows} rows, ${this.files}/${this.totalFiles} ${this.unit}, ${Math.round(rate)} rows/s, ETA ${eta}`;
   }
 
   private print(final: boolean): void {
