@@ -233,6 +233,12 @@ describe('exports and DDL on the same tables', () => {
       await settled(env);
       const [op] = (await ops(env, 'big')).slice(before);
       expect(op).toMatchObject({ state: 'done', rows: 1_000_000, attempts: 1 });
+      // The marker's comment goes back after the export (COMMENT takes SHARE UPDATE EXCLUSIVE for
+      // that moment, under a lock_timeout): once it is back, nothing of ours is left on the table.
+      await waitFor('the marker\'s comment put back', async () =>
+        withDb(env.url, async (c) => (await c.query(`SELECT 1 FROM cdc_registry.reloads WHERE comment_pending`)).rowCount === 0
+          && (await c.query<{ c: string | null }>(`SELECT obj_description('big'::regclass, 'pg_class') AS c`)).rows[0].c !== 'pg-egress:reload'),
+      );
       // No pg-egress session holds anything on the table, nor sits idle in a transaction.
       const held = await mon.query<{ app: string; state: string; mode: string }>(
         `SELECT a.application_name AS app, a.state, l.mode FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
