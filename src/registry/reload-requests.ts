@@ -25,20 +25,23 @@ export interface ReloadRequest {
   gapId: number | null;
 }
 
-/** Inserts a pending request; one that is already pending for the table absorbs it. */
-export async function insertReloadRequest(c: pg.ClientBase | pg.Pool, slot: string, r: ReloadRequest): Promise<void> {
-  await c.query(
-    `INSERT INTO "cdc_registry"."reloads" AS x
-       ("slot_name", "schema_name", "table_name", "relid", "reason", "requested_lsn", "restore_comment", "previous_comment", "request_ids", "gap_id")
-     VALUES ($1, $2, $3, $4, $5, $6::pg_lsn, $7, $8, CASE WHEN $9::text IS NULL THEN '{}'::text[] ELSE ARRAY[$9::text] END, $10)
-     ON CONFLICT ("slot_name", "schema_name", "table_name") WHERE "state" = 'pending' DO UPDATE
+/** The request already pending for the table (inserted as `x`) absorbs the new one. */
+const ABSORBED_BY_PENDING = `ON CONFLICT ("slot_name", "schema_name", "table_name") WHERE "state" = 'pending' DO UPDATE
        SET "request_ids" = ARRAY(SELECT DISTINCT unnest(x."request_ids" || EXCLUDED."request_ids")),
            "previous_comment" = CASE WHEN x."restore_comment" THEN x."previous_comment" ELSE EXCLUDED."previous_comment" END,
            "restore_comment" = x."restore_comment" OR EXCLUDED."restore_comment",
            "gap_id" = COALESCE(EXCLUDED."gap_id", x."gap_id"),
            "more_gap_ids" = ${mergedGapIds('x', 'EXCLUDED', 'COALESCE(EXCLUDED."gap_id", x."gap_id")')},
            "requested_lsn" = GREATEST(x."requested_lsn", EXCLUDED."requested_lsn"),
-           "updated_at" = now()`,
+           "updated_at" = now()`;
+
+/** Inserts a pending request; one that is already pending for the table absorbs it. */
+export async function insertReloadRequest(c: pg.ClientBase | pg.Pool, slot: string, r: ReloadRequest): Promise<void> {
+  await c.query(
+    `INSERT INTO "cdc_registry"."reloads" AS x
+       ("slot_name", "schema_name", "table_name", "relid", "reason", "requested_lsn", "restore_comment", "previous_comment", "request_ids", "gap_id")
+     VALUES ($1, $2, $3, $4, $5, $6::pg_lsn, $7, $8, CASE WHEN $9::text IS NULL THEN '{}'::text[] ELSE ARRAY[$9::text] END, $10)
+     ${ABSORBED_BY_PENDING}`,
     [
       slot, r.schema, r.table, r.relid, r.reason, r.requestedLsn === null ? null : formatLsn(r.requestedLsn),
       r.restoreComment, r.previousComment, r.requestId, r.gapId,
@@ -70,14 +73,7 @@ export async function insertReloadRequests(c: pg.ClientBase, slot: string, rs: r
      SELECT $1, s, tb, rel, why, lsn::pg_lsn, rc, pc, CASE WHEN rid IS NULL THEN '{}'::text[] ELSE ARRAY[rid] END, gap
      FROM unnest($2::text[], $3::text[], $4::oid[], $5::text[], $6::text[], $7::boolean[], $8::text[], $9::text[], $10::bigint[])
           AS u(s, tb, rel, why, lsn, rc, pc, rid, gap)
-     ON CONFLICT ("slot_name", "schema_name", "table_name") WHERE "state" = 'pending' DO UPDATE
-       SET "request_ids" = ARRAY(SELECT DISTINCT unnest(x."request_ids" || EXCLUDED."request_ids")),
-           "previous_comment" = CASE WHEN x."restore_comment" THEN x."previous_comment" ELSE EXCLUDED."previous_comment" END,
-           "restore_comment" = x."restore_comment" OR EXCLUDED."restore_comment",
-           "gap_id" = COALESCE(EXCLUDED."gap_id", x."gap_id"),
-           "more_gap_ids" = ${mergedGapIds('x', 'EXCLUDED', 'COALESCE(EXCLUDED."gap_id", x."gap_id")')},
-           "requested_lsn" = GREATEST(x."requested_lsn", EXCLUDED."requested_lsn"),
-           "updated_at" = now()`,
+     ${ABSORBED_BY_PENDING}`,
     [
       slot,
       rs.map((r) => r.schema),

@@ -17,6 +17,15 @@ import { localDataBytes, OUTAGE_MS, PREFIX, s3ArchiveSuite, s3Env } from '../hel
 
 describe('S3 as the archive of record: outages and losses', () => {
   const ctx = s3ArchiveSuite();
+  /** Starts the daemon and streams a few windows under the writer, each registered and anchored. */
+  const startAndWriteAFewWindows = async () => {
+    await ctx.start();
+    const w = ctx.writer();
+    await waitBatches(ctx.env, 5);
+    await w.stop();
+    await waitCaughtUp(ctx.env);
+    await ctx.anchorsDone();
+  };
 
   it('S3 down: nothing pending upload is removed locally; after S3 returns everything uploads and output.dir shrinks', { timeout: 600_000 }, async () => {
     await ctx.start();
@@ -54,13 +63,7 @@ describe('S3 as the archive of record: outages and losses', () => {
     await ctx.stop();
     const reloadsBefore = (await ctx.q<{ n: number }>(`SELECT count(*)::int AS n FROM cdc_registry.reloads`))[0].n;
     rmSync(ctx.env.outDir, { recursive: true, force: true });
-    await ctx.start();
-    const w = ctx.writer();
-    // Streamed and registered under the writer for a few windows.
-    await waitBatches(ctx.env, 5);
-    await w.stop();
-    await waitCaughtUp(ctx.env);
-    await ctx.anchorsDone();
+    await startAndWriteAFewWindows();
     expect(ctx.daemon!.proc.exitCode).toBeNull();
     // What the daemon confirmed came from the S3 copy of _confirmed.json (no false slot_moved gap).
     expect(ctx.daemon!.stdout() + ctx.daemon!.stderr()).toContain('output.dir had no _confirmed.json: taken from its S3 copy');
@@ -82,13 +85,7 @@ describe('S3 as the archive of record: outages and losses', () => {
     expect(r.stderr).not.toContain('pg-egress:');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^recovered \d+ batches \(\d+ files\) from s3:/m);
-    await ctx.start();
-    const w = ctx.writer();
-    // Streamed and registered under the writer for a few windows.
-    await waitBatches(ctx.env, 5);
-    await w.stop();
-    await waitCaughtUp(ctx.env);
-    await ctx.anchorsDone();
+    await startAndWriteAFewWindows();
     expect(await ctx.q(`SELECT reason FROM cdc_registry.reloads`)).toEqual([]);
     expect(await ctx.q(`SELECT kind FROM cdc_registry.gaps`)).toEqual([]);
     // Every streaming row in S3 once: no (_lsn, _seq) twice.
