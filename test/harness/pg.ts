@@ -37,7 +37,7 @@ export async function createTestDatabase(prefix = 't', admin = adminUrl()): Prom
             await c.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active`, [name]).catch(() => undefined);
             return (await c.query(`SELECT 1 FROM pg_replication_slots WHERE database = $1`, [name])).rowCount === 0;
           }),
-        { timeoutMs: 30_000, intervalMs: 200 },
+        { timeoutMs: 90_000, intervalMs: 200 },
       );
       await withClient(admin, (c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
     },
@@ -49,7 +49,9 @@ export async function waitFor<T>(
   fn: () => Promise<T | undefined | null | false>,
   opts: { timeoutMs?: number; intervalMs?: number } = {},
 ): Promise<T> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  // Generous: a wait ends when its condition holds; the bound only turns a hang into a failure,
+  // and a loaded CI machine can take far longer than an idle one.
+  const deadline = Date.now() + (opts.timeoutMs ?? 90_000);
   let lastErr: unknown = null;
   for (;;) {
     try {

@@ -17,6 +17,7 @@ const LONG_FIRST = [
   'integration/partitions.test.ts',
   'integration/export-ddl.test.ts',
   'integration/archive-load.test.ts',
+  'integration/archive-many-files.test.ts',
   'integration/out-of-band.test.ts',
   'integration/ddl-values.test.ts',
   'integration/archive-rebuild.test.ts',

@@ -133,7 +133,7 @@ export async function currentWalLsn(url: string): Promise<bigint> {
 }
 
 /** Waits until the slot is confirmed at or past `lsn` (default: the server's current WAL end). */
-export async function waitCaughtUp(env: EgressEnv, lsn?: bigint, timeoutMs = 60_000): Promise<void> {
+export async function waitCaughtUp(env: EgressEnv, lsn?: bigint, timeoutMs = 90_000): Promise<void> {
   const target = lsn ?? (await currentWalLsn(env.url));
   await waitFor(
     `slot ${env.slot} confirmed past ${target.toString(16)}`,
@@ -157,7 +157,7 @@ export async function batchCount(env: EgressEnv): Promise<number> {
  * Waits until `n` more batches are registered than when called: the daemon has streamed and
  * registered under the load meanwhile (instead of sleeping for "long enough").
  */
-export async function waitBatches(env: EgressEnv, n = 1, timeoutMs = 60_000): Promise<void> {
+export async function waitBatches(env: EgressEnv, n = 1, timeoutMs = 90_000): Promise<void> {
   const from = await batchCount(env);
   await waitFor(
     `${n} more batches registered for slot ${env.slot}`,
@@ -342,7 +342,7 @@ export function loopWriter(url: string, step: (c: pg.Client, n: number) => Promi
  * slot is already active under the creating backend, and a row committed then lies before the
  * slot's start and is never decoded.
  */
-export async function waitSlotActive(env: EgressEnv, timeoutMs = 30_000): Promise<void> {
+export async function waitSlotActive(env: EgressEnv, timeoutMs = 90_000): Promise<void> {
   await waitFor(
     `a walsender streaming from slot ${env.slot}`,
     () =>

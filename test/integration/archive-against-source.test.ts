@@ -66,7 +66,7 @@ describe('verify --against-source', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(new RegExp(`public\\.big: equal: ${ROWS - 4 + 1} rows at snapshot [0-9A-F]+/[0-9A-F]+`));
     // Statistics reach pg_stat_user_tables when the verifying backend ends: wait for them.
-    await waitFor('the scan counted', async () => (await seqScans()) > before, { timeoutMs: 15_000 });
+    await waitFor('the scan counted', async () => (await seqScans()) > before, { timeoutMs: 60_000 });
     // One pass over the table: each of its rows read once, no second query.
     expect((await settledSeqScans()) - before).toBe(ROWS - 4 + 1);
   }, 300_000);

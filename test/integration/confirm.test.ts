@@ -63,7 +63,7 @@ describe('slot confirmation', () => {
     const replied = await waitFor('a status reply after the rows arrived', async () => {
       const w = await walsender();
       return w && w.replyAt > received + 100 ? w : null;
-    }, { timeoutMs: 45_000 });
+    }, { timeoutMs: 90_000 });
     // Checked against the rows' commit LSN once they are in files (below). It is not `before`:
     // with nothing pending, the daemon may rightly confirm WAL that other databases wrote between
     // `before` and the commit.

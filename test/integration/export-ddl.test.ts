@@ -392,7 +392,7 @@ describe('DDL committed after an export\'s snapshot, before its lock', () => {
       console.log(`round ${i}: ${round.what} committed after the snapshot; redone (attempts ${mine[0].attempts}), ${mine[0].rows} rows registered; ${size} rows rebuilt equal`);
     }
     // The table's own comment comes back once the exports are registered.
-    await waitFor('the comment put back', async () => withDb(env.url, async (c) => (await c.query<{ c: string | null }>(`SELECT obj_description('race'::regclass, 'pg_class') AS c`)).rows[0].c === 'the race table'), { timeoutMs: 30_000 });
+    await waitFor('the comment put back', async () => withDb(env.url, async (c) => (await c.query<{ c: string | null }>(`SELECT obj_description('race'::regclass, 'pg_class') AS c`)).rows[0].c === 'the race table'), { timeoutMs: 90_000 });
     expect(emptyManifests(env)).toEqual([]);
   }, 900_000);
 });

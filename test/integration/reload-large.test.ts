@@ -195,7 +195,7 @@ describe('gap repair', () => {
               return false;
             }
           }),
-        { timeoutMs: 30_000, intervalMs: 20 },
+        { timeoutMs: 90_000, intervalMs: 20 },
       );
       // Writes go on across the loss and after the slot is created again.
       await waitFor('the gap recorded and the slot streaming again', () =>
