@@ -1,5 +1,5 @@
 /**
- * A rebuild changes the target all at once however many files it reads: 400 small streaming
+ * A rebuild changes the target all at once however many files it reads: 200 small streaming
  * files (inserts, updates, unchanged TOAST columns, deletes; a table with a key and one without)
  * rebuilt into csv: and duckdb: at DuckDB's default 64 MB pool must not run out of memory. In one
  * DuckDB transaction it did ("Out of Memory: failed to pin block" after ~100 batches: DuckDB keeps
@@ -16,7 +16,8 @@ import { rebuild } from '../../src/archive/rebuild.js';
 import { openDuckdb } from '../../src/archive/engine-duckdb.js';
 import { L, writeArchive, type FixtureBatch, type Val } from '../helpers/archive-fixture.js';
 
-const FILES = 400;
+// Twice the ~100 batches after which one DuckDB transaction ran out of memory.
+const FILES = 200;
 
 /** The archive, and the rows its files leave (as CSV lines, sorted). */
 function makeArchive(out: string): { m: string[]; k: string[] } {
@@ -116,9 +117,9 @@ describe('rebuild of many small streaming files', () => {
     expect(csvRows(k).slice(1).sort()).toEqual(want.k);
   });
 
-  it('into duckdb: in batches of 250 rows (over 500), again with --replace, and a failed rebuild leaves the table as it was', async () => {
+  it('into duckdb: in batches of 150 rows (over 500), again with --replace, and a failed rebuild leaves the table as it was', async () => {
     const file = path.join(dir, 'many.duckdb');
-    const limits = { maxRows: 250, maxBytes: 8 * 1024 * 1024 };
+    const limits = { maxRows: 150, maxBytes: 8 * 1024 * 1024 };
     const check = async () => {
       const duck = await openDuckdb(file);
       try {
