@@ -99,7 +99,11 @@ export class ExportWorker {
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       await client.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'`);
-      await client.query(`SET LOCAL lock_timeout = '${lockTimeout}'`);
+      // synchronize_seqscans off: a table read in one chunk is a plain sequential scan, which
+      // could otherwise join another scan of the same table mid-way and so write its rows in a
+      // different order than COPY does (tables over shared_buffers/4;
+      // https://www.postgresql.org/docs/current/runtime-config-compatible.html#GUC-SYNCHRONIZE-SEQSCANS).
+      await client.query(`SET LOCAL lock_timeout = '${lockTimeout}'; SET LOCAL synchronize_seqscans = off`);
       if (tables.length) await client.query(`LOCK TABLE ${tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`).join(', ')} IN ACCESS SHARE MODE`);
       const { rows } = await client.query<{ pid: string }>('SELECT pg_backend_pid()::text AS pid');
       return new ExportWorker(client, Number(rows[0].pid), Date.now());

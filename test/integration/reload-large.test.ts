@@ -5,7 +5,10 @@
  * tables from the files by the SPEC §6 rule and compares them with the source.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, readdirSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { createGunzip } from 'node:zlib';
+import pg from 'pg';
 import path from 'node:path';
 import { waitFor } from '../harness/pg.js';
 import { parseLsn } from '../../src/lsn.js';
@@ -163,7 +166,47 @@ describe('large and parallel exports', () => {
     expect(set.batch).toBe(batches[0].batch_id);
     expect(set.rows).toBe(2_000_000);
   }, 400_000);
+  it('a table read in one chunk starts at its first block even while another scan of it is mid-way (no synchronized scan)', async () => {
+    // One chunk for the 2M-row table (larger than shared_buffers/4, where PostgreSQL lets a new
+    // sequential scan join one in progress and start mid-table).
+    daemon.proc.kill('SIGTERM');
+    expect((await daemon.exit).code).toBe(0);
+    writeConfig(env, 'reload:\n  workers: 1\n  chunk_size: 1GB');
+    daemon = spawnCli(['run', '--config', env.configPath]);
+    await waitSlotActive(env);
+    const first = await withDb(env.url, async (c) => (await c.query(`SELECT id::text FROM big WHERE ctid >= '(0,0)' AND ctid < '(1,0)' ORDER BY ctid LIMIT 1`)).rows[0].id as string);
+    const scan = new pg.Client({ connectionString: env.url });
+    await scan.connect();
+    try {
+      // Another session's scan stopped half-way: it reported its position for others to join.
+      await scan.query('BEGIN');
+      await scan.query('DECLARE c NO SCROLL CURSOR FOR SELECT id FROM big');
+      await scan.query('FETCH 1000000 FROM c');
+      const r = await runCli(['reload', 'public.big', '--config', env.configPath, '--wait']);
+      expect(r.code, r.stderr).toBe(0);
+    } finally {
+      await scan.end();
+    }
+    const set = reloadSets(env.outDir, 'public.big').at(-1)!;
+    expect(set.files.map((f) => path.basename(f))).toEqual(['full_reload.csv.gz']);
+    expect(set.rows).toBe(2_000_000);
+    const [header, row] = await firstLines(set.files[0], 2);
+    expect(header.startsWith('id,')).toBe(true);
+    expect(row.split(',')[0]).toBe(first);
+  }, 300_000);
 });
+
+/** The first `n` lines of a gzipped file, without unzipping the rest. */
+async function firstLines(file: string, n: number): Promise<string[]> {
+  const lines = createInterface({ input: createReadStream(file).pipe(createGunzip()), crlfDelay: Infinity });
+  const out: string[] = [];
+  for await (const line of lines) {
+    out.push(line);
+    if (out.length === n) break;
+  }
+  lines.close();
+  return out;
+}
 
 describe('gap repair', () => {
   let env: EgressEnv;
