@@ -85,3 +85,17 @@ export async function ensureEventTriggers(client: Db, superuser: boolean): Promi
   }
   return true;
 }
+
+/**
+ * Our event triggers as they are now: those missing, and those that exist but do not fire in an
+ * ordinary session (`ALTER EVENT TRIGGER … DISABLE`, or `ENABLE REPLICA`: evtenabled 'D' or 'R').
+ * https://www.postgresql.org/docs/current/catalog-pg-event-trigger.html
+ */
+export async function eventTriggerState(db: Db): Promise<{ missing: string[]; disabled: string[] }> {
+  const { rows } = await db.query<{ evtname: string; evtenabled: string }>(`SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname = ANY ($1)`, [EVENT_TRIGGERS.map((t) => t.name)]);
+  const have = new Map(rows.map((r) => [r.evtname, r.evtenabled]));
+  return {
+    missing: EVENT_TRIGGERS.map((t) => t.name).filter((n) => !have.has(n)),
+    disabled: EVENT_TRIGGERS.map((t) => t.name).filter((n) => have.has(n) && have.get(n) !== 'O' && have.get(n) !== 'A'),
+  };
+}

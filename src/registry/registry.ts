@@ -21,7 +21,7 @@ export interface TablePatternSql {
 
 const lsnText = (l: Lsn | null): string | null => (l === null ? null : formatLsn(l));
 
-export type GapKind = 'slot_lost' | 'unpublished' | 'publish_options' | 'slot_moved' | 'registry_behind' | 'files_lost';
+export type GapKind = 'slot_lost' | 'unpublished' | 'publish_options' | 'slot_moved' | 'registry_behind' | 'files_lost' | 'ddl_capture';
 
 export interface Gap {
   id: number;

@@ -12,6 +12,7 @@ import { formatLsn as lsnText, parseLsn, type Lsn } from '../lsn.js';
 import type { Registry } from '../registry/registry.js';
 import { isLockConflict, withTransaction, type Db } from '../db/tx.js';
 import { syncPartitions } from '../registry/partitions.js';
+import { DdlCaptureWatch, type CaptureLapse } from './ddl-capture.js';
 
 export interface TableName {
   schema: string;
@@ -88,6 +89,7 @@ export class PublicationWatcher {
   /** Tables published at the last check, `schema.table`. */
   private known: Set<string> | null = null;
   private skippedKey = '';
+  private readonly capture: DdlCaptureWatch;
 
   constructor(
     private readonly db: Db,
@@ -98,7 +100,9 @@ export class PublicationWatcher {
     private goodLsn: Lsn,
     /** Asks for a fresh export: of tables that joined with data, or to repair a gap. */
     private readonly requestReload?: (tables: TableName[], reason: 'joined' | 'gap', gapId: number | null) => Promise<void>,
-  ) {}
+  ) {
+    this.capture = new DdlCaptureWatch(db, log, () => this.walLsn());
+  }
 
   private async walLsn(): Promise<Lsn> {
     const { rows } = await this.db.query<{ l: string }>(`SELECT pg_current_wal_lsn()::text AS l`);
@@ -151,6 +155,9 @@ export class PublicationWatcher {
       this.log.error({ gap: g.kind, table: g.table ? name(g.table) : null, from: lsnText(this.goodLsn), to: lsnText(repairedAt) }, `data gap: ${detail}${this.requestReload ? '; exporting again' : ''}`);
       await this.requestReload?.(g.table ? [g.table] : g.viaRoot ? viaRoot : await publishedTables(this.db, pub), 'gap', gapId);
     }
+    // DDL capture switched off: `run` only (init leaves it to the daemon, which repairs gaps).
+    const lapse = this.requestReload ? await this.capture.check() : null;
+    if (lapse && this.known.size > 0) await this.captureGap(lapse);
     // Tables that joined without DDL get the shape that value-changing DDL is compared with (sql/008).
     if (res.added.length) await rememberShapes(this.db);
     const joined = res.added.filter((t) => !this.known!.has(name(t)));
@@ -176,6 +183,17 @@ export class PublicationWatcher {
     }
     this.goodLsn = startLsn > this.goodLsn ? startLsn : this.goodLsn;
     return res;
+  }
+
+  /** DDL capture was off (src/source/ddl-capture.ts): a gap over the range, every table exported again. */
+  private async captureGap(lapse: CaptureLapse): Promise<void> {
+    const from = lapse.from ?? this.goodLsn;
+    const detail = lapse.triggers.length
+      ? `event triggers ${lapse.triggers.join(', ')} are disabled or dropped: a value-changing DDL between ${lsnText(from)} and ${lsnText(lapse.to)} may have changed rows with no change in the WAL, and one made until a superuser runs ALTER EVENT TRIGGER <name> ENABLE will be exported only then`
+      : `DDL capture was off (pg-egress's value-changing DDL event triggers disabled or dropped) between ${lsnText(from)} and ${lsnText(lapse.to)}: a DDL made then may have changed rows with no change in the WAL`;
+    const gapId = await this.registry.recordGap({ kind: 'ddl_capture', schema: null, table: null, lsnFrom: from, lsnTo: lapse.to, detail });
+    this.log.error({ gap: 'ddl_capture', triggers: lapse.triggers, from: lsnText(from), to: lsnText(lapse.to) }, `data gap: ${detail}; exporting every table again`);
+    await this.requestReload?.(await publishedTables(this.db, this.cfg.publication), 'gap', gapId);
   }
 }
 
