@@ -26,19 +26,22 @@ describe('idle slot', () => {
 
   it('advances confirmed_flush_lsn past WAL written only by unpublished tables', async () => {
     const before = await withDb(env.url, async (c) => parseLsn((await c.query<{ l: string }>('SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1', [env.slot])).rows[0].l));
+    let target = before;
     for (let round = 0; round < 3; round++) {
       await withDb(env.url, (c) => c.query(`INSERT INTO unpublished (pad) SELECT repeat('x', 500) FROM generate_series(1, 5000)`));
-      const target = await currentWalLsn(env.url);
+      target = await currentWalLsn(env.url);
       expect(target - before).toBeGreaterThan(1_000_000n);
-      await waitCaughtUp(env, target, 30_000);
+      await waitCaughtUp(env, target);
     }
     // Nothing was written for the unpublished table.
     expect(existsSync(path.join(env.outDir, 'public.unpublished'))).toBe(false);
     const published = await withDb(env.url, async (c) => (await c.query(`SELECT tablename FROM pg_publication_tables WHERE pubname = $1`, [env.slot])).rows.map((r) => r.tablename));
     expect(published).toEqual(['published']);
-    const lag = await withDb(env.url, async (c) => (await c.query<{ lag: string }>(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text AS lag FROM pg_replication_slots WHERE slot_name = $1`, [env.slot])).rows[0].lag);
-    console.log(`unpublished WAL written: ${(await currentWalLsn(env.url)) - before} bytes; slot lag afterwards: ${lag} bytes`);
-    expect(Number(lag)).toBeLessThan(1_000_000);
+    // Confirmed past every byte the unpublished writes made. (Not compared with the server's
+    // current WAL position: other test files write WAL on the same server meanwhile.)
+    const confirmed = await withDb(env.url, async (c) => parseLsn((await c.query<{ l: string }>('SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1', [env.slot])).rows[0].l));
+    console.log(`unpublished WAL written: ${target - before} bytes; the slot confirmed ${confirmed - before} bytes past its start`);
+    expect(confirmed).toBeGreaterThanOrEqual(target);
     // No streaming file at all (the published table's folder holds only its initial export, empty).
     expect(existsSync(env.outDir) ? readdirSync(env.outDir).filter((f) => f.startsWith('public.')).flatMap((f) => listStreamingFiles(env.outDir, f)) : []).toEqual([]);
   });
