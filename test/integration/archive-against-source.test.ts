@@ -1,8 +1,8 @@
 /**
- * `pg-egress verify --against-source`: among 1M rows, a consistent forgery (one row changed in a
- * streaming file, then one row deleted from a reload file, each with manifest, batch index, chain
- * and registry re-hashed to match, which checking the files cannot see) is found and its key
- * named; `--repair` reloads; afterwards the table is equal again. On an untouched archive it says
+ * `pg-egress verify --against-source`: among 1M rows (PG_EGRESS_TEST_FULL=1; 200k in a quick run),
+ * a consistent forgery (one row changed in a streaming file, then one row deleted from a reload
+ * file, each with manifest, batch index, chain and registry re-hashed to match, which checking the
+ * files cannot see) is found and its key named; `--repair` reloads; afterwards the table is equal again. On an untouched archive it says
  * equal, at the cost of one scan of the source table.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,8 +13,9 @@ import { waitFor } from '../harness/pg.js';
 import { createEnv, runCli, sleep, spawnCli, waitCaughtUp, waitSlotActive, withDb, type Child, type EgressEnv } from '../helpers/egress.js';
 import { waitReloads } from '../helpers/archive.js';
 import { editRecords, reseal } from '../helpers/forge.js';
+import { scaled } from '../helpers/scale.js';
 
-const ROWS = 1_000_000;
+const ROWS = scaled(1_000_000, 200_000);
 
 describe('verify --against-source', () => {
   let env: EgressEnv;
@@ -50,7 +51,7 @@ describe('verify --against-source', () => {
     await withDb(env.url, (c) => c.query(`CREATE TABLE big (id bigint PRIMARY KEY, v text, n int); INSERT INTO big SELECT g, 'v' || g, g % 1000 FROM generate_series(1, ${ROWS}) g`));
     await start();
     await waitReloads(env.url, reloads);
-    await withDb(env.url, (c) => c.query(`UPDATE big SET v = v || ' updated' WHERE id % 100000 = 7; DELETE FROM big WHERE id % 250000 = 3; INSERT INTO big VALUES (${ROWS + 1}, 'new', 1)`));
+    await withDb(env.url, (c) => c.query(`UPDATE big SET v = v || ' updated' WHERE id % ${ROWS / 10} = 7; DELETE FROM big WHERE id % ${ROWS / 4} = 3; INSERT INTO big VALUES (${ROWS + 1}, 'new', 1)`));
     await waitCaughtUp(env);
   }, 300_000);
 
@@ -109,7 +110,7 @@ describe('verify --against-source', () => {
       .pop()!;
     const part = readdirSync(path.join(folder, newest)).find((f) => f.startsWith('full_reload'))!;
     const rel = `public.big/${newest}/${part}`;
-    const victim = '500000';
+    const victim = String(ROWS / 2);
     expect(zlib.gunzipSync(readFileSync(path.join(env.outDir, rel))).includes(`\n${victim},`)).toBe(true);
     editRecords(path.join(env.outDir, rel), (recs) => recs.filter((r) => !r.startsWith(`${victim},`)));
     await reseal(env.outDir, [rel], env.url, env.slot);

@@ -1,5 +1,6 @@
 /**
- * Consistent exports at size: a 2M-row table in ctid chunks on several workers while the main
+ * Consistent exports at size: a 2M-row table (PG_EGRESS_TEST_FULL=1; 1M in a quick run, still
+ * larger than shared_buffers/4, where synchronized scans start) in ctid chunks on several workers while the main
  * slot keeps being confirmed; four tables at once from one snapshot; kill -9 during an export;
  * a slot dropped under writes, repaired by exporting every table again. Each check rebuilds the
  * tables from the files by the SPEC §6 rule and compares them with the source.
@@ -14,6 +15,11 @@ import { waitFor } from '../harness/pg.js';
 import { parseLsn } from '../../src/lsn.js';
 import { createEnv, loopWriter, reloadSets, runCli, sleep, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
 import { expectRebuiltEqual } from '../helpers/compare.js';
+import { FULL, scaled } from '../helpers/scale.js';
+
+/** The big table: 76 bytes a row on disk, so 1M rows are 73 MB, over the test server's shared_buffers/4 (64 MB). */
+const ROWS = scaled(2_000_000, 1_000_000);
+const SIZE = FULL ? '2M' : '1M';
 
 async function expectRebuilt(env: EgressEnv, table: string, columns = ['id', 'v']): Promise<number> {
   const got = await expectRebuiltEqual(env.outDir, env.url, `public.${table}`, table, ['id'], columns);
@@ -68,7 +74,7 @@ describe('large and parallel exports', () => {
     // The rows are there before the daemon: the initial export takes them (streaming 2M rows
     // through the daemon first proved nothing these tests check, and cost most of their time).
     await withDb(env.url, (c) =>
-      c.query(`INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 2000000) g;
+      c.query(`INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, ${ROWS}) g;
                INSERT INTO f1 SELECT g, 'a' || g FROM generate_series(1, 100000) g; INSERT INTO f2 SELECT g, 'b' || g FROM generate_series(1, 100000) g;
                INSERT INTO f3 SELECT g, 'c' || g FROM generate_series(1, 100000) g; INSERT INTO f4 SELECT g, 'd' || g FROM generate_series(1, 100000) g;`),
     );
@@ -86,7 +92,7 @@ describe('large and parallel exports', () => {
     await env?.drop();
   });
 
-  it('exports a 2M-row table in ctid chunks on several workers while the main slot keeps moving', async () => {
+  it(`exports a ${SIZE}-row table in ctid chunks on several workers while the main slot keeps moving`, async () => {
     // The export paused after its first chunk (src/failpoints.ts): the main slot must be confirmed
     // past new rows meanwhile. (Sampling the slot while a fast export ran raced with it.)
     daemon.proc.kill('SIGTERM');
@@ -116,9 +122,9 @@ describe('large and parallel exports', () => {
     expect(o.state).toBe('done');
     expect(o.chunks).toBeGreaterThanOrEqual(4);
     expect(o.workers).toBeGreaterThanOrEqual(2);
-    console.log(`2M rows in ${o.chunks} chunks on ${o.workers} workers; the main slot confirmed from ${before.toString(16)} to ${moved.toString(16)} while the export was paused`);
+    console.log(`${SIZE} rows in ${o.chunks} chunks on ${o.workers} workers; the main slot confirmed from ${before.toString(16)} to ${moved.toString(16)} while the export was paused`);
     await waitCaughtUp(env);
-    expect(await expectRebuilt(env, 'big')).toBe(2_000_000);
+    expect(await expectRebuilt(env, 'big')).toBe(ROWS);
     await expectRebuilt(env, 'side');
   }, 300_000);
 
@@ -161,13 +167,13 @@ describe('large and parallel exports', () => {
     expect(registered).toContain(batches[0].batch_id);
     expect(readdirSync(path.join(env.outDir, '_tmp')).length).toBe(0);
     await waitCaughtUp(env);
-    expect(await expectRebuilt(env, 'big')).toBe(2_000_000);
+    expect(await expectRebuilt(env, 'big')).toBe(ROWS);
     const set = reloadSets(env.outDir, 'public.big').at(-1)!;
     expect(set.batch).toBe(batches[0].batch_id);
-    expect(set.rows).toBe(2_000_000);
+    expect(set.rows).toBe(ROWS);
   }, 400_000);
   it('a table read in one chunk starts at its first block even while another scan of it is mid-way (no synchronized scan)', async () => {
-    // One chunk for the 2M-row table (larger than shared_buffers/4, where PostgreSQL lets a new
+    // One chunk for the big table (larger than shared_buffers/4, where PostgreSQL lets a new
     // sequential scan join one in progress and start mid-table).
     daemon.proc.kill('SIGTERM');
     expect((await daemon.exit).code).toBe(0);
@@ -181,7 +187,7 @@ describe('large and parallel exports', () => {
       // Another session's scan stopped half-way: it reported its position for others to join.
       await scan.query('BEGIN');
       await scan.query('DECLARE c NO SCROLL CURSOR FOR SELECT id FROM big');
-      await scan.query('FETCH 1000000 FROM c');
+      await scan.query(`FETCH ${ROWS / 2} FROM c`);
       const r = await runCli(['reload', 'public.big', '--config', env.configPath, '--wait']);
       expect(r.code, r.stderr).toBe(0);
     } finally {
@@ -189,7 +195,7 @@ describe('large and parallel exports', () => {
     }
     const set = reloadSets(env.outDir, 'public.big').at(-1)!;
     expect(set.files.map((f) => path.basename(f))).toEqual(['full_reload.csv.gz']);
-    expect(set.rows).toBe(2_000_000);
+    expect(set.rows).toBe(ROWS);
     const [header, row] = await firstLines(set.files[0], 2);
     expect(header.startsWith('id,')).toBe(true);
     expect(row.split(',')[0]).toBe(first);
