@@ -1,6 +1,8 @@
 /**
  * Exactly once under crashes (SPEC §6): a concurrent writer commits small transactions and a few
- * of 100k rows while the daemon is killed with SIGKILL at random moments and restarted, 20 times.
+ * large ones while the daemon is killed with SIGKILL at random moments and restarted. Under
+ * PG_EGRESS_TEST_FULL=1: 20 kills, large transactions of 100k rows; by default (test/helpers/scale.ts)
+ * 6 kills, large transactions of 30k rows (still more than batch.max_rows, so size flushes happen).
  * Then every table is rebuilt from the files and compared with the source. The moments come from
  * a seed printed before anything is checked: `CRASH_SEED=<seed> npx vitest run
  * test/integration/crash.test.ts` replays the kill schedule (and the writer's choices; the
@@ -8,7 +10,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEnv, sleep, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type EgressEnv } from '../helpers/egress.js';
+import { scaled } from '../helpers/scale.js';
 import { seededRandom, startWriter, verifyWorkload, WORKLOAD_DDL } from '../helpers/workload.js';
+
+const KILLS = scaled(20, 6);
+const BIG_ROWS = scaled(100_000, 30_000);
 
 describe('kill -9 at random moments', () => {
   let env: EgressEnv;
@@ -25,15 +31,15 @@ describe('kill -9 at random moments', () => {
     await env?.drop();
   });
 
-  it('loses and duplicates nothing across 20 crashes', async () => {
+  it(`loses and duplicates nothing across ${KILLS} crashes`, async () => {
     const seed = Number(process.env.CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
     const random = seededRandom(seed);
-    const schedule = Array.from({ length: 20 }, () => 300 + Math.floor(random() * 1500));
+    const schedule = Array.from({ length: KILLS }, () => 300 + Math.floor(random() * 1500));
     // Before any check, so that a failure can be replayed.
     console.log(`crash schedule: CRASH_SEED=${seed}: kill -9 after ${schedule.join(', ')} ms`);
     let child = spawnCli(['run', '--config', env.configPath]);
     await waitSlotActive(env);
-    const writer = startWriter(env.url, { bigEvery: 150, bigRows: 100_000, maxBig: 3, random: seededRandom(seed + 1) });
+    const writer = startWriter(env.url, { bigEvery: 150, bigRows: BIG_ROWS, maxBig: 3, random: seededRandom(seed + 1) });
     const kills: number[] = [];
     try {
       for (const delay of schedule) {
@@ -54,8 +60,8 @@ describe('kill -9 at random moments', () => {
     const ex = await child.exit;
     expect(ex.code).toBe(0);
     const { transactions, rows } = await verifyWorkload(env.url, env.outDir);
-    console.log(`CRASH_SEED=${seed}: ${kills.length} kill -9 (after ${kills.join(', ')} ms): ${transactions} transactions, ${rows} events rows, ${writer.bigDone()} of them 100k-row inserts; each exactly once`);
+    console.log(`CRASH_SEED=${seed}: ${kills.length} kill -9 (after ${kills.join(', ')} ms): ${transactions} transactions, ${rows} events rows, ${writer.bigDone()} of them ${BIG_ROWS}-row inserts; each exactly once`);
     expect(transactions).toBe(writer.committed());
-    expect(rows).toBeGreaterThan(100_000);
+    expect(rows).toBeGreaterThan(BIG_ROWS);
   }, 600_000);
 });
