@@ -3,8 +3,11 @@
  * with a seeded table `t`, a daemon with 1 s windows, output.retain and an S3 anchor target, and the
  * checks both test files use. Two files so that the long scenarios run side by side.
  *
- * With PG_EGRESS_TEST_S3_FULL=1, the issue's figures: the writer runs 3 minutes at ≥ 500 rows/s
- * with output.retain 30s, S3 is down for 60 s (by default 40 s, retain 5s, 12 s).
+ * Three sizes. PG_EGRESS_TEST_S3_FULL=1, the issue's figures: the writer runs 3 minutes at ≥ 500
+ * rows/s with output.retain 30s, S3 is down for 60 s. PG_EGRESS_TEST_FULL=1 (test/helpers/scale.ts,
+ * what CI runs on test/integration): 40 s, retain 5s, 12 s. By default (npm test): 16 s, retain 2s,
+ * 6 s — still an outage longer than the anchor worker's first retry backoffs (2 s, 4 s), and a run
+ * longer than retain + the upload-lag slack of the bounded-disk check.
  */
 import { afterAll, beforeAll, expect } from 'vitest';
 import { readdirSync, readFileSync, existsSync, statSync } from 'node:fs';
@@ -14,14 +17,19 @@ import { waitFor } from '../harness/pg.js';
 import { S3RVER_ACCESS_KEY_ID, S3RVER_SECRET_ACCESS_KEY, startS3Server, type S3TestServer } from '../harness/s3-server.js';
 import { createEnv, loopWriter, runCli, sleep, spawnCli, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from './egress.js';
 import { copyText, csvRecords } from './archive.js';
+import { scaled } from './scale.js';
 
 export const PREFIX = 'archive/a';
-// PG_EGRESS_TEST_S3_FULL=1: the issue's figures (3 min writer, retain 30s, 60 s outage); by default
-// a shorter run of the same checks (40 s, retain 5s, 12 s outage) to keep npm test's time down.
-const FULL = process.env.PG_EGRESS_TEST_S3_FULL === '1';
-export const RETAIN_S = FULL ? 30 : 5;
-export const WRITE_MS = FULL ? 180_000 : 40_000;
-export const OUTAGE_MS = FULL ? 60_000 : 12_000;
+const S3_FULL = process.env.PG_EGRESS_TEST_S3_FULL === '1';
+/** The sizes (see the header): PG_EGRESS_TEST_S3_FULL=1's, else PG_EGRESS_TEST_FULL=1's, else quick. */
+export const sized = <T>(s3Full: T, full: T, quick: T): T => (S3_FULL ? s3Full : scaled(full, quick));
+export const RETAIN_S = sized(30, 5, 2);
+export const WRITE_MS = sized(180_000, 40_000, 16_000);
+export const OUTAGE_MS = sized(60_000, 12_000, 6_000);
+/** The upload lag the bounded-disk check allows on top of retain; RETAIN_S + LAG_S < the writer's run. */
+export const LAG_S = sized(25, 25, 10);
+/** S3 entries seen pending during the outage, more than (a batch a second is registered meanwhile). */
+export const PENDING_MIN = sized(5, 5, 2);
 export const s3Env = { AWS_ACCESS_KEY_ID: S3RVER_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: S3RVER_SECRET_ACCESS_KEY, AWS_EC2_METADATA_DISABLED: 'true' };
 
 /** Bytes of data files (*.csv.gz) in a folder tree. */

@@ -4,6 +4,12 @@
  * commit through PG_EGRESS_FAILPOINT, and at random moments), and a final run leaves the target
  * equal to the source; a second final run changes nothing. A changed file or a deleted batch index
  * is refused with exit 10 and the target is left as it was.
+ *
+ * Sizes (test/helpers/scale.ts): with PG_EGRESS_TEST_FULL=1, 6 rounds of 40 writer steps, the
+ * first 3 killed at the failpoint and the next 2 at random moments, DuckDB loaded after rounds 0
+ * and 3; by default (npm test), 4 rounds of 20 steps, 1 killed at the failpoint and 2 at random
+ * moments, DuckDB loaded after round 0. Either way a DuckDB load killed at the failpoint, an ADD
+ * COLUMN and a reload on the way.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -13,8 +19,19 @@ import zlib from 'node:zlib';
 import { createTestDatabase } from '../harness/pg.js';
 import { createEnv, loopWriter, runCli, sleep, spawnCli, waitBatches, waitCaughtUp, waitSlotActive, withDb, type Child, type EgressEnv } from '../helpers/egress.js';
 import { copyText, expectSameRows, expectSameRowsDuckdb, tortureStep, TORTURE_DDL, TORTURE_SEED, waitReloads } from '../helpers/archive.js';
+import { scaled } from '../helpers/scale.js';
 
 const TABLES = ['t_main', 't_trunc', 't_full', 't_part'];
+/**
+ * Rounds of the writer, each followed by loads: the first FAILPOINT_ROUNDS killed at the
+ * failpoint, the next ones but the last at random moments.
+ */
+const ROUNDS = scaled(6, 4);
+const FAILPOINT_ROUNDS = scaled(3, 1);
+/** Writer steps per round. */
+const STEPS = scaled(40, 20);
+/** Rounds followed by a DuckDB load (the final one loads the rest). */
+const DUCKDB_ROUNDS = scaled([0, FAILPOINT_ROUNDS], [0]);
 
 async function loadState(url: string): Promise<{ batches: number; sums: string }> {
   return withDb(url, async (c) => {
@@ -65,19 +82,19 @@ describe('load', () => {
       return 1;
     });
     try {
-      for (let round = 0; round < 6; round++) {
+      for (let round = 0; round < ROUNDS; round++) {
         // New batches under the writer since the last round.
-        budget += 40;
+        budget += STEPS;
         await waitBatches(env, 1);
-        if (round === 3) await withDb(env.url, (c) => c.query(`ALTER TABLE t_main ADD COLUMN extra int`));
-        if (round === 5) expect((await runCli(['reload', 'public.t_trunc', '--config', env.configPath, '--wait'])).code).toBe(0);
-        if (round < 3) {
+        if (round === FAILPOINT_ROUNDS) await withDb(env.url, (c) => c.query(`ALTER TABLE t_main ADD COLUMN extra int`));
+        if (round === ROUNDS - 1) expect((await runCli(['reload', 'public.t_trunc', '--config', env.configPath, '--wait'])).code).toBe(0);
+        if (round < FAILPOINT_ROUNDS) {
           // Deterministic: killed right before the commit of the run's first batch.
           const r = spawnCli(['load', '--from', env.outDir, '--into', target.url], { env: { PG_EGRESS_FAILPOINT: 'load-before-commit:1' } });
           const exit = await r.exit;
           expect(exit.signal).toBe('SIGKILL');
           kills.failpoint++;
-        } else if (round < 5) {
+        } else if (round < ROUNDS - 1) {
           // At a random moment.
           const r = spawnCli(['load', '--from', env.outDir, '--into', target.url]);
           await sleep(100 + Math.floor(Math.random() * 400));
@@ -88,16 +105,16 @@ describe('load', () => {
         const ok = await runCli(['load', '--from', env.outDir, '--into', target.url]);
         expect(ok.stderr).not.toContain('pg-egress:');
         expect(ok.code).toBe(0);
-        if (round === 2) {
+        if (round === FAILPOINT_ROUNDS - 1) {
           const d = spawnCli(['load', '--from', env.outDir, '--into', `duckdb:${duck}`], { env: { PG_EGRESS_FAILPOINT: 'load-before-commit:2' } });
           expect((await d.exit).signal).toBe('SIGKILL');
         }
-        if (round % 3 === 0) expect((await runCli(['load', '--from', env.outDir, '--into', `duckdb:${duck}`])).code).toBe(0);
+        if (DUCKDB_ROUNDS.includes(round)) expect((await runCli(['load', '--from', env.outDir, '--into', `duckdb:${duck}`])).code).toBe(0);
       }
     } finally {
       await writer.stop();
     }
-    expect(kills.failpoint).toBe(3);
+    expect(kills.failpoint).toBe(FAILPOINT_ROUNDS);
     await waitCaughtUp(env);
     daemon.proc.kill('SIGTERM');
     expect((await daemon.exit).code).toBe(0);

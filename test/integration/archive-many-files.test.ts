@@ -1,11 +1,12 @@
 /**
- * A rebuild changes the target all at once however many files it reads: 200 small streaming
- * files (inserts, updates, unchanged TOAST columns, deletes; a table with a key and one without)
- * rebuilt into csv: and duckdb: at DuckDB's default 64 MB pool must not run out of memory. In one
- * DuckDB transaction it did ("Out of Memory: failed to pin block" after ~100 batches: DuckDB keeps
- * a transaction's dropped tables, deleted and updated rows in memory until the commit), with
- * staging tables made per batch and with one batch per file. The result must equal the rows the
- * files describe; a failed rebuild leaves the table as it was.
+ * A rebuild changes the target all at once however many files it reads: small streaming files
+ * (40 by default, 200 with PG_EGRESS_TEST_FULL=1: see FILES; inserts, updates, unchanged TOAST
+ * columns, deletes; a table with a key and one without) rebuilt into csv: and duckdb: at DuckDB's
+ * default 64 MB pool must not run out of memory. In one DuckDB transaction it did ("Out of Memory:
+ * failed to pin block" after ~100 batches: DuckDB keeps a transaction's dropped tables, deleted and
+ * updated rows in memory until the commit), with staging tables made per batch and with one batch
+ * per file. The result must equal the rows the files describe; a failed rebuild leaves the table
+ * as it was.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,9 +16,15 @@ import zlib from 'node:zlib';
 import { rebuild } from '../../src/archive/rebuild.js';
 import { openDuckdb } from '../../src/archive/engine-duckdb.js';
 import { L, writeArchive, type FixtureBatch, type Val } from '../helpers/archive-fixture.js';
+import { scaled } from '../helpers/scale.js';
 
-// Twice the ~100 batches after which one DuckDB transaction ran out of memory.
-const FILES = 200;
+// Files of 400 changes (300 of m, 100 of k) rebuilt into DuckDB in batches of MAX_ROWS rows: over
+// 500 batches (PG_EGRESS_TEST_FULL=1: 200 files, 150 rows) or over 200 (quick: 40 files, 60 rows),
+// either way well past the ~100 after which one DuckDB transaction ran out of memory.
+const FILES = scaled(200, 40);
+const MAX_ROWS = scaled(150, 60);
+/** The DuckDB batches of the rebuild with MAX_ROWS, at least (rounded down to hundreds). */
+const BATCHES = Math.floor((FILES * 400) / MAX_ROWS / 100) * 100;
 
 /** The archive, and the rows its files leave (as CSV lines, sorted). */
 function makeArchive(out: string): { m: string[]; k: string[] } {
@@ -117,9 +124,9 @@ describe('rebuild of many small streaming files', () => {
     expect(csvRows(k).slice(1).sort()).toEqual(want.k);
   });
 
-  it('into duckdb: in batches of 150 rows (over 500), again with --replace, and a failed rebuild leaves the table as it was', async () => {
+  it(`into duckdb: in batches of ${MAX_ROWS} rows (over ${BATCHES}), again with --replace, and a failed rebuild leaves the table as it was`, async () => {
     const file = path.join(dir, 'many.duckdb');
-    const limits = { maxRows: 150, maxBytes: 8 * 1024 * 1024 };
+    const limits = { maxRows: MAX_ROWS, maxBytes: 8 * 1024 * 1024 };
     const check = async () => {
       const duck = await openDuckdb(file);
       try {

@@ -3,7 +3,9 @@
  * removed locally while its upload is pending, and after S3 returns everything uploads and
  * output.dir shrinks; a lost volume and a lost registry (with `recover --from s3://`) continue
  * without exporting again; a forged batch makes `recover` exit 10 naming it. The setting:
- * test/helpers/s3-archive.ts (bounded disk: archive-of-record.test.ts).
+ * test/helpers/s3-archive.ts (bounded disk: archive-of-record.test.ts). Sizes: S3 is down for 6 s
+ * by default, 12 s with PG_EGRESS_TEST_FULL=1, 60 s with PG_EGRESS_TEST_S3_FULL=1 (OUTAGE_MS);
+ * after a loss the daemon streams 3 windows by default, 5 with either (WINDOWS).
  */
 import { describe, expect, it } from 'vitest';
 import { rmSync } from 'node:fs';
@@ -13,7 +15,10 @@ import { waitFor } from '../harness/pg.js';
 import { S3RVER_ACCESS_KEY_ID, S3RVER_SECRET_ACCESS_KEY, startS3Server } from '../harness/s3-server.js';
 import { createS3Target } from '../../src/anchor/s3.js';
 import { runCli, sleep, waitBatches, waitCaughtUp, withDb } from '../helpers/egress.js';
-import { localDataBytes, OUTAGE_MS, PREFIX, s3ArchiveSuite, s3Env } from '../helpers/s3-archive.js';
+import { localDataBytes, OUTAGE_MS, PENDING_MIN, PREFIX, s3ArchiveSuite, s3Env, sized } from '../helpers/s3-archive.js';
+
+/** Windows streamed after a lost volume or registry. */
+const WINDOWS = sized(5, 5, 3);
 
 describe('S3 as the archive of record: outages and losses', () => {
   const ctx = s3ArchiveSuite();
@@ -21,7 +26,7 @@ describe('S3 as the archive of record: outages and losses', () => {
   const startAndWriteAFewWindows = async () => {
     await ctx.start();
     const w = ctx.writer();
-    await waitBatches(ctx.env, 5);
+    await waitBatches(ctx.env, WINDOWS);
     await w.stop();
     await waitCaughtUp(ctx.env);
     await ctx.anchorsDone();
@@ -47,7 +52,7 @@ describe('S3 as the archive of record: outages and losses', () => {
       pendingSeen = Math.max(pendingSeen, (await ctx.q<{ n: number }>(`SELECT count(*)::int AS n FROM cdc_registry.anchor_queue WHERE state = 'pending'`))[0].n);
       grew = Math.max(grew, localDataBytes(ctx.env.outDir));
     }
-    expect(pendingSeen).toBeGreaterThan(5);
+    expect(pendingSeen).toBeGreaterThan(PENDING_MIN);
     const restarted = await startS3Server({ bucket: ctx.s3.bucket, port: ctx.s3.port, directory: ctx.s3.directory });
     ctx.s3 = restarted;
     await w.stop();
