@@ -2,6 +2,8 @@
  * Before START_REPLICATION: the slot must not be in use. Our daemon lock is held, so a holder is
  * either a walsender of our own previous process that has not noticed its client died yet (it
  * goes within moments), or another consumer such as pg_recvlogical, which is the operator's to stop.
+ * Only the first is waited for: our replication connections are named `pg-egress`
+ * (application_name, src/db/connect.ts), so a holder named otherwise is refused at once.
  */
 import type { Config } from '../config/index.js';
 import { EgressError } from '../errors.js';
@@ -17,7 +19,9 @@ export async function waitSlotFree(db: Db, cfg: Config, timeoutMs = 10_000): Pro
       [cfg.slot],
     );
     if (!rows.length) return;
-    if (Date.now() > deadline) {
+    // No activity row (the holder is just ending): unknown, waited for like our own.
+    const foreign = rows[0].app !== null && !rows[0].app.startsWith('pg-egress');
+    if (foreign || Date.now() > deadline) {
       const r = rows[0];
       throw new EgressError(
         'SLOT_IN_USE',

@@ -151,7 +151,10 @@ describe('failpoints: deterministic crashes, then a restart', () => {
       await crashAt(env, 'export-after-chunk:crash@2');
       const [op] = await q<{ id: string; state: string }>(env, `SELECT id::text, state FROM cdc_registry.reloads WHERE table_name = 'big'`);
       expect(op.state).toBe('running');
-      expect(readdirSync(path.join(env.outDir, '_tmp')).length).toBeGreaterThanOrEqual(2);
+      // The killed attempt left its chunks in _tmp. At least the first: a file is created when its
+      // write stream's open(2) runs in libuv's pool, which may still be queued behind other files'
+      // fsyncs for the second chunk when the process dies (seen on a loaded machine: 1 file).
+      expect(readdirSync(path.join(env.outDir, '_tmp')).length).toBeGreaterThanOrEqual(1);
       expect(reloadSets(env.outDir, 'public.big')).toEqual([]);
 
       run(env);
