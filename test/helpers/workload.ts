@@ -32,7 +32,8 @@ export function seededRandom(seed: number): () => number {
 
 export function startWriter(
   url: string,
-  opts: { bigEvery?: number; bigRows?: number; maxBig?: number; random?: () => number } = {},
+  /** pauseMs: a pause after each commit (0: flat out). */
+  opts: { bigEvery?: number; bigRows?: number; maxBig?: number; random?: () => number; pauseMs?: number } = {},
 ): Writer {
   let stopping = false;
   let committed = 0;
@@ -86,6 +87,7 @@ export function startWriter(
         await client.query('COMMIT');
         committed++;
         if (changes >= bigRows) big++;
+        if (opts.pauseMs) await new Promise((r) => setTimeout(r, opts.pauseMs));
       } catch {
         // The server may be restarting: reconnect. The transaction was not committed (or was: the
         // txlog tells), either way the check below reads the truth from the source.

@@ -164,18 +164,17 @@ describe('rebuild', () => {
 
   it('as of three points, by LSN and by time, equals the copies taken then', async () => {
     expect(pauses.length).toBe(3);
-    for (const [i, p] of pauses.entries()) {
+    for (const p of pauses) {
       for (const [kind, asOf] of [
         ['lsn', p.lsn],
         ['time', p.time],
       ]) {
-        for (const t of ['t_main', 't_trunc', 't_part']) {
-          const name = `asof.${t}_${kind}_${i}`;
-          const r = await runCli(['rebuild', `public.${t}`, '--from', env.outDir, '--as-of', asOf, '--into', target.url, '--target', name]);
-          expect(r.stderr, `${t} as of ${asOf}`).not.toContain('pg-egress:');
-          expect(r.code).toBe(0);
-          await expectSameRows(target.url, name, p.copies.get(t)!, `${t} as of ${kind} ${asOf}`);
-        }
+        // The three tables in one run (one verification of the archive), over the last point's.
+        const tables = ['t_main', 't_trunc', 't_part'];
+        const r = await runCli(['rebuild', ...tables.map((t) => `public.${t}`), '--from', env.outDir, '--as-of', asOf, '--into', target.url, '--replace']);
+        expect(r.stderr, `as of ${asOf}`).not.toContain('pg-egress:');
+        expect(r.code).toBe(0);
+        for (const t of tables) await expectSameRows(target.url, `public.${t}`, p.copies.get(t)!, `${t} as of ${kind} ${asOf}`);
       }
     }
   });

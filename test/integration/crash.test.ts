@@ -2,7 +2,8 @@
  * Exactly once under crashes (SPEC §6): a concurrent writer commits small transactions and a few
  * large ones while the daemon is killed with SIGKILL at random moments and restarted. Under
  * PG_EGRESS_TEST_FULL=1: 20 kills, large transactions of 100k rows; by default (test/helpers/scale.ts)
- * 6 kills, large transactions of 30k rows (still more than batch.max_rows, so size flushes happen).
+ * 6 kills, large transactions of 30k rows (still more than batch.max_rows, so size flushes happen),
+ * the writer paused 2 ms after each commit.
  * Then every table is rebuilt from the files and compared with the source. The moments come from
  * a seed printed before anything is checked: `CRASH_SEED=<seed> npx vitest run
  * test/integration/crash.test.ts` replays the kill schedule (and the writer's choices; the
@@ -15,6 +16,8 @@ import { seededRandom, startWriter, verifyWorkload, WORKLOAD_DDL } from '../help
 
 const KILLS = scaled(20, 6);
 const BIG_ROWS = scaled(100_000, 30_000);
+/** The writer flat out, or paced (2 ms after each commit) so that it leaves the other files a core. */
+const PAUSE_MS = scaled(0, 2);
 
 describe('kill -9 at random moments', () => {
   let env: EgressEnv;
@@ -39,7 +42,7 @@ describe('kill -9 at random moments', () => {
     console.log(`crash schedule: CRASH_SEED=${seed}: kill -9 after ${schedule.join(', ')} ms`);
     let child = spawnCli(['run', '--config', env.configPath]);
     await waitSlotActive(env);
-    const writer = startWriter(env.url, { bigEvery: 150, bigRows: BIG_ROWS, maxBig: 3, random: seededRandom(seed + 1) });
+    const writer = startWriter(env.url, { bigEvery: 150, bigRows: BIG_ROWS, maxBig: 3, random: seededRandom(seed + 1), pauseMs: PAUSE_MS });
     const kills: number[] = [];
     try {
       for (const delay of schedule) {
