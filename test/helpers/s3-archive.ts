@@ -106,9 +106,17 @@ export function s3ArchiveSuite() {
       expect(got.length).toBe(want.length);
       expect(got).toEqual(want);
     },
-    /** Registered data files not removed by retention that are not on disk (expected: none). */
-    localDataFilesAreOnDisk: async () => {
-      const rows = await ctx.q<{ path: string }>(`SELECT path FROM cdc_registry.files WHERE local_removed_at IS NULL AND file_type IN ('streaming', 'full_reload')`);
+    /**
+     * Registered data files not recorded as removed by retention that are not on disk (expected:
+     * none); `pendingOnly`: only those whose S3 upload is not done. Retention unlinks a file, then
+     * records it (src/anchor/retention.ts): between the two, an uploaded file is missing and not yet
+     * recorded, so a check of every file races with it; a file pending upload is never removed.
+     */
+    localDataFilesAreOnDisk: async (opts: { pendingOnly?: boolean } = {}) => {
+      const rows = await ctx.q<{ path: string }>(
+        `SELECT path FROM cdc_registry.files f WHERE local_removed_at IS NULL AND file_type IN ('streaming', 'full_reload')
+         ${opts.pendingOnly ? `AND EXISTS (SELECT 1 FROM cdc_registry.anchor_queue a WHERE a.batch_id = f.batch_id AND a.target = 's3' AND a.state <> 'done')` : ''}`,
+      );
       return rows.filter((r) => !existsSync(path.join(ctx.env.outDir, r.path))).map((r) => r.path);
     },
   };

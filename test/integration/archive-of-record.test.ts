@@ -49,7 +49,8 @@ describe('S3 as the archive of record', () => {
     expect(maxLocal).toBeLessThan(Number(total));
     // Once the writer stops and retain passes, the data files are gone locally (the small files stay).
     await waitFor('local data files removed', async () => localDataBytes(ctx.env.outDir) === 0, { timeoutMs: 180_000, intervalMs: 500 });
-    expect(await ctx.localDataFilesAreOnDisk()).toEqual([]);
+    // Every file gone from disk is recorded as removed (retention records it right after the unlink).
+    await waitFor('every removed file recorded', async () => (await ctx.localDataFilesAreOnDisk()).length === 0, { intervalMs: 200 });
     const status = await runCli(['status', '--config', ctx.env.configPath, '--json'], { env: s3Env, mayFail: true });
     const local = (JSON.parse(status.stdout) as { local: { localDataBytes: number; removedBytes: number; retain: string } }).local;
     expect(local.localDataBytes).toBe(0);
