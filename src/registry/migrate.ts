@@ -92,10 +92,11 @@ export async function ensureEventTriggers(client: Db, superuser: boolean): Promi
  * https://www.postgresql.org/docs/current/catalog-pg-event-trigger.html
  */
 export async function eventTriggerState(db: Db): Promise<{ missing: string[]; disabled: string[] }> {
-  const { rows } = await db.query<{ evtname: string; evtenabled: string }>(`SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname = ANY ($1)`, [EVENT_TRIGGERS.map((t) => t.name)]);
-  const have = new Map(rows.map((r) => [r.evtname, r.evtenabled]));
+  const names = EVENT_TRIGGERS.map((t) => t.name);
+  const { rows } = await db.query<{ evtname: string; evtenabled: string }>(`SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname = ANY ($1)`, [names]);
+  const state = new Map(rows.map((r) => [r.evtname, r.evtenabled]));
   return {
-    missing: EVENT_TRIGGERS.map((t) => t.name).filter((n) => !have.has(n)),
-    disabled: EVENT_TRIGGERS.map((t) => t.name).filter((n) => have.has(n) && have.get(n) !== 'O' && have.get(n) !== 'A'),
+    missing: names.filter((n) => !state.has(n)),
+    disabled: names.filter((n) => state.has(n) && state.get(n) !== 'O' && state.get(n) !== 'A'),
   };
 }
