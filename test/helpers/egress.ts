@@ -103,6 +103,11 @@ export interface Child {
 /** Set when a spawned `run` exits on its own with an error, so waits fail at once with its message. */
 let childFailure: string | null = null;
 
+/** Forgets a failed `run` of an earlier test file (one worker runs several files: vitest.config). */
+export function resetChildFailure(): void {
+  childFailure = null;
+}
+
 /** `mayFail`: a `run` expected to exit non-zero (it then does not fail the file's later waits). */
 export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv; mayFail?: boolean } = {}): Child {
   const proc = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
