@@ -1,5 +1,5 @@
 /**
- * `pg-egress verify --against-source`: among 1M rows (PG_EGRESS_TEST_FULL=1; 200k in a quick run),
+ * `pg-egress verify --against-source`: among 1M rows (PG_EGRESS_TEST_FULL=1; 50k in a quick run),
  * a consistent forgery (one row changed in a streaming file, then one row deleted from a reload
  * file, each with manifest, batch index, chain and registry re-hashed to match, which checking the
  * files cannot see) is found and its key named; `--repair` reloads; afterwards the table is equal again. On an untouched archive it says
@@ -15,7 +15,7 @@ import { waitReloads } from '../helpers/archive.js';
 import { editRecords, reseal } from '../helpers/forge.js';
 import { scaled } from '../helpers/scale.js';
 
-const ROWS = scaled(1_000_000, 200_000);
+const ROWS = scaled(1_000_000, 50_000);
 
 describe('verify --against-source', () => {
   let env: EgressEnv;
