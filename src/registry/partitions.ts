@@ -3,7 +3,8 @@
  * belonged to), the daemon's own membership check, and what `status` shows per table.
  */
 import { displayTable } from '../config/patterns.js';
-import type { Db } from '../db/tx.js';
+import { isLockConflict, withTransaction, type Db } from '../db/tx.js';
+import { EgressError } from '../errors.js';
 
 export interface RootRef {
   schema: string;
@@ -34,12 +35,46 @@ export async function leafRoot(db: Db, publication: string, relid: number): Prom
  * Syncs every selected root's membership from the daemon's side (sql/007 sync_all_partitions):
  * a root's first appearance, and changes that no event trigger captured. `reset` forgets what was
  * captured before, so that each root gets an `initial` record in the stream of a new slot.
+ *
+ * The function takes an advisory lock that the event triggers of partition DDL take too (sql/015):
+ * a DDL recorded half-way through a check made it record a change that never happened, or lose
+ * one. While a DDL that its trigger recorded is not committed, the check is busy: the periodic
+ * check skips the round (the next one sees the DDL committed), a reset at start-up tries again.
+ * The check's lock waits are short, because a DDL may be waiting for the check's lock meanwhile.
  */
 export async function syncPartitions(db: Db, publication: string, reset = false): Promise<number> {
-  if (reset) await db.query(`DELETE FROM "cdc_registry"."partition_roots" WHERE publication = $1`, [publication]);
-  const { rows } = await db.query<{ n: number }>(`SELECT "cdc_registry"."sync_all_partitions"($1) AS n`, [publication]);
-  return rows[0].n;
+  const deadline = Date.now() + RESET_BUSY_MS;
+  for (;;) {
+    let n: number;
+    try {
+      n = await withTransaction(
+        db,
+        async (c) => {
+          if (reset) await c.query(`DELETE FROM "cdc_registry"."partition_roots" WHERE publication = $1`, [publication]);
+          const { rows } = await c.query<{ n: number }>(`SELECT "cdc_registry"."sync_all_partitions"($1) AS n`, [publication]);
+          // Busy: roll the reset back with the round.
+          if (rows[0].n < 0) throw BUSY;
+          return rows[0].n;
+        },
+        { lockTimeoutMs: CHECK_LOCK_TIMEOUT_MS, retries: reset ? undefined : 0 },
+      );
+    } catch (e) {
+      const busy = e === BUSY || isLockConflict(e);
+      if (!busy) throw e;
+      if (!reset) return 0;
+      if (Date.now() > deadline) throw new EgressError('LOCK_TIMEOUT', `partition DDL kept the membership check of publication ${publication} busy for ${RESET_BUSY_MS / 1000} s; try again once that transaction has ended`);
+      await new Promise((r) => setTimeout(r, 100));
+      continue;
+    }
+    return n;
+  }
 }
+
+/** How long one of the check's statements waits for a lock (a DDL may be waiting for the check). */
+const CHECK_LOCK_TIMEOUT_MS = 200;
+/** How long a start-up reset waits for uncommitted partition DDL. */
+const RESET_BUSY_MS = 60_000;
+const BUSY = new Error('partition membership check busy');
 
 /**
  * For `status`: each leaf's root and each root's leaf count, keyed by `schema\u0000table` (a dot

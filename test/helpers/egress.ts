@@ -97,12 +97,17 @@ export async function closeDbPool(url: string): Promise<void> {
 
 export async function withDb<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
   const c = await poolFor(url).connect();
+  // A session the server ends while it is checked out (a failover kills the primary) emits 'error'
+  // besides failing its query; the query's error is the one the test sees.
+  const ignore = (): void => undefined;
+  c.on('error', ignore);
   let reusable = false;
   try {
     const result = await fn(c as unknown as pg.Client);
     reusable = c.getTransactionStatus() === 'I';
     return result;
   } finally {
+    c.removeListener('error', ignore);
     c.release(!reusable);
   }
 }
