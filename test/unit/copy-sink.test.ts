@@ -13,6 +13,7 @@ import { BLOCK } from '../../src/proof/merkle.js';
 import { jsHasher } from '../../src/proof/sha256-batch.js';
 import { createCopySink, JsCopySink, type CopySink } from '../../src/reload/copy-sink.js';
 import { NativeSinkClass, deflateBackend } from '../../src/output/deflate.js';
+import { FULL } from '../helpers/scale.js';
 
 const H = (...parts: Buffer[]) => {
   const h = createHash('sha256');
@@ -183,7 +184,8 @@ describe('COPY sinks: native and JavaScript', () => {
     const random = Array.from({ length: 300 }, () => randomBytes(4).readUInt32BE() % s.bytes.length).sort((a, b) => a - b);
     for (const block of [64, 4096, 1 << 20]) {
       for (const [name, make] of sinks(1, block)) {
-        for (const size of [1, 5, 64, 1000, 65536]) expectSame(s, run(make(), s.bytes, cutsOf(size)), `${name} block ${block} pieces of ${size}`);
+        // Pieces of one byte: at full size (the test above already splits at every byte once).
+        for (const size of FULL ? [1, 5, 64, 1000, 65536] : [5, 64, 1000, 65536]) expectSame(s, run(make(), s.bytes, cutsOf(size)), `${name} block ${block} pieces of ${size}`);
         expectSame(s, run(make(), s.bytes, random), `${name} block ${block} random cuts`);
       }
     }

@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { parseConfig, type Config } from '../../src/config/index.js';
+import { FULL } from '../helpers/scale.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -456,7 +457,8 @@ describe('.dockerignore', () => {
   });
 });
 
-describe('final stage built by hand', () => {
+// npm ci, tsc and npm pack take ~10 CPU-seconds: run at full size (PG_EGRESS_TEST_FULL=1, as CI does).
+describe.runIf(FULL)('final stage built by hand', () => {
   let tmp = '';
   let app = '';
   let rootfs = '';
