@@ -11,6 +11,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../harness/pg.js';
 import { parseLsn } from '../../src/lsn.js';
 import { createEnv, currentWalLsn, loopWriter, readStreamingRows, rebuildFromOutput, sleep, sortedEntries, sourceRows, startInProcess, waitCaughtUp, waitSlotActive, withDb, type EgressEnv } from '../helpers/egress.js';
+import { scaled } from '../helpers/scale.js';
+
+/** The writer's pause after each transaction: 2 ms at full size, 10 ms in a quick run (~80 a second). */
+const WRITER_PAUSE_MS = scaled(2, 10);
 
 const ROWS = 2000;
 
@@ -69,7 +73,7 @@ describe('value-changing DDL', () => {
       await c.query('COMMIT');
       // Paced (a few hundred transactions a second): what matters is a writer around each DDL,
       // not how much it writes; flat out, it took a core from the files running beside this one.
-      await sleep(2);
+      await sleep(WRITER_PAUSE_MS);
       return 1;
     });
   };
