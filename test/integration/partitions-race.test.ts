@@ -5,9 +5,11 @@
  * statements; an ATTACH committed between them made it record a detach (and the next DDL an
  * attach again) that never happened: seen once in partitions.test.ts's rotation, on a loaded
  * machine (five test files on two cores). The window is the time between two statements of one
- * function, so on an idle machine this test passed without the fix too (sql/015): it checks the
- * records stay exact with many checks among the DDL, and catches a lock that never lets a
- * check or a DDL through.
+ * function: it opens when the backend loses its core between them. On an idle machine this test
+ * passed without the fix (sql/015) too; with three busy loops on the two cores it failed 3 runs of
+ * 4 without it (records missing and twice) and passed 6 of 6 with it. Busy processes inside the
+ * test would cost npm test more than the check does; in npm test, the files beside it load the
+ * cores. It also catches a lock that never lets a check or a DDL through.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
