@@ -1,8 +1,7 @@
 -- The daemon's membership check (sync_all_partitions, every publication_check) against the event
 -- triggers of partition DDL. sync_partitions reads a root's leaves, then the members last recorded,
 -- in two statements; a DDL committed between the two (its trigger recording the change) made the
--- check record a change that never happened, or lose one: a DETACH recorded by the check as
--- nothing, then never by the DDL's trigger (measured: 93 records for 120 ATTACH/DETACH).
+-- check record a change that never happened, or lose one (test/integration/partitions-race.test.ts).
 --
 -- So the two take an advisory lock per publication: the triggers shared (they never wait for one
 -- another, and DDL on one root already waits for DDL on the same root), the check exclusive and

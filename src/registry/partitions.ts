@@ -56,7 +56,8 @@ export async function syncPartitions(db: Db, publication: string, reset = false)
           if (rows[0].n < 0) throw BUSY;
           return rows[0].n;
         },
-        { lockTimeoutMs: CHECK_LOCK_TIMEOUT_MS, retries: reset ? undefined : 0 },
+        // Tried again here (a reset) or at the next round, not also by withTransaction.
+        { lockTimeoutMs: CHECK_LOCK_TIMEOUT_MS, retries: 0 },
       );
     } catch (e) {
       const busy = e === BUSY || isLockConflict(e);
