@@ -8,7 +8,7 @@
 # 0.0.0.0 for -p to reach the endpoints (the default 127.0.0.1 is the container's own loopback).
 # test/unit/deploy.test.ts checks this file's rules and builds the final stage by hand.
 
-# ---- build: compile TypeScript and the batched SHA-256 addon ----
+# ---- build: compile TypeScript, bundle the command (scripts/bundle.mjs) and build the addon ----
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 # node-gyp's toolchain for native/ (Merkle hashing, the COPY path; without it pg-egress falls back to
@@ -41,8 +41,8 @@ COPY sql ./sql
 COPY cdc.example.yml ./
 # `pg-egress` on PATH (what `npm install -g` would make); the output folder owned by the runtime
 # user (uid/gid 1000 is the base image's `node` user; numeric so runAsNonRoot can check it).
-RUN chmod 0755 /app/dist/cli/bin.js \
- && ln -s /app/dist/cli/bin.js /usr/local/bin/pg-egress \
+RUN chmod 0755 /app/dist/bundle/bin.js \
+ && ln -s /app/dist/bundle/bin.js /usr/local/bin/pg-egress \
  && mkdir -p /var/lib/pg-egress /etc/pg-egress \
  && chown 1000:1000 /var/lib/pg-egress \
  && chmod 0700 /var/lib/pg-egress

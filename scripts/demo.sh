@@ -49,7 +49,7 @@ log:
 YML
 
 echo "== pg-egress run --config cdc.yml"
-node dist/cli/bin.js run --config "$WORK/cdc.yml" &
+node dist/bundle/bin.js run --config "$WORK/cdc.yml" &
 DAEMON=$!
 for _ in $(seq 1 50); do
   [ "$(sql shop "SELECT count(*) FROM pg_replication_slots WHERE active")" = 1 ] && break
@@ -66,7 +66,7 @@ sql shop "INSERT INTO customers VALUES (1, 'Ada', 'ada@example.com'), (2, 'Grace
 sleep 3
 
 echo "== pg-egress status"
-node dist/cli/bin.js status --config "$WORK/cdc.yml"
+node dist/bundle/bin.js status --config "$WORK/cdc.yml"
 kill -TERM "$DAEMON"; wait "$DAEMON" || true; DAEMON=""
 
 echo "== files"

@@ -19,7 +19,8 @@ import { parseLsn } from '../../src/lsn.js';
 import { sessionOptions } from '../../src/db/connect.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-export const BIN = path.join(ROOT, 'dist/cli/bin.js');
+/** The command as users run it: package.json "bin", the bundle `npm run build` writes (scripts/bundle.mjs). */
+export const BIN = path.join(ROOT, 'dist/bundle/bin.js');
 
 export interface EgressEnv {
   url: string;

@@ -3,9 +3,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { ROOT, createEnv, readStreamingRows, runCli, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type EgressEnv, type StreamRow } from '../helpers/egress.js';
+import { BIN, ROOT, createEnv, readStreamingRows, runCli, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type EgressEnv, type StreamRow } from '../helpers/egress.js';
 
 /** Every migration in sql/ (NNN_name.sql), in order: init applies them all. */
 const MIGRATIONS = readdirSync(path.join(ROOT, 'sql'))
@@ -40,6 +41,12 @@ describe('CLI', () => {
     const again = await runCli(['init', '--config', env.configPath]);
     expect(again.code).toBe(0);
     expect(again.stdout).not.toMatch(/created/);
+    // The command unbundled (tsc's dist/cli/bin.js; runCli runs the bundle, package.json "bin") says the same.
+    const tscBin = path.join(ROOT, 'dist/cli/bin.js');
+    expect(BIN).not.toBe(tscBin);
+    const unbundled = spawnSync(process.execPath, [tscBin, 'init', '--config', env.configPath], { encoding: 'utf8' });
+    const said = { code: unbundled.status, stdout: unbundled.stdout, stderr: unbundled.stderr };
+    expect(said).toEqual({ code: 0, stdout: again.stdout, stderr: again.stderr });
     await withDb(env.url, async (c) => {
       expect((await c.query(`SELECT version FROM cdc_registry.migrations ORDER BY 1`)).rows.map((r) => Number(r.version))).toEqual(MIGRATIONS);
       expect((await c.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = $1`, [env.slot])).rowCount).toBe(1);

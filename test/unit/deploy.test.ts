@@ -19,6 +19,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { isBuiltin } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
@@ -50,6 +51,8 @@ const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as
   version: string;
   bin: Record<string, string>;
   files: string[];
+  dependencies: Record<string, string>;
+  optionalDependencies?: Record<string, string>;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -476,16 +479,19 @@ describe.runIf(FULL)('final stage built by hand', () => {
   it('replays the build stage and the final stage, and the result runs with production dependencies only', async () => {
     const build = stages.find((s) => s.name && copies(final).some((c) => c.from === s.name))!;
     const buildWorkdir = last(build, 'WORKDIR')!.args;
-    // Build stage: `npm run build` (tsc -p tsconfig.build.json). `npm test` has just run it (its
-    // pretest): that dist/ is copied when it is newer than every source file; otherwise compiled
-    // into a folder of its own, so a dist/ other test files use is not rewritten under them.
+    // Build stage: `npm run build` (tsc, then the command's bundle). `npm test` has just run it (its
+    // pretest): that dist/ is copied when it is newer than every source file; otherwise built into
+    // a folder of its own, so a dist/ other test files use is not rewritten under them.
     buildOut = path.join(tmp, 'build');
     if (distIsFresh()) cpSync(path.join(ROOT, 'dist'), path.join(buildOut, 'dist'), { recursive: true });
-    else execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json'), '--outDir', path.join(buildOut, 'dist')], { cwd: ROOT, stdio: 'pipe' });
+    else {
+      execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json'), '--outDir', path.join(buildOut, 'dist')], { cwd: ROOT, stdio: 'pipe' });
+      execFileSync(process.execPath, [path.join(ROOT, 'scripts/bundle.mjs'), path.join(buildOut, 'dist')], { cwd: ROOT, stdio: 'pipe' });
+    }
     // `node native/build.mjs`: the addon that this repository's own `npm ci` built the same way.
     mkdirSync(path.join(buildOut, 'build/Release'), { recursive: true });
     cpSync(path.join(ROOT, 'build/Release/pg_egress_sha256.node'), path.join(buildOut, 'build/Release/pg_egress_sha256.node'));
-    expect(JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).scripts.build).toBe('tsc -p tsconfig.build.json');
+    expect(JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).scripts.build).toBe('tsc -p tsconfig.build.json && node scripts/bundle.mjs');
 
     app = path.join(tmp, 'image', finalWorkdir.replace(/^\//, ''));
     rootfs = path.join(tmp, 'image');
@@ -560,10 +566,12 @@ describe.runIf(FULL)('final stage built by hand', () => {
     expect(run.stderr).toMatch(/environment variable (PGPASSWORD|NEAR_PRIVATE_KEY) is not set/);
     expect(run.stderr.trim().split('\n')).toHaveLength(1);
 
-    // Every compiled module loads with the production node_modules alone (no devDependency is
-    // imported at run time), and the migrations are found next to dist/.
-    const modules = walk(path.join(app, 'dist'), () => false)
-      .filter((f) => f.endsWith('.js') && f !== pkg.bin['pg-egress'].replace(/^dist\//, ''))
+    // Every module tsc compiled loads with the production node_modules alone (no devDependency is
+    // imported at run time), and the migrations are found next to dist/. Its entry point would run
+    // the command; so would the bundle's chunks, which import their entry (bin.js, run above).
+    const bundleDir = path.dirname(pkg.bin['pg-egress'].replace(/^dist\//, ''));
+    const modules = walk(path.join(app, 'dist'), (rel) => rel === bundleDir)
+      .filter((f) => f.endsWith('.js') && f !== 'cli/bin.js')
       .map((f) => path.join(app, 'dist', f));
     expect(modules.length).toBeGreaterThan(20);
     const probe = `${modules.map((m) => `await import(${JSON.stringify(m)});`).join('\n')}
@@ -572,6 +580,23 @@ process.stdout.write(SQL_DIR);`;
     const loaded = await execAsync(process.execPath, ['--input-type=module', '-e', probe], { cwd: tmp, env });
     expect(path.resolve(loaded.stdout)).toBe(path.join(app, 'sql'));
     expect(readdirSync(path.join(app, 'sql')).sort()).toEqual(readdirSync(path.join(ROOT, 'sql')).filter((f) => f.endsWith('.sql')).sort());
+
+    // The bundle's chunks import (statically, lazily, or through require) node's own modules and
+    // production dependencies only; pg-native is pg's optional binding, required only by pg.native.
+    const deps = new Set([...Object.keys(pkg.dependencies), ...Object.keys(pkg.optionalDependencies ?? {}), 'pg-native']);
+    const chunks = readdirSync(path.join(app, 'dist', bundleDir)).filter((f) => f.endsWith('.js'));
+    expect(chunks.length).toBeGreaterThan(5);
+    const outside = new Set<string>();
+    for (const f of chunks) {
+      const code = readFileSync(path.join(app, 'dist', bundleDir, f), 'utf8');
+      for (const m of code.matchAll(/^(?:import|export)\b[^;]*?\bfrom\s*"([^"]+)"|\bimport\("([^"]+)"\)|\b__require\("([^"]+)"\)/gm)) {
+        const spec = m[1] ?? m[2] ?? m[3];
+        if (spec.startsWith('.') || isBuiltin(spec)) continue;
+        const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];
+        if (!deps.has(name)) outside.add(`${f}: ${spec}`);
+      }
+    }
+    expect([...outside]).toEqual([]);
 
     // No package the lock file marks as dev-only was installed.
     const lock = JSON.parse(readFileSync(path.join(app, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
