@@ -22,6 +22,7 @@ COPY binding.gyp ./
 COPY native ./native
 RUN node native/build.mjs
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts/build.mjs scripts/bundle.mjs ./scripts/
 COPY src ./src
 RUN npm run build
 

@@ -479,19 +479,33 @@ describe.runIf(FULL)('final stage built by hand', () => {
   it('replays the build stage and the final stage, and the result runs with production dependencies only', async () => {
     const build = stages.find((s) => s.name && copies(final).some((c) => c.from === s.name))!;
     const buildWorkdir = last(build, 'WORKDIR')!.args;
-    // Build stage: `npm run build` (tsc, then the command's bundle). `npm test` has just run it (its
-    // pretest): that dist/ is copied when it is newer than every source file; otherwise built into
-    // a folder of its own, so a dist/ other test files use is not rewritten under them.
+    // Build stage: `npm run build` (scripts/build.mjs: the JavaScript, then the command's bundle).
+    // `npm test` has just run it (its pretest): that dist/ is copied when it is newer than every
+    // source file; otherwise built into a folder of its own, so a dist/ other test files use is not
+    // rewritten under them.
     buildOut = path.join(tmp, 'build');
     if (distIsFresh()) cpSync(path.join(ROOT, 'dist'), path.join(buildOut, 'dist'), { recursive: true });
-    else {
-      execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json'), '--outDir', path.join(buildOut, 'dist')], { cwd: ROOT, stdio: 'pipe' });
-      execFileSync(process.execPath, [path.join(ROOT, 'scripts/bundle.mjs'), path.join(buildOut, 'dist')], { cwd: ROOT, stdio: 'pipe' });
-    }
+    else execFileSync(process.execPath, [path.join(ROOT, 'scripts/build.mjs'), path.join(buildOut, 'dist')], { cwd: ROOT, stdio: 'pipe' });
+    // The build writes what `tsc -p tsconfig.build.json` would: the JavaScript byte for byte, the
+    // source maps the same once their sources are absolute (the two folders are not at one place).
+    // It emits each file with TypeScript's emitter and checks no types (scripts/build.mjs).
+    const tscOut = path.join(tmp, 'tsc', 'dist');
+    execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json'), '--outDir', tscOut], { cwd: ROOT, stdio: 'pipe' });
+    const emitted = walk(tscOut, () => false).sort();
+    expect(emitted.filter((f) => f.endsWith('.js')).length).toBeGreaterThan(100);
+    const built = distIsFresh() ? path.join(ROOT, 'dist') : path.join(buildOut, 'dist');
+    expect(walk(built, (rel) => rel === 'bundle').sort()).toEqual(emitted);
+    const asTsc = (dir: string, f: string): string => {
+      const text = readFileSync(path.join(dir, f), 'utf8');
+      if (!f.endsWith('.map')) return text;
+      const map = JSON.parse(text) as { sources: string[] };
+      return JSON.stringify({ ...map, sources: map.sources.map((x) => path.resolve(path.dirname(path.join(dir, f)), x)) });
+    };
+    for (const f of emitted) expect(asTsc(built, f) === asTsc(tscOut, f), `dist/${f} as tsc writes it`).toBe(true);
     // `node native/build.mjs`: the addon that this repository's own `npm ci` built the same way.
     mkdirSync(path.join(buildOut, 'build/Release'), { recursive: true });
     cpSync(path.join(ROOT, 'build/Release/pg_egress_sha256.node'), path.join(buildOut, 'build/Release/pg_egress_sha256.node'));
-    expect(JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).scripts.build).toBe('tsc -p tsconfig.build.json && node scripts/bundle.mjs');
+    expect(JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).scripts.build).toBe('node scripts/build.mjs');
 
     app = path.join(tmp, 'image', finalWorkdir.replace(/^\//, ''));
     rootfs = path.join(tmp, 'image');
