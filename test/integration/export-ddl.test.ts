@@ -310,6 +310,9 @@ describe('exports and DDL on the same tables', () => {
   });
 });
 
+/** The race table's rows: each round exports and rebuilds it; the race is in the DDL, not the size. */
+const RACE_ROWS = scaled(50_000, 10_000);
+
 describe('DDL committed after an export\'s snapshot, before its lock', () => {
   let env: EgressEnv;
   let daemon: ReturnType<typeof startInProcess>;
@@ -323,7 +326,7 @@ describe('DDL committed after an export\'s snapshot, before its lock', () => {
     await withDb(env.url, (c) =>
       c.query(`
         CREATE TABLE race (id int PRIMARY KEY, a int, b text, d int);
-        INSERT INTO race SELECT g, g, 'r' || g, g % 13 FROM generate_series(1, 50000) g;
+        INSERT INTO race SELECT g, g, 'r' || g, g % 13 FROM generate_series(1, ${RACE_ROWS}) g;
         COMMENT ON TABLE race IS 'the race table';`),
     );
     ddl = new pg.Client({ connectionString: env.url });
@@ -355,14 +358,14 @@ describe('DDL committed after an export\'s snapshot, before its lock', () => {
       { what: 'ALTER COLUMN a TYPE bigint (rewrite)', sql: ['ALTER TABLE race ALTER COLUMN a TYPE bigint'] },
       { what: 'DROP COLUMN d', sql: ['ALTER TABLE race DROP COLUMN d'] },
       { what: 'ADD COLUMN d', sql: ['ALTER TABLE race ADD COLUMN d int'] },
-      { what: 'TRUNCATE', sql: ['TRUNCATE race', `INSERT INTO race (id, a, b) SELECT g, g, 't' || g FROM generate_series(1, 20000) g`] },
+      { what: 'TRUNCATE', sql: ['TRUNCATE race', `INSERT INTO race (id, a, b) SELECT g, g, 't' || g FROM generate_series(1, ${(RACE_ROWS * 2) / 5}) g`] },
       { what: 'ALTER COLUMN a TYPE int (rewrite)', sql: ['ALTER TABLE race ALTER COLUMN a TYPE int'] },
       { what: 'ALTER COLUMN b TYPE varchar(40)', sql: ['ALTER TABLE race ALTER COLUMN b TYPE varchar(40)'] },
       { what: 'ALTER COLUMN a TYPE bigint (rewrite)', sql: ['ALTER TABLE race ALTER COLUMN a TYPE bigint'] },
       { what: 'DROP COLUMN d', sql: ['ALTER TABLE race DROP COLUMN d'] },
       { what: 'ALTER COLUMN b TYPE text', sql: ['ALTER TABLE race ALTER COLUMN b TYPE text'] },
       { what: 'ADD COLUMN d with a volatile default (rewrite)', sql: ['ALTER TABLE race ADD COLUMN d int DEFAULT (random() * 10)::int'] },
-      { what: 'TRUNCATE', sql: ['TRUNCATE race', `INSERT INTO race (id, a, b) SELECT g, g, 'u' || g FROM generate_series(1, 30000) g`] },
+      { what: 'TRUNCATE', sql: ['TRUNCATE race', `INSERT INTO race (id, a, b) SELECT g, g, 'u' || g FROM generate_series(1, ${(RACE_ROWS * 3) / 5}) g`] },
       { what: 'ALTER COLUMN a TYPE int (rewrite)', sql: ['ALTER TABLE race ALTER COLUMN a TYPE int'] },
     ].slice(0, scaled(12, 5));
     for (const [i, round] of rounds.entries()) {
