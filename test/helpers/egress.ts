@@ -119,7 +119,11 @@ export function startInProcess(env: EgressEnv, opts: Omit<RunOptions, 'signal'> 
   const ac = new AbortController();
   const log = createLogger(process.env.EGRESS_TEST_LOG ?? 'warn');
   const done = runDaemon(cfg, log, { ...opts, signal: ac.signal });
-  done.catch(() => undefined);
+  // A daemon that fails on its own (not stopped) fails the file's later waits at once with its
+  // error, as a spawned `run` that exits does: the CLI would have printed it, nothing here does.
+  done.catch((e: unknown) => {
+    if (!ac.signal.aborted) childFailure = `pg-egress run exited (in this process) with: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`;
+  });
   return {
     done,
     stop: async () => {
@@ -176,17 +180,34 @@ export async function currentWalLsn(url: string): Promise<bigint> {
 /** Waits until the slot is confirmed at or past `lsn` (default: the server's current WAL end). */
 export async function waitCaughtUp(env: EgressEnv, lsn?: bigint, timeoutMs = 90_000): Promise<void> {
   const target = lsn ?? (await currentWalLsn(env.url));
-  await waitFor(
-    `slot ${env.slot} confirmed past ${target.toString(16)}`,
-    async () => {
-      if (childFailure) throw new Error(childFailure);
-      return withDb(env.url, async (c) => {
-        const r = await c.query<{ l: string | null }>('SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1', [env.slot]);
-        return r.rows[0]?.l != null && parseLsn(r.rows[0].l) >= target;
-      });
-    },
-    { timeoutMs, intervalMs: 200 },
-  );
+  try {
+    await waitFor(
+      `slot ${env.slot} confirmed past ${target.toString(16)}`,
+      async () => {
+        if (childFailure) throw new Error(childFailure);
+        return withDb(env.url, async (c) => {
+          const r = await c.query<{ l: string | null }>('SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1', [env.slot]);
+          return r.rows[0]?.l != null && parseLsn(r.rows[0].l) >= target;
+        });
+      },
+      { timeoutMs, intervalMs: 200 },
+    );
+  } catch (e) {
+    if (String(e).includes('pg-egress run exited')) throw e;
+    // A daemon that stopped moving: what its sessions were doing says where (a lock wait, a query).
+    throw new Error(`${(e as Error).message}; the database's sessions then: ${await sessionsOf(env.url).catch((x: unknown) => String(x))}`, { cause: e });
+  }
+}
+
+/** The database's other sessions, one line each: application, state, wait, blockers, query. */
+async function sessionsOf(url: string): Promise<string> {
+  return withDb(url, async (c) => {
+    const { rows } = await c.query<{ s: string }>(
+      `SELECT format('[%s %s %s:%s blocked by %s: %s]', application_name, state, wait_event_type, wait_event, pg_blocking_pids(pid), left(query, 200)) AS s
+       FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`,
+    );
+    return rows.map((r) => r.s).join(' ') || 'none';
+  });
 }
 
 /** Batches registered for the slot so far. */
