@@ -34,10 +34,8 @@ const srcDir = parsed.options.rootDir;
 
 let files = 0;
 for (const file of parsed.fileNames) {
-  if (!file.endsWith('.ts') || file.endsWith('.d.ts')) {
-    if (file.endsWith('.d.ts')) continue;
-    throw new Error(`${file}: only .ts sources are built (a .cts or .mts file would need its own module kind)`);
-  }
+  if (file.endsWith('.d.ts')) continue;
+  if (!file.endsWith('.ts')) throw new Error(`${file}: only .ts sources are built (a .cts or .mts file would need its own module kind)`);
   const out = path.join(dist, path.relative(srcDir, file)).replace(/\.ts$/, '.js');
   const r = ts.transpileModule(readFileSync(file, 'utf8'), { compilerOptions: options, fileName: file, reportDiagnostics: true });
   if (r.diagnostics?.length) throw new Error(r.diagnostics.map((d) => `${file}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`).join('\n'));

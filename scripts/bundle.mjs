@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The command's bundle (`npm run build`, after tsc): dist/cli/bin.js and what it imports, our code,
+ * The command's bundle (`npm run build`, after scripts/build.mjs): dist/cli/bin.js and what it imports, our code,
  * commander, yaml, pg and prom-client, in a few ES modules under dist/bundle/, one chunk per
  * command that loads late. `pg-egress` (package.json "bin", the image's PATH) runs it.
  *
@@ -20,8 +20,8 @@ import { fileURLToPath } from 'node:url';
 import { build } from 'rolldown';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-// `node scripts/bundle.mjs [dist]`: another tsc output folder (test/unit/deploy.test.ts builds one
-// elsewhere); the packages still come from this repository's node_modules.
+// `node scripts/bundle.mjs [dist]`: another build's folder (scripts/build.mjs passes its own); the
+// packages still come from this repository's node_modules.
 const dist = path.resolve(process.argv[2] ?? path.join(root, 'dist'));
 const outDir = path.join(dist, 'bundle');
 

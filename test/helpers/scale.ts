@@ -17,3 +17,6 @@ export const FULL = process.env.PG_EGRESS_TEST_FULL === '1';
 export function scaled<T>(full: T, quick: T): T {
   return FULL ? full : quick;
 }
+
+/** A paced test writer's pause after each transaction (ddl-values, reload): 2 ms at full size, 10 ms quick (~80 a second). */
+export const WRITER_PAUSE_MS = scaled(2, 10);

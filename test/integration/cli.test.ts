@@ -41,10 +41,10 @@ describe('CLI', () => {
     const again = await runCli(['init', '--config', env.configPath]);
     expect(again.code).toBe(0);
     expect(again.stdout).not.toMatch(/created/);
-    // The command unbundled (tsc's dist/cli/bin.js; runCli runs the bundle, package.json "bin") says the same.
-    const tscBin = path.join(ROOT, 'dist/cli/bin.js');
-    expect(BIN).not.toBe(tscBin);
-    const unbundled = spawnSync(process.execPath, [tscBin, 'init', '--config', env.configPath], { encoding: 'utf8' });
+    // The command unbundled (dist/cli/bin.js; runCli runs the bundle, package.json "bin") says the same.
+    const unbundledBin = path.join(ROOT, 'dist/cli/bin.js');
+    expect(BIN).not.toBe(unbundledBin);
+    const unbundled = spawnSync(process.execPath, [unbundledBin, 'init', '--config', env.configPath], { encoding: 'utf8' });
     const said = { code: unbundled.status, stdout: unbundled.stdout, stderr: unbundled.stderr };
     expect(said).toEqual({ code: 0, stdout: again.stdout, stderr: again.stderr });
     await withDb(env.url, async (c) => {

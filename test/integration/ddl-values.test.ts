@@ -11,10 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../harness/pg.js';
 import { parseLsn } from '../../src/lsn.js';
 import { createEnv, currentWalLsn, loopWriter, readStreamingRows, rebuildFromOutput, sleep, sortedEntries, sourceRows, startInProcess, waitCaughtUp, waitSlotActive, withDb, type EgressEnv } from '../helpers/egress.js';
-import { scaled } from '../helpers/scale.js';
-
-/** The writer's pause after each transaction: 2 ms at full size, 10 ms in a quick run (~80 a second). */
-const WRITER_PAUSE_MS = scaled(2, 10);
+import { WRITER_PAUSE_MS } from '../helpers/scale.js';
 
 const ROWS = 2000;
 

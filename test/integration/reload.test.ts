@@ -12,10 +12,7 @@ import pg from 'pg';
 import { createCluster, type Cluster } from '../harness/cluster.js';
 import { waitFor } from '../harness/pg.js';
 import { copyOut, createEnv, loopWriter, readReloadRows, rebuildFromOutput, reloadSets, runCli, sleep, sortedEntries, sourceRows, spawnCli, waitBatches, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
-import { scaled } from '../helpers/scale.js';
-
-/** The writer's pause after each transaction: 2 ms at full size, 10 ms in a quick run (~80 a second). */
-const WRITER_PAUSE_MS = scaled(2, 10);
+import { WRITER_PAUSE_MS } from '../helpers/scale.js';
 
 /** Waits until no reload is pending or running and at least `done` are done. */
 export async function waitReloads(url: string, done: number, timeoutMs = 120_000): Promise<void> {
