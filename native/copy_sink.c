@@ -9,8 +9,10 @@
  * copy-export.ts, PG_EGRESS_NATIVE=0 or no compiler) gives the same records, tree and raw bytes;
  * only the compressed bytes differ.
  *
- *   new Sink({ framing: bool, merkle: bool, skip: n, level: 0-9, block: bytes, compress: bool })
- *               (compress: false → raw CSV out, for zlib: PG_EGRESS_DEFLATE=zlib)
+ *   new Sink({ framing: bool, text: bool, merkle: bool, skip: n, level: 0-9, block: bytes, compress: bool })
+ *               (compress: false → raw CSV out, for zlib: PG_EGRESS_DEFLATE=zlib;
+ *                text: the COPY is FORMAT text, its rows converted to CSV by copy_text.c and
+ *                hashed as they are converted; then write() bytes (the header) are no records)
  *   feed(buf) -> -1 while the COPY goes on; else the offset in buf where the client's part starts
  *                (after CopyDone, or at the message that ended the COPY: ErrorResponse, ...)
  *   leftover() -> the header bytes of that message read before buf (to hand back with buf)
@@ -34,6 +36,7 @@
 #include <emmintrin.h>
 #endif
 #include "deflate.h"
+#include "copy_text.h"
 
 #define MERKLE_BLOCK 1024
 #define MAX_DEPTH 64
@@ -70,6 +73,12 @@ typedef struct {
   uint8_t *out;
   size_t out_len, out_cap;
   uint64_t raw_bytes;
+  /* text: the COPY sends FORMAT text, converted here to the CSV COPY (FORMAT csv) prints */
+  int text;
+  uint8_t *pend; /* a text row split across reads */
+  size_t pend_len, pend_cap;
+  uint8_t *conv; /* a converted row that did not fit the block */
+  size_t conv_cap;
   const char *error;
 } sink_t;
 
@@ -210,7 +219,7 @@ static int out_reserve(sink_t *s, size_t more) {
 
 static void flush_block(sink_t *s) {
   if (s->block_len == 0) return;
-  if (s->merkle) scan_records(s, s->block, s->block_len);
+  if (s->merkle && !s->text) scan_records(s, s->block, s->block_len);
   if (s->backend != GZ_NONE) {
     size_t bound = gz_bound(s->backend, s->level, s->block_len);
     if (!out_reserve(s, bound)) { s->error = "out of memory"; return; }
@@ -250,6 +259,81 @@ static void append(sink_t *s, const uint8_t *p, size_t n) {
   }
 }
 
+
+/*
+ * A text row converted to CSV (copy_text.c), straight into the block when it has room. Its leaf
+ * is hashed here, while the row is in cache: the row's end is known, so the block's record scan
+ * is not needed in text mode.
+ */
+static void convert_row(sink_t *s, const uint8_t *row, size_t len, size_t readable) {
+  size_t room = COPY_TEXT_ROOM(len);
+  if (s->block_cap - s->block_len < room && s->block_cap < s->block_max) {
+    /* Grow the block as append does. */
+    size_t cap = s->block_cap ? s->block_cap : 64 * 1024;
+    while (cap - s->block_len < room && cap < s->block_max) cap *= 2;
+    if (cap > s->block_max) cap = s->block_max;
+    uint8_t *b = realloc(s->block, cap);
+    if (!b) { s->error = "out of memory"; return; }
+    s->block = b;
+    s->block_cap = cap;
+  }
+  uint8_t *o;
+  int direct = s->block_cap - s->block_len >= room;
+  if (direct) {
+    o = s->block + s->block_len;
+  } else {
+    if (s->conv_cap < room) {
+      uint8_t *c = realloc(s->conv, room);
+      if (!c) { s->error = "out of memory"; return; }
+      s->conv = c;
+      s->conv_cap = room;
+    }
+    o = s->conv;
+  }
+  size_t k = copy_text_row(o, row, len, readable, &s->error);
+  if (!k) return;
+  if (s->merkle) record_part(s, o, k - 1, 1);
+  if (direct) {
+    s->block_len += k;
+    s->raw_bytes += k;
+  } else {
+    append(s, o, k);
+  }
+}
+
+/* CopyData payload bytes of a text COPY: whole rows converted, a partial one kept for later. */
+static void text_in(sink_t *s, const uint8_t *p, size_t n) {
+  while (n && !s->error) {
+    const uint8_t *nl = memchr(p, '\n', n);
+    size_t k = nl ? (size_t)(nl + 1 - p) : n;
+    if (s->pend_len || !nl) {
+      if (s->pend_len + k > s->pend_cap) {
+        size_t cap = s->pend_cap ? s->pend_cap : 4096;
+        while (cap < s->pend_len + k + 16) cap *= 2; /* + 16: copy_text_row reads ahead */
+        uint8_t *b = realloc(s->pend, cap);
+        if (!b) { s->error = "out of memory"; return; }
+        s->pend = b;
+        s->pend_cap = cap;
+      }
+      memcpy(s->pend + s->pend_len, p, k);
+      s->pend_len += k;
+      if (nl) {
+        convert_row(s, s->pend, s->pend_len, s->pend_cap);
+        s->pend_len = 0;
+        if (s->pend_cap > 65536) {
+          free(s->pend);
+          s->pend = NULL;
+          s->pend_cap = 0;
+        }
+      }
+    } else {
+      convert_row(s, p, k, n);
+    }
+    p += k;
+    n -= k;
+  }
+}
+
 static uint32_t be32(const uint8_t *p) { return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3]; }
 
 /* Returns -1 while the COPY goes on, else the offset where the client's bytes start. */
@@ -258,7 +342,10 @@ static int64_t feed_frames(sink_t *s, const uint8_t *d, size_t n) {
   while (pos < n) {
     if (s->in_payload) {
       size_t take = s->remaining < n - pos ? s->remaining : n - pos;
-      if (s->type == 'd') append(s, d + pos, take);
+      if (s->type == 'd') {
+        if (s->text) text_in(s, d + pos, take);
+        else append(s, d + pos, take);
+      }
       pos += take;
       s->remaining -= (uint32_t)take;
       if (s->remaining == 0) s->in_payload = 0;
@@ -312,6 +399,8 @@ static void sink_free(napi_env env, void *data, void *hint) {
   free(s->block);
   free(s->out);
   free(s->block_roots);
+  free(s->pend);
+  free(s->conv);
   free(s);
 }
 
@@ -337,14 +426,15 @@ static napi_value sink_new(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], self;
   if (napi_get_cb_info(env, info, &argc, argv, &self, NULL) != napi_ok || argc < 1) return throw_err(env, "new Sink(options)");
-  int64_t framing, merkle, skip, level, block, compress;
-  if (!get_prop_int(env, argv[0], "framing", 0, &framing) || !get_prop_int(env, argv[0], "compress", 1, &compress) || !get_prop_int(env, argv[0], "merkle", 0, &merkle) || !get_prop_int(env, argv[0], "skip", 0, &skip) ||
+  int64_t framing, merkle, skip, level, block, compress, text;
+  if (!get_prop_int(env, argv[0], "framing", 0, &framing) || !get_prop_int(env, argv[0], "text", 0, &text) || !get_prop_int(env, argv[0], "compress", 1, &compress) || !get_prop_int(env, argv[0], "merkle", 0, &merkle) || !get_prop_int(env, argv[0], "skip", 0, &skip) ||
       !get_prop_int(env, argv[0], "level", 1, &level) || !get_prop_int(env, argv[0], "block", 1 << 20, &block))
     return throw_err(env, "Sink options: framing, merkle (booleans), skip, level, block (numbers)");
   if (level < 0 || level > 9 || block < 1 || block > (1 << 30) || skip < 0) return throw_err(env, "Sink options out of range");
   sink_t *s = calloc(1, sizeof(sink_t));
   if (!s) return throw_err(env, "out of memory");
   s->framing = (int)framing;
+  s->text = (int)text && s->framing;
   s->merkle = (int)merkle;
   s->skip = skip;
   s->level = (int)level;
@@ -429,6 +519,7 @@ static napi_value sink_finish(napi_env env, napi_callback_info info) {
     if (out_reserve(s, bound)) s->out_len = gz_member(s->backend, s->level, (const uint8_t *)"", 0, s->out, bound);
     if (!s->out_len) s->error = "compression failed";
   }
+  if (!s->error && s->pend_len) s->error = "COPY text output ends inside a row";
   /* COPY always ends with a record's LF: anything else is a cut stream (CsvRecordRanges.end). */
   if (!s->error && s->merkle && (s->mid || s->in_quotes)) s->error = "CSV input ends inside a record";
   free(s->block);

@@ -27,6 +27,8 @@ export interface NativeSink {
 export interface NativeSinkOptions {
   /** Input is the server's protocol bytes during COPY OUT (CopyData framing to strip). */
   framing?: boolean;
+  /** With framing: the COPY is FORMAT text, converted to CSV (copy_sink.c). */
+  text?: boolean;
   /** Hash the CSV records as Merkle leaves. */
   merkle?: boolean;
   /** Records not hashed at the start (the header). */

@@ -19,6 +19,7 @@ import { connectClient } from '../db/connect.js';
 import type { GzipFileStats } from '../output/gzip-file.js';
 import { ctidCondition, type ChunkRange } from './planner.js';
 import { copyToFileEnded } from './copy-export.js';
+import { createCopySink } from './copy-sink.js';
 import { WORKER_APPLICATION } from './preconnect.js';
 import type { MerkleSummary } from '../output/table-window.js';
 
@@ -45,7 +46,9 @@ export interface ChunkResult {
 /** Files of one worker that may wait for their fsync while it runs its next COPY. */
 const PENDING_FILES = 8;
 
-export function copySql(t: ChunkTask): string {
+/** The COPY of a chunk; `format` is the sink's (copy-sink.ts): csv with its header, or text. */
+export function copySql(t: ChunkTask, format: 'csv' | 'text' = 'csv'): string {
+  const to = format === 'csv' ? 'TO STDOUT (FORMAT csv, HEADER)' : 'TO STDOUT';
   const cols = t.columns.map(quoteIdent).join(', ');
   const table = `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`;
   const where = t.partitioned ? '' : ctidCondition(t.range);
@@ -54,10 +57,10 @@ export function copySql(t: ChunkTask): string {
   // per table that counts when an initial export copies hundreds of small ones. (No column list
   // without columns: a table whose every column is excluded keeps the SELECT form.)
   // https://www.postgresql.org/docs/15/sql-copy.html
-  if (!t.partitioned && where === '' && t.columns.length) return `COPY ${table} (${cols}) TO STDOUT (FORMAT csv, HEADER)`;
+  if (!t.partitioned && where === '' && t.columns.length) return `COPY ${table} (${cols}) ${to}`;
   // ONLY: legacy inheritance children are tables of their own (pgoutput publishes them apart);
   // a partitioned root has no rows of its own and is read with its partitions.
-  return `COPY (SELECT ${cols} FROM ${t.partitioned ? '' : 'ONLY '}${table}${where}) TO STDOUT (FORMAT csv, HEADER)`;
+  return `COPY (SELECT ${cols} FROM ${t.partitioned ? '' : 'ONLY '}${table}${where}) ${to}`;
 }
 
 export class ExportWorker {
@@ -128,10 +131,11 @@ export class ExportWorker {
   ): Promise<{ result: ChunkResult; durable: Promise<void> }> {
     while (this.unsynced.length >= PENDING_FILES) await this.unsynced.shift();
     const tmpPath = path.join(tmpDir, `${randomBytes(8).toString('hex')}.csv.gz`);
+    const sink = createCopySink(cfg.output.gzipLevel, { columns: task.columns });
     const { durable, ...r } = await copyToFileEnded(
       this.client,
-      copySql(task),
-      { path: tmpPath, gzipLevel: cfg.output.gzipLevel, fileMode: cfg.output.fileMode, onProgress },
+      copySql(task, sink.format),
+      { path: tmpPath, gzipLevel: cfg.output.gzipLevel, fileMode: cfg.output.fileMode, onProgress, sink },
     );
     // The caller handles the rejection; here it only frees a place.
     this.unsynced.push(durable.catch(() => undefined));

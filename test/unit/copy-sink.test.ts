@@ -237,3 +237,83 @@ describe('COPY sinks: native and JavaScript', () => {
     }
   });
 });
+
+/**
+ * Text mode (the native path's default when the columns are known): the server sends COPY's text
+ * format and the sink writes the CSV. The reference encoders below follow copyto.c's rules
+ * (test/integration/copy-text.test.ts checks the same against a real server's output).
+ */
+const TEXT_ESC: Record<string, string> = { '\\': '\\\\', '\b': '\\b', '\f': '\\f', '\n': '\\n', '\r': '\\r', '\t': '\\t', '\v': '\\v' };
+const textField = (v: string | null) => (v === null ? '\\N' : v.replace(/[\\\b\f\n\r\t\v]/g, (c) => TEXT_ESC[c]));
+const csvField = (v: string | null, single: boolean) =>
+  v === null ? '' : v === '' || /[,"\n\r]/.test(v) || (single && v === '\\.') ? `"${v.replace(/"/g, '""')}"` : v;
+
+const VALUES: (string | null)[] = [
+  null, '', '\\.', '\\N', 'N', '.', 'plain', 'a,b', '"q"', 'tab\there', 'lf\nhere', 'cr\rhere', '\b\f\v', '\\', '\\\\x',
+  'ünïcødé € 𝄞', 'x'.repeat(15), 'y'.repeat(16), 'z'.repeat(17), `${'"'.repeat(20)}${','.repeat(20)}`, `${'\\'.repeat(33)}t`,
+  'long '.repeat(40), ' \\. ',
+];
+
+function textStream(rows: (string | null)[][], columns: string[]): Stream {
+  const single = columns.length === 1;
+  const text = Buffer.from(rows.map((r) => r.map(textField).join('\t') + '\n').join(''));
+  const records = rows.map((r) => Buffer.from(r.map((v) => csvField(v, single)).join(',')));
+  const csv = Buffer.concat([Buffer.from(columns.join(',') + '\n'), ...records.flatMap((r) => [r, Buffer.from('\n')])]);
+  const parts: Buffer[] = [msg('H', Buffer.from([0, 0, 3, 0, 0, 0, 0, 0, 0]))];
+  for (let at = 0, k = 0; at < text.length; k++) {
+    const len = [1, 50, 3, 700, 17][k % 5];
+    parts.push(msg('d', text.subarray(at, at + len)));
+    if (k === 3) parts.push(msg('N', 'SNOTICE\0Mhello\0\0'));
+    at += len;
+  }
+  const after = Buffer.concat([msg('C', `COPY ${rows.length}\0`), msg('Z', 'I')]);
+  return { bytes: Buffer.concat([...parts, msg('c'), after]), csv, records, after };
+}
+
+const textRows = (n: number, width: number): (string | null)[][] =>
+  Array.from({ length: n }, (_, i) => Array.from({ length: width }, (_, j) => VALUES[(i * 7 + j * 3 + ((i * j) % 5)) % VALUES.length]));
+
+describe('COPY sinks: text mode', () => {
+  const cols3 = ['id', 'text', 'arr'];
+  const textSink = (columns: string[], level: number, block?: number) => {
+    const s = createCopySink(level, { columns, block });
+    expect(s.format).toBe('text');
+    return s;
+  };
+
+  it('the CSV of the text rows at every split, with members of 7 bytes and of 1 MiB: same bytes, records and root as the CSV', () => {
+    const s = textStream(textRows(40, 3), cols3);
+    for (const block of [7, 1 << 20]) {
+      for (let i = 0; i <= s.bytes.length; i++) expectSame(s, run(textSink(cols3, 1, block), s.bytes, [i]), `text block ${block} split ${i}`);
+    }
+  });
+
+  it('every pair of splits of a short stream, at levels 1 and 6; one-column rows quote \\. alone', () => {
+    for (const columns of [cols3, ['only']]) {
+      const s = textStream(textRows(columns.length === 1 ? VALUES.length : 6, columns.length), columns);
+      for (const level of [1, 6]) {
+        for (let i = 0; i <= s.bytes.length; i += 5) {
+          for (let j = i; j <= s.bytes.length; j += 11) expectSame(s, run(textSink(columns, level, 5), s.bytes, [i, j]), `${columns.length} columns level ${level} splits ${i},${j}`);
+        }
+      }
+    }
+    expect(csvField('\\.', true)).toBe('"\\."');
+  });
+
+  it('wide rows of long values, over many blocks, in pieces of several sizes', () => {
+    const s = textStream(textRows(2100, 9), ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i']);
+    for (const size of [5, 64, 1000, 65536]) {
+      const cuts = Array.from({ length: Math.floor(s.bytes.length / size) }, (_, k) => (k + 1) * size);
+      expectSame(s, run(textSink(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'], 1, 4096), s.bytes, cuts), `pieces of ${size}`);
+    }
+  });
+
+  it('an escape COPY never writes is an error, and so is a stream cut inside a row', () => {
+    const bad = textSink(['a'], 1);
+    expect(() => bad.feed(Buffer.concat([msg('H', Buffer.alloc(9)), msg('d', 'a\\qb\n'), msg('c')]))).toThrow(/unexpected escape/);
+    const cut = textSink(['a'], 1);
+    const bytes = Buffer.concat([msg('H', Buffer.alloc(9)), msg('d', 'abc'), msg('c')]);
+    expect(cut.feed(bytes)).toBe(bytes.length);
+    expect(() => cut.finish()).toThrow(/inside a row/);
+  });
+});
