@@ -37,6 +37,7 @@
 #endif
 #include "deflate.h"
 #include "copy_text.h"
+#include "sha_prefix.h"
 
 #define MERKLE_BLOCK 1024
 #define MAX_DEPTH 64
@@ -82,25 +83,13 @@ typedef struct {
   const char *error;
 } sink_t;
 
-/* SHA-256 contexts after SHA256_Init and the one-byte prefix of a leaf (0x00) or a node (0x01),
-   copied rather than built per hash (sha_prefixes_init, at load). */
-static SHA256_CTX leaf_start, node_start;
-
-void sha_prefixes_init(void) {
-  static const uint8_t zero = 0x00, one = 0x01;
-  SHA256_Init(&leaf_start);
-  SHA256_Update(&leaf_start, &zero, 1);
-  SHA256_Init(&node_start);
-  SHA256_Update(&node_start, &one, 1);
-}
-
 static void node_hash(const uint8_t *l, const uint8_t *r, uint8_t *out) {
   /* The low-level calls: SHA256() goes through EVP_Q_digest, whose algorithm fetch (locks, a
      hash table lookup) costs more than hashing 65 bytes. One Update of both children. */
   uint8_t lr[64];
   memcpy(lr, l, 32);
   memcpy(lr + 32, r, 32);
-  SHA256_CTX c = node_start;
+  SHA256_CTX c = sha_node_start;
   SHA256_Update(&c, lr, 64);
   SHA256_Final(out, &c);
 }
@@ -135,7 +124,7 @@ static void record_part(sink_t *s, const uint8_t *p, size_t len, int end) {
     return;
   }
   if (!s->leaf_open) {
-    s->leaf = leaf_start;
+    s->leaf = sha_leaf_start;
     s->leaf_open = 1;
   }
   if (len) SHA256_Update(&s->leaf, p, len);
@@ -596,7 +585,6 @@ static napi_value deflate_backend(napi_env env, napi_callback_info info) {
 }
 
 napi_value register_copy_sink(napi_env env, napi_value exports) {
-  sha_prefixes_init();
   napi_property_descriptor methods[] = {
       {"feed", NULL, sink_feed, NULL, NULL, NULL, napi_default, NULL},
       {"write", NULL, sink_write, NULL, NULL, NULL, napi_default, NULL},

@@ -15,6 +15,17 @@
 #include <node_api.h>
 #include <openssl/sha.h>
 #include <stdint.h>
+#include "sha_prefix.h"
+
+SHA256_CTX sha_leaf_start, sha_node_start;
+
+void sha_prefixes_init(void) {
+  static const uint8_t zero = 0x00, one = 0x01;
+  SHA256_Init(&sha_leaf_start);
+  SHA256_Update(&sha_leaf_start, &zero, 1);
+  SHA256_Init(&sha_node_start);
+  SHA256_Update(&sha_node_start, &one, 1);
+}
 
 static napi_value fail(napi_env env, const char *msg) {
   napi_throw_range_error(env, "ERR_PG_EGRESS_SHA256", msg);
@@ -27,10 +38,8 @@ static int buffer_arg(napi_env env, napi_value v, uint8_t **data, size_t *len) {
   return napi_get_buffer_info(env, v, (void **)data, len) == napi_ok;
 }
 
-static void hash_prefixed(uint8_t prefix, const uint8_t *data, size_t len, uint8_t *out) {
-  SHA256_CTX ctx;
-  SHA256_Init(&ctx);
-  SHA256_Update(&ctx, &prefix, 1);
+static void hash_prefixed(const SHA256_CTX *start, const uint8_t *data, size_t len, uint8_t *out) {
+  SHA256_CTX ctx = *start;
   SHA256_Update(&ctx, data, len);
   SHA256_Final(out, &ctx);
 }
@@ -52,7 +61,7 @@ static napi_value leaves(napi_env env, napi_callback_info info) {
   if (out_len < n * 32) return fail(env, "leaves: out is too small");
   for (size_t i = 0; i < n; i++) {
     if (off[i] > off[i + 1] || off[i + 1] > data_len) return fail(env, "leaves: offsets out of order or past the data");
-    hash_prefixed(0x00, data + off[i], off[i + 1] - off[i], out + 32 * i);
+    hash_prefixed(&sha_leaf_start, data + off[i], off[i + 1] - off[i], out + 32 * i);
   }
   return NULL;
 }
@@ -65,7 +74,7 @@ static napi_value pairs(napi_env env, napi_callback_info info) {
   size_t in_len, out_len;
   if (!buffer_arg(env, argv[0], &in, &in_len) || !buffer_arg(env, argv[1], &out, &out_len)) return fail(env, "pairs: nodes and out must be Buffers");
   if (in_len % 64 != 0 || out_len < in_len / 2) return fail(env, "pairs: nodes must be 64-byte pairs and out half their size");
-  for (size_t i = 0; i < in_len / 64; i++) hash_prefixed(0x01, in + 64 * i, 64, out + 32 * i);
+  for (size_t i = 0; i < in_len / 64; i++) hash_prefixed(&sha_node_start, in + 64 * i, 64, out + 32 * i);
   return NULL;
 }
 
@@ -101,6 +110,7 @@ napi_value register_copy_sink(napi_env env, napi_value exports);
 napi_value register_malloc_ctl(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
+  sha_prefixes_init();
   napi_property_descriptor props[] = {
       {"leaves", NULL, leaves, NULL, NULL, NULL, napi_default, NULL},
       {"pairs", NULL, pairs, NULL, NULL, NULL, napi_default, NULL},
