@@ -1,11 +1,12 @@
 /**
- * One export chunk from the server into one gzip file: `COPY (...) TO STDOUT (FORMAT csv, HEADER)`
- * on a pg.Client, its bytes read straight off the socket into a CopySink (copy-sink.ts: framing,
- * records, Merkle leaves and nodes, gzip members, all in one native pass where the addon is
- * built) and written to the file. Instead of a Readable with a Buffer per CopyData message
- * (pg-copy-streams), the client's socket is taken over for the COPY like pg-copy-streams does:
- * pg's 'data' listener is set aside, the socket is read in its own chunks, and everything after
- * CopyDone (CommandComplete, ReadyForQuery) or from an ErrorResponse on is handed back to pg.
+ * One export chunk from the server into one gzip file: `COPY (...) TO STDOUT` (in text or CSV
+ * format, as the sink asks) on a pg.Client, its bytes read straight off the socket into a
+ * CopySink (copy-sink.ts: framing, text to CSV, records, Merkle leaves and nodes, gzip members,
+ * all in one native pass where the addon is built) and written to the file. Instead of a
+ * Readable with a Buffer per CopyData message (pg-copy-streams), the client's socket is taken
+ * over for the COPY like pg-copy-streams does: pg's 'data' listener is set aside, the socket is
+ * read in its own chunks, and everything after CopyDone (CommandComplete, ReadyForQuery) or from
+ * an ErrorResponse on is handed back to pg.
  *
  * Backpressure: reading the socket stops while the file has no room, so the server's COPY waits
  * in its socket buffer; memory stays bounded by one sink block and the file stream's buffer.

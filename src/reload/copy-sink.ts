@@ -4,7 +4,8 @@
  * out what the file gets. Two implementations with one contract:
  *
  * - native (native/copy_sink.c): one pass per block of up to 1 MiB, no Buffer per message, and
- *   gzip members from ISA-L/libdeflate when the level has one (else raw CSV for zlib);
+ *   gzip members from ISA-L/libdeflate when the level has one (else raw CSV for zlib); it reads
+ *   COPY's text format and writes the CSV itself (native/copy_text.c) when it knows the columns;
  * - JavaScript (PG_EGRESS_NATIVE=0, no compiler): the same framing parser in TypeScript over
  *   views of the socket's buffers, CsvLeaves for the tree, raw CSV for zlib.
  *
@@ -58,7 +59,7 @@ export interface CopySink {
  * The native sink when the addon is there, else the JavaScript one. `columns`: the COPY's column
  * names; given (and not empty), the native sink reads FORMAT text (the server's cheaper output:
  * about a fifth less CPU than csv) and writes the CSV and its header line itself, byte for byte
- * what `(FORMAT csv, HEADER)` sends (native/copy_sink.c; test/integration/gzip-readers.test.ts
+ * what `(FORMAT csv, HEADER)` sends (native/copy_text.c; test/integration/copy-text.test.ts
  * compares them on a real server). Without columns, or in JavaScript, the server sends CSV.
  */
 export function createCopySink(level: number, opts: { block?: number; native?: boolean; columns?: readonly string[] } = {}): CopySink {

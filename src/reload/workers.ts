@@ -3,8 +3,9 @@
  * snapshot in a REPEATABLE READ READ ONLY transaction, takes ACCESS SHARE locks on the tables
  * (with a lock_timeout: a TRUNCATE or ALTER that got there first is an error, not a hang; after
  * the lock none can run until we are done, and TRUNCATE is not MVCC-safe), then pulls chunks from
- * a shared queue and streams `COPY (SELECT ...) TO STDOUT (FORMAT csv, HEADER)` straight through
- * gzip into a temporary file (copy-export.ts: the byte path, native where the addon is built): no
+ * a shared queue and streams `COPY (SELECT ...) TO STDOUT` straight through gzip into a temporary
+ * file as the CSV of `(FORMAT csv, HEADER)` (copy-export.ts and copy-sink.ts: the byte path, native
+ * where the addon is built, which reads COPY's cheaper text format and writes the CSV itself): no
  * per-row work in JavaScript, memory bounded by stream buffers. A worker ends its transaction (and
  * so releases its locks) as soon as the queue is empty, before anything else of the export's
  * finish that could wait on the application's tables (reloader.ts).

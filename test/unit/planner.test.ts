@@ -58,6 +58,9 @@ describe('ctid chunk planner', () => {
     expect(copySql({ ...t, range: whole, partitioned: true })).toBe(`COPY (SELECT "id", "a b" FROM "my schema"."T""1") TO STDOUT (FORMAT csv, HEADER)`);
     // Every column excluded: COPY t () is a syntax error, SELECT with no columns is not.
     expect(copySql({ ...t, columns: [], range: whole })).toBe(`COPY (SELECT  FROM ONLY "my schema"."T""1") TO STDOUT (FORMAT csv, HEADER)`);
+    // The native sink's text format: no options, no header (the sink writes it).
+    expect(copySql({ ...t, range: whole }, 'text')).toBe(`COPY "my schema"."T""1" ("id", "a b") TO STDOUT`);
+    expect(copySql({ ...t, range: { fromBlock: 8, toBlock: 16 } }, 'text')).toBe(`COPY (SELECT "id", "a b" FROM ONLY "my schema"."T""1" WHERE ctid >= '(8,0)'::tid AND ctid < '(16,0)'::tid) TO STDOUT`);
   });
 
   it('expects a chunk per table and per chunk_size of a splittable one (how many workers connect ahead)', () => {
