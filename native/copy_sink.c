@@ -232,21 +232,29 @@ static void flush_block(sink_t *s) {
   s->block_len = 0;
 }
 
+/* Grows the block (from 64 KiB, doubling, up to block_max) until `room` bytes are free or it
+   is block_max long. 0: out of memory. */
+static int block_reserve(sink_t *s, size_t room) {
+  if (s->block_cap - s->block_len >= room || s->block_cap >= s->block_max) return 1;
+  size_t cap = s->block_cap ? s->block_cap : 64 * 1024;
+  while (cap - s->block_len < room && cap < s->block_max) cap *= 2;
+  if (cap > s->block_max) cap = s->block_max;
+  uint8_t *b = realloc(s->block, cap);
+  if (!b) { s->error = "out of memory"; return 0; }
+  s->block = b;
+  s->block_cap = cap;
+  return 1;
+}
+
 static void append(sink_t *s, const uint8_t *p, size_t n) {
   s->raw_bytes += n;
   while (n > 0 && !s->error) {
     if (s->block_len == s->block_cap) {
-      if (s->block_cap < s->block_max) {
-        size_t cap = s->block_cap ? s->block_cap * 2 : 64 * 1024;
-        if (cap > s->block_max) cap = s->block_max;
-        uint8_t *b = realloc(s->block, cap);
-        if (!b) { s->error = "out of memory"; return; }
-        s->block = b;
-        s->block_cap = cap;
-      } else {
+      if (s->block_cap == s->block_max) {
         flush_block(s);
         continue;
       }
+      if (!block_reserve(s, 1)) return;
     }
     size_t take = s->block_cap - s->block_len;
     if (take > n) take = n;
@@ -257,7 +265,6 @@ static void append(sink_t *s, const uint8_t *p, size_t n) {
   }
 }
 
-
 /*
  * A text row converted to CSV (copy_text.c), straight into the block when it has room. Its leaf
  * is hashed here, while the row is in cache: the row's end is known, so the block's record scan
@@ -265,16 +272,7 @@ static void append(sink_t *s, const uint8_t *p, size_t n) {
  */
 static void convert_row(sink_t *s, const uint8_t *row, size_t len, size_t readable) {
   size_t room = COPY_TEXT_ROOM(len);
-  if (s->block_cap - s->block_len < room && s->block_cap < s->block_max) {
-    /* Grow the block as append does. */
-    size_t cap = s->block_cap ? s->block_cap : 64 * 1024;
-    while (cap - s->block_len < room && cap < s->block_max) cap *= 2;
-    if (cap > s->block_max) cap = s->block_max;
-    uint8_t *b = realloc(s->block, cap);
-    if (!b) { s->error = "out of memory"; return; }
-    s->block = b;
-    s->block_cap = cap;
-  }
+  if (!block_reserve(s, room)) return;
   uint8_t *o;
   int direct = s->block_cap - s->block_len >= room;
   if (direct) {
@@ -307,7 +305,7 @@ static void text_in(sink_t *s, const uint8_t *p, size_t n) {
     if (s->pend_len || !nl) {
       if (s->pend_len + k > s->pend_cap) {
         size_t cap = s->pend_cap ? s->pend_cap : 4096;
-        while (cap < s->pend_len + k + 16) cap *= 2; /* + 16: copy_text_row reads ahead */
+        while (cap < s->pend_len + k) cap *= 2;
         uint8_t *b = realloc(s->pend, cap);
         if (!b) { s->error = "out of memory"; return; }
         s->pend = b;
@@ -427,7 +425,7 @@ static napi_value sink_new(napi_env env, napi_callback_info info) {
   int64_t framing, merkle, skip, level, block, compress, text;
   if (!get_prop_int(env, argv[0], "framing", 0, &framing) || !get_prop_int(env, argv[0], "text", 0, &text) || !get_prop_int(env, argv[0], "compress", 1, &compress) || !get_prop_int(env, argv[0], "merkle", 0, &merkle) || !get_prop_int(env, argv[0], "skip", 0, &skip) ||
       !get_prop_int(env, argv[0], "level", 1, &level) || !get_prop_int(env, argv[0], "block", 1 << 20, &block))
-    return throw_err(env, "Sink options: framing, merkle (booleans), skip, level, block (numbers)");
+    return throw_err(env, "Sink options: framing, text, merkle, compress (booleans), skip, level, block (numbers)");
   if (level < 0 || level > 9 || block < 1 || block > (1 << 30) || skip < 0) return throw_err(env, "Sink options out of range");
   sink_t *s = calloc(1, sizeof(sink_t));
   if (!s) return throw_err(env, "out of memory");

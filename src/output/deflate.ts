@@ -27,7 +27,7 @@ export interface NativeSink {
 export interface NativeSinkOptions {
   /** Input is the server's protocol bytes during COPY OUT (CopyData framing to strip). */
   framing?: boolean;
-  /** With framing: the COPY is FORMAT text, converted to CSV (copy_sink.c). */
+  /** With framing: the COPY is FORMAT text, converted to CSV (copy_text.c). */
   text?: boolean;
   /** Hash the CSV records as Merkle leaves. */
   merkle?: boolean;

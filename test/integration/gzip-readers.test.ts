@@ -3,7 +3,8 @@
  * §2.2). Every consumer the README names reads them as one stream: gunzip, Python's gzip module,
  * Node's zlib (also streaming), DuckDB's read_csv and PostgreSQL's `COPY FROM PROGRAM 'zcat …'`,
  * for ISA-L (level 1), libdeflate (level 6) and zlib (the JavaScript path) alike. The files come
- * from the real export path (copyToFile on a COPY of a table with quotes, LFs, NULLs and UTF-8).
+ * from the real export path (copyToFile on a COPY of a table with quotes, LFs, NULLs and UTF-8;
+ * the native files from COPY's text format, as exports run).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
@@ -21,6 +22,9 @@ import { deflateBackend } from '../../src/output/deflate.js';
 
 const ROWS = 60_000;
 const SQL = `COPY (SELECT id, t, n, at FROM src) TO STDOUT (FORMAT csv, HEADER)`;
+/** What the native path runs: COPY's text format, the CSV written by the addon (copy-sink.ts). */
+const TEXT_SQL = `COPY (SELECT id, t, n, at FROM src) TO STDOUT`;
+const COLUMNS = ['id', 't', 'n', 'at'];
 
 /** Walks the members of a gzip file: how many, each a complete header + deflate + trailer. */
 function members(gz: Buffer): number {
@@ -62,8 +66,9 @@ describe('gzip members are read by every consumer', () => {
       chmodSync(dir, 0o755);
       for (const [name, level, native] of [['isa-l', 1, true], ['libdeflate', 6, true], ['zlib', 1, false]] as const) {
         const file = path.join(dir, `${name}.csv.gz`);
-        const sink = native ? createCopySink(level) : new JsCopySink();
-        const r = await copyToFile(c, SQL, { path: file, gzipLevel: level, fileMode: 0o644, sink, zlib: !native });
+        const sink = native ? createCopySink(level, { columns: COLUMNS }) : new JsCopySink();
+        expect(sink.format).toBe(native ? 'text' : 'csv');
+        const r = await copyToFile(c, native ? TEXT_SQL : SQL, { path: file, gzipLevel: level, fileMode: 0o644, sink, zlib: !native });
         expect(r.rows).toBe(ROWS);
         files.push({ name, path: file });
       }

@@ -66,17 +66,23 @@ interface Stream {
   after: Buffer;
 }
 
-/** CopyOutResponse, the CSV in CopyData messages of uneven sizes (a notice among them), then `end`. */
-function stream(recs: Buffer[], end: 'done' | 'error'): Stream {
-  const header = Buffer.from('id,text,arr');
-  const csv = Buffer.concat([header, Buffer.from('\n'), ...recs.flatMap((r) => [r, Buffer.from('\n')])]);
+/** CopyOutResponse, then `data` in CopyData messages of uneven sizes, a notice among them. */
+function copyOutMessages(data: Buffer): Buffer[] {
   const parts: Buffer[] = [msg('H', Buffer.from([0, 0, 3, 0, 0, 0, 0, 0, 0]))];
-  for (let at = 0, k = 0; at < csv.length; k++) {
+  for (let at = 0, k = 0; at < data.length; k++) {
     const len = [1, 50, 3, 700, 17][k % 5];
-    parts.push(msg('d', csv.subarray(at, at + len)));
+    parts.push(msg('d', data.subarray(at, at + len)));
     if (k === 3) parts.push(msg('N', 'SNOTICE\0Mhello\0\0'));
     at += len;
   }
+  return parts;
+}
+
+/** The CSV's CopyOutResponse and CopyData messages (copyOutMessages), then `end`. */
+function stream(recs: Buffer[], end: 'done' | 'error'): Stream {
+  const header = Buffer.from('id,text,arr');
+  const csv = Buffer.concat([header, Buffer.from('\n'), ...recs.flatMap((r) => [r, Buffer.from('\n')])]);
+  const parts = copyOutMessages(csv);
   const after = end === 'done' ? Buffer.concat([msg('C', 'COPY 5\0'), msg('Z', 'I')]) : Buffer.concat([msg('E', 'SERROR\0Mboom\0\0'), msg('Z', 'E')]);
   if (end === 'done') parts.push(msg('c'));
   return { bytes: Buffer.concat([...parts, after]), csv: end === 'done' ? csv : csv, records: recs, after };
@@ -259,15 +265,8 @@ function textStream(rows: (string | null)[][], columns: string[]): Stream {
   const text = Buffer.from(rows.map((r) => r.map(textField).join('\t') + '\n').join(''));
   const records = rows.map((r) => Buffer.from(r.map((v) => csvField(v, single)).join(',')));
   const csv = Buffer.concat([Buffer.from(columns.join(',') + '\n'), ...records.flatMap((r) => [r, Buffer.from('\n')])]);
-  const parts: Buffer[] = [msg('H', Buffer.from([0, 0, 3, 0, 0, 0, 0, 0, 0]))];
-  for (let at = 0, k = 0; at < text.length; k++) {
-    const len = [1, 50, 3, 700, 17][k % 5];
-    parts.push(msg('d', text.subarray(at, at + len)));
-    if (k === 3) parts.push(msg('N', 'SNOTICE\0Mhello\0\0'));
-    at += len;
-  }
   const after = Buffer.concat([msg('C', `COPY ${rows.length}\0`), msg('Z', 'I')]);
-  return { bytes: Buffer.concat([...parts, msg('c'), after]), csv, records, after };
+  return { bytes: Buffer.concat([...copyOutMessages(text), msg('c'), after]), csv, records, after };
 }
 
 const textRows = (n: number, width: number): (string | null)[][] =>
