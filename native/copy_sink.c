@@ -21,6 +21,8 @@
  *                             native backend: the caller compresses with zlib)
  *   finish()    the last block
  *   stats() -> { rows, rawBytes, done, root, blocks }  (root: 32-byte Buffer; blocks: Buffer of 32-byte roots)
+ *   readFd(socketFd, fileFd, cb), fdProgress(), fdCancel()   the COPY read off its socket on a
+ *               thread of its own, the output written to the file there (copy_fd.c)
  *
  * Protocol: https://www.postgresql.org/docs/15/protocol-flow.html#PROTOCOL-COPY
  * Tree: RFC 6962 §2.1 (leaf = SHA-256(0x00 || record), node = SHA-256(0x01 || l || r)), the
@@ -32,56 +34,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
 #include "deflate.h"
 #include "copy_text.h"
+#include "copy_sink.h"
 #include "sha_prefix.h"
 
-#define MERKLE_BLOCK 1024
-#define MAX_DEPTH 64
-
-typedef struct {
-  /* framing */
-  int framing;
-  int in_payload;
-  uint8_t hdr[5];
-  int hdr_len;
-  uint8_t type;
-  uint32_t remaining;
-  int done;      /* the COPY ended (CopyDone or another message) */
-  int copy_done; /* it ended with CopyDone */
-  uint8_t leftover[5];
-  int leftover_len;
-  /* records */
-  int merkle;
-  int64_t skip;
-  int in_quotes;
-  int leaf_open;
-  int mid; /* the last block ended inside a record */
-  SHA256_CTX leaf;
-  uint64_t rows;
-  int depth;
-  uint64_t sizes[MAX_DEPTH];
-  uint8_t stack[MAX_DEPTH][32];
-  uint8_t *block_roots;
-  size_t n_block_roots, cap_block_roots;
-  /* blocks and output */
-  int level, backend;
-  uint8_t *block;
-  size_t block_len, block_cap, block_max;
-  uint8_t *out;
-  size_t out_len, out_cap;
-  uint64_t raw_bytes;
-  /* text: the COPY sends FORMAT text, converted here to the CSV COPY (FORMAT csv) prints */
-  int text;
-  uint8_t *pend; /* a text row split across reads */
-  size_t pend_len, pend_cap;
-  uint8_t *conv; /* a converted row that did not fit the block */
-  size_t conv_cap;
-  const char *error;
-} sink_t;
 
 static void node_hash(const uint8_t *l, const uint8_t *r, uint8_t *out) {
   /* The low-level calls: SHA256() goes through EVP_Q_digest, whose algorithm fetch (locks, a
@@ -215,7 +176,7 @@ static int out_reserve(sink_t *s, size_t more) {
   return 1;
 }
 
-static void flush_block(sink_t *s) {
+void sink_flush_block(sink_t *s) {
   if (s->block_len == 0) return;
   if (s->merkle && !s->text) scan_records(s, s->block, s->block_len);
   if (s->backend != GZ_NONE) {
@@ -251,7 +212,7 @@ static void append(sink_t *s, const uint8_t *p, size_t n) {
   while (n > 0 && !s->error) {
     if (s->block_len == s->block_cap) {
       if (s->block_cap == s->block_max) {
-        flush_block(s);
+        sink_flush_block(s);
         continue;
       }
       if (!block_reserve(s, 1)) return;
@@ -333,7 +294,7 @@ static void text_in(sink_t *s, const uint8_t *p, size_t n) {
 static uint32_t be32(const uint8_t *p) { return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3]; }
 
 /* Returns -1 while the COPY goes on, else the offset where the client's bytes start. */
-static int64_t feed_frames(sink_t *s, const uint8_t *d, size_t n) {
+int64_t sink_feed_frames(sink_t *s, const uint8_t *d, size_t n) {
   size_t pos = 0;
   while (pos < n) {
     if (s->in_payload) {
@@ -392,6 +353,7 @@ static void sink_free(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
   sink_t *s = data;
+  if (s->file_fd >= 0) close(s->file_fd);
   free(s->block);
   free(s->out);
   free(s->block_roots);
@@ -436,6 +398,7 @@ static napi_value sink_new(napi_env env, napi_callback_info info) {
   s->level = (int)level;
   s->backend = compress ? gz_backend_for(s->level) : GZ_NONE;
   s->block_max = (size_t)block;
+  s->file_fd = -1;
   if (napi_wrap(env, self, s, sink_free, NULL, NULL) != napi_ok) {
     free(s);
     return throw_err(env, "could not wrap the sink");
@@ -447,6 +410,10 @@ static sink_t *unwrap(napi_env env, napi_callback_info info, size_t *argc, napi_
   napi_value self;
   void *p = NULL;
   if (napi_get_cb_info(env, info, argc, argv, &self, NULL) != napi_ok || napi_unwrap(env, self, &p) != napi_ok) return NULL;
+  if (p && ((sink_t *)p)->busy) {
+    napi_throw_error(env, "ERR_PG_EGRESS_SINK", "the sink is busy: its COPY is read on its own thread (readFd)");
+    return NULL;
+  }
   return p;
 }
 
@@ -465,7 +432,7 @@ static napi_value sink_feed(napi_env env, napi_callback_info info) {
   if (!s || argc < 1 || !buffer_arg(env, argv[0], &d, &n)) return throw_err(env, "feed(buffer)");
   if (!s->framing) return throw_err(env, "feed: this sink takes raw CSV (write)");
   if (s->done) return throw_err(env, "feed: the COPY has ended");
-  int64_t at = feed_frames(s, d, n);
+  int64_t at = sink_feed_frames(s, d, n);
   if (s->error) return throw_err(env, s->error);
   napi_create_int64(env, at, &r);
   return r;
@@ -508,12 +475,14 @@ static napi_value sink_finish(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   sink_t *s = unwrap(env, info, &argc, NULL);
   if (!s) return throw_err(env, "finish()");
-  flush_block(s);
+  sink_flush_block(s);
+  if (s->file_mode && !s->error) sink_drain_to_file(s);
   /* An empty file is still a gzip file: one empty member. */
   if (!s->error && s->backend != GZ_NONE && s->raw_bytes == 0 && s->out_len == 0) {
     size_t bound = gz_bound(s->backend, s->level, 0);
     if (out_reserve(s, bound)) s->out_len = gz_member(s->backend, s->level, (const uint8_t *)"", 0, s->out, bound);
     if (!s->out_len) s->error = "compression failed";
+    else if (s->file_mode) sink_drain_to_file(s);
   }
   if (!s->error && s->pend_len) s->error = "COPY text output ends inside a row";
   /* COPY always ends with a record's LF: anything else is a cut stream (CsvRecordRanges.end). */
@@ -521,7 +490,14 @@ static napi_value sink_finish(napi_env env, napi_callback_info info) {
   free(s->block);
   s->block = NULL;
   s->block_cap = s->block_len = 0;
-  if (s->error) return throw_err(env, s->error);
+  if (s->file_fd >= 0) {
+    close(s->file_fd);
+    s->file_fd = -1;
+  }
+  if (s->error) {
+    napi_throw(env, sink_error_value(env, s));
+    return NULL;
+  }
   return NULL;
 }
 
@@ -568,6 +544,21 @@ static napi_value sink_stats(napi_env env, napi_callback_info info) {
   napi_value backend;
   napi_create_string_utf8(env, gz_backend_name(s->backend), NAPI_AUTO_LENGTH, &backend);
   napi_set_named_property(env, r, "deflate", backend);
+  if (s->file_mode) {
+    /* readFd's file: its size and sha256 so far (hex). */
+    uint8_t d[32];
+    char hex[65];
+    SHA256_CTX c = s->file_ctx;
+    SHA256_Final(d, &c);
+    for (int i = 0; i < 32; i++) {
+      hex[2 * i] = "0123456789abcdef"[d[i] >> 4];
+      hex[2 * i + 1] = "0123456789abcdef"[d[i] & 15];
+    }
+    napi_value sha;
+    napi_create_string_utf8(env, hex, 64, &sha);
+    napi_set_named_property(env, r, "fileSha256", sha);
+    set_num(env, r, "fileBytes", (double)s->file_bytes);
+  }
   return r;
 }
 
@@ -590,6 +581,9 @@ napi_value register_copy_sink(napi_env env, napi_value exports) {
       {"finish", NULL, sink_finish, NULL, NULL, NULL, napi_default, NULL},
       {"leftover", NULL, sink_leftover, NULL, NULL, NULL, napi_default, NULL},
       {"stats", NULL, sink_stats, NULL, NULL, NULL, napi_default, NULL},
+      {"readFd", NULL, sink_read_fd, NULL, NULL, NULL, napi_default, NULL},
+      {"fdProgress", NULL, sink_fd_progress, NULL, NULL, NULL, napi_default, NULL},
+      {"fdCancel", NULL, sink_fd_cancel, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_value cls, fn;
   napi_define_class(env, "Sink", NAPI_AUTO_LENGTH, sink_new, NULL, sizeof(methods) / sizeof(methods[0]), methods, &cls);

@@ -1,7 +1,8 @@
 /*
- * gzip members through ISA-L or libdeflate (see deflate.h). Both are used from the main thread
- * only (the sink runs synchronously inside a JavaScript call), so one compressor state per
- * level is kept and reused: libdeflate's compressor and ISA-L's level buffer are allocated once.
+ * gzip members through ISA-L or libdeflate (see deflate.h). One compressor state per level and
+ * per thread is kept and reused (libdeflate's compressor, ISA-L's level buffer): a sink runs on
+ * the main thread (streaming files) or on an export COPY's own thread (copy_fd.c), and several
+ * exports' sinks compress at once. A COPY's thread frees its states when it ends (gz_thread_end).
  */
 #include "deflate.h"
 #include <stdlib.h>
@@ -40,11 +41,11 @@ size_t gz_bound(int backend, int level, size_t n) {
 }
 
 #ifdef HAVE_ISAL
-static uint8_t *isal_level_buf[4];
+static __thread uint8_t *isal_level_buf[4];
 static const uint32_t isal_level_size[4] = {ISAL_DEF_LVL0_DEFAULT, ISAL_DEF_LVL1_DEFAULT, ISAL_DEF_LVL2_DEFAULT, ISAL_DEF_LVL3_DEFAULT};
 #endif
 #ifdef HAVE_LIBDEFLATE
-static struct libdeflate_compressor *ld_compressor[10];
+static __thread struct libdeflate_compressor *ld_compressor[10];
 #endif
 
 size_t gz_member(int backend, int level, const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
@@ -80,4 +81,19 @@ size_t gz_member(int backend, int level, const uint8_t *in, size_t n, uint8_t *o
   (void)out;
   (void)cap;
   return 0;
+}
+
+void gz_thread_end(void) {
+#ifdef HAVE_ISAL
+  for (int i = 0; i < 4; i++) {
+    free(isal_level_buf[i]);
+    isal_level_buf[i] = NULL;
+  }
+#endif
+#ifdef HAVE_LIBDEFLATE
+  for (int i = 0; i < 10; i++) {
+    if (ld_compressor[i]) libdeflate_free_compressor(ld_compressor[i]);
+    ld_compressor[i] = NULL;
+  }
+#endif
 }

@@ -20,5 +20,7 @@ const char *gz_backend_name(int backend);
 size_t gz_bound(int backend, int level, size_t n);
 /* Compresses in[0..n) into one gzip member at out; returns its size, 0 on failure. */
 size_t gz_member(int backend, int level, const uint8_t *in, size_t n, uint8_t *out, size_t cap);
+/* Frees the calling thread's compressor states (a thread that ends: copy_fd.c). */
+void gz_thread_end(void);
 
 #endif

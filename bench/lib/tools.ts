@@ -172,8 +172,9 @@ export interface Daemon {
 export function startDaemon(env: EgressEnv): Daemon & { exited: Promise<never> } {
   // BENCH_DAEMON_LOG=file keeps the daemons' logs (debug level), to see where the time of a run went.
   const logFile = process.env.BENCH_DAEMON_LOG;
-  // BENCH_DAEMON_PROF=dir writes a V8 CPU profile of each daemon there (node --cpu-prof).
-  const prof = process.env.BENCH_DAEMON_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_DAEMON_PROF}`] : [];
+  // BENCH_DAEMON_PROF=dir writes a V8 CPU profile of each daemon there (node --cpu-prof);
+  // BENCH_TRACE_GC=1 adds V8's collections to the log (node --trace-gc; with BENCH_DAEMON_LOG).
+  const prof = [...(process.env.BENCH_DAEMON_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_DAEMON_PROF}`] : []), ...(process.env.BENCH_TRACE_GC ? ['--trace-gc'] : [])];
   const args = [...prof, BIN, 'run', '--config', env.configPath, ...(logFile ? ['--log-level', 'debug'] : [])];
   const p = spawn(process.execPath, args, { stdio: ['ignore', logFile ? 'pipe' : 'ignore', 'pipe'] });
   if (logFile) p.stdout!.pipe(createWriteStream(logFile, { flags: 'a' }));

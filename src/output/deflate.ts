@@ -15,13 +15,41 @@
 import { createRequire } from 'node:module';
 
 /** The addon's sink: see native/copy_sink.c for the contract. */
+/**
+ * readFd's end: `err` has `syscall` 'write' when writing the file failed (`code`: ENOSPC, ...),
+ * 'read' when the connection did, else `code` ERR_PG_EGRESS_SINK (the COPY's bytes); `rest`: the
+ * bytes after the COPY, for the client's parser; `bytesRead`: all the protocol bytes read.
+ */
+export type ReadFdCallback = (err: (Error & { code?: string; syscall?: string }) | null, rest: Buffer, bytesRead: number) => void;
+
 export interface NativeSink {
   feed(buf: Buffer): number;
+  /**
+   * Reads the COPY from the socket `socketFd` on a thread of its own and writes its gzip members
+   * to `fileFd` (native/copy_fd.c); `cb` runs on the main thread once the COPY ended, with the
+   * bytes after it and the bytes read. Every other method but fdProgress and fdCancel throws meanwhile.
+   */
+  readFd(socketFd: number, fileFd: number, cb: ReadFdCallback): void;
+  /** While readFd runs: [bytes read, records found]. */
+  fdProgress(): [number, number];
+  /** Makes readFd's thread stop within ~0.1 s (its callback gets an error). */
+  fdCancel(): void;
   write(buf: Buffer): void;
   take(): Buffer | null;
   finish(): void;
   leftover(): Buffer;
-  stats(): { rows: number; rawBytes: number; copyDone: boolean; done: boolean; root: Buffer; blocks: Buffer; deflate: string };
+  stats(): {
+    rows: number;
+    rawBytes: number;
+    copyDone: boolean;
+    done: boolean;
+    root: Buffer;
+    blocks: Buffer;
+    deflate: string;
+    /** After readFd: what it wrote to the file, and the sha256 (hex) of those bytes. */
+    fileBytes?: number;
+    fileSha256?: string;
+  };
 }
 
 export interface NativeSinkOptions {

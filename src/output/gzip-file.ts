@@ -157,6 +157,19 @@ export class GzipFileWriter {
     return this.sink !== null;
   }
 
+  /**
+   * The file's descriptor, once it is open (`compressed: true`), for a writer of its own: the
+   * export COPY's thread (native/copy_fd.c), which writes, hashes and counts the bytes itself
+   * and gives them to `end(written)`. Nothing else may be written then.
+   */
+  async fd(): Promise<number> {
+    if (this.sink || this.gzip) throw new Error('GzipFileWriter: fd() is for compressed files');
+    const stream = this.out as unknown as { fd: number | null };
+    if (typeof stream.fd !== 'number') await this.until(this.out, 'open');
+    if (this.failed) throw this.failed;
+    return stream.fd!;
+  }
+
   /** Writes gzip bytes compressed by the caller (`compressed: true`) from `rawLength` bytes of CSV. */
   writeCompressed(gz: Buffer, rawLength: number): Promise<void> | undefined {
     if (this.failed) throw this.failed;
@@ -179,12 +192,13 @@ export class GzipFileWriter {
   }
 
   /**
-   * Ends the file: resolves once every byte is compressed, hashed and handed to the file, with
+   * Ends the file: resolves once every byte is compressed, hashed and handed to the file (or, with
+   * `written`, was written to fd() by its own writer, with this size and sha256), with
    * the file's stats and `durable`, which settles when the file is written, fsynced and closed
    * (and rejects with the write error). `finish` waits for both; an export worker starts its next
    * COPY while the fsync runs (reload/copy-export.ts).
    */
-  async end(): Promise<{ stats: GzipFileStats; durable: Promise<void> }> {
+  async end(written?: { bytes: number; sha256: string }): Promise<{ stats: GzipFileStats; durable: Promise<void> }> {
     if (this.failed) throw this.failed;
     if (this.gzip) {
       // The last compressed bytes are hashed ('data') before gzip's 'end', which ends the file.
@@ -205,7 +219,10 @@ export class GzipFileWriter {
       this.out.end();
     }
     if (this.failed) throw this.failed;
-    const stats: GzipFileStats = { bytes: this.bytes, rawBytes: this.rawBytes, sha256: this.hash.digest('hex') };
+    // `written`: the bytes went to fd() from elsewhere; the stream wrote none and only fsyncs and closes.
+    const stats: GzipFileStats = written
+      ? { bytes: written.bytes, rawBytes: this.rawBytes, sha256: written.sha256 }
+      : { bytes: this.bytes, rawBytes: this.rawBytes, sha256: this.hash.digest('hex') };
     if (this.hashesRecords && this.sink) {
       const st = this.sink.stats();
       const blocks: Buffer[] = [];

@@ -17,7 +17,7 @@
 import { CsvLeaves } from '../proof/csv-leaves.js';
 import type { BatchHasher } from '../proof/sha256-batch.js';
 import type { MerkleSummary } from '../output/table-window.js';
-import { deflateBackend, NativeSinkClass, type NativeSink } from '../output/deflate.js';
+import { deflateBackend, NativeSinkClass, type NativeSink, type ReadFdCallback } from '../output/deflate.js';
 import { EgressError } from '../errors.js';
 import { headerLine } from '../output/csv.js';
 
@@ -29,6 +29,8 @@ export interface CopySinkResult {
   /** The COPY ended with CopyDone (not with an ErrorResponse or anything else). */
   copyDone: boolean;
   merkle: MerkleSummary;
+  /** After readFd: the gzip bytes it wrote to the file, and their sha256 (hex). */
+  file?: { bytes: number; sha256: string };
 }
 
 export interface CopySink {
@@ -45,6 +47,15 @@ export interface CopySink {
    * COPY), to be handed back with `leftover()` in front.
    */
   feed(buf: Buffer): number;
+  /**
+   * The native sink: reads the COPY off the socket `socketFd` on a thread of its own and writes
+   * the gzip file `fileFd` itself (native/copy_fd.c). `cb` gets the bytes after the COPY's end.
+   */
+  readFd?(socketFd: number, fileFd: number, cb: ReadFdCallback): void;
+  /** While readFd runs: [bytes read, records found]. */
+  fdProgress?(): [number, number];
+  /** Stops readFd's thread (its callback gets an error). */
+  fdCancel?(): void;
   /** Bytes of the ending message's header that arrived in earlier buffers (usually none). */
   leftover(): Buffer;
   /** Output produced so far, or null. */
@@ -85,6 +96,18 @@ class NativeCopySink implements CopySink {
     return this.s.feed(buf);
   }
 
+  readFd(socketFd: number, fileFd: number, cb: ReadFdCallback): void {
+    this.s.readFd(socketFd, fileFd, cb);
+  }
+
+  fdProgress(): [number, number] {
+    return this.s.fdProgress();
+  }
+
+  fdCancel(): void {
+    this.s.fdCancel();
+  }
+
   leftover(): Buffer {
     return this.s.leftover();
   }
@@ -101,12 +124,15 @@ class NativeCopySink implements CopySink {
     try {
       this.s.finish();
     } catch (e) {
+      // Writing readFd's file failed (the last member): the caller reports the file.
+      if ((e as { syscall?: string }).syscall === 'write') throw e;
       throw new EgressError('PROTOCOL', `COPY output: ${(e as Error).message}`);
     }
     const st = this.s.stats();
     const blocks: Buffer[] = [];
     for (let i = 0; i < st.blocks.length; i += 32) blocks.push(st.blocks.subarray(i, i + 32));
-    return { rows: st.rows, rawBytes: st.rawBytes, copyDone: st.copyDone, merkle: { treeSize: st.rows, root: st.root, blocks } };
+    const file = st.fileSha256 !== undefined ? { bytes: st.fileBytes ?? 0, sha256: st.fileSha256 } : undefined;
+    return { rows: st.rows, rawBytes: st.rawBytes, copyDone: st.copyDone, merkle: { treeSize: st.rows, root: st.root, blocks }, file };
   }
 }
 

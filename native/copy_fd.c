@@ -1,0 +1,271 @@
+/*
+ * An export COPY read straight off its connection's socket on a thread of its own:
+ *
+ *   sink.readFd(socketFd, fileFd, cb)   cb(err | null, rest: Buffer, bytesRead) once the COPY has ended
+ *   sink.fdProgress() -> [bytes read, records]   while it runs (any thread may have moved them)
+ *   sink.fdCancel()                              makes the thread stop at its next read
+ *
+ * Why: read through Node, each 64 KiB of the server's COPY became a Buffer, an event and a call
+ * into the addon on the main thread, one connection at a time. The Buffers (two per byte once the
+ * sink was fed off the main thread) drove V8 into a full collection about every 70 ms of an
+ * export (`--trace-gc`: "external memory pressure"), and its marking threads took ~0.45 s of CPU
+ * for R1's 385 MB, next to ~0.65 s on the main thread for reads and hand-offs. Here each export
+ * connection's thread reads the socket (recv into one reused buffer), runs the sink's pass
+ * (framing, text to CSV, Merkle leaves and nodes, gzip members: copy_sink.c) and writes the
+ * members to the file itself, hashing them as written (the file's sha256 for the manifest). The
+ * main thread only hears of the end.
+ *
+ * The socket is a dup of the connection's descriptor, so that JavaScript closing its own (the
+ * connection killed at shutdown) cannot make the thread read some other file that got the number.
+ * It is non-blocking (the descriptors share libuv's O_NONBLOCK): the thread waits in poll() with a
+ * timeout so that fdCancel is seen within POLL_MS. Writes to the file block the thread, and so the
+ * reading, and so the server: the memory stays one read buffer, one sink block and its output.
+ * While the thread runs the sink is `busy`: every other method throws.
+ *
+ * The bytes after the COPY's end (CommandComplete and ReadyForQuery, or an ErrorResponse from its
+ * first byte, with a header split across reads carried in leftover()) come back in `rest`, for the
+ * client's own parser.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "copy_sink.h"
+#include "deflate.h"
+
+#define READ_BYTES (256 * 1024)
+#define POLL_MS 100
+
+typedef struct {
+  sink_t *s;
+  int sock;
+  napi_ref self;
+  napi_threadsafe_function done;
+  atomic_int cancel;
+  _Atomic uint64_t bytes;
+  _Atomic uint64_t rows;
+  uint8_t *rest;
+  size_t rest_len;
+  int sock_errno; /* recv failed (errno), or -1: the server closed the connection */
+} fd_job_t;
+
+int sink_drain_to_file(sink_t *s) {
+  size_t off = 0;
+  while (off < s->out_len) {
+    ssize_t w = write(s->file_fd, s->out + off, s->out_len - off);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      s->file_errno = errno;
+      s->error = strerror(errno);
+      return 0;
+    }
+    off += (size_t)w;
+  }
+  SHA256_Update(&s->file_ctx, s->out, s->out_len);
+  s->file_bytes += s->out_len;
+  s->out_len = 0;
+  return 1;
+}
+
+static void *fd_thread(void *arg) {
+  fd_job_t *j = arg;
+  sink_t *s = j->s;
+  uint8_t *buf = malloc(READ_BYTES);
+  if (!buf) s->error = "out of memory";
+  while (buf && !s->error) {
+    if (atomic_load(&j->cancel)) {
+      s->error = "the COPY was cancelled";
+      break;
+    }
+    ssize_t n = recv(j->sock, buf, READ_BYTES, 0);
+    if (n > 0) {
+      atomic_fetch_add(&j->bytes, (uint64_t)n);
+      int64_t at = sink_feed_frames(s, buf, (size_t)n);
+      atomic_store(&j->rows, s->rows);
+      if (s->error || (s->out_len && !sink_drain_to_file(s))) break;
+      if (at >= 0) {
+        j->rest_len = (size_t)n - (size_t)at;
+        if (j->rest_len && !(j->rest = malloc(j->rest_len))) s->error = "out of memory";
+        else if (j->rest_len) memcpy(j->rest, buf + at, j->rest_len);
+        break;
+      }
+    } else if (n == 0) {
+      j->sock_errno = -1;
+      s->error = "the server closed the connection during the COPY";
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      struct pollfd p = {.fd = j->sock, .events = POLLIN};
+      poll(&p, 1, POLL_MS);
+    } else if (errno != EINTR) {
+      j->sock_errno = errno;
+      s->error = strerror(errno);
+    }
+  }
+  free(buf);
+  gz_thread_end();
+  /* fd_done frees j, maybe before the call below returns: the function is read first. It lives
+     until released. */
+  napi_threadsafe_function done = j->done;
+  napi_call_threadsafe_function(done, j, napi_tsfn_blocking);
+  napi_release_threadsafe_function(done, napi_tsfn_release);
+  return NULL;
+}
+
+static void set_str(napi_env env, napi_value obj, const char *name, const char *v) {
+  napi_value x;
+  napi_create_string_utf8(env, v, NAPI_AUTO_LENGTH, &x);
+  napi_set_named_property(env, obj, name, x);
+}
+
+napi_value sink_error_value(napi_env env, sink_t *s) {
+  napi_value msg, err;
+  const char *code = "ERR_PG_EGRESS_SINK";
+  char text[256];
+  if (s->file_errno) {
+    const char *name = strerrorname_np(s->file_errno);
+    code = name ? name : "EIO";
+    snprintf(text, sizeof text, "%s, write", s->error);
+  } else {
+    snprintf(text, sizeof text, "%s", s->error ? s->error : "failed");
+  }
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
+  napi_create_error(env, NULL, msg, &err);
+  set_str(env, err, "code", code);
+  if (s->file_errno) set_str(env, err, "syscall", "write");
+  return err;
+}
+
+/* On the main thread, once the thread is done: the sink is free again, cb(err, rest). */
+static void fd_done(napi_env env, napi_value cb, void *context, void *data) {
+  (void)context;
+  fd_job_t *j = data;
+  sink_t *s = j->s;
+  s->busy = 0;
+  s->fd_job = NULL;
+  close(j->sock);
+  if (env) {
+    napi_value argv[3], global;
+    void *copy;
+    if (!s->error) {
+      napi_get_null(env, &argv[0]);
+    } else if (j->sock_errno) {
+      /* The connection failed: not the file, not the sink. */
+      napi_value msg;
+      napi_create_string_utf8(env, j->sock_errno < 0 ? "Connection terminated unexpectedly" : strerror(j->sock_errno), NAPI_AUTO_LENGTH, &msg);
+      napi_create_error(env, NULL, msg, &argv[0]);
+      const char *name = j->sock_errno > 0 ? strerrorname_np(j->sock_errno) : NULL;
+      set_str(env, argv[0], "code", name ? name : "ECONNRESET");
+      set_str(env, argv[0], "syscall", "read");
+    } else {
+      argv[0] = sink_error_value(env, s);
+    }
+    napi_create_buffer_copy(env, j->rest_len, j->rest_len ? (void *)j->rest : (void *)"", &copy, &argv[1]);
+    napi_create_double(env, (double)atomic_load(&j->bytes), &argv[2]);
+    napi_get_global(env, &global);
+    napi_delete_reference(env, j->self);
+    napi_call_function(env, global, cb, 3, argv, NULL);
+  }
+  free(j->rest);
+  free(j);
+}
+
+static sink_t *this_sink(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv, napi_value *self) {
+  void *p = NULL;
+  if (napi_get_cb_info(env, info, argc, argv, self, NULL) != napi_ok || napi_unwrap(env, *self, &p) != napi_ok) return NULL;
+  return p;
+}
+
+napi_value sink_read_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], self, name;
+  int32_t sock_fd = -1, file_fd = -1;
+  napi_valuetype t;
+  sink_t *s = this_sink(env, info, &argc, argv, &self);
+  if (!s || argc < 3 || napi_get_value_int32(env, argv[0], &sock_fd) != napi_ok || napi_get_value_int32(env, argv[1], &file_fd) != napi_ok ||
+      napi_typeof(env, argv[2], &t) != napi_ok || t != napi_function || sock_fd < 0 || file_fd < 0) {
+    napi_throw_error(env, "ERR_PG_EGRESS_SINK", "readFd(socketFd, fileFd, callback)");
+    return NULL;
+  }
+  const char *bad = !s->framing ? "readFd: this sink takes raw CSV" : s->done ? "readFd: the COPY has ended" : s->busy ? "readFd: the sink is busy" : s->file_mode ? "readFd: called twice" : NULL;
+  if (bad) {
+    napi_throw_error(env, "ERR_PG_EGRESS_SINK", bad);
+    return NULL;
+  }
+  fd_job_t *j = calloc(1, sizeof(fd_job_t));
+  if (!j) {
+    napi_throw_error(env, "ERR_PG_EGRESS_SINK", "out of memory");
+    return NULL;
+  }
+  j->s = s;
+  /* Both descriptors are the thread's own copies: JavaScript may close its own (a killed
+     connection, an aborted file) while the thread still runs, and the numbers be given to other
+     files. finish() and the sink's finalizer close the file's. */
+  j->sock = fcntl(sock_fd, F_DUPFD_CLOEXEC, 0);
+  s->file_fd = j->sock < 0 ? -1 : fcntl(file_fd, F_DUPFD_CLOEXEC, 0);
+  s->file_mode = 1;
+  SHA256_Init(&s->file_ctx);
+  /* What the sink already holds (the header line in text mode) goes first. */
+  if (j->sock < 0 || s->file_fd < 0 || (s->out_len && !sink_drain_to_file(s))) {
+    const char *why = j->sock < 0 || s->file_fd < 0 ? strerror(errno) : NULL;
+    if (j->sock >= 0) close(j->sock);
+    free(j);
+    if (why) napi_throw_error(env, "ERR_PG_EGRESS_SINK", why);
+    else napi_throw(env, sink_error_value(env, s));
+    return NULL;
+  }
+  napi_create_string_utf8(env, "pg-egress export COPY", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, self, 1, &j->self) != napi_ok) goto fail;
+  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, NULL, fd_done, &j->done) != napi_ok) {
+    napi_delete_reference(env, j->self);
+    goto fail;
+  }
+  s->busy = 1;
+  s->fd_job = j;
+  pthread_attr_t attr;
+  pthread_t th;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int rc = pthread_create(&th, &attr, fd_thread, j);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    s->busy = 0;
+    s->fd_job = NULL;
+    napi_release_threadsafe_function(j->done, napi_tsfn_abort);
+    napi_delete_reference(env, j->self);
+    goto fail;
+  }
+  return NULL;
+fail:
+  close(j->sock);
+  free(j);
+  napi_throw_error(env, "ERR_PG_EGRESS_SINK", "readFd: could not start its thread");
+  return NULL;
+}
+
+napi_value sink_fd_progress(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  napi_value self, r, v;
+  sink_t *s = this_sink(env, info, &argc, NULL, &self);
+  if (!s) return NULL;
+  fd_job_t *j = s->fd_job;
+  napi_create_array_with_length(env, 2, &r);
+  napi_create_double(env, j ? (double)atomic_load(&j->bytes) : 0, &v);
+  napi_set_element(env, r, 0, v);
+  napi_create_double(env, j ? (double)atomic_load(&j->rows) : (double)s->rows, &v);
+  napi_set_element(env, r, 1, v);
+  return r;
+}
+
+napi_value sink_fd_cancel(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  napi_value self;
+  sink_t *s = this_sink(env, info, &argc, NULL, &self);
+  if (s && s->fd_job) atomic_store(&((fd_job_t *)s->fd_job)->cancel, 1);
+  return NULL;
+}

@@ -1,0 +1,82 @@
+/*
+ * The COPY sink's state (copy_sink.c), shared with the thread that reads an export's socket
+ * (copy_fd.c).
+ */
+#ifndef PG_EGRESS_COPY_SINK_H
+#define PG_EGRESS_COPY_SINK_H
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <node_api.h>
+#include <openssl/sha.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#define MERKLE_BLOCK 1024
+#define MAX_DEPTH 64
+
+typedef struct {
+  /* framing */
+  int framing;
+  int in_payload;
+  uint8_t hdr[5];
+  int hdr_len;
+  uint8_t type;
+  uint32_t remaining;
+  int done;      /* the COPY ended (CopyDone or another message) */
+  int copy_done; /* it ended with CopyDone */
+  uint8_t leftover[5];
+  int leftover_len;
+  /* records */
+  int merkle;
+  int64_t skip;
+  int in_quotes;
+  int leaf_open;
+  int mid; /* the last block ended inside a record */
+  SHA256_CTX leaf;
+  uint64_t rows;
+  int depth;
+  uint64_t sizes[MAX_DEPTH];
+  uint8_t stack[MAX_DEPTH][32];
+  uint8_t *block_roots;
+  size_t n_block_roots, cap_block_roots;
+  /* blocks and output */
+  int level, backend;
+  uint8_t *block;
+  size_t block_len, block_cap, block_max;
+  uint8_t *out;
+  size_t out_len, out_cap;
+  uint64_t raw_bytes;
+  /* text: the COPY sends FORMAT text, converted here to the CSV COPY (FORMAT csv) prints */
+  int text;
+  uint8_t *pend; /* a text row split across reads */
+  size_t pend_len, pend_cap;
+  uint8_t *conv; /* a converted row that did not fit the block */
+  size_t conv_cap;
+  const char *error;
+  /* An export COPY read off the socket on a thread of its own (copy_fd.c): its output goes
+     straight to the file, hashed as it is written, and no other call may touch the sink while
+     the thread runs (busy). */
+  int busy;
+  int file_mode; /* readFd was called: the output goes to the file, not to take() */
+  int file_fd;   /* the thread's copy of the file's descriptor; -1 once finish() closed it */
+  SHA256_CTX file_ctx;
+  uint64_t file_bytes;
+  int file_errno; /* the errno of a failed write */
+  void *fd_job;   /* the running readFd, else NULL */
+} sink_t;
+
+/* The server's bytes: -1 while the COPY goes on, else the offset where the client's part starts. */
+int64_t sink_feed_frames(sink_t *s, const uint8_t *d, size_t n);
+/* Compresses what the block holds into the output. */
+void sink_flush_block(sink_t *s);
+/* Writes the output to file_fd (hashing it); 0 on a write error (file_errno, error set). */
+int sink_drain_to_file(sink_t *s);
+
+/* The sink's error as a JavaScript Error: `code` ERR_PG_EGRESS_SINK, or the errno's name
+   (ENOSPC, ...) with `syscall` 'write' when writing the file failed. */
+napi_value sink_error_value(napi_env env, sink_t *s);
+
+/* Sink methods implemented in copy_fd.c. */
+napi_value sink_read_fd(napi_env env, napi_callback_info info);
+napi_value sink_fd_progress(napi_env env, napi_callback_info info);
+napi_value sink_fd_cancel(napi_env env, napi_callback_info info);
+#endif

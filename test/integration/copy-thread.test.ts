@@ -1,0 +1,173 @@
+/**
+ * An export COPY read off the connection's socket on the sink's own thread (native/copy_fd.c,
+ * reload/copy-export.ts): the file must be the one the Node-socket path writes, byte for byte,
+ * with the sha256 of what is on disk; the connection must be pg's again afterwards; and every
+ * way a COPY can end badly (the server's error mid-stream, a file that cannot be written, the
+ * backend terminated, the client ending the connection) must reach the caller as an error of the
+ * right kind, without a hang and without touching anything but the file.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import pg from 'pg';
+import { createTestDatabase } from '../harness/pg.js';
+import { copyToFile } from '../../src/reload/copy-export.js';
+import { createCopySink, type CopySink } from '../../src/reload/copy-sink.js';
+import { EgressError } from '../../src/errors.js';
+
+const COLUMNS = ['id', 't', 'n'];
+const ROWS = 60_000;
+
+/** The native sink, counting its readFd calls (the thread path was taken). */
+function countingSink(level: number): { sink: CopySink; threads: () => number } {
+  const sink = createCopySink(level, { columns: COLUMNS });
+  let n = 0;
+  const readFd = sink.readFd!.bind(sink);
+  sink.readFd = (...args) => {
+    n++;
+    readFd(...args);
+  };
+  return { sink, threads: () => n };
+}
+
+describe('an export COPY read on its own thread', () => {
+  let db: { url: string; drop(): Promise<void> };
+  let dir: string;
+  let c: pg.Client;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('cpthread');
+    dir = mkdtempSync(path.join(os.tmpdir(), 'pg-egress-cpthread-'));
+    c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+    await c.query(`CREATE TABLE t (id int, t text, n numeric)`);
+    // Several MiB: many reads of the socket and several gzip members.
+    await c.query(`INSERT INTO t SELECT g, repeat(md5(g::text), 1 + g % 4) || E'\\t,"' || g, g / 7.0 FROM generate_series(1, ${ROWS}) g`);
+  });
+
+  afterAll(async () => {
+    await c?.end().catch(() => undefined);
+    await db?.drop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const sql = `COPY t (id, t, n) TO STDOUT`;
+
+  it('writes the same gzip bytes as the Node-socket path, with the sha256 of the file on disk, and leaves the connection to pg', async () => {
+    for (const level of [1, 6]) {
+      const a = countingSink(level);
+      const threaded = path.join(dir, `thread-${level}.csv.gz`);
+      const progress = { bytes: 0, rows: 0 };
+      const r = await copyToFile(c, sql, {
+        path: threaded,
+        gzipLevel: level,
+        fileMode: 0o640,
+        sink: a.sink,
+        onProgress: (bytes, rows) => {
+          progress.bytes += bytes;
+          progress.rows += rows;
+        },
+      });
+      expect(a.threads()).toBe(1);
+      const b = countingSink(level);
+      const plain = path.join(dir, `socket-${level}.csv.gz`);
+      const s = await copyToFile(c, sql, { path: plain, gzipLevel: level, fileMode: 0o640, sink: b.sink, thread: false });
+      expect(b.threads()).toBe(0);
+
+      const file = readFileSync(threaded);
+      expect(file.equals(readFileSync(plain)), `level ${level}: gzip bytes`).toBe(true);
+      expect(r.stats.sha256).toBe(createHash('sha256').update(file).digest('hex'));
+      expect(r.stats.bytes).toBe(file.length);
+      expect(s.stats.sha256).toBe(r.stats.sha256);
+      expect(statSync(threaded).mode & 0o777).toBe(0o640);
+      const csv = zlib.gunzipSync(file);
+      expect(r.stats.rawBytes).toBe(csv.length);
+      expect(csv.toString().split('\n')[0]).toBe('id,t,n');
+      expect(r.rows).toBe(ROWS);
+      expect(s.rows).toBe(ROWS);
+      expect(r.merkle.root.equals(s.merkle.root)).toBe(true);
+      expect(Buffer.concat(r.merkle.blocks).equals(Buffer.concat(s.merkle.blocks))).toBe(true);
+      // Progress counted every record once, and the protocol bytes (more than the CSV's, less than twice).
+      expect(progress.rows).toBe(ROWS);
+      expect(progress.bytes).toBeGreaterThan(csv.length);
+      expect(progress.bytes).toBeLessThan(2 * csv.length);
+    }
+    // The socket reads again: queries and another COPY on the same connection.
+    expect((await c.query('SELECT count(*)::int AS n FROM t')).rows[0].n).toBe(ROWS);
+    const again = await copyToFile(c, `COPY (SELECT id, t, n FROM t WHERE id <= 10) TO STDOUT`, {
+      path: path.join(dir, 'again.csv.gz'),
+      gzipLevel: 1,
+      fileMode: 0o644,
+      sink: createCopySink(1, { columns: COLUMNS }),
+    });
+    expect(again.rows).toBe(10);
+  });
+
+  it("the server's error mid-COPY reaches the caller as the server's, and the connection stays usable", async () => {
+    const { sink, threads } = countingSink(1);
+    const file = path.join(dir, 'error.csv.gz');
+    const bad = `COPY (SELECT g AS id, repeat('x', 200) AS t, CASE WHEN g = 50000 THEN 1 / 0 ELSE g END AS n FROM generate_series(1, 100000) g) TO STDOUT`;
+    await expect(copyToFile(c, bad, { path: file, gzipLevel: 1, fileMode: 0o644, sink })).rejects.toThrow(/division by zero/);
+    expect(threads()).toBe(1);
+    expect(existsSync(file)).toBe(false);
+    expect((await c.query('SELECT 41 + 1 AS n')).rows[0].n).toBe(42);
+  });
+
+  it('a file that cannot be written is OUTPUT_IO with its errno (ENOSPC), and only the file goes', async () => {
+    const full = path.join(dir, 'full.csv.gz');
+    symlinkSync('/dev/full', full);
+    const own = new pg.Client({ connectionString: db.url });
+    // The failed COPY ends the connection (its state is unknown): pg reports that too.
+    own.on('error', () => undefined);
+    await own.connect();
+    try {
+      const { sink, threads } = countingSink(1);
+      const err = await copyToFile(own, sql, { path: full, gzipLevel: 1, fileMode: 0o644, sink }).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(threads()).toBe(1);
+      expect(err).toBeInstanceOf(EgressError);
+      expect((err as EgressError).code).toBe('OUTPUT_IO');
+      expect((err as Error).message).toMatch(/ENOSPC/);
+      expect((err as Error).message.split('\n')).toHaveLength(1);
+      expect(existsSync('/dev/full')).toBe(true);
+    } finally {
+      await own.end().catch(() => undefined);
+    }
+  });
+
+  it('the backend terminated mid-COPY, or the client ending its connection: an error, no hang', async () => {
+    const long = `COPY (SELECT g AS id, repeat('y', 300) AS t, g AS n FROM generate_series(1, 20000000) g) TO STDOUT`;
+    for (const how of ['terminate', 'end'] as const) {
+      const own = new pg.Client({ connectionString: db.url });
+      own.on('error', () => undefined);
+      await own.connect();
+      const pid = (await own.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+      const { sink, threads } = countingSink(1);
+      let started!: () => void;
+      const moving = new Promise<void>((resolve) => (started = resolve));
+      const file = path.join(dir, `${how}.csv.gz`);
+      // Progress while the COPY runs: the thread's counters, read every 250 ms.
+      const onProgress = (bytes: number) => bytes > 0 && started();
+      const copy = copyToFile(own, long, { path: file, gzipLevel: 1, fileMode: 0o644, sink, onProgress });
+      copy.catch(() => undefined);
+      await moving;
+      if (how === 'terminate') await c.query('SELECT pg_terminate_backend($1)', [pid]);
+      else void own.end().catch(() => undefined);
+      await expect(copy).rejects.toThrow(how === 'terminate' ? /terminat/i : /cancelled|terminated|Connection/i);
+      expect(threads()).toBe(1);
+      expect(existsSync(file)).toBe(false);
+      await own.end().catch(() => undefined);
+      // The thread's copy of the socket is closed too: the server sees the connection go.
+      const deadline = Date.now() + 20_000;
+      while ((await c.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1', [pid])).rows[0].n > 0) {
+        expect(Date.now(), `${how}: backend ${pid} still there`).toBeLessThan(deadline);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  });
+});
