@@ -91,6 +91,12 @@ static void *fd_thread(void *arg) {
       atomic_store(&j->rows, s->rows);
       if (s->error || (s->out_len && !sink_drain_to_file(s))) break;
       if (at >= 0) {
+        /* The last block too, here rather than in finish() on the main thread: a small table's
+           export is all in its last block. */
+        if (s->copy_done) {
+          sink_flush_block(s);
+          if (s->error || (s->out_len && !sink_drain_to_file(s))) break;
+        }
         j->rest_len = (size_t)n - (size_t)at;
         if (j->rest_len && !(j->rest = malloc(j->rest_len))) s->error = "out of memory";
         else if (j->rest_len) memcpy(j->rest, buf + at, j->rest_len);
