@@ -268,10 +268,14 @@ napi_value sink_fd_progress(napi_env env, napi_callback_info info) {
   return r;
 }
 
+void sink_fd_cancel_job(sink_t *s) {
+  if (s->fd_job) atomic_store(&((fd_job_t *)s->fd_job)->cancel, 1);
+}
+
 napi_value sink_fd_cancel(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   napi_value self;
   sink_t *s = this_sink(env, info, &argc, NULL, &self);
-  if (s && s->fd_job) atomic_store(&((fd_job_t *)s->fd_job)->cancel, 1);
+  if (s) sink_fd_cancel_job(s);
   return NULL;
 }

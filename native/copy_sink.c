@@ -353,6 +353,12 @@ static void sink_free(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
   sink_t *s = data;
+  /* The environment going away while a readFd thread still runs (a reference holds the sink
+     until its end otherwise): the thread is told to stop and the sink is left to it. */
+  if (s->fd_job) {
+    sink_fd_cancel_job(s);
+    return;
+  }
   if (s->file_fd >= 0) close(s->file_fd);
   free(s->block);
   free(s->out);

@@ -79,4 +79,6 @@ napi_value sink_error_value(napi_env env, sink_t *s);
 napi_value sink_read_fd(napi_env env, napi_callback_info info);
 napi_value sink_fd_progress(napi_env env, napi_callback_info info);
 napi_value sink_fd_cancel(napi_env env, napi_callback_info info);
+/* Tells a running readFd thread to stop (any thread). */
+void sink_fd_cancel_job(sink_t *s);
 #endif

@@ -137,8 +137,10 @@ function threadable(client: pg.Client, sink: CopySink): boolean {
 
 function socketHandle(s: Socket): SocketHandle | null {
   const h = (s as unknown as { _handle?: SocketHandle | null })._handle;
-  const plain = !(s as { encrypted?: boolean }).encrypted && s.readableLength === 0;
-  return plain && h && typeof h.fd === 'number' && h.fd >= 0 && typeof h.readStop === 'function' && typeof h.readStart === 'function' ? h : null;
+  // libuv reading it (`reading`), nothing read ahead of pg: the thread gets every byte of the answer.
+  const plain = !(s as { encrypted?: boolean }).encrypted && s.readableLength === 0 && !s.destroyed;
+  const usable = h && typeof h.fd === 'number' && h.fd >= 0 && h.reading === true && typeof h.readStop === 'function' && typeof h.readStart === 'function';
+  return plain && usable ? h : null;
 }
 
 /**
@@ -203,13 +205,15 @@ class CopyOutQuery {
   }
 
   /**
-   * The COPY is read by the sink's thread (native/copy_fd.c): libuv stops reading the socket (as
-   * Node itself does for backpressure: `reading` false, readStop) before the query goes out, so
-   * every byte of the answer waits in the kernel for the thread. Once the COPY ended the thread
-   * hands back the bytes after it, and detach() gives them to pg and lets libuv read again.
+   * The COPY is read by the sink's thread (native/copy_fd.c): libuv stops reading the socket
+   * before the query goes out, so every byte of the answer waits in the kernel for the thread.
+   * Once the COPY ended the thread hands back the bytes after it, and detach() gives them to pg
+   * and starts libuv reading again. The handle's `reading` flag stays true meanwhile: with it
+   * false, any read(0) of the stream (Node schedules one after each chunk it delivers, which may
+   * still be due when pg submits a queued query from its data handler) would start libuv reading
+   * again (net.js `_read`) and take the thread's bytes.
    */
   private startThread(s: Socket, h: SocketHandle, fileFd: number): void {
-    h.reading = false;
     h.readStop!();
     this.threadHandle = h;
     // A connection ended or destroyed meanwhile (shutdown) stops the thread too.
@@ -295,9 +299,8 @@ class CopyOutQuery {
     if (give.length) this.pgData!(give);
     const h = this.threadHandle;
     this.threadHandle = null;
-    // libuv reads again (Node's tryReadStart): the stream still counts a read in progress.
-    if (h && !s.destroyed && !h.reading) {
-      h.reading = true;
+    // libuv reads again; Node's stream still counts the read in progress it had asked for.
+    if (h && !s.destroyed) {
       const err = h.readStart!();
       if (err) s.destroy(new Error(`the socket cannot be read again after the COPY (${err})`));
     }

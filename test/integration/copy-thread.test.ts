@@ -106,6 +106,21 @@ describe('an export COPY read on its own thread', () => {
     expect(again.rows).toBe(10);
   });
 
+  it("a COPY queued behind another query (pg submits it from its data handler) is read whole by the thread", async () => {
+    for (let i = 0; i < 5; i++) {
+      // The file opens long before the sleep ends: the COPY waits in pg's queue behind it.
+      const before = c.query('SELECT pg_sleep(0.05)');
+      const { sink, threads } = countingSink(1);
+      const file = path.join(dir, `queued-${i}.csv.gz`);
+      const r = await copyToFile(c, sql, { path: file, gzipLevel: 1, fileMode: 0o644, sink });
+      await before;
+      expect(threads()).toBe(1);
+      expect(r.rows).toBe(ROWS);
+      expect(zlib.gunzipSync(readFileSync(file)).toString().split('\n')).toHaveLength(ROWS + 2);
+    }
+    expect((await c.query('SELECT 1 AS n')).rows[0].n).toBe(1);
+  });
+
   it("the server's error mid-COPY reaches the caller as the server's, and the connection stays usable", async () => {
     const { sink, threads } = countingSink(1);
     const file = path.join(dir, 'error.csv.gz');
