@@ -10,6 +10,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { EgressError } from '../errors.js';
 import { CsvBuffer } from '../output/csv.js';
 import { sessionOptions } from '../db/connect.js';
+import { limitHeapGrowth } from './malloc-ctl.js';
 import type { SchemaColumn } from './catalog.js';
 import { qname, quoteIdent, quoteLiteral, unresolvedText, UNIT, type Engine, type StagedBatch } from './engine.js';
 import type { VerifiedFile } from './verified-reader.js';
@@ -63,6 +64,9 @@ async function writeAll(stream: Writable, chunks: AsyncIterable<Buffer> | Iterab
 }
 
 export async function openPostgres(url: string): Promise<Engine> {
+  // A rebuild stages every streamed row through Node: V8 let the heap grow far between full
+  // collections (malloc-ctl.ts).
+  limitHeapGrowth();
   const client = new pg.Client({ connectionString: url, options: sessionOptions(), application_name: 'pg-egress archive' });
   client.on('error', () => undefined);
   try {
