@@ -107,8 +107,13 @@ export async function copyToFileEnded(
 
 /** How often (bytes read) a COPY's progress is reported. */
 const PROGRESS_BYTES = 1 << 20;
-/** How often a COPY read on its own thread reports its progress. */
-const THREAD_PROGRESS_MS = 250;
+/**
+ * How often a COPY read on its own thread reports its progress (its counters, read from the
+ * thread's atomics: nothing else). The reloader writes progress to the registry every 250 ms; a
+ * 64 MB chunk now takes ~0.3 s, so a slower report (250 ms) could leave the registry at 0 rows
+ * until the chunk ended (export-ddl.test.ts caught it at full size).
+ */
+const THREAD_PROGRESS_MS = 50;
 
 interface PgConnection {
   stream: Socket;
