@@ -43,6 +43,8 @@ size_t gz_bound(int backend, int level, size_t n) {
 #ifdef HAVE_ISAL
 static __thread uint8_t *isal_level_buf[4];
 static const uint32_t isal_level_size[4] = {ISAL_DEF_LVL0_DEFAULT, ISAL_DEF_LVL1_DEFAULT, ISAL_DEF_LVL2_DEFAULT, ISAL_DEF_LVL3_DEFAULT};
+/* The front of the level buffer (its hash tables, ISA-L's *_REQ part). */
+static const uint32_t isal_level_req[4] = {ISAL_DEF_LVL0_REQ, ISAL_DEF_LVL1_REQ, ISAL_DEF_LVL2_REQ, ISAL_DEF_LVL3_REQ};
 #endif
 #ifdef HAVE_LIBDEFLATE
 static __thread struct libdeflate_compressor *ld_compressor[10];
@@ -52,6 +54,13 @@ size_t gz_member(int backend, int level, const uint8_t *in, size_t n, uint8_t *o
 #ifdef HAVE_ISAL
   if (backend == GZ_ISAL) {
     if (!isal_level_buf[level] && !(isal_level_buf[level] = malloc(isal_level_size[level]))) return 0;
+    /* Stateless compression starts from whatever the hash tables hold: a candidate match is
+       checked against the data, so any content gives valid output, but not the same output. A
+       member's bytes depended on what the thread had compressed before, or on what malloc gave a
+       new thread (CI once saw the export thread's file differ from the Node-socket path's, with
+       the same CSV). Cleared, a block always compresses to the same member (~33 KiB to clear at
+       level 1, per MiB of input). */
+    memset(isal_level_buf[level], 0, isal_level_req[level]);
     struct isal_zstream s;
     isal_deflate_stateless_init(&s);
     s.level = (uint32_t)level;

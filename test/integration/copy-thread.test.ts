@@ -1,6 +1,8 @@
 /**
  * An export COPY read off the connection's socket on the sink's own thread (native/copy_fd.c,
- * reload/copy-export.ts): the file must be the one the Node-socket path writes, byte for byte,
+ * reload/copy-export.ts): the file must be the one the Node-socket path writes, byte for byte
+ * (also after other data was compressed on the main thread: native/deflate.c clears ISA-L's hash
+ * tables for every member),
  * with the sha256 of what is on disk; the connection must be pg's again afterwards; and every
  * way a COPY can end badly (the server's error mid-stream, a file that cannot be written, the
  * backend terminated, the client ending the connection) must reach the caller as an error of the
@@ -17,6 +19,7 @@ import { createTestDatabase } from '../harness/pg.js';
 import { copyToFile } from '../../src/reload/copy-export.js';
 import { createCopySink, type CopySink } from '../../src/reload/copy-sink.js';
 import { EgressError } from '../../src/errors.js';
+import { NativeSinkClass } from '../../src/output/deflate.js';
 
 const COLUMNS = ['id', 't', 'n'];
 const ROWS = 60_000;
@@ -72,6 +75,11 @@ describe('an export COPY read on its own thread', () => {
         },
       });
       expect(a.threads()).toBe(1);
+      // Other data compressed on this thread first: a member's bytes must not depend on it.
+      const other = new NativeSinkClass!({ level });
+      other.write(Buffer.from(Array.from({ length: 20_000 }, (_, k) => `${k * 7919},${(k * 31) % 977}`).join('\n')));
+      other.finish();
+      expect(other.take()).not.toBeNull();
       const b = countingSink(level);
       const plain = path.join(dir, `socket-${level}.csv.gz`);
       const s = await copyToFile(c, sql, { path: plain, gzipLevel: level, fileMode: 0o640, sink: b.sink, thread: false });
