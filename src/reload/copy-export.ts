@@ -51,7 +51,7 @@ export interface CopyFileOptions {
   zlib?: boolean;
   /**
    * false: the COPY is read through Node's socket even where the native sink could read it on a
-   * thread of its own (copy-fd.ts; tests compare both; PG_EGRESS_COPY_THREAD=0 does the same).
+   * thread of its own (native/copy_fd.c; tests compare both; PG_EGRESS_COPY_THREAD=0 does the same).
    */
   thread?: boolean;
 }
@@ -101,8 +101,20 @@ export async function copyToFileEnded(
   } catch (e) {
     await out.abort().catch(() => undefined);
     // The last member's write, by the sink itself (readFd's file).
-    throw (e as { syscall?: string }).syscall === 'write' ? ioError(opts.path, e) : e;
+    throw threadError(e, opts.path);
   }
+}
+
+/**
+ * An error of the sink's thread as pg-egress reports it: writing the file (ENOSPC, EIO, ...) is
+ * an output error, the COPY's bytes a protocol error; anything else (the connection lost, as pg
+ * reports it, or an EgressError already) as it is.
+ */
+function threadError(e: unknown, file: string): unknown {
+  const err = e as { syscall?: string; code?: string; message?: string };
+  if (err?.syscall === 'write') return ioError(file, e);
+  if (err?.code === 'ERR_PG_EGRESS_SINK') return new EgressError('PROTOCOL', `COPY output: ${err.message}`);
+  return e;
 }
 
 /** How often (bytes read) a COPY's progress is reported. */
@@ -225,12 +237,10 @@ class CopyOutQuery {
     const stop = () => this.sink.fdCancel?.();
     s.once('close', stop);
     s.once('finish', stop);
-    let rows = 0;
     this.progressTimer = setInterval(() => {
-      const [bytes, found] = this.sink.fdProgress!();
+      const [bytes, rows] = this.sink.fdProgress!();
       this.unreported += bytes - this.threadBytes;
       this.threadBytes = bytes;
-      rows = found;
       this.reportProgress(rows);
     }, THREAD_PROGRESS_MS);
     this.progressTimer.unref();
@@ -242,8 +252,7 @@ class CopyOutQuery {
       this.threadBytes = bytes;
       if (this.failed) return;
       if (err) {
-        // The file (ENOSPC, EIO, ...): an output error. The socket: as pg reports a lost connection.
-        this.fail(err.syscall === 'write' ? ioError(this.out.path, err) : err.code === 'ERR_PG_EGRESS_SINK' ? new EgressError('PROTOCOL', `COPY output: ${err.message}`) : err);
+        this.fail(threadError(err, this.out.path));
         return;
       }
       this.ended = true;
