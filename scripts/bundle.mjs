@@ -27,11 +27,33 @@ const outDir = path.join(dist, 'bundle');
 
 // Chunk names carry a hash: an earlier build's chunks would stay beside the new ones.
 rmSync(outDir, { recursive: true, force: true });
+/**
+ * pg asks at load time whether it runs in a Cloudflare Worker (node_modules/pg/lib/stream.js,
+ * isCloudflareRuntime): on Node 20 without `navigator` it builds a `new Response(...)`, and the
+ * first touch of the `Response` global loads Node's whole fetch implementation (undici): ~40 ms
+ * of every command's start on the benchmark machine (`node -e "new Response(null)"`), for an
+ * answer that is always no in this bundle (platform: node). The probe is replaced by that answer;
+ * the build fails if pg's code no longer has it, rather than silently keeping the cost.
+ */
+let pgStreamSeen = false;
+const pgNodeRuntime = {
+  name: 'pg-node-runtime',
+  transform(code, id) {
+    if (!/[\\/]pg[\\/]lib[\\/]stream\.js$/.test(id)) return null;
+    pgStreamSeen = true;
+    const probe = 'function isCloudflareRuntime() {';
+    if (!code.includes(probe)) throw new Error(`${id}: isCloudflareRuntime() not found (pg changed): update scripts/bundle.mjs`);
+    return { code: code.replace(probe, `${probe}\n  return false // pg-egress bundle: Node.js (scripts/bundle.mjs)`), map: null };
+  },
+};
+
 await build({
   input: path.join(dist, 'cli/bin.js'),
+  plugins: [pgNodeRuntime],
   platform: 'node',
   external: [/^@aws-sdk\//, /^@smithy\//, /^near-api-js/, /^@near-js\//, /^@duckdb\//, 'pg-native', 'pino', 'pino-pretty'],
   resolve: { modules: ['node_modules', path.join(root, 'node_modules')] },
   logLevel: 'warn',
   output: { dir: outDir, format: 'esm', sourcemap: true },
 });
+if (!pgStreamSeen) throw new Error('pg/lib/stream.js was not bundled (pg changed): update scripts/bundle.mjs');

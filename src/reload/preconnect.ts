@@ -36,6 +36,11 @@ export class WorkerConnections {
     return null;
   }
 
+  /** Connections made ahead and not taken yet. */
+  get left(): number {
+    return this.pending.length;
+  }
+
   /** Closes the connections nobody took. */
   async close(): Promise<void> {
     for (const p of this.pending.splice(0)) await (await p)?.end().catch(() => undefined);
