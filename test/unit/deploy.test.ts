@@ -603,7 +603,9 @@ process.stdout.write(SQL_DIR);`;
     const outside = new Set<string>();
     for (const f of chunks) {
       const code = readFileSync(path.join(app, 'dist', bundleDir, f), 'utf8');
-      for (const m of code.matchAll(/^(?:import|export)\b[^;]*?\bfrom\s*"([^"]+)"|\bimport\("([^"]+)"\)|\b__require\("([^"]+)"\)/gm)) {
+      // The chunks are minified (scripts/bundle.mjs): several statements share a line, and a
+      // string may be written in backquotes.
+      for (const m of code.matchAll(/(?:^|[;}])\s*(?:import|export)\b[^;]*?\bfrom\s*["'`]([^"'`]+)["'`]|\bimport\(["'`]([^"'`]+)["'`]\)|\b__require\(["'`]([^"'`]+)["'`]\)/gm)) {
         const spec = m[1] ?? m[2] ?? m[3];
         if (spec.startsWith('.') || isBuiltin(spec)) continue;
         const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];
