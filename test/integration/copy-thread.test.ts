@@ -23,6 +23,23 @@ import { NativeSinkClass } from '../../src/output/deflate.js';
 const COLUMNS = ['id', 't', 'n'];
 const ROWS = 60_000;
 
+/**
+ * Each gzip member's compressed and raw length ("compressed/raw"), for the log line below: where
+ * two files part, and whether their members were cut at the same places. RFC 1952: our members
+ * have a 10-byte header (no optional fields), then deflate data, then CRC32 and ISIZE.
+ */
+function memberSizes(buf: Buffer): string {
+  const out: string[] = [];
+  for (let at = 0; at < buf.length; ) {
+    type Inflated = { buffer: Buffer; engine: { bytesWritten: number } };
+    const { buffer, engine } = zlib.inflateRawSync(buf.subarray(at + 10), { info: true }) as unknown as Inflated;
+    const len = 10 + engine.bytesWritten + 8;
+    out.push(`${len}/${buffer.length}`);
+    at += len;
+  }
+  return out.join(' ');
+}
+
 /** The native sink, counting its readFd calls (the thread path was taken). */
 function countingSink(level: number): { sink: CopySink; threads: () => number } {
   const sink = createCopySink(level, { columns: COLUMNS });
@@ -93,6 +110,8 @@ describe('an export COPY read on its own thread', () => {
       if (!file.equals(viaNode)) {
         const at = file.findIndex((b, i) => viaNode[i] !== b);
         console.log(`level ${level}: gzip bytes differ (thread ${file.length} B, Node socket ${viaNode.length} B, from byte ${at})`);
+        console.log(`level ${level}: members of the thread's file: ${memberSizes(file)}`);
+        console.log(`level ${level}: members of the Node-socket path's file: ${memberSizes(viaNode)}`);
       }
       expect(r.stats.sha256).toBe(createHash('sha256').update(file).digest('hex'));
       expect(r.stats.bytes).toBe(file.length);
