@@ -55,11 +55,11 @@ size_t gz_member(int backend, int level, const uint8_t *in, size_t n, uint8_t *o
   if (backend == GZ_ISAL) {
     if (!isal_level_buf[level] && !(isal_level_buf[level] = malloc(isal_level_size[level]))) return 0;
     /* Stateless compression starts from whatever the hash tables hold: a candidate match is
-       checked against the data, so any content gives valid output, but not the same output. A
-       member's bytes depended on what the thread had compressed before, or on what malloc gave a
-       new thread (CI once saw the export thread's file differ from the Node-socket path's, with
-       the same CSV). Cleared, a block always compresses to the same member (20 KiB to clear at
-       level 1, 68 KiB at 2, 84 KiB at 3, per MiB of input). */
+       checked against the data, so any content gives valid output, but not the same output. They
+       are cleared so that a member depends on its block alone (20 KiB at level 1, 68 KiB at 2,
+       84 KiB at 3, per MiB of input). That is not the whole story: CI still saw the export
+       thread's file and the Node-socket path's differ, with full blocks on the main thread
+       compressed to twice the size and the same CSV (copy-thread.test.ts logs the members). */
     memset(isal_level_buf[level], 0, isal_level_req[level]);
     struct isal_zstream s;
     isal_deflate_stateless_init(&s);

@@ -146,8 +146,8 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     if (mirror) confirmRecord.onWrite = mirror.push;
     await pushConfirmFile(cfg, mirror);
     // The stream starts here, while the exports, anchors and table definitions are set up: the
-    // walsender reads and decodes WAL from the slot's restart point meanwhile (~0.05 s of start-up
-    // for one table, ~0.15 s for 500). Nothing is read from it before the loop below; its queue
+    // walsender reads and decodes WAL from the slot's restart point meanwhile (~0.06 s of start-up
+    // for one table, more for many). Nothing is read from it before the loop below; its queue
     // pauses the socket at the high-water mark (src/wal/stream.ts). What follows is quick work on
     // the database: the walsender's timeout (wal_sender_timeout) is not at stake.
     // Adopted batches whose registration a failover lost: stream from before them (their
