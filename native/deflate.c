@@ -57,11 +57,17 @@ size_t gz_member(int backend, int level, const uint8_t *in, size_t n, uint8_t *o
     /* Stateless compression starts from whatever the hash tables hold: a candidate match is
        checked against the data, so any content gives valid output, but not the same output. They
        are cleared so that a member depends on its block alone (20 KiB at level 1, 68 KiB at 2,
-       84 KiB at 3, per MiB of input). That is not the whole story: CI still saw the export
-       thread's file and the Node-socket path's differ, with full blocks on the main thread
-       compressed to twice the size and the same CSV (copy-thread.test.ts logs the members). */
+       84 KiB at 3, per MiB of input). */
     memset(isal_level_buf[level], 0, isal_level_req[level]);
+    /* Zeroed first: isal_deflate_stateless_init() leaves hist_bits (the match window's log2, 0 =
+       the default 32 KiB) as the stack had it. Garbage of 1-4 there means a window of 2-16 bytes,
+       no matches, and members twice the size (~525 KB per MiB of the copy-thread test's CSV
+       instead of ~257 KB): CI saw full blocks compressed on the main thread so, and 5-14 gives
+       other sizes again (measured with ISA-L 2.30 here, hist_bits 0-16 set by hand). See
+       isal_zstream.hist_bits in isa-l/igzip_lib.h and isal_deflate_stateless_init in
+       https://github.com/intel/isa-l/blob/master/igzip/igzip.c */
     struct isal_zstream s;
+    memset(&s, 0, sizeof s);
     isal_deflate_stateless_init(&s);
     s.level = (uint32_t)level;
     s.level_buf = isal_level_buf[level];
