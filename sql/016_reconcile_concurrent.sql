@@ -3,8 +3,8 @@
 -- publication before it changes it. When both find the same table to drop or add, the second
 -- waits on the table's lock (ALTER PUBLICATION takes SHARE UPDATE EXCLUSIVE on it), then finds the
 -- change made: "relation ... is not part of the publication" (42704) or "... is already member of
--- publication" (42710), and the whole transaction failed: the daemon exited, or the application's
--- DDL was refused. Seen in CI: ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY commits the
+-- publication" (42710). The daemon exited; the trigger (which turns any error into a WARNING) lost
+-- its whole repair, left to the daemon's next check. Seen in CI: ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY commits the
 -- partition as detach-pending in its first transaction, from when on it is in no partition tree
 -- of a new snapshot (so no longer selected), and its trigger runs in the second transaction, while
 -- the daemon's check had dropped it meanwhile. A table dropped meanwhile gives 42P01.

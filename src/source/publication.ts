@@ -114,6 +114,11 @@ export class PublicationWatcher {
     this.known ??= await this.registry.knownPublished();
     const startLsn = await this.walLsn();
     await ensurePublication(this.db, pub);
+    // The members before the repair too: one taken out of the publication by someone between the
+    // repair and the read of the members below (`now`) is still known as published at this check,
+    // so that the next one, which puts it back, records the gap (without it: a 'joined' export and
+    // no gap; seen in CI under load, test/integration/publication-race.test.ts).
+    const before = await publishedTables(this.db, pub);
     // ALTER PUBLICATION ... ADD TABLE and REPLICA IDENTITY FULL lock the table: with a bounded wait,
     // so that a DDL queued on it never queues the application behind us; the next check retries.
     let rows: { action: string; schema_name: string | null; table_name: string | null }[];
@@ -170,7 +175,8 @@ export class PublicationWatcher {
     await syncPartitions(this.db, pub);
     const now = await publishedTables(this.db, pub);
     await this.registry.setPublished(now);
-    this.known = new Set(now.map(name));
+    const removed = new Set(res.removed.map(name));
+    this.known = new Set([...now.map(name), ...before.map(name).filter((t) => !removed.has(t))]);
     res.skipped = await tablesWithoutIdentity(this.db, pub);
     const key = res.skipped.map(name).join('\n');
     if (key !== this.skippedKey) {

@@ -3,14 +3,19 @@
  * inside the application's transaction (sql/016). Each reads the publication, then changes it;
  * when both change the same table, the second waits on the table's lock and then finds the change
  * made. Before sql/016 that was an error which ended the daemon ("relation ... is not part of the
- * publication", seen in CI while partitions.test.ts ran DETACH ... CONCURRENTLY) or refused the
- * application's DDL. The first test makes the wait happen for certain (the first session holds its
- * transaction open until the second waits on the lock); the second holds the DDL of the CI failure where it was.
+ * publication", seen in CI while partitions.test.ts ran DETACH ... CONCURRENTLY) or undid the
+ * trigger's whole repair (it turns errors into warnings). The first test makes the wait happen
+ * for certain (the first session holds its transaction open until the second waits on the lock);
+ * the second holds the DDL of the CI failure where it was. The last one puts a DBA's change
+ * between the daemon's repair and its read of the members (src/source/publication.ts).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { createEnv, loadEnvConfig, startInProcess, waitSlotActive, withDb, writeConfig, type EgressEnv } from '../helpers/egress.js';
+import pino from 'pino';
 import { reconcilePublication } from '../../src/registry/publication.js';
+import { Registry } from '../../src/registry/registry.js';
+import { PublicationWatcher, type TableName } from '../../src/source/publication.js';
 import { waitFor } from '../harness/pg.js';
 
 const TRIGGERS = ['pg_egress_ddl_command_end', 'pg_egress_sql_drop'];
@@ -131,5 +136,44 @@ describe('reconcile_publication in two sessions at once', () => {
     }
     expect(await published(env.url, pub)).toEqual(['ev_1', 't_keep', 't_new']);
     expect(await withDb(env.url, async (c) => (await c.query(`SELECT 1 FROM pg_inherits WHERE inhrelid = 'ev_2'::regclass`)).rowCount)).toBe(0);
+  });
+  it('a table taken out of the publication just after the check repaired it is a gap at the next check, not a table that joined', async () => {
+    const cfg = loadEnvConfig(env);
+    const db = await connect(env.url);
+    const dba = await connect(env.url);
+    // The daemon's connection, with a DBA's ALTER PUBLICATION ... DROP TABLE committed right after
+    // the check's repair transaction (the window in which CI once saw it, under load).
+    let injected = false;
+    let armed = false;
+    const query = db.query.bind(db) as (...a: unknown[]) => Promise<unknown>;
+    (db as unknown as { query: (...a: unknown[]) => Promise<unknown> }).query = async (...a: unknown[]) => {
+      const text = typeof a[0] === 'string' ? a[0] : '';
+      const r = await query(...a);
+      if (text.includes('reconcile_publication')) armed = true;
+      else if (armed && text === 'COMMIT' && !injected) {
+        injected = true;
+        await dba.query(`ALTER PUBLICATION ${pub} DROP TABLE t_keep`);
+      }
+      return r;
+    };
+    const reloads: { tables: string[]; reason: string }[] = [];
+    const requestReload = async (tables: TableName[], reason: 'joined' | 'gap') => {
+      reloads.push({ tables: tables.map((t) => t.table), reason });
+    };
+    try {
+      const watcher = new PublicationWatcher(db, cfg, new Registry(db, cfg.slot), pino({ level: 'silent' }), 0n, requestReload);
+      const first = await watcher.check();
+      expect(injected).toBe(true);
+      expect(first.added).toEqual([]);
+      expect(await published(env.url, pub)).toEqual(['ev_1', 't_new']);
+      const second = await watcher.check();
+      expect(second.added).toEqual([{ schema: 'public', table: 't_keep' }]);
+      expect(second.gaps).toEqual([{ kind: 'unpublished', table: { schema: 'public', table: 't_keep' } }]);
+      expect(reloads).toEqual([{ tables: ['t_keep'], reason: 'gap' }]);
+    } finally {
+      await db.end();
+      await dba.end();
+    }
+    expect(await published(env.url, pub)).toEqual(['ev_1', 't_keep', 't_new']);
   });
 });
