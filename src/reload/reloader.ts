@@ -271,7 +271,8 @@ export class Reloader {
       const tables = await planUnderLock(this.d, first, found);
       const { rows } = await first.query<{ bs: string }>(`SELECT current_setting('block_size') AS bs`);
       const bs = Number(rows[0].bs) || 8192;
-      const planned = tables.map((t) => ({ key: t, bytes: t.bytes, chunks: planChunks({ tableBytes: t.bytes, blockSize: bs, chunkBytes: cfg.reload.chunkSize, splittable: t.kind === 'r' }) }));
+      const shareBytes = tables.reduce((sum, t) => sum + t.bytes, 0) / cfg.reload.workers;
+      const planned = tables.map((t) => ({ key: t, bytes: t.bytes, chunks: planChunks({ tableBytes: t.bytes, blockSize: bs, chunkBytes: cfg.reload.chunkSize, splittable: t.kind === 'r', shareBytes }) }));
       for (const p of planned) states.set(
         p.key.op.id,
         { info: p.key, results: [], chunks: p.chunks.length, done: 0, rows: 0, rawBytes: 0, finished: false, workers: new Set() },

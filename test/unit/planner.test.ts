@@ -32,6 +32,19 @@ describe('ctid chunk planner', () => {
     }
   });
 
+  it('copies a table no larger than its share of the export whole, and splits a larger one by chunk_size', () => {
+    const mb = 1024 * 1024;
+    // Four tables of 96 MB on four workers (the benchmark's R2): one whole COPY each.
+    const plan = (tableBytes: number, shareBytes?: number) =>
+      planChunks({ tableBytes, blockSize: 8192, chunkBytes: 64 * mb, splittable: true, shareBytes });
+    expect(plan(96 * mb, 96 * mb)).toEqual([{ fromBlock: 0, toBlock: null }]);
+    // Above its share: split as before (R1, one table of 385 MB: a share of 96 MB).
+    const big = plan(385 * mb, (385 * mb) / 4);
+    expect(big).toEqual(plan(385 * mb));
+    expect(big).toHaveLength(7);
+    expect(plan(96 * mb + 8192, 96 * mb)).toHaveLength(2);
+  });
+
   it('writes TID range conditions', () => {
     expect(ctidCondition({ fromBlock: 0, toBlock: null })).toBe('');
     expect(ctidCondition({ fromBlock: 0, toBlock: 8 })).toBe(` WHERE ctid < '(8,0)'::tid`);
