@@ -15,6 +15,7 @@
  * table's plain COPY 117 faults and 1.65 s. So a table no larger than its share of the export
  * (all tables' bytes / reload.workers) is copied whole: splitting it would not shorten the
  * export, whose workers have other tables to copy meanwhile.
+ * https://github.com/postgres/postgres/blob/REL_15_STABLE/src/include/access/tableam.h (table_beginscan_tidrange)
  * https://github.com/postgres/postgres/blob/REL_15_STABLE/src/backend/access/heap/heapam.c (initscan)
  */
 
