@@ -68,9 +68,13 @@ describe('a volume lost with uploads pending', () => {
     expect(lost).toHaveLength(1);
     expect(lost[0].table_name).toBe('t');
     expect(lost[0].detail).toMatch(/were lost from output\.dir before their upload to S3/);
-    // The S3 copy of _confirmed.json could not be sent while S3 was down, so the slot's idle
-    // confirmations are unexplained too: a slot_moved gap (a false one, on the safe side: README).
-    expect(gaps.filter((g) => g.kind !== 'files_lost').map((g) => g.kind)).toEqual(['slot_moved']);
+    // The S3 copy of _confirmed.json could not be sent while S3 was down, so an idle confirmation
+    // past the last registered batch is unexplained too: a slot_moved gap (a false one, on the
+    // safe side: README). Whether there was one before the stop depends on the WAL written after
+    // that batch (other databases' too: CI once saw none), so at most that one gap besides.
+    const others = gaps.filter((g) => g.kind !== 'files_lost').map((g) => g.kind);
+    expect(others.length, others.join()).toBeLessThanOrEqual(1);
+    expect(others.every((k) => k === 'slot_moved'), others.join()).toBe(true);
     const reloads = await q<{ reason: string; state: string }>(`SELECT reason, state FROM cdc_registry.reloads ORDER BY id`);
     // The table existed before the daemon's first start: its first export is 'initial' or 'joined'.
     expect(['initial', 'joined']).toContain(reloads[0].reason);
