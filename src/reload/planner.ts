@@ -14,7 +14,9 @@
  * 317 MB table by ctid made 20,400 minor faults and used 1.0 s of the backend's CPU, the whole
  * table's plain COPY 117 faults and 1.65 s. So a table no larger than its share of the export
  * (all tables' bytes / reload.workers) is copied whole: splitting it would not shorten the
- * export, whose workers have other tables to copy meanwhile.
+ * export, whose workers have other tables to copy meanwhile. Up to WHOLE_MAX_CHUNKS chunks' worth
+ * only: chunk_size keeps bounding the files (a warehouse loads several files of a table in
+ * parallel, one gzip file only serially), within that factor.
  * https://github.com/postgres/postgres/blob/REL_15_STABLE/src/include/access/tableam.h (table_beginscan_tidrange)
  * https://github.com/postgres/postgres/blob/REL_15_STABLE/src/backend/access/heap/heapam.c (initscan)
  */
@@ -39,10 +41,13 @@ export interface PlanInput {
   shareBytes?: number;
 }
 
+/** A table within its share of the export is one chunk up to this many chunk_size (see above). */
+export const WHOLE_MAX_CHUNKS = 4;
+
 export function planChunks(p: PlanInput): ChunkRange[] {
   const blocks = Math.ceil(p.tableBytes / p.blockSize);
   const perChunk = Math.max(1, Math.floor(p.chunkBytes / p.blockSize));
-  const withinShare = p.shareBytes !== undefined && p.tableBytes <= p.shareBytes;
+  const withinShare = p.shareBytes !== undefined && p.tableBytes <= p.shareBytes && p.tableBytes <= WHOLE_MAX_CHUNKS * p.chunkBytes;
   if (!p.splittable || blocks <= perChunk || withinShare) return [{ fromBlock: 0, toBlock: null }];
   const n = Math.ceil(blocks / perChunk);
   const out: ChunkRange[] = [];

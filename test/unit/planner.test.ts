@@ -32,7 +32,7 @@ describe('ctid chunk planner', () => {
     }
   });
 
-  it('copies a table no larger than its share of the export whole, and splits a larger one by chunk_size', () => {
+  it('copies a table no larger than its share of the export (and four chunks) whole, and splits a larger one by chunk_size', () => {
     const mb = 1024 * 1024;
     // Four tables of 96 MB on four workers (the benchmark's R2): one whole COPY each.
     const plan = (tableBytes: number, shareBytes?: number) =>
@@ -43,6 +43,10 @@ describe('ctid chunk planner', () => {
     expect(big).toEqual(plan(385 * mb));
     expect(big).toHaveLength(7);
     expect(plan(96 * mb + 8192, 96 * mb)).toHaveLength(2);
+    // Within its share but over four chunks (one worker, or many large tables): split, so that
+    // chunk_size still bounds the files.
+    expect(plan(256 * mb, 1024 * mb)).toHaveLength(1);
+    expect(plan(256 * mb + 8192, 1024 * mb)).toHaveLength(5);
   });
 
   it('writes TID range conditions', () => {
