@@ -11,8 +11,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { createEnv, loadEnvConfig, startInProcess, waitSlotActive, withDb, writeConfig, type EgressEnv } from '../helpers/egress.js';
 import pino from 'pino';
+import { createEnv, loadEnvConfig, startInProcess, waitSlotActive, withDb, writeConfig, type EgressEnv } from '../helpers/egress.js';
 import { reconcilePublication } from '../../src/registry/publication.js';
 import { Registry } from '../../src/registry/registry.js';
 import { PublicationWatcher, type TableName } from '../../src/source/publication.js';
@@ -137,6 +137,7 @@ describe('reconcile_publication in two sessions at once', () => {
     expect(await published(env.url, pub)).toEqual(['ev_1', 't_keep', 't_new']);
     expect(await withDb(env.url, async (c) => (await c.query(`SELECT 1 FROM pg_inherits WHERE inhrelid = 'ev_2'::regclass`)).rowCount)).toBe(0);
   });
+
   it('a table taken out of the publication just after the check repaired it is a gap at the next check, not a table that joined', async () => {
     const cfg = loadEnvConfig(env);
     const db = await connect(env.url);
