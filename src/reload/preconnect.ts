@@ -8,6 +8,7 @@
 import type pg from 'pg';
 import type { Config } from '../config/index.js';
 import { connectClient } from '../db/connect.js';
+import { planChunks } from './planner.js';
 
 export const WORKER_APPLICATION = 'pg-egress reload worker';
 
@@ -49,9 +50,10 @@ export class WorkerConnections {
 
 /**
  * How many workers an export will want, from the tables' sizes in pg_class (no lock; the plan
- * itself reads the sizes under the locks): at least one chunk per table, one per `chunkBytes`
- * of a table that can be split.
+ * itself reads the sizes under the locks): the chunks the plan would make of those sizes
+ * (planner.ts), with the same share of `ways`.
  */
-export function expectedChunks(tables: { pages: number; splittable: boolean }[], blockSize: number, chunkBytes: number): number {
-  return tables.reduce((n, t) => n + (t.splittable ? Math.max(1, Math.ceil((t.pages * blockSize) / chunkBytes)) : 1), 0);
+export function expectedChunks(tables: { pages: number; splittable: boolean }[], blockSize: number, chunkBytes: number, ways: number): number {
+  const shareBytes = tables.reduce((n, t) => n + t.pages * blockSize, 0) / Math.max(1, ways);
+  return tables.reduce((n, t) => n + planChunks({ tableBytes: t.pages * blockSize, blockSize, chunkBytes, splittable: t.splittable, shareBytes }).length, 0);
 }

@@ -21,7 +21,7 @@ import { EgressError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { expandRootReload, inspectReloadTables, type ReloadOp } from '../registry/reloads.js';
 import { takeSnapshot } from './snapshot-wait.js';
-import { orderTasks, planChunks } from './planner.js';
+import { orderTasks, parallelWays, planChunks, sourceIsLocal } from './planner.js';
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
 import { expectedChunks, WorkerConnections } from './preconnect.js';
 import { FinalizeQueue, type FinalizeDeps } from './finalize.js';
@@ -30,6 +30,7 @@ import { exportError, workerErrors } from './export-errors.js';
 import { isLockConflict } from '../db/tx.js';
 import type { ExportLockHolder } from '../http/export-locks.js';
 import path from 'node:path';
+import { availableParallelism } from 'node:os';
 import { ensureDir } from '../output/atomic.js';
 import { failpoint } from '../failpoints.js';
 import type { Clock } from '../clock.js';
@@ -185,6 +186,11 @@ export class Reloader {
     }
   }
 
+  /** The ways an export can split (planner.ts parallelWays). */
+  private ways(): number {
+    return parallelWays(this.d.cfg.reload.workers, sourceIsLocal(this.d.cfg.source.host), availableParallelism());
+  }
+
   /** Which requested tables still exist and are published (catalog rows only: no lock on any table). */
   private async inspect(ops: ReloadOp[]): Promise<TableInfo[]> {
     const { db, cfg, reloads } = this.d;
@@ -233,7 +239,7 @@ export class Reloader {
     const live = found.map((t) => t.op);
     // The workers' connections are made while the snapshot is taken (preconnect.ts); the block
     // size is the usual one here, the plan reads the server's.
-    const expected = expectedChunks(found.map((t) => ({ pages: t.pages, splittable: t.kind === 'r' })), 8192, cfg.reload.chunkSize);
+    const expected = expectedChunks(found.map((t) => ({ pages: t.pages, splittable: t.kind === 'r' })), 8192, cfg.reload.chunkSize, this.ways());
     const conns = new WorkerConnections(cfg, Math.min(cfg.reload.workers, expected));
     try {
       await this.runOn(conns, found, live, states, startedAt);
@@ -271,7 +277,7 @@ export class Reloader {
       const tables = await planUnderLock(this.d, first, found);
       const { rows } = await first.query<{ bs: string }>(`SELECT current_setting('block_size') AS bs`);
       const bs = Number(rows[0].bs) || 8192;
-      const shareBytes = tables.reduce((sum, t) => sum + t.bytes, 0) / cfg.reload.workers;
+      const shareBytes = tables.reduce((sum, t) => sum + t.bytes, 0) / this.ways();
       const planned = tables.map((t) => ({ key: t, bytes: t.bytes, chunks: planChunks({ tableBytes: t.bytes, blockSize: bs, chunkBytes: cfg.reload.chunkSize, splittable: t.kind === 'r', shareBytes }) }));
       for (const p of planned) states.set(
         p.key.op.id,
@@ -374,8 +380,10 @@ export class Reloader {
           }
         }),
       );
+      log.debug({ chunks: states.size, ms: Date.now() - startedAt }, 'export copies done');
       // Every registration starts in a `syncing` callback: once those settled, `registering` is complete.
       await Promise.all(syncing);
+      log.debug({ ms: Date.now() - startedAt }, 'export files durable');
       await Promise.all(registering);
     } finally {
       clearInterval(progress);

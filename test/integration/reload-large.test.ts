@@ -71,7 +71,7 @@ describe('large and parallel exports', () => {
   let daemon: Child;
   beforeAll(async () => {
     env = await createEnv();
-    writeConfig(env, 'reload:\n  workers: 4\n  chunk_size: 8MB');
+    writeConfig(env, 'reload:\n  workers: 4\n  chunk_size: 4MB');
     await withDb(env.url, (c) =>
       c.query(`
         CREATE TABLE big (id bigint PRIMARY KEY, v text)${FILL};

@@ -65,7 +65,7 @@ describe('initial export and markers', () => {
 
   beforeAll(async () => {
     env = await createEnv();
-    writeConfig(env, 'reload:\n  workers: 3\n  chunk_size: 256kB');
+    writeConfig(env, 'reload:\n  workers: 3\n  chunk_size: 64kB');
     await withDb(env.url, (c) =>
       c.query(`
         CREATE TABLE items (id int PRIMARY KEY, v text, n int);
@@ -202,7 +202,7 @@ describe('initial export and markers', () => {
     expect((await daemon.exit).code).toBe(0);
     await withDb(env.url, (c) => c.query(`CREATE SCHEMA late; CREATE TABLE late.t (id int PRIMARY KEY, v text); INSERT INTO late.t SELECT g, 'l' || g FROM generate_series(1, 500) g`));
     // The default include is "*.*" in tests; narrow it, then widen it.
-    writeConfig(env, 'reload:\n  workers: 3\n  chunk_size: 256kB\ntables:\n  include: ["public.*", "My Schema.*"]');
+    writeConfig(env, 'reload:\n  workers: 3\n  chunk_size: 64kB\ntables:\n  include: ["public.*", "My Schema.*"]');
     const d1 = spawnCli(['run', '--config', env.configPath]);
     await waitSlotActive(env);
     d1.proc.kill('SIGTERM');

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ctidCondition, orderTasks, planChunks } from '../../src/reload/planner.js';
+import { ctidCondition, orderTasks, parallelWays, planChunks, sourceIsLocal } from '../../src/reload/planner.js';
 import { copySql } from '../../src/reload/workers.js';
 import { expectedChunks } from '../../src/reload/preconnect.js';
 
@@ -43,10 +43,27 @@ describe('ctid chunk planner', () => {
     expect(big).toEqual(plan(385 * mb));
     expect(big).toHaveLength(7);
     expect(plan(96 * mb + 8192, 96 * mb)).toHaveLength(2);
-    // Within its share but over four chunks (one worker, or many large tables): split, so that
+    // Within its share but over sixteen chunks (one worker, or many large tables): split, so that
     // chunk_size still bounds the files.
-    expect(plan(256 * mb, 1024 * mb)).toHaveLength(1);
-    expect(plan(256 * mb + 8192, 1024 * mb)).toHaveLength(5);
+    expect(plan(1024 * mb, 4096 * mb)).toHaveLength(1);
+    expect(plan(1024 * mb + 8192, 4096 * mb)).toHaveLength(17);
+  });
+
+  it('splits one way per two cores when the server runs on this machine, per worker otherwise', () => {
+    for (const h of ['127.0.0.1', '127.1.2.3', 'localhost', 'LOCALHOST', '::1', '/var/run/postgresql', '/tmp']) expect(sourceIsLocal(h), h).toBe(true);
+    for (const h of ['10.0.0.5', 'db.example.com', '::2', '128.0.0.1', 'localhost.example.com', '1127.0.0.1']) expect(sourceIsLocal(h), h).toBe(false);
+    expect(parallelWays(4, false, 2)).toBe(4);
+    expect(parallelWays(4, true, 2)).toBe(1);
+    expect(parallelWays(4, true, 3)).toBe(1);
+    expect(parallelWays(4, true, 8)).toBe(4);
+    expect(parallelWays(4, true, 6)).toBe(3);
+    expect(parallelWays(1, true, 1)).toBe(1);
+    // R1 (one table of 385 MB) from a server on this 2-core machine: one COPY; from another
+    // machine: 64 MB chunks for the four workers.
+    const mb = 1024 * 1024;
+    const r1 = (ways: number) => planChunks({ tableBytes: 385 * mb, blockSize: 8192, chunkBytes: 64 * mb, splittable: true, shareBytes: (385 * mb) / ways });
+    expect(r1(parallelWays(4, true, 2))).toHaveLength(1);
+    expect(r1(parallelWays(4, false, 2))).toHaveLength(7);
   });
 
   it('writes TID range conditions', () => {
@@ -81,8 +98,10 @@ describe('ctid chunk planner', () => {
   });
 
   it('expects a chunk per table and per chunk_size of a splittable one (how many workers connect ahead)', () => {
-    expect(expectedChunks([], 8192, 8192 * 10)).toBe(0);
-    expect(expectedChunks([{ pages: 0, splittable: true }, { pages: 5, splittable: true }], 8192, 8192 * 10)).toBe(2);
-    expect(expectedChunks([{ pages: 25, splittable: true }, { pages: 25, splittable: false }], 8192, 8192 * 10)).toBe(4);
+    expect(expectedChunks([], 8192, 8192 * 10, 4)).toBe(0);
+    expect(expectedChunks([{ pages: 0, splittable: true }, { pages: 5, splittable: true }], 8192, 8192 * 10, 4)).toBe(2);
+    expect(expectedChunks([{ pages: 25, splittable: true }, { pages: 25, splittable: false }], 8192, 8192 * 10, 4)).toBe(4);
+    // One way: the splittable table is within its share (and sixteen chunks): one COPY, as the plan makes it.
+    expect(expectedChunks([{ pages: 25, splittable: true }, { pages: 25, splittable: false }], 8192, 8192 * 10, 1)).toBe(2);
   });
 });
