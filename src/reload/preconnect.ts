@@ -53,7 +53,14 @@ export class WorkerConnections {
  * itself reads the sizes under the locks): the chunks the plan would make of those sizes
  * (planner.ts), with the same share of `ways`.
  */
-export function expectedChunks(tables: { pages: number; splittable: boolean }[], blockSize: number, chunkBytes: number, ways: number): number {
+export function expectedChunks(
+  tables: { pages: number; splittable: boolean }[],
+  blockSize: number,
+  chunkBytes: number,
+  ways: number,
+): number {
   const shareBytes = tables.reduce((n, t) => n + t.pages * blockSize, 0) / Math.max(1, ways);
-  return tables.reduce((n, t) => n + planChunks({ tableBytes: t.pages * blockSize, blockSize, chunkBytes, splittable: t.splittable, shareBytes }).length, 0);
+  const chunks = (t: { pages: number; splittable: boolean }) =>
+    planChunks({ tableBytes: t.pages * blockSize, blockSize, chunkBytes, splittable: t.splittable, shareBytes }).length;
+  return tables.reduce((n, t) => n + chunks(t), 0);
 }

@@ -50,8 +50,10 @@ describe('ctid chunk planner', () => {
   });
 
   it('splits one way per two cores when the server runs on this machine, per worker otherwise', () => {
-    for (const h of ['127.0.0.1', '127.1.2.3', 'localhost', 'LOCALHOST', '::1', '/var/run/postgresql', '/tmp']) expect(sourceIsLocal(h), h).toBe(true);
-    for (const h of ['10.0.0.5', 'db.example.com', '::2', '128.0.0.1', 'localhost.example.com', '1127.0.0.1']) expect(sourceIsLocal(h), h).toBe(false);
+    const local = ['127.0.0.1', '127.1.2.3', 'localhost', 'LOCALHOST', '::1', '/var/run/postgresql', '/tmp'];
+    const remote = ['10.0.0.5', 'db.example.com', '::2', '128.0.0.1', 'localhost.example.com', '1127.0.0.1'];
+    for (const h of local) expect(sourceIsLocal(h), h).toBe(true);
+    for (const h of remote) expect(sourceIsLocal(h), h).toBe(false);
     expect(parallelWays(4, false, 2)).toBe(4);
     expect(parallelWays(4, true, 2)).toBe(1);
     expect(parallelWays(4, true, 3)).toBe(1);
