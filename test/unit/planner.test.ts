@@ -63,7 +63,8 @@ describe('ctid chunk planner', () => {
     // R1 (one table of 385 MB) from a server on this 2-core machine: one COPY; from another
     // machine: 64 MB chunks for the four workers.
     const mb = 1024 * 1024;
-    const r1 = (ways: number) => planChunks({ tableBytes: 385 * mb, blockSize: 8192, chunkBytes: 64 * mb, splittable: true, shareBytes: (385 * mb) / ways });
+    const r1 = (ways: number) =>
+      planChunks({ tableBytes: 385 * mb, blockSize: 8192, chunkBytes: 64 * mb, splittable: true, shareBytes: (385 * mb) / ways });
     expect(r1(parallelWays(4, true, 2))).toHaveLength(1);
     expect(r1(parallelWays(4, false, 2))).toHaveLength(7);
   });
