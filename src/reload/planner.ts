@@ -13,8 +13,8 @@
  * tables: two page faults per 8 KiB page. On the AMD virtual machine of the README a quarter of a
  * 317 MB table by ctid made 20,400 minor faults and used 1.0 s of the backend's CPU, the whole
  * table's plain COPY 117 faults and 1.65 s. So a table no larger than its share of the export
- * (all tables' bytes / reload.workers) is copied whole: splitting it would not shorten the
- * export, whose workers have other tables to copy meanwhile. Up to WHOLE_MAX_CHUNKS chunks' worth
+ * (all tables' bytes / the ways it runs in parallel, below) is copied whole: splitting it would
+ * not shorten the export, whose workers have other tables to copy meanwhile. Up to WHOLE_MAX_CHUNKS chunks' worth
  * only: chunk_size keeps bounding the files (a warehouse loads several files of a table in
  * parallel, one gzip file only serially), within that factor: 16 × 64 MiB is 1 GiB of CSV, about
  * 250 MB gzipped at level 1, the top of the compressed file size loaders ask for (Snowflake:

@@ -309,7 +309,9 @@ export class Reloader {
       new Map([...states.values()].map((s) => [s.info.op.id, { chunks: s.chunks, tableBytes: s.info.bytes }])),
       this.workers.length,
     );
-    log.info({ tables: live.map((o) => `${o.schema}.${o.table}`), lsn: formatLsn(snap.lsn), chunks: tasks.length, workers: this.workers.length }, 'reload started');
+    // split_ways: what a table's share was divided by (planner.ts): the workers, or fewer with the server on this machine.
+    const started = { tables: live.map((o) => `${o.schema}.${o.table}`), lsn: formatLsn(snap.lsn), chunks: tasks.length, workers: this.workers.length };
+    log.info({ ...started, split_ways: this.ways() }, 'reload started');
 
     const tmpDir = path.join(cfg.output.dir, '_tmp');
     await ensureDir(tmpDir, cfg.output.dirMode);
