@@ -239,10 +239,11 @@ export class Reloader {
     const live = found.map((t) => t.op);
     // The workers' connections are made while the snapshot is taken (preconnect.ts); the block
     // size is the usual one here, the plan reads the server's.
-    const expected = expectedChunks(found.map((t) => ({ pages: t.pages, splittable: t.kind === 'r' })), 8192, cfg.reload.chunkSize, this.ways());
+    const ways = this.ways();
+    const expected = expectedChunks(found.map((t) => ({ pages: t.pages, splittable: t.kind === 'r' })), 8192, cfg.reload.chunkSize, ways);
     const conns = new WorkerConnections(cfg, Math.min(cfg.reload.workers, expected));
     try {
-      await this.runOn(conns, found, live, states, startedAt);
+      await this.runOn(conns, found, live, states, startedAt, ways);
     } finally {
       await conns.close();
     }
@@ -254,6 +255,8 @@ export class Reloader {
     live: ReloadOp[],
     states: Map<number, OpState>,
     startedAt: number,
+    /** What a table's share is divided by (planner.ts parallelWays), as the connections were counted. */
+    ways: number,
   ): Promise<void> {
     const { cfg, log, reloads } = this.d;
     const snap = await takeSnapshot(this.d, this.bg, live);
@@ -277,7 +280,7 @@ export class Reloader {
       const tables = await planUnderLock(this.d, first, found);
       const { rows } = await first.query<{ bs: string }>(`SELECT current_setting('block_size') AS bs`);
       const bs = Number(rows[0].bs) || 8192;
-      const shareBytes = tables.reduce((sum, t) => sum + t.bytes, 0) / this.ways();
+      const shareBytes = tables.reduce((sum, t) => sum + t.bytes, 0) / ways;
       const planned = tables.map((t) => ({ key: t, bytes: t.bytes, chunks: planChunks({ tableBytes: t.bytes, blockSize: bs, chunkBytes: cfg.reload.chunkSize, splittable: t.kind === 'r', shareBytes }) }));
       for (const p of planned) states.set(
         p.key.op.id,
@@ -309,9 +312,8 @@ export class Reloader {
       new Map([...states.values()].map((s) => [s.info.op.id, { chunks: s.chunks, tableBytes: s.info.bytes }])),
       this.workers.length,
     );
-    // split_ways: what a table's share was divided by (planner.ts): the workers, or fewer with the server on this machine.
-    const started = { tables: live.map((o) => `${o.schema}.${o.table}`), lsn: formatLsn(snap.lsn), chunks: tasks.length, workers: this.workers.length };
-    log.info({ ...started, split_ways: this.ways() }, 'reload started');
+    const names = live.map((o) => `${o.schema}.${o.table}`);
+    log.info({ tables: names, lsn: formatLsn(snap.lsn), chunks: tasks.length, workers: this.workers.length, split_ways: ways }, 'reload started');
 
     const tmpDir = path.join(cfg.output.dir, '_tmp');
     await ensureDir(tmpDir, cfg.output.dirMode);
