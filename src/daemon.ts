@@ -21,6 +21,9 @@ import { DaemonLock } from './registry/lock.js';
 import { ReplicationStream } from './wal/stream.js';
 import { decodeFrame, xlogDataStart, xlogDataWalStart } from './wal/frames.js';
 import { decodePgOutput } from './wal/pgoutput.js';
+import { isStreamControl } from './wal/streaming.js';
+import { StreamedTxns, type ReplayHooks } from './batch/streamed.js';
+import { serverMajor } from './source/failover.js';
 import { BatchController } from './batch/controller.js';
 import { Reloader, type ExportHooks } from './reload/reloader.js';
 import { BatchChain } from './proof/chain.js';
@@ -107,6 +110,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
   let stream: ReplicationStream | null = null;
   let streamStart: Promise<ReplicationStream> | null = null;
   let controller: BatchController | null = null;
+  let streamed: StreamedTxns | null = null;
   let reloader: Reloader | null = null;
   let anchors: AnchorWorker | null = null;
   let retention: RetentionWorker | null = null;
@@ -154,7 +158,9 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     // transactions are skipped, their reload requests taken again; the server starts at the
     // slot's position if that is later).
     const startLsn = prep.lostRanges.reduce((m, r) => minLsn(m, r.from), prep.registeredLsn);
-    streamStart = ReplicationStream.start({ source: cfg.source, slot: cfg.slot, publication: cfg.publication, startLsn });
+    // PostgreSQL 14+: large transactions arrive in parts while they run (src/batch/streamed.ts).
+    const streaming = serverMajor(prep.server) >= 14;
+    streamStart = ReplicationStream.start({ source: cfg.source, slot: cfg.slot, publication: cfg.publication, startLsn, streaming });
     // Awaited below, once the exports have started; a failure before that is not unhandled.
     streamStart.catch(() => undefined);
     // Exports run beside the stream, on connections of their own (src/reload/).
@@ -223,6 +229,20 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     let sentDurable = controller.durableLsn;
     const c = controller;
     const s = stream;
+    const spool = (streamed = new StreamedTxns({ dir: path.join(cfg.output.dir, '_tmp', 'streamed'), dirMode: cfg.output.dirMode, log }));
+    // While a streamed transaction is replayed no frame is read: keep the walsender's
+    // wal_sender_timeout satisfied, and do not take the frames' pause for a dead server.
+    let busyAt = 0;
+    const replay: ReplayHooks = {
+      handle: (m) => c.handle(m),
+      between: () => {
+        const now = (busyAt = Date.now());
+        if (now - lastStatus < STATUS_INTERVAL_MS) return;
+        s.sendStatus(confirmLsn());
+        lastStatus = now;
+        state.lastStatusAt = now;
+      },
+    };
     // The slot is confirmed to what is registered; when nothing received is pending, to the
     // server's reported WAL end, so an idle or unpublished-only workload does not hold WAL.
     // The idle part only as far as output.dir/_confirmed.json allows (written ahead, below), so
@@ -256,8 +276,16 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
       if (buf && data >= 0) {
         s.receivedLsn = maxLsn(s.receivedLsn, xlogDataWalStart(buf));
         // Most messages are rows that need no waiting: no promise, no turn of the microtask queue.
-        const pending = c.handle(decodePgOutput(buf, data));
-        if (pending) await pending;
+        if (spool.inBlock() || isStreamControl(buf[data])) {
+          const pending = spool.take(buf, data, replay);
+          if (pending) {
+            await pending;
+            busyAt = Date.now();
+          }
+        } else {
+          const pending = c.handle(decodePgOutput(buf, data));
+          if (pending) await pending;
+        }
       } else if (buf) {
         // A keepalive: decodeFrame throws on anything else (a truncated XLogData included).
         const frame = decodeFrame(buf);
@@ -325,7 +353,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
       if (lock.lost) {
         throw new EgressError('SOURCE_UNREACHABLE', 'lost the connection that holds the daemon lock');
       }
-      if (now - s.lastFrameAt > DEAD_AFTER_MS) {
+      if (now - Math.max(s.lastFrameAt, busyAt) > DEAD_AFTER_MS) {
         throw new EgressError('SOURCE_UNREACHABLE', `no message from the server for ${DEAD_AFTER_MS / 1000} s`);
       }
     }
@@ -338,6 +366,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     await retention?.stop().catch(() => undefined);
     await mirror?.stop().catch(() => undefined);
     await controller?.abort().catch(() => undefined);
+    streamed?.clear();
     await (stream ? stream.close() : streamStart?.then((st) => st.close(), () => undefined));
     await client.end().catch(() => undefined);
     await lock.release();

@@ -1,6 +1,9 @@
 /**
  * The replication connection: `pg`'s client in `replication=database` mode running
- * START_REPLICATION with pgoutput protocol v1. We do not use pg-logical-replication because its
+ * START_REPLICATION with pgoutput protocol v1, or v2 with `streaming` on (PostgreSQL 14+): a
+ * transaction larger than the server's logical_decoding_work_mem then arrives in parts while it
+ * runs instead of being spilled to disk by the walsender and read back at its commit
+ * (src/batch/streamed.ts holds the parts until the commit). We do not use pg-logical-replication because its
  * acknowledge timer confirms what was *received* rather than what is durable, and its value
  * decoding goes through pg's type parsers; here frames are queued as raw bytes and confirmation
  * is whatever LSN the caller says is durable.
@@ -25,6 +28,8 @@ export interface StreamOptions {
   slot: string;
   publication: string;
   startLsn: Lsn;
+  /** pgoutput protocol 2 with `streaming` on (needs PostgreSQL 14). */
+  streaming?: boolean;
   highWaterBytes?: number;
   lowWaterBytes?: number;
 }
@@ -76,7 +81,7 @@ export class ReplicationStream {
     s.attach();
     const sql =
       `START_REPLICATION SLOT ${quoteIdent(opts.slot)} LOGICAL ${formatLsn(opts.startLsn)} ` +
-      `("proto_version" '1', "publication_names" ${quoteLiteral(quoteIdent(opts.publication))}, "messages" 'true')`;
+      `("proto_version" '${opts.streaming ? 2 : 1}',${opts.streaming ? ` "streaming" 'on',` : ''} "publication_names" ${quoteLiteral(quoteIdent(opts.publication))}, "messages" 'true')`;
     // The query only settles when replication ends; errors (slot in use, bad publication) arrive
     // either as its rejection or, after CopyBoth started, as a client error.
     client.query(sql).then(

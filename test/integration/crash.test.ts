@@ -3,7 +3,8 @@
  * large ones while the daemon is killed with SIGKILL at random moments and restarted. Under
  * PG_EGRESS_TEST_FULL=1: 20 kills, large transactions of 100k rows; by default (test/helpers/scale.ts)
  * 6 kills, large transactions of 30k rows (still more than batch.max_rows, so size flushes happen),
- * the writer paused 2 ms after each commit.
+ * the writer paused 2 ms after each commit. The server streams the large transactions to us in
+ * parts while they run (logical_decoding_work_mem at its least, 64kB).
  * Then every table is rebuilt from the files and compared with the source. The moments come from
  * a seed printed before anything is checked: `CRASH_SEED=<seed> npx vitest run
  * test/integration/crash.test.ts` replays the kill schedule (and the writer's choices; the
@@ -27,7 +28,12 @@ describe('kill -9 at random moments', () => {
     // Small windows and a low row limit so that crashes hit every phase: writing, size flushes,
     // window flushes, registration.
     writeConfig(env, 'batch:\n  interval: 1s\n  max_rows: 20000');
-    await withDb(env.url, (c) => c.query(WORKLOAD_DDL));
+    await withDb(env.url, async (c) => {
+      await c.query(WORKLOAD_DDL);
+      // The large transactions arrive in parts while they run (src/batch/streamed.ts), so that
+      // kills also hit a transaction half received and spooled.
+      await c.query(`ALTER DATABASE "${env.dbName}" SET logical_decoding_work_mem = '64kB'`);
+    });
   });
 
   afterAll(async () => {

@@ -1,0 +1,120 @@
+/**
+ * Transactions larger than logical_decoding_work_mem (here 64kB, the least the server allows, set
+ * on the test database so that its walsender streams them): they arrive in parts while they run
+ * (pgoutput protocol 2, src/batch/streamed.ts) and must land in the files exactly as a
+ * non-streamed transaction would, at their commit: rolled-back savepoints and aborted
+ * transactions leave nothing, a transaction committed meanwhile comes first, and a kill -9 in the
+ * middle of one loses and duplicates nothing. Each case rebuilds the tables from the files (SPEC §6)
+ * and compares them with the source.
+ */
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../harness/pg.js';
+import { expectRebuiltEqual } from '../helpers/compare.js';
+import { createEnv, readStreamingRows, spawnCli, waitCaughtUp, waitSlotActive, withDb, type Child, type EgressEnv } from '../helpers/egress.js';
+
+const committedLines = (c: Child) => c.stdout().split('\n').filter((l) => l.includes('"msg":"streamed transaction committed"'));
+
+describe('transactions streamed in parts', () => {
+  let env: EgressEnv;
+  let a: pg.Client;
+  let b: pg.Client;
+
+  beforeAll(async () => {
+    env = await createEnv();
+    await withDb(env.url, async (c) => {
+      await c.query(`ALTER DATABASE "${env.dbName}" SET logical_decoding_work_mem = '64kB'`);
+      await c.query('CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE u (id int PRIMARY KEY, n numeric)');
+    });
+    a = new pg.Client({ connectionString: env.url });
+    b = new pg.Client({ connectionString: env.url });
+    await a.connect();
+    await b.connect();
+  });
+
+  afterAll(async () => {
+    await a?.end().catch(() => undefined);
+    await b?.end().catch(() => undefined);
+    await env?.drop();
+  });
+
+  it('lands a streamed transaction once, at its commit: without its rolled-back savepoints, after what committed meanwhile; an aborted one leaves nothing', async () => {
+    const child = spawnCli(['run', '--config', env.configPath]);
+    await waitSlotActive(env);
+    await a.query('BEGIN');
+    await a.query(`INSERT INTO t SELECT g, 'first ' || g FROM generate_series(1, 20000) g`);
+    // Committed while the large transaction is open (and partly streamed): it comes first.
+    await b.query(`INSERT INTO t VALUES (900001, 'meanwhile')`);
+    await a.query('SAVEPOINT s1');
+    await a.query(`INSERT INTO t SELECT g, 'rolled back' FROM generate_series(20001, 30000) g`);
+    await a.query('SAVEPOINT s2');
+    await a.query('INSERT INTO u SELECT g, g FROM generate_series(1, 5000) g');
+    await a.query('ROLLBACK TO SAVEPOINT s1');
+    await a.query('SAVEPOINT s3');
+    await a.query('INSERT INTO u SELECT g, g * 2 FROM generate_series(100001, 110000) g');
+    await a.query('RELEASE SAVEPOINT s3');
+    await a.query(`UPDATE t SET v = 'updated' WHERE id <= 3000`);
+    await a.query('DELETE FROM t WHERE id BETWEEN 3001 AND 4000');
+    await a.query('COMMIT');
+    await a.query('BEGIN');
+    await a.query(`INSERT INTO t SELECT g, 'aborted' FROM generate_series(500001, 520000) g`);
+    await a.query('ROLLBACK');
+    await b.query(`INSERT INTO t VALUES (900002, 'after')`);
+    await waitCaughtUp(env);
+    child.proc.kill('SIGTERM');
+    expect((await child.exit).code).toBe(0);
+
+    // It was streamed (the log says so), with two subtransactions rolled back.
+    const lines = committedLines(child);
+    expect(lines.length).toBe(1);
+    expect(JSON.parse(lines[0]).aborted_subtransactions).toBe(2);
+
+    const t = await expectRebuiltEqual(env.outDir, env.url, 'public.t', 't', ['id'], ['id', 'v']);
+    const u = await expectRebuiltEqual(env.outDir, env.url, 'public.u', 'u', ['id'], ['id', 'n']);
+    expect(t.rows).toBe(20000 - 1000 + 2);
+    expect(u.rows).toBe(10000);
+    const rows = readStreamingRows(env.outDir, 'public.t').rows;
+    const big = rows.filter((r) => Number(r.values.get('id')) <= 20000);
+    // 20,000 inserts, 3,000 updates, 1,000 deletes: one transaction, one commit LSN, in order.
+    expect(big.length).toBe(24000);
+    expect(new Set(big.map((r) => `${r.lsn}/${r.xid}`)).size).toBe(1);
+    const meanwhile = rows.find((r) => r.values.get('v')?.toString() === 'meanwhile')!;
+    const after = rows.find((r) => r.values.get('v')?.toString() === 'after')!;
+    expect(meanwhile.lsn < big[0].lsn && big[0].lsn < after.lsn).toBe(true);
+    expect(rows.filter((r) => ['rolled back', 'aborted'].includes(r.values.get('v')?.toString() ?? '')).length).toBe(0);
+    // Nothing spooled stays behind.
+    const spoolDir = path.join(env.outDir, '_tmp', 'streamed');
+    expect(existsSync(spoolDir) ? readdirSync(spoolDir) : []).toEqual([]);
+  }, 180_000);
+
+  it('loses and duplicates nothing when killed -9 while a streamed transaction is half received', async () => {
+    let child = spawnCli(['run', '--config', env.configPath]);
+    await waitSlotActive(env);
+    const spoolDir = path.join(env.outDir, '_tmp', 'streamed');
+    await a.query('BEGIN');
+    await a.query(`INSERT INTO t SELECT g, 'part one ' || g FROM generate_series(1000001, 1020000) g`);
+    // The first parts are on our side, in a spool file: kill the daemon now.
+    await waitFor(
+      'a spooled streamed transaction',
+      async () => existsSync(spoolDir) && readdirSync(spoolDir).some((f) => statSync(path.join(spoolDir, f)).size > 0),
+      { timeoutMs: 60_000, intervalMs: 20 },
+    );
+    child.proc.kill('SIGKILL');
+    expect((await child.exit).signal).toBe('SIGKILL');
+    child = spawnCli(['run', '--config', env.configPath]);
+    await waitSlotActive(env, 60_000);
+    await a.query(`INSERT INTO t SELECT g, 'part two ' || g FROM generate_series(1020001, 1030000) g`);
+    await a.query('COMMIT');
+    await waitCaughtUp(env);
+    child.proc.kill('SIGTERM');
+    expect((await child.exit).code).toBe(0);
+    expect(committedLines(child).length).toBe(1);
+
+    await expectRebuiltEqual(env.outDir, env.url, 'public.t', 't', ['id'], ['id', 'v']);
+    const rows = readStreamingRows(env.outDir, 'public.t').rows.filter((r) => Number(r.values.get('id')) > 1000000);
+    expect(rows.length).toBe(30000);
+    expect(new Set(rows.map((r) => r.values.get('id')!.toString())).size).toBe(30000);
+  }, 180_000);
+});
