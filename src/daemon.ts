@@ -159,8 +159,8 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     // slot's position if that is later).
     const startLsn = prep.lostRanges.reduce((m, r) => minLsn(m, r.from), prep.registeredLsn);
     // PostgreSQL 14+: large transactions arrive in parts while they run (src/batch/streamed.ts).
-    const streaming = serverMajor(prep.server) >= 14;
-    streamStart = ReplicationStream.start({ source: cfg.source, slot: cfg.slot, publication: cfg.publication, startLsn, streaming });
+    const streamParts = serverMajor(prep.server) >= 14;
+    streamStart = ReplicationStream.start({ source: cfg.source, slot: cfg.slot, publication: cfg.publication, startLsn, streaming: streamParts });
     // Awaited below, once the exports have started; a failure before that is not unhandled.
     streamStart.catch(() => undefined);
     // Exports run beside the stream, on connections of their own (src/reload/).
