@@ -160,7 +160,8 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     const startLsn = prep.lostRanges.reduce((m, r) => minLsn(m, r.from), prep.registeredLsn);
     // PostgreSQL 14+: large transactions arrive in parts while they run (src/batch/streamed.ts).
     const streamParts = serverMajor(prep.server) >= 14;
-    streamStart = ReplicationStream.start({ source: cfg.source, slot: cfg.slot, publication: cfg.publication, startLsn, streaming: streamParts });
+    const { source, slot, publication } = cfg;
+    streamStart = ReplicationStream.start({ source, slot, publication, startLsn, streaming: streamParts });
     // Awaited below, once the exports have started; a failure before that is not unhandled.
     streamStart.catch(() => undefined);
     // Exports run beside the stream, on connections of their own (src/reload/).

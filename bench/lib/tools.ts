@@ -130,9 +130,17 @@ const libpqEnv = (url: string): NodeJS.ProcessEnv => {
   };
 };
 
-/** pg_recvlogical with pgoutput (the same options pg-egress asks for) to a file, until `end`. */
-export function recvlogical(bin: string, url: string, slot: string, publication: string, end: bigint, file: string): Promise<Timed> {
-  return execTimed(bin, ['-d', new URL(url).pathname.slice(1), '--slot', slot, '--start', '-o', 'proto_version=1', '-o', `publication_names=${publication}`, '-o', 'messages=true', '-E', formatLsn(end), '-f', file], libpqEnv(url));
+/**
+ * pg_recvlogical with pgoutput to a file, until `end`: protocol 1, what the goals were set against
+ * (a transaction arrives whole, at its commit: the walsender spills a large one to disk first), or
+ * with `streaming` the options pg-egress asks for on PostgreSQL 14+ (protocol 2, streaming on: a
+ * large transaction arrives in parts while it is decoded, which pg_recvlogical only writes down,
+ * and pg-egress must keep until the commit; src/batch/streamed.ts).
+ */
+export function recvlogical(bin: string, url: string, slot: string, publication: string, end: bigint, file: string, streaming = false): Promise<Timed> {
+  const proto = streaming ? ['-o', 'proto_version=2', '-o', 'streaming=on'] : ['-o', 'proto_version=1'];
+  const args = ['-d', new URL(url).pathname.slice(1), '--slot', slot, '--start', ...proto, '-o', `publication_names=${publication}`, '-o', 'messages=true'];
+  return execTimed(bin, [...args, '-E', formatLsn(end), '-f', file], libpqEnv(url));
 }
 
 /** The psql pipeline a DBA would type: COPY … (FORMAT csv, HEADER) | gzip -1 > file. */

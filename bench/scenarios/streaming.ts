@@ -11,7 +11,7 @@ import { cpuHog, cpuProbe, egressStream, postmasterPid, recvlogical, tsStack, ty
 import { createTables } from './data.js';
 import { createSlots, egressDatabase, type BenchContext } from './setup.js';
 
-export type StreamContender = 'pg-egress' | 'pg_recvlogical' | 'ts-stack';
+export type StreamContender = 'pg-egress' | 'pg_recvlogical' | 'pg_recvlogical-streaming' | 'ts-stack';
 
 export interface StreamRuns {
   changes: number;
@@ -45,8 +45,8 @@ export async function streamingScenario(
     const db = await egressDatabase((url) => createTables(url, [table]), false);
     const { env } = db;
     try {
-      const slots = { recv: `${env.slot}_recv`, ts: `${env.slot}_ts` };
-      await createSlots(env.url, [...(opts.contenders.includes('pg_recvlogical') ? [slots.recv] : []), ...(opts.contenders.includes('ts-stack') ? [slots.ts] : [])]);
+      const slots: Record<string, string> = { pg_recvlogical: `${env.slot}_recv`, 'pg_recvlogical-streaming': `${env.slot}_recv2`, 'ts-stack': `${env.slot}_ts` };
+      await createSlots(env.url, opts.contenders.filter((c) => c !== 'pg-egress').map((c) => slots[c]));
       const changes = await opts.load(env.url, table);
       out.changes = changes;
       const end = await currentWalLsn(env.url);
@@ -62,10 +62,11 @@ export async function streamingScenario(
           if (who === 'pg-egress') {
             t = await egressStream(env, changes);
             out.peakRssMb.push(t.peakRssMb ?? NaN);
-          } else if (who === 'pg_recvlogical') {
-            t = await recvlogical(ctx.bin.pg_recvlogical, env.url, slots.recv, env.slot, end, path.join(dir, 'recvlogical.out'));
+          } else if (who === 'pg_recvlogical' || who === 'pg_recvlogical-streaming') {
+            const streamed = who === 'pg_recvlogical-streaming';
+            t = await recvlogical(ctx.bin.pg_recvlogical, env.url, slots[who], env.slot, end, path.join(dir, `${who}.out`), streamed);
           } else {
-            t = await tsStack(env.url, slots.ts, env.slot, path.join(dir, 'ts-stack'), changes);
+            t = await tsStack(env.url, slots['ts-stack'], env.slot, path.join(dir, 'ts-stack'), changes);
           }
           t.cpu = await probe();
         } finally {
@@ -74,7 +75,7 @@ export async function streamingScenario(
         out.seconds[who].push(t.seconds);
         out.cpu[who].push(t.cpu);
         process.stdout.write(
-          `  ${opts.label} rep ${rep + 1}: ${who.padEnd(15)} ${t.seconds.toFixed(2)} s, CPU ${t.cpu.ours.toFixed(1)} s + server ${t.cpu.server.toFixed(1)} s (machine ${t.cpuSeconds?.toFixed(1) ?? '?'} s)${t.peakRssMb ? `, peak RSS ${t.peakRssMb.toFixed(0)} MB` : ''}\n`,
+          `  ${opts.label} rep ${rep + 1}: ${who.padEnd(24)} ${t.seconds.toFixed(2)} s, CPU ${t.cpu.ours.toFixed(1)} s + server ${t.cpu.server.toFixed(1)} s (machine ${t.cpuSeconds?.toFixed(1) ?? '?'} s)${t.peakRssMb ? `, peak RSS ${t.peakRssMb.toFixed(0)} MB` : ''}\n`,
         );
       }
       rmSync(dir, { recursive: true, force: true });
