@@ -137,7 +137,15 @@ const libpqEnv = (url: string): NodeJS.ProcessEnv => {
  * large transaction arrives in parts while it is decoded, which pg_recvlogical only writes down,
  * and pg-egress must keep until the commit; src/batch/streamed.ts).
  */
-export function recvlogical(bin: string, url: string, slot: string, publication: string, end: bigint, file: string, streaming = false): Promise<Timed> {
+export function recvlogical(
+  bin: string,
+  url: string,
+  slot: string,
+  publication: string,
+  end: bigint,
+  file: string,
+  streaming = false,
+): Promise<Timed> {
   const proto = streaming ? ['-o', 'proto_version=2', '-o', 'streaming=on'] : ['-o', 'proto_version=1'];
   const args = ['-d', new URL(url).pathname.slice(1), '--slot', slot, '--start', ...proto, '-o', `publication_names=${publication}`, '-o', 'messages=true'];
   return execTimed(bin, [...args, '-E', formatLsn(end), '-f', file], libpqEnv(url));
