@@ -30,7 +30,7 @@ import { EgressError } from '../errors.js';
 import { lsnHex } from '../lsn.js';
 import { ioError } from '../output/atomic.js';
 import { decodePgOutput, type PgOutputMessage } from '../wal/pgoutput.js';
-import { decodeStreamControl, isStreamControl, RELATION, streamedXid, TYPE, type StreamCommit } from '../wal/streaming.js';
+import { decodeStreamControl, isStreamControl, ORIGIN, RELATION, streamedXid, TYPE, type StreamCommit } from '../wal/streaming.js';
 
 const WRITE_BUFFER = 256 * 1024;
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -115,7 +115,7 @@ class Spool {
     }
   }
 
-  /** Reads into `into` from `at` until it is full or the file ends; returns the bytes read. */
+  /** Reads from `position` into `into` at `offset` until it is full or the file ends; returns the bytes read. */
   read(into: Buffer, offset: number, position: number): number {
     let got = 0;
     try {
@@ -165,7 +165,9 @@ export class StreamedTxns {
    */
   take(frame: Buffer, start: number, hooks: ReplayHooks): Promise<void> | undefined {
     if (this.block && !isStreamControl(frame[start])) {
-      this.block.append(streamedXid(frame, start), frame, start);
+      // The Origin message that follows a first Stream Start (changes replayed from another
+      // origin) carries no xid; the controller ignores origins anyway (pgoutput_stream_start).
+      if (frame[start] !== ORIGIN) this.block.append(streamedXid(frame, start), frame, start);
       return;
     }
     const m = decodeStreamControl(frame, start);
@@ -235,35 +237,48 @@ export class StreamedTxns {
     this.stats.bytes += total;
     let p = hooks.handle({ tag: 'begin', finalLsn: c.commitLsn, commitTime: c.commitTime, xid: c.xid });
     if (p) await p;
-    let chunk = Buffer.alloc(0);
+    // One read buffer for the whole replay, each message copied out of it as the live path copies
+    // each frame (src/wal/stream.ts): small copies come from Node's buffer pool, where a fresh
+    // 4 MiB Buffer per read would count against V8's external memory and bring on full collections.
+    const rbuf = Buffer.allocUnsafe(READ_CHUNK);
+    let end = 0;
     let pos = 0;
     let fileOff = 0;
-    // Makes chunk[pos..] hold `need` bytes, reading on (a new buffer each time: messages already
-    // handed on may still point into the old one); false at the end of the file.
+    // Makes rbuf[pos..end) hold `need` (<= READ_CHUNK) bytes; false at the end of the file.
     const fill = (need: number): boolean => {
-      const rest = chunk.length - pos;
-      if (rest >= need) return true;
+      if (end - pos >= need) return true;
       if (fileOff >= total) return false;
-      const next = Buffer.allocUnsafe(Math.min(Math.max(READ_CHUNK, need), rest + total - fileOff));
-      chunk.copy(next, 0, pos);
-      const n = sp.read(next, rest, fileOff);
-      fileOff += n;
-      chunk = next.subarray(0, rest + n);
+      rbuf.copyWithin(0, pos, end);
+      end -= pos;
       pos = 0;
+      const n = sp.read(rbuf, end, fileOff);
+      fileOff += n;
+      end += n;
       hooks.between();
-      return chunk.length >= need;
+      return end - pos >= need;
     };
     let replayed = 0;
     for (;;) {
       if (!fill(HEADER)) {
-        if (chunk.length > pos) throw protocol(`spool ${sp.file} ends inside a record header`);
+        if (end > pos) throw protocol(`spool ${sp.file} ends inside a record header`);
         break;
       }
-      const len = chunk.readUInt32BE(pos);
-      const xid = chunk.readUInt32BE(pos + 4);
-      if (!fill(HEADER + len)) throw protocol(`spool ${sp.file} ends inside a record`);
-      const body = chunk.subarray(pos + HEADER, pos + HEADER + len);
-      pos += HEADER + len;
+      const len = rbuf.readUInt32BE(pos);
+      const xid = rbuf.readUInt32BE(pos + 4);
+      let body: Buffer;
+      if (HEADER + len <= READ_CHUNK) {
+        if (!fill(HEADER + len)) throw protocol(`spool ${sp.file} ends inside a record`);
+        body = Buffer.from(rbuf.subarray(pos + HEADER, pos + HEADER + len));
+        pos += HEADER + len;
+      } else {
+        // Larger than the read buffer: its own buffer, the rest read straight into it.
+        body = Buffer.allocUnsafe(len);
+        const have = rbuf.copy(body, 0, pos + HEADER, end);
+        const n = sp.read(body, have, fileOff);
+        if (have + n < len) throw protocol(`spool ${sp.file} ends inside a record`);
+        fileOff += n;
+        pos = end = 0;
+      }
       if (sp.aborted.size > 0 && sp.aborted.has(xid) && body[0] !== RELATION && body[0] !== TYPE) continue;
       replayed++;
       p = hooks.handle(decodePgOutput(body));

@@ -89,6 +89,31 @@ describe('transactions streamed in parts', () => {
     expect(existsSync(spoolDir) ? readdirSync(spoolDir) : []).toEqual([]);
   }, 180_000);
 
+  it('takes a streamed transaction replayed from another origin (its first part then carries an Origin message)', async () => {
+    const child = spawnCli(['run', '--config', env.configPath]);
+    await waitSlotActive(env);
+    const origin = `o_${env.dbName}`.slice(0, 60);
+    const c = new pg.Client({ connectionString: env.url });
+    await c.connect();
+    try {
+      await c.query('SELECT pg_replication_origin_create($1)', [origin]);
+      await c.query('SELECT pg_replication_origin_session_setup($1)', [origin]);
+      await c.query('BEGIN');
+      await c.query(`INSERT INTO u SELECT g, g / 7.0 FROM generate_series(200001, 220000) g`);
+      await c.query('COMMIT');
+      await c.query('SELECT pg_replication_origin_session_reset()');
+      await c.query('SELECT pg_replication_origin_drop($1)', [origin]);
+    } finally {
+      await c.end();
+    }
+    await waitCaughtUp(env);
+    child.proc.kill('SIGTERM');
+    expect((await child.exit).code).toBe(0);
+    expect(committedLines(child).length).toBe(1);
+    const u = await expectRebuiltEqual(env.outDir, env.url, 'public.u', 'u', ['id'], ['id', 'n']);
+    expect(u.rows).toBe(10000 + 20000);
+  }, 180_000);
+
   it('loses and duplicates nothing when killed -9 while a streamed transaction is half received', async () => {
     let child = spawnCli(['run', '--config', env.configPath]);
     await waitSlotActive(env);

@@ -19,6 +19,7 @@ const commit = (xid: number, lsn: bigint) => new Bytes().ch('c').uint32(xid).int
 const abort = (xid: number, subxid: number) => new Bytes().ch('A').uint32(xid).uint32(subxid).done();
 const insert = (xid: number, oid: number, value: string) => new Bytes().ch('I').uint32(xid).uint32(oid).ch('N').tuple([value]).done();
 const relation = (xid: number, oid: number) => new Bytes().ch('R').uint32(xid).uint32(oid).cstring('public').cstring(`t${oid}`).ch('d').int16(1).int8(1).cstring('v').uint32(25).int32(-1).done();
+const origin = () => new Bytes().ch('O').uint64(77n).cstring('sub_origin').done();
 const message = (xid: number, prefix: string) => new Bytes().ch('M').uint32(xid).int8(1).uint64(5n).cstring(prefix).uint32(2).raw(Buffer.from('hi')).done();
 
 /** What the controller would see: one line per message. */
@@ -72,7 +73,8 @@ describe('streamed transactions', () => {
   });
 
   it('replays two interleaved transactions at their commits, each as Begin, its changes in order, Commit; the spool files go', async () => {
-    await feed(start(10, true), relation(10, 1), insert(10, 1, 'a1'), insert(10, 1, 'a2'), stop());
+    // The first block of a transaction replayed from another origin has an Origin message, without an xid.
+    await feed(start(10, true), origin(), relation(10, 1), insert(10, 1, 'a1'), insert(10, 1, 'a2'), stop());
     await feed(start(11, true), relation(11, 1), insert(11, 1, 'b1'), stop());
     await feed(start(10, false), insert(10, 1, 'a3'), stop());
     expect(seen).toEqual([]);
@@ -104,14 +106,17 @@ describe('streamed transactions', () => {
     expect(seen).toEqual(['begin 40 500', 'insert 1 new', 'commit 500 508']);
   });
 
-  it('reads back messages larger than its buffers and across its read chunks', async () => {
+  it('reads back messages larger than its buffers and across its reads', async () => {
     const big = 'x'.repeat(300 * 1024); // over the 256 KiB write buffer
     const frames = [start(50, true)];
     for (let i = 0; i < 20; i++) frames.push(insert(50, 1, `${i}:${big}`));
-    for (let i = 0; i < 30_000; i++) frames.push(insert(50, 1, `small ${i}`)); // many records, some cut by a 4 MiB chunk
-    frames.push(stop(), commit(50, 600n));
+    for (let i = 0; i < 30_000; i++) frames.push(insert(50, 1, `small ${i}`)); // many records, some cut by a 4 MiB read
+    const huge = 'y'.repeat(5 * 1024 * 1024); // over the 4 MiB read buffer
+    frames.push(insert(50, 1, huge), insert(50, 1, 'last'), stop(), commit(50, 600n));
     await feed(...frames);
-    expect(seen.length).toBe(20 + 30_000 + 2);
+    expect(seen.length).toBe(20 + 30_000 + 2 + 2);
+    expect(seen[20 + 30_000 + 1]).toBe(`insert 1 ${huge}`);
+    expect(seen[20 + 30_000 + 2]).toBe('insert 1 last');
     expect(seen[1]).toBe(`insert 1 0:${big}`);
     expect(seen[20]).toBe(`insert 1 19:${big}`);
     expect(seen[21]).toBe('insert 1 small 0');
