@@ -90,7 +90,7 @@ describe('pg-egress benchmark', () => {
     for (const [baseline, goal, label] of goals) {
       const r = pairedSpeedup(seconds[ours], seconds[baseline]);
       const cpuText = cpu ? `; CPU s (own + server) ${fmtCpu(cpu[ours])} vs ${fmtCpu(cpu[baseline])}` : '';
-      rows.push({ id, what: `${what} vs ${label}`, result: `${fmtRatio(r)}; ${fmtSeconds([median(seconds[ours])])} vs ${fmtSeconds([median(seconds[baseline])])}${cpuText}`, goal: goal === null ? 'context' : `≥ ${goal.toFixed(1)}×`, met: goal === null ? null : r.median >= goal });
+      rows.push({ id, what: `${what} vs ${label}`, result: `${fmtRatio(r)}; ${fmtSeconds([median(seconds[ours])])} vs ${fmtSeconds([median(seconds[baseline])])}${cpuText}`, goal: goal === null ? 'context' : `≥ ${goal.toFixed((goal * 10) % 1 === 0 ? 1 : 2)}×`, met: goal === null ? null : r.median >= goal });
     }
   };
 
@@ -99,8 +99,9 @@ describe('pg-egress benchmark', () => {
   it.runIf(want('S1'))(s1Rows, async () => {
     const r = await streamingScenario(ctx, { label: 'S1', load: (url, t) => oneTransaction(url, t, S1_ROWS), contenders: ['pg-egress', 'pg_recvlogical', 'pg_recvlogical-streaming', 'ts-stack'] });
     raw.S1 = r;
+    // S1's and S2's goals are the issue's: the bottom of their min–max on 2026-11-26.
     speedRows('S1', `${fmtCount(S1_ROWS)}-row transaction`, r.seconds, 'pg-egress', [
-      ['pg_recvlogical', 1.0, 'pg_recvlogical'],
+      ['pg_recvlogical', 1.25, 'pg_recvlogical'],
       ['pg_recvlogical-streaming', null, 'pg_recvlogical, protocol 2 with streaming'],
       ['ts-stack', 3.0, 'pg-logical-replication + csv-stringify + gzip'],
     ], r.cpu);
@@ -113,7 +114,7 @@ describe('pg-egress benchmark', () => {
     const r = await streamingScenario(ctx, { label: 'S2', load: (url, t) => smallTransactions(url, t, S2_TXNS, 4), contenders: ['pg-egress', 'pg_recvlogical', 'ts-stack'] });
     raw.S2 = r;
     speedRows('S2', `${fmtCount(S2_TXNS)} transactions (10 inserts + 1 update)`, r.seconds, 'pg-egress', [
-      ['pg_recvlogical', 1.0, 'pg_recvlogical'],
+      ['pg_recvlogical', 1.13, 'pg_recvlogical'],
       ['ts-stack', 3.0, 'pg-logical-replication + csv-stringify + gzip'],
     ], r.cpu);
   });

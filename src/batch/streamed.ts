@@ -8,8 +8,9 @@
  * hold exactly what a non-streamed transaction would have given.
  *
  * Why not let the walsender keep it: without streaming, the walsender spills such a transaction to
- * its own disk and reads it back at the commit, which costs the server several times the CPU of
- * sending it (src/backend/replication/logical/reorderbuffer.c, ReorderBufferSerializeTXN).
+ * its own disk and reads it back at the commit before sending any of it (ReorderBufferSerializeTXN
+ * in src/backend/replication/logical/reorderbuffer.c), so that our work cannot overlap its
+ * decoding; for pg_recvlogical and S1's 1M rows, the server's CPU 16.1 s against 10.0 s streamed.
  *
  * Exactly once: nothing spooled is durable state. The slot is never confirmed past an uncommitted
  * transaction's commit, so after a crash or reconnect the walsender streams it again from its first
@@ -49,7 +50,6 @@ class Spool {
   private used = 0;
   /** Bytes on disk (the buffer's come after them). */
   written = 0;
-  records = 0;
   readonly aborted = new Set<number>();
 
   constructor(readonly file: string) {
@@ -65,7 +65,7 @@ class Spool {
   }
 
   reset(): void {
-    this.used = this.written = this.records = 0;
+    this.used = this.written = 0;
     this.aborted.clear();
     try {
       fs.ftruncateSync(this.fd, 0);
@@ -79,7 +79,6 @@ class Spool {
     const bodyLen = frame.length - start - 4;
     const need = HEADER + bodyLen;
     if (this.used + need > this.buf.length) this.flush();
-    this.records++;
     if (need > this.buf.length) {
       const head = Buffer.allocUnsafe(HEADER + 1);
       head.writeUInt32BE(bodyLen, 0);
