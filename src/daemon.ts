@@ -332,6 +332,8 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
             pending: c.hasPending(),
             received: lsnHex(s.receivedLsn),
             registered: lsnHex(c.durableLsn),
+            // Parts of large transactions still running, kept until their commit (not yet rows).
+            spooled_bytes: spool.spooledBytes(),
           },
           'progress',
         );

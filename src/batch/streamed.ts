@@ -153,6 +153,13 @@ export class StreamedTxns {
 
   constructor(private readonly o: { dir: string; dirMode: number; log: Logger }) {}
 
+  /** Bytes of the transactions received in part and not yet committed or aborted. */
+  spooledBytes(): number {
+    let n = 0;
+    for (const sp of this.spools.values()) n += sp.bytes;
+    return n;
+  }
+
   /** Inside Stream Start … Stream Stop: every message belongs here until the Stop. */
   inBlock(): boolean {
     return this.block !== null;

@@ -79,12 +79,14 @@ describe('streamed transactions', () => {
     await feed(start(10, false), insert(10, 1, 'a3'), stop());
     expect(seen).toEqual([]);
     expect(spoolFiles().sort()).toEqual(['10.spool', '11.spool']);
+    expect(txns.spooledBytes()).toBeGreaterThan(0);
     await feed(commit(11, 200n));
     expect(seen).toEqual(['begin 11 200', 'relation 1 public.t1', 'insert 1 b1', 'commit 200 208']);
     seen = [];
     await feed(commit(10, 300n));
     expect(seen).toEqual(['begin 10 300', 'relation 1 public.t1', 'insert 1 a1', 'insert 1 a2', 'insert 1 a3', 'commit 300 308']);
     expect(spoolFiles()).toEqual([]);
+    expect(txns.spooledBytes()).toBe(0);
     expect(txns.stats).toMatchObject({ committed: 2, aborted: 0 });
   });
 
