@@ -159,7 +159,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     // slot's position if that is later).
     const startLsn = prep.lostRanges.reduce((m, r) => minLsn(m, r.from), prep.registeredLsn);
     // PostgreSQL 14+: large transactions arrive in parts while they run (src/batch/streamed.ts).
-    const streamParts = serverMajor(prep.server) >= 14;
+    const streamParts = cfg.streamLargeTransactions && serverMajor(prep.server) >= 14;
     const { source, slot, publication } = cfg;
     streamStart = ReplicationStream.start({ source, slot, publication, startLsn, streaming: streamParts });
     // Awaited below, once the exports have started; a failure before that is not unhandled.

@@ -40,6 +40,13 @@ export interface Config {
    * altered to match. Ignored before 17.
    */
   slotFailover: boolean;
+  /**
+   * PostgreSQL 14+: ask for pgoutput protocol 2 with streaming, so that a transaction larger than
+   * the server's logical_decoding_work_mem arrives in parts while it runs, held in
+   * output.dir/_tmp/streamed/ until its commit (src/batch/streamed.ts). Off: the walsender spills
+   * it to its own disk and sends it whole at its commit.
+   */
+  streamLargeTransactions: boolean;
   /** Publication managed by the tool. */
   publication: string;
   /**
@@ -224,6 +231,7 @@ export function parseConfig(text: string, opts: { env?: NodeJS.ProcessEnv; baseD
   const slot = str(raw, 'slot', 'config', 'pg_egress');
   if (!IDENT.test(slot)) throw invalid(`slot: ${JSON.stringify(slot)} must be lower-case letters, digits and _ (at most 63), starting with a letter or _`);
   const slotFailover = bool(raw, 'slot_failover', 'config', true);
+  const streamLargeTransactions = bool(raw, 'stream_large_transactions', 'config', true);
   const publication = str(raw, 'publication', 'config', 'pg_egress');
   if (!IDENT.test(publication)) throw invalid(`publication: ${JSON.stringify(publication)} must be lower-case letters, digits and _ (at most 63)`);
   const publicationCheckMs = withUnit(parseDuration, raw, 'publication_check', 'config', '10s');
@@ -326,6 +334,7 @@ export function parseConfig(text: string, opts: { env?: NodeJS.ProcessEnv; baseD
     source,
     slot,
     slotFailover,
+    streamLargeTransactions,
     publication,
     publicationCheckMs,
     tables,

@@ -6,6 +6,7 @@ export const SHAPE = {
   source: { url: 1, host: 1, port: 1, database: 1, user: 1, password: 1, ssl: { mode: 1, ca: 1 } },
   slot: 1,
   slot_failover: 1,
+  stream_large_transactions: 1,
   publication: 1,
   publication_check: 1,
   tables: { include: 1, exclude: 1, no_identity: 1 },

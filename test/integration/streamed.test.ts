@@ -13,7 +13,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../harness/pg.js';
 import { expectRebuiltEqual } from '../helpers/compare.js';
-import { createEnv, readStreamingRows, spawnCli, waitCaughtUp, waitSlotActive, withDb, type Child, type EgressEnv } from '../helpers/egress.js';
+import { createEnv, readStreamingRows, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
 
 const committedLines = (c: Child) => c.stdout().split('\n').filter((l) => l.includes('"msg":"streamed transaction committed"'));
 
@@ -141,5 +141,32 @@ describe('transactions streamed in parts', () => {
     const rows = readStreamingRows(env.outDir, 'public.t').rows.filter((r) => Number(r.values.get('id')) > 1000000);
     expect(rows.length).toBe(30000);
     expect(new Set(rows.map((r) => r.values.get('id')!.toString())).size).toBe(30000);
+  }, 180_000);
+
+  it('with stream_large_transactions: false, takes the same transaction whole at its commit (the walsender spills it)', async () => {
+    writeConfig(env, 'stream_large_transactions: false');
+    // The slot's spill counter (cumulative; the server writes it when the walsender ends).
+    const spills = () =>
+      withDb(env.url, async (c) => {
+        const r = await c.query<{ n: string }>('SELECT coalesce(sum(spill_txns), 0)::text AS n FROM pg_stat_replication_slots WHERE slot_name = $1', [env.slot]);
+        return Number(r.rows[0]?.n ?? 0);
+      });
+    const spilledBefore = await spills();
+    const child = spawnCli(['run', '--config', env.configPath]);
+    await waitSlotActive(env);
+    await a.query('BEGIN');
+    await a.query(`INSERT INTO t SELECT g, 'whole ' || g FROM generate_series(2000001, 2020000) g`);
+    await a.query('SAVEPOINT s1');
+    await a.query(`INSERT INTO t SELECT g, 'rolled back' FROM generate_series(2020001, 2030000) g`);
+    await a.query('ROLLBACK TO SAVEPOINT s1');
+    await a.query('COMMIT');
+    await waitCaughtUp(env);
+    child.proc.kill('SIGTERM');
+    expect((await child.exit).code).toBe(0);
+    expect(committedLines(child).length).toBe(0);
+    await waitFor('the slot statistics of the ended walsender', async () => (await spills()) > spilledBefore, { timeoutMs: 30_000, intervalMs: 100 });
+    await expectRebuiltEqual(env.outDir, env.url, 'public.t', 't', ['id'], ['id', 'v']);
+    const rows = readStreamingRows(env.outDir, 'public.t').rows.filter((r) => Number(r.values.get('id')) > 2000000);
+    expect(rows.length).toBe(20000);
   }, 180_000);
 });

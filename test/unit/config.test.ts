@@ -23,6 +23,8 @@ describe('config', () => {
     const c = parse('source:\n  url: postgres://egress@db:5432/shop\n');
     expect(c.source).toEqual({ host: 'db', port: 5432, database: 'shop', user: 'egress', password: undefined, ssl: { mode: 'disable' } });
     expect(c.slot).toBe('pg_egress');
+    expect(c.streamLargeTransactions).toBe(true);
+    expect(parse('source:\n  url: postgres://egress@db/shop\nstream_large_transactions: false\n').streamLargeTransactions).toBe(false);
     expect(c.publication).toBe('pg_egress');
     expect(c.output).toEqual({ dir: '/etc/egress/egress', gzipLevel: 1, beforeImages: false, fileMode: 0o600, dirMode: 0o700, retainMs: null });
     expect(c.batch).toEqual({ intervalMs: 300_000, maxRows: 1_000_000, maxBytes: 256 * 1024 * 1024 });
