@@ -270,6 +270,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
         state.phase = 'streaming';
         state.reason = '';
         state.controller = c;
+        state.streamed = spool;
         onStarted();
         opts.onStreaming?.();
       }

@@ -32,6 +32,15 @@ export function createMetrics(state: DaemonState, slot: string): client.Registry
   g('registered_lsn', 'LSN up to which changes are in registered files', [], (m) => m.set(lsnNumber(state.registeredLsn)));
   g('confirmed_lsn', 'LSN the slot was last confirmed to', [], (m) => m.set(lsnNumber(state.confirmedLsn)));
   g('received_lsn', 'last LSN received from the server', [], (m) => m.set(lsnNumber(state.receivedLsn)));
+  g('spooled_bytes', 'bytes of large transactions received in parts and held until their commit', [], (m) => {
+    if (state.streamed) m.set(state.streamed.spooledBytes());
+  });
+  g('streamed_transactions', 'large transactions received in parts since start, by outcome', ['outcome'], (m) => {
+    const st = state.streamed?.stats;
+    if (!st) return;
+    m.set({ outcome: 'committed' }, st.committed);
+    m.set({ outcome: 'aborted' }, st.aborted);
+  });
   g('source_lag_seconds', 'now minus the commit time of the last transaction seen', [], (m) => {
     const t = state.controller?.lastCommitMs;
     if (t != null) m.set(Math.max(0, (Date.now() - t) / 1000));

@@ -4,6 +4,7 @@
  * controller's own counters) and the HTTP server reads at request time, outside the hot path.
  */
 import type { BatchController } from '../batch/controller.js';
+import type { StreamedTxns } from '../batch/streamed.js';
 import type { Db } from '../db/tx.js';
 import { ForgedMessages } from '../ddl/message-auth.js';
 import type { ExportLockHolder } from './export-locks.js';
@@ -27,6 +28,8 @@ export class DaemonState {
   /** Forged `pg-egress:*` messages dropped since start, by prefix (kept across reconnects). */
   readonly forged = new ForgedMessages();
   controller: BatchController | null = null;
+  /** Large transactions received in parts and held until their commit (src/batch/streamed.ts). */
+  streamed: StreamedTxns | null = null;
   /** The session's registry pool, for scrape-time queries. */
   db: Db | null = null;
   /** The export sessions holding locks on the application's tables now (/ready). */

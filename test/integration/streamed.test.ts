@@ -11,9 +11,21 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../harness/cluster.js';
 import { waitFor } from '../harness/pg.js';
 import { expectRebuiltEqual } from '../helpers/compare.js';
 import { createEnv, readStreamingRows, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
+
+/** A gauge's value on the daemon's /metrics, or null when absent or unreachable. */
+async function metric(port: number, name: string, labels = ''): Promise<number | null> {
+  try {
+    const body = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const line = body.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));
+    return line ? Number(line.split(' ').pop()) : null;
+  } catch {
+    return null;
+  }
+}
 
 const committedLines = (c: Child) => c.stdout().split('\n').filter((l) => l.includes('"msg":"streamed transaction committed"'));
 
@@ -41,10 +53,14 @@ describe('transactions streamed in parts', () => {
   });
 
   it('lands a streamed transaction once, at its commit: without its rolled-back savepoints, after what committed meanwhile; an aborted one leaves nothing', async () => {
+    const port = await freePort();
+    writeConfig(env, `http:\n  port: ${port}`);
     const child = spawnCli(['run', '--config', env.configPath]);
     await waitSlotActive(env);
     await a.query('BEGIN');
     await a.query(`INSERT INTO t SELECT g, 'first ' || g FROM generate_series(1, 20000) g`);
+    // Received in parts and held while the transaction runs: /metrics says how much.
+    await waitFor('spooled bytes on /metrics', async () => ((await metric(port, 'pg_egress_spooled_bytes')) ?? 0) > 0, { timeoutMs: 60_000, intervalMs: 50 });
     // Committed while the large transaction is open (and partly streamed): it comes first.
     await b.query(`INSERT INTO t VALUES (900001, 'meanwhile')`);
     await a.query('SAVEPOINT s1');
@@ -63,6 +79,9 @@ describe('transactions streamed in parts', () => {
     await a.query('ROLLBACK');
     await b.query(`INSERT INTO t VALUES (900002, 'after')`);
     await waitCaughtUp(env);
+    expect(await metric(port, 'pg_egress_spooled_bytes')).toBe(0);
+    expect(await metric(port, 'pg_egress_streamed_transactions', 'outcome="committed"')).toBe(1);
+    expect(await metric(port, 'pg_egress_streamed_transactions', 'outcome="aborted"')).toBe(1);
     child.proc.kill('SIGTERM');
     expect((await child.exit).code).toBe(0);
 
@@ -90,6 +109,7 @@ describe('transactions streamed in parts', () => {
   }, 180_000);
 
   it('takes a streamed transaction replayed from another origin (its first part then carries an Origin message)', async () => {
+    writeConfig(env, '');
     const child = spawnCli(['run', '--config', env.configPath]);
     await waitSlotActive(env);
     const origin = `o_${env.dbName}`.slice(0, 60);
