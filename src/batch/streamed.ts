@@ -203,7 +203,7 @@ export class StreamedTxns {
           return;
         }
         this.stats.aborted++;
-        this.o.log.debug({ xid: m.xid, spooled_bytes: sp.bytes }, 'streamed transaction aborted');
+        this.o.log.info({ xid: m.xid, spooled_bytes: sp.bytes }, 'streamed transaction aborted');
         this.drop(m.xid, sp);
         return;
       }
