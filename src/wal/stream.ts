@@ -3,10 +3,10 @@
  * START_REPLICATION with pgoutput protocol v1, or v2 with `streaming` on (PostgreSQL 14+): a
  * transaction larger than the server's logical_decoding_work_mem then arrives in parts while it
  * runs instead of being spilled to disk by the walsender and read back at its commit
- * (src/batch/streamed.ts holds the parts until the commit). We do not use pg-logical-replication because its
- * acknowledge timer confirms what was *received* rather than what is durable, and its value
- * decoding goes through pg's type parsers; here frames are queued as raw bytes and confirmation
- * is whatever LSN the caller says is durable.
+ * (src/batch/streamed.ts holds the parts until the commit). We do not use pg-logical-replication
+ * because its acknowledge timer confirms what was *received* rather than what is durable, and its
+ * value decoding goes through pg's type parsers; here frames are queued as raw bytes and
+ * confirmation is whatever LSN the caller says is durable.
  * https://www.postgresql.org/docs/15/protocol-replication.html
  * https://www.postgresql.org/docs/15/protocol-logical-replication.html
  *
