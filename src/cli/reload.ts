@@ -113,7 +113,9 @@ async function follow(
   const tty = out.isTTY === true;
   const started = Date.now();
   let lastLine = 0;
-  // The daemon NOTIFYs when an operation ends: wake then, and poll for progress in between.
+  // The daemon NOTIFYs when an operation ends: wake then, and poll for progress in between, on
+  // the same connection (the one the marker went on: a second one is a second server process to
+  // start, at the moment the daemon starts the export's).
   const waker = new Waker();
   const listener = await pool.connect();
   listener.on('notification', (n) => n.payload === cfg.slot && waker.wake());
@@ -125,7 +127,7 @@ async function follow(
   }
   async function followLoop(): Promise<number> {
     for (;;) {
-      const rows = await reloadsOfRequest<OpRow>(pool, cfg.slot, requestId);
+      const rows = await reloadsOfRequest<OpRow>(listener, cfg.slot, requestId);
       const byName = new Map(rows.map((r) => [displayTable(r.schema_name, r.table_name), r]));
       const secs = (Date.now() - started) / 1000;
       // A partitioned table's operation is 'expanded' into one per leaf: follow those instead.

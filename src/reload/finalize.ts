@@ -66,6 +66,8 @@ export class FinalizeQueue {
     private readonly takenAt: number,
     /** When this attempt of the export began (claimed), for the `ms` of the `reloaded` line. */
     private readonly startedAt: number,
+    /** Settles once the export's start is recorded (ReloadRegistry.started): nothing is registered before. */
+    private readonly ready: Promise<void> = Promise.resolve(),
   ) {}
 
   /** Resolves once the table's export is registered. */
@@ -82,6 +84,7 @@ export class FinalizeQueue {
       while (this.queue.length) {
         const group = this.queue.splice(0, GROUP_MAX);
         try {
+          await this.ready;
           await finalizeReloads(this.d, group.map((g) => g.item), this.lsn, this.takenAt, this.startedAt);
           for (const g of group) g.resolve();
         } catch (e) {

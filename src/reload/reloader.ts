@@ -16,11 +16,13 @@
  * locks are gone before anything of the export's finish (files, registry, the marker's comment);
  * the comment is put back under a short lock_timeout and retried until it succeeds.
  */
+import type pg from 'pg';
 import { BackgroundLoop } from '../background-loop.js';
 import { EgressError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { expandRootReload, inspectReloadTables, type ReloadOp } from '../registry/reloads.js';
 import { takeSnapshot } from './snapshot-wait.js';
+import { connectSnapshotClient } from './snapshot.js';
 import { orderTasks, parallelWays, planChunks, sourceIsLocal } from './planner.js';
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
 import { expectedChunks, WorkerConnections } from './preconnect.js';
@@ -234,18 +236,28 @@ export class Reloader {
 
   private async run(ops: ReloadOp[], states: Map<number, OpState>, startedAt: number): Promise<void> {
     const { cfg } = this.d;
-    const found = await this.inspect(ops);
-    if (!found.length) return;
-    const live = found.map((t) => t.op);
-    // The workers' connections are made while the snapshot is taken (preconnect.ts); the block
-    // size is the usual one here, the plan reads the server's.
-    const ways = this.ways();
-    const expected = expectedChunks(found.map((t) => ({ pages: t.pages, splittable: t.kind === 'r' })), 8192, cfg.reload.chunkSize, ways);
-    const conns = new WorkerConnections(cfg, Math.min(cfg.reload.workers, expected));
+    // The snapshot's replication connection opens while the tables are read from the catalog and
+    // the workers connect (snapshot.ts connectSnapshotClient); unused, it is closed below.
+    let snapConn: Promise<pg.Client> | undefined = connectSnapshotClient(cfg);
+    snapConn.catch(() => undefined);
     try {
-      await this.runOn(conns, found, live, states, startedAt, ways);
+      const found = await this.inspect(ops);
+      if (!found.length) return;
+      const live = found.map((t) => t.op);
+      // The workers' connections are made while the snapshot is taken (preconnect.ts); the block
+      // size is the usual one here, the plan reads the server's.
+      const ways = this.ways();
+      const expected = expectedChunks(found.map((t) => ({ pages: t.pages, splittable: t.kind === 'r' })), 8192, cfg.reload.chunkSize, ways);
+      const conns = new WorkerConnections(cfg, Math.min(cfg.reload.workers, expected));
+      try {
+        const connected = snapConn;
+        snapConn = undefined;
+        await this.runOn(conns, found, live, states, startedAt, ways, connected);
+      } finally {
+        await conns.close();
+      }
     } finally {
-      await conns.close();
+      if (snapConn) await snapConn.then((c) => c.end()).catch(() => undefined);
     }
   }
 
@@ -257,9 +269,11 @@ export class Reloader {
     startedAt: number,
     /** What a table's share is divided by (planner.ts parallelWays), as the connections were counted. */
     ways: number,
+    /** The snapshot's replication connection, opening since the export began (run). */
+    snapConn: Promise<pg.Client>,
   ): Promise<void> {
     const { cfg, log, reloads } = this.d;
-    const snap = await takeSnapshot(this.d, this.bg, live);
+    const snap = await takeSnapshot(this.d, this.bg, live, snapConn);
     const takenAt = (this.d.now ?? Date.now)();
     const tasks: ChunkTask[] = [];
     // Workers opening while the first one plans (below), until they are taken or closed.
@@ -306,12 +320,15 @@ export class Reloader {
       await snap.close();
       await conns.close();
     }
-    await reloads.started(
+    // Recorded while the first COPYs run (a round trip and a commit less before them); every
+    // registration waits for it (FinalizeQueue), so a table is never done before it is started.
+    const recorded = reloads.started(
       live.map((o) => o.id),
       snap.lsn,
       new Map([...states.values()].map((s) => [s.info.op.id, { chunks: s.chunks, tableBytes: s.info.bytes }])),
       this.workers.length,
     );
+    recorded.catch(() => undefined);
     const names = live.map((o) => `${o.schema}.${o.table}`);
     log.info({ tables: names, lsn: formatLsn(snap.lsn), chunks: tasks.length, workers: this.workers.length, split_ways: ways }, 'reload started');
 
@@ -321,7 +338,7 @@ export class Reloader {
     // Tables are registered as they finish, many small ones per batch; workers go on meanwhile.
     // Registering touches only the registry: no lock on an application table (the marker's comment
     // is put back after every worker has ended its transaction: restoreComments).
-    const finalizer = new FinalizeQueue(this.d, snap.lsn, takenAt, startedAt);
+    const finalizer = new FinalizeQueue(this.d, snap.lsn, takenAt, startedAt, recorded);
     const registering: Promise<void>[] = [];
     // Chunks whose file is written, waiting for its fsync (the worker is on its next COPY).
     const syncing: Promise<void>[] = [];
@@ -393,6 +410,7 @@ export class Reloader {
       clearInterval(progress);
     }
     if (errors.length) throw workerErrors(errors, cfg);
+    await recorded;
     if (this.stopping) throw new EgressError('SOURCE_UNREACHABLE', 'stopped during the export');
   }
 

@@ -1,4 +1,5 @@
 /** Waiting for an export's snapshot (src/reload/snapshot.ts): on running transactions, on a free slot. */
+import type pg from 'pg';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import type { Db } from '../db/tx.js';
@@ -18,11 +19,14 @@ interface SnapshotDeps {
 /**
  * The export's snapshot, waiting as long as it takes: for the transactions running when it is
  * asked for to end (each operation says which one it waits on), and for a free replication slot.
+ * `connected`: the replication connection opened ahead (snapshot.ts connectSnapshotClient), for
+ * the first try; it is used or closed.
  */
 export async function takeSnapshot(
   d: SnapshotDeps,
   loop: { readonly stopping: boolean; sleep(ms: number): Promise<void> },
   ops: ReloadOp[],
+  connected?: Promise<pg.Client>,
 ): Promise<ExportSnapshot> {
   const { cfg, log, reloads, server } = d;
   const ids = ops.map((o) => o.id);
@@ -30,7 +34,8 @@ export async function takeSnapshot(
   let warnedSlots = false;
   for (;;) {
     let settled = false;
-    const pending = createExportSnapshot(cfg, major);
+    const pending = createExportSnapshot(cfg, major, connected);
+    connected = undefined;
     pending.then(
       () => (settled = true),
       () => (settled = true),
