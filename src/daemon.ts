@@ -4,6 +4,7 @@
  * network cut) drops whatever was not yet registered and starts a new session from the registered
  * LSN after a backoff, so nothing is lost or written twice.
  */
+import type pg from 'pg';
 import { describeCompression } from './output/deflate.js';
 import path from 'node:path';
 import type { Config } from './config/index.js';
@@ -18,7 +19,7 @@ import { commitTarget, flushSink } from './commit/target.js';
 import { waitSlotFree } from './source/slot-wait.js';
 import { createPool } from './db/tx.js';
 import { DaemonLock } from './registry/lock.js';
-import { ReplicationStream } from './wal/stream.js';
+import { connectReplication, ReplicationStream } from './wal/stream.js';
 import { decodeFrame, xlogDataStart, xlogDataWalStart } from './wal/frames.js';
 import { decodePgOutput } from './wal/pgoutput.js';
 import { isStreamControl } from './wal/streaming.js';
@@ -104,9 +105,30 @@ export async function runDaemon(cfg: Config, log: Logger, opts: RunOptions): Pro
 
 async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: DaemonState }, onStarted: () => void): Promise<void> {
   const state = opts.state;
-  // One daemon per slot, for the whole session, before anything touches output.dir.
-  const lock = await DaemonLock.acquire(cfg.source, cfg.slot);
+  // The session's connections open together, each a new server process that the postmaster
+  // starts one after another (~10-20 ms each here): the daemon lock's, the registry pool's first,
+  // and the replication connection, idle until the stream starts below.
   const client = createPool(cfg.source, 6);
+  void client.connect().then(
+    (c) => c.release(),
+    () => undefined,
+  );
+  let replication: Promise<pg.Client> | null = connectReplication(cfg.source);
+  replication.catch(() => undefined);
+  const closeReplication = async () => {
+    const r = replication;
+    replication = null;
+    await r?.then((c) => c.end(), () => undefined).catch(() => undefined);
+  };
+  // One daemon per slot, for the whole session, before anything touches output.dir.
+  let lock: DaemonLock;
+  try {
+    lock = await DaemonLock.acquire(cfg.source, cfg.slot);
+  } catch (e) {
+    await closeReplication();
+    await client.end().catch(() => undefined);
+    throw e;
+  }
   let stream: ReplicationStream | null = null;
   let streamStart: Promise<ReplicationStream> | null = null;
   let controller: BatchController | null = null;
@@ -161,7 +183,9 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     // PostgreSQL 14+: large transactions arrive in parts while they run (src/batch/streamed.ts).
     const streamParts = cfg.streamLargeTransactions && serverMajor(prep.server) >= 14;
     const { source, slot, publication } = cfg;
-    streamStart = ReplicationStream.start({ source, slot, publication, startLsn, streaming: streamParts });
+    const connected = replication ?? undefined;
+    replication = null;
+    streamStart = ReplicationStream.start({ source, slot, publication, startLsn, streaming: streamParts, connected });
     // Awaited below, once the exports have started; a failure before that is not unhandled.
     streamStart.catch(() => undefined);
     // Exports run beside the stream, on connections of their own (src/reload/).
@@ -372,6 +396,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     await controller?.abort().catch(() => undefined);
     streamed?.clear();
     await (stream ? stream.close() : streamStart?.then((st) => st.close(), () => undefined));
+    await closeReplication();
     await client.end().catch(() => undefined);
     await lock.release();
   }

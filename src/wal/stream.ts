@@ -32,6 +32,25 @@ export interface StreamOptions {
   streaming?: boolean;
   highWaterBytes?: number;
   lowWaterBytes?: number;
+  /** The replication connection, opened ahead (connectReplication); else one is opened here. */
+  connected?: Promise<pg.Client>;
+}
+
+/**
+ * A replication connection (`replication=database`), not streaming yet: the daemon opens it while
+ * it checks the registry, so that the stream starts without waiting for a new server process.
+ */
+export async function connectReplication(source: SourceConfig): Promise<pg.Client> {
+  const client = new pg.Client(clientConfig(source, { replication: 'database' } as Partial<pg.ClientConfig>));
+  // Lost while it waits for the stream: START_REPLICATION then fails, and the session with it.
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    return client;
+  } catch (e) {
+    await client.end().catch(() => undefined);
+    throw sourceError(e, source, 'open a replication connection');
+  }
 }
 
 interface PgConnection {
@@ -70,13 +89,7 @@ export class ReplicationStream {
   }
 
   static async start(opts: StreamOptions): Promise<ReplicationStream> {
-    const client = new pg.Client(clientConfig(opts.source, { replication: 'database' } as Partial<pg.ClientConfig>));
-    try {
-      await client.connect();
-    } catch (e) {
-      await client.end().catch(() => undefined);
-      throw sourceError(e, opts.source, 'open a replication connection');
-    }
+    const client = await (opts.connected ?? connectReplication(opts.source));
     const s = new ReplicationStream(client, opts);
     s.attach();
     const sql =
