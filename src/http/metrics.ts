@@ -95,6 +95,7 @@ export function createMetrics(state: DaemonState, slot: string): client.Registry
     },
   });
   g('reconnects', 'reconnects since start', [], (m) => m.set(state.reconnects));
+  g('standby_status_sent', 'standby status updates sent to the server since start', [], (m) => m.set(state.statusSent));
   g('errors', 'errors by code since start', ['code'], (m) => {
     for (const [code, n] of state.errors) m.set({ code }, n);
   });

@@ -24,6 +24,8 @@ export class DaemonState {
   confirmedLsn = 0n;
   registeredLsn = 0n;
   reconnects = 0;
+  /** Standby status updates sent since start (kept across reconnects). */
+  statusSent = 0;
   readonly errors = new Map<string, number>();
   /** Forged `pg-egress:*` messages dropped since start, by prefix (kept across reconnects). */
   readonly forged = new ForgedMessages();

@@ -84,6 +84,11 @@ export class ConfirmRecord {
     return walEnd > this.limit && now - this.writtenAt >= MIN_INTERVAL_MS;
   }
 
+  /** How long until a write may follow the last one (0: now). */
+  msUntilDue(now = Date.now()): number {
+    return Math.max(0, MIN_INTERVAL_MS - (now - this.writtenAt));
+  }
+
   /** Records `walEnd` (with the registered LSN) durably; afterwards the slot may be confirmed to it. */
   async advance(walEnd: Lsn, registered: Lsn): Promise<void> {
     const head = this.pairs[0];
