@@ -141,6 +141,29 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     state.db = client;
     const prep = await prepareSource(client, cfg, log, { run: true });
     const { registry } = prep;
+    // A walsender of our own previous session may hold the slot for a moment after a crash.
+    await waitSlotFree(client, cfg);
+    // PostgreSQL 17+: the slot's failover property as slot_failover says (src/source/failover.ts).
+    await ensureSlotFailover(client, cfg, prep.server, log);
+    // The stream starts here, while output.dir is checked and the exports, anchors and table
+    // definitions are set up: the walsender reads and decodes WAL from the slot's restart point
+    // meanwhile (~0.06 s of start-up for one table, more for many; checking output.dir's files
+    // against the registry takes ~0.2 s for 500 tables' exports). Nothing is read from it before
+    // the loop below; its queue pauses the socket at the high-water mark (src/wal/stream.ts).
+    // What follows is quick work on the database and the disk: the walsender's timeout
+    // (wal_sender_timeout) is not at stake.
+    // Adopted batches whose registration a failover lost: stream from before them (their
+    // transactions are skipped, their reload requests taken again; the server starts at the
+    // slot's position if that is later).
+    const startLsn = prep.lostRanges.reduce((m, r) => minLsn(m, r.from), prep.registeredLsn);
+    // PostgreSQL 14+: large transactions arrive in parts while they run (src/batch/streamed.ts).
+    const streamParts = cfg.streamLargeTransactions && serverMajor(prep.server) >= 14;
+    const { source, slot, publication } = cfg;
+    const connected = replication ?? undefined;
+    replication = null;
+    streamStart = ReplicationStream.start({ source, slot, publication, startLsn, streaming: streamParts, connected });
+    // Awaited below, once the exports have started; a failure before that is not unhandled.
+    streamStart.catch(() => undefined);
     await ensureDir(cfg.output.dir, cfg.output.dirMode);
     // Unfinished flushes as the registry knows them and as output.dir does (src/commit/local-intents.ts).
     const local = await unfinishedLocalPaths(
@@ -154,10 +177,6 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     // Files missing from output.dir: in S3 (removed by retention, or a lost volume), or lost (src/output/lost-volume.ts).
     await accountForMissingFiles(cfg, client, registry, log);
     await ensureDir(path.join(cfg.output.dir, '_tmp'), cfg.output.dirMode);
-    // A walsender of our own previous session may hold the slot for a moment after a crash.
-    await waitSlotFree(client, cfg);
-    // PostgreSQL 17+: the slot's failover property as slot_failover says (src/source/failover.ts).
-    await ensureSlotFailover(client, cfg, prep.server, log);
     state.slotHealth = await slotHealth(client, cfg).catch(() => null);
     if (state.slotHealth) logSlotHealth(log, state.slotHealth, null);
     const confirmRecord = new ConfirmRecord(
@@ -171,23 +190,6 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     mirror = cfg.anchors.s3 ? new ConfirmMirror(cfg.anchors.s3, log) : null;
     if (mirror) confirmRecord.onWrite = mirror.push;
     await pushConfirmFile(cfg, mirror);
-    // The stream starts here, while the exports, anchors and table definitions are set up: the
-    // walsender reads and decodes WAL from the slot's restart point meanwhile (~0.06 s of start-up
-    // for one table, more for many). Nothing is read from it before the loop below; its queue
-    // pauses the socket at the high-water mark (src/wal/stream.ts). What follows is quick work on
-    // the database: the walsender's timeout (wal_sender_timeout) is not at stake.
-    // Adopted batches whose registration a failover lost: stream from before them (their
-    // transactions are skipped, their reload requests taken again; the server starts at the
-    // slot's position if that is later).
-    const startLsn = prep.lostRanges.reduce((m, r) => minLsn(m, r.from), prep.registeredLsn);
-    // PostgreSQL 14+: large transactions arrive in parts while they run (src/batch/streamed.ts).
-    const streamParts = cfg.streamLargeTransactions && serverMajor(prep.server) >= 14;
-    const { source, slot, publication } = cfg;
-    const connected = replication ?? undefined;
-    replication = null;
-    streamStart = ReplicationStream.start({ source, slot, publication, startLsn, streaming: streamParts, connected });
-    // Awaited below, once the exports have started; a failure before that is not unhandled.
-    streamStart.catch(() => undefined);
     // Exports run beside the stream, on connections of their own (src/reload/).
     const chain = new BatchChain(registry);
     const rl = new Reloader({
