@@ -73,6 +73,7 @@ export class Reloader {
   private readonly bg = new BackgroundLoop(() => this.loop());
   private workers: ExportWorker[] = [];
   private lockedTables: string[] = [];
+  private blockSize: number | undefined;
   private lastCommentTry = 0;
   private readonly commentWarned = new Set<number>();
   /** An error that must stop the daemon (output.dir unwritable). */
@@ -272,10 +273,11 @@ export class Reloader {
     /** The snapshot's replication connection, opening since the export began (run). */
     snapConn: Promise<pg.Client>,
   ): Promise<void> {
-    const { cfg, log, reloads } = this.d;
+    const { cfg, log } = this.d;
     const snap = await takeSnapshot(this.d, this.bg, live, snapConn);
     const takenAt = (this.d.now ?? Date.now)();
     const tasks: ChunkTask[] = [];
+    let closing: Promise<unknown> | undefined;
     // Workers opening while the first one plans (below), until they are taken or closed.
     let early: Promise<PromiseSettledResult<ExportWorker>[]> | null = null;
     try {
@@ -292,8 +294,9 @@ export class Reloader {
       const earlyCount = conns.left;
       early = Promise.allSettled(Array.from({ length: earlyCount }, openOne));
       const tables = await planUnderLock(this.d, first, found);
-      const { rows } = await first.query<{ bs: string }>(`SELECT current_setting('block_size') AS bs`);
-      const bs = Number(rows[0].bs) || 8192;
+      // The server's page size, read once (a build-time constant of the server).
+      this.blockSize ??= Number((await first.query<{ bs: string }>(`SELECT current_setting('block_size') AS bs`)).rows[0].bs) || 8192;
+      const bs = this.blockSize;
       const shareBytes = tables.reduce((sum, t) => sum + t.bytes, 0) / ways;
       const planned = tables.map((t) => ({ key: t, bytes: t.bytes, chunks: planChunks({ tableBytes: t.bytes, blockSize: bs, chunkBytes: cfg.reload.chunkSize, splittable: t.kind === 'r', shareBytes }) }));
       for (const p of planned) states.set(
@@ -316,21 +319,39 @@ export class Reloader {
     } finally {
       // The plan failed: the workers opened meanwhile end their transactions.
       if (early) for (const m of await early) if (m.status === 'fulfilled') await m.value.close();
-      // Every worker holds the snapshot now; the temporary slot may go, and connections not needed.
-      await snap.close();
-      await conns.close();
+      // Every worker holds the snapshot now; the temporary slot may go, and connections not
+      // needed. They close while the COPYs start (a slot's drop is ~10-20 ms), awaited below.
+      closing = Promise.all([snap.close(), conns.close()]);
     }
+    try {
+      await this.copyAll(live, states, tasks, snap.lsn, takenAt, startedAt, ways);
+    } finally {
+      await closing;
+    }
+  }
+
+  /** The export proper, once every worker holds the snapshot: the COPYs, their files, their registration. */
+  private async copyAll(
+    live: ReloadOp[],
+    states: Map<number, OpState>,
+    tasks: ChunkTask[],
+    lsn: Lsn,
+    takenAt: number,
+    startedAt: number,
+    ways: number,
+  ): Promise<void> {
+    const { cfg, log, reloads } = this.d;
     // Recorded while the first COPYs run (a round trip and a commit less before them); every
     // registration waits for it (FinalizeQueue), so a table is never done before it is started.
     const recorded = reloads.started(
       live.map((o) => o.id),
-      snap.lsn,
+      lsn,
       new Map([...states.values()].map((s) => [s.info.op.id, { chunks: s.chunks, tableBytes: s.info.bytes }])),
       this.workers.length,
     );
     recorded.catch(() => undefined);
     const names = live.map((o) => `${o.schema}.${o.table}`);
-    log.info({ tables: names, lsn: formatLsn(snap.lsn), chunks: tasks.length, workers: this.workers.length, split_ways: ways }, 'reload started');
+    log.info({ tables: names, lsn: formatLsn(lsn), chunks: tasks.length, workers: this.workers.length, split_ways: ways }, 'reload started');
 
     const tmpDir = path.join(cfg.output.dir, '_tmp');
     await ensureDir(tmpDir, cfg.output.dirMode);
@@ -338,7 +359,7 @@ export class Reloader {
     // Tables are registered as they finish, many small ones per batch; workers go on meanwhile.
     // Registering touches only the registry: no lock on an application table (the marker's comment
     // is put back after every worker has ended its transaction: restoreComments).
-    const finalizer = new FinalizeQueue(this.d, snap.lsn, takenAt, startedAt, recorded);
+    const finalizer = new FinalizeQueue(this.d, lsn, takenAt, startedAt, recorded);
     const registering: Promise<void>[] = [];
     // Chunks whose file is written, waiting for its fsync (the worker is on its next COPY).
     const syncing: Promise<void>[] = [];
