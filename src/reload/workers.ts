@@ -101,16 +101,21 @@ export class ExportWorker {
   ): Promise<ExportWorker> {
     const client = connected ?? (await connectClient(cfg.source, { application_name: WORKER_APPLICATION }));
     try {
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      await client.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'`);
-      // synchronize_seqscans off: a table read in one chunk is a plain sequential scan, which
-      // could otherwise join another scan of the same table mid-way and so write its rows in a
-      // different order than COPY does (tables over shared_buffers/4;
+      // Two round trips (the statements of each go as one simple query, run in order; an error
+      // stops the rest): the snapshot first in the transaction, as SET TRANSACTION SNAPSHOT
+      // requires, then the locks. synchronize_seqscans off: a table read in one chunk is a plain
+      // sequential scan, which could otherwise join another scan of the same table mid-way and so
+      // write its rows in a different order than COPY does (tables over shared_buffers/4;
       // https://www.postgresql.org/docs/current/runtime-config-compatible.html#GUC-SYNCHRONIZE-SEQSCANS).
-      await client.query(`SET LOCAL lock_timeout = '${lockTimeout}'; SET LOCAL synchronize_seqscans = off`);
-      if (tables.length) await client.query(`LOCK TABLE ${tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`).join(', ')} IN ACCESS SHARE MODE`);
-      const { rows } = await client.query<{ pid: string }>('SELECT pg_backend_pid()::text AS pid');
-      return new ExportWorker(client, Number(rows[0].pid), Date.now());
+      await client.query(
+        `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'; ` +
+          `SET LOCAL lock_timeout = '${lockTimeout}'; SET LOCAL synchronize_seqscans = off`,
+      );
+      const lock = tables.length ? `LOCK TABLE ${tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`).join(', ')} IN ACCESS SHARE MODE; ` : '';
+      // The server's pid, not the connection's BackendKeyData (a pooler's own there).
+      const r = (await client.query(`${lock}SELECT pg_backend_pid()::text AS pid`)) as pg.QueryResult | pg.QueryResult[];
+      const last = Array.isArray(r) ? r[r.length - 1] : r;
+      return new ExportWorker(client, Number((last.rows[0] as { pid: string }).pid), Date.now());
     } catch (e) {
       await client.end().catch(() => undefined);
       throw e;
