@@ -4,22 +4,21 @@
  * network cut) drops whatever was not yet registered and starts a new session from the registered
  * LSN after a backoff, so nothing is lost or written twice.
  */
-import type pg from 'pg';
 import { describeCompression } from './output/deflate.js';
 import path from 'node:path';
 import type { Config } from './config/index.js';
 import type { Logger } from './log.js';
 import { EgressError, isEgressError } from './errors.js';
-import { lsnHex, maxLsn, type Lsn } from './lsn.js';
+import { lsnHex, maxLsn, minLsn, type Lsn } from './lsn.js';
+import { answerKeepalive, confirmTarget, frameWaitMs, type ConfirmState } from './wal/confirm-policy.js';
 import { describeSource, sourceError } from './db/connect.js';
 import { loadTableDefs, publishedRelids } from './source/setup.js';
 import { prepareSource } from './source/prepare.js';
 import { Catalog } from './source/catalog.js';
 import { commitTarget, flushSink } from './commit/target.js';
 import { waitSlotFree } from './source/slot-wait.js';
-import { createPool } from './db/tx.js';
-import { DaemonLock } from './registry/lock.js';
-import { connectReplication, ReplicationStream } from './wal/stream.js';
+import { openSession } from './source/session.js';
+import { ReplicationStream } from './wal/stream.js';
 import { decodeFrame, xlogDataStart, xlogDataWalStart } from './wal/frames.js';
 import { decodePgOutput } from './wal/pgoutput.js';
 import { isStreamControl } from './wal/streaming.js';
@@ -55,7 +54,6 @@ const DEAD_AFTER_MS = 120_000;
 const PROGRESS_INTERVAL_MS = 30_000;
 /** A pause in the stream this long, with rows received and their window over, counts as idle. */
 const IDLE_FLUSH_MS = 50;
-const minLsn = (a: Lsn, b: Lsn): Lsn => (a < b ? a : b);
 
 export interface RunOptions {
   signal: AbortSignal;
@@ -105,30 +103,9 @@ export async function runDaemon(cfg: Config, log: Logger, opts: RunOptions): Pro
 
 async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: DaemonState }, onStarted: () => void): Promise<void> {
   const state = opts.state;
-  // The session's connections open together, each a new server process that the postmaster
-  // starts one after another (~10-20 ms each here): the daemon lock's, the registry pool's first,
-  // and the replication connection, idle until the stream starts below.
-  const client = createPool(cfg.source, 6);
-  void client.connect().then(
-    (c) => c.release(),
-    () => undefined,
-  );
-  let replication: Promise<pg.Client> | null = connectReplication(cfg.source);
-  replication.catch(() => undefined);
-  const closeReplication = async () => {
-    const r = replication;
-    replication = null;
-    await r?.then((c) => c.end(), () => undefined).catch(() => undefined);
-  };
-  // One daemon per slot, for the whole session, before anything touches output.dir.
-  let lock: DaemonLock;
-  try {
-    lock = await DaemonLock.acquire(cfg.source, cfg.slot);
-  } catch (e) {
-    await closeReplication();
-    await client.end().catch(() => undefined);
-    throw e;
-  }
+  // The registry pool, the replication connection and the daemon lock (src/source/session.ts).
+  const session = await openSession(cfg);
+  const { pool: client, lock } = session;
   let stream: ReplicationStream | null = null;
   let streamStart: Promise<ReplicationStream> | null = null;
   let controller: BatchController | null = null;
@@ -159,8 +136,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     // PostgreSQL 14+: large transactions arrive in parts while they run (src/batch/streamed.ts).
     const streamParts = cfg.streamLargeTransactions && serverMajor(prep.server) >= 14;
     const { source, slot, publication } = cfg;
-    const connected = replication ?? undefined;
-    replication = null;
+    const connected = session.takeReplication();
     streamStart = ReplicationStream.start({ source, slot, publication, startLsn, streaming: streamParts, connected });
     // Awaited below, once the exports have started; a failure before that is not unhandled.
     streamStart.catch(() => undefined);
@@ -274,16 +250,15 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
         state.lastStatusAt = now;
       },
     };
-    // The slot is confirmed to what is registered; when nothing received is pending, to the
-    // server's reported WAL end, so an idle or unpublished-only workload does not hold WAL.
-    // The idle part only as far as output.dir/_confirmed.json allows (written ahead, below), so
-    // that the next start can tell our confirmations from someone else's (src/source/slot-check.ts).
-    const confirmLsn = (): Lsn => {
-      let l = c.durableLsn;
-      if (!c.inTransaction() && !c.hasPending()) l = maxLsn(l, minLsn(idleWalEnd, confirmRecord.limit));
-      confirmed = maxLsn(confirmed, l);
-      return confirmed;
-    };
+    // What a standby status confirms, and when (src/wal/confirm-policy.ts).
+    const confirmState = (): ConfirmState => ({
+      durable: c.durableLsn,
+      idle: !c.inTransaction() && !c.hasPending(),
+      idleWalEnd,
+      recordLimit: confirmRecord.limit,
+      confirmed,
+    });
+    const confirmLsn = (): Lsn => (confirmed = confirmTarget(confirmState()));
 
     while (!opts.signal.aborted) {
       // Frames already queued are taken without a promise; when none is, wait. Rows received and
@@ -291,13 +266,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
       // 1-second round (a socket drained for a moment mid catch-up is not idleness, and flushing
       // then would cut a burst into many small flushes).
       let buf = s.tryNext();
-      if (buf === null) {
-        // WAL past what _confirmed.json allows, with nothing pending: wake when it may be written
-        // (below), rather than at the server's next ping (they are not answered meanwhile).
-        const confirmSoon = !c.inTransaction() && !c.hasPending() && idleWalEnd > confirmRecord.limit;
-        const wait = c.idleWaitMs(IDLE_FLUSH_MS, 1000);
-        buf = await s.next(confirmSoon ? Math.min(wait, confirmRecord.msUntilDue() + 1) : wait);
-      }
+      if (buf === null) buf = await s.next(frameWaitMs(c.idleWaitMs(IDLE_FLUSH_MS, 1000), confirmState(), confirmRecord.msUntilDue()));
       state.lastLoopAt = Date.now();
       if (!streaming && (buf || Date.now() - startedAt > 5000)) {
         // The server accepted START_REPLICATION (it refuses at once, e.g. a slot in use): only
@@ -330,14 +299,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
         if (frame.tag === 'keepalive') {
           s.receivedLsn = maxLsn(s.receivedLsn, frame.walEnd);
           if (!c.inTransaction() && !c.hasPending()) idleWalEnd = maxLsn(idleWalEnd, frame.walEnd);
-          // A reply only when asked for or when it confirms more than the last one: while our
-          // position is behind the WAL it sent, the walsender pings after every reply it reads
-          // (WalSndWaitForWal in src/backend/replication/walsender.c), so a reply that cannot
-          // move (the idle part waits for _confirmed.json, above) would be answered by another
-          // ping at once. Measured before: ~3,000 ping-replies a second on both sides for as long
-          // as unpublished WAL (the registry's own) kept coming, e.g. all through an export.
-          const before = confirmed;
-          if (frame.replyRequested || (idleWalEnd > confirmed && confirmLsn() > before)) {
+          if (answerKeepalive(frame.replyRequested, confirmState())) {
             sendStatus(confirmLsn());
             lastStatus = Date.now();
             state.lastStatusAt = lastStatus;
@@ -415,9 +377,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     await controller?.abort().catch(() => undefined);
     streamed?.clear();
     await (stream ? stream.close() : streamStart?.then((st) => st.close(), () => undefined));
-    await closeReplication();
-    await client.end().catch(() => undefined);
-    await lock.release();
+    await session.close();
   }
 }
 

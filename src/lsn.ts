@@ -24,3 +24,4 @@ export function lsnHex(lsn: Lsn): string {
 }
 
 export const maxLsn = (a: Lsn, b: Lsn): Lsn => (a > b ? a : b);
+export const minLsn = (a: Lsn, b: Lsn): Lsn => (a < b ? a : b);

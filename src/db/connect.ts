@@ -127,13 +127,13 @@ function fsError(e: unknown): (NodeJS.ErrnoException & { code: string; dest?: st
   return null;
 }
 
-export async function connectClient(source: SourceConfig, extra: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
+export async function connectClient(source: SourceConfig, extra: Partial<pg.ClientConfig> = {}, what?: string): Promise<pg.Client> {
   const client = new pg.Client(clientConfig(source, extra));
   try {
     await client.connect();
   } catch (e) {
     await client.end().catch(() => undefined);
-    throw sourceError(e, source);
+    throw sourceError(e, source, what);
   }
   // A dropped connection emits 'error' on the client; callers see it on their next query.
   client.on('error', () => undefined);

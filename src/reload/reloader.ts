@@ -27,21 +27,16 @@ import { orderTasks, parallelWays, planChunks, sourceIsLocal } from './planner.j
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
 import { expectedChunks, WorkerConnections } from './preconnect.js';
 import { FinalizeQueue, type FinalizeDeps } from './finalize.js';
+import { reportProgress } from './progress.js';
+import { CommentRestorer } from './comments.js';
 import { planUnderLock, type PlannedTable, type TableInfo } from './plan-locked.js';
 import { exportError, workerErrors } from './export-errors.js';
-import { isLockConflict } from '../db/tx.js';
 import type { ExportLockHolder } from '../http/export-locks.js';
 import path from 'node:path';
 import { availableParallelism } from 'node:os';
 import { ensureDir } from '../output/atomic.js';
 import { failpoint } from '../failpoints.js';
 import type { Clock } from '../clock.js';
-
-const PROGRESS_MS = 250;
-/** A marker's comment is put back with this lock_timeout, and tried again this often until it is. */
-const COMMENT_LOCK_TIMEOUT_MS = 2000;
-const COMMENT_RETRY_MS = 5000;
-
 
 export interface ReloaderDeps extends FinalizeDeps {
   hooks?: ExportHooks;
@@ -74,12 +69,14 @@ export class Reloader {
   private workers: ExportWorker[] = [];
   private lockedTables: string[] = [];
   private blockSize: number | undefined;
-  private lastCommentTry = 0;
-  private readonly commentWarned = new Set<number>();
   /** An error that must stop the daemon (output.dir unwritable). */
   fatal: EgressError | null = null;
 
-  constructor(private readonly d: ReloaderDeps) {}
+  private readonly comments: CommentRestorer;
+
+  constructor(private readonly d: ReloaderDeps) {
+    this.comments = new CommentRestorer(d.reloads, d.log);
+  }
 
   start(): void {
     this.bg.start();
@@ -106,29 +103,9 @@ export class Reloader {
     return this.workers.filter((w) => w.holdsLocks).map((w) => ({ pid: w.pid, since: w.lockedAt, tables: this.lockedTables }));
   }
 
-  /**
-   * Puts back the comments that reload markers replaced, for operations already registered. Only
-   * ever runs with no export worker open; each COMMENT waits at most COMMENT_LOCK_TIMEOUT_MS for
-   * its lock (a DDL queued on the table would otherwise queue the application behind us) and is
-   * tried again every COMMENT_RETRY_MS until it succeeds.
-   */
+  /** Puts back the comments that reload markers replaced (comments.ts); only with no worker open. */
   private async restoreComments(now = false): Promise<void> {
-    const { reloads, log } = this.d;
-    if (!now && Date.now() - this.lastCommentTry < COMMENT_RETRY_MS) return;
-    this.lastCommentTry = Date.now();
-    const pending = await reloads.pendingComments().catch(() => []);
-    for (const p of pending) {
-      if (this.stopping) return;
-      try {
-        await reloads.restoreComment(p, COMMENT_LOCK_TIMEOUT_MS);
-        if (this.commentWarned.delete(p.id)) log.info({ table: p.table }, 'table comment put back after its reload');
-      } catch (e) {
-        if (this.commentWarned.has(p.id)) continue;
-        this.commentWarned.add(p.id);
-        const why = isLockConflict(e) ? 'another session holds or waits for a lock on the table' : String(e);
-        log.warn({ table: p.table, err: why }, `could not put the table comment back after its reload yet; trying again every ${COMMENT_RETRY_MS / 1000} s`);
-      }
-    }
+    await this.comments.run(now, () => this.stopping);
   }
 
   private async loop(): Promise<void> {
@@ -363,22 +340,8 @@ export class Reloader {
     const registering: Promise<void>[] = [];
     // Chunks whose file is written, waiting for its fsync (the worker is on its next COPY).
     const syncing: Promise<void>[] = [];
-    // One statement per round for the tables whose progress moved (an initial export of 500 tables
-    // sent 500 UPDATEs every round, which queued behind the registrations on the same rows and
-    // pool); tables whose chunks are all done are being registered and are left alone.
-    const reported = new Map<number, number>();
-    let reporting = false;
-    const progress = setInterval(() => {
-      if (reporting) return;
-      const moved = [...states.values()].filter((s) => s.done < s.chunks && reported.get(s.info.op.id) !== s.rawBytes);
-      if (!moved.length) return;
-      for (const s of moved) reported.set(s.info.op.id, s.rawBytes);
-      reporting = true;
-      void reloads
-        .progressMany(moved.map((s) => ({ id: s.info.op.id, rows: s.rows, rawBytes: s.rawBytes, chunksDone: s.done })))
-        .catch(() => undefined)
-        .finally(() => (reporting = false));
-    }, PROGRESS_MS);
+    // The registry's progress of each table, every 250 ms (progress.ts).
+    const stopProgress = reportProgress(reloads, states);
     try {
       await Promise.all(
         this.workers.map(async (w, wi) => {
@@ -428,7 +391,7 @@ export class Reloader {
       log.debug({ ms: Date.now() - startedAt }, 'export files durable');
       await Promise.all(registering);
     } finally {
-      clearInterval(progress);
+      stopProgress();
     }
     if (errors.length) throw workerErrors(errors, cfg);
     await recorded;

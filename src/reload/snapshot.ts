@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/index.js';
 import { EgressError } from '../errors.js';
 import { parseLsn, type Lsn } from '../lsn.js';
-import { clientConfig, sourceError } from '../db/connect.js';
+import { connectClient, sourceError } from '../db/connect.js';
 
 export interface ExportSnapshot {
   /** The consistent point S: the reload holds exactly the transactions committed before it. */
@@ -28,16 +28,9 @@ export interface ExportSnapshot {
  * tables from the catalog and its workers connect, rather than after (a new connection is a new
  * server process, ~10-20 ms here, one after another at the postmaster).
  */
-export async function connectSnapshotClient(cfg: Config): Promise<pg.Client> {
-  const client = new pg.Client(clientConfig(cfg.source, { replication: 'database', application_name: 'pg-egress reload snapshot' } as Partial<pg.ClientConfig>));
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-    return client;
-  } catch (e) {
-    await client.end().catch(() => undefined);
-    throw sourceError(e, cfg.source, 'open a replication connection for the export snapshot');
-  }
+export function connectSnapshotClient(cfg: Config): Promise<pg.Client> {
+  const extra = { replication: 'database', application_name: 'pg-egress reload snapshot' } as Partial<pg.ClientConfig>;
+  return connectClient(cfg.source, extra, 'open a replication connection for the export snapshot');
 }
 
 /**

@@ -17,7 +17,7 @@
 import { quoteIdent } from '../ident.js';
 import pg from 'pg';
 import type { Socket } from 'node:net';
-import { clientConfig, sourceError, type SourceConfig } from '../db/connect.js';
+import { connectClient, sourceError, type SourceConfig } from '../db/connect.js';
 import { EgressError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { encodeStandbyStatus } from './frames.js';
@@ -40,17 +40,10 @@ export interface StreamOptions {
  * A replication connection (`replication=database`), not streaming yet: the daemon opens it while
  * it checks the registry, so that the stream starts without waiting for a new server process.
  */
-export async function connectReplication(source: SourceConfig): Promise<pg.Client> {
-  const client = new pg.Client(clientConfig(source, { replication: 'database' } as Partial<pg.ClientConfig>));
-  // Lost while it waits for the stream: START_REPLICATION then fails, and the session with it.
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-    return client;
-  } catch (e) {
-    await client.end().catch(() => undefined);
-    throw sourceError(e, source, 'open a replication connection');
-  }
+export function connectReplication(source: SourceConfig): Promise<pg.Client> {
+  // Its 'error' events are swallowed (connectClient): lost while it waits for the stream, it fails
+  // START_REPLICATION, and the session with it.
+  return connectClient(source, { replication: 'database' } as Partial<pg.ClientConfig>, 'open a replication connection');
 }
 
 interface PgConnection {

@@ -1,0 +1,57 @@
+/**
+ * The connections a daemon session opens at once (src/daemon.ts): the registry pool's first, the
+ * replication connection (idle until the stream starts) and the daemon lock's. Each is a new
+ * server process, which the postmaster starts one after another (~10-20 ms each here): they are
+ * opened together rather than in turn.
+ */
+import type pg from 'pg';
+import type { Config } from '../config/index.js';
+import { createPool } from '../db/tx.js';
+import { DaemonLock } from '../registry/lock.js';
+import { connectReplication } from '../wal/stream.js';
+
+export interface SessionConnections {
+  /** The registry's pool (its first connection opening). */
+  pool: pg.Pool;
+  /** One daemon per slot, for the whole session: taken before anything touches output.dir. */
+  lock: DaemonLock;
+  /** The replication connection opened ahead, once (then undefined): ReplicationStream.start's. */
+  takeReplication(): Promise<pg.Client> | undefined;
+  /** Ends all three (the replication connection if not taken). */
+  close(): Promise<void>;
+}
+
+export async function openSession(cfg: Config): Promise<SessionConnections> {
+  const pool = createPool(cfg.source, 6);
+  void pool.connect().then(
+    (c) => c.release(),
+    () => undefined,
+  );
+  let replication: Promise<pg.Client> | undefined = connectReplication(cfg.source);
+  replication.catch(() => undefined);
+  const takeReplication = () => {
+    const r = replication;
+    replication = undefined;
+    return r;
+  };
+  const closeRest = async () => {
+    await takeReplication()?.then((c) => c.end(), () => undefined).catch(() => undefined);
+    await pool.end().catch(() => undefined);
+  };
+  let lock: DaemonLock;
+  try {
+    lock = await DaemonLock.acquire(cfg.source, cfg.slot);
+  } catch (e) {
+    await closeRest();
+    throw e;
+  }
+  return {
+    pool,
+    lock,
+    takeReplication,
+    close: async () => {
+      await closeRest();
+      await lock.release();
+    },
+  };
+}
