@@ -255,6 +255,7 @@ export class Reloader {
     const takenAt = (this.d.now ?? Date.now)();
     const tasks: ChunkTask[] = [];
     let closing: Promise<unknown> | undefined;
+    let ready = false;
     // Workers opening while the first one plans (below), until they are taken or closed.
     let early: Promise<PromiseSettledResult<ExportWorker>[]> | null = null;
     try {
@@ -293,12 +294,15 @@ export class Reloader {
       const more = await Promise.allSettled(Array.from({ length: Math.max(0, n - 1 - earlyCount) }, openOne));
       for (const m of more) if (m.status === 'fulfilled') this.workers.push(m.value);
       if (this.workers.length < n) log.warn({ workers: this.workers.length, wanted: n }, 'a DDL is waiting on a table of this export: going on with fewer workers');
+      ready = true;
     } finally {
       // The plan failed: the workers opened meanwhile end their transactions.
       if (early) for (const m of await early) if (m.status === 'fulfilled') await m.value.close();
       // Every worker holds the snapshot now; the temporary slot may go, and connections not
       // needed. They close while the COPYs start (a slot's drop is ~10-20 ms), awaited below.
       closing = Promise.all([snap.close(), conns.close()]);
+      // The plan failed: closed before the error goes on (the export is tried again).
+      if (!ready) await closing;
     }
     try {
       await this.copyAll(live, states, tasks, snap.lsn, takenAt, startedAt, ways);
