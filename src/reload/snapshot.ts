@@ -38,7 +38,8 @@ export function connectSnapshotClient(cfg: Config): Promise<pg.Client> {
  * transactions). `connected`: a connection from connectSnapshotClient to use (else one is opened).
  */
 export async function createExportSnapshot(cfg: Config, serverMajor: number, connected?: Promise<pg.Client>): Promise<ExportSnapshot> {
-  const client = await (connected ?? connectSnapshotClient(cfg));
+  // One opened ahead that failed is opened again, now (its error is the one reported).
+  const client = (await connected?.catch(() => undefined)) ?? (await connectSnapshotClient(cfg));
   const slot = `pg_egress_export_${randomBytes(6).toString('hex')}`;
   // The option syntax changed in PostgreSQL 15; 14 takes the older keyword form.
   const opts = serverMajor >= 15 ? `(SNAPSHOT 'export')` : 'EXPORT_SNAPSHOT';

@@ -82,7 +82,9 @@ export class ReplicationStream {
   }
 
   static async start(opts: StreamOptions): Promise<ReplicationStream> {
-    const client = await (opts.connected ?? connectReplication(opts.source));
+    // One opened ahead that failed (e.g. max_wal_senders while a walsender of our previous
+    // session lingered, which waitSlotFree has waited out since): opened again, now.
+    const client = (await opts.connected?.catch(() => undefined)) ?? (await connectReplication(opts.source));
     const s = new ReplicationStream(client, opts);
     s.attach();
     const sql =
