@@ -90,6 +90,21 @@ export function cpuProbe(postmaster: number, daemonPid?: number): () => Promise<
   };
 }
 
+/**
+ * Waits until the server's reaped children stop adding CPU (two readings 200 ms apart agree; at
+ * most 3 s): a backend that ended just before a measurement (its CPU is counted when the
+ * postmaster reaps it) is not charged to the measurement.
+ */
+export async function serverSettled(postmaster: number): Promise<void> {
+  let last = procCpu(postmaster).children;
+  for (let i = 0; i < 15; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    const now = procCpu(postmaster).children;
+    if (now === last) return;
+    last = now;
+  }
+}
+
 /** A process that keeps one core busy (S1-load), until stopped. */
 export function cpuHog(): { stop(): Promise<void> } {
   const p = spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });

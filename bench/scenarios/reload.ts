@@ -6,8 +6,8 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { rotation } from '../lib/stats.js';
-import { cpuProbe, egressReload, peakRssMb, postmasterPid, type CpuSplit, type Timed } from '../lib/tools.js';
-import type { EgressEnv } from '../../test/helpers/egress.js';
+import { cpuProbe, egressReload, peakRssMb, postmasterPid, serverSettled, type CpuSplit, type Timed } from '../lib/tools.js';
+import { closeDbPool, type EgressEnv } from '../../test/helpers/egress.js';
 import { filledTable } from './data.js';
 import { egressDatabase, type BenchContext } from './setup.js';
 
@@ -45,6 +45,9 @@ export async function reloadScenario(
   const seconds: Record<string, number[]> = Object.fromEntries(contenders.map((c) => [c, [] as number[]]));
   const cpu: Record<string, CpuSplit[]> = Object.fromEntries(contenders.map((c) => [c, [] as CpuSplit[]]));
   const pm = await postmasterPid(env.url);
+  // The filling sessions end now, not an idle second later inside a measured run (their CPU is
+  // counted when the postmaster reaps them).
+  await closeDbPool(env.url);
   try {
     for (let rep = 0; rep < (opts.reps ?? ctx.reps); rep++) {
       for (const who of rotation(contenders, rep)) {
@@ -52,6 +55,7 @@ export async function reloadScenario(
         mkdirSync(path.dirname(dir), { recursive: true });
         const ours = contenders.indexOf(who) < egress.length;
         // The daemon does pg-egress's work; `reload --wait` only asks and waits.
+        await serverSettled(pm);
         const probe = cpuProbe(pm, db.daemon!.pid);
         const t = ours ? await egressReload(env, egress[contenders.indexOf(who)]) : await opts.baselines[who](env.url, dir);
         t.cpu = await probe();

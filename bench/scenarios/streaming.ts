@@ -5,9 +5,9 @@
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { currentWalLsn } from '../../test/helpers/egress.js';
+import { closeDbPool, currentWalLsn } from '../../test/helpers/egress.js';
 import { rotation } from '../lib/stats.js';
-import { cpuHog, cpuProbe, egressStream, postmasterPid, recvlogical, tsStack, type CpuSplit, type Timed } from '../lib/tools.js';
+import { cpuHog, cpuProbe, egressStream, postmasterPid, recvlogical, serverSettled, tsStack, type CpuSplit, type Timed } from '../lib/tools.js';
 import { createTables } from './data.js';
 import { createSlots, egressDatabase, type BenchContext } from './setup.js';
 
@@ -53,9 +53,12 @@ export async function streamingScenario(
       const dir = path.join(ctx.tmp, `${opts.label}-${rep}`);
       mkdirSync(dir, { recursive: true });
       const pm = await postmasterPid(env.url);
+      // The loading sessions end now, not an idle second later inside a measured run.
+      await closeDbPool(env.url);
       for (const who of rotation(opts.contenders, rep)) {
         let t: Timed;
         // S1-load: one core kept busy by an unrelated process during every contender's run.
+        await serverSettled(pm);
         const hog = opts.hog ? cpuHog() : null;
         const probe = cpuProbe(pm);
         try {
