@@ -8,7 +8,7 @@
  * https://www.postgresql.org/docs/15/protocol-replication.html (CREATE_REPLICATION_SLOT ... SNAPSHOT 'export')
  * https://www.postgresql.org/docs/15/sql-set-transaction.html
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/index.js';
 import { EgressError } from '../errors.js';

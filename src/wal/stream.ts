@@ -15,7 +15,7 @@
  * paused, so a slow disk or a flush in progress pushes back on the server instead of growing memory.
  */
 import { quoteIdent } from '../ident.js';
-import pg from 'pg';
+import type pg from 'pg';
 import type { Socket } from 'node:net';
 import { connectClient, sourceError, type SourceConfig } from '../db/connect.js';
 import { EgressError } from '../errors.js';
