@@ -42,6 +42,15 @@
 
 #define READ_BYTES (256 * 1024)
 #define POLL_MS 100
+/*
+ * Every WRITEBACK_BYTES written, the kernel is asked to start writing them to the disk, without
+ * waiting for it (sync_file_range SYNC_FILE_RANGE_WRITE), as PostgreSQL does for its own writes
+ * (checkpoint_flush_after, backend_flush_after: pg_flush_data in src/backend/storage/file/fd.c).
+ * The fsync that makes the file durable at its end then waits for the last few MB instead of the
+ * whole file: ~75 ms for a 100 MB file here, on the tail of every large export, where nothing else
+ * overlaps it. https://man7.org/linux/man-pages/man2/sync_file_range.2.html
+ */
+#define WRITEBACK_BYTES (8u << 20)
 
 typedef struct {
   sink_t *s;
@@ -71,6 +80,15 @@ int sink_drain_to_file(sink_t *s) {
   SHA256_Update(&s->file_ctx, s->out, s->out_len);
   s->file_bytes += s->out_len;
   s->out_len = 0;
+#ifdef SYNC_FILE_RANGE_WRITE
+  if (s->file_bytes - s->writeback_from >= WRITEBACK_BYTES) {
+    /* Only a hint: an error here (EIO included) is the fsync's to report, which still runs. The
+       offsets are the sink's bytes; a header written before the thread started shifts them by
+       a few bytes, which leaves those for the fsync. */
+    (void)sync_file_range(s->file_fd, (off_t)s->writeback_from, (off_t)(s->file_bytes - s->writeback_from), SYNC_FILE_RANGE_WRITE);
+    s->writeback_from = s->file_bytes;
+  }
+#endif
   return 1;
 }
 

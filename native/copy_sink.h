@@ -60,6 +60,7 @@ typedef struct {
   int file_fd;   /* the thread's copy of the file's descriptor; -1 once finish() closed it */
   SHA256_CTX file_ctx;
   uint64_t file_bytes;
+  uint64_t writeback_from; /* file_bytes up to which the kernel was asked to write back (copy_fd.c) */
   int file_errno; /* the errno of a failed write */
   void *fd_job;   /* the running readFd, else NULL */
 } sink_t;
