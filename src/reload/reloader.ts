@@ -23,7 +23,7 @@ import { formatLsn, type Lsn } from '../lsn.js';
 import { expandRootReload, inspectReloadTables, type ReloadOp } from '../registry/reloads.js';
 import { takeSnapshot } from './snapshot-wait.js';
 import { connectSnapshotClient } from './snapshot.js';
-import { orderTasks, parallelWays, planChunks, sourceIsLocal } from './planner.js';
+import { chunkHeapBytes, orderTasks, parallelWays, planChunks, sourceIsLocal } from './planner.js';
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
 import { expectedChunks, WorkerConnections } from './preconnect.js';
 import { FinalizeQueue, type FinalizeDeps } from './finalize.js';
@@ -282,7 +282,7 @@ export class Reloader {
         { info: p.key, results: [], chunks: p.chunks.length, done: 0, rows: 0, rawBytes: 0, finished: false, workers: new Set() },
       );
       for (const o of orderTasks(planned)) {
-        tasks.push({ opId: o.key.op.id, index: o.index, range: o.range, schema: o.key.op.schema, table: o.key.op.table, columns: o.key.columns, partitioned: o.key.kind === 'p' });
+        tasks.push({ opId: o.key.op.id, index: o.index, range: o.range, schema: o.key.op.schema, table: o.key.op.table, columns: o.key.columns, partitioned: o.key.kind === 'p', heapBytes: chunkHeapBytes(o.range, o.key.bytes, bs) });
       }
       const n = Math.max(1, Math.min(cfg.reload.workers, tasks.length));
       const opened = (await early).flatMap((m) => (m.status === 'fulfilled' ? [m.value] : []));

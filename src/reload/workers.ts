@@ -18,7 +18,7 @@ import type pg from 'pg';
 import type { Config } from '../config/index.js';
 import { connectClient } from '../db/connect.js';
 import type { GzipFileStats } from '../output/gzip-file.js';
-import { ctidCondition, type ChunkRange } from './planner.js';
+import { ctidCondition, readsOnThread, type ChunkRange } from './planner.js';
 import { copyToFileEnded } from './copy-export.js';
 import { createCopySink } from './copy-sink.js';
 import { WORKER_APPLICATION } from './preconnect.js';
@@ -34,6 +34,8 @@ export interface ChunkTask {
   table: string;
   columns: readonly string[];
   partitioned: boolean;
+  /** The chunk's share of the table's pages at the plan (planner.ts chunkHeapBytes). */
+  heapBytes: number;
 }
 
 export interface ChunkResult {
@@ -141,7 +143,14 @@ export class ExportWorker {
     const { durable, ...r } = await copyToFileEnded(
       this.client,
       copySql(task, sink.format),
-      { path: tmpPath, gzipLevel: cfg.output.gzipLevel, fileMode: cfg.output.fileMode, onProgress, sink },
+      {
+        path: tmpPath,
+        gzipLevel: cfg.output.gzipLevel,
+        fileMode: cfg.output.fileMode,
+        onProgress,
+        sink,
+        thread: readsOnThread(task.heapBytes, task.partitioned),
+      },
     );
     // The caller handles the rejection; here it only frees a place.
     this.unsynced.push(durable.catch(() => undefined));

@@ -84,6 +84,7 @@ describe('the native path converts COPY text to the CSV COPY prints', () => {
     table,
     columns,
     partitioned: false,
+    heapBytes: 0,
   });
 
   for (const { table, columns } of TABLES) {

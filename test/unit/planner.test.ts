@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ctidCondition, orderTasks, parallelWays, planChunks, sourceIsLocal } from '../../src/reload/planner.js';
+import { chunkHeapBytes, ctidCondition, orderTasks, parallelWays, planChunks, readsOnThread, sourceIsLocal, THREAD_MIN_BYTES } from '../../src/reload/planner.js';
 import { copySql } from '../../src/reload/workers.js';
 import { expectedChunks } from '../../src/reload/preconnect.js';
 
@@ -86,7 +86,7 @@ describe('ctid chunk planner', () => {
   });
 
   it('copies a whole plain table with COPY table (columns), a range or a partitioned root through SELECT', () => {
-    const t = { opId: 1, index: 0, schema: 'my schema', table: 'T"1', columns: ['id', 'a b'], partitioned: false };
+    const t = { opId: 1, index: 0, schema: 'my schema', table: 'T"1', columns: ['id', 'a b'], partitioned: false, heapBytes: 0 };
     const whole = { fromBlock: 0, toBlock: null };
     // COPY table TO reads that table only, as SELECT … FROM ONLY does (inheritance children are
     // tables of their own); the integration tests check the rows (ddl-values: an inheritance parent).
@@ -98,6 +98,24 @@ describe('ctid chunk planner', () => {
     // The native sink's text format: no options, no header (the sink writes it).
     expect(copySql({ ...t, range: whole }, 'text')).toBe(`COPY "my schema"."T""1" ("id", "a b") TO STDOUT`);
     expect(copySql({ ...t, range: { fromBlock: 8, toBlock: 16 } }, 'text')).toBe(`COPY (SELECT "id", "a b" FROM ONLY "my schema"."T""1" WHERE ctid >= '(8,0)'::tid AND ctid < '(16,0)'::tid) TO STDOUT`);
+  });
+
+  it("reads a chunk's COPY on a thread from THREAD_MIN_BYTES of heap, a smaller one through Node's socket", () => {
+    const bs = 8192;
+    // A whole table: its size; a range: its blocks, the last one up to the table's end.
+    expect(chunkHeapBytes({ fromBlock: 0, toBlock: null }, 200_000, bs)).toBe(200_000);
+    expect(chunkHeapBytes({ fromBlock: 8, toBlock: 16 }, 1000 * bs, bs)).toBe(8 * bs);
+    expect(chunkHeapBytes({ fromBlock: 8, toBlock: null }, 10 * bs, bs)).toBe(2 * bs);
+    // A range planned past the table's end (it shrank between the size and the plan): nothing.
+    expect(chunkHeapBytes({ fromBlock: 8, toBlock: 16 }, 4 * bs, bs)).toBe(0);
+    // Every chunk of a split table adds up to the table.
+    const chunks = planChunks({ tableBytes: 1000 * bs, blockSize: bs, chunkBytes: 300 * bs, splittable: true });
+    expect(chunks.reduce((n, r) => n + chunkHeapBytes(r, 1000 * bs, bs), 0)).toBe(1000 * bs);
+    expect(readsOnThread(THREAD_MIN_BYTES, false)).toBe(true);
+    expect(readsOnThread(THREAD_MIN_BYTES - 1, false)).toBe(false);
+    expect(readsOnThread(200_000, false)).toBe(false);
+    // A partitioned root's own size says nothing of its leaves': on a thread.
+    expect(readsOnThread(0, true)).toBe(true);
   });
 
   it('expects a chunk per table and per chunk_size of a splittable one (how many workers connect ahead)', () => {
