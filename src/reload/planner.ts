@@ -99,8 +99,9 @@ export function chunkHeapBytes(r: ChunkRange, tableBytes: number, blockSize: num
  * call into the addon per 64 KiB read (and V8 the garbage: ~3 ms of CPU per MB, see copy_fd.c),
  * but costs ~1 ms itself per COPY (the thread, the descriptors duplicated and closed, the socket
  * handed over and back), which a small table's few reads never win back. Measured on the scratch
- * server (an initial export of 500 tables of 1,000 rows, ~0.2 MB each, alternating, 3 runs each):
- * 3.65-4.12 CPU-s of ours through the socket, 4.08-4.50 on threads.
+ * server (an initial export of 500 tables of 1,000 rows, ~0.2 MB each; this rule against every
+ * COPY on a thread, alternating, 7 pairs): our CPU 3.19-4.33 s (median 3.63) against 3.59-4.98 s
+ * (4.22), minor page faults ~33k against ~46k.
  */
 export const THREAD_MIN_BYTES = 1 << 20;
 
