@@ -348,7 +348,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
       }
       if (now - lastStatusFile >= 5000) {
         lastStatusFile = now;
-        await writeStatusFile(cfg, { durableLsn: c.durableLsn, confirmedLsn: confirmed, receivedLsn: s.receivedLsn, lastFrameAt: s.lastFrameAt, pendingRows: c.pendingRows(), stats: c.stats }).catch((e: unknown) => log.debug({ err: String(e) }, 'status file not written'));
+        await writeStatusFile(cfg, { durableLsn: c.durableLsn, confirmedLsn: confirmed, receivedLsn: s.receivedLsn, lastFrameAt: s.lastFrameAt, pendingRows: c.pendingRows(), stats: c.stats, spooled: { transactions: spool.spooledTransactions(), bytes: spool.spooledBytes() } }).catch((e: unknown) => log.debug({ err: String(e) }, 'status file not written'));
       }
       if (now - lastPublicationCheck >= cfg.publicationCheckMs && !c.inTransaction()) {
         lastPublicationCheck = now;

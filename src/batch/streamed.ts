@@ -153,6 +153,11 @@ export class StreamedTxns {
 
   constructor(private readonly o: { dir: string; dirMode: number; log: Logger }) {}
 
+  /** Transactions received in part and not yet committed or aborted. */
+  spooledTransactions(): number {
+    return this.spools.size;
+  }
+
   /** Bytes of the transactions received in part and not yet committed or aborted. */
   spooledBytes(): number {
     let n = 0;

@@ -22,6 +22,8 @@ export interface DaemonSnapshot {
   lastFrameAt: number;
   pendingRows: Map<string, number>;
   stats: object;
+  /** Large transactions received in parts, held until their commit (src/batch/streamed.ts). */
+  spooled: { transactions: number; bytes: number };
 }
 
 /** The file as `status` reads it. */
@@ -30,6 +32,9 @@ export interface StatusFile {
   updated_at: string;
   pending_rows: Record<string, number>;
   compression?: string;
+  /** Absent in the files of versions before it. */
+  spooled_transactions?: number;
+  spooled_bytes?: number;
 }
 
 export async function writeStatusFile(cfg: Config, s: DaemonSnapshot, now: number = Date.now()): Promise<void> {
@@ -41,6 +46,8 @@ export async function writeStatusFile(cfg: Config, s: DaemonSnapshot, now: numbe
     received_lsn: lsnHex(s.receivedLsn),
     last_message_at: new Date(s.lastFrameAt).toISOString(),
     pending_rows: Object.fromEntries(s.pendingRows),
+    spooled_transactions: s.spooled.transactions,
+    spooled_bytes: s.spooled.bytes,
     stats: s.stats,
     compression: describeCompression(cfg.output.gzipLevel),
   };

@@ -18,6 +18,9 @@ export function formatStatus(r: StatusReport): string {
     `pending anchors ${r.pending_anchors}${r.anchors.map((a) => ` | ${a.target}: ${a.pending} pending${a.oldest_pending_s !== null ? ` (oldest ${a.oldest_pending_s}s)` : ''}, ${a.failed} failed, ${a.done} done${a.skipped ? `, ${a.skipped} skipped (anchors.${a.target} not configured)` : ''}${a.last_error ? `, last error: ${a.last_error}` : ''}`).join('')}`,
     ...(r.local ? [`local files     ${formatLocal(r.local)}`] : []),
     `daemon          ${daemon}`,
+    ...(r.spooled?.transactions
+      ? [`large txns      ${r.spooled.transactions} in progress, ${(r.spooled.bytes / 1048576).toFixed(1)} MB received so far (held in output.dir/_tmp until their commit)`]
+      : []),
     `compression     ${r.compression}`,
     '',
     'table'.padEnd(40) + 'mode'.padEnd(16) + 'last window'.padEnd(22) + 'pending rows'.padEnd(14) + 'partition',

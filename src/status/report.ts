@@ -56,6 +56,11 @@ export interface StatusReport {
     last_error: string | null;
   }[];
   daemon: { running: boolean; holder: string | null; pid: number | null; status_at: string | null };
+  /**
+   * Large transactions the running daemon receives in parts (PostgreSQL 14+) and holds in
+   * output.dir/_tmp until their commit, as of its last status file; null when no daemon is live.
+   */
+  spooled: { transactions: number; bytes: number } | null;
   /** The deflate library and COPY path: the running daemon's (its status file), else this installation's. */
   compression: string;
   gaps: Gap[];
@@ -181,6 +186,7 @@ export async function statusReport(cfg: Config): Promise<StatusReport> {
         pid: live ? file!.pid : null,
         status_at: file?.updated_at ?? null,
       },
+      spooled: live ? { transactions: file!.spooled_transactions ?? 0, bytes: file!.spooled_bytes ?? 0 } : null,
       compression: (live ? file!.compression : undefined) ?? describeCompression(cfg.output.gzipLevel),
       gaps: hasGaps ? await registry.openGaps() : [],
       unpublished,

@@ -14,7 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../harness/cluster.js';
 import { waitFor } from '../harness/pg.js';
 import { expectRebuiltEqual } from '../helpers/compare.js';
-import { createEnv, readStreamingRows, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
+import { createEnv, readStreamingRows, runCli, spawnCli, waitCaughtUp, waitSlotActive, withDb, writeConfig, type Child, type EgressEnv } from '../helpers/egress.js';
 
 /** A gauge's value on the daemon's /metrics, or null when absent or unreachable. */
 async function metric(port: number, name: string, labels = ''): Promise<number | null> {
@@ -87,6 +87,16 @@ describe('transactions streamed in parts', () => {
     await a.query(`INSERT INTO t SELECT g, 'first ' || g FROM generate_series(1, 20000) g`);
     // Received in parts and held while the transaction runs: /metrics says how much.
     await waitFor('spooled bytes on /metrics', async () => ((await metric(port, 'pg_egress_spooled_bytes')) ?? 0) > 0, { timeoutMs: 60_000, intervalMs: 50 });
+    // And `pg-egress status` (the daemon's status file, written every 5 s), while it is still open.
+    await waitFor(
+      'the large transaction in `pg-egress status --json`',
+      async () => {
+        const { spooled } = JSON.parse((await runCli(['status', '--config', env.configPath, '--json'])).stdout) as { spooled: { transactions: number; bytes: number } | null };
+        return spooled !== null && spooled.transactions === 1 && spooled.bytes > 0;
+      },
+      { timeoutMs: 30_000, intervalMs: 250 },
+    );
+    expect((await runCli(['status', '--config', env.configPath])).stdout).toMatch(/\nlarge txns +1 in progress, \d+\.\d MB received so far/);
     // Committed while the large transaction is open (and partly streamed): it comes first.
     await b.query(`INSERT INTO t VALUES (900001, 'meanwhile')`);
     await a.query('SAVEPOINT s1');
