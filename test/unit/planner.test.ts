@@ -106,7 +106,7 @@ describe('ctid chunk planner', () => {
     expect(chunkHeapBytes({ fromBlock: 0, toBlock: null }, 200_000, bs)).toBe(200_000);
     expect(chunkHeapBytes({ fromBlock: 8, toBlock: 16 }, 1000 * bs, bs)).toBe(8 * bs);
     expect(chunkHeapBytes({ fromBlock: 8, toBlock: null }, 10 * bs, bs)).toBe(2 * bs);
-    // A range planned past the table's end (it shrank between the size and the plan): nothing.
+    // A range beyond the table's pages (the planner makes none; clamped all the same): nothing.
     expect(chunkHeapBytes({ fromBlock: 8, toBlock: 16 }, 4 * bs, bs)).toBe(0);
     // Every chunk of a split table adds up to the table.
     const chunks = planChunks({ tableBytes: 1000 * bs, blockSize: bs, chunkBytes: 300 * bs, splittable: true });
