@@ -226,6 +226,8 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     let idleWalEnd: Lsn = 0n;
     let lastStatus = Date.now();
     let lastTick = Date.now();
+    // A keepalive that follows data: the walsender had nothing more to send.
+    let caughtUp = false;
     let lastStatusFile = 0;
     let lastProgress = Date.now();
     let progressRows = 0;
@@ -298,6 +300,13 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
         const frame = decodeFrame(buf);
         if (frame.tag === 'keepalive') {
           s.receivedLsn = maxLsn(s.receivedLsn, frame.walEnd);
+          // The walsender pings before it waits for new WAL, having sent all there is, while our
+          // reported position is behind what it sent (WalSndWaitForWal in walsender.c): with rows
+          // received and their window over, that is the end of a catch-up. Flush now rather than
+          // after IDLE_FLUSH_MS of quiet. (Its periodic ping, with a reply requested, can come
+          // mid-transaction; tick() never flushes inside one.)
+          // https://github.com/postgres/postgres/blob/REL_15_STABLE/src/backend/replication/walsender.c
+          caughtUp = c.hasPending();
           if (!c.inTransaction() && !c.hasPending()) idleWalEnd = maxLsn(idleWalEnd, frame.walEnd);
           if (answerKeepalive(frame.replyRequested, confirmState())) {
             sendStatus(confirmLsn());
@@ -313,9 +322,10 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
         lastStatus = now;
         state.lastStatusAt = now;
       }
-      if (!buf || now - lastTick >= 1000) {
+      if (!buf || caughtUp || now - lastTick >= 1000) {
         lastTick = now;
-        await c.tick();
+        await c.tick(caughtUp ? 'caught_up' : 'interval');
+        caughtUp = false;
       }
       if (c.durableLsn !== sentDurable || now - lastStatus >= STATUS_INTERVAL_MS) {
         sentDurable = c.durableLsn;

@@ -177,13 +177,16 @@ export class BatchController {
     return idleWaitMs(this.policyState(), this.now(), this.cfg.batch, minMs, maxMs);
   }
 
-  /** Clock check between frames: closes the window once its end has passed, when idle. */
-  async tick(): Promise<boolean> {
+  /**
+   * Clock check between frames: closes the window once its end has passed, when idle. `reason`
+   * 'caught_up': the server said it has sent all the WAL there is (the daemon's keepalive).
+   */
+  async tick(reason: 'interval' | 'caught_up' = 'interval'): Promise<boolean> {
     // A write error (disk full) after a burst's last row must not wait for the next row or the
     // window's end to be noticed: stop now, nothing past the registered LSN is confirmed.
     for (const w of this.windows.values()) if (w.file?.error) throw w.file.error;
     if (!intervalDue(this.policyState(), this.now(), this.cfg.batch)) return false;
-    await this.flush('interval');
+    await this.flush(reason);
     return true;
   }
 
