@@ -140,13 +140,9 @@ export async function verifyAgainstSource(cfg: Config, o: AgainstSourceOptions):
     if (o.repair) {
       const differ = verdicts.filter((v) => !v.equal);
       if (differ.length) {
-        const id = randomUUID();
         await client.query('BEGIN');
-        for (const v of differ) {
-          const q = parseTableName(v.table);
-          await requestReload(client, qname(q), id);
-          repairRequested.push(v.table);
-        }
+        await requestReload(client, differ.map((v) => qname(parseTableName(v.table))), randomUUID());
+        repairRequested.push(...differ.map((v) => v.table));
         await client.query('COMMIT');
       }
     }

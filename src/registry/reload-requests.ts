@@ -97,11 +97,12 @@ export async function insertReloadRequests(c: pg.ClientBase, slot: string, rs: r
 }
 
 /**
- * Asks for a reload of one table (sql/004 request_reload: a marker comment, so the operator need
- * not own the table), under a request id that `reload --wait` follows.
+ * Asks for a reload of each table (sql/004 request_reload: a marker comment, so the operator need
+ * not own the table), under a request id that `reload --wait` follows: one statement for all of
+ * them (the markers are the same with one round trip as with one per table).
  */
-export async function requestReload(db: Db, qualifiedTable: string, requestId: string): Promise<void> {
-  await db.query(`SELECT "cdc_registry"."request_reload"($1::regclass, $2)`, [qualifiedTable, requestId]);
+export async function requestReload(db: Db, qualifiedTables: readonly string[], requestId: string): Promise<void> {
+  await db.query(`SELECT "cdc_registry"."request_reload"(t::regclass, $2) FROM unnest($1::text[]) AS t`, [qualifiedTables, requestId]);
 }
 
 /** The operations of one request (as text), for `reload --wait`. */

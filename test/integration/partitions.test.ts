@@ -324,6 +324,34 @@ describe('partitioned tables as leaves', () => {
     expect(found.ddl).toMatch(/partitions of public.events as found by pg-egress \(attach public.events_late\)/);
     expect(sortedEntries(root.table)).toEqual(sortedEntries(await sourceRows(env.url, 'public.events', KEY, cols)));
   });
+
+  it('a COMMENT on a leaf or a root syncs no partition tree (sql/018); the comment is remembered, and other DDL still syncs', async () => {
+    await withDb(env.url, async (c) => {
+      // Per-transaction function counters (pg_stat_xact_user_functions); rolled back at the end.
+      await c.query(`SET track_functions = 'all'`);
+      await c.query('BEGIN');
+      try {
+        const calls = async () => {
+          const { rows } = await c.query<{ f: string; n: string }>(
+            `SELECT funcname AS f, calls::text AS n FROM pg_stat_xact_user_functions WHERE schemaname = 'cdc_registry' AND funcname IN ('on_ddl_command_end', 'sync_partitions')`,
+          );
+          return Object.fromEntries(rows.map((r) => [r.f, Number(r.n)]));
+        };
+        await c.query(`COMMENT ON TABLE events_2026_04 IS 'April, kept'`);
+        await c.query(`COMMENT ON TABLE events IS 'the root, kept'`);
+        expect(await calls()).toEqual({ on_ddl_command_end: 2 });
+        const kept = await c.query<{ comment: string }>(
+          `SELECT comment FROM cdc_registry.comments WHERE relid IN ('events_2026_04'::regclass, 'events'::regclass) ORDER BY comment`,
+        );
+        expect(kept.rows.map((r) => r.comment)).toEqual(['April, kept', 'the root, kept']);
+        // What a COMMENT skips, a command that can change a tree still does.
+        await c.query(`ALTER TABLE events_2026_04 ALTER COLUMN v SET DEFAULT 'x'`);
+        expect((await calls()).sync_partitions).toBeGreaterThan(0);
+      } finally {
+        await c.query('ROLLBACK');
+      }
+    });
+  });
 });
 
 describe('a root\'s excluded columns', () => {

@@ -165,6 +165,15 @@ describe('initial export and markers', () => {
     expect(bad.code).toBe(7);
     expect(bad.stderr.trim().split('\n')).toHaveLength(1);
     expect(bad.stderr).toMatch(/table nosuch.table is not published/);
+    // One unknown table among known ones: nothing is requested, not even for the known ones.
+    const reloadRows = async () => Number((await withDb(env.url, (c) => c.query<{ n: string }>(`SELECT count(*)::text AS n FROM cdc_registry.reloads`))).rows[0].n);
+    const before = await reloadRows();
+    const mixed = await runCli(['reload', 'public.items', 'nosuch.table', 'public.quiet', '--config', env.configPath]);
+    expect(mixed.code).toBe(7);
+    expect(mixed.stderr.trim().split('\n')).toHaveLength(1);
+    expect(mixed.stderr).toMatch(/table nosuch.table is not published .*nothing was requested/);
+    await waitCaughtUp(env);
+    expect(await reloadRows()).toBe(before);
     const st = await runCli(['status', '--config', env.configPath, '--json']);
     expect(st.code).toBe(0);
     expect(JSON.parse(st.stdout).reloads.some((o: { table: string; state: string }) => o.table === 'public.items' && o.state === 'done')).toBe(true);
