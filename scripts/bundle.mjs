@@ -10,11 +10,12 @@
  * stat -r 10`): every `status`, `verify` and probe pays it.
  *
  * Left out (loaded from node_modules when used): the AWS SDK, near-api-js and DuckDB (large, and
- * only some commands need them); pino (its transports start worker threads by file name); the
- * addon and pg-native (native). dist/bundle/ sits at the depth of dist/cli/, so the paths the code
+ * only some commands need them); pino (its transports start worker threads by file name; a
+ * copy of it in one file sits beside the chunks, below); the addon and pg-native (native). dist/bundle/ sits at the depth of dist/cli/, so the paths the code
  * builds from import.meta.url (package.json, sql/, build/Release/) resolve the same from both.
  */
 import { rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'rolldown';
@@ -61,3 +62,18 @@ await build({
   output: { dir: outDir, format: 'esm', sourcemap: true, minify: { compress: false, mangle: false, codegen: { removeWhitespace: true } } },
 });
 if (!pgStreamSeen) throw new Error('pg/lib/stream.js was not bundled (pg changed): update scripts/bundle.mjs');
+
+/**
+ * pino in one file beside the chunks (src/log.ts loads it for the JSON logs of `run` and the
+ * other commands that log): from node_modules its ~40 CommonJS files are resolved, read and
+ * wrapped one by one, ~30-43 ms of every daemon start here, against ~14-20 ms from one file.
+ * It stays out of the chunks (ES modules, evaluated at import): a command that logs nothing
+ * (`reload`, `status`) loads no pino at all. The pretty output of a terminal loads pino from
+ * node_modules instead: its transport starts a worker thread by file name.
+ */
+await build({
+  input: createRequire(import.meta.url).resolve('pino'),
+  platform: 'node',
+  logLevel: 'warn',
+  output: { file: path.join(outDir, 'pino.cjs'), format: 'cjs', minify: { compress: false, mangle: false, codegen: { removeWhitespace: true } } },
+});

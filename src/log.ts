@@ -18,9 +18,28 @@ function prettyAvailable(): boolean {
   }
 }
 
+/**
+ * pino, loaded when a logger is made (`reload --wait` and `status` start without it): for JSON
+ * lines from the copy of it in one file that the build puts beside the bundle's chunks
+ * (scripts/bundle.mjs; ~15-25 ms less of every daemon start), for the pretty output of a
+ * terminal (a transport: a worker thread started by file name) and where there is no such copy
+ * (dist/ unbundled, the tests' src/) from node_modules.
+ */
+function loadPino(pretty: boolean): typeof import('pino') {
+  const req = createRequire(import.meta.url);
+  if (!pretty) {
+    try {
+      return req('./pino.cjs') as typeof import('pino');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw e;
+    }
+  }
+  return req('pino') as typeof import('pino');
+}
+
 export function createLogger(level: string): Logger {
-  // Loaded when a logger is made: `reload --wait` and `status` start without it (~15 ms).
-  const pino = createRequire(import.meta.url)('pino') as typeof import('pino');
+  const pretty = prettyAvailable();
+  const pino = loadPino(pretty);
   return pino(
     {
       level,
@@ -28,6 +47,6 @@ export function createLogger(level: string): Logger {
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: { paths: ['password', '*.password', 'private_key', '*.private_key', 'privateKey', '*.privateKey', 'statusToken', '*.statusToken', 'status_token', '*.status_token'], censor: '***' },
     },
-    prettyAvailable() ? pino.transport({ target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,svc' } }) : undefined,
+    pretty ? pino.transport({ target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,svc' } }) : undefined,
   );
 }

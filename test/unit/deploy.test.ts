@@ -614,6 +614,15 @@ process.stdout.write(SQL_DIR);`;
     }
     expect([...outside]).toEqual([]);
 
+    // The copy of pino in one file beside the chunks (scripts/bundle.mjs, src/log.ts) writes the
+    // same line as pino from node_modules, redaction included, and needs nothing outside itself.
+    const line = (from: string) =>
+      execFileSync(process.execPath, ['-e', `const p = require(${JSON.stringify(from)});
+p({ base: { svc: 'pg-egress' }, timestamp: () => ',"time":"T"', redact: { paths: ['*.password'], censor: '***' } }).info({ source: { password: 's3cret', host: 'h' } }, 'configuration');`], { cwd: tmp, env }).toString();
+    const copy = line(path.join(app, 'dist', bundleDir, 'pino.cjs'));
+    expect(copy).toBe('{"level":30,"time":"T","svc":"pg-egress","source":{"password":"***","host":"h"},"msg":"configuration"}\n');
+    expect(line(path.join(app, 'node_modules', 'pino'))).toBe(copy);
+
     // No package the lock file marks as dev-only was installed.
     const lock = JSON.parse(readFileSync(path.join(app, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
     const devOnly = Object.entries(lock.packages).filter(([p, v]) => p && v.dev);
