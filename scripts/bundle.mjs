@@ -11,8 +11,9 @@
  *
  * Left out (loaded from node_modules when used): the AWS SDK, near-api-js and DuckDB (large, and
  * only some commands need them); pino (its transports start worker threads by file name; a
- * copy of it in one file sits beside the chunks, below); the addon and pg-native (native). dist/bundle/ sits at the depth of dist/cli/, so the paths the code
- * builds from import.meta.url (package.json, sql/, build/Release/) resolve the same from both.
+ * copy of it in one file sits beside the chunks, below); the addon and pg-native (native).
+ * dist/bundle/ sits at the depth of dist/cli/, so the paths the code builds from import.meta.url
+ * (package.json, sql/, build/Release/) resolve the same from both.
  */
 import { rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
