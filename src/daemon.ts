@@ -144,7 +144,7 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
     // Unfinished flushes as the registry knows them and as output.dir does (src/commit/local-intents.ts).
     const local = await unfinishedLocalPaths(
       new LocalIntents(cfg.output.dir, cfg.output),
-      await new AdoptRegistry(client, cfg.slot).batchIds(),
+      (ids) => new AdoptRegistry(client, cfg.slot).registeredAmong(ids),
     );
     const sweep = await sweepOutput(cfg.output.dir, [...(await registry.unfinishedPaths()), ...local.paths]);
     await registry.clearIntents();

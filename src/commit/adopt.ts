@@ -341,10 +341,15 @@ export async function register(
 }
 
 /** Paths of local intents whose batch is not registered: a flush that did not complete. */
-export async function unfinishedLocalPaths(intents: LocalIntents, known: Set<string>): Promise<{ batches: string[]; paths: string[] }> {
+export async function unfinishedLocalPaths(
+  intents: LocalIntents,
+  registered: (ids: string[]) => Promise<Set<string>>,
+): Promise<{ batches: string[]; paths: string[] }> {
   const batches: string[] = [];
   const paths: string[] = [];
-  for (const i of await intents.list()) {
+  const list = await intents.list();
+  const known = await registered(list.map((i) => i.batchId));
+  for (const i of list) {
     if (known.has(i.batchId)) {
       await intents.done(i.batchId);
       continue;

@@ -51,16 +51,35 @@ export async function sweepOutput(outDir: string, unfinished: readonly string[])
   return { removed };
 }
 
-/** Registered files that are not on disk (someone deleted or moved them). */
+/** Files looked up at a time (missingFiles). */
+const LOOKUPS_IN_FLIGHT = 32;
+
+/**
+ * Registered files that are not on disk (someone deleted or moved them), in the order given, the
+ * first `limit` of them. Every start of the daemon looks up every registered local file: a year of
+ * 5-minute windows is ~100k files per table. One lookup after another took ~37 µs each here (a
+ * round trip to libuv's threads), 32 at a time ~11-14 µs (20,000 files: 727-738 against 228-285 ms).
+ */
 export async function missingFiles(outDir: string, registered: Iterable<string>, limit = Infinity): Promise<string[]> {
+  const paths = Array.from(registered);
+  const gone = new Uint8Array(paths.length);
+  let next = 0;
+  let found = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(LOOKUPS_IN_FLIGHT, paths.length) }, async () => {
+      // Once `limit` are found, nothing after the ones already looked up can be among the first `limit`.
+      while (next < paths.length && found < limit) {
+        const k = next++;
+        try {
+          await fsp.access(path.join(outDir, paths[k]));
+        } catch {
+          gone[k] = 1;
+          found++;
+        }
+      }
+    }),
+  );
   const missing: string[] = [];
-  for (const rel of registered) {
-    try {
-      await fsp.access(path.join(outDir, rel));
-    } catch {
-      missing.push(rel);
-      if (missing.length >= limit) break;
-    }
-  }
+  for (let k = 0; k < paths.length && missing.length < limit; k++) if (gone[k]) missing.push(paths[k]);
   return missing;
 }

@@ -22,6 +22,16 @@ export class AdoptRegistry {
     return new Set(rows.map((r) => r.batch_id));
   }
 
+  /** Which of `ids` are registered batches of the slot (a query as small as `ids`, not the slot's history). */
+  async registeredAmong(ids: readonly string[]): Promise<Set<string>> {
+    if (!ids.length) return new Set();
+    const { rows } = await this.db.query<{ batch_id: string }>(
+      `SELECT "batch_id" FROM "cdc_registry"."batches" WHERE "slot_name" = $1 AND "batch_id" = ANY($2::text[])`,
+      [this.slot, ids],
+    );
+    return new Set(rows.map((r) => r.batch_id));
+  }
+
   async intentBatchIds(): Promise<Set<string>> {
     const { rows } = await this.db.query<{ batch_id: string }>(`SELECT "batch_id" FROM "cdc_registry"."write_intents" WHERE "slot_name" = $1`, [this.slot]);
     return new Set(rows.map((r) => r.batch_id));

@@ -125,6 +125,19 @@ describe('registry', () => {
     );
     const registered = await withDb(env.url, async (c) => new Set((await c.query('SELECT path FROM cdc_registry.files')).rows.map((r) => r.path as string)));
     expect(registered.has(registeredStreaming)).toBe(true);
+    // output.dir's own copies of intents (src/commit/local-intents.ts): one of a batch that is
+    // registered (the process died after the registration, before it removed the copy): its files
+    // stay; one of a flush that never registered: its file goes.
+    const [registeredBatch] = await withDb(env.url, async (c) =>
+      (await c.query<{ b: string }>('SELECT batch_id AS b FROM cdc_registry.files WHERE path = $1', [registeredStreaming])).rows.map((r) => r.b),
+    );
+    const localOnly = 'public.kept/20000102T000000Z/streaming.csv.gz';
+    mkdirSync(path.join(env.outDir, '_intents'), { recursive: true });
+    mkdirSync(path.dirname(path.join(env.outDir, localOnly)), { recursive: true });
+    writeFileSync(path.join(env.outDir, localOnly), 'x');
+    const intent = (batch: string, paths: string[]) => writeFileSync(path.join(env.outDir, '_intents', `${batch}.json`), JSON.stringify({ batch_id: batch, paths, reloads: [] }));
+    intent(registeredBatch, [...registered].filter((p) => p.includes(`/${registeredBatch}/`) || p.endsWith(`/${registeredBatch}.json`)));
+    intent('20000102T000000Z', [localOnly]);
 
     // The daemon's start-up runs the sweep: start it again and stop it.
     const again = startInProcess(env);
@@ -133,6 +146,8 @@ describe('registry', () => {
     expect(existsSync(path.join(env.outDir, 'public.kept/20000101T000000Z'))).toBe(false);
     expect(existsSync(path.join(env.outDir, '_batches/20000101T000000Z.json'))).toBe(false);
     expect(existsSync(path.join(env.outDir, '_tmp/abc.csv.gz'))).toBe(false);
+    expect(existsSync(path.join(env.outDir, localOnly))).toBe(false);
+    expect(readdirSync(path.join(env.outDir, '_intents'))).toEqual([]);
     for (const f of foreign) expect(existsSync(path.join(env.outDir, f)), f).toBe(true);
     for (const p of registered) expect(existsSync(path.join(env.outDir, p)), p).toBe(true);
     expect(registered.size).toBeGreaterThanOrEqual(4);
