@@ -117,11 +117,8 @@ interface Placed {
 export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<CommittedBatch> {
   const { batchId } = x;
   const windowStart = new Date(x.windowStartMs);
-  const T0 = performance.now(); const TT: string[] = []; const mark = (k: string) => TT.push(`${k}=${(performance.now() - T0).toFixed(0)}`);
   await t.recordIntent(batchId, intentPaths(x), x.reloads);
-  mark('intent');
   await ensureDirsIn(t.outDir, x.tables.map((w) => w.folder), t.dirMode);
-  mark('dirs');
   const placed: Placed[] = new Array(x.tables.length);
   let next = 0;
   await Promise.all(
@@ -132,7 +129,6 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
       }
     }),
   );
-  mark('placed');
   const files = placed.flatMap((p) => p.files);
   const rows = placed.reduce((n, p) => n + p.rows, 0);
   const roots = x.tables.flatMap((w) => w.data.map((d) => d.merkle.root));
@@ -157,7 +153,6 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
     await ensureDir(batchDir, t.dirMode);
     await writeFileAtomic(path.join(t.outDir, indexPath), indexText, t.fileMode);
     await fsyncDir(batchDir);
-    mark('index');
     files.push({ path: indexPath, type: 'batch', schema: null, table: null, lsnStart: x.lsnStart, lsnEnd: x.lsnEnd, rows, bytes: Buffer.byteLength(indexText), rawBytes: null, sha256: indexSha, merkleRoot: null });
     const record = {
       batchId,
@@ -176,9 +171,7 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
     // Crash tests stop here: files placed and the index written, nothing registered (src/failpoints.ts).
     await failpoint(x.kind === 'flush' ? 'flush-after-rename' : 'reload-before-register');
     await t.registerBatch(record, x.register);
-    mark('registered');
   });
-  if (x.tables.length > 5) process.stderr.write(`COMMIT ${batchId} n=${x.tables.length} ${TT.join(' ')}\n`);
   return { batchId, files, rows, perTable: placed.map((p) => ({ rows: p.rows, rawBytes: p.rawBytes })) };
 }
 
