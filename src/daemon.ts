@@ -324,7 +324,9 @@ async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: 
       }
       if (!buf || caughtUp || now - lastTick >= 1000) {
         lastTick = now;
-        await c.tick(caughtUp ? 'caught_up' : 'interval');
+        // The reason names what found the window over: the server's ping, 50 ms of quiet, or the
+        // once-a-second check while frames keep coming (a long catch-up registers its progress).
+        await c.tick(caughtUp ? 'caught_up' : buf ? 'interval' : 'idle');
         caughtUp = false;
       }
       if (c.durableLsn !== sentDurable || now - lastStatus >= STATUS_INTERVAL_MS) {

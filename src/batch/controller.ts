@@ -179,9 +179,10 @@ export class BatchController {
 
   /**
    * Clock check between frames: closes the window once its end has passed, when idle. `reason`
-   * 'caught_up': the server said it has sent all the WAL there is (the daemon's keepalive).
+   * 'caught_up': the server said it has sent all the WAL there is (the daemon's keepalive);
+   * 'idle': no frame came for a while; 'interval': the periodic check while frames keep coming.
    */
-  async tick(reason: 'interval' | 'caught_up' = 'interval'): Promise<boolean> {
+  async tick(reason: 'interval' | 'idle' | 'caught_up' = 'interval'): Promise<boolean> {
     // A write error (disk full) after a burst's last row must not wait for the next row or the
     // window's end to be noticed: stop now, nothing past the registered LSN is confirmed.
     for (const w of this.windows.values()) if (w.file?.error) throw w.file.error;

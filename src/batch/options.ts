@@ -31,4 +31,4 @@ export interface FlushSink {
   commit(x: FlushInput): Promise<Pick<FlushCommitted, 'batchId' | 'files' | 'rows' | 'tables'>>;
 }
 
-export type FlushReason = 'window' | 'interval' | 'caught_up' | 'size' | 'reload' | 'shutdown';
+export type FlushReason = 'window' | 'interval' | 'idle' | 'caught_up' | 'size' | 'reload' | 'shutdown';

@@ -59,8 +59,11 @@ describe('catch-up', () => {
       .filter((l) => l.includes('"flushed batch"'))
       .map((l) => JSON.parse(l) as { reason: string; rows: number });
     expect(flushes.reduce((n, f) => n + f.rows, 0)).toBe(TXNS * ROWS);
-    // The last one came at the server's ping, not after a pause in the stream ('interval').
-    expect(flushes.at(-1)!.reason).toBe('caught_up');
+    // The last one came at the server's ping, not after a pause in the stream ('idle'). The
+    // once-a-second check ('interval') can fall on the last commit before the ping arrives: then
+    // that check flushed it, also without a pause (failed once in CI when this asserted
+    // 'caught_up' alone). With the ping ignored the last flush is 'idle'.
+    expect(['caught_up', 'interval']).toContain(flushes.at(-1)!.reason);
     const { rows } = readStreamingRows(env.outDir, 'public.backlog');
     const ids = rows.map((r) => Number(r.values.get('id')));
     expect(ids.length).toBe(TXNS * ROWS);
