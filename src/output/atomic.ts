@@ -45,16 +45,26 @@ export async function ensureDir(dir: string, mode: number): Promise<void> {
  */
 export async function ensureDirsIn(parent: string, names: readonly string[], mode: number): Promise<void> {
   let made = false;
-  for (const n of new Set(names)) {
-    try {
-      await fsp.mkdir(path.join(parent, n), { mode });
-      made = true;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(path.join(parent, n), e);
-    }
-  }
+  const todo = [...new Set(names)];
+  // Side by side: one after another, 200 folders took 0.8 s while an export's COPYs kept the main
+  // thread and the disk busy (each mkdir waits for its turn in both).
+  await Promise.all(
+    Array.from({ length: Math.min(MKDIR_CONCURRENCY, todo.length) }, async () => {
+      for (let n = todo.pop(); n !== undefined; n = todo.pop()) {
+        try {
+          await fsp.mkdir(path.join(parent, n), { mode });
+          made = true;
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(path.join(parent, n), e);
+        }
+      }
+    }),
+  );
   if (made) await fsyncDir(parent);
 }
+
+/** Folders made at once by ensureDirsIn. */
+const MKDIR_CONCURRENCY = 16;
 
 export async function writeFileAtomic(file: string, data: Buffer | string, mode: number): Promise<void> {
   const tmp = file + TMP_SUFFIX;
