@@ -42,6 +42,7 @@
 #include "copy_text.h"
 #include "copy_sink.h"
 #include "sha_prefix.h"
+#include "sha256_x16.h"
 
 
 static void node_hash(const uint8_t *l, const uint8_t *r, uint8_t *out) {
@@ -77,6 +78,18 @@ static void add_leaf(sink_t *s, const uint8_t *h) {
   }
 }
 
+/* The leaves waiting in the batch, hashed together and added to the tree in their order. */
+static void leaves_flush(sink_t *s) {
+  if (!s->x16_n) return;
+  const uint8_t *m[16];
+  uint8_t h[16 * 32];
+  int n = s->x16_n;
+  for (int i = 0; i < n; i++) m[i] = s->block + s->x16_off[i];
+  sha256x16_prefixed(0x00, m, s->x16_len, n, h);
+  s->x16_n = 0;
+  for (int i = 0; i < n; i++) add_leaf(s, h + 32 * i);
+}
+
 /* The bytes [from, to) of a record whose end is at `to` (or not yet, when !end). */
 static void record_part(sink_t *s, const uint8_t *p, size_t len, int end) {
   s->mid = !end;
@@ -91,6 +104,7 @@ static void record_part(sink_t *s, const uint8_t *p, size_t len, int end) {
   if (len) SHA256_Update(&s->leaf, p, len);
   if (end) {
     uint8_t h[32];
+    leaves_flush(s); /* the tree takes the leaves in record order */
     SHA256_Final(h, &s->leaf);
     s->leaf_open = 0;
     s->rows++;
@@ -177,6 +191,7 @@ static int out_reserve(sink_t *s, size_t more) {
 }
 
 void sink_flush_block(sink_t *s) {
+  leaves_flush(s); /* their rows are in the block */
   if (s->block_len == 0) return;
   if (s->merkle && !s->text) scan_records(s, s->block, s->block_len);
   if (s->backend != GZ_NONE) {
@@ -231,6 +246,22 @@ static void append(sink_t *s, const uint8_t *p, size_t n) {
  * is hashed here, while the row is in cache: the row's end is known, so the block's record scan
  * is not needed in text mode.
  */
+/*
+ * A whole text row's leaf: with the AVX-512 path, a short row in the block waits for fifteen
+ * others (its offset is kept: the block may move when it grows); otherwise hashed at once.
+ */
+static void leaf_of_row(sink_t *s, const uint8_t *row, size_t len, int in_block) {
+  if (s->skip > 0 || !s->x16 || !in_block || len > SHA256X16_MAX_LEN) {
+    record_part(s, row, len, 1);
+    return;
+  }
+  s->mid = 0;
+  s->x16_off[s->x16_n] = (size_t)(row - s->block);
+  s->x16_len[s->x16_n++] = len;
+  s->rows++;
+  if (s->x16_n == 16) leaves_flush(s);
+}
+
 static void convert_row(sink_t *s, const uint8_t *row, size_t len, size_t readable) {
   size_t room = COPY_TEXT_ROOM(len);
   if (!block_reserve(s, room)) return;
@@ -249,7 +280,7 @@ static void convert_row(sink_t *s, const uint8_t *row, size_t len, size_t readab
   }
   size_t k = copy_text_row(o, row, len, readable, &s->error);
   if (!k) return;
-  if (s->merkle) record_part(s, o, k - 1, 1);
+  if (s->merkle) leaf_of_row(s, o, k - 1, direct);
   if (direct) {
     s->block_len += k;
     s->raw_bytes += k;
@@ -400,6 +431,7 @@ static napi_value sink_new(napi_env env, napi_callback_info info) {
   s->framing = (int)framing;
   s->text = (int)text && s->framing;
   s->merkle = (int)merkle;
+  s->x16 = sha256x16_available();
   s->skip = skip;
   s->level = (int)level;
   s->backend = compress ? gz_backend_for(s->level) : GZ_NONE;
@@ -536,6 +568,7 @@ static napi_value sink_stats(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, r, "copyDone", b);
   napi_get_boolean(env, s->done, &b);
   napi_set_named_property(env, r, "done", b);
+  leaves_flush(s);
   uint8_t acc[32];
   if (s->depth == 0) {
     SHA256((const uint8_t *)"", 0, acc);

@@ -38,6 +38,11 @@ typedef struct {
   uint8_t stack[MAX_DEPTH][32];
   uint8_t *block_roots;
   size_t n_block_roots, cap_block_roots;
+  /* Text rows whose leaves wait to be hashed sixteen at a time (sha256_x16.c), by their offset in
+     the block; hashed before the block is compressed and before the tree is read. */
+  int x16;
+  int x16_n;
+  size_t x16_off[16], x16_len[16];
   /* blocks and output */
   int level, backend;
   uint8_t *block;

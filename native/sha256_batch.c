@@ -7,6 +7,7 @@
  *
  *   leaves(data: Buffer, offsets: Uint32Array, out: Buffer)   out[32i..] = SHA-256(0x00 || data[offsets[i]..offsets[i+1]])
  *   pairs(nodes: Buffer, out: Buffer)                         out[32i..] = SHA-256(0x01 || nodes[64i..64i+64])
+ *   shaLanes() → 16 where leaves and pairs go sixteen at a time (AVX-512, sha256_x16.c), else 1
  *   recordEnds(data: Buffer, state: Int32Array, ends: Uint32Array) → count
  *       the offsets of the LFs of `data` that end CSV records (outside double quotes), for the
  *       reload path's leaves; state[0] is 1 inside quotes, carried from one chunk to the next.
@@ -16,6 +17,8 @@
 #include <openssl/sha.h>
 #include <stdint.h>
 #include "sha_prefix.h"
+#include "sha256_x16.h"
+#include <string.h>
 
 SHA256_CTX sha_leaf_start, sha_node_start;
 
@@ -44,6 +47,33 @@ static void hash_prefixed(const SHA256_CTX *start, const uint8_t *data, size_t l
   SHA256_Final(out, &ctx);
 }
 
+/*
+ * out[32i..] = SHA-256(prefix || msgs[i]) for i < n: sixteen at a time with AVX-512 where the CPU
+ * has it (sha256_x16.c), a longer message (or any, without it) through OpenSSL.
+ */
+static void hash_many(uint8_t prefix, const SHA256_CTX *start, const uint8_t *const *msgs, const size_t *lens, size_t n, uint8_t *out) {
+  int x16 = sha256x16_available();
+  for (size_t i = 0; i < n; i += 16) {
+    const uint8_t *m[16];
+    size_t l[16];
+    size_t at[16];
+    uint8_t h[16 * 32];
+    int k = 0;
+    for (size_t j = i; j < n && j < i + 16; j++) {
+      if (x16 && lens[j] <= SHA256X16_MAX_LEN) {
+        m[k] = msgs[j];
+        l[k] = lens[j];
+        at[k++] = j;
+      } else {
+        hash_prefixed(start, msgs[j], lens[j], out + 32 * j);
+      }
+    }
+    if (k == 0) continue;
+    sha256x16_prefixed(prefix, m, l, k, h);
+    for (int q = 0; q < k; q++) memcpy(out + 32 * at[q], h + 32 * q, 32);
+  }
+}
+
 static napi_value leaves(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -61,7 +91,16 @@ static napi_value leaves(napi_env env, napi_callback_info info) {
   if (out_len < n * 32) return fail(env, "leaves: out is too small");
   for (size_t i = 0; i < n; i++) {
     if (off[i] > off[i + 1] || off[i + 1] > data_len) return fail(env, "leaves: offsets out of order or past the data");
-    hash_prefixed(&sha_leaf_start, data + off[i], off[i + 1] - off[i], out + 32 * i);
+  }
+  for (size_t i = 0; i < n; i += 256) {
+    const uint8_t *m[256];
+    size_t l[256];
+    size_t c = n - i < 256 ? n - i : 256;
+    for (size_t j = 0; j < c; j++) {
+      m[j] = data + off[i + j];
+      l[j] = off[i + j + 1] - off[i + j];
+    }
+    hash_many(0x00, &sha_leaf_start, m, l, c, out + 32 * i);
   }
   return NULL;
 }
@@ -74,7 +113,17 @@ static napi_value pairs(napi_env env, napi_callback_info info) {
   size_t in_len, out_len;
   if (!buffer_arg(env, argv[0], &in, &in_len) || !buffer_arg(env, argv[1], &out, &out_len)) return fail(env, "pairs: nodes and out must be Buffers");
   if (in_len % 64 != 0 || out_len < in_len / 2) return fail(env, "pairs: nodes must be 64-byte pairs and out half their size");
-  for (size_t i = 0; i < in_len / 64; i++) hash_prefixed(&sha_node_start, in + 64 * i, 64, out + 32 * i);
+  size_t n = in_len / 64;
+  for (size_t i = 0; i < n; i += 256) {
+    const uint8_t *m[256];
+    size_t l[256];
+    size_t c = n - i < 256 ? n - i : 256;
+    for (size_t j = 0; j < c; j++) {
+      m[j] = in + 64 * (i + j);
+      l[j] = 64;
+    }
+    hash_many(0x01, &sha_node_start, m, l, c, out + 32 * i);
+  }
   return NULL;
 }
 
@@ -106,6 +155,14 @@ static napi_value record_ends(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* shaLanes() -> 16 where leaves and pairs are hashed sixteen at a time (AVX-512), else 1. */
+static napi_value sha_lanes(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value r;
+  napi_create_uint32(env, sha256x16_available() ? 16 : 1, &r);
+  return r;
+}
+
 napi_value register_copy_sink(napi_env env, napi_value exports);
 napi_value register_malloc_ctl(napi_env env, napi_value exports);
 
@@ -115,8 +172,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"leaves", NULL, leaves, NULL, NULL, NULL, napi_default, NULL},
       {"pairs", NULL, pairs, NULL, NULL, NULL, napi_default, NULL},
       {"recordEnds", NULL, record_ends, NULL, NULL, NULL, napi_default, NULL},
+      {"shaLanes", NULL, sha_lanes, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 3, props);
+  napi_define_properties(env, exports, 4, props);
   return register_malloc_ctl(env, register_copy_sink(env, exports));
 }
 

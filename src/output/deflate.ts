@@ -71,6 +71,8 @@ export interface NativeSinkOptions {
 interface Addon {
   Sink: new (opts: NativeSinkOptions) => NativeSink;
   deflateBackend(level: number): 'isa-l' | 'libdeflate' | 'zlib';
+  /** 16 where Merkle leaves are hashed sixteen at a time (AVX-512, native/sha256_x16.c), else 1. */
+  shaLanes?: () => number;
 }
 
 function load(): Addon | null {
@@ -94,7 +96,12 @@ export function deflateBackend(level: number): 'isa-l' | 'libdeflate' | 'zlib' {
   return addon && process.env.PG_EGRESS_DEFLATE !== 'zlib' ? addon.deflateBackend(level) : 'zlib';
 }
 
-/** One line for the startup log and `status`, e.g. "isa-l (gzip level 1), native COPY path". */
+/**
+ * One line for the startup log and `status`, e.g. "isa-l (gzip level 1), native COPY path,
+ * leaves hashed 16 at a time (AVX-512)".
+ */
 export function describeCompression(level: number): string {
-  return `${deflateBackend(level)} (gzip level ${level})${addon ? ', native COPY path' : ', JavaScript COPY path'}`;
+  const lanes = addon?.shaLanes?.() ?? 1;
+  const path = addon ? `, native COPY path${lanes > 1 ? `, leaves hashed ${lanes} at a time (AVX-512)` : ''}` : ', JavaScript COPY path';
+  return `${deflateBackend(level)} (gzip level ${level})${path}`;
 }

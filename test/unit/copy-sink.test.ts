@@ -307,6 +307,19 @@ describe('COPY sinks: text mode', () => {
     }
   });
 
+  it('rows on both sides of the batched hashing limit (502 bytes), interleaved, keep their order in the tree', () => {
+    // Short rows' leaves are hashed sixteen at a time where the CPU has AVX-512 (native/sha256_x16.c),
+    // longer ones at once: the tree must still take them in record order, across blocks.
+    const rows = Array.from({ length: 2100 }, (_, i) => [String(i), 'x'.repeat(440 + ((i * 37) % 120)), i % 3 ? 'a,b' : null]);
+    const s = textStream(rows, cols3);
+    for (const block of [4096, 1 << 20]) {
+      for (const size of [7, 1000, 65536]) {
+        const cuts = Array.from({ length: Math.floor(s.bytes.length / size) }, (_, k) => (k + 1) * size);
+        expectSame(s, run(textSink(cols3, 1, block), s.bytes, cuts), `block ${block} pieces of ${size}`);
+      }
+    }
+  });
+
   it('an escape COPY never writes is an error, and so is a stream cut inside a row', () => {
     const bad = textSink(['a'], 1);
     expect(() => bad.feed(Buffer.concat([msg('H', Buffer.alloc(9)), msg('d', 'a\\qb\n'), msg('c')]))).toThrow(/unexpected escape/);

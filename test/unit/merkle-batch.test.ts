@@ -5,6 +5,11 @@
  * both hashers (the native addon, which `npm ci` builds, and the node:crypto fallback).
  */
 import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createHash, randomBytes } from 'node:crypto';
 import { BLOCK, MerkleBuilder } from '../../src/proof/merkle.js';
 import { batchHasher, jsHasher } from '../../src/proof/sha256-batch.js';
@@ -36,6 +41,8 @@ function reference(records: Buffer[]): { root: Buffer; blocks: Buffer[] } {
   return { root: acc, blocks };
 }
 
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
 const recs = (n: number, len: (i: number) => number) => Array.from({ length: n }, (_, i) => randomBytes(len(i)));
 
 describe('batched SHA-256 and Merkle builder', () => {
@@ -56,6 +63,66 @@ describe('batched SHA-256 and Merkle builder', () => {
     jsHasher.pairs(nodes, d);
     expect(c.equals(d)).toBe(true);
     expect(c.subarray(32, 64).equals(H(Buffer.from([1]), nodes.subarray(64, 128)))).toBe(true);
+  });
+
+  it('native leaves and pairs agree with node:crypto for every length 0..600 and runs of every count to 300', () => {
+    // Sixteen short messages at a time with AVX-512 (native/sha256_x16.c), a longer one (over 502
+    // bytes) or any without it one at a time: every padding case (55/56/63/64 bytes and on), lanes
+    // of one to sixteen messages, mixed lengths in one run.
+    const data = randomBytes(700);
+    for (let count = 0; count <= 300; count += count < 40 ? 1 : 37) {
+      const offsets = new Uint32Array(count + 1);
+      const lens = Array.from({ length: count }, (_, i) => (i * 131 + count * 7) % 601);
+      const starts = lens.map((_, i) => (i * 17) % 99);
+      const buf = Buffer.concat(lens.map((l, i) => data.subarray(starts[i], starts[i] + l)));
+      let at = 0;
+      for (let i = 0; i < count; i++) offsets[i + 1] = at += lens[i];
+      const a = Buffer.alloc(32 * count);
+      const b = Buffer.alloc(32 * count);
+      batchHasher.leaves(buf, offsets, a);
+      jsHasher.leaves(buf, offsets, b);
+      expect(a.equals(b), `leaves, ${count} records`).toBe(true);
+      const nodes = randomBytes(64 * count);
+      const c = Buffer.alloc(32 * count);
+      const d = Buffer.alloc(32 * count);
+      batchHasher.pairs(nodes, c);
+      jsHasher.pairs(nodes, d);
+      expect(c.equals(d), `pairs, ${count} pairs`).toBe(true);
+    }
+    for (let len = 0; len <= 600; len++) {
+      const rec = data.subarray(0, len);
+      const out = Buffer.alloc(32);
+      batchHasher.leaves(rec, Uint32Array.from([0, len]), out);
+      expect(out.equals(H(Buffer.from([0]), rec)), `a leaf of ${len} bytes`).toBe(true);
+    }
+  });
+
+  it('with the AVX-512 path off (PG_EGRESS_SHA_X16=0) the addon gives the same leaves and pairs', () => {
+    // The variable is read once per process: a process of its own, hashing what this one hashes.
+    const data = randomBytes(24_000);
+    const lens = Array.from({ length: 40 }, (_, i) => (i * 97) % 600);
+    const offsets = Uint32Array.from([0, ...lens.map(((at) => (l: number) => (at += l))(0))]);
+    const script = `
+      const addon = require(${JSON.stringify(path.join(ROOT, 'build/Release/pg_egress_sha256.node'))});
+      const data = Buffer.from(process.argv[1], 'base64');
+      const offsets = Uint32Array.from(JSON.parse(process.argv[2]));
+      const a = Buffer.alloc(32 * (offsets.length - 1));
+      addon.leaves(data, offsets, a);
+      const p = Buffer.alloc(32 * 40);
+      addon.pairs(data.subarray(0, 64 * 40), p);
+      process.stdout.write(addon.shaLanes() + ' ' + a.toString('hex') + ' ' + p.toString('hex'));`;
+    const r = spawnSync(process.execPath, ['-e', script, data.toString('base64'), JSON.stringify([...offsets])], { env: { ...process.env, PG_EGRESS_SHA_X16: '0' }, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const a = Buffer.alloc(32 * lens.length);
+    jsHasher.leaves(data, offsets, a);
+    const p = Buffer.alloc(32 * 40);
+    jsHasher.pairs(data.subarray(0, 64 * 40), p);
+    expect(r.stdout).toBe(`1 ${a.toString('hex')} ${p.toString('hex')}`);
+    // And in this process, sixteen lanes exactly where the CPU has what they need.
+    const flags = readFileSync('/proc/cpuinfo', 'utf8');
+    const avx512 = /\bavx512f\b/.test(flags) && /\bavx512bw\b/.test(flags);
+    const addon = createRequire(import.meta.url)('../../build/Release/pg_egress_sha256.node') as { shaLanes(): number };
+    expect(addon.shaLanes()).toBe(avx512 ? 16 : 1);
   });
 
   it('the native addon refuses offsets past the data instead of reading past it', () => {
