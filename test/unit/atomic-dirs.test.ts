@@ -40,5 +40,8 @@ describe('ensureDirsIn', () => {
     expect(err).toBeInstanceOf(EgressError);
     expect((err as EgressError).code).toBe('OUTPUT_IO');
     expect((err as EgressError).message).toContain(path.join(parent, 'blocker/c'));
+    // Nothing is still being made once it has failed: the folder can be removed at once (this
+    // failed in CI when the error was thrown with mkdirs still running).
+    rmSync(parent, { recursive: true });
   });
 });
