@@ -7,9 +7,9 @@ import path from 'node:path';
 import type { Reporter, TestModule } from 'vitest/node';
 
 /** The first line of an error message, short enough for one log line. */
-function firstLine(message: string | undefined): string {
+function firstLine(message: string | undefined, max = 200): string {
   const line = (message ?? '').split('\n').find((l) => l.trim() !== '') ?? '';
-  return line.length > 200 ? `${line.slice(0, 200)}…` : line;
+  return line.length > max ? `${line.slice(0, max)}…` : line;
 }
 
 export default class PlainSummaryReporter implements Reporter {
@@ -26,7 +26,9 @@ export default class PlainSummaryReporter implements Reporter {
         if (r.state === 'passed') passed++;
         else if (r.state === 'failed') {
           failedHere++;
-          lines.push(`failed test: ${file} > ${t.fullName}: ${firstLine(r.errors?.[0]?.message)}`);
+          // A later error (an afterEach's diagnosis of a time-out) is kept too: the first may name no cause.
+          const more = (r.errors ?? []).slice(1, 3).map((e) => ` | then: ${firstLine(e.message, 600)}`).join('');
+          lines.push(`failed test: ${file} > ${t.fullName}: ${firstLine(r.errors?.[0]?.message)}${more}`);
         } else skipped++;
       }
       // A file whose hooks failed has no failed test of its own: count the file.

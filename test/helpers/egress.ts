@@ -164,13 +164,29 @@ export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv; mayFai
   return { proc, stdout: () => out, stderr: () => err, exit };
 }
 
+/**
+ * Runs a command to its end. With `timeoutMs`, a command still running then is killed and the call
+ * fails naming it with what it printed (a hang reported as itself, not as the test's time-out).
+ */
 export async function runCli(
   args: string[],
-  opts: { env?: NodeJS.ProcessEnv; mayFail?: boolean } = {},
+  opts: { env?: NodeJS.ProcessEnv; mayFail?: boolean; timeoutMs?: number } = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const c = spawnCli(args, opts);
-  const { code } = await c.exit;
-  return { code, stdout: c.stdout(), stderr: c.stderr() };
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    if (opts.timeoutMs === undefined) return;
+    timer = setTimeout(() => {
+      c.proc.kill('SIGKILL');
+      reject(new Error(`pg-egress ${args[0]} still running after ${opts.timeoutMs} ms: ${c.stdout().slice(-2000)}${c.stderr().slice(-2000)}`));
+    }, opts.timeoutMs);
+  });
+  try {
+    const { code } = await Promise.race([c.exit, timedOut]);
+    return { code, stdout: c.stdout(), stderr: c.stderr() };
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export async function currentWalLsn(url: string): Promise<bigint> {

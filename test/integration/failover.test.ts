@@ -18,7 +18,7 @@
  * disk. The daemon adopts that batch from its manifests (same bytes, same index sha256), loses
  * nothing and writes nothing twice, with no operator step.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -150,6 +150,41 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
     expect(await q(primary, `SELECT kind, detail FROM cdc_registry.gaps`), round).toEqual([]);
   };
 
+  /**
+   * What the running test has begun, with its second: on a failure, the step it was in, the daemon's
+   * last lines and both servers' logs (a test's time-out names no step of its own).
+   */
+  const trail: string[] = [];
+  let trailStart = Date.now();
+  const step = (what: string) => trail.push(`${((Date.now() - trailStart) / 1000).toFixed(1)} s ${what}`);
+  const logTail = (c: Cluster | undefined, n: number) => {
+    try {
+      return c ? readFileSync(path.join(c.baseDir, 'server.log'), 'utf8').trimEnd().split('\n').slice(-n).join('\n') : '';
+    } catch {
+      return '';
+    }
+  };
+  beforeEach(() => {
+    trail.length = 0;
+    trailStart = Date.now();
+  });
+  afterEach((ctx) => {
+    if (ctx.task.result?.state !== 'fail') return;
+    const lastLine = (t: string) => {
+      const line = t.trimEnd().split('\n').pop() ?? '';
+      try {
+        const j = JSON.parse(line) as { time?: string; msg?: string };
+        return `${j.time} ${j.msg}`;
+      } catch {
+        return line.slice(0, 200);
+      }
+    };
+    console.log(`steps:\n${trail.join('\n')}\ndaemon stdout (end):\n${daemon?.stdout().slice(-6000)}\ndaemon stderr (end):\n${daemon?.stderr().slice(-3000)}\n` +
+      `primary's log (end):\n${logTail(primary, 40)}\nstandby's log (end):\n${logTail(standby?.cluster, 40)}`);
+    throw new Error(`after ${((Date.now() - trailStart) / 1000).toFixed(1)} s, steps: ${trail.slice(-6).join('; ')}; daemon's last line: ${lastLine(daemon?.stdout() ?? '')}; ` +
+      `primary's last log line: ${lastLine(logTail(primary, 1))}; standby's: ${lastLine(logTail(standby?.cluster, 1))}`);
+  });
+
   beforeAll(async () => {
     primary = await createCluster(SETTINGS, { binDir: embeddedPgBin() });
     primary.start();
@@ -210,12 +245,15 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
     for (let round = 1; round <= ROUNDS; round++) {
       const sameAddress = round % 2 === 1;
       const kill9 = round === 2;
+      step(`round ${round}: a writer, batches`);
       const w = writer(() => env.url);
       await waitBatches(env, 1);
       // The standby's copy of the slot has followed the primary's recent confirmations.
       const confirmed = (await q<{ l: string }>(primary, `SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1`, [env.slot]))[0].l;
+      step(`round ${round}: the slot synchronised past ${confirmed}`);
       await waitSynced(standby.cluster, confirmed);
       await sleep(500);
+      step(`round ${round}: stop the primary, promote the standby`);
       if (kill9) daemon.proc.kill('SIGKILL');
       // The primary crashes; the standby is promoted.
       const old = primary;
@@ -232,10 +270,12 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
       primary = next;
       pointAt(primary);
       if (kill9 || !sameAddress) daemon = startDaemon();
+      step(`round ${round}: the daemon streams from the new primary, batches`);
       await waitSlotActive(env, 120_000);
       // Registered on the new primary under the writer.
       await waitBatches(env, 1, 120_000);
       const n = await w.stop();
+      step(`round ${round}: caught up, compare`);
       await waitCaughtUp(env, undefined, 120_000);
       const label = `failover ${round} (${sameAddress ? 'same address' : 'new URL'}${kill9 ? ', kill -9' : ''}, ${n} transactions)`;
       await expectExact(label);
@@ -243,6 +283,7 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
 
       // The old primary rejoins as a standby of the new one, from a fresh copy.
       old.destroy();
+      step(`round ${round}: a new standby`);
       standby = await cloneStandby(primary, { physicalSlot: `phys_${round}`, dbname: env.dbName, settings: SETTINGS });
       await waitFor('the new standby streams', async () => (await q(primary, `SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active`, [`phys_${round}`])).length === 1);
       await setStandbySlots(primary, `phys_${round}`);
@@ -252,7 +293,9 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
   }, 900_000);
 
   it('the registry race: a flush registered on the old primary only is adopted from disk, nothing lost or twice', async () => {
+    step('caught up');
     await waitCaughtUp(env, undefined, 60_000);
+    step('pause the daemon, a transaction on the standby');
     // The daemon pauses; a transaction reaches the standby (logical decoding waits for that).
     daemon.proc.kill('SIGSTOP');
     // With a reload marker on t2: registered with the flush on the old primary only.
@@ -265,6 +308,7 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
     });
     await waitFor('the standby stopped receiving', async () => (await q(standby.cluster, `SELECT 1 FROM pg_stat_wal_receiver`)).length === 0);
     const registeredBefore = (await q<{ l: string }>(primary, `SELECT registered_lsn::text AS l FROM cdc_registry.slot_state`))[0].l;
+    step('the daemon resumes: the flush registered on the primary');
     daemon.proc.kill('SIGCONT');
     // The daemon writes the flush and registers it, on the primary only.
     const batch = await waitFor('the flush registered on the primary', async () => {
@@ -275,6 +319,7 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
     const index = path.join(env.outDir, '_batches', `${batch.batch_id}.json`);
     expect(createHash('sha256').update(readFileSync(index)).digest('hex')).toBe(batch.index_sha256);
 
+    step('stop the primary, promote the standby onto its address: the batch adopted');
     // The primary crashes, the standby is promoted onto its address; the daemon reconnects.
     const old = primary;
     old.stop('immediate');
@@ -286,6 +331,7 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
       throw new Error(`${String(e)}\n${daemon.stdout().slice(-5000)}\n${daemon.stderr().slice(-2000)}`);
     });
     await waitSlotActive(env, 120_000);
+    step('caught up after the race');
     await withDb(env.url, (c) => c.query(`INSERT INTO t1 (v) VALUES ('after race')`));
     await waitCaughtUp(env, undefined, 120_000);
     expect(daemon.stdout()).toMatch(/adopted a batch that was on disk but not in the registry/);
@@ -294,6 +340,7 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
     // The marker's request went with the lost registration: taken again from the stream, t2 is
     // exported on the new primary and gets its comment back (an export the old primary may have
     // made after the standby was cut off is set aside with what it wrote then).
+    step('the marker reload on the new primary');
     await waitFor('the marker reload on the new primary', async () => (await q(primary, `SELECT 1 FROM cdc_registry.reloads WHERE table_name = 't2' AND reason = 'marker' AND state = 'done'`)).length === 1, { timeoutMs: 120_000 });
     expect(daemon.stdout()).toMatch(/reload request of an adopted batch, whose registration a failover lost: asked for again/);
     // The comment is put back right after the export is registered.
@@ -301,20 +348,26 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
     await waitCaughtUp(env, undefined, 120_000);
     await expectExact('registry race', { t2: 2 });
     expect((await q<{ n: number }>(primary, `SELECT count(*)::int AS n FROM t1 WHERE v LIKE 'race%'`))[0].n).toBe(25);
-  }, 300_000);
+  }, 900_000);
   it('without synchronized_standby_slots: a flush of transactions the standby never received is set aside, the archive equals the new primary', async () => {
     // A new standby; the primary does not wait for it (synchronized_standby_slots left empty).
+    step('clone a standby');
     standby = await cloneStandby(primary, { physicalSlot: 'phys_lag', dbname: env.dbName, settings: SETTINGS });
+    step('the slot synchronised on it');
     await waitSynced(standby.cluster);
+    step('caught up');
     await waitCaughtUp(env, undefined, 60_000);
-    const status = await runCli(['status', '--config', env.configPath, '--json'], { mayFail: true });
+    step('status');
+    const status = await runCli(['status', '--config', env.configPath, '--json'], { mayFail: true, timeoutMs: 120_000 });
     expect((JSON.parse(status.stdout) as { failover: { warnings: string[] } }).failover.warnings.join()).toMatch(/synchronized_standby_slots is not set on the primary/);
     // The standby falls behind (cut off); the primary commits, and the daemon exports it at once.
+    step('cut the standby off');
     await withDb(standby.cluster.url(), async (c) => {
       await c.query(`ALTER SYSTEM SET primary_conninfo = ''`);
       await c.query('SELECT pg_reload_conf()');
     });
     await waitFor('the standby stopped receiving', async () => (await q(standby.cluster, `SELECT 1 FROM pg_stat_wal_receiver`)).length === 0);
+    step('insert, the flush registered on the primary');
     const registeredBefore = (await q<{ l: string }>(primary, `SELECT registered_lsn::text AS l FROM cdc_registry.slot_state`))[0].l;
     await withDb(env.url, (c) => c.query(`INSERT INTO t1 (v) SELECT 'gone' || g FROM generate_series(1, 10) g`));
     const batch = await waitFor('the flush registered on the primary', async () => {
@@ -322,6 +375,7 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
       return r[0] ?? null;
     });
     // The primary crashes before the standby had those transactions; the standby is promoted.
+    step('stop the primary, promote the standby');
     const old = primary;
     old.stop('immediate');
     dead.push(old);
@@ -330,12 +384,15 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
     pointAt(primary);
     daemon.proc.kill('SIGKILL');
     daemon = startDaemon();
+    step('the new daemon streams');
     await waitSlotActive(env, 120_000);
+    step('caught up on the new primary');
     await withDb(env.url, (c) => c.query(`INSERT INTO t1 (v) VALUES ('after divergence')`));
     await waitCaughtUp(env, undefined, 120_000);
     expect(daemon.stdout()).toMatch(/set aside a batch written from WAL that this promoted server never had/);
     expect(existsSync(path.join(env.outDir, '_diverged', '_batches', `${batch.batch_id}.json`))).toBe(true);
     expect((await q<{ n: number }>(primary, `SELECT count(*)::int AS n FROM t1 WHERE v LIKE 'gone%'`))[0].n).toBe(0);
+    step('compare');
     // The archive is the new primary's history: the lost transactions are in no registered file.
     for (const t of TABLES) {
       const got = rebuildFromOutput(env.outDir, `public.${t}`, ['id'], ['id', 'v']);
@@ -343,7 +400,8 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
       const keys = readStreamingRows(env.outDir, `public.${t}`).rows.map((r) => `${r.lsn}:${r.seq}`);
       expect(new Set(keys).size, `${t}: a change in two files`).toBe(keys.length);
     }
-    const v = await runCli(['verify', env.outDir], { mayFail: true });
+    step('verify');
+    const v = await runCli(['verify', env.outDir], { mayFail: true, timeoutMs: 240_000 });
     expect(v.code, v.stdout + v.stderr).toBe(0);
-  }, 300_000);
+  }, 900_000);
 });
