@@ -74,6 +74,23 @@ static void hash_many(uint8_t prefix, const SHA256_CTX *start, const uint8_t *co
   }
 }
 
+/*
+ * hash_many over n messages of `base`, 256 pointers at a time (a bounded array on the stack):
+ * message i is base[off[i]..off[i+1]] with `off`, else the `stride` bytes at base + stride * i.
+ */
+static void hash_runs(uint8_t prefix, const SHA256_CTX *start, const uint8_t *base, const uint32_t *off, size_t stride, size_t n, uint8_t *out) {
+  for (size_t i = 0; i < n; i += 256) {
+    const uint8_t *m[256];
+    size_t l[256];
+    size_t c = n - i < 256 ? n - i : 256;
+    for (size_t j = 0; j < c; j++) {
+      m[j] = off ? base + off[i + j] : base + stride * (i + j);
+      l[j] = off ? off[i + j + 1] - off[i + j] : stride;
+    }
+    hash_many(prefix, start, m, l, c, out + 32 * i);
+  }
+}
+
 static napi_value leaves(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -92,16 +109,7 @@ static napi_value leaves(napi_env env, napi_callback_info info) {
   for (size_t i = 0; i < n; i++) {
     if (off[i] > off[i + 1] || off[i + 1] > data_len) return fail(env, "leaves: offsets out of order or past the data");
   }
-  for (size_t i = 0; i < n; i += 256) {
-    const uint8_t *m[256];
-    size_t l[256];
-    size_t c = n - i < 256 ? n - i : 256;
-    for (size_t j = 0; j < c; j++) {
-      m[j] = data + off[i + j];
-      l[j] = off[i + j + 1] - off[i + j];
-    }
-    hash_many(0x00, &sha_leaf_start, m, l, c, out + 32 * i);
-  }
+  hash_runs(0x00, &sha_leaf_start, data, off, 0, n, out);
   return NULL;
 }
 
@@ -113,17 +121,7 @@ static napi_value pairs(napi_env env, napi_callback_info info) {
   size_t in_len, out_len;
   if (!buffer_arg(env, argv[0], &in, &in_len) || !buffer_arg(env, argv[1], &out, &out_len)) return fail(env, "pairs: nodes and out must be Buffers");
   if (in_len % 64 != 0 || out_len < in_len / 2) return fail(env, "pairs: nodes must be 64-byte pairs and out half their size");
-  size_t n = in_len / 64;
-  for (size_t i = 0; i < n; i += 256) {
-    const uint8_t *m[256];
-    size_t l[256];
-    size_t c = n - i < 256 ? n - i : 256;
-    for (size_t j = 0; j < c; j++) {
-      m[j] = in + 64 * (i + j);
-      l[j] = 64;
-    }
-    hash_many(0x01, &sha_node_start, m, l, c, out + 32 * i);
-  }
+  hash_runs(0x01, &sha_node_start, in, NULL, 64, in_len / 64, out);
   return NULL;
 }
 
