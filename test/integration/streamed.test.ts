@@ -94,7 +94,8 @@ describe('transactions streamed in parts', () => {
         const { spooled } = JSON.parse((await runCli(['status', '--config', env.configPath, '--json'])).stdout) as { spooled: { transactions: number; bytes: number } | null };
         return spooled !== null && spooled.transactions === 1 && spooled.bytes > 0;
       },
-      { timeoutMs: 30_000, intervalMs: 250 },
+      // Generous: each `status` is a node process of its own, slow on a loaded machine.
+      { timeoutMs: 90_000, intervalMs: 250 },
     );
     expect((await runCli(['status', '--config', env.configPath])).stdout).toMatch(/\nlarge txns +1 in progress, \d+\.\d MB received so far/);
     // Committed while the large transaction is open (and partly streamed): it comes first.
