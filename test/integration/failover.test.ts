@@ -179,10 +179,13 @@ describe('failover with a failover slot (PostgreSQL 18)', () => {
         return line.slice(0, 200);
       }
     };
+    // Each server's log read once: its last 40 lines printed, the last of them in the error.
+    const primaryLog = logTail(primary, 40);
+    const standbyLog = logTail(standby?.cluster, 40);
     console.log(`steps:\n${trail.join('\n')}\ndaemon stdout (end):\n${daemon?.stdout().slice(-6000)}\ndaemon stderr (end):\n${daemon?.stderr().slice(-3000)}\n` +
-      `primary's log (end):\n${logTail(primary, 40)}\nstandby's log (end):\n${logTail(standby?.cluster, 40)}`);
+      `primary's log (end):\n${primaryLog}\nstandby's log (end):\n${standbyLog}`);
     throw new Error(`after ${((Date.now() - trailStart) / 1000).toFixed(1)} s, steps: ${trail.slice(-6).join('; ')}; daemon's last line: ${lastLine(daemon?.stdout() ?? '')}; ` +
-      `primary's last log line: ${lastLine(logTail(primary, 1))}; standby's: ${lastLine(logTail(standby?.cluster, 1))}`);
+      `primary's last log line: ${lastLine(primaryLog)}; standby's: ${lastLine(standbyLog)}`);
   });
 
   beforeAll(async () => {
