@@ -16,7 +16,8 @@
  *   feed(buf) -> -1 while the COPY goes on; else the offset in buf where the client's part starts
  *                (after CopyDone, or at the message that ended the COPY: ErrorResponse, ...)
  *   leftover() -> the header bytes of that message read before buf (to hand back with buf)
- *   write(buf)  raw CSV (no framing): streaming files
+ *   write(buf)  raw CSV (no framing): streaming files; with thread: true their full blocks are
+ *               compressed on a thread (sink_async.c) while the next one fills
  *   take() -> Buffer | null   output so far (gzip members, or raw CSV blocks when level has no
  *                             native backend: the caller compresses with zlib)
  *   finish()    the last block
@@ -179,7 +180,7 @@ static void scan_records(sink_t *s, const uint8_t *d, size_t n) {
   if (start < n) record_part(s, d + start, n - start, 0);
 }
 
-static int out_reserve(sink_t *s, size_t more) {
+int sink_out_reserve(sink_t *s, size_t more) {
   if (s->out_len + more <= s->out_cap) return 1;
   size_t cap = s->out_cap ? s->out_cap : 64 * 1024;
   while (cap < s->out_len + more) cap *= 2;
@@ -194,14 +195,18 @@ void sink_flush_block(sink_t *s) {
   leaves_flush(s); /* their rows are in the block */
   if (s->block_len == 0) return;
   if (s->merkle && !s->text) scan_records(s, s->block, s->block_len);
+  if (s->backend != GZ_NONE && s->thread && sink_async_submit(s)) {
+    s->block_len = 0; /* handed over (or failed: the error is set) */
+    return;
+  }
   if (s->backend != GZ_NONE) {
     size_t bound = gz_bound(s->backend, s->level, s->block_len);
-    if (!out_reserve(s, bound)) { s->error = "out of memory"; return; }
+    if (!sink_out_reserve(s, bound)) { s->error = "out of memory"; return; }
     size_t n = gz_member(s->backend, s->level, s->block, s->block_len, s->out + s->out_len, bound);
     if (!n) { s->error = "compression failed"; return; }
     s->out_len += n;
   } else {
-    if (!out_reserve(s, s->block_len)) { s->error = "out of memory"; return; }
+    if (!sink_out_reserve(s, s->block_len)) { s->error = "out of memory"; return; }
     memcpy(s->out + s->out_len, s->block, s->block_len);
     s->out_len += s->block_len;
   }
@@ -390,6 +395,7 @@ static void sink_free(napi_env env, void *data, void *hint) {
     sink_fd_cancel_job(s);
     return;
   }
+  sink_async_stop(s); /* a file abandoned before finish() */
   if (s->file_fd >= 0) close(s->file_fd);
   free(s->block);
   free(s->out);
@@ -421,10 +427,10 @@ static napi_value sink_new(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], self;
   if (napi_get_cb_info(env, info, &argc, argv, &self, NULL) != napi_ok || argc < 1) return throw_err(env, "new Sink(options)");
-  int64_t framing, merkle, skip, level, block, compress, text;
-  if (!get_prop_int(env, argv[0], "framing", 0, &framing) || !get_prop_int(env, argv[0], "text", 0, &text) || !get_prop_int(env, argv[0], "compress", 1, &compress) || !get_prop_int(env, argv[0], "merkle", 0, &merkle) || !get_prop_int(env, argv[0], "skip", 0, &skip) ||
+  int64_t framing, merkle, skip, level, block, compress, text, thread;
+  if (!get_prop_int(env, argv[0], "framing", 0, &framing) || !get_prop_int(env, argv[0], "thread", 0, &thread) || !get_prop_int(env, argv[0], "text", 0, &text) || !get_prop_int(env, argv[0], "compress", 1, &compress) || !get_prop_int(env, argv[0], "merkle", 0, &merkle) || !get_prop_int(env, argv[0], "skip", 0, &skip) ||
       !get_prop_int(env, argv[0], "level", 1, &level) || !get_prop_int(env, argv[0], "block", 1 << 20, &block))
-    return throw_err(env, "Sink options: framing, text, merkle, compress (booleans), skip, level, block (numbers)");
+    return throw_err(env, "Sink options: framing, text, merkle, compress, thread (booleans), skip, level, block (numbers)");
   if (level < 0 || level > 9 || block < 1 || block > (1 << 30) || skip < 0) return throw_err(env, "Sink options out of range");
   sink_t *s = calloc(1, sizeof(sink_t));
   if (!s) return throw_err(env, "out of memory");
@@ -436,6 +442,7 @@ static napi_value sink_new(napi_env env, napi_callback_info info) {
   s->level = (int)level;
   s->backend = compress ? gz_backend_for(s->level) : GZ_NONE;
   s->block_max = (size_t)block;
+  s->thread = (int)thread && !s->framing; /* an export's COPY has a thread of its own (readFd) */
   s->file_fd = -1;
   if (napi_wrap(env, self, s, sink_free, NULL, NULL) != napi_ok) {
     free(s);
@@ -493,6 +500,8 @@ static napi_value sink_take(napi_env env, napi_callback_info info) {
   napi_value r;
   sink_t *s = unwrap(env, info, &argc, NULL);
   if (!s) return throw_err(env, "take()");
+  sink_async_poll(s);
+  if (s->error) return throw_err(env, s->error);
   if (s->out_len == 0) {
     napi_get_null(env, &r);
     return r;
@@ -514,11 +523,12 @@ static napi_value sink_finish(napi_env env, napi_callback_info info) {
   sink_t *s = unwrap(env, info, &argc, NULL);
   if (!s) return throw_err(env, "finish()");
   sink_flush_block(s);
+  sink_async_stop(s); /* the last block's member, in order */
   if (s->file_mode && !s->error) sink_drain_to_file(s);
   /* An empty file is still a gzip file: one empty member. */
   if (!s->error && s->backend != GZ_NONE && s->raw_bytes == 0 && s->out_len == 0) {
     size_t bound = gz_bound(s->backend, s->level, 0);
-    if (out_reserve(s, bound)) s->out_len = gz_member(s->backend, s->level, (const uint8_t *)"", 0, s->out, bound);
+    if (sink_out_reserve(s, bound)) s->out_len = gz_member(s->backend, s->level, (const uint8_t *)"", 0, s->out, bound);
     if (!s->out_len) s->error = "compression failed";
     else if (s->file_mode) sink_drain_to_file(s);
   }

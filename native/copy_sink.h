@@ -68,12 +68,23 @@ typedef struct {
   uint64_t writeback_from; /* file_bytes up to which the kernel was asked to write back (copy_fd.c) */
   int file_errno; /* the errno of a failed write */
   void *fd_job;   /* the running readFd, else NULL */
+  /* thread: full blocks of a streaming file compressed on a thread of their own (sink_async.c) */
+  int thread;
+  int async_refused; /* no thread was free when this file's first block was full */
+  void *async;       /* the thread, once it has a block */
 } sink_t;
 
 /* The server's bytes: -1 while the COPY goes on, else the offset where the client's part starts. */
 int64_t sink_feed_frames(sink_t *s, const uint8_t *d, size_t n);
 /* Compresses what the block holds into the output. */
 void sink_flush_block(sink_t *s);
+/* Makes room for `more` bytes of output; 0: out of memory. */
+int sink_out_reserve(sink_t *s, size_t more);
+/* sink_async.c: a full block to the sink's thread (0: none to be had, compress here); the member
+   of a block already done; waiting for the block in flight and ending the thread. */
+int sink_async_submit(sink_t *s);
+void sink_async_poll(sink_t *s);
+void sink_async_stop(sink_t *s);
 /* Writes the output to file_fd (hashing it); 0 on a write error (file_errno, error set). */
 int sink_drain_to_file(sink_t *s);
 

@@ -66,6 +66,8 @@ export interface NativeSinkOptions {
   block?: number;
   /** false: raw CSV out (the caller compresses with zlib). */
   compress?: boolean;
+  /** Without framing: full blocks compressed on a thread while the next one fills (native/sink_async.c). */
+  thread?: boolean;
 }
 
 interface Addon {

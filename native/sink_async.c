@@ -1,0 +1,188 @@
+/*
+ * A streaming file's blocks compressed on a thread of the sink's own (new Sink({ thread: true }),
+ * src/output/gzip-file.ts), so that the main thread encodes the next block's rows while this one
+ * is deflated. The record scan and the Merkle leaves stay on the caller's thread (the tree is its
+ * state); only gz_member runs here, on a block that the caller no longer touches.
+ *
+ * One block at most is in flight per sink: handing over the next one first waits for it and
+ * appends its member to the sink's output, so the file's members stay in the blocks' order, each
+ * of the same CSV as on the synchronous path. (Not always the same compressed bytes: ISA-L's
+ * match search reads a few bytes past a block's end, whatever the allocation holds there, and a
+ * small block's member can come out one way or another; both are valid.) At most ASYNC_MAX sinks hold a thread at once
+ * (a window may have many tables open, each would add a thread and two blocks); the others
+ * compress on the caller's thread, block by block, as before.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "copy_sink.h"
+#include "deflate.h"
+
+#define ASYNC_MAX 2
+
+static pthread_mutex_t slots_mu = PTHREAD_MUTEX_INITIALIZER;
+static int slots_used = 0;
+
+typedef struct {
+  sink_t *s;
+  pthread_t th;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int pending; /* a block handed over and not yet compressed */
+  int quit;
+  /* The block being compressed (the sink's full block, swapped out) and its member. */
+  uint8_t *block;
+  size_t block_len, block_cap;
+  uint8_t *out;
+  size_t out_len, out_cap;
+  const char *error;
+} async_t;
+
+static void *worker(void *arg) {
+  async_t *a = arg;
+  pthread_mutex_lock(&a->mu);
+  for (;;) {
+    while (!a->pending && !a->quit) pthread_cond_wait(&a->cv, &a->mu);
+    if (!a->pending) break; /* quit, nothing left */
+    pthread_mutex_unlock(&a->mu);
+    size_t bound = gz_bound(a->s->backend, a->s->level, a->block_len);
+    const char *err = NULL;
+    if (a->out_cap < bound) {
+      uint8_t *p = realloc(a->out, bound);
+      if (p) {
+        a->out = p;
+        a->out_cap = bound;
+      } else {
+        err = "out of memory";
+      }
+    }
+    /* The same room as the synchronous path gives (sink_flush_block). */
+    size_t n = err ? 0 : gz_member(a->s->backend, a->s->level, a->block, a->block_len, a->out, bound);
+    if (!err && !n) err = "compression failed";
+    pthread_mutex_lock(&a->mu);
+    a->out_len = n;
+    a->error = err;
+    a->pending = 0;
+    pthread_cond_broadcast(&a->cv);
+  }
+  pthread_mutex_unlock(&a->mu);
+  gz_thread_end(); /* this thread's compressor state */
+  return NULL;
+}
+
+/* The finished block's member into the sink's output (the caller holds a->mu, nothing pending). */
+static void collect(sink_t *s, async_t *a) {
+  if (a->error && !s->error) s->error = a->error;
+  a->error = NULL;
+  if (a->out_len && !s->error) {
+    if (sink_out_reserve(s, a->out_len)) {
+      memcpy(s->out + s->out_len, a->out, a->out_len);
+      s->out_len += a->out_len;
+    } else {
+      s->error = "out of memory";
+    }
+  }
+  a->out_len = 0;
+}
+
+/* Waits for the block in flight, if any, and takes its member. */
+void sink_async_wait(sink_t *s) {
+  async_t *a = s->async;
+  if (!a) return;
+  pthread_mutex_lock(&a->mu);
+  while (a->pending) pthread_cond_wait(&a->cv, &a->mu);
+  collect(s, a);
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* take(): the member of a block already compressed, without waiting for one still in flight. */
+void sink_async_poll(sink_t *s) {
+  async_t *a = s->async;
+  if (!a) return;
+  pthread_mutex_lock(&a->mu);
+  if (!a->pending) collect(s, a);
+  pthread_mutex_unlock(&a->mu);
+}
+
+static async_t *start(sink_t *s) {
+  pthread_mutex_lock(&slots_mu);
+  int ok = slots_used < ASYNC_MAX;
+  if (ok) slots_used++;
+  pthread_mutex_unlock(&slots_mu);
+  if (!ok) return NULL;
+  async_t *a = calloc(1, sizeof(async_t));
+  if (a) {
+    a->s = s;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    if (pthread_create(&a->th, NULL, worker, a) != 0) {
+      pthread_mutex_destroy(&a->mu);
+      pthread_cond_destroy(&a->cv);
+      free(a);
+      a = NULL;
+    }
+  }
+  if (!a) {
+    pthread_mutex_lock(&slots_mu);
+    slots_used--;
+    pthread_mutex_unlock(&slots_mu);
+  }
+  return a;
+}
+
+/*
+ * Hands the sink's full block to the thread (after the previous one is done) and gives the sink
+ * the thread's previous block to fill. 0: no thread to be had (the caller compresses itself).
+ */
+int sink_async_submit(sink_t *s) {
+  if (!s->async) {
+    if (s->async_refused) return 0;
+    s->async = start(s);
+    if (!s->async) {
+      s->async_refused = 1; /* asked again at the next file, not at every block */
+      return 0;
+    }
+  }
+  async_t *a = s->async;
+  pthread_mutex_lock(&a->mu);
+  while (a->pending) pthread_cond_wait(&a->cv, &a->mu);
+  collect(s, a);
+  if (s->error) {
+    pthread_mutex_unlock(&a->mu);
+    return 1;
+  }
+  uint8_t *b = a->block;
+  size_t cap = a->block_cap;
+  a->block = s->block;
+  a->block_cap = s->block_cap;
+  a->block_len = s->block_len;
+  s->block = b;
+  s->block_cap = cap;
+  s->block_len = 0;
+  a->pending = 1;
+  pthread_cond_signal(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+  return 1;
+}
+
+/* Ends the thread (after the block in flight, whose member is taken) and frees its buffers. */
+void sink_async_stop(sink_t *s) {
+  async_t *a = s->async;
+  if (!a) return;
+  pthread_mutex_lock(&a->mu);
+  while (a->pending) pthread_cond_wait(&a->cv, &a->mu);
+  collect(s, a);
+  a->quit = 1;
+  pthread_cond_signal(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+  pthread_join(a->th, NULL);
+  pthread_mutex_destroy(&a->mu);
+  pthread_cond_destroy(&a->cv);
+  free(a->block);
+  free(a->out);
+  free(a);
+  s->async = NULL;
+  pthread_mutex_lock(&slots_mu);
+  slots_used--;
+  pthread_mutex_unlock(&slots_mu);
+}
