@@ -85,16 +85,6 @@ static void collect(sink_t *s, async_t *a) {
   a->out_len = 0;
 }
 
-/* Waits for the block in flight, if any, and takes its member. */
-void sink_async_wait(sink_t *s) {
-  async_t *a = s->async;
-  if (!a) return;
-  pthread_mutex_lock(&a->mu);
-  while (a->pending) pthread_cond_wait(&a->cv, &a->mu);
-  collect(s, a);
-  pthread_mutex_unlock(&a->mu);
-}
-
 /* take(): the member of a block already compressed, without waiting for one still in flight. */
 void sink_async_poll(sink_t *s) {
   async_t *a = s->async;
