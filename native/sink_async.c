@@ -7,8 +7,8 @@
  * One block at most is in flight per sink: handing over the next one first waits for it and
  * appends its member to the sink's output, so the file's members stay in the blocks' order, each
  * of the same CSV as on the synchronous path. (Not always the same compressed bytes: with blocks
- * of 1,000 bytes one member in a few thousand came out with other Huffman codes on the thread than
- * on the caller's thread, also with ISA-L's whole level buffer cleared; the cause is not known.
+ * of 1,000 bytes, a member now and then came out with other Huffman codes on the thread than on
+ * the caller's thread, also with ISA-L's whole level buffer cleared; the cause is not known.
  * Both are valid, and the CSV, records and roots are the same. Blocks of 64 KiB and 1 MiB gave
  * the same bytes in every test.) At most ASYNC_MAX sinks hold a thread at once
  * (a window may have many tables open, each would add a thread and two blocks); the others
