@@ -87,6 +87,12 @@ static void collect(sink_t *s, async_t *a) {
   a->out_len = 0;
 }
 
+/* Waits for the block in flight, if any, and takes its member (the caller holds a->mu). */
+static void settle(sink_t *s, async_t *a) {
+  while (a->pending) pthread_cond_wait(&a->cv, &a->mu);
+  collect(s, a);
+}
+
 /* take(): the member of a block already compressed, without waiting for one still in flight. */
 void sink_async_poll(sink_t *s) {
   async_t *a = s->async;
@@ -137,8 +143,7 @@ int sink_async_submit(sink_t *s) {
   }
   async_t *a = s->async;
   pthread_mutex_lock(&a->mu);
-  while (a->pending) pthread_cond_wait(&a->cv, &a->mu);
-  collect(s, a);
+  settle(s, a);
   if (s->error) {
     pthread_mutex_unlock(&a->mu);
     return 1;
@@ -162,8 +167,7 @@ void sink_async_stop(sink_t *s) {
   async_t *a = s->async;
   if (!a) return;
   pthread_mutex_lock(&a->mu);
-  while (a->pending) pthread_cond_wait(&a->cv, &a->mu);
-  collect(s, a);
+  settle(s, a);
   a->quit = 1;
   pthread_cond_signal(&a->cv);
   pthread_mutex_unlock(&a->mu);
