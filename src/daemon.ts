@@ -17,7 +17,7 @@ import { prepareSource } from './source/prepare.js';
 import { Catalog } from './source/catalog.js';
 import { commitTarget, flushSink } from './commit/target.js';
 import { waitSlotFree } from './source/slot-wait.js';
-import { openSession } from './source/session.js';
+import { openSession, type SessionConnections } from './source/session.js';
 import { ReplicationStream } from './wal/stream.js';
 import { decodeFrame, xlogDataStart, xlogDataWalStart } from './wal/frames.js';
 import { decodePgOutput } from './wal/pgoutput.js';
@@ -65,6 +65,8 @@ export interface RunOptions {
   exportHooks?: ExportHooks;
   /** The clock that closes windows and names export windows (src/clock.ts); the wall clock if unset. */
   now?: Clock;
+  /** The first session's connections, already opening (`run` starts them early); later sessions open their own. */
+  session?: Promise<SessionConnections>;
 }
 
 export async function runDaemon(cfg: Config, log: Logger, opts: RunOptions): Promise<void> {
@@ -72,10 +74,13 @@ export async function runDaemon(cfg: Config, log: Logger, opts: RunOptions): Pro
   const http = await startHttp(cfg, log, state);
   let started = false;
   let attempt = 0;
+  let opened = opts.session;
   try {
     while (!opts.signal.aborted) {
+      const session = opened ?? openSession(cfg);
+      opened = undefined;
       try {
-        await runSession(cfg, log, { ...opts, state }, () => {
+        await runSession(cfg, log, { ...opts, state }, session, () => {
           started = true;
           attempt = 0;
         });
@@ -95,16 +100,24 @@ export async function runDaemon(cfg: Config, log: Logger, opts: RunOptions): Pro
       }
     }
   } finally {
+    // Stopped before the early session was used: its connections end here.
+    if (opened) await opened.then((s) => s.close(), () => undefined);
     state.phase = 'stopping';
     state.reason = 'stopping';
     await new Promise<void>((r) => (http ? http.close(() => r()) : r()));
   }
 }
 
-async function runSession(cfg: Config, log: Logger, opts: RunOptions & { state: DaemonState }, onStarted: () => void): Promise<void> {
+async function runSession(
+  cfg: Config,
+  log: Logger,
+  opts: RunOptions & { state: DaemonState },
+  opening: Promise<SessionConnections>,
+  onStarted: () => void,
+): Promise<void> {
   const state = opts.state;
   // The registry pool, the replication connection and the daemon lock (src/source/session.ts).
-  const session = await openSession(cfg);
+  const session = await opening;
   const { pool: client, lock } = session;
   let stream: ReplicationStream | null = null;
   let streamStart: Promise<ReplicationStream> | null = null;

@@ -21,11 +21,18 @@ export interface Migration {
   sql: string;
 }
 
+/** The migrations in `dir`; each file is read when its `sql` is (a current registry reads none). */
 export function loadMigrations(dir = SQL_DIR): Migration[] {
   return readdirSync(dir)
     .map((file) => /^(\d{3})_(.+)\.sql$/.exec(file))
     .filter((m): m is RegExpExecArray => m !== null)
-    .map((m) => ({ version: Number(m[1]), name: m[2], sql: readFileSync(dir + m[0], 'utf8') }))
+    .map((m) => ({
+      version: Number(m[1]),
+      name: m[2],
+      get sql() {
+        return readFileSync(dir + m[0], 'utf8');
+      },
+    }))
     .sort((a, b) => a.version - b.version);
 }
 

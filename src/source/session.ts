@@ -2,7 +2,8 @@
  * The connections a daemon session opens at once (src/daemon.ts): the registry pool's first, the
  * replication connection (idle until the stream starts) and the daemon lock's. Each is a new
  * server process, which the postmaster starts one after another (~10-20 ms each here): they are
- * opened together rather than in turn.
+ * opened together rather than in turn. `run` starts them before it loads the daemon's modules
+ * (src/cli/main.ts), so the handshakes overlap that work.
  */
 import type pg from 'pg';
 import type { Config } from '../config/index.js';
@@ -23,7 +24,10 @@ export interface SessionConnections {
 
 export async function openSession(cfg: Config): Promise<SessionConnections> {
   const pool = createPool(cfg.source, 6);
-  void pool.connect().then(
+  // Waited for with the lock: the first query then finds this connection idle. A query made while
+  // it was still starting opened a second one (pg.Pool does not wait for a connecting client),
+  // ~15 ms more before the first check. A failure here is the first query's to report.
+  const first = pool.connect().then(
     (c) => c.release(),
     () => undefined,
   );
@@ -40,7 +44,7 @@ export async function openSession(cfg: Config): Promise<SessionConnections> {
   };
   let lock: DaemonLock;
   try {
-    lock = await DaemonLock.acquire(cfg.source, cfg.slot);
+    [lock] = await Promise.all([DaemonLock.acquire(cfg.source, cfg.slot), first]);
   } catch (e) {
     await closeRest();
     throw e;
