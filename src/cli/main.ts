@@ -59,7 +59,8 @@ export function buildProgram(): Command {
       const loaded = load(program, opts);
       const { cfg } = loaded;
       // The session's connections open first: their handshakes (a server process each) overlap
-      // the loading of the logger and the daemon's modules (~0.05-0.1 s of a start).
+      // the loading of the logger and the daemon's modules (~25-30 ms of a start here, with
+      // openSession waiting for the pool's first connection; README "Latest result").
       const { openSession } = await import('../source/session.js');
       const session = openSession(cfg);
       session.catch(() => undefined);
