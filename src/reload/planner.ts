@@ -110,6 +110,32 @@ export function readsOnThread(heapBytes: number, partitioned: boolean): boolean 
   return partitioned || heapBytes >= THREAD_MIN_BYTES;
 }
 
+/** COPYs in one query at most (copy-export.ts copyFilesEnded), and their heap bytes together. */
+export const GROUP_MAX_COPIES = 16;
+export const GROUP_MAX_BYTES = 4 * THREAD_MIN_BYTES;
+
+/**
+ * A worker's next COPYs, taken from the front of the queue: one chunk read on a thread of its own,
+ * or a run of small ones (none read on a thread) sent as one query, at most GROUP_MAX_COPIES and
+ * GROUP_MAX_BYTES of heap, and no more than an equal share of what is left among `workers`, so
+ * that the last tables do not all wait behind one worker.
+ */
+export function takeGroup<T extends { heapBytes: number; partitioned: boolean }>(queue: T[], workers: number): T[] {
+  const first = queue.shift();
+  if (!first) return [];
+  const group = [first];
+  if (readsOnThread(first.heapBytes, first.partitioned)) return group;
+  const most = Math.min(GROUP_MAX_COPIES, Math.ceil((queue.length + 1) / Math.max(1, workers)));
+  let bytes = first.heapBytes;
+  while (group.length < most && queue.length) {
+    const next = queue[0];
+    if (readsOnThread(next.heapBytes, next.partitioned) || bytes + next.heapBytes > GROUP_MAX_BYTES) break;
+    bytes += next.heapBytes;
+    group.push(queue.shift()!);
+  }
+  return group;
+}
+
 export interface TableTask<T> {
   key: T;
   bytes: number;

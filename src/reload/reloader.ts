@@ -23,7 +23,7 @@ import { formatLsn, type Lsn } from '../lsn.js';
 import { expandRootReload, inspectReloadTables, type ReloadOp } from '../registry/reloads.js';
 import { takeSnapshot } from './snapshot-wait.js';
 import { connectSnapshotClient } from './snapshot.js';
-import { chunkHeapBytes, orderTasks, parallelWays, planChunks, sourceIsLocal } from './planner.js';
+import { chunkHeapBytes, orderTasks, parallelWays, planChunks, sourceIsLocal, takeGroup } from './planner.js';
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
 import { expectedChunks, WorkerConnections } from './preconnect.js';
 import { FinalizeQueue, type FinalizeDeps } from './finalize.js';
@@ -351,33 +351,37 @@ export class Reloader {
         this.workers.map(async (w, wi) => {
           try {
             while (tasks.length && errors.length === 0 && !this.stopping) {
-              const task = tasks.shift()!;
-              const st = states.get(task.opId)!;
+              const group = takeGroup(tasks, this.workers.length);
               try {
                 // Rows and bytes count as they pass, so progress moves during a chunk.
-                const { result: r, durable } = await w.copy(task, cfg, tmpDir, (bytes, rows) => {
+                const copied = await w.copy(group, cfg, tmpDir, (task, bytes, rows) => {
+                  const st = states.get(task.opId)!;
                   st.rawBytes += bytes;
                   st.rows += rows;
                 });
-                await failpoint('export-after-chunk');
-                // Counted once durable: a table is registered when every part is fsynced.
-                syncing.push(durable.then(
-                  () => {
-                    st.results[task.index] = r;
-                    st.done++;
-                    st.workers.add(wi);
-                    if (st.done === st.chunks) {
-                      const { op, def, columns, relid } = st.info;
-                      registering.push(
-                        finalizer.add({ op, def, columns, relid, parts: st.results, workers: st.workers.size }).then(
-                          () => void (st.finished = true),
-                          (e: unknown) => void errors.push(e),
-                        ),
-                      );
-                    }
-                  },
-                  (e: unknown) => void errors.push(e),
-                ));
+                for (const { result: r, durable } of copied) {
+                  await failpoint('export-after-chunk');
+                  const task = r.task;
+                  const st = states.get(task.opId)!;
+                  // Counted once durable: a table is registered when every part is fsynced.
+                  syncing.push(durable.then(
+                    () => {
+                      st.results[task.index] = r;
+                      st.done++;
+                      st.workers.add(wi);
+                      if (st.done === st.chunks) {
+                        const { op, def, columns, relid } = st.info;
+                        registering.push(
+                          finalizer.add({ op, def, columns, relid, parts: st.results, workers: st.workers.size }).then(
+                            () => void (st.finished = true),
+                            (e: unknown) => void errors.push(e),
+                          ),
+                        );
+                      }
+                    },
+                    (e: unknown) => void errors.push(e),
+                  ));
+                }
               } catch (e) {
                 errors.push(e);
               }

@@ -19,7 +19,7 @@ import type { Config } from '../config/index.js';
 import { connectClient } from '../db/connect.js';
 import type { GzipFileStats } from '../output/gzip-file.js';
 import { ctidCondition, readsOnThread, type ChunkRange } from './planner.js';
-import { copyToFileEnded } from './copy-export.js';
+import { copyFilesEnded } from './copy-export.js';
 import { createCopySink } from './copy-sink.js';
 import { WORKER_APPLICATION } from './preconnect.js';
 import type { MerkleSummary } from '../output/table-window.js';
@@ -125,36 +125,41 @@ export class ExportWorker {
   }
 
   /**
-   * Streams one chunk into a gzip file in `tmpDir`; `onProgress` reports raw bytes and records
-   * as they pass, so progress moves during a chunk, not only at its end. Resolves when the COPY is
-   * over (the connection is free for the next one); `durable` settles when the file is fsynced and
-   * closed, or rejects with the write error. At most PENDING_FILES files wait for their fsync
+   * Streams chunks into gzip files in `tmpDir`, one file each, in one query (copy-export.ts
+   * copyFilesEnded); `onProgress` reports raw bytes and records as they pass, so progress moves
+   * during a chunk, not only at its end. Resolves when the COPYs are over (the connection is free
+   * for the next ones), with each chunk's result and `durable`: settles when its file is fsynced
+   * and closed, or rejects with the write error. At most PENDING_FILES files wait for their fsync
    * before the worker waits too (a slow disk does not pile up open files).
    */
   async copy(
-    task: ChunkTask,
+    tasks: ChunkTask[],
     cfg: Config,
     tmpDir: string,
-    onProgress: (bytes: number, rows: number) => void,
-  ): Promise<{ result: ChunkResult; durable: Promise<void> }> {
+    onProgress: (task: ChunkTask, bytes: number, rows: number) => void,
+  ): Promise<{ result: ChunkResult; durable: Promise<void> }[]> {
     while (this.unsynced.length >= PENDING_FILES) await this.unsynced.shift();
-    const tmpPath = path.join(tmpDir, `${randomBytes(8).toString('hex')}.csv.gz`);
-    const sink = createCopySink(cfg.output.gzipLevel, { columns: task.columns });
-    const { durable, ...r } = await copyToFileEnded(
-      this.client,
-      copySql(task, sink.format),
-      {
-        path: tmpPath,
-        gzipLevel: cfg.output.gzipLevel,
-        fileMode: cfg.output.fileMode,
-        onProgress,
-        sink,
-        thread: readsOnThread(task.heapBytes, task.partitioned),
-      },
-    );
-    // The caller handles the rejection; here it only frees a place.
-    this.unsynced.push(durable.catch(() => undefined));
-    return { result: { task, tmpPath, ...r }, durable };
+    const copies = tasks.map((task) => {
+      const sink = createCopySink(cfg.output.gzipLevel, { columns: task.columns });
+      return {
+        task,
+        sql: copySql(task, sink.format),
+        opts: {
+          path: path.join(tmpDir, `${randomBytes(8).toString('hex')}.csv.gz`),
+          gzipLevel: cfg.output.gzipLevel,
+          fileMode: cfg.output.fileMode,
+          onProgress: (bytes: number, rows: number) => onProgress(task, bytes, rows),
+          sink,
+          thread: tasks.length === 1 && readsOnThread(task.heapBytes, task.partitioned),
+        },
+      };
+    });
+    const ended = await copyFilesEnded(this.client, copies);
+    return ended.map(({ durable, ...r }, i) => {
+      // The caller handles the rejection; here it only frees a place.
+      this.unsynced.push(durable.catch(() => undefined));
+      return { result: { task: copies[i].task, tmpPath: copies[i].opts.path, ...r }, durable };
+    });
   }
 
   /** A query in the worker's transaction: its snapshot's view, under the locks it holds. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chunkHeapBytes, ctidCondition, orderTasks, parallelWays, planChunks, readsOnThread, sourceIsLocal, THREAD_MIN_BYTES } from '../../src/reload/planner.js';
+import { chunkHeapBytes, ctidCondition, GROUP_MAX_BYTES, GROUP_MAX_COPIES, orderTasks, parallelWays, planChunks, readsOnThread, sourceIsLocal, takeGroup, THREAD_MIN_BYTES } from '../../src/reload/planner.js';
 import { copySql } from '../../src/reload/workers.js';
 import { expectedChunks } from '../../src/reload/preconnect.js';
 
@@ -124,5 +124,29 @@ describe('ctid chunk planner', () => {
     expect(expectedChunks([{ pages: 25, splittable: true }, { pages: 25, splittable: false }], 8192, 8192 * 10, 4)).toBe(4);
     // One way: the splittable table is within its share (and sixteen chunks): one COPY, as the plan makes it.
     expect(expectedChunks([{ pages: 25, splittable: true }, { pages: 25, splittable: false }], 8192, 8192 * 10, 1)).toBe(2);
+  });
+});
+
+describe('takeGroup: the COPYs a worker sends in one query', () => {
+  const t = (heapBytes: number, partitioned = false) => ({ heapBytes, partitioned });
+  it('a chunk read on a thread goes alone; small ones go together, within the limits and an equal share', () => {
+    const big = t(THREAD_MIN_BYTES);
+    let q = [big, t(10), t(10)];
+    expect(takeGroup(q, 4)).toEqual([big]);
+    expect(q).toHaveLength(2);
+    // A run of small ones stops at a chunk for a thread, and at a partitioned root.
+    q = [t(10), t(10), t(1, true), t(10)];
+    expect(takeGroup(q, 1)).toHaveLength(2);
+    expect(takeGroup(q, 1)).toEqual([t(1, true)]);
+    // 500 small tables on 4 workers: the copies limit.
+    q = Array.from({ length: 500 }, () => t(200_000));
+    expect(takeGroup(q, 4).length).toBeLessThanOrEqual(GROUP_MAX_COPIES);
+    expect(takeGroup(q, 4).reduce((n, x) => n + x.heapBytes, 0)).toBeLessThanOrEqual(GROUP_MAX_BYTES);
+    // The tail: no more than an equal share of what is left.
+    q = Array.from({ length: 8 }, () => t(100));
+    expect(takeGroup(q, 4)).toHaveLength(2);
+    q = [t(100)];
+    expect(takeGroup(q, 4)).toHaveLength(1);
+    expect(takeGroup([], 4)).toEqual([]);
   });
 });
