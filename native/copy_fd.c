@@ -1,7 +1,10 @@
 /*
  * An export COPY read straight off its connection's socket on a thread of its own:
  *
- *   sink.readFd(socketFd, fileFd, cb)   cb(err | null, rest: Buffer, bytesRead) once the COPY has ended
+ *   sink.readFd(socketFd, fileFd, cb[, sinks, fileFds])
+ *                                       cb(err | null, rest: Buffer, bytesRead) once the COPY has ended;
+ *                                       with `sinks` and `fileFds`, the query holds more COPYs, one
+ *                                       per further sink, each written to its own file
  *   sink.fdProgress() -> [bytes read, records]   while it runs (any thread may have moved them)
  *   sink.fdCancel()                              makes the thread stop at its next read
  *
@@ -71,9 +74,22 @@
 #define WRITEBACK_BYTES (8u << 20)
 
 typedef struct {
-  sink_t *s;
+  sink_t *s; /* the COPY being read: sinks[cur] */
   int sock;
-  napi_ref self;
+  /* The query's COPYs in order, and references that keep their objects alive meanwhile. */
+  sink_t **sinks;
+  napi_ref *refs;
+  size_t n, cur;
+  /* Between two COPYs (reload/copy-gap.ts does the same in JavaScript): the ended COPY's
+     CommandComplete ("COPY n") is read for its row count, NoticeResponse and ParameterStatus are
+     skipped, the next CopyOutResponse starts the next COPY, anything else is the client's. */
+  int in_gap;
+  uint8_t gap_hdr[5];
+  int gap_hdr_len;
+  uint8_t gap_type;
+  uint32_t gap_left;
+  char gap_body[32];
+  size_t gap_body_len;
   napi_threadsafe_function done;
   atomic_int cancel;
   _Atomic uint64_t bytes;
@@ -110,6 +126,97 @@ int sink_drain_to_file(sink_t *s) {
   return 1;
 }
 
+/* Sets what follows the query's last COPY (or the message that ended it) for the client. */
+static void set_rest(fd_job_t *j, const uint8_t *pre, size_t pre_len, const uint8_t *d, size_t n) {
+  j->rest_len = pre_len + n;
+  if (!j->rest_len) return;
+  if (!(j->rest = malloc(j->rest_len))) {
+    j->s->error = "out of memory";
+    return;
+  }
+  memcpy(j->rest, pre, pre_len);
+  memcpy(j->rest + pre_len, d, n);
+}
+
+static uint32_t be32(const uint8_t *p) { return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3]; }
+
+/* One read's bytes through the COPYs and the gaps between them; 1 once the thread is done (the
+   last COPY ended, another message came, or an error is set on j->s). */
+static int take_bytes(fd_job_t *j, const uint8_t *d, size_t n) {
+  size_t pos = 0;
+  while (pos < n) {
+    sink_t *s = j->s;
+    if (!j->in_gap) {
+      int64_t at = sink_feed_frames(s, d + pos, n - pos);
+      atomic_store(&j->rows, s->rows);
+      if (s->error || (s->out_len && !sink_drain_to_file(s))) return 1;
+      if (at < 0) return 0;
+      pos += (size_t)at;
+      /* The last block too, here rather than in finish() on the main thread: a small table's
+         export is all in its last block. */
+      if (s->copy_done) {
+        sink_flush_block(s);
+        if (s->error || (s->out_len && !sink_drain_to_file(s))) return 1;
+      }
+      if (!s->copy_done || j->cur + 1 == j->n) {
+        /* An ended COPY's header split across reads is carried in the sink: the client gets it first. */
+        set_rest(j, s->leftover, (size_t)s->leftover_len, d + pos, n - pos);
+        s->leftover_len = 0;
+        return 1;
+      }
+      j->in_gap = 1;
+      j->gap_hdr_len = 0;
+      j->gap_left = 0;
+      continue;
+    }
+    if (j->gap_left) {
+      size_t take = j->gap_left < n - pos ? j->gap_left : n - pos;
+      if (j->gap_type == 'C') {
+        size_t room = sizeof j->gap_body - 1 - j->gap_body_len;
+        size_t c = take < room ? take : room;
+        memcpy(j->gap_body + j->gap_body_len, d + pos, c);
+        j->gap_body_len += c;
+      }
+      pos += take;
+      j->gap_left -= (uint32_t)take;
+    } else {
+      while (j->gap_hdr_len < 5 && pos < n) j->gap_hdr[j->gap_hdr_len++] = d[pos++];
+      if (j->gap_hdr_len < 5) return 0;
+      uint8_t type = j->gap_hdr[0];
+      uint32_t len = be32(j->gap_hdr + 1);
+      if (type == 'H') {
+        /* The next COPY: its sink reads the CopyOutResponse from its first byte. */
+        j->in_gap = 0;
+        j->s = j->sinks[++j->cur];
+        atomic_store(&j->rows, 0);
+        (void)sink_feed_frames(j->s, j->gap_hdr, 5);
+        if (j->s->error) return 1;
+        continue;
+      }
+      if (type != 'C' && type != 'N' && type != 'S' && type != 'A') {
+        /* An ErrorResponse (a later statement failed), or anything else: the client's. */
+        set_rest(j, j->gap_hdr, 5, d + pos, n - pos);
+        return 1;
+      }
+      if (len < 4) {
+        s->error = "malformed message length after CopyDone";
+        return 1;
+      }
+      j->gap_type = type;
+      j->gap_left = len - 4;
+      j->gap_body_len = 0;
+      j->gap_hdr_len = 0;
+    }
+    if (!j->gap_left && j->gap_type == 'C') {
+      j->gap_body[j->gap_body_len] = 0;
+      unsigned long long rows;
+      if (sscanf(j->gap_body, "COPY %llu", &rows) == 1) s->command_rows = (int64_t)rows;
+      j->gap_type = 0;
+    }
+  }
+  return 0;
+}
+
 static void *fd_thread(void *arg) {
   fd_job_t *j = arg;
   sink_t *s = j->s;
@@ -118,9 +225,9 @@ static void *fd_thread(void *arg) {
   int lowat = LOWAT_BYTES;
   (void)setsockopt(j->sock, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
   int waited = 0; /* the last poll() ended by its timeout */
-  while (buf && !s->error) {
+  while (buf && !j->s->error) {
     if (atomic_load(&j->cancel)) {
-      s->error = "the COPY was cancelled";
+      j->s->error = "the COPY was cancelled";
       break;
     }
     ssize_t n = recv(j->sock, buf, READ_BYTES, 0);
@@ -131,24 +238,10 @@ static void *fd_thread(void *arg) {
         (void)setsockopt(j->sock, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
       }
       atomic_fetch_add(&j->bytes, (uint64_t)n);
-      int64_t at = sink_feed_frames(s, buf, (size_t)n);
-      atomic_store(&j->rows, s->rows);
-      if (s->error || (s->out_len && !sink_drain_to_file(s))) break;
-      if (at >= 0) {
-        /* The last block too, here rather than in finish() on the main thread: a small table's
-           export is all in its last block. */
-        if (s->copy_done) {
-          sink_flush_block(s);
-          if (s->error || (s->out_len && !sink_drain_to_file(s))) break;
-        }
-        j->rest_len = (size_t)n - (size_t)at;
-        if (j->rest_len && !(j->rest = malloc(j->rest_len))) s->error = "out of memory";
-        else if (j->rest_len) memcpy(j->rest, buf + at, j->rest_len);
-        break;
-      }
+      if (take_bytes(j, buf, (size_t)n)) break;
     } else if (n == 0) {
       j->sock_errno = -1;
-      s->error = "the server closed the connection during the COPY";
+      j->s->error = "the server closed the connection during the COPY";
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
       if (waited && lowat != 1) {
         /* LOWAT_WAIT_MS without a byte: wake on the first one from now on (see LOWAT_BYTES). */
@@ -159,7 +252,7 @@ static void *fd_thread(void *arg) {
       waited = poll(&p, 1, lowat == 1 ? POLL_MS : LOWAT_WAIT_MS) == 0;
     } else if (errno != EINTR) {
       j->sock_errno = errno;
-      s->error = strerror(errno);
+      j->s->error = strerror(errno);
     }
   }
   free(buf);
@@ -204,8 +297,10 @@ static void fd_done(napi_env env, napi_value cb, void *context, void *data) {
   (void)context;
   fd_job_t *j = data;
   sink_t *s = j->s;
-  s->busy = 0;
-  s->fd_job = NULL;
+  for (size_t i = 0; i < j->n; i++) {
+    j->sinks[i]->busy = 0;
+    j->sinks[i]->fd_job = NULL;
+  }
   close(j->sock);
   if (env) {
     napi_value argv[3], global;
@@ -226,10 +321,12 @@ static void fd_done(napi_env env, napi_value cb, void *context, void *data) {
     napi_create_buffer_copy(env, j->rest_len, j->rest_len ? (void *)j->rest : (void *)"", &copy, &argv[1]);
     napi_create_double(env, (double)atomic_load(&j->bytes), &argv[2]);
     napi_get_global(env, &global);
-    napi_delete_reference(env, j->self);
+    for (size_t i = 0; i < j->n; i++) napi_delete_reference(env, j->refs[i]);
     napi_call_function(env, global, cb, 3, argv, NULL);
   }
   free(j->rest);
+  free(j->sinks);
+  free(j->refs);
   free(j);
 }
 
@@ -239,52 +336,119 @@ static sink_t *this_sink(napi_env env, napi_callback_info info, size_t *argc, na
   return p;
 }
 
+/* Undoes what sink_read_fd set up for the first `k` sinks (a failed start). */
+static void unwind(napi_env env, fd_job_t *j, size_t k) {
+  for (size_t i = 0; i < k; i++) {
+    sink_t *x = j->sinks[i];
+    if (x->file_fd >= 0) close(x->file_fd);
+    x->file_fd = -1;
+    x->file_mode = 0;
+    x->busy = 0;
+    x->fd_job = NULL;
+    if (j->refs[i]) napi_delete_reference(env, j->refs[i]);
+  }
+  if (j->sock >= 0) close(j->sock);
+  free(j->sinks);
+  free(j->refs);
+  free(j);
+}
+
+static napi_value throw_start(napi_env env, const char *msg) {
+  napi_throw_error(env, "ERR_PG_EGRESS_SINK", msg);
+  return NULL;
+}
+
 napi_value sink_read_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], self, name;
+  size_t argc = 5;
+  napi_value argv[5], self, name;
   int32_t sock_fd = -1, file_fd = -1;
   napi_valuetype t;
   sink_t *s = this_sink(env, info, &argc, argv, &self);
   if (!s || argc < 3 || napi_get_value_int32(env, argv[0], &sock_fd) != napi_ok || napi_get_value_int32(env, argv[1], &file_fd) != napi_ok ||
-      napi_typeof(env, argv[2], &t) != napi_ok || t != napi_function || sock_fd < 0 || file_fd < 0) {
-    napi_throw_error(env, "ERR_PG_EGRESS_SINK", "readFd(socketFd, fileFd, callback)");
-    return NULL;
-  }
-  const char *bad = !s->framing ? "readFd: this sink takes raw CSV" : s->done ? "readFd: the COPY has ended" : s->busy ? "readFd: the sink is busy" : s->file_mode ? "readFd: called twice" : NULL;
-  if (bad) {
-    napi_throw_error(env, "ERR_PG_EGRESS_SINK", bad);
-    return NULL;
+      napi_typeof(env, argv[2], &t) != napi_ok || t != napi_function || sock_fd < 0 || file_fd < 0)
+    return throw_start(env, "readFd(socketFd, fileFd, callback[, sinks, fileFds])");
+  /* More COPYs in the query: one further sink and file each. */
+  uint32_t more = 0, more_fds = 0;
+  bool is_array = false;
+  if (argc >= 5 && napi_is_array(env, argv[3], &is_array) == napi_ok && is_array) {
+    napi_get_array_length(env, argv[3], &more);
+    if (napi_is_array(env, argv[4], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[4], &more_fds) != napi_ok || more != more_fds)
+      return throw_start(env, "readFd: as many further file descriptors as sinks");
   }
   fd_job_t *j = calloc(1, sizeof(fd_job_t));
-  if (!j) {
-    napi_throw_error(env, "ERR_PG_EGRESS_SINK", "out of memory");
-    return NULL;
+  if (!j || !(j->sinks = calloc(1 + more, sizeof(sink_t *))) || !(j->refs = calloc(1 + more, sizeof(napi_ref)))) {
+    if (j) free(j->sinks);
+    free(j);
+    return throw_start(env, "out of memory");
+  }
+  j->n = 1 + more;
+  j->sock = -1;
+  int fds[1 + more];
+  fds[0] = file_fd;
+  napi_value objs[1 + more];
+  objs[0] = self;
+  for (uint32_t i = 0; i < more; i++) {
+    napi_value v;
+    void *p = NULL;
+    if (napi_get_element(env, argv[3], i, &objs[1 + i]) != napi_ok || napi_unwrap(env, objs[1 + i], &p) != napi_ok || !p ||
+        napi_get_element(env, argv[4], i, &v) != napi_ok || napi_get_value_int32(env, v, &fds[1 + i]) != napi_ok || fds[1 + i] < 0) {
+      unwind(env, j, 0);
+      return throw_start(env, "readFd: further sinks must be sinks, and their file descriptors numbers");
+    }
+    j->sinks[1 + i] = p;
+  }
+  j->sinks[0] = s;
+  for (size_t i = 0; i < j->n; i++) {
+    sink_t *x = j->sinks[i];
+    for (size_t k = 0; k < i; k++)
+      if (j->sinks[k] == x) {
+        unwind(env, j, 0);
+        return throw_start(env, "readFd: a sink given twice");
+      }
+    const char *bad = !x->framing ? "readFd: this sink takes raw CSV" : x->done ? "readFd: the COPY has ended" : x->busy ? "readFd: the sink is busy" : x->file_mode ? "readFd: called twice" : NULL;
+    if (bad) {
+      unwind(env, j, 0);
+      return throw_start(env, bad);
+    }
   }
   j->s = s;
-  /* Both descriptors are the thread's own copies: JavaScript may close its own (a killed
+  /* Every descriptor is the thread's own copy: JavaScript may close its own (a killed
      connection, an aborted file) while the thread still runs, and the numbers be given to other
-     files. finish() and the sink's finalizer close the file's. */
+     files. finish() and the sink's finalizer close the files'. */
   j->sock = fcntl(sock_fd, F_DUPFD_CLOEXEC, 0);
-  s->file_fd = j->sock < 0 ? -1 : fcntl(file_fd, F_DUPFD_CLOEXEC, 0);
-  s->file_mode = 1;
-  SHA256_Init(&s->file_ctx);
-  /* What the sink already holds (the header line in text mode) goes first. */
-  if (j->sock < 0 || s->file_fd < 0 || (s->out_len && !sink_drain_to_file(s))) {
-    const char *why = j->sock < 0 || s->file_fd < 0 ? strerror(errno) : NULL;
-    if (j->sock >= 0) close(j->sock);
-    free(j);
-    if (why) napi_throw_error(env, "ERR_PG_EGRESS_SINK", why);
-    else napi_throw(env, sink_error_value(env, s));
-    return NULL;
+  if (j->sock < 0) {
+    const char *why = strerror(errno);
+    unwind(env, j, 0);
+    return throw_start(env, why);
+  }
+  for (size_t i = 0; i < j->n; i++) {
+    sink_t *x = j->sinks[i];
+    x->file_fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+    x->file_mode = 1;
+    SHA256_Init(&x->file_ctx);
+    /* What the sink already holds (the header line in text mode) goes first. */
+    if (x->file_fd < 0 || (x->out_len && !sink_drain_to_file(x))) {
+      const char *why = x->file_fd < 0 ? strerror(errno) : NULL;
+      napi_value err = why ? NULL : sink_error_value(env, x);
+      unwind(env, j, i + 1);
+      if (why) return throw_start(env, why);
+      napi_throw(env, err);
+      return NULL;
+    }
+    if (napi_create_reference(env, objs[i], 1, &j->refs[i]) != napi_ok) {
+      unwind(env, j, i + 1);
+      return throw_start(env, "readFd: could not start its thread");
+    }
   }
   napi_create_string_utf8(env, "pg-egress export COPY", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, self, 1, &j->self) != napi_ok) goto fail;
   if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, NULL, fd_done, &j->done) != napi_ok) {
-    napi_delete_reference(env, j->self);
-    goto fail;
+    unwind(env, j, j->n);
+    return throw_start(env, "readFd: could not start its thread");
   }
-  s->busy = 1;
-  s->fd_job = j;
+  for (size_t i = 0; i < j->n; i++) {
+    j->sinks[i]->busy = 1;
+    j->sinks[i]->fd_job = j;
+  }
   pthread_attr_t attr;
   pthread_t th;
   pthread_attr_init(&attr);
@@ -292,17 +456,10 @@ napi_value sink_read_fd(napi_env env, napi_callback_info info) {
   int rc = pthread_create(&th, &attr, fd_thread, j);
   pthread_attr_destroy(&attr);
   if (rc != 0) {
-    s->busy = 0;
-    s->fd_job = NULL;
     napi_release_threadsafe_function(j->done, napi_tsfn_abort);
-    napi_delete_reference(env, j->self);
-    goto fail;
+    unwind(env, j, j->n);
+    return throw_start(env, "readFd: could not start its thread");
   }
-  return NULL;
-fail:
-  close(j->sock);
-  free(j);
-  napi_throw_error(env, "ERR_PG_EGRESS_SINK", "readFd: could not start its thread");
   return NULL;
 }
 

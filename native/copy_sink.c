@@ -444,6 +444,7 @@ static napi_value sink_new(napi_env env, napi_callback_info info) {
   s->block_max = (size_t)block;
   s->thread = (int)thread && !s->framing; /* an export's COPY has a thread of its own (readFd) */
   s->file_fd = -1;
+  s->command_rows = -1;
   if (napi_wrap(env, self, s, sink_free, NULL, NULL) != napi_ok) {
     free(s);
     return throw_err(env, "could not wrap the sink");
@@ -593,6 +594,7 @@ static napi_value sink_stats(napi_env env, napi_callback_info info) {
   napi_value backend;
   napi_create_string_utf8(env, gz_backend_name(s->backend), NAPI_AUTO_LENGTH, &backend);
   napi_set_named_property(env, r, "deflate", backend);
+  if (s->command_rows >= 0) set_num(env, r, "commandRows", (double)s->command_rows);
   if (s->file_mode) {
     /* readFd's file: its size and sha256 so far (hex). */
     uint8_t d[32];

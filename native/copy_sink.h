@@ -68,6 +68,7 @@ typedef struct {
   uint64_t writeback_from; /* file_bytes up to which the kernel was asked to write back (copy_fd.c) */
   int file_errno; /* the errno of a failed write */
   void *fd_job;   /* the running readFd, else NULL */
+  int64_t command_rows; /* readFd of several COPYs: this COPY's CommandComplete row count, else -1 */
   /* thread: full blocks of a streaming file compressed on a thread of their own (sink_async.c) */
   int thread;
   int async_refused; /* no thread was free when this file's first block was full */

@@ -28,8 +28,10 @@ export interface NativeSink {
    * Reads the COPY from the socket `socketFd` on a thread of its own and writes its gzip members
    * to `fileFd` (native/copy_fd.c); `cb` runs on the main thread once the COPY ended, with the
    * bytes after it and the bytes read. Every other method but fdProgress and fdCancel throws meanwhile.
+   * `sinks` and `fileFds`: the query holds one more COPY per sink, each written to its file (the
+   * same way), in order; `cb` runs once the last ended, or the first that ended without CopyDone.
    */
-  readFd(socketFd: number, fileFd: number, cb: ReadFdCallback): void;
+  readFd(socketFd: number, fileFd: number, cb: ReadFdCallback, sinks?: NativeSink[], fileFds?: number[]): void;
   /** While readFd runs: [bytes read, records found]. */
   fdProgress(): [number, number];
   /** Makes readFd's thread stop within ~0.1 s (its callback gets an error). */
@@ -49,6 +51,8 @@ export interface NativeSink {
     /** After readFd: what it wrote to the file, and the sha256 (hex) of those bytes. */
     fileBytes?: number;
     fileSha256?: string;
+    /** After readFd of several COPYs, each but the last: its CommandComplete's row count. */
+    commandRows?: number;
   };
 }
 

@@ -74,9 +74,10 @@ export async function copyFilesEnded(client: pg.Client, copies: { sql: string; o
   let current = files[0];
   let q: CopyOutQuery | null = null;
   try {
-    const first = files[0];
-    const fileFd = files.length === 1 && first.opts.thread !== false && threadable(client, first.sink) ? await open(first).fd() : null;
-    q = new CopyOutQuery(copies.map((c) => c.sql).join('; '), files, open, fileFd);
+    // On the sink's thread when every COPY asks for it and can: its files are opened first.
+    const thread = files.every((f) => f.opts.thread !== false && threadable(client, f.sink));
+    const fileFds = thread ? await Promise.all(files.map((f) => open(f).fd())) : null;
+    q = new CopyOutQuery(copies.map((c) => c.sql).join('; '), files, open, fileFds);
     void client.query(q as unknown as pg.QueryConfig);
     const lastRows = await q.done;
     const ended = q.ended;

@@ -34,6 +34,7 @@ export interface CopyFileOptions {
   /**
    * false: the COPY is read through Node's socket even where the native sink could read it on a
    * thread of its own (native/copy_fd.c; tests compare both; PG_EGRESS_COPY_THREAD=0 does the same).
+   * Several COPYs of one query are read on the thread only if none says false.
    */
   thread?: boolean;
 }
@@ -65,6 +66,9 @@ export async function endFile(f: FilePart, commandRows: number | null): Promise<
   const { sink } = f;
   const out = f.out!;
   const r = sink.finish();
+  // Several COPYs read on the sink's thread: it read each one's row count, and progress comes now.
+  commandRows ??= r.commandRows ?? null;
+  if (f.unreported === 0 && f.reportedRows === 0) f.unreported = r.rawBytes;
   const last = sink.take();
   if (last) await (sink.compressed ? out.writeCompressed(last, 0) : out.write(last));
   if (!r.copyDone) throw new EgressError('PROTOCOL', 'the COPY ended without CopyDone');
@@ -173,8 +177,8 @@ export class CopyOutQuery {
     private readonly text: string,
     private readonly files: FilePart[],
     private readonly open: (f: FilePart) => GzipFileWriter,
-    /** The file's descriptor, for the sink's thread to write (null: read through Node's socket). */
-    private readonly fileFd: number | null = null,
+    /** The files' descriptors, for the sink's thread to write (null: read through Node's socket). */
+    private readonly fileFds: number[] | null = null,
   ) {
     this.done = new Promise((res, rej) => {
       this.resolve = res;
@@ -193,9 +197,9 @@ export class CopyOutQuery {
     s.removeListener('data', this.pgData);
     s.pause();
     this.copying = true;
-    const h = this.fileFd !== null ? socketHandle(s) : null;
+    const h = this.fileFds !== null ? socketHandle(s) : null;
     if (h) {
-      this.startThread(s, h, this.fileFd!);
+      this.startThread(s, h, this.fileFds!);
       connection.query(this.text);
       return;
     }
@@ -212,37 +216,53 @@ export class CopyOutQuery {
    * still be due when pg submits a queued query from its data handler) would start libuv reading
    * again (net.js `_read`) and take the thread's bytes.
    */
-  private startThread(s: Socket, h: SocketHandle, fileFd: number): void {
+  private startThread(s: Socket, h: SocketHandle, fileFds: number[]): void {
     const f = this.files[0];
     const sink = f.sink;
+    const many = this.files.length > 1;
     h.readStop!();
     this.threadHandle = h;
     // A connection ended or destroyed meanwhile (shutdown) stops the thread too.
     const stop = () => sink.fdCancel?.();
     s.once('close', stop);
     s.once('finish', stop);
-    this.progressTimer = setInterval(() => {
-      const [bytes, rows] = sink.fdProgress!();
-      f.unreported += bytes - this.threadBytes;
-      this.threadBytes = bytes;
-      reportProgress(f, rows);
-    }, THREAD_PROGRESS_MS);
-    this.progressTimer.unref();
-    sink.readFd!(h.fd!, fileFd, (err, rest, bytes) => {
-      clearInterval(this.progressTimer!);
-      s.off('close', stop);
-      s.off('finish', stop);
-      f.unreported += bytes - this.threadBytes;
-      this.threadBytes = bytes;
-      if (this.failed) return;
-      if (err) {
-        this.fail(threadError(err, f.out!.path));
-        return;
-      }
-      this.finished = true;
-      const left = sink.leftover();
-      this.detach(left.length ? Buffer.concat([left, rest]) : rest);
-    });
+    // One COPY: its progress as it runs. Several (small tables): each file's when it ends.
+    if (!many) {
+      this.progressTimer = setInterval(() => {
+        const [bytes, rows] = sink.fdProgress!();
+        f.unreported += bytes - this.threadBytes;
+        this.threadBytes = bytes;
+        reportProgress(f, rows);
+      }, THREAD_PROGRESS_MS);
+      this.progressTimer.unref();
+    }
+    const more = many ? { sinks: this.files.slice(1).map((x) => x.sink), fileFds: fileFds.slice(1) } : undefined;
+    sink.readFd!(
+      h.fd!,
+      fileFds[0],
+      (err, rest, bytes) => {
+        if (this.progressTimer) clearInterval(this.progressTimer);
+        s.off('close', stop);
+        s.off('finish', stop);
+        if (!many) f.unreported += bytes - this.threadBytes;
+        this.threadBytes = bytes;
+        if (this.failed) return;
+        if (err) {
+          this.fail(threadError(err, f.out!.path));
+          return;
+        }
+        // Every file but the last is ended here (copyFilesEnded ends the last after pg's ReadyForQuery).
+        for (this.cur = 0; this.cur < this.files.length - 1; this.cur++) {
+          const ended = endFile(this.files[this.cur], null);
+          ended.catch(() => undefined);
+          this.ended.push(ended);
+        }
+        this.finished = true;
+        const left = sink.leftover();
+        this.detach(left.length ? Buffer.concat([left, rest]) : rest);
+      },
+      more,
+    );
   }
 
   private pump(): void {

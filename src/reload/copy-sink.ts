@@ -31,6 +31,8 @@ export interface CopySinkResult {
   merkle: MerkleSummary;
   /** After readFd: the gzip bytes it wrote to the file, and their sha256 (hex). */
   file?: { bytes: number; sha256: string };
+  /** After readFd of several COPYs, each but the last: the server's row count (CommandComplete). */
+  commandRows?: number;
 }
 
 export interface CopySink {
@@ -50,8 +52,9 @@ export interface CopySink {
   /**
    * The native sink: reads the COPY off the socket `socketFd` on a thread of its own and writes
    * the gzip file `fileFd` itself (native/copy_fd.c). `cb` gets the bytes after the COPY's end.
+   * `more`: the query holds one more COPY per sink (native ones), each into its file descriptor.
    */
-  readFd?(socketFd: number, fileFd: number, cb: ReadFdCallback): void;
+  readFd?(socketFd: number, fileFd: number, cb: ReadFdCallback, more?: { sinks: CopySink[]; fileFds: number[] }): void;
   /** While readFd runs: [bytes read, records found]. */
   fdProgress?(): [number, number];
   /** Stops readFd's thread (its callback gets an error). */
@@ -87,7 +90,7 @@ export function createCopySink(level: number, opts: { block?: number; native?: b
 
 class NativeCopySink implements CopySink {
   constructor(
-    private readonly s: NativeSink,
+    readonly s: NativeSink,
     readonly compressed: boolean,
     readonly format: 'csv' | 'text',
   ) {}
@@ -96,8 +99,13 @@ class NativeCopySink implements CopySink {
     return this.s.feed(buf);
   }
 
-  readFd(socketFd: number, fileFd: number, cb: ReadFdCallback): void {
-    this.s.readFd(socketFd, fileFd, cb);
+  readFd(socketFd: number, fileFd: number, cb: ReadFdCallback, more?: { sinks: CopySink[]; fileFds: number[] }): void {
+    if (!more?.sinks.length) return this.s.readFd(socketFd, fileFd, cb);
+    const natives = more.sinks.map((x) => {
+      if (!(x instanceof NativeCopySink)) throw new Error('readFd: every sink of the query must be native');
+      return x.s;
+    });
+    this.s.readFd(socketFd, fileFd, cb, natives, more.fileFds);
   }
 
   fdProgress(): [number, number] {
@@ -132,7 +140,8 @@ class NativeCopySink implements CopySink {
     const blocks: Buffer[] = [];
     for (let i = 0; i < st.blocks.length; i += 32) blocks.push(st.blocks.subarray(i, i + 32));
     const file = st.fileSha256 !== undefined ? { bytes: st.fileBytes ?? 0, sha256: st.fileSha256 } : undefined;
-    return { rows: st.rows, rawBytes: st.rawBytes, copyDone: st.copyDone, merkle: { treeSize: st.rows, root: st.root, blocks }, file };
+    const merkle = { treeSize: st.rows, root: st.root, blocks };
+    return { rows: st.rows, rawBytes: st.rawBytes, copyDone: st.copyDone, merkle, file, commandRows: st.commandRows };
   }
 }
 

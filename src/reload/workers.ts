@@ -150,7 +150,8 @@ export class ExportWorker {
           fileMode: cfg.output.fileMode,
           onProgress: (bytes: number, rows: number) => onProgress(task, bytes, rows),
           sink,
-          thread: tasks.length === 1 && readsOnThread(task.heapBytes, task.partitioned),
+          // A query of several COPYs pays for its thread once (planner.ts THREAD_MIN_BYTES).
+          thread: tasks.length > 1 || readsOnThread(task.heapBytes, task.partitioned),
         },
       };
     });

@@ -34,12 +34,14 @@ const SOURCES: Source[] = [
   { name: 'odd', columns: ['k', 'v'], text: `COPY odd (k, v) TO STDOUT`, csv: `COPY odd (k, v) TO STDOUT (FORMAT csv, HEADER)` },
 ];
 
-const sinks: { name: string; make: (s: Source) => CopySink; zlib?: boolean }[] = [
+/** The native sinks read a query of several COPYs on their thread (copy_fd.c), unless `thread: false`. */
+const sinks: { name: string; make: (s: Source) => CopySink; zlib?: boolean; thread?: boolean }[] = [
   { name: 'JavaScript', make: () => new JsCopySink(), zlib: true },
   ...(NativeSinkClass
     ? [
-        { name: 'native, text', make: (s: Source) => createCopySink(1, { columns: s.columns }) },
-        { name: 'native, csv', make: () => createCopySink(1) },
+        { name: 'native, text, on the thread', make: (s: Source) => createCopySink(1, { columns: s.columns }) },
+        { name: 'native, csv, on the thread', make: () => createCopySink(1) },
+        { name: "native, text, through Node's socket", make: (s: Source) => createCopySink(1, { columns: s.columns }), thread: false },
       ]
     : []),
 ];
@@ -83,17 +85,23 @@ describe('several export COPYs in one query', () => {
       // Twice each, in another order the second time: a COPY's file must not depend on its neighbours.
       for (const order of [SOURCES, [...SOURCES].reverse()]) {
         const progress = new Map<string, number>();
+        let threads = 0;
         const copies = order.map((s, i) => {
           const sink = k.make(s);
+          const readFd = sink.readFd?.bind(sink);
+          if (readFd) sink.readFd = (...args) => void (threads++, readFd(...args));
           const onProgress = (_b: number, rows: number) => void progress.set(s.name, (progress.get(s.name) ?? 0) + rows);
-          return { sql: sql(s, sink), opts: { ...opts(`many-${i}-${s.name}.csv.gz`, sink, k.zlib), onProgress } };
+          return { sql: sql(s, sink), opts: { ...opts(`many-${i}-${s.name}.csv.gz`, sink, k.zlib), onProgress, thread: k.thread } };
         });
         const ended = await copyFilesEnded(c, copies);
         expect(ended).toHaveLength(order.length);
+        // One thread for the whole query where the sinks have one and may use it; else none.
+        expect(threads).toBe(k.name.includes('on the thread') ? 1 : 0);
         for (let i = 0; i < order.length; i++) {
           const s = order[i];
           const alone = k.make(s);
-          const one = await copyToFile(c, sql(s, alone), opts(`one-${i}-${s.name}.csv.gz`, alone, k.zlib));
+          // Alone through Node's socket: the path every COPY took before queries of several.
+          const one = await copyToFile(c, sql(s, alone), { ...opts(`one-${i}-${s.name}.csv.gz`, alone, k.zlib), thread: false });
           const r = ended[i];
           await r.durable;
           const file = readFileSync(copies[i].opts.path);
@@ -115,16 +123,23 @@ describe('several export COPYs in one query', () => {
     });
   }
 
-  it('a statement failing after others ran fails the query, leaves no file, and the connection works on', async () => {
-    const copies = ['wide', 'missing', 'odd'].map((t, i) => ({ sql: `COPY ${t} TO STDOUT (FORMAT csv, HEADER)`, opts: opts(`f-${i}.csv.gz`, new JsCopySink(), true) }));
-    await expect(copyFilesEnded(c, copies)).rejects.toThrow(/relation "missing" does not exist/);
-    expect(readdirSync(dir)).toEqual([]);
-    expect((await c.query(`SELECT count(*)::int AS n FROM odd`)).rows[0].n).toBe(4);
-    // Inside a transaction, as an export runs them: the transaction is aborted, and says so.
-    await c.query('BEGIN');
-    await expect(copyFilesEnded(c, copies.map((x, i) => ({ ...x, opts: { ...x.opts, sink: new JsCopySink(), path: path.join(dir, `g-${i}.csv.gz`) } })))).rejects.toThrow(/missing/);
-    await expect(c.query('SELECT 1')).rejects.toThrow(/current transaction is aborted/);
-    await c.query('ROLLBACK');
-    expect(readdirSync(dir)).toEqual([]);
-  });
+  for (const k of sinks) {
+    it(`${k.name}: a statement failing after others ran fails the query, leaves no file, and the connection works on`, async () => {
+      const copies = (p: string) =>
+        ['wide', 'missing', 'odd'].map((t, i) => {
+          const sink = k.make(SOURCES.find((s) => s.name === t) ?? SOURCES[3]);
+          const cols = t === 'wide' ? ' (id, t, n)' : t === 'odd' ? ' (k, v)' : '';
+          return { sql: `COPY ${t}${cols} TO STDOUT${sink.format === 'csv' ? ' (FORMAT csv, HEADER)' : ''}`, opts: { ...opts(`${p}-${i}.csv.gz`, sink, k.zlib), thread: k.thread } };
+        });
+      await expect(copyFilesEnded(c, copies('f'))).rejects.toThrow(/relation "missing" does not exist/);
+      expect(readdirSync(dir)).toEqual([]);
+      expect((await c.query(`SELECT count(*)::int AS n FROM odd`)).rows[0].n).toBe(4);
+      // Inside a transaction, as an export runs them: the transaction is aborted, and says so.
+      await c.query('BEGIN');
+      await expect(copyFilesEnded(c, copies('g'))).rejects.toThrow(/missing/);
+      await expect(c.query('SELECT 1')).rejects.toThrow(/current transaction is aborted/);
+      await c.query('ROLLBACK');
+      expect(readdirSync(dir)).toEqual([]);
+    });
+  }
 });
