@@ -5,7 +5,9 @@
  * 1. the write intent (registry and output.dir's local copy), before anything is placed, so that
  *    after a crash the start-up sweep removes exactly these paths if they were never registered;
  * 2. per table: its data files renamed into `<table>/<batch>/`, its small files (schema.yml,
- *    ddl.sql, partitions.yml) and manifest.json written atomically, the folder fsynced;
+ *    ddl.sql, partitions.yml) and manifest.json written atomically, the folder fsynced (a batch
+ *    of many tables: no fsync each, one syncfs of the file system once all are placed instead:
+ *    sync-policy.ts);
  * 3. the batch index, naming its predecessor (hash chain) and the batch root over the data
  *    files' Merkle roots, written and registered as one step of the chain: files, batch row,
  *    what the kind adds (`register`), anchor queue entries and the intent's end in one registry
@@ -20,6 +22,8 @@ import { sha256Hex } from '../hash.js';
 import { failpoint } from '../failpoints.js';
 import { ensureDir, ensureDirsIn, fsyncDir, renameDurable, writeFileAtomic } from '../output/atomic.js';
 import { batchJson, manifestJson, type ManifestFile } from '../output/documents.js';
+import { dirtyBytes, kernelVersion, syncFileSystem, syncfsAvailable } from '../output/syncfs.js';
+import { batchSync } from './sync-policy.js';
 import { BATCHES_DIR, FILES } from '../output/layout.js';
 import type { ReloadRequest } from '../registry/reload-requests.js';
 import type { AnchorTarget } from '../registry/anchors.js';
@@ -72,6 +76,11 @@ export interface BatchInput {
   anchors: readonly AnchorTarget[];
   /** Tables placed side by side (each mostly waits on fsync); 1 places them one after another. */
   concurrency?: number;
+  /**
+   * The batch may be made durable by one syncfs of output.dir's file system instead of an fsync
+   * per file and folder, where sync-policy.ts finds it cheaper and safe (an export's many tables).
+   */
+  syncfs?: boolean;
   /** What this kind of batch registers besides the batch itself, in the same transaction. */
   register: (c: pg.ClientBase) => Promise<void>;
 }
@@ -96,6 +105,8 @@ export interface CommittedBatch {
   rows: number;
   /** Rows and raw bytes per table, in `tables` order. */
   perTable: { rows: number; rawBytes: number }[];
+  /** How the placed files were made durable (sync-policy.ts). */
+  synced: 'filesystem' | 'files';
 }
 
 /** The paths a batch will place, in the order it places them (its write intent). */
@@ -117,18 +128,22 @@ interface Placed {
 export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<CommittedBatch> {
   const { batchId } = x;
   const windowStart = new Date(x.windowStartMs);
+  const synced = x.syncfs ? batchSync({ tables: x.tables.length, available: syncfsAvailable(), kernel: kernelVersion(), dirtyBytes: dirtyBytes() }) : 'files';
+  const sync = synced === 'files';
   await t.recordIntent(batchId, intentPaths(x), x.reloads);
-  await ensureDirsIn(t.outDir, x.tables.map((w) => w.folder), t.dirMode);
+  await ensureDirsIn(t.outDir, x.tables.map((w) => w.folder), t.dirMode, { sync });
   const placed: Placed[] = new Array(x.tables.length);
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(x.concurrency ?? 1, x.tables.length) }, async () => {
       while (next < x.tables.length) {
         const k = next++;
-        placed[k] = await placeTable(t, x.tables[k], batchId, windowStart, (x.concurrency ?? 1) > 1);
+        placed[k] = await placeTable(t, x.tables[k], batchId, windowStart, (x.concurrency ?? 1) > 1, sync);
       }
     }),
   );
+  // Every folder and file placed above, and the data files' renames, durable at once.
+  if (!sync) await syncFileSystem(t.outDir);
   const files = placed.flatMap((p) => p.files);
   const rows = placed.reduce((n, p) => n + p.rows, 0);
   const roots = x.tables.flatMap((w) => w.data.map((d) => d.merkle.root));
@@ -172,16 +187,24 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
     await failpoint(x.kind === 'flush' ? 'flush-after-rename' : 'reload-before-register');
     await t.registerBatch(record, x.register);
   });
-  return { batchId, files, rows, perTable: placed.map((p) => ({ rows: p.rows, rawBytes: p.rawBytes })) };
+  return { batchId, files, rows, perTable: placed.map((p) => ({ rows: p.rows, rawBytes: p.rawBytes })), synced };
 }
 
 /** One table's data files renamed into its folder, with its small files and manifest.json, all durable. */
-async function placeTable(t: CommitTarget, w: BatchTable, batchId: string, windowStart: Date, parallel: boolean): Promise<Placed> {
+async function placeTable(
+  t: CommitTarget,
+  w: BatchTable,
+  batchId: string,
+  windowStart: Date,
+  parallel: boolean,
+  /** false: nothing fsynced here (commitBatch syncs the file system once). */
+  sync: boolean,
+): Promise<Placed> {
   const rel = `${w.folder}/${batchId}`;
   const dir = path.join(t.outDir, rel);
   // The table's folder exists (commitBatch made it): the batch folder in it, and one fsync of the
   // table's folder, without ensureDir's look at every level first.
-  await ensureDirsIn(path.join(t.outDir, w.folder), [batchId], t.dirMode);
+  await ensureDirsIn(path.join(t.outDir, w.folder), [batchId], t.dirMode, { sync });
   const files: FileRecord[] = [];
   const mf: ManifestFile[] = [];
   let rows = 0;
@@ -213,7 +236,7 @@ async function placeTable(t: CommitTarget, w: BatchTable, batchId: string, windo
   for (const s of w.small) {
     const sha = sha256Hex(s.text);
     shas.set(s.type, sha);
-    writes.push(() => writeFileAtomic(path.join(dir, s.name), s.text, t.fileMode));
+    writes.push(() => writeFileAtomic(path.join(dir, s.name), s.text, t.fileMode, { sync }));
     files.push(small(s.name, s.type, s.text, sha));
   }
   const manifestText = manifestJson({
@@ -230,12 +253,12 @@ async function placeTable(t: CommitTarget, w: BatchTable, batchId: string, windo
     lsnEnd: w.lsnEnd,
   });
   const manifestSha = sha256Hex(manifestText);
-  writes.push(() => writeFileAtomic(path.join(dir, FILES.manifest), manifestText, t.fileMode));
+  writes.push(() => writeFileAtomic(path.join(dir, FILES.manifest), manifestText, t.fileMode, { sync }));
   files.push(small(FILES.manifest, 'manifest', manifestText, manifestSha));
   // Side by side when tables are (an export's many small tables: their fsyncs share journal commits).
   if (parallel) await Promise.all(writes.map((f) => f()));
   else for (const f of writes) await f();
   // The batch folder's entry in the table's folder was made durable by ensureDirsIn.
-  await fsyncDir(dir);
+  if (sync) await fsyncDir(dir);
   return { files, rows, rawBytes, manifestSha };
 }

@@ -42,8 +42,9 @@ export async function ensureDir(dir: string, mode: number): Promise<void> {
 /**
  * The folders `names` inside the existing `parent`, made where missing, with one fsync of `parent`
  * for all of them (an initial export makes a folder per table: one fsync, not one per table).
+ * `sync: false`: no fsync (the caller makes the file system durable at once: commit/sync-policy.ts).
  */
-export async function ensureDirsIn(parent: string, names: readonly string[], mode: number): Promise<void> {
+export async function ensureDirsIn(parent: string, names: readonly string[], mode: number, opts: { sync?: boolean } = {}): Promise<void> {
   let made = false;
   const todo = [...new Set(names)];
   // Side by side: one after another, 200 folders took 0.8 s while an export's COPYs kept the main
@@ -63,13 +64,14 @@ export async function ensureDirsIn(parent: string, names: readonly string[], mod
     }),
   );
   if (failed) throw failed;
-  if (made) await fsyncDir(parent);
+  if (made && opts.sync !== false) await fsyncDir(parent);
 }
 
 /** Folders made at once by ensureDirsIn. */
 const MKDIR_CONCURRENCY = 16;
 
-export async function writeFileAtomic(file: string, data: Buffer | string, mode: number): Promise<void> {
+/** `sync: false`: the file is not fsynced (the caller makes the file system durable at once). */
+export async function writeFileAtomic(file: string, data: Buffer | string, mode: number, opts: { sync?: boolean } = {}): Promise<void> {
   const tmp = file + TMP_SUFFIX;
   let created = false;
   try {
@@ -77,7 +79,7 @@ export async function writeFileAtomic(file: string, data: Buffer | string, mode:
     created = true;
     try {
       await fh.writeFile(data);
-      await fh.sync();
+      if (opts.sync !== false) await fh.sync();
     } finally {
       await fh.close();
     }

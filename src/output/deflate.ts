@@ -76,6 +76,8 @@ export interface NativeSinkOptions {
 
 interface Addon {
   Sink: new (opts: NativeSinkOptions) => NativeSink;
+  /** syncfs(2) of the file system holding `path`, on the thread pool (native/syncfs.c). */
+  syncfs?: (path: string, cb: (err: (Error & { code?: string; syscall?: string }) | null) => void) => void;
   deflateBackend(level: number): 'isa-l' | 'libdeflate' | 'zlib';
   /** 16 where Merkle leaves are hashed sixteen at a time (AVX-512, native/sha256_x16.c), else 1. */
   shaLanes?: () => number;
@@ -93,6 +95,9 @@ function load(): Addon | null {
 }
 
 const addon = load();
+
+/** The addon's syncfs (output/syncfs.ts), or null. */
+export const nativeSyncfs: Addon['syncfs'] | null = addon?.syncfs ?? null;
 
 /** The addon's sink class, or null (not built, an older build, or PG_EGRESS_NATIVE=0). */
 export const NativeSinkClass: Addon['Sink'] | null = addon?.Sink ?? null;

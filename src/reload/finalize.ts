@@ -147,6 +147,7 @@ export async function finalizeReloads(
     tables,
     anchors: anchorTargets(cfg),
     concurrency: PLACE_CONCURRENCY,
+    syncfs: true,
     register: async (c) => {
       await reloads.finishManyIn(
         c,
@@ -162,7 +163,7 @@ export async function finalizeReloads(
       );
     },
   });
-  log.debug({ batch: batchId, tables: items.length, ms: Date.now() - started }, 'reload batch registered');
+  log.debug({ batch: batchId, tables: items.length, synced: done.synced, ms: Date.now() - started }, 'reload batch registered');
   for (let k = 0; k < items.length; k++) {
     const { op, parts } = items[k];
     const p = done.perTable[k];
