@@ -20,7 +20,7 @@ import type { ChainLink } from '../proof/chain.js';
 import { rootOf } from '../proof/merkle.js';
 import { sha256Hex } from '../hash.js';
 import { failpoint } from '../failpoints.js';
-import { ensureDir, ensureDirsIn, fsyncDir, renameDurable, writeFileAtomic } from '../output/atomic.js';
+import { ensureDir, ensureDirsIn, fsyncDir, fsyncFile, renameDurable, writeFileAtomic } from '../output/atomic.js';
 import { batchJson, manifestJson, type ManifestFile } from '../output/documents.js';
 import { dirtyBytes, kernelVersion, syncFileSystem, syncfsAvailable } from '../output/syncfs.js';
 import { batchSync } from './sync-policy.js';
@@ -39,6 +39,8 @@ export interface DataFile {
   merkle: { treeSize: number; root: Buffer; blocks: Buffer[] };
   lsnStart: Lsn | null;
   lsnEnd: Lsn | null;
+  /** false: written and closed without an fsync; placing it makes it durable. */
+  synced?: boolean;
 }
 
 /** A small document of a table's folder, listed in its manifest by sha256. */
@@ -211,6 +213,8 @@ async function placeTable(
   let rawBytes = 0;
   for (const d of w.data) {
     await renameDurable(d.tmpPath, path.join(dir, d.name));
+    // Not fsynced when written (an export's small table): here, unless the file system is synced at once.
+    if (sync && d.synced === false) await fsyncFile(path.join(dir, d.name));
     rows += d.rows;
     rawBytes += d.stats.rawBytes;
     const root = d.merkle.root.toString('hex');

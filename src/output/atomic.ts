@@ -21,6 +21,20 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/** fsync of a file written and closed without one. */
+export async function fsyncFile(file: string): Promise<void> {
+  try {
+    const fh = await fsp.open(file, fsc.O_RDONLY);
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch (e) {
+    throw ioError(file, e);
+  }
+}
+
 /** mkdir -p with mode, fsyncing each created directory's parent so the new entry is durable. */
 export async function ensureDir(dir: string, mode: number): Promise<void> {
   try {

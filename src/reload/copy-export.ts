@@ -69,8 +69,10 @@ export async function copyFilesEnded(client: pg.Client, copies: { sql: string; o
     unreported: 0,
     reportedRows: 0,
   }));
-  const open = (f: FilePart): GzipFileWriter =>
-    (f.out ??= new GzipFileWriter(f.opts.path, f.opts.gzipLevel, f.opts.fileMode, { compressed: f.sink.compressed, zlib: f.opts.zlib }));
+  const open = (f: FilePart): GzipFileWriter => {
+    const { path, gzipLevel, fileMode, zlib, fsync } = f.opts;
+    return (f.out ??= new GzipFileWriter(path, gzipLevel, fileMode, { compressed: f.sink.compressed, zlib, fsync }));
+  };
   let current = files[0];
   let q: CopyOutQuery | null = null;
   try {

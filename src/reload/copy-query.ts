@@ -17,6 +17,8 @@ export interface CopyFileResult {
   rows: number;
   stats: GzipFileStats;
   merkle: MerkleSummary;
+  /** The file is fsynced once `durable` settles (else only closed: `fsync: false`). */
+  synced: boolean;
 }
 
 export interface CopyFileOptions {
@@ -37,6 +39,11 @@ export interface CopyFileOptions {
    * Several COPYs of one query are read on the thread only if none says false.
    */
   thread?: boolean;
+  /**
+   * false: the file is closed without an fsync; its batch makes it durable, by one syncfs or by
+   * an fsync when the file is placed (commit/batch-commit.ts). An export's small tables.
+   */
+  fsync?: boolean;
 }
 
 /** A file's result, as soon as its COPY is over, with `durable` (see copyToFileEnded). */
@@ -80,6 +87,7 @@ export async function endFile(f: FilePart, commandRows: number | null): Promise<
     rows: r.rows,
     stats,
     merkle: r.merkle,
+    synced: f.opts.fsync !== false,
     durable: durable.catch(async (e: unknown) => {
       await out.abort().catch(() => undefined);
       throw e;

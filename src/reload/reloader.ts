@@ -397,8 +397,11 @@ export class Reloader {
       // Every registration starts in a `syncing` callback: once those settled, `registering` is complete.
       await Promise.all(syncing);
       log.debug({ ms: Date.now() - startedAt }, 'export files durable');
+      finalizer.flush();
       await Promise.all(registering);
     } finally {
+      // Whatever happened, nothing queued waits for more (flush is idempotent).
+      finalizer.flush();
       stopProgress();
     }
     if (errors.length) throw workerErrors(errors, cfg);

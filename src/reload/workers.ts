@@ -44,6 +44,8 @@ export interface ChunkResult {
   rows: number;
   stats: GzipFileStats;
   merkle: MerkleSummary;
+  /** The file was fsynced (false: its batch makes it durable: commit/batch-commit.ts). */
+  synced: boolean;
 }
 
 /** Files of one worker that may wait for their fsync while it runs its next COPY. */
@@ -152,6 +154,8 @@ export class ExportWorker {
           sink,
           // A query of several COPYs pays for its thread once (planner.ts THREAD_MIN_BYTES).
           thread: tasks.length > 1 || readsOnThread(task.heapBytes, task.partitioned),
+          // Small tables are registered many to a batch, which syncs them together (sync-policy.ts).
+          fsync: tasks.length === 1,
         },
       };
     });
