@@ -20,10 +20,10 @@ import type { ChainLink } from '../proof/chain.js';
 import { rootOf } from '../proof/merkle.js';
 import { sha256Hex } from '../hash.js';
 import { failpoint } from '../failpoints.js';
-import { ensureDir, ensureDirsIn, fsyncDir, fsyncFile, renameDurable, writeFileAtomic } from '../output/atomic.js';
+import { ensureDir, ensureDirsIn, fsyncDir, fsyncFile, renameDurable, TMP_SUFFIX, writeFileAtomic } from '../output/atomic.js';
 import { batchJson, manifestJson, type ManifestFile } from '../output/documents.js';
 import { dirtyBytes, kernelVersion, syncFileSystem, syncfsAvailable } from '../output/syncfs.js';
-import { batchSync } from './sync-policy.js';
+import { batchSync, type SyncContext } from './sync-policy.js';
 import { BATCHES_DIR, FILES } from '../output/layout.js';
 import type { ReloadRequest } from '../registry/reload-requests.js';
 import type { AnchorTarget } from '../registry/anchors.js';
@@ -98,7 +98,12 @@ export interface CommitTarget {
   registerBatch(b: import('../registry/batches.js').BatchRecord, extra: (c: pg.ClientBase) => Promise<void>): Promise<void>;
   /** Orders batches into the hash chain (src/proof/chain.ts). */
   chain: { run<T>(fn: (prev: ChainLink) => Promise<T>): Promise<T> };
+  /** What sync-policy.ts decides on (default: this machine's, output/syncfs.ts); tests give their own. */
+  syncContext?: () => Omit<SyncContext, 'tables'>;
 }
+
+/** This machine: the addon's syncfs, the kernel, the dirty memory now. */
+const machineSync = (): Omit<SyncContext, 'tables'> => ({ available: syncfsAvailable(), kernel: kernelVersion(), dirtyBytes: dirtyBytes() });
 
 /** What was committed, for logs and counters. */
 export interface CommittedBatch {
@@ -130,8 +135,11 @@ interface Placed {
 export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<CommittedBatch> {
   const { batchId } = x;
   const windowStart = new Date(x.windowStartMs);
-  const synced = x.syncfs ? batchSync({ tables: x.tables.length, available: syncfsAvailable(), kernel: kernelVersion(), dirtyBytes: dirtyBytes() }) : 'files';
+  const synced = x.syncfs ? batchSync({ tables: x.tables.length, ...(t.syncContext ?? machineSync)() }) : 'files';
   const sync = synced === 'files';
+  // One syncfs for the batch: the files go to their names only once their bytes are durable (the
+  // first syncfs), as an fsync before each rename would have it, and the renames by the second.
+  const renames: [string, string][] | null = sync ? null : [];
   await t.recordIntent(batchId, intentPaths(x), x.reloads);
   await ensureDirsIn(t.outDir, x.tables.map((w) => w.folder), t.dirMode, { sync });
   const placed: Placed[] = new Array(x.tables.length);
@@ -140,12 +148,23 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
     Array.from({ length: Math.min(x.concurrency ?? 1, x.tables.length) }, async () => {
       while (next < x.tables.length) {
         const k = next++;
-        placed[k] = await placeTable(t, x.tables[k], batchId, windowStart, (x.concurrency ?? 1) > 1, sync);
+        placed[k] = await placeTable(t, x.tables[k], batchId, windowStart, (x.concurrency ?? 1) > 1, renames);
       }
     }),
   );
-  // Every folder and file placed above, and the data files' renames, durable at once.
-  if (!sync) await syncFileSystem(t.outDir);
+  if (renames) {
+    await syncFileSystem(t.outDir);
+    let r = 0;
+    await Promise.all(
+      Array.from({ length: Math.min(x.concurrency ?? 1, renames.length) }, async () => {
+        while (r < renames.length) {
+          const [from, to] = renames[r++];
+          await renameDurable(from, to);
+        }
+      }),
+    );
+    await syncFileSystem(t.outDir);
+  }
   const files = placed.flatMap((p) => p.files);
   const rows = placed.reduce((n, p) => n + p.rows, 0);
   const roots = x.tables.flatMap((w) => w.data.map((d) => d.merkle.root));
@@ -199,9 +218,13 @@ async function placeTable(
   batchId: string,
   windowStart: Date,
   parallel: boolean,
-  /** false: nothing fsynced here (commitBatch syncs the file system once). */
-  sync: boolean,
+  /**
+   * null: every file renamed to its name and fsynced here. Else nothing is fsynced or renamed
+   * here: the renames still to be made are added (commitBatch syncs the file system around them).
+   */
+  renames: [string, string][] | null,
 ): Promise<Placed> {
+  const sync = renames === null;
   const rel = `${w.folder}/${batchId}`;
   const dir = path.join(t.outDir, rel);
   // The table's folder exists (commitBatch made it): the batch folder in it, and one fsync of the
@@ -212,9 +235,13 @@ async function placeTable(
   let rows = 0;
   let rawBytes = 0;
   for (const d of w.data) {
-    await renameDurable(d.tmpPath, path.join(dir, d.name));
-    // Not fsynced when written (an export's small table): here, unless the file system is synced at once.
-    if (sync && d.synced === false) await fsyncFile(path.join(dir, d.name));
+    if (renames) {
+      renames.push([d.tmpPath, path.join(dir, d.name)]);
+    } else {
+      // Not fsynced when written (an export's small table): before its rename, as any file.
+      if (d.synced === false) await fsyncFile(d.tmpPath);
+      await renameDurable(d.tmpPath, path.join(dir, d.name));
+    }
     rows += d.rows;
     rawBytes += d.stats.rawBytes;
     const root = d.merkle.root.toString('hex');
@@ -240,7 +267,8 @@ async function placeTable(
   for (const s of w.small) {
     const sha = sha256Hex(s.text);
     shas.set(s.type, sha);
-    writes.push(() => writeFileAtomic(path.join(dir, s.name), s.text, t.fileMode, { sync }));
+    writes.push(() => writeFileAtomic(path.join(dir, s.name), s.text, t.fileMode, { sync, rename: sync }));
+    renames?.push([path.join(dir, s.name) + TMP_SUFFIX, path.join(dir, s.name)]);
     files.push(small(s.name, s.type, s.text, sha));
   }
   const manifestText = manifestJson({
@@ -257,7 +285,8 @@ async function placeTable(
     lsnEnd: w.lsnEnd,
   });
   const manifestSha = sha256Hex(manifestText);
-  writes.push(() => writeFileAtomic(path.join(dir, FILES.manifest), manifestText, t.fileMode, { sync }));
+  writes.push(() => writeFileAtomic(path.join(dir, FILES.manifest), manifestText, t.fileMode, { sync, rename: sync }));
+  renames?.push([path.join(dir, FILES.manifest) + TMP_SUFFIX, path.join(dir, FILES.manifest)]);
   files.push(small(FILES.manifest, 'manifest', manifestText, manifestSha));
   // Side by side when tables are (an export's many small tables: their fsyncs share journal commits).
   if (parallel) await Promise.all(writes.map((f) => f()));

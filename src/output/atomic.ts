@@ -84,8 +84,16 @@ export async function ensureDirsIn(parent: string, names: readonly string[], mod
 /** Folders made at once by ensureDirsIn. */
 const MKDIR_CONCURRENCY = 16;
 
-/** `sync: false`: the file is not fsynced (the caller makes the file system durable at once). */
-export async function writeFileAtomic(file: string, data: Buffer | string, mode: number, opts: { sync?: boolean } = {}): Promise<void> {
+/**
+ * `sync: false`: the file is not fsynced; `rename: false`: it is left under its temporary name
+ * (`file` + TMP_SUFFIX) for the caller to rename once the file system is durable (commit/batch-commit.ts).
+ */
+export async function writeFileAtomic(
+  file: string,
+  data: Buffer | string,
+  mode: number,
+  opts: { sync?: boolean; rename?: boolean } = {},
+): Promise<void> {
   const tmp = file + TMP_SUFFIX;
   let created = false;
   try {
@@ -97,7 +105,7 @@ export async function writeFileAtomic(file: string, data: Buffer | string, mode:
     } finally {
       await fh.close();
     }
-    await fsp.rename(tmp, file);
+    if (opts.rename !== false) await fsp.rename(tmp, file);
   } catch (e) {
     // A partial temporary file only takes space (the start-up sweep would remove it too).
     if (created) await fsp.rm(tmp, { force: true }).catch(() => undefined);

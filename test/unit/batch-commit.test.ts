@@ -7,7 +7,8 @@
  * last, with what their kind adds.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
+import { syncfsAvailable } from '../../src/output/syncfs.js';
 import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
@@ -157,4 +158,50 @@ describe('commitBatch: the flush and the export commit through one function', ()
     // Nothing is left in _tmp: every data file was renamed into place.
     expect(existsSync(parts[0].tmpPath)).toBe(false);
   });
+
+  for (const mode of ['filesystem', 'files'] as const) {
+    it(`an export of many tables made durable ${mode === 'filesystem' ? 'by one syncfs' : 'by an fsync each'}: every file in place, nothing left under a temporary name`, async () => {
+      const { target, batches } = fakeTarget(out);
+      // The policy's inputs as this test wants them (the machine's dirty memory varies).
+      target.syncContext = () => ({ available: mode === 'filesystem' && syncfsAvailable(), kernel: '6.1', dirtyBytes: 0 });
+      const tables = Array.from({ length: 20 }, (_, k) => {
+        // A small table's file, closed without an fsync (synced: false), as a query of several COPYs leaves it.
+        const p = { ...part(tmp, `t${k}`, `id\n${k}\n`), synced: false };
+        return {
+          schema: 's',
+          table: `t${k}`,
+          relid: 100 + k,
+          folder: tableFolder('s', `t${k}`),
+          data: [{ ...p, name: 'full_reload.csv.gz', type: 'full_reload' as const, lsnStart: 0x30n, lsnEnd: 0x30n }],
+          small: [{ name: 'schema.yml' as const, type: 'schema' as const, text: `schema ${k}\n` }],
+          lsnStart: 0x30n,
+          lsnEnd: 0x30n,
+        };
+      });
+      const done = await commitBatch(target, {
+        kind: 'reload',
+        batchId: '20261122T100000Z',
+        windowStartMs: Date.UTC(2026, 10, 22, 10),
+        lsnStart: 0x30n,
+        lsnEnd: 0x30n,
+        tables,
+        anchors: [],
+        concurrency: 16,
+        syncfs: true,
+        register: async () => undefined,
+      });
+      expect(done.synced).toBe(mode === 'filesystem' && syncfsAvailable() ? 'filesystem' : 'files');
+      // registerBatch (the fake) found every registered file in place.
+      expect(batches).toHaveLength(1);
+      expect(batches[0].files).toHaveLength(20 * 3 + 1);
+      for (let k = 0; k < 20; k++) {
+        const dir = path.join(out, `s.t${k}`, '20261122T100000Z');
+        expect(readdirSync(dir).sort()).toEqual(['full_reload.csv.gz', 'manifest.json', 'schema.yml']);
+        expect(readFileSync(path.join(dir, 'full_reload.csv.gz'), 'utf8')).toBe(`id\n${k}\n`);
+        expect(readFileSync(path.join(dir, 'schema.yml'), 'utf8')).toBe(`schema ${k}\n`);
+      }
+      expect(readdirSync(tmp)).toEqual([]);
+    });
+  }
 });
+
