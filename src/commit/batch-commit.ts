@@ -99,11 +99,11 @@ export interface CommitTarget {
   /** Orders batches into the hash chain (src/proof/chain.ts). */
   chain: { run<T>(fn: (prev: ChainLink) => Promise<T>): Promise<T> };
   /** What sync-policy.ts decides on (default: this machine's, output/syncfs.ts); tests give their own. */
-  syncContext?: () => Omit<SyncContext, 'tables'>;
+  syncContext?: () => Omit<SyncContext, 'tables' | 'fsyncs'>;
 }
 
 /** This machine: the addon's syncfs, the kernel, the dirty memory now. */
-const machineSync = (): Omit<SyncContext, 'tables'> => ({ available: syncfsAvailable(), kernel: kernelVersion(), dirtyBytes: dirtyBytes() });
+const machineSync = (): Omit<SyncContext, 'tables' | 'fsyncs'> => ({ available: syncfsAvailable(), kernel: kernelVersion(), dirtyBytes: dirtyBytes() });
 
 /** What was committed, for logs and counters. */
 export interface CommittedBatch {
@@ -114,6 +114,10 @@ export interface CommittedBatch {
   perTable: { rows: number; rawBytes: number }[];
   /** How the placed files were made durable (sync-policy.ts). */
   synced: 'filesystem' | 'files';
+  /** Milliseconds of each step, for the debug log: intent, placing (with durability), chain and registration. */
+  steps: { intent: number; place: number; register: number };
+  /** The machine's dirty memory when `synced` was decided (null: not asked, or unknown). */
+  dirtyBytes: number | null;
 }
 
 /** The paths a batch will place, in the order it places them (its write intent). */
@@ -135,12 +139,17 @@ interface Placed {
 export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<CommittedBatch> {
   const { batchId } = x;
   const windowStart = new Date(x.windowStartMs);
-  const synced = x.syncfs ? batchSync({ tables: x.tables.length, ...(t.syncContext ?? machineSync)() }) : 'files';
+  // Placed file by file: each data file, small file and manifest, the batch's folder and the table's.
+  const fsyncs = x.tables.reduce((n, w) => n + w.data.length + w.small.length + 3, 0);
+  const ctx = x.syncfs ? (t.syncContext ?? machineSync)() : null;
+  const synced = ctx ? batchSync({ tables: x.tables.length, fsyncs, ...ctx }) : 'files';
   const sync = synced === 'files';
   // One syncfs for the batch: the files go to their names only once their bytes are durable (the
   // first syncfs), as an fsync before each rename would have it, and the renames by the second.
   const renames: [string, string][] | null = sync ? null : [];
+  const t0 = performance.now();
   await t.recordIntent(batchId, intentPaths(x), x.reloads);
+  const t1 = performance.now();
   await ensureDirsIn(t.outDir, x.tables.map((w) => w.folder), t.dirMode, { sync });
   const placed: Placed[] = new Array(x.tables.length);
   let next = 0;
@@ -165,6 +174,7 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
     );
     await syncFileSystem(t.outDir);
   }
+  const t2 = performance.now();
   const files = placed.flatMap((p) => p.files);
   const rows = placed.reduce((n, p) => n + p.rows, 0);
   const roots = x.tables.flatMap((w) => w.data.map((d) => d.merkle.root));
@@ -208,7 +218,10 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
     await failpoint(x.kind === 'flush' ? 'flush-after-rename' : 'reload-before-register');
     await t.registerBatch(record, x.register);
   });
-  return { batchId, files, rows, perTable: placed.map((p) => ({ rows: p.rows, rawBytes: p.rawBytes })), synced };
+  const ms = (a: number, b: number) => Math.round(b - a);
+  const steps = { intent: ms(t0, t1), place: ms(t1, t2), register: ms(t2, performance.now()) };
+  const perTable = placed.map((p) => ({ rows: p.rows, rawBytes: p.rawBytes }));
+  return { batchId, files, rows, perTable, synced, steps, dirtyBytes: ctx?.dirtyBytes ?? null };
 }
 
 /** One table's data files renamed into its folder, with its small files and manifest.json, all durable. */

@@ -48,14 +48,27 @@ export interface FinishedExport {
   workers: number;
 }
 
-/** Tables registered in one batch at most (the batch index lists a manifest per table). */
-const GROUP_MAX = 200;
+/** Tables registered in one batch at most while COPYs run (the batch index lists a manifest per table). */
+export const GROUP_MAX = 200;
+/** Once the COPYs are over: at most this many in one batch (what is left goes in as few as that allows). */
+export const FLUSHED_GROUP_MAX = 2 * GROUP_MAX;
+
+/**
+ * How many of `waiting` tables the next group takes. While COPYs run, GROUP_MAX. Once they are
+ * over, every group costs a registration and two syncs after the last COPY, on the export's
+ * critical path (~60-80 ms each here): what is left goes in as few groups as FLUSHED_GROUP_MAX
+ * allows, of equal size (300 left: one group, not 200 and 100).
+ */
+export function groupSize(waiting: number, flushed: boolean): number {
+  if (!flushed) return Math.min(waiting, GROUP_MAX);
+  return Math.ceil(waiting / Math.ceil(waiting / FLUSHED_GROUP_MAX));
+}
 
 /**
  * Finalizes tables as their exports finish, in groups of up to GROUP_MAX. A table copied alone
  * (a large one: its files fsynced as written) starts a group at once, with whatever else waits, so
  * it is registered the moment it is done. Small tables (copied several to a query, their files
- * not yet fsynced) wait until GROUP_MAX of them do, or until `flush()` (the COPYs are over): a
+ * not yet fsynced) wait until GROUP_MAX of them do, or until `flush()` (the COPYs are over; then groupSize): a
  * group of one small table placed while the COPYs ran took ~0.6-0.8 s of an initial export of 500
  * tables, while the others piled up behind it; and a group of many is made durable by one syncfs
  * (commit/sync-policy.ts). One group at a time.
@@ -98,7 +111,7 @@ export class FinalizeQueue {
     this.running = true;
     try {
       while (this.queue.length && this.due()) {
-        const group = this.queue.splice(0, GROUP_MAX);
+        const group = this.queue.splice(0, groupSize(this.queue.length, this.flushed));
         try {
           await this.ready;
           await finalizeReloads(this.d, group.map((g) => g.item), this.lsn, this.takenAt, this.startedAt);
@@ -180,7 +193,7 @@ export async function finalizeReloads(
       );
     },
   });
-  log.debug({ batch: batchId, tables: items.length, synced: done.synced, ms: Date.now() - started }, 'reload batch registered');
+  log.debug({ batch: batchId, tables: items.length, synced: done.synced, dirty_mb: done.dirtyBytes === null ? null : Math.round(done.dirtyBytes / 2 ** 20), ms: Date.now() - started, steps: done.steps }, 'reload batch registered');
   for (let k = 0; k < items.length; k++) {
     const { op, parts } = items[k];
     const p = done.perTable[k];

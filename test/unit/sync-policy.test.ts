@@ -6,16 +6,18 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { batchSync, SYNCFS_MAX_DIRTY_BYTES, SYNCFS_MIN_TABLES } from '../../src/commit/sync-policy.js';
+import { batchSync, SYNCFS_DIRTY_PER_FSYNC, SYNCFS_MIN_TABLES } from '../../src/commit/sync-policy.js';
 import { dirtyBytes, kernelVersion, syncFileSystem, syncfsAvailable } from '../../src/output/syncfs.js';
 import { EgressError } from '../../src/errors.js';
 
 describe('batchSync', () => {
-  const ok = { tables: SYNCFS_MIN_TABLES, available: true, kernel: '6.1', dirtyBytes: 1 << 20 };
-  it('one syncfs for many tables when little else is dirty, on a kernel that reports its errors', () => {
+  const ok = { tables: SYNCFS_MIN_TABLES, fsyncs: SYNCFS_MIN_TABLES * 5, available: true, kernel: '6.1', dirtyBytes: 1 << 20 };
+  it('one syncfs for many tables when what it may write back costs less than their fsyncs, on a kernel that reports its errors', () => {
     expect(batchSync(ok)).toBe('filesystem');
     expect(batchSync({ ...ok, kernel: '5.8' })).toBe('filesystem');
-    expect(batchSync({ ...ok, dirtyBytes: SYNCFS_MAX_DIRTY_BYTES })).toBe('filesystem');
+    expect(batchSync({ ...ok, dirtyBytes: ok.fsyncs * SYNCFS_DIRTY_PER_FSYNC })).toBe('filesystem');
+    // 200 tables' 1,000 fsyncs are worth 250 MiB of write-back.
+    expect(batchSync({ ...ok, tables: 200, fsyncs: 1000, dirtyBytes: 250 * 1024 * 1024 })).toBe('filesystem');
   });
   it('an fsync each otherwise', () => {
     expect(batchSync({ ...ok, tables: SYNCFS_MIN_TABLES - 1 })).toBe('files');
@@ -23,7 +25,8 @@ describe('batchSync', () => {
     // syncfs returned 0 after a write-back error before Linux 5.8.
     expect(batchSync({ ...ok, kernel: '5.7' })).toBe('files');
     expect(batchSync({ ...ok, kernel: '4.19' })).toBe('files');
-    expect(batchSync({ ...ok, dirtyBytes: SYNCFS_MAX_DIRTY_BYTES + 1 })).toBe('files');
+    expect(batchSync({ ...ok, dirtyBytes: ok.fsyncs * SYNCFS_DIRTY_PER_FSYNC + 1 })).toBe('files');
+    expect(batchSync({ ...ok, tables: 200, fsyncs: 1000, dirtyBytes: 251 * 1024 * 1024 })).toBe('files');
     expect(batchSync({ ...ok, dirtyBytes: null })).toBe('files');
   });
 });
