@@ -84,7 +84,7 @@ export class FinalizeQueue {
     private readonly takenAt: number,
     /** When this attempt of the export began (claimed), for the `ms` of the `reloaded` line. */
     private readonly startedAt: number,
-    /** Settles once the export's start is recorded (ReloadRegistry.started): nothing is registered before. */
+    /** Settles once the export's start is recorded (ReloadRegistry.started) and its tables' folders made: nothing is registered before. */
     private readonly ready: Promise<void> = Promise.resolve(),
   ) {}
 
