@@ -19,6 +19,7 @@ import {
   readStreamingRows,
   rebuildFromOutput,
   reloadSets,
+  runCli,
   sortedEntries,
   sourceRows,
   spawnCli,
@@ -156,6 +157,9 @@ describe('failpoints: deterministic crashes, then a restart', () => {
       // fsyncs for the second chunk when the process dies (seen on a loaded machine: 1 file).
       expect(readdirSync(path.join(env.outDir, '_tmp')).length).toBeGreaterThanOrEqual(1);
       expect(reloadSets(env.outDir, 'public.big')).toEqual([]);
+      // The table's folder is made when the export starts (reloader.ts): nothing in it yet.
+      const folder = path.join(env.outDir, 'public.big');
+      expect(existsSync(folder) ? readdirSync(folder) : []).toEqual([]);
 
       run(env);
       await waitSlotActive(env);
@@ -172,6 +176,9 @@ describe('failpoints: deterministic crashes, then a restart', () => {
     expect(reloadSets(env.outDir, 'public.big').map((s) => s.batch)).toEqual([ops[0].batch_id]);
     expect(readdirSync(path.join(env.outDir, '_tmp'))).toEqual([]);
     expect(await expectRebuilt(env, 'big')).toBeGreaterThan(20_000);
+    // The archive checks out: every file and batch index where its batch says.
+    const verified = await runCli(['verify', env.outDir, '--config', env.configPath]);
+    expect(verified.code, verified.stdout + verified.stderr).toBe(0);
   });
 
   it("between an export's files and its registration: one reload set, equal to the source", async () => {
