@@ -151,27 +151,14 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
   await t.recordIntent(batchId, intentPaths(x), x.reloads);
   const t1 = performance.now();
   await ensureDirsIn(t.outDir, x.tables.map((w) => w.folder), t.dirMode, { sync });
+  const concurrency = x.concurrency ?? 1;
   const placed: Placed[] = new Array(x.tables.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(x.concurrency ?? 1, x.tables.length) }, async () => {
-      while (next < x.tables.length) {
-        const k = next++;
-        placed[k] = await placeTable(t, x.tables[k], batchId, windowStart, (x.concurrency ?? 1) > 1, renames);
-      }
-    }),
-  );
+  await eachAtOnce(x.tables.length, concurrency, async (k) => {
+    placed[k] = await placeTable(t, x.tables[k], batchId, windowStart, concurrency > 1, renames);
+  });
   if (renames) {
     await syncFileSystem(t.outDir);
-    let r = 0;
-    await Promise.all(
-      Array.from({ length: Math.min(x.concurrency ?? 1, renames.length) }, async () => {
-        while (r < renames.length) {
-          const [from, to] = renames[r++];
-          await renameDurable(from, to);
-        }
-      }),
-    );
+    await eachAtOnce(renames.length, concurrency, (k) => renameDurable(...renames[k]));
     await syncFileSystem(t.outDir);
   }
   const t2 = performance.now();
@@ -222,6 +209,16 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
   const steps = { intent: ms(t0, t1), place: ms(t1, t2), register: ms(t2, performance.now()) };
   const perTable = placed.map((p) => ({ rows: p.rows, rawBytes: p.rawBytes }));
   return { batchId, files, rows, perTable, synced, steps, dirtyBytes: ctx?.dirtyBytes ?? null };
+}
+
+/** fn(0) … fn(n - 1), at most `concurrency` at a time. */
+async function eachAtOnce(n: number, concurrency: number, fn: (k: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, n) }, async () => {
+      while (next < n) await fn(next++);
+    }),
+  );
 }
 
 /** One table's data files renamed into its folder, with its small files and manifest.json, all durable. */
@@ -277,11 +274,15 @@ async function placeTable(
   });
   const shas = new Map<string, string>();
   const writes: (() => Promise<void>)[] = [];
+  // Under its own name, fsynced; or left under its temporary name, renamed by commitBatch.
+  const write = (name: string, text: string) => {
+    writes.push(() => writeFileAtomic(path.join(dir, name), text, t.fileMode, { sync, rename: sync }));
+    renames?.push([path.join(dir, name) + TMP_SUFFIX, path.join(dir, name)]);
+  };
   for (const s of w.small) {
     const sha = sha256Hex(s.text);
     shas.set(s.type, sha);
-    writes.push(() => writeFileAtomic(path.join(dir, s.name), s.text, t.fileMode, { sync, rename: sync }));
-    renames?.push([path.join(dir, s.name) + TMP_SUFFIX, path.join(dir, s.name)]);
+    write(s.name, s.text);
     files.push(small(s.name, s.type, s.text, sha));
   }
   const manifestText = manifestJson({
@@ -298,8 +299,7 @@ async function placeTable(
     lsnEnd: w.lsnEnd,
   });
   const manifestSha = sha256Hex(manifestText);
-  writes.push(() => writeFileAtomic(path.join(dir, FILES.manifest), manifestText, t.fileMode, { sync, rename: sync }));
-  renames?.push([path.join(dir, FILES.manifest) + TMP_SUFFIX, path.join(dir, FILES.manifest)]);
+  write(FILES.manifest, manifestText);
   files.push(small(FILES.manifest, 'manifest', manifestText, manifestSha));
   // Side by side when tables are (an export's many small tables: their fsyncs share journal commits).
   if (parallel) await Promise.all(writes.map((f) => f()));

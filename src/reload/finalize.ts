@@ -86,7 +86,10 @@ export class FinalizeQueue {
     private readonly startedAt: number,
     /** Settles once the export's start is recorded (ReloadRegistry.started) and its tables' folders made: nothing is registered before. */
     private readonly ready: Promise<void> = Promise.resolve(),
-  ) {}
+  ) {
+    // Awaited only once a table is done: an export failing before that must not leave it unhandled.
+    ready.catch(() => undefined);
+  }
 
   /** Resolves once the table's export is registered. */
   add(item: FinishedExport): Promise<void> {

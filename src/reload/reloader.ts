@@ -350,11 +350,7 @@ export class Reloader {
     // Tables are registered as they finish, many small ones per batch; workers go on meanwhile.
     // Registering touches only the registry: no lock on an application table (the marker's comment
     // is put back after every worker has ended its transaction: restoreComments).
-    // Handled here too: an export that fails before any table is done never awaits it (an
-    // unhandled rejection would end the process).
-    const ready = Promise.all([recorded, folders]).then(() => undefined);
-    ready.catch(() => undefined);
-    const finalizer = new FinalizeQueue(this.d, lsn, takenAt, startedAt, ready);
+    const finalizer = new FinalizeQueue(this.d, lsn, takenAt, startedAt, Promise.all([recorded, folders]).then(() => undefined));
     const registering: Promise<void>[] = [];
     // Chunks whose file is written, waiting for its fsync (the worker is on its next COPY).
     const syncing: Promise<void>[] = [];
