@@ -20,7 +20,7 @@ import type { ChainLink } from '../proof/chain.js';
 import { rootOf } from '../proof/merkle.js';
 import { sha256Hex } from '../hash.js';
 import { failpoint } from '../failpoints.js';
-import { ensureDir, ensureDirsIn, fsyncDir, fsyncFile, renameDurable, TMP_SUFFIX, writeFileAtomic } from '../output/atomic.js';
+import { ensureDir, ensureDirInUnsynced, ensureDirsIn, fsyncDir, fsyncFile, renameDurable, renameUnsynced, TMP_SUFFIX, writeFileAtomic, writeTmpFileUnsynced } from '../output/atomic.js';
 import { batchJson, manifestJson, type ManifestFile } from '../output/documents.js';
 import { dirtyBytes, kernelVersion, syncFileSystem, syncfsAvailable } from '../output/syncfs.js';
 import { batchSync, type SyncContext } from './sync-policy.js';
@@ -150,16 +150,27 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
   const t0 = performance.now();
   await t.recordIntent(batchId, intentPaths(x), x.reloads);
   const t1 = performance.now();
-  await ensureDirsIn(t.outDir, x.tables.map((w) => w.folder), t.dirMode, { sync });
   const concurrency = x.concurrency ?? 1;
   const placed: Placed[] = new Array(x.tables.length);
-  await eachAtOnce(x.tables.length, concurrency, async (k) => {
-    placed[k] = await placeTable(t, x.tables[k], batchId, windowStart, concurrency > 1, renames);
-  });
   if (renames) {
+    // Nothing is fsynced one by one: each folder and file is a call on this thread (atomic.ts
+    // ensureDirInUnsynced), a table at a time, yielding between tables.
+    for (const w of x.tables) ensureDirInUnsynced(t.outDir, w.folder, t.dirMode);
+    for (let k = 0; k < x.tables.length; k++) {
+      placed[k] = placeTable(t, x.tables[k], batchId, windowStart, renames);
+      await yieldToLoop();
+    }
     await syncFileSystem(t.outDir);
-    await eachAtOnce(renames.length, concurrency, (k) => renameDurable(...renames[k]));
+    for (let k = 0; k < renames.length; k++) {
+      renameUnsynced(...renames[k]);
+      if (k % 64 === 63) await yieldToLoop();
+    }
     await syncFileSystem(t.outDir);
+  } else {
+    await ensureDirsIn(t.outDir, x.tables.map((w) => w.folder), t.dirMode);
+    await eachAtOnce(x.tables.length, concurrency, async (k) => {
+      placed[k] = await placeTableDurably(t, x.tables[k], batchId, windowStart, concurrency > 1);
+    });
   }
   const t2 = performance.now();
   const files = placed.flatMap((p) => p.files);
@@ -221,37 +232,24 @@ async function eachAtOnce(n: number, concurrency: number, fn: (k: number) => Pro
   );
 }
 
-/** One table's data files renamed into its folder, with its small files and manifest.json, all durable. */
-async function placeTable(
-  t: CommitTarget,
-  w: BatchTable,
-  batchId: string,
-  windowStart: Date,
-  parallel: boolean,
-  /**
-   * null: every file renamed to its name and fsynced here. Else nothing is fsynced or renamed
-   * here: the renames still to be made are added (commitBatch syncs the file system around them).
-   */
-  renames: [string, string][] | null,
-): Promise<Placed> {
-  const sync = renames === null;
+/** Lets other work of the event loop run between the synchronous steps of a batch's placing. */
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** What placing one table writes: the records of its files, its small files and manifest (no I/O). */
+interface TablePlan extends Placed {
+  /** The batch folder in the table's folder. */
+  dir: string;
+  /** Small files and manifest.json, by name. */
+  docs: { name: string; text: string }[];
+}
+
+function planTable(t: CommitTarget, w: BatchTable, batchId: string, windowStart: Date): TablePlan {
   const rel = `${w.folder}/${batchId}`;
-  const dir = path.join(t.outDir, rel);
-  // The table's folder exists (commitBatch made it): the batch folder in it, and one fsync of the
-  // table's folder, without ensureDir's look at every level first.
-  await ensureDirsIn(path.join(t.outDir, w.folder), [batchId], t.dirMode, { sync });
   const files: FileRecord[] = [];
   const mf: ManifestFile[] = [];
   let rows = 0;
   let rawBytes = 0;
   for (const d of w.data) {
-    if (renames) {
-      renames.push([d.tmpPath, path.join(dir, d.name)]);
-    } else {
-      // Not fsynced when written (an export's small table): before its rename, as any file.
-      if (d.synced === false) await fsyncFile(d.tmpPath);
-      await renameDurable(d.tmpPath, path.join(dir, d.name));
-    }
     rows += d.rows;
     rawBytes += d.stats.rawBytes;
     const root = d.merkle.root.toString('hex');
@@ -273,16 +271,11 @@ async function placeTable(
     merkleRoot: null,
   });
   const shas = new Map<string, string>();
-  const writes: (() => Promise<void>)[] = [];
-  // Under its own name, fsynced; or left under its temporary name, renamed by commitBatch.
-  const write = (name: string, text: string) => {
-    writes.push(() => writeFileAtomic(path.join(dir, name), text, t.fileMode, { sync, rename: sync }));
-    renames?.push([path.join(dir, name) + TMP_SUFFIX, path.join(dir, name)]);
-  };
+  const docs: { name: string; text: string }[] = [];
   for (const s of w.small) {
     const sha = sha256Hex(s.text);
     shas.set(s.type, sha);
-    write(s.name, s.text);
+    docs.push({ name: s.name, text: s.text });
     files.push(small(s.name, s.type, s.text, sha));
   }
   const manifestText = manifestJson({
@@ -299,12 +292,44 @@ async function placeTable(
     lsnEnd: w.lsnEnd,
   });
   const manifestSha = sha256Hex(manifestText);
-  write(FILES.manifest, manifestText);
+  docs.push({ name: FILES.manifest, text: manifestText });
   files.push(small(FILES.manifest, 'manifest', manifestText, manifestSha));
+  return { dir: path.join(t.outDir, rel), docs, files, rows, rawBytes, manifestSha };
+}
+
+/**
+ * One table's files in place for a batch that one syncfs makes durable: the batch folder made,
+ * small files and manifest.json written under their temporary names, nothing fsynced or renamed
+ * here: the renames still to be made are added (commitBatch syncs the file system around them).
+ */
+function placeTable(t: CommitTarget, w: BatchTable, batchId: string, windowStart: Date, renames: [string, string][]): Placed {
+  const p = planTable(t, w, batchId, windowStart);
+  ensureDirInUnsynced(path.join(t.outDir, w.folder), batchId, t.dirMode);
+  for (const d of w.data) renames.push([d.tmpPath, path.join(p.dir, d.name)]);
+  for (const doc of p.docs) {
+    const file = path.join(p.dir, doc.name);
+    writeTmpFileUnsynced(file, doc.text, t.fileMode);
+    renames.push([file + TMP_SUFFIX, file]);
+  }
+  return p;
+}
+
+/** One table's data files renamed into its folder, with its small files and manifest.json, each fsynced. */
+async function placeTableDurably(t: CommitTarget, w: BatchTable, batchId: string, windowStart: Date, parallel: boolean): Promise<Placed> {
+  const p = planTable(t, w, batchId, windowStart);
+  // The table's folder exists (commitBatch made it): the batch folder in it, and one fsync of the
+  // table's folder, without ensureDir's look at every level first.
+  await ensureDirsIn(path.join(t.outDir, w.folder), [batchId], t.dirMode);
+  for (const d of w.data) {
+    // Not fsynced when written (an export's small table): before its rename, as any file.
+    if (d.synced === false) await fsyncFile(d.tmpPath);
+    await renameDurable(d.tmpPath, path.join(p.dir, d.name));
+  }
+  const writes = p.docs.map((doc) => () => writeFileAtomic(path.join(p.dir, doc.name), doc.text, t.fileMode));
   // Side by side when tables are (an export's many small tables: their fsyncs share journal commits).
   if (parallel) await Promise.all(writes.map((f) => f()));
   else for (const f of writes) await f();
   // The batch folder's entry in the table's folder was made durable by ensureDirsIn.
-  if (sync) await fsyncDir(dir);
-  return { files, rows, rawBytes, manifestSha };
+  await fsyncDir(p.dir);
+  return p;
 }

@@ -2,7 +2,7 @@
  * Durable file publication (SPEC §3): write to a temporary name, fsync, rename, fsync the
  * directory. A reader never sees a half-written file, and after a crash a renamed file is whole.
  */
-import { promises as fsp, constants as fsc } from 'node:fs';
+import { promises as fsp, constants as fsc, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { EgressError } from '../errors.js';
 
@@ -79,6 +79,48 @@ export async function ensureDirsIn(parent: string, names: readonly string[], mod
   );
   if (failed) throw failed;
   if (made && opts.sync !== false) await fsyncDir(parent);
+}
+
+/**
+ * The unsynced forms, for a batch that one syncfs makes durable (commit/batch-commit.ts): each a
+ * call on the main thread, not open/write/close each a trip through libuv's thread pool and a
+ * promise. Placing 300 small tables' folders and files took 110-135 ms through the pool here, with
+ * every existing folder's EEXIST an Error object; written this way it is a fraction of that.
+ * The caller yields between tables (they are ~0.1 ms each).
+ */
+
+/** The folder `name` in `parent` made if missing (no fsync); whether it was made. */
+export function ensureDirInUnsynced(parent: string, name: string, mode: number): boolean {
+  const dir = path.join(parent, name);
+  try {
+    // recursive: an existing folder is no error (nor an Error object); `parent` exists.
+    return mkdirSync(dir, { mode, recursive: true }) !== undefined;
+  } catch (e) {
+    throw ioError(dir, e);
+  }
+}
+
+/** `file` + TMP_SUFFIX written with no fsync and left under that name for the caller to rename. */
+export function writeTmpFileUnsynced(file: string, data: Buffer | string, mode: number): void {
+  const tmp = file + TMP_SUFFIX;
+  try {
+    writeFileSync(tmp, data, { mode });
+  } catch (e) {
+    try {
+      rmSync(tmp, { force: true });
+    } catch {
+      // A partial temporary file only takes space (the start-up sweep would remove it too).
+    }
+    throw ioError(file, e);
+  }
+}
+
+export function renameUnsynced(from: string, to: string): void {
+  try {
+    renameSync(from, to);
+  } catch (e) {
+    throw ioError(to, e);
+  }
 }
 
 /** Folders made at once by ensureDirsIn. */
