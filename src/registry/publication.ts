@@ -48,8 +48,24 @@ export async function restoreComment(db: Db, relid: number, comment: string | nu
   await db.query(`SELECT "cdc_registry"."restore_comment"($1::oid, $2)`, [relid, comment]);
 }
 
-/** Current catalog definitions of tables as JSON text (sql table_definition), null for a table that is gone. */
-export async function tableDefinitionsJson(db: Db, relids: number[]): Promise<(string | null)[]> {
-  const { rows } = await db.query<{ def: string | null }>(`SELECT "cdc_registry"."table_definition"(r)::text AS def FROM unnest($1::oid[]) AS r`, [relids]);
+/** Current catalog definitions of tables as JSON text (sql/019 table_definitions), in the order asked; none for a table that is gone. */
+export async function tableDefinitionsJson(db: Db, relids: number[]): Promise<string[]> {
+  const { rows } = await db.query<{ def: string }>(`SELECT "def"::text AS def FROM "cdc_registry"."table_definitions"($1::oid[]) ORDER BY "ord"`, [relids]);
   return rows.map((r) => r.def);
+}
+
+/**
+ * An export's plan in one round trip (src/reload/plan-locked.ts): the tables' definitions as
+ * tableDefinitionsJson gives them, each with its size in bytes, and the server's block size.
+ */
+export async function tableDefinitionsSized(
+  db: Db,
+  relids: number[],
+): Promise<{ tables: { def: string; bytes: number }[]; blockSize: number }> {
+  const { rows } = await db.query<{ def: string; bytes: string; bs: string }>(
+    `SELECT d."def"::text AS def, pg_relation_size(d."rel")::text AS bytes, current_setting('block_size') AS bs
+     FROM "cdc_registry"."table_definitions"($1::oid[]) d ORDER BY d."ord"`,
+    [relids],
+  );
+  return { tables: rows.map((r) => ({ def: r.def, bytes: Number(r.bytes) })), blockSize: Number(rows[0]?.bs) || 0 };
 }

@@ -7,7 +7,8 @@ import { EgressError } from '../errors.js';
 import { excludedColumns, type Config } from '../config/index.js';
 import type { Db } from '../db/tx.js';
 import type { ReloadOp } from '../registry/reloads.js';
-import { loadTableDefs, type TableDef } from '../source/setup.js';
+import { parseTableDef, type TableDef } from '../source/setup.js';
+import { tableDefinitionsSized } from '../registry/publication.js';
 import { racedTables, SHAPE_SQL, type TableShape } from './race.js';
 import type { ExportWorker } from './workers.js';
 
@@ -31,9 +32,14 @@ export interface PlannedTable extends TableInfo {
 /**
  * Under the first worker's locks: fails with RELOAD_RACE when a DDL committed on a table after
  * the snapshot (race.ts), else reads each table's definition and size in that worker's session
- * (as of the snapshot, and without queueing behind a DDL that waits for our locks).
+ * (as of the snapshot, and without queueing behind a DDL that waits for our locks), and the
+ * server's page size (a build-time constant of the server, 0 if no table was found).
  */
-export async function planUnderLock(d: { cfg: Config; db: Db }, first: ExportWorker, tables: TableInfo[]): Promise<PlannedTable[]> {
+export async function planUnderLock(
+  d: { cfg: Config; db: Db },
+  first: ExportWorker,
+  tables: TableInfo[],
+): Promise<{ tables: PlannedTable[]; blockSize: number }> {
   const { cfg } = d;
   const relids = tables.map((t) => t.relid);
   // Both under the first worker's locks, side by side: the snapshot's shapes on its session, the
@@ -48,18 +54,23 @@ export async function planUnderLock(d: { cfg: Config; db: Db }, first: ExportWor
   if (raced.length) {
     throw new EgressError('RELOAD_RACE', `a DDL committed after the export's snapshot on ${raced.map((r) => `${r.table} (${r.what})`).join(', ')}; exporting again from a new snapshot`);
   }
-  const defs = new Map((await loadTableDefs(first.client, relids)).map((d) => [Number(d.relid), d]));
-  const { rows } = await first.query<{ relid: string; bytes: string }>(`SELECT x::text AS relid, pg_relation_size(x)::text AS bytes FROM unnest($1::oid[]) AS x`, [relids]);
-  const sizes = new Map(rows.map((r) => [Number(r.relid), Number(r.bytes)]));
-  return tables.map((t) => {
-    const def = defs.get(t.relid);
-    if (!def) throw new EgressError('RELOAD_RACE', `no definition of ${t.op.schema}.${t.op.table} at the export's snapshot; exporting again from a new snapshot`);
+  // Definitions, sizes and the block size in one query on the worker's session.
+  const sized = await tableDefinitionsSized(first.client, relids);
+  const defs = new Map(sized.tables.map((x) => {
+    const def = parseTableDef(x.def);
+    return [def.relid, { def, bytes: x.bytes }];
+  }));
+  const planned = tables.map((t) => {
+    const found = defs.get(t.relid);
+    if (!found) throw new EgressError('RELOAD_RACE', `no definition of ${t.op.schema}.${t.op.table} at the export's snapshot; exporting again from a new snapshot`);
+    const { def, bytes } = found;
     // A leaf selected through its root also leaves out the root's excluded columns.
     const excluded = new Set([
       ...excludedColumns(cfg, t.op.schema, t.op.table),
       ...(t.root ? excludedColumns(cfg, t.root.schema, t.root.table) : []),
     ]);
     const columns = def.columns.filter((c) => !c.generated && !excluded.has(c.name)).map((c) => c.name);
-    return { ...t, def, columns, bytes: sizes.get(t.relid) ?? 0 };
+    return { ...t, def, columns, bytes };
   });
+  return { tables: planned, blockSize: sized.blockSize };
 }

@@ -69,7 +69,6 @@ export class Reloader {
   private readonly bg = new BackgroundLoop(() => this.loop());
   private workers: ExportWorker[] = [];
   private lockedTables: string[] = [];
-  private blockSize: number | undefined;
   /** An error that must stop the daemon (output.dir unwritable). */
   fatal: EgressError | null = null;
 
@@ -280,10 +279,9 @@ export class Reloader {
       // their short lock_timeout means what it meant after the plan (ExportWorker.open).
       const earlyCount = conns.left;
       early = Promise.allSettled(Array.from({ length: earlyCount }, openOne));
-      const tables = await planUnderLock(this.d, first, found);
-      // The server's page size, read once (a build-time constant of the server).
-      this.blockSize ??= Number((await first.query<{ bs: string }>(`SELECT current_setting('block_size') AS bs`)).rows[0].bs) || 8192;
-      const bs = this.blockSize;
+      const { tables, blockSize } = await planUnderLock(this.d, first, found);
+      // The server's page size (a build-time constant of the server), read with the plan.
+      const bs = blockSize || 8192;
       const shareBytes = tables.reduce((sum, t) => sum + t.bytes, 0) / ways;
       const planned = tables.map((t) => ({ key: t, bytes: t.bytes, chunks: planChunks({ tableBytes: t.bytes, blockSize: bs, chunkBytes: cfg.reload.chunkSize, splittable: t.kind === 'r', shareBytes }) }));
       for (const p of planned) states.set(

@@ -134,11 +134,15 @@ export function decodeTableDef(j: TableDefJson): TableDef {
   };
 }
 
-/** Current catalog definitions of the given tables, via the registry's table_definition(). */
+/** Current catalog definitions of the given tables (those that still exist), via the registry's table_definitions(). */
 export async function loadTableDefs(client: Db, relids: number[]): Promise<TableDef[]> {
   if (relids.length === 0) return [];
-  const defs = await tableDefinitionsJson(client, relids);
-  return defs.filter((d) => d !== null).map((d) => decodeTableDef(JSON.parse(d) as TableDefJson));
+  return (await tableDefinitionsJson(client, relids)).map(parseTableDef);
+}
+
+/** table_definition()'s JSON text decoded. */
+export function parseTableDef(json: string): TableDef {
+  return decodeTableDef(JSON.parse(json) as TableDefJson);
 }
 
 export async function publishedRelids(client: Db, publication: string): Promise<number[]> {
