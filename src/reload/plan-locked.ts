@@ -44,18 +44,19 @@ export async function planUnderLock(
   const relids = tables.map((t) => t.relid);
   // Both under the first worker's locks, side by side: the snapshot's shapes on its session, the
   // committed ones on the registry's pool.
-  const [snapshotShapes, committedShapes] = await Promise.all([
-    first.query<TableShape>(SHAPE_SQL, [relids]),
-    d.db.query<TableShape>(SHAPE_SQL, [relids]),
-  ]);
-  const atSnapshot = snapshotShapes.rows;
-  const current = committedShapes.rows;
-  const raced = racedTables(tables.map((t) => ({ relid: t.relid, schema: t.op.schema, table: t.op.table })), atSnapshot, current);
+  const atSnapshot = first.query<TableShape>(SHAPE_SQL, [relids]);
+  // The definitions are asked for at once too: the worker's connection runs them right after its
+  // shapes, without waiting for this process to read those first (unused if a table raced).
+  const sizing = tableDefinitionsSized(first.client, relids);
+  sizing.catch(() => undefined);
+  const [snapshotShapes, committedShapes] = await Promise.all([atSnapshot, d.db.query<TableShape>(SHAPE_SQL, [relids])]);
+  const expected = tables.map((t) => ({ relid: t.relid, schema: t.op.schema, table: t.op.table }));
+  const raced = racedTables(expected, snapshotShapes.rows, committedShapes.rows);
   if (raced.length) {
     throw new EgressError('RELOAD_RACE', `a DDL committed after the export's snapshot on ${raced.map((r) => `${r.table} (${r.what})`).join(', ')}; exporting again from a new snapshot`);
   }
   // Definitions, sizes and the block size in one query on the worker's session.
-  const sized = await tableDefinitionsSized(first.client, relids);
+  const sized = await sizing;
   const defs = new Map(sized.tables.map((x) => {
     const def = parseTableDef(x.def);
     return [def.relid, { def, bytes: x.bytes }];

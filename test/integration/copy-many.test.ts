@@ -35,13 +35,19 @@ const SOURCES: Source[] = [
 ];
 
 /** The native sinks read a query of several COPYs on their thread (copy_fd.c), unless `thread: false`. */
-const sinks: { name: string; make: (s: Source) => CopySink; zlib?: boolean; thread?: boolean }[] = [
+/**
+ * `fsync: false`: the files an export's query of several small tables writes, which its batch
+ * syncs; they are opened, written and closed with synchronous calls (output/gzip-file.ts `direct`).
+ */
+const sinks: { name: string; make: (s: Source) => CopySink; zlib?: boolean; thread?: boolean; fsync?: boolean }[] = [
   { name: 'JavaScript', make: () => new JsCopySink(), zlib: true },
   ...(NativeSinkClass
     ? [
         { name: 'native, text, on the thread', make: (s: Source) => createCopySink(1, { columns: s.columns }) },
         { name: 'native, csv, on the thread', make: () => createCopySink(1) },
+        { name: 'native, csv, on the thread, files not fsynced', make: () => createCopySink(1), fsync: false },
         { name: "native, text, through Node's socket", make: (s: Source) => createCopySink(1, { columns: s.columns }), thread: false },
+        { name: "native, text, through Node's socket, files not fsynced", make: (s: Source) => createCopySink(1, { columns: s.columns }), thread: false, fsync: false },
       ]
     : []),
 ];
@@ -71,12 +77,13 @@ describe('several export COPYs in one query', () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  const opts = (file: string, sink: CopySink, zlibToo?: boolean): CopyFileOptions => ({
+  const opts = (file: string, sink: CopySink, zlibToo?: boolean, fsync?: boolean): CopyFileOptions => ({
     path: path.join(dir, file),
     gzipLevel: 1,
     fileMode: 0o600,
     sink,
     zlib: zlibToo,
+    fsync,
   });
 
   for (const k of sinks) {
@@ -91,7 +98,7 @@ describe('several export COPYs in one query', () => {
           const readFd = sink.readFd?.bind(sink);
           if (readFd) sink.readFd = (...args) => void (threads++, readFd(...args));
           const onProgress = (_b: number, rows: number) => void progress.set(s.name, (progress.get(s.name) ?? 0) + rows);
-          return { sql: sql(s, sink), opts: { ...opts(`many-${i}-${s.name}.csv.gz`, sink, k.zlib), onProgress, thread: k.thread } };
+          return { sql: sql(s, sink), opts: { ...opts(`many-${i}-${s.name}.csv.gz`, sink, k.zlib, k.fsync), onProgress, thread: k.thread } };
         });
         const ended = await copyFilesEnded(c, copies);
         expect(ended).toHaveLength(order.length);
@@ -104,6 +111,7 @@ describe('several export COPYs in one query', () => {
           const one = await copyToFile(c, sql(s, alone), { ...opts(`one-${i}-${s.name}.csv.gz`, alone, k.zlib), thread: false });
           const r = ended[i];
           await r.durable;
+          expect(r.synced).toBe(k.fsync !== false);
           const file = readFileSync(copies[i].opts.path);
           const csv = zlib.gunzipSync(file);
           expect(csv.equals(zlib.gunzipSync(readFileSync(path.join(dir, `one-${i}-${s.name}.csv.gz`)))), `${s.name}: CSV`).toBe(true);
@@ -129,7 +137,7 @@ describe('several export COPYs in one query', () => {
         ['wide', 'missing', 'odd'].map((t, i) => {
           const sink = k.make(SOURCES.find((s) => s.name === t) ?? SOURCES[3]);
           const cols = t === 'wide' ? ' (id, t, n)' : t === 'odd' ? ' (k, v)' : '';
-          return { sql: `COPY ${t}${cols} TO STDOUT${sink.format === 'csv' ? ' (FORMAT csv, HEADER)' : ''}`, opts: { ...opts(`${p}-${i}.csv.gz`, sink, k.zlib), thread: k.thread } };
+          return { sql: `COPY ${t}${cols} TO STDOUT${sink.format === 'csv' ? ' (FORMAT csv, HEADER)' : ''}`, opts: { ...opts(`${p}-${i}.csv.gz`, sink, k.zlib, k.fsync), thread: k.thread } };
         });
       await expect(copyFilesEnded(c, copies('f'))).rejects.toThrow(/relation "missing" does not exist/);
       expect(readdirSync(dir)).toEqual([]);
