@@ -128,16 +128,14 @@ export class GzipFileWriter {
           resolve();
         };
       });
-    }
-    // Keep an unobserved rejection from crashing the process; errors surface through write/finish.
-    this.done.catch(() => undefined);
-    if (this.direct) {
       try {
         this.directFd = openSync(path, 'w', mode);
       } catch (e) {
         this.fail(e);
       }
     }
+    // Keep an unobserved rejection from crashing the process; errors surface through write/finish.
+    this.done.catch(() => undefined);
   }
 
   /** The first error wins; both streams stop and every pending wait rejects with it. */
