@@ -23,7 +23,7 @@ import { rotation } from '../lib/stats.js';
 import { cpuProbe, machineCpuSeconds, peakRssMb, postmasterPid, serverSettled, startDaemon, type CpuSplit, type Timed } from '../lib/tools.js';
 import { createTestDatabase } from '../../test/harness/pg.js';
 import { runCli, writeConfig, type EgressEnv } from '../../test/helpers/egress.js';
-import { exportsSettled, type BenchContext } from './setup.js';
+import { exportsWatch, type BenchContext } from './setup.js';
 import type { Baseline } from './reload.js';
 
 export interface InitialExportRuns {
@@ -94,16 +94,19 @@ export async function initialExportScenario(
           try {
             await quiesce(admin);
             // The copy's and `init`'s sessions reaped before the measurement starts.
+            // The watcher's session (LISTENing for the daemon's NOTIFY) is made before the run.
+            const watch = await exportsWatch(env);
             await serverSettled(pm);
             const probe = cpuProbe(pm);
             const t0 = process.hrtime.bigint();
             const c0 = machineCpuSeconds();
             const d = startDaemon(env);
             try {
-              await Promise.race([exportsSettled(env), d.exited]);
+              await Promise.race([watch.settled(), d.exited]);
               t = { seconds: Number(process.hrtime.bigint() - t0) / 1e9, cpuSeconds: machineCpuSeconds() - c0 };
               out.peakRssMb.push(peakRssMb(d.pid));
             } finally {
+              await watch.close();
               await d.stop();
             }
             t.cpu = await probe();

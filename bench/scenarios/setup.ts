@@ -4,7 +4,7 @@ import pg from 'pg';
 import { expect } from 'vitest';
 import { createEnv, runCli, withDb, type EgressEnv } from '../../test/helpers/egress.js';
 import { sessionOptions } from '../../src/db/connect.js';
-import { waitFor } from '../../test/harness/pg.js';
+import { RELOAD_CHANNEL } from '../../src/registry/reloads.js';
 import { startDaemon, type Daemon } from '../lib/tools.js';
 
 export interface BenchContext {
@@ -15,32 +15,70 @@ export interface BenchContext {
 }
 
 /**
- * Waits until every export the registry knows of (the initial one at least) has finished. One
- * connection, asked every 20 ms: a new connection every 100 ms added ~0.1 s to R4's measured run
- * (half an interval on average, plus the connection start), time pg_dump is not charged with.
+ * Watches until every export the registry knows of (the initial one at least) has finished. One
+ * connection, made and LISTENing before the timed run starts (`exportsWatch`); the registry is
+ * read when the daemon NOTIFYs the end of a reload (registry/reloads.ts RELOAD_CHANNEL: every
+ * registered batch of an export, every failed or cancelled operation), as `pg-egress reload
+ * --wait` follows one, and once a second besides. The poll every 20 ms it replaces cost the
+ * server 56-66 ms of CPU in a ~2 s run of R4 on this 2-core machine (the same poll's backend,
+ * measured from /proc), and half an interval of latency, neither of which pg_dump is charged
+ * with; a new connection every 100 ms, before that, added ~0.1 s.
  */
-export async function exportsSettled(env: EgressEnv, timeoutMs = 600_000): Promise<void> {
+export interface ExportsWatch {
+  /** Resolves once every export is over (throws if one failed). */
+  settled(timeoutMs?: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function exportsWatch(env: EgressEnv): Promise<ExportsWatch> {
   const c = new pg.Client({ connectionString: env.url, options: sessionOptions() });
   await c.connect();
-  try {
-    // waitFor retries on a thrown error: a failed export is a result, thrown after the wait.
-    const end = await waitFor(
-      'the exports to finish',
-      async () => {
-        const r = await c.query<{ all: string; open: string; failed: string }>(
-          `SELECT count(*)::text AS all, count(*) FILTER (WHERE state IN ('pending', 'running'))::text AS open,
-                  count(*) FILTER (WHERE state IN ('failed', 'cancelled'))::text AS failed
-           FROM cdc_registry.reloads WHERE slot_name = $1`,
-          [env.slot],
-        );
-        if (Number(r.rows[0].failed) > 0) return 'failed';
-        return Number(r.rows[0].all) > 0 && r.rows[0].open === '0' ? 'done' : null;
-      },
-      { timeoutMs, intervalMs: 20 },
+  let wake: (() => void) | null = null;
+  let notified = false;
+  c.on('notification', (n) => {
+    if (n.payload !== env.slot) return;
+    notified = true;
+    wake?.();
+  });
+  await c.query(`LISTEN ${RELOAD_CHANNEL}`);
+  const check = async (): Promise<'done' | 'failed' | null> => {
+    const r = await c.query<{ all: string; open: string; failed: string }>(
+      `SELECT count(*)::text AS all, count(*) FILTER (WHERE state IN ('pending', 'running'))::text AS open,
+              count(*) FILTER (WHERE state IN ('failed', 'cancelled'))::text AS failed
+       FROM cdc_registry.reloads WHERE slot_name = $1`,
+      [env.slot],
     );
-    if (end === 'failed') throw new Error('pg-egress run: an export failed');
+    if (Number(r.rows[0].failed) > 0) return 'failed';
+    return Number(r.rows[0].all) > 0 && r.rows[0].open === '0' ? 'done' : null;
+  };
+  return {
+    async settled(timeoutMs = 600_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        notified = false;
+        const end = await check();
+        if (end === 'failed') throw new Error('pg-egress run: an export failed');
+        if (end === 'done') return;
+        if (Date.now() > deadline) throw new Error('timed out waiting for the exports to finish');
+        // A notification that came during the check is not lost: checked again at once.
+        if (notified) continue;
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(() => { wake = null; resolve(); }, 1000);
+          wake = () => { clearTimeout(t); wake = null; resolve(); };
+        });
+      }
+    },
+    close: () => c.end(),
+  };
+}
+
+/** Waits until every export the registry knows of has finished (exportsWatch, not timed). */
+export async function exportsSettled(env: EgressEnv, timeoutMs = 600_000): Promise<void> {
+  const w = await exportsWatch(env);
+  try {
+    await w.settled(timeoutMs);
   } finally {
-    await c.end();
+    await w.close();
   }
 }
 
