@@ -9,6 +9,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { BIN, ROOT, type EgressEnv } from '../../test/helpers/egress.js';
 import { formatLsn } from '../../src/lsn.js';
+import { Waker } from '../../src/waker.js';
 
 export interface Timed {
   seconds: number;
@@ -240,11 +241,11 @@ export async function egressStream(env: EgressEnv, rows: number, baseRows = 0): 
   // The first run (the initial export) made the folder; without it, the 250 ms reads alone.
   const batches = path.join(env.outDir, '_batches');
   let lastIndexAt = 0;
-  let wake: (() => void) | null = null;
+  const waker = new Waker();
   const watcher = existsSync(batches)
     ? watch(batches, () => {
         lastIndexAt = Date.now();
-        wake?.();
+        waker.wake();
       })
     : null;
   try {
@@ -254,11 +255,7 @@ export async function egressStream(env: EgressEnv, rows: number, baseRows = 0): 
     try {
       for (;;) {
         if ((await Promise.race([registeredRows(c, env.slot), d.exited])) >= baseRows + rows) break;
-        const ms = Date.now() - lastIndexAt < 200 ? 10 : 250;
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(() => { wake = null; resolve(); }, ms);
-          wake = () => { clearTimeout(t); wake = null; resolve(); };
-        });
+        await waker.sleep(Date.now() - lastIndexAt < 200 ? 10 : 250);
       }
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
       return { seconds, cpuSeconds: machineCpuSeconds() - c0, peakRssMb: peakRssMb(d.pid) };

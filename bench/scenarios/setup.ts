@@ -5,6 +5,7 @@ import { expect } from 'vitest';
 import { createEnv, runCli, withDb, type EgressEnv } from '../../test/helpers/egress.js';
 import { sessionOptions } from '../../src/db/connect.js';
 import { RELOAD_CHANNEL } from '../../src/registry/reloads.js';
+import { Waker } from '../../src/waker.js';
 import { startDaemon, type Daemon } from '../lib/tools.js';
 
 export interface BenchContext {
@@ -33,13 +34,9 @@ export interface ExportsWatch {
 export async function exportsWatch(env: EgressEnv): Promise<ExportsWatch> {
   const c = new pg.Client({ connectionString: env.url, options: sessionOptions() });
   await c.connect();
-  let wake: (() => void) | null = null;
-  let notified = false;
-  c.on('notification', (n) => {
-    if (n.payload !== env.slot) return;
-    notified = true;
-    wake?.();
-  });
+  // A notification during a read is kept: the next sleep ends at once (src/waker.ts).
+  const waker = new Waker();
+  c.on('notification', (n) => n.payload === env.slot && waker.wake());
   await c.query(`LISTEN ${RELOAD_CHANNEL}`);
   const check = async (): Promise<'done' | 'failed' | null> => {
     const r = await c.query<{ all: string; open: string; failed: string }>(
@@ -55,17 +52,11 @@ export async function exportsWatch(env: EgressEnv): Promise<ExportsWatch> {
     async settled(timeoutMs = 600_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
-        notified = false;
         const end = await check();
         if (end === 'failed') throw new Error('pg-egress run: an export failed');
         if (end === 'done') return;
         if (Date.now() > deadline) throw new Error('timed out waiting for the exports to finish');
-        // A notification that came during the check is not lost: checked again at once.
-        if (notified) continue;
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(() => { wake = null; resolve(); }, 1000);
-          wake = () => { clearTimeout(t); wake = null; resolve(); };
-        });
+        await waker.sleep(1000);
       }
     },
     close: () => c.end(),
