@@ -56,16 +56,22 @@ export async function tableDefinitionsJson(db: Db, relids: number[]): Promise<st
 
 /**
  * An export's plan in one round trip (src/reload/plan-locked.ts): the tables' definitions as
- * tableDefinitionsJson gives them, each with its size in bytes, and the server's block size.
+ * tableDefinitionsJson gives them, each with its size in bytes, the server's block size and its
+ * shared_buffers in blocks (pg_settings gives it in those units; 0 if no table was found).
  */
 export async function tableDefinitionsSized(
   db: Db,
   relids: number[],
-): Promise<{ tables: { def: string; bytes: number }[]; blockSize: number }> {
-  const { rows } = await db.query<{ def: string; bytes: string; bs: string }>(
-    `SELECT d."def"::text AS def, pg_relation_size(d."rel")::text AS bytes, current_setting('block_size') AS bs
+): Promise<{ tables: { def: string; bytes: number }[]; blockSize: number; sharedBuffers: number }> {
+  const { rows } = await db.query<{ def: string; bytes: string; bs: string; nb: string }>(
+    `SELECT d."def"::text AS def, pg_relation_size(d."rel")::text AS bytes, current_setting('block_size') AS bs,
+            (SELECT s."setting" FROM pg_catalog.pg_settings s WHERE s."name" = 'shared_buffers') AS nb
      FROM "cdc_registry"."table_definitions"($1::oid[]) d ORDER BY d."ord"`,
     [relids],
   );
-  return { tables: rows.map((r) => ({ def: r.def, bytes: Number(r.bytes) })), blockSize: Number(rows[0]?.bs) || 0 };
+  return {
+    tables: rows.map((r) => ({ def: r.def, bytes: Number(r.bytes) })),
+    blockSize: Number(rows[0]?.bs) || 0,
+    sharedBuffers: Number(rows[0]?.nb) || 0,
+  };
 }

@@ -32,14 +32,15 @@ export interface PlannedTable extends TableInfo {
 /**
  * Under the first worker's locks: fails with RELOAD_RACE when a DDL committed on a table after
  * the snapshot (race.ts), else reads each table's definition and size in that worker's session
- * (as of the snapshot, and without queueing behind a DDL that waits for our locks), and the
- * server's page size (a build-time constant of the server, 0 if no table was found).
+ * (as of the snapshot, and without queueing behind a DDL that waits for our locks), the server's
+ * page size (a build-time constant of the server) and its shared_buffers in pages (each 0 if no
+ * table was found).
  */
 export async function planUnderLock(
   d: { cfg: Config; db: Db },
   first: ExportWorker,
   tables: TableInfo[],
-): Promise<{ tables: PlannedTable[]; blockSize: number }> {
+): Promise<{ tables: PlannedTable[]; blockSize: number; sharedBuffers: number }> {
   const { cfg } = d;
   const relids = tables.map((t) => t.relid);
   // Both under the first worker's locks, side by side: the snapshot's shapes on its session, the
@@ -73,5 +74,5 @@ export async function planUnderLock(
     const columns = def.columns.filter((c) => !c.generated && !excluded.has(c.name)).map((c) => c.name);
     return { ...t, def, columns, bytes };
   });
-  return { tables: planned, blockSize: sized.blockSize };
+  return { tables: planned, blockSize: sized.blockSize, sharedBuffers: sized.sharedBuffers };
 }

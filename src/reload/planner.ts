@@ -7,28 +7,40 @@
  * The last range has no upper bound: pages added after the size was read hold only rows that the
  * snapshot cannot see, but an open end costs nothing and leaves no doubt.
  *
- * A split is not free for the server. A TID Range Scan reads without the small ring of buffers that
- * a sequential scan of a table over shared_buffers/4 reuses (heapam's table_beginscan_tidrange has
+ * A TID Range Scan is not free for the server. It reads without the small ring of buffers that a
+ * sequential scan of a table over shared_buffers/4 reuses (heapam's table_beginscan_tidrange has
  * no SO_ALLOW_STRAT), so each export backend maps every shared buffer it reads into its own page
- * tables: two page faults per 8 KiB page. On the AMD virtual machine of the README a quarter of a
- * 317 MB table by ctid made 20,400 minor faults and used 1.0 s of the backend's CPU, the whole
- * table's plain COPY 117 faults and 1.65 s. So a table no larger than its share of the export
- * (all tables' bytes / the ways it runs in parallel, below) is copied whole: splitting it would
- * not shorten the export, whose workers have other tables to copy meanwhile. Up to WHOLE_MAX_CHUNKS chunks' worth
- * only: chunk_size keeps bounding the files (a warehouse loads several files of a table in
- * parallel, one gzip file only serially), within that factor: 16 × 64 MiB is 1 GiB of CSV, about
- * 250 MB gzipped at level 1, the top of the compressed file size loaders ask for (Snowflake:
- * 100-250 MB, https://docs.snowflake.com/en/user-guide/data-load-considerations-prepare).
+ * tables: two page faults per 8 KiB buffer, up to all of shared_buffers once per backend. On the
+ * AMD virtual machine of the README a fault costs ~15 µs: the first half of a 442 MB table
+ * (27,024 pages) by ctid took a new backend 1.62-1.66 s of CPU and 29-33k faults, the same half
+ * again in that backend 1.16-1.19 s and none (shared_buffers 128 MB).
  *
- * The share counts the ways a split can run in parallel. When the server runs on this machine
- * (a loopback or Unix-socket source) its backends and our copy threads share the same cores, and
- * one whole COPY already keeps two of them busy (the backend formats, our thread compresses and
- * hashes): on two cores more chunks of one table only add the backends' page faults. Measured here
- * (2 cores, a 332 MB table, `pg-egress reload` with the daemon running, alternating): whole
- * 2.64-2.80 s and 2.4-2.5 s of server CPU; two chunks 2.93-3.79 s and 3.4-4.3 s; five chunks
- * 2.89-3.15 s and 3.4-3.6 s (pg_dump -Fd -Z1 2.2-2.4 s).
+ * So a table is split only when it is larger than its share of the export (all tables' bytes /
+ * the ways it runs in parallel, below): within it, splitting would not shorten the export, whose
+ * workers have other tables to copy meanwhile. Up to WHOLE_MAX_CHUNKS chunks' worth only:
+ * chunk_size keeps bounding the files (a warehouse loads several files of a table in parallel,
+ * one gzip file only serially), within that factor: 16 × 64 MiB is 1 GiB of CSV, about 250 MB
+ * gzipped at level 1, the top of the compressed file size loaders ask for (Snowflake: 100-250 MB,
+ * https://docs.snowflake.com/en/user-guide/data-load-considerations-prepare).
+ *
+ * A table larger than its share but within those sixteen chunks is split into parts of its share
+ * (as many as the ways, at most) read by sequential scans filtered by ctid, when that is cheaper
+ * than TID Range Scans (seqScanPays): each such scan passes over the other parts' pages without
+ * sending their rows (~1 µs a page here: the half above read by a sequential scan took 1.16-1.21
+ * s, as the TID Range Scan without faults), and reuses its small ring of buffers. The condition is
+ * written with the functions behind the tid operators (tidge, tidlt), which the planner does not
+ * take for a TID range (tidpath.c only looks at operator clauses). Measured here with the daemon
+ * (2 cores, that table, `reload --wait`, alternating; medians of three runs of 5-8 pairs): one
+ * whole COPY 2.42-2.48 s, two sequential halves 2.29-2.33 s, seven 64 MB TID chunks on four
+ * workers 2.93 s; pg_dump -Fd -Z1 2.40 s. Other splits are by chunk_size, as TID ranges.
+ *
+ * The ways: the workers, and no more than the cores when the server runs on this machine (a
+ * loopback or Unix-socket source; its backends and our copy threads share them). A whole COPY
+ * keeps one core busy with its backend and ~60% of another with our thread (compressing,
+ * hashing), so two parts on two cores use the rest.
  * https://github.com/postgres/postgres/blob/REL_15_STABLE/src/include/access/tableam.h (table_beginscan_tidrange)
  * https://github.com/postgres/postgres/blob/REL_15_STABLE/src/backend/access/heap/heapam.c (initscan)
+ * https://github.com/postgres/postgres/blob/REL_15_STABLE/src/backend/optimizer/path/tidpath.c (IsTidRangeClause)
  */
 
 export interface ChunkRange {
@@ -36,6 +48,8 @@ export interface ChunkRange {
   fromBlock: number;
   /** Block after the last, exclusive; null = to the end of the table. */
   toBlock: number | null;
+  /** Read by a sequential scan filtered by ctid rather than a TID Range Scan (see above). */
+  seq?: true;
 }
 
 export interface PlanInput {
@@ -49,10 +63,30 @@ export interface PlanInput {
   splittable: boolean;
   /** The export's bytes per way it can split (every table's, / parallelWays): a table no larger is one chunk. */
   shareBytes?: number;
+  /** The server's shared_buffers, in blocks: what a TID Range Scan may map at most (seqScanPays). */
+  sharedBuffers?: number;
 }
 
 /** A table within its share of the export is one chunk up to this many chunk_size (see above). */
 export const WHOLE_MAX_CHUNKS = 16;
+
+/**
+ * Pages a sequential scan may pass over (without sending their rows) for each shared buffer a TID
+ * Range Scan of the same part would map. Here a page passed over costs ~1 µs and a buffer mapped
+ * ~30 µs (two faults); 4 leaves room for machines whose page faults cost far less, where the scans
+ * then cost at most a few µs more per page of the part than the faults would have.
+ */
+export const SEQ_SKIP_PER_BUFFER = 4;
+
+/**
+ * Whether `parts` equal parts of a table of `blocks` pages are cheaper read by sequential scans
+ * (each passes over the others' pages) than by TID Range Scans (each maps up to its pages, or all
+ * of shared_buffers, into its backend).
+ */
+export function seqScanPays(blocks: number, parts: number, sharedBuffers: number): boolean {
+  const partBlocks = Math.ceil(blocks / parts);
+  return parts > 1 && blocks - partBlocks <= SEQ_SKIP_PER_BUFFER * Math.min(partBlocks, sharedBuffers);
+}
 
 /** Whether the source server runs on this machine: a loopback address or a Unix socket's directory. */
 export function sourceIsLocal(host: string): boolean {
@@ -61,29 +95,48 @@ export function sourceIsLocal(host: string): boolean {
 }
 
 /**
- * How many ways the export can split: the workers, or, when the server shares this machine's
- * `cpus`, one per two of them (a backend and our thread per COPY), at least one (see above).
+ * How many ways the export can split: the workers, and no more than this machine's `cpus` when
+ * the server shares them, at least one (see above).
  */
 export function parallelWays(workers: number, localSource: boolean, cpus: number): number {
-  return localSource ? Math.max(1, Math.min(workers, Math.floor(cpus / 2))) : workers;
+  return localSource ? Math.max(1, Math.min(workers, cpus)) : workers;
 }
 
 export function planChunks(p: PlanInput): ChunkRange[] {
   const blocks = Math.ceil(p.tableBytes / p.blockSize);
   const perChunk = Math.max(1, Math.floor(p.chunkBytes / p.blockSize));
-  const withinShare = p.shareBytes !== undefined && p.tableBytes <= p.shareBytes && p.tableBytes <= WHOLE_MAX_CHUNKS * p.chunkBytes;
+  const withinChunks = p.tableBytes <= WHOLE_MAX_CHUNKS * p.chunkBytes;
+  const withinShare = p.shareBytes !== undefined && p.tableBytes <= p.shareBytes && withinChunks;
   if (!p.splittable || blocks <= perChunk || withinShare) return [{ fromBlock: 0, toBlock: null }];
-  const n = Math.ceil(blocks / perChunk);
+  // Over its share, within sixteen chunks: parts of its share, by sequential scans if they pay.
+  if (p.shareBytes !== undefined && p.shareBytes > 0 && p.sharedBuffers !== undefined && withinChunks) {
+    const parts = Math.ceil(p.tableBytes / p.shareBytes);
+    if (seqScanPays(blocks, parts, p.sharedBuffers)) return ranges(blocks, Math.ceil(blocks / parts), true);
+  }
+  return ranges(blocks, perChunk, false);
+}
+
+/** `blocks` in ranges of `per` blocks, the last one open. */
+function ranges(blocks: number, per: number, seq: boolean): ChunkRange[] {
+  const n = Math.ceil(blocks / per);
   const out: ChunkRange[] = [];
-  for (let i = 0; i < n; i++) out.push({ fromBlock: i * perChunk, toBlock: i === n - 1 ? null : (i + 1) * perChunk });
+  for (let i = 0; i < n; i++) {
+    const r: ChunkRange = { fromBlock: i * per, toBlock: i === n - 1 ? null : (i + 1) * per };
+    if (seq) r.seq = true;
+    out.push(r);
+  }
   return out;
 }
 
-/** The WHERE clause of one chunk (empty when the chunk is the whole table). */
+/**
+ * The WHERE clause of one chunk (empty when the chunk is the whole table): operators for a TID
+ * Range Scan, the same comparisons as function calls for a sequential scan (`seq`, see above).
+ */
 export function ctidCondition(r: ChunkRange): string {
   const parts: string[] = [];
-  if (r.fromBlock > 0) parts.push(`ctid >= '(${r.fromBlock},0)'::tid`);
-  if (r.toBlock !== null) parts.push(`ctid < '(${r.toBlock},0)'::tid`);
+  const cmp = (op: string, fn: string, block: number) => (r.seq ? `${fn}(ctid, '(${block},0)'::tid)` : `ctid ${op} '(${block},0)'::tid`);
+  if (r.fromBlock > 0) parts.push(cmp('>=', 'tidge', r.fromBlock));
+  if (r.toBlock !== null) parts.push(cmp('<', 'tidlt', r.toBlock));
   return parts.length ? ` WHERE ${parts.join(' AND ')}` : '';
 }
 

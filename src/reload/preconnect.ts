@@ -48,6 +48,9 @@ export class WorkerConnections {
   }
 }
 
+/** PostgreSQL's default shared_buffers (128 MB) in 8 KiB blocks: the estimate before the plan reads the server's. */
+export const DEFAULT_SHARED_BUFFERS = 16384;
+
 /**
  * How many workers an export will want, from the tables' sizes in pg_class (no lock; the plan
  * itself reads the sizes under the locks): the chunks the plan would make of those sizes
@@ -58,9 +61,10 @@ export function expectedChunks(
   blockSize: number,
   chunkBytes: number,
   ways: number,
+  sharedBuffers?: number,
 ): number {
   const shareBytes = tables.reduce((n, t) => n + t.pages * blockSize, 0) / Math.max(1, ways);
   const chunks = (t: { pages: number; splittable: boolean }) =>
-    planChunks({ tableBytes: t.pages * blockSize, blockSize, chunkBytes, splittable: t.splittable, shareBytes }).length;
+    planChunks({ tableBytes: t.pages * blockSize, blockSize, chunkBytes, splittable: t.splittable, shareBytes, sharedBuffers }).length;
   return tables.reduce((n, t) => n + chunks(t), 0);
 }

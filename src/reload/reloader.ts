@@ -25,7 +25,7 @@ import { takeSnapshot } from './snapshot-wait.js';
 import { connectSnapshotClient } from './snapshot.js';
 import { chunkHeapBytes, orderTasks, parallelWays, planChunks, sourceIsLocal, takeGroup } from './planner.js';
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
-import { expectedChunks, WorkerConnections } from './preconnect.js';
+import { DEFAULT_SHARED_BUFFERS, expectedChunks, WorkerConnections } from './preconnect.js';
 import { FinalizeQueue, type FinalizeDeps } from './finalize.js';
 import { reportProgress } from './progress.js';
 import { CommentRestorer } from './comments.js';
@@ -229,9 +229,9 @@ export class Reloader {
       const folders = ensureDirsIn(cfg.output.dir, live.map((o) => tableFolder(o.schema, o.table)), cfg.output.dirMode);
       folders.catch(() => undefined);
       // The workers' connections are made while the snapshot is taken (preconnect.ts); the block
-      // size is the usual one here, the plan reads the server's.
+      // size and shared_buffers are the usual ones here, the plan reads the server's.
       const ways = this.ways();
-      const expected = expectedChunks(found.map((t) => ({ pages: t.pages, splittable: t.kind === 'r' })), 8192, cfg.reload.chunkSize, ways);
+      const expected = expectedChunks(found.map((t) => ({ pages: t.pages, splittable: t.kind === 'r' })), 8192, cfg.reload.chunkSize, ways, DEFAULT_SHARED_BUFFERS);
       const conns = new WorkerConnections(cfg, Math.min(cfg.reload.workers, expected));
       try {
         const connected = snapConn;
@@ -279,11 +279,11 @@ export class Reloader {
       // their short lock_timeout means what it meant after the plan (ExportWorker.open).
       const earlyCount = conns.left;
       early = Promise.allSettled(Array.from({ length: earlyCount }, openOne));
-      const { tables, blockSize } = await planUnderLock(this.d, first, found);
-      // The server's page size (a build-time constant of the server), read with the plan.
+      const { tables, blockSize, sharedBuffers } = await planUnderLock(this.d, first, found);
+      // The server's page size (a build-time constant of the server) and shared_buffers, read with the plan.
       const bs = blockSize || 8192;
       const shareBytes = tables.reduce((sum, t) => sum + t.bytes, 0) / ways;
-      const planned = tables.map((t) => ({ key: t, bytes: t.bytes, chunks: planChunks({ tableBytes: t.bytes, blockSize: bs, chunkBytes: cfg.reload.chunkSize, splittable: t.kind === 'r', shareBytes }) }));
+      const planned = tables.map((t) => ({ key: t, bytes: t.bytes, chunks: planChunks({ tableBytes: t.bytes, blockSize: bs, chunkBytes: cfg.reload.chunkSize, splittable: t.kind === 'r', shareBytes, sharedBuffers }) }));
       for (const p of planned) states.set(
         p.key.op.id,
         { info: p.key, results: [], chunks: p.chunks.length, done: 0, rows: 0, rawBytes: 0, finished: false, workers: new Set() },
@@ -340,7 +340,8 @@ export class Reloader {
     );
     recorded.catch(() => undefined);
     const names = live.map((o) => `${o.schema}.${o.table}`);
-    log.info({ tables: names, lsn: formatLsn(lsn), chunks: tasks.length, workers: this.workers.length, split_ways: ways }, 'reload started');
+    const seqParts = tasks.filter((t) => t.range.seq).length;
+    log.info({ tables: names, lsn: formatLsn(lsn), chunks: tasks.length, seq_scan_parts: seqParts, workers: this.workers.length, split_ways: ways }, 'reload started');
 
     const tmpDir = path.join(cfg.output.dir, '_tmp');
     await ensureDir(tmpDir, cfg.output.dirMode);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chunkHeapBytes, ctidCondition, GROUP_MAX_BYTES, GROUP_MAX_COPIES, orderTasks, parallelWays, planChunks, readsOnThread, sourceIsLocal, takeGroup, THREAD_MIN_BYTES } from '../../src/reload/planner.js';
+import { chunkHeapBytes, ctidCondition, GROUP_MAX_BYTES, GROUP_MAX_COPIES, orderTasks, parallelWays, planChunks, readsOnThread, seqScanPays, sourceIsLocal, takeGroup, THREAD_MIN_BYTES } from '../../src/reload/planner.js';
 import { copySql } from '../../src/reload/workers.js';
 import { expectedChunks } from '../../src/reload/preconnect.js';
 
@@ -49,31 +49,76 @@ describe('ctid chunk planner', () => {
     expect(plan(1024 * mb + 8192, 4096 * mb)).toHaveLength(17);
   });
 
-  it('splits one way per two cores when the server runs on this machine, per worker otherwise', () => {
+  it('splits one way per worker, and no more than the cores when the server runs on this machine', () => {
     const local = ['127.0.0.1', '127.1.2.3', 'localhost', 'LOCALHOST', '::1', '/var/run/postgresql', '/tmp'];
     const remote = ['10.0.0.5', 'db.example.com', '::2', '128.0.0.1', 'localhost.example.com', '1127.0.0.1'];
     for (const h of local) expect(sourceIsLocal(h), h).toBe(true);
     for (const h of remote) expect(sourceIsLocal(h), h).toBe(false);
     expect(parallelWays(4, false, 2)).toBe(4);
-    expect(parallelWays(4, true, 2)).toBe(1);
-    expect(parallelWays(4, true, 3)).toBe(1);
+    expect(parallelWays(4, true, 2)).toBe(2);
+    expect(parallelWays(4, true, 3)).toBe(3);
     expect(parallelWays(4, true, 8)).toBe(4);
-    expect(parallelWays(4, true, 6)).toBe(3);
-    expect(parallelWays(1, true, 1)).toBe(1);
-    // R1 (one table of 385 MB) from a server on this 2-core machine: one COPY; from another
-    // machine: 64 MB chunks for the four workers.
+    expect(parallelWays(1, true, 8)).toBe(1);
+    expect(parallelWays(4, true, 1)).toBe(1);
+    expect(parallelWays(1, true, 0)).toBe(1);
+    // R1 (one table of 442 MB, shared_buffers 256 MB) from a server on this 2-core machine: two
+    // halves by sequential scans; from another machine: four quarters, the same way.
     const mb = 1024 * 1024;
     const r1 = (ways: number) =>
-      planChunks({ tableBytes: 385 * mb, blockSize: 8192, chunkBytes: 64 * mb, splittable: true, shareBytes: (385 * mb) / ways });
-    expect(r1(parallelWays(4, true, 2))).toHaveLength(1);
-    expect(r1(parallelWays(4, false, 2))).toHaveLength(7);
+      planChunks({
+        tableBytes: 442 * mb,
+        blockSize: 8192,
+        chunkBytes: 64 * mb,
+        splittable: true,
+        shareBytes: (442 * mb) / ways,
+        sharedBuffers: 32768,
+      });
+    expect(r1(parallelWays(4, true, 2))).toEqual([
+      { fromBlock: 0, toBlock: 28288, seq: true },
+      { fromBlock: 28288, toBlock: null, seq: true },
+    ]);
+    expect(r1(parallelWays(4, false, 2))).toHaveLength(4);
+    expect(r1(parallelWays(4, false, 2)).every((r) => r.seq)).toBe(true);
   });
 
-  it('writes TID range conditions', () => {
+  it('reads parts of a table over its share by sequential scans when passing over the other parts costs less than the faults of TID ranges', () => {
+    // Two halves: each scan passes over the other half. Fine while a half is within four times
+    // shared_buffers (what a TID Range Scan would map at most).
+    expect(seqScanPays(1000, 2, 16384)).toBe(true);
+    expect(seqScanPays(4 * 16384 * 2, 2, 16384)).toBe(true);
+    expect(seqScanPays(4 * 16384 * 2 + 2, 2, 16384)).toBe(false);
+    // Five parts: each scan passes over four parts' pages, four times its own.
+    expect(seqScanPays(5000, 5, 16384)).toBe(true);
+    expect(seqScanPays(6000, 6, 16384)).toBe(false);
+    expect(seqScanPays(1000, 1, 16384)).toBe(false);
+    const mb = 1024 * 1024;
+    const plan = (tableMb: number, shareMb: number, sharedBuffers?: number) =>
+      planChunks({ tableBytes: tableMb * mb, blockSize: 8192, chunkBytes: 64 * mb, splittable: true, shareBytes: shareMb * mb,
+        sharedBuffers });
+    // 442 MB with a share of 221 MB: two sequential halves, every block once.
+    const halves = plan(442, 221, 16384);
+    expect(halves.map((r) => [r.fromBlock, r.toBlock, r.seq])).toEqual([[0, 28288, true], [28288, null, true]]);
+    // The same table split six ways (shares of ~74 MB): each part's scan would pass over five
+    // times its pages, TID ranges by chunk_size instead.
+    expect(plan(442, 442 / 6, 16384)).toEqual(plan(442, 442 / 6));
+    expect(plan(442, 442 / 6, 16384)).toHaveLength(7);
+    expect(plan(442, 442 / 6, 16384).some((r) => r.seq)).toBe(false);
+    // Over sixteen chunks: chunk_size bounds the files, by TID ranges.
+    expect(plan(2048, 1024, 1 << 20)).toHaveLength(32);
+    expect(plan(2048, 1024, 1 << 20).some((r) => r.seq)).toBe(false);
+    // Within its share: whole, whatever shared_buffers is.
+    expect(plan(442, 442, 16384)).toEqual([{ fromBlock: 0, toBlock: null }]);
+  });
+
+  it('writes TID range conditions, and the same comparisons as functions for a sequential scan', () => {
     expect(ctidCondition({ fromBlock: 0, toBlock: null })).toBe('');
     expect(ctidCondition({ fromBlock: 0, toBlock: 8 })).toBe(` WHERE ctid < '(8,0)'::tid`);
     expect(ctidCondition({ fromBlock: 8, toBlock: 16 })).toBe(` WHERE ctid >= '(8,0)'::tid AND ctid < '(16,0)'::tid`);
     expect(ctidCondition({ fromBlock: 16, toBlock: null })).toBe(` WHERE ctid >= '(16,0)'::tid`);
+    expect(ctidCondition({ fromBlock: 0, toBlock: null, seq: true })).toBe('');
+    expect(ctidCondition({ fromBlock: 0, toBlock: 8, seq: true })).toBe(` WHERE tidlt(ctid, '(8,0)'::tid)`);
+    expect(ctidCondition({ fromBlock: 8, toBlock: 16, seq: true })).toBe(` WHERE tidge(ctid, '(8,0)'::tid) AND tidlt(ctid, '(16,0)'::tid)`);
+    expect(ctidCondition({ fromBlock: 16, toBlock: null, seq: true })).toBe(` WHERE tidge(ctid, '(16,0)'::tid)`);
   });
 
   it('orders the largest table first, chunks in ctid order', () => {
@@ -124,6 +169,8 @@ describe('ctid chunk planner', () => {
     expect(expectedChunks([{ pages: 25, splittable: true }, { pages: 25, splittable: false }], 8192, 8192 * 10, 4)).toBe(4);
     // One way: the splittable table is within its share (and sixteen chunks): one COPY, as the plan makes it.
     expect(expectedChunks([{ pages: 25, splittable: true }, { pages: 25, splittable: false }], 8192, 8192 * 10, 1)).toBe(2);
+    // Two ways and shared_buffers known: the splittable table over its share in two sequential parts.
+    expect(expectedChunks([{ pages: 300, splittable: true }, { pages: 25, splittable: false }], 8192, 8192 * 100, 2, 16384)).toBe(3);
   });
 });
 
