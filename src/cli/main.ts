@@ -60,7 +60,7 @@ export function buildProgram(): Command {
       const { cfg } = loaded;
       // The session's connections open first: their handshakes (a server process each) overlap
       // the loading of the logger and the daemon's modules (~25-30 ms of a start here, with
-      // openSession waiting for the pool's first connection; README "Latest result").
+      // openSession waiting for the pool's first connection, measured with the start's steps stamped).
       const { openSession } = await import('../source/session.js');
       const session = openSession(cfg);
       session.catch(() => undefined);

@@ -5,7 +5,7 @@
  * libdeflate-dev` before `npm ci`), else Node's zlib. The native ones write one gzip member per
  * block of up to 1 MiB of CSV (RFC 1952 §2.2: a gzip file is a series of members), which every
  * gzip reader takes as one stream. Each compresses at least as well as zlib at the same level on
- * CSV (README "Performance"), several times faster.
+ * CSV (README "Quick start"), several times faster.
  *
  * PG_EGRESS_DEFLATE=zlib keeps Node's zlib with the rest of the native path (to compare, or for a
  * reader that takes only single-member gzip files); PG_EGRESS_NATIVE=0 turns the addon off
