@@ -1,6 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { PassThrough } from 'node:stream';
-import { parse } from 'pg-protocol';
 import { decodeFrame, encodeStandbyStatus, xlogDataStart, xlogDataWalStart, type ReplicationFrame } from '../../src/wal/frames.js';
 import { decodePgOutput } from '../../src/wal/pgoutput.js';
 import { EgressError } from '../../src/errors.js';
@@ -129,40 +127,5 @@ describe('frames arriving in pieces of network buffers', () => {
       expect(f).toEqual(whole.frame);
       expect(f.tag === 'xlogdata' && decodePgOutput(f.data)).toEqual(whole.message);
     }
-  });
-
-  it('CopyData messages parsed by pg-protocol from arbitrary socket chunks decode the same', async () => {
-    const msgs = [
-      new Bytes().ch('B').uint64(BIG_LSN).int64(TS).int32(7).done(),
-      new Bytes().ch('R').int32(5).cstring('public').cstring('t').ch('d').int16(2).int8(1).cstring('id').int32(23).int32(-1).int8(0).cstring('v').int32(25).int32(-1).done(),
-      new Bytes().ch('I').int32(5).ch('N').tuple(['1', 'a,"b"\nc']).done(),
-      new Bytes().ch('C').int8(0).uint64(BIG_LSN).uint64(BIG_LSN + 8n).int64(TS).done(),
-    ];
-    const copyData = (body: Buffer) => new Bytes().ch('d').int32(body.length + 4).raw(body).done();
-    const keepalive = new Bytes().ch('k').uint64(9n).int64(TS).int8(0).done();
-    const wire = Buffer.concat([...msgs.map((m) => copyData(xlog(1n, 2n, TS, m))), copyData(keepalive)]);
-    const expected = [...msgs.map((m) => decodePgOutput(m)), 'keepalive'];
-
-    const decodeSplit = async (cuts: number[]) => {
-      const stream = new PassThrough();
-      const out: unknown[] = [];
-      const done = parse(stream, (m) => {
-        const msg = m as unknown as { name: string; chunk: Buffer };
-        if (msg.name !== 'copyData') return;
-        // Copy, as src/wal/stream.ts does: pg-protocol may reuse a chunk's memory when merging.
-        const f = decodeFrame(Buffer.from(msg.chunk));
-        out.push(f.tag === 'xlogdata' ? decodePgOutput(f.data) : f.tag);
-      });
-      let at = 0;
-      for (const c of [...cuts, wire.length]) {
-        stream.write(Buffer.from(wire.subarray(at, c)));
-        at = c;
-      }
-      stream.end();
-      await done;
-      return out;
-    };
-    for (let cut = 1; cut < wire.length; cut++) expect(await decodeSplit([cut])).toEqual(expected);
-    expect(await decodeSplit(Array.from({ length: wire.length - 1 }, (_, i) => i + 1))).toEqual(expected);
   });
 });
