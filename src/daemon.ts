@@ -391,7 +391,9 @@ async function runSession(
         throw new EgressError('SOURCE_UNREACHABLE', `no message from the server for ${DEAD_AFTER_MS / 1000} s`);
       }
     }
-    // Shutdown: a flush in progress has completed (handle() awaited it); confirm and leave.
+    // Shutdown: the flush in progress is registered (the controller registers one while the
+    // next rows are read); confirm and leave.
+    await c.settle();
     sendStatus(confirmLsn());
     log.info({ registered: lsnHex(c.durableLsn), confirmed: lsnHex(confirmed), stats: c.stats }, 'stopped');
   } finally {

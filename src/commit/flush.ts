@@ -41,6 +41,12 @@ export interface FlushInput {
   anchors: readonly AnchorTarget[];
   /** When the documents are generated (partitions.yml's generated_at). */
   now: Date;
+  /**
+   * Called once the windows' files are finished and their documents made, before anything is
+   * placed or registered: from then on the batch needs nothing of the windows or of the
+   * controller's state, which may go on with the next rows (src/batch/controller.ts).
+   */
+  onPrepared?: () => void;
 }
 
 export interface FlushCommitted extends CommittedBatch {
@@ -81,6 +87,7 @@ export async function commitFlush(target: CommitTarget, x: FlushInput): Promise<
     tables.push({ schema: w.schema, table: w.table, relid: w.relid, folder: w.folder, data, small, lsnStart: wStart, lsnEnd: wEnd });
   }
   const registered = windows.map((w) => ({ schema: w.schema, table: w.table, relid: w.relid, dropped: w.dropped }));
+  x.onPrepared?.();
   const done = await commitBatch(target, {
     kind: 'flush',
     batchId: x.batchId,

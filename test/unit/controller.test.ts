@@ -93,7 +93,7 @@ describe('BatchController', () => {
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  function controller(o: { maxRows?: number; beforeImages?: boolean; registeredLsn?: bigint } = {}) {
+  function controller(o: { maxRows?: number; beforeImages?: boolean; registeredLsn?: bigint; sink?: FlushSink } = {}) {
     const cfg = parseConfig(
       [
         'source:\n  url: postgres://u@h/db',
@@ -104,7 +104,7 @@ describe('BatchController', () => {
     const c = new BatchController({
       cfg,
       log: pino({ level: 'silent' }),
-      sink: fakeSink(flushed),
+      sink: o.sink ?? fakeSink(flushed),
       noteTable: async (s, t) => void noted.push(`${s}.${t}`),
       anchors: [],
       server: { database: 'db', serverVersion: '15', serverVersionNum: 150000, systemIdentifier: '1' } as never,
@@ -151,6 +151,52 @@ describe('BatchController', () => {
     expect(c.durableLsn).toBe(0x308n);
     expect(c.hasPending()).toBe(false);
     expect(c.stats).toMatchObject({ transactions: 3, rows: 3, flushes: 2 });
+  });
+
+  it('a flush returns once its batch is prepared and registers while the next rows come: one at a time, nothing confirmed before, its failure stops the next', async () => {
+    // The fake sink's commit reads the windows' files (what the real one finishes and documents
+    // before onPrepared), then waits for its gate, as placing and registering would.
+    const gates: (() => void)[] = [];
+    let fail = false;
+    const inner = fakeSink(flushed);
+    const sink: FlushSink = {
+      nextBatchSeq: inner.nextBatchSeq,
+      commit: async (x) => {
+        const r = await inner.commit(x);
+        x.onPrepared?.();
+        await new Promise<void>((resolve) => gates.push(resolve));
+        if (fail) throw new Error('registry down');
+        return r;
+      },
+    };
+    const c = controller({ sink });
+    await feed(c, Relation(OID, 'public', 't', COLS), ...txn(0x100n, 1, T0 + MIN, Insert(OID, ['1', 'a'])));
+    // The next window's transaction flushes the first window and goes on while it registers.
+    await feed(c, ...txn(0x200n, 2, T0 + 6 * MIN, Insert(OID, ['2', 'b'])));
+    expect(flushed.map((f) => f.batchId)).toEqual(['20261122T100000Z']);
+    expect(gates).toHaveLength(1);
+    expect(c.durableLsn).toBe(0n);
+    expect(c.hasPending()).toBe(true);
+    // The second window's flush waits for the first to be registered.
+    clock = T0 + 11 * MIN;
+    const second = c.tick();
+    await new Promise((r) => setImmediate(r));
+    expect(gates).toHaveLength(1);
+    expect(flushed).toHaveLength(1);
+    gates[0]();
+    expect(await second).toBe(true);
+    expect(c.durableLsn).toBe(0x108n);
+    expect(flushed.map((f) => f.batchId)).toEqual(['20261122T100000Z', '20261122T100500Z']);
+    expect(flushed[1].tables.get('t')!.rows).toEqual(['I,,2,b']);
+    expect(c.hasPending()).toBe(true);
+    // Its registration fails: the LSN stays, and the next transaction gets the error.
+    fail = true;
+    gates[1]();
+    await expect(c.settle()).rejects.toThrow('registry down');
+    expect(c.durableLsn).toBe(0x108n);
+    expect(c.hasPending()).toBe(true);
+    await expect(feed(c, ...txn(0x300n, 3, T0 + 12 * MIN, Insert(OID, ['3', 'c'])))).rejects.toThrow('registry down');
+    expect(c.stats.flushes).toBe(1);
   });
 
   it('size: a commit that takes a table to batch.max_rows flushes at once, never inside a transaction', async () => {
