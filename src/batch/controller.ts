@@ -133,7 +133,7 @@ export class BatchController {
     const skip = finalLsn < this.skipBelow;
     this.lastCommitMs = pgMicrosToUnixMs(commitTime);
     if (!skip) {
-      const next = onBegin({ pending: this.windows.size > 0, windowStart: this.windowStart }, this.lastCommitMs, this.cfg.batch);
+      const next = onBegin(this.policyState(), this.lastCommitMs, this.cfg.batch);
       if (next.flush) await this.flush('window');
       this.windowStart = next.windowStart;
     }

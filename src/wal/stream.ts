@@ -11,8 +11,9 @@
  * https://www.postgresql.org/docs/15/protocol-logical-replication.html
  *
  * Frames are cut from the socket's chunks ahead of the driver's parser (copy-framer.ts), as views
- * of those chunks, into a FIFO that the pipeline drains at its own pace; when the FIFO holds more than `highWaterBytes` the socket is
- * paused, so a slow disk or a flush in progress pushes back on the server instead of growing memory.
+ * of those chunks, into a FIFO that the pipeline drains at its own pace; when the FIFO holds more
+ * than `highWaterBytes` the socket is paused, so a slow disk or a flush in progress pushes back on
+ * the server instead of growing memory.
  */
 import { quoteIdent } from '../ident.js';
 import type pg from 'pg';
