@@ -70,7 +70,8 @@ static void add_leaf(sink_t *s, const uint8_t *h) {
       if (s->n_block_roots == s->cap_block_roots) {
         size_t cap = s->cap_block_roots ? s->cap_block_roots * 2 : 64;
         uint8_t *p = realloc(s->block_roots, cap * 32);
-        if (!p) { s->error = "out of memory"; return; }
+        /* tree_error, not error: this may run on the sink's thread (sink_async.c). */
+        if (!p) { s->tree_error = "out of memory"; return; }
         s->block_roots = p;
         s->cap_block_roots = cap;
       }
@@ -146,7 +147,7 @@ static inline uint64_t mask64_scalar(const uint8_t *d, uint8_t c) {
 }
 #endif
 
-static void scan_records(sink_t *s, const uint8_t *d, size_t n) {
+void sink_scan_records(sink_t *s, const uint8_t *d, size_t n) {
   size_t start = 0, i = 0;
   uint64_t carry = s->in_quotes ? ~(uint64_t)0 : 0;
 #ifdef __SSE2__
@@ -191,14 +192,21 @@ int sink_out_reserve(sink_t *s, size_t more) {
   return 1;
 }
 
+void sink_tree_checked(sink_t *s) {
+  if (s->tree_error && !s->error) s->error = s->tree_error;
+}
+
 void sink_flush_block(sink_t *s) {
   leaves_flush(s); /* their rows are in the block */
+  sink_tree_checked(s);
   if (s->block_len == 0) return;
-  if (s->merkle && !s->text) scan_records(s, s->block, s->block_len);
+  /* With a thread, the block's records are found and hashed there, before it is compressed. */
   if (s->backend != GZ_NONE && s->thread && sink_async_submit(s)) {
     s->block_len = 0; /* handed over (or failed: the error is set) */
     return;
   }
+  if (s->merkle && !s->text) sink_scan_records(s, s->block, s->block_len);
+  sink_tree_checked(s);
   if (s->backend != GZ_NONE) {
     size_t bound = gz_bound(s->backend, s->level, s->block_len);
     if (!sink_out_reserve(s, bound)) { s->error = "out of memory"; return; }
@@ -285,7 +293,10 @@ static void convert_row(sink_t *s, const uint8_t *row, size_t len, size_t readab
   }
   size_t k = copy_text_row(o, row, len, readable, &s->error);
   if (!k) return;
-  if (s->merkle) leaf_of_row(s, o, k - 1, direct);
+  if (s->merkle) {
+    leaf_of_row(s, o, k - 1, direct);
+    sink_tree_checked(s);
+  }
   if (direct) {
     s->block_len += k;
     s->raw_bytes += k;
@@ -525,6 +536,7 @@ static napi_value sink_finish(napi_env env, napi_callback_info info) {
   if (!s) return throw_err(env, "finish()");
   sink_flush_block(s);
   sink_async_stop(s); /* the last block's member, in order */
+  sink_tree_checked(s);
   if (s->file_mode && !s->error) sink_drain_to_file(s);
   /* An empty file is still a gzip file: one empty member. */
   if (!s->error && s->backend != GZ_NONE && s->raw_bytes == 0 && s->out_len == 0) {
@@ -580,6 +592,7 @@ static napi_value sink_stats(napi_env env, napi_callback_info info) {
   napi_get_boolean(env, s->done, &b);
   napi_set_named_property(env, r, "done", b);
   leaves_flush(s);
+  sink_tree_checked(s);
   uint8_t acc[32];
   if (s->depth == 0) {
     SHA256((const uint8_t *)"", 0, acc);

@@ -25,7 +25,8 @@ typedef struct {
   int copy_done; /* it ended with CopyDone */
   uint8_t leftover[5];
   int leftover_len;
-  /* records */
+  /* records: with a compression thread (sink_async.c) these belong to it while a block is in
+     flight; the caller reads them only once it has waited for the block (finish, stats). */
   int merkle;
   int64_t skip;
   int in_quotes;
@@ -38,6 +39,7 @@ typedef struct {
   uint8_t stack[MAX_DEPTH][32];
   uint8_t *block_roots;
   size_t n_block_roots, cap_block_roots;
+  const char *tree_error; /* the tree's failure, set where it is built; into error by sink_tree_checked */
   /* Text rows whose leaves wait to be hashed sixteen at a time (sha256_x16.c), by their offset in
      the block; hashed before the block is compressed and before the tree is read. */
   int x16;
@@ -77,6 +79,10 @@ typedef struct {
 
 /* The server's bytes: -1 while the COPY goes on, else the offset where the client's part starts. */
 int64_t sink_feed_frames(sink_t *s, const uint8_t *d, size_t n);
+/* The block's CSV records (LFs outside quotes) into the Merkle tree, in order. */
+void sink_scan_records(sink_t *s, const uint8_t *d, size_t n);
+/* The tree's failure (tree_error) as the sink's error; on the thread that owns the tree. */
+void sink_tree_checked(sink_t *s);
 /* Compresses what the block holds into the output. */
 void sink_flush_block(sink_t *s);
 /* Makes room for `more` bytes of output; 0: out of memory. */

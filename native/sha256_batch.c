@@ -164,6 +164,7 @@ static napi_value sha_lanes(napi_env env, napi_callback_info info) {
 napi_value register_copy_sink(napi_env env, napi_value exports);
 napi_value register_malloc_ctl(napi_env env, napi_value exports);
 napi_value register_syncfs(napi_env env, napi_value exports);
+napi_value register_csv_row(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   sha_prefixes_init();
@@ -174,7 +175,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"shaLanes", NULL, sha_lanes, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, 4, props);
-  return register_syncfs(env, register_malloc_ctl(env, register_copy_sink(env, exports)));
+  return register_csv_row(env, register_syncfs(env, register_malloc_ctl(env, register_copy_sink(env, exports))));
 }
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

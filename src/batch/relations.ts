@@ -126,10 +126,9 @@ export class Relations {
       pkIdx = def.primaryKey.map((n) => columns.findIndex((c) => c.name === n));
       if (pkIdx.some((i) => i < 0)) pkIdx = null;
     }
-    this.relations.set(
-      oid,
-      { oid, schema, table, key: tableKey(schema, table), selected, replicaIdentity, columns, outIdx, outNames, pkIdx },
-    );
+    const key = tableKey(schema, table);
+    const outIdx32 = Int32Array.from(outIdx);
+    this.relations.set(oid, { oid, schema, table, key, selected, replicaIdentity, columns, outIdx, outIdx32, outNames, pkIdx });
     return selected && (!prev || prev.schema !== schema || prev.table !== table);
   }
 

@@ -54,6 +54,15 @@ export class CsvBuffer {
     this.buf = next;
   }
 
+  /**
+   * Room for `extra` more bytes; the buffer for a writer of its own (the addon's row encoder),
+   * which writes from `length` and sets `length` after.
+   */
+  reserve(extra: number): Buffer {
+    this.ensure(extra);
+    return this.buf;
+  }
+
   /** Bytes known to need no quoting (our own metadata: hex LSNs, digits, fixed timestamps). */
   raw(bytes: Buffer): void {
     const n = bytes.length;

@@ -81,7 +81,21 @@ interface Addon {
   deflateBackend(level: number): 'isa-l' | 'libdeflate' | 'zlib';
   /** 16 where Merkle leaves are hashed sixteen at a time (AVX-512, native/sha256_x16.c), else 1. */
   shaLanes?: () => number;
+  /** One streaming row into `out` from `at` (native/csv_row.c): the new length, -1 no room, -2 not here. */
+  encodeRow?: NativeEncodeRow;
 }
+
+export type NativeEncodeRow = (
+  out: Buffer,
+  at: number,
+  lsnField: Buffer,
+  seq: number,
+  midField: Buffer,
+  op: number,
+  msg: Buffer,
+  tupleAt: number,
+  idx: Int32Array,
+) => number;
 
 function load(): Addon | null {
   if (process.env.PG_EGRESS_NATIVE === '0') return null;
@@ -98,6 +112,9 @@ const addon = load();
 
 /** The addon's syncfs (output/syncfs.ts), or null. */
 export const nativeSyncfs: Addon['syncfs'] | null = addon?.syncfs ?? null;
+
+/** The addon's row encoder (src/output/row-encoder.ts), or null. */
+export const nativeEncodeRow: NativeEncodeRow | null = addon?.encodeRow ?? null;
 
 /** The addon's sink class, or null (not built, an older build, or PG_EGRESS_NATIVE=0). */
 export const NativeSinkClass: Addon['Sink'] | null = addon?.Sink ?? null;

@@ -29,6 +29,8 @@ export class Tuple {
   constructor(
     readonly buf: Buffer,
     readonly spans: number[],
+    /** Where the TupleData starts in `buf` (its column count), for the addon's row encoder; -1: unknown. */
+    readonly at = -1,
   ) {}
 
   get length(): number {
@@ -186,7 +188,7 @@ function tupleData(): Tuple {
     else if (kind === COL_BINARY) fail(`binary value in tuple column ${i} (binary mode is never requested)`, pos - 1);
     else fail(`unknown kind ${showByte(kind)} of tuple column ${i}`, pos - 1);
   }
-  return new Tuple(buf, spans);
+  return new Tuple(buf, spans, at);
 }
 
 function expectN(): void {

@@ -101,6 +101,24 @@ describe.runIf(NativeSinkClass)('streaming sink: blocks compressed on a thread',
     expect(run(true, data, 65_536, 50_000).root).toBe(roots[0]);
   });
 
+  it('the records are found on the thread: a file cut inside a record (or inside quotes) is an error at finish()', () => {
+    const data = csv(3000);
+    // Cuts in the last of many blocks: after a row's first field, inside its quoted LF, and
+    // right after a complete record (no error).
+    const lastRow = data.indexOf('\n2999,') + 1;
+    const quotedLf = data.indexOf('\n', lastRow) + 1;
+    expect(data.subarray(quotedLf - 3, quotedLf + 1).toString()).toBe('99\nx');
+    for (const [cut, fails] of [[lastRow + 2, true], [quotedLf, true], [lastRow, false]] as const) {
+      const s = new Sink({ level: 1, merkle: true, skip: 1, block: 4096, thread: true });
+      for (let o = 0; o < cut; o += 5000) s.write(data.subarray(o, Math.min(cut, o + 5000)));
+      if (fails) expect(() => s.finish()).toThrow(/inside a record/);
+      else {
+        s.finish();
+        expect(s.stats().rows).toBe(2999);
+      }
+    }
+  });
+
   it('a sink dropped before finish() (a discarded window) ends its thread when collected', () => {
     const data = csv(5000);
     for (let i = 0; i < 4; i++) new Sink({ level: 1, block: 4096, thread: true }).write(data);
