@@ -121,7 +121,8 @@ describe.runIf(nativeEncodeRow)('streaming rows: the addon writes the same bytes
     expect(b.reserve(0).subarray(0, b.length).toString()).toBe('AB,3,9,2026-12-04 19:40:00.123456+00,U,{c1},1,,z\n');
     // The addon itself declines the row (-2) rather than write it without _unchanged.
     const t = m.newTuple;
-    const direct = (idx: number[]) => nativeEncodeRow!(Buffer.alloc(1000), 0, p.lsnField, 3, p.midField, OP.U, t.buf, t.at, Int32Array.from(idx));
+    const direct = (idx: number[]) =>
+      nativeEncodeRow!(Buffer.alloc(1000), 0, p.lsnField, 3, p.midField, OP.U, t.buf, t.at, Int32Array.from(idx));
     expect(direct([0, 2])).toBeGreaterThan(0);
     expect(direct([1])).toBe(-2);
   });
