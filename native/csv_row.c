@@ -31,16 +31,24 @@
 
 static uint32_t be32(const uint8_t *p) { return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3]; }
 
-#ifndef __SSE2__
-/* Whether [p, p+n) holds a comma, quote, CR or LF (without SSE2; see the copy loop below). */
+/* Whether [p, p+n) holds a comma, quote, CR or LF. */
 static int needs_quote(const uint8_t *p, size_t n) {
-  for (size_t i = 0; i < n; i++) {
+  size_t i = 0;
+#ifdef __SSE2__
+  const __m128i comma = _mm_set1_epi8(','), quote = _mm_set1_epi8('"'), lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
+  for (; i + 16 <= n; i += 16) {
+    __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+    __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, comma), _mm_cmpeq_epi8(v, quote)),
+                             _mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr)));
+    if (_mm_movemask_epi8(m)) return 1;
+  }
+#endif
+  for (; i < n; i++) {
     uint8_t c = p[i];
     if (c <= ',' && (c == ',' || c == '"' || c == '\n' || c == '\r')) return 1;
   }
   return 0;
 }
-#endif
 
 static uint8_t *put_quoted(uint8_t *o, const uint8_t *p, size_t n) {
   *o++ = '"';
@@ -146,9 +154,6 @@ static napi_value encode_row(napi_env env, napi_callback_info info) {
   }
   if (cap - (size_t)at < need) return result(env, -1);
 
-#ifdef __SSE2__
-  const __m128i comma = _mm_set1_epi8(','), quote = _mm_set1_epi8('"'), lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
-#endif
   uint8_t *o = out + at;
   memcpy(o, lsn, lsn_n);
   o = put_uint(o + lsn_n, (uint64_t)seq);
@@ -167,38 +172,12 @@ static napi_value encode_row(napi_env env, napi_callback_info info) {
       *o++ = '"';
       continue;
     }
-#ifdef __SSE2__
-    /* Copied 16 bytes at a time while they are checked (each load and store within the value),
-       then byte by byte; a value that needs quotes is written again, quoted. One pass instead of
-       a scan and a memcpy; measured alone it changed nothing (226-236 against 226-231 ns a row
-       of S2's eight columns, a loop of 1M rows); the byte loop of put_quoted is what helped. */
-    size_t i = 0;
-    int special = 0;
-    for (; i + 16 <= l; i += 16) {
-      __m128i x = _mm_loadu_si128((const __m128i *)(v + i));
-      _mm_storeu_si128((__m128i *)(o + i), x);
-      __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, comma), _mm_cmpeq_epi8(x, quote)),
-                               _mm_or_si128(_mm_cmpeq_epi8(x, lf), _mm_cmpeq_epi8(x, cr)));
-      if (_mm_movemask_epi8(m)) {
-        special = 1;
-        break;
-      }
-    }
-    for (; !special && i < l; i++) {
-      uint8_t ch = v[i];
-      o[i] = ch;
-      if (ch <= ',' && (ch == ',' || ch == '"' || ch == '\n' || ch == '\r')) special = 1;
-    }
-    if (special) o = put_quoted(o, v, l);
-    else o += l;
-#else
     if (needs_quote(v, l)) {
       o = put_quoted(o, v, l);
     } else {
       memcpy(o, v, l);
       o += l;
     }
-#endif
   }
   *o++ = '\n';
   return result(env, (int64_t)(o - out));

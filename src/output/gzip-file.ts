@@ -5,9 +5,9 @@
  * by the stream high-water marks: `write` resolves only once gzip has room again (backpressure).
  *
  * The compressor is the one output/deflate.ts chose for the level: the addon's ISA-L or
- * libdeflate (one gzip member per block of up to 1 MiB, several times cheaper than zlib; the
- * records are hashed on the main thread, each full block compressed on a thread of the sink's own
- * while the next one fills) or Node's zlib stream (on the thread pool). `compressed: true` takes gzip
+ * libdeflate (one gzip member per block of up to 1 MiB, several times cheaper than zlib; each
+ * full block's records found, hashed and compressed on a thread of the sink's own while the next
+ * one fills) or Node's zlib stream (on the thread pool). `compressed: true` takes gzip
  * bytes that the caller compressed itself (the native COPY path, reload/copy-export.ts).
  *
  * Every wait here (backpressure, end of file, fsync) also settles when either stream fails: a
@@ -86,8 +86,9 @@ export class GzipFileWriter {
     } else if (NativeSinkClass && deflateBackend(level) !== 'zlib' && !opts.zlib) {
       // records: the addon also finds the CSV records and hashes them as Merkle leaves (after the
       // header) in the same pass as the compression, instead of a JavaScript copy per row.
-      // thread: a full block is compressed on a thread of its own while the rows of the next one
-      // are encoded here (native/sink_async.c; a few such threads at most, beyond them as before).
+      // thread: a full block's records are found and hashed, and the block compressed, on a thread
+      // of its own while the rows of the next one are encoded here (native/sink_async.c; a few
+      // such threads at most, beyond them on this thread as before).
       this.sink = new NativeSinkClass({ level, merkle: !!opts.records, skip: 1, thread: true });
       this.hashesRecords = !!opts.records;
     } else {

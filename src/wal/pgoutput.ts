@@ -23,7 +23,8 @@ export const SPAN_TOAST = -2;
  * One tuple's values as spans of the message: value i is bytes [spans[2i], spans[2i+1]) of
  * `buf`, or spans[2i] is SPAN_NULL or SPAN_TOAST. One array of small integers per tuple instead
  * of a Buffer view per value: this runs for every value of every change, and a view costs an
- * object (and its garbage) each. `value(i)` gives the view for code off the hot path.
+ * object (and its garbage) each. `value(i)` gives the view for code off the hot path. The array
+ * is made on first use (`spans`): the addon writes most rows from `buf` and `at` alone.
  */
 export class Tuple {
   private made: number[] | null;
