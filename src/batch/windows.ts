@@ -107,25 +107,38 @@ export class Windows {
     return f.rowWritten(t.finalLsn);
   }
 
-  /** An update: its U, after a D of the old identity when that changed and a B row (row-encoder.ts). */
-  async update(
+  /**
+   * An update: its U, after a D of the old identity when that changed and a B row (row-encoder.ts).
+   * As emit, no promise for a plain U unless its row waits.
+   */
+  update(
     t: Txn,
     rel: RelInfo,
     keyTuple: Tuple | null,
     oldTuple: Tuple | null,
     newTuple: Tuple,
     beforeImages: boolean,
-  ): Promise<void> {
+  ): Promise<void> | undefined {
     const rows = updateRows(rel.pkIdx, keyTuple, oldTuple, newTuple, beforeImages);
-    if (rows & UPDATE_D) await this.emit(t, rel, OP.D, keyTuple ?? oldTuple, null);
+    if (!(rows & (UPDATE_D | UPDATE_B))) return this.emit(t, rel, OP.U, newTuple, oldTuple);
+    return this.updateRows(t, rel, rows, keyTuple, oldTuple, newTuple);
+  }
+
+  private async updateRows(t: Txn, rel: RelInfo, rows: number, key: Tuple | null, oldTuple: Tuple | null, newTuple: Tuple): Promise<void> {
+    if (rows & UPDATE_D) await this.emit(t, rel, OP.D, key ?? oldTuple, null);
     if (rows & UPDATE_B) await this.emit(t, rel, OP.B, oldTuple, null);
     await this.emit(t, rel, OP.U, newTuple, oldTuple);
   }
 
   /** A delete: its D (of the old row, or of the key), after a B row with before images. */
-  async delete(t: Txn, rel: RelInfo, keyTuple: Tuple | null, oldTuple: Tuple | null, beforeImages: boolean): Promise<void> {
-    if (oldTuple && beforeImages) await this.emit(t, rel, OP.B, oldTuple, null);
-    await this.emit(t, rel, OP.D, oldTuple ?? keyTuple, null);
+  delete(t: Txn, rel: RelInfo, keyTuple: Tuple | null, oldTuple: Tuple | null, beforeImages: boolean): Promise<void> | undefined {
+    if (!(oldTuple && beforeImages)) return this.emit(t, rel, OP.D, oldTuple ?? keyTuple, null);
+    return this.deleteWithImage(t, rel, oldTuple);
+  }
+
+  private async deleteWithImage(t: Txn, rel: RelInfo, oldTuple: Tuple): Promise<void> {
+    await this.emit(t, rel, OP.B, oldTuple, null);
+    await this.emit(t, rel, OP.D, oldTuple, null);
   }
 
   /**
