@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 /**
  * The command's bundle (`npm run build`, after scripts/build.mjs): dist/cli/bin.js and what it imports, our code,
- * commander, yaml, pg and prom-client, in a few ES modules under dist/bundle/, one chunk per
- * command that loads late. `pg-egress` (package.json "bin", the image's PATH) runs it.
+ * commander, yaml, pg and prom-client, in a few CommonJS modules under dist/bundle/ (main.js and
+ * one chunk per command that loads late), and bin.js, which `pg-egress` (package.json "bin", the
+ * image's PATH) runs: src/cli/launch.ts, V8's code cache for the chunks (src/cli/compile-cache.ts),
+ * then main.js.
  *
- * Why: Node 20 has no compile cache, and a command start resolved, read and wrapped ~130 modules
- * (yaml alone is 72 CommonJS files, each also scanned for its exports when imported from ESM).
+ * Why: Node 20 resolves and reads every module at every start (the compile cache spares only
+ * the compiling), and a command start resolved, read and wrapped ~130 modules (yaml alone is
+ * 72 CommonJS files, each also scanned for its exports when imported from ESM).
  * One module per chunk starts a command ~45 ms sooner (155 vs 199 ms of CPU for a `status`, `perf
  * stat -r 10`): every `status`, `verify` and probe pays it.
  *
@@ -15,8 +18,8 @@
  * dist/bundle/ sits at the depth of dist/cli/, so the paths the code builds from import.meta.url
  * (package.json, sql/, build/Release/) resolve the same from both.
  */
-import { rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire, isBuiltin } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'rolldown';
@@ -50,7 +53,7 @@ const pgNodeRuntime = {
 };
 
 await build({
-  input: path.join(dist, 'cli/bin.js'),
+  input: { main: path.join(dist, 'cli/bin.js') },
   plugins: [pgNodeRuntime],
   platform: 'node',
   external: [/^@aws-sdk\//, /^@smithy\//, /^near-api-js/, /^@near-js\//, /^@duckdb\//, 'pg-native', 'pino', 'pino-pretty'],
@@ -60,15 +63,50 @@ await build({
   // command start reads, decodes and parses the chunks it imports, and 30% of their bytes were
   // comments and indentation (1.30 → 0.91 MB); ~30 ms less per start on the benchmark machine.
   // The source maps point at dist/.
-  output: { dir: outDir, format: 'esm', sourcemap: true, minify: { compress: false, mangle: false, codegen: { removeWhitespace: true } } },
+  // CommonJS, not ES modules: only a CommonJS module's compiling can be given V8's cached data on
+  // Node 20 (src/cli/compile-cache.ts), and R4's export of 500 tables started sooner even without
+  // it (1.008 against 1.068 s, medians of 4, alternating). The folder's package.json says so to
+  // Node (the package's own is `"type": "module"`), so the files keep their `.js` names.
+  output: {
+    dir: outDir,
+    format: 'cjs',
+    entryFileNames: '[name].js',
+    chunkFileNames: '[name]-[hash].js',
+    sourcemap: true,
+    minify: { compress: false, mangle: false, codegen: { removeWhitespace: true } },
+  },
 });
 if (!pgStreamSeen) throw new Error('pg/lib/stream.js was not bundled (pg changed): update scripts/bundle.mjs');
+writeFileSync(path.join(outDir, 'package.json'), `${JSON.stringify({ type: 'commonjs' })}\n`);
+// A package left out of the bundle and loaded with require() must be one require() can load: an
+// ES-module-only package (near-api-js: its exports name the "import" condition alone) fails only
+// when that chunk runs, so here the build fails instead (src/anchor/near.ts loads it with import()).
+const requireFromRoot = createRequire(path.join(root, 'package.json'));
+for (const f of readdirSync(outDir).filter((n) => n.endsWith('.js'))) {
+  for (const [, spec] of readFileSync(path.join(outDir, f), 'utf8').matchAll(/\brequire\(["'`]([^"'`./][^"'`]*)["'`]\)/g)) {
+    if (isBuiltin(spec) || spec === 'pg-native') continue; // pg-native: pg's optional binding, required only by pg.native
+    try {
+      requireFromRoot.resolve(spec);
+    } catch (e) {
+      throw new Error(`${f}: require(${JSON.stringify(spec)}) cannot load it (${e.code ?? e}): import() it in src instead`, { cause: e });
+    }
+  }
+}
+
+// bin.js: the cache's hook, in a file of its own so that it is in place before main.js and its
+// chunks are compiled; main.js is required by name at run time, not bundled into it.
+await build({
+  input: path.join(dist, 'cli/launch.js'),
+  platform: 'node',
+  logLevel: 'warn',
+  output: { file: path.join(outDir, 'bin.js'), format: 'cjs', minify: { compress: false, mangle: false, codegen: { removeWhitespace: true } } },
+});
 
 /**
  * pino in one file beside the chunks (src/log.ts loads it for the JSON logs of `run` and the
  * other commands that log): from node_modules its ~40 CommonJS files are resolved, read and
  * wrapped one by one, ~30-43 ms of every daemon start here, against ~14-20 ms from one file.
- * It stays out of the chunks (ES modules, evaluated at import): a command that logs nothing
+ * It stays out of the chunks (each run when first required): a command that logs nothing
  * (`reload`, `status`) loads no pino at all. The pretty output of a terminal loads pino from
  * node_modules instead: its transport starts a worker thread by file name.
  */

@@ -11,11 +11,10 @@
  * Transactions are signed locally (`Account` + `KeyPairSigner`: RPC `query view_access_key`,
  * `block`, `send_tx`); the private key stays in memory and is never logged or put in an error.
  */
-import { Account, JsonRpcProvider, KeyPairSigner, actions, type KeyPairString } from 'near-api-js';
-import { ActionExecutionError, ContractExecutionError, ContractMethodNotFoundError } from 'near-api-js/rpc-errors';
+import type { KeyPairSigner, KeyPairString } from 'near-api-js';
 import type { Config } from '../config/index.js';
 import { EgressError } from '../errors.js';
-import { nearError, rpcLabel, type NearErrorContext } from './near-errors.js';
+import { nearErrorOf, rpcLabel, type NearErrorContext } from './near-errors.js';
 import { TOKEN_ID_MAX } from './near-token.js';
 export { nearTokenId } from './near-token.js';
 
@@ -61,8 +60,17 @@ export interface NearTargetOptions {
 
 const BASE64_SHA256 = /^[A-Za-z0-9+/]{43}=$/;
 
-export function createNearTarget(cfg: NearSettings, opts: NearTargetOptions = {}): NearTarget {
-  const signer = parseSigner(cfg.privateKey);
+/**
+ * Async because near-api-js is loaded with `import()`: it is ES modules only (its package.json
+ * exports name the "import" condition alone), and the command's bundle is CommonJS
+ * (scripts/bundle.mjs), which can load an ES module on Node 20 only that way.
+ */
+export async function createNearTarget(cfg: NearSettings, opts: NearTargetOptions = {}): Promise<NearTarget> {
+  const [api, rpcErrors] = await Promise.all([import('near-api-js'), import('near-api-js/rpc-errors')]);
+  const { Account, JsonRpcProvider, KeyPairSigner: Signer, actions } = api;
+  const { ActionExecutionError, ContractExecutionError, ContractMethodNotFoundError } = rpcErrors;
+  const nearError = nearErrorOf(rpcErrors);
+  const signer = parseSigner(Signer, cfg.privateKey);
   // near-api-js retries HTTP 408/500/503 itself (a re-sent send_tx carries the same signed bytes,
   // which NEAR deduplicates); a refused connection fails at once and the anchor queue retries.
   const provider = new JsonRpcProvider({ url: cfg.rpcUrl }, { retries: 3, wait: 500, backoff: 2 });
@@ -141,11 +149,11 @@ export function createNearTarget(cfg: NearSettings, opts: NearTargetOptions = {}
   return { mint, token };
 }
 
-function parseSigner(privateKey: string): KeyPairSigner {
+function parseSigner(Signer: typeof KeyPairSigner, privateKey: string): KeyPairSigner {
   const bad = () => new EgressError('CONFIG_INVALID', 'config: anchors.near.private_key must be an ed25519 secret key ("ed25519:<base58>")');
   if (!privateKey.startsWith('ed25519:')) throw bad();
   try {
-    return KeyPairSigner.fromSecretKey(privateKey as KeyPairString);
+    return Signer.fromSecretKey(privateKey as KeyPairString);
   } catch {
     throw bad(); // the library's message could quote the key
   }

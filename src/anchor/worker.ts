@@ -68,7 +68,7 @@ export class AnchorWorker {
   private async loop(): Promise<void> {
     // The AWS SDK and near-api-js take ~0.3 s to load: only a daemon with anchors pays for them.
     if (this.cfg.anchors.s3) this.s3 = (await import('./s3.js')).createS3Target(this.cfg.anchors.s3);
-    if (this.cfg.anchors.near) this.near = (await import('./near.js')).createNearTarget(this.cfg.anchors.near);
+    if (this.cfg.anchors.near) this.near = await (await import('./near.js')).createNearTarget(this.cfg.anchors.near);
     await this.queue.releaseLeases().catch(() => undefined);
     while (!this.stopping) {
       let entry: AnchorEntry | null;

@@ -45,7 +45,7 @@ export async function verifyAnchors(cfg: Config): Promise<AnchorCheck> {
       }
     }
     if (cfg.anchors.near) {
-      const near = (await loadNear())(cfg.anchors.near);
+      const near = await (await loadNear())(cfg.anchors.near);
       const rows = await nearAnchoredBatches(pool, cfg.slot);
       for (const r of rows) {
         const token = await near.token(nearTokenId(sys[0].sysid, cfg.slot, r.batch_id));

@@ -277,7 +277,7 @@ describe('NEAR anchor target', () => {
   });
 
   it('mints once, signed and checked by the node, with reference, reference_hash and extra', async () => {
-    const target = createNearTarget(cfg);
+    const target = await createNearTarget(cfg);
     const req = request('pg-egress:7312345678901234567:pg_egress:20260101T000000Z');
     const first = rpc.calls.length;
     const started = Date.now();
@@ -324,7 +324,7 @@ describe('NEAR anchor target', () => {
   });
 
   it('a mint whose answer was lost is not minted again on retry', async () => {
-    const target = createNearTarget(cfg);
+    const target = await createNearTarget(cfg);
     const req = request('pg-egress:7312345678901234567:pg_egress:20260101T001000Z');
     rpc.dropNextSendResponse();
     const lost = await rejection(target.mint(req));
@@ -337,14 +337,16 @@ describe('NEAR anchor target', () => {
   it('racing mints of one batch anchor it once', async () => {
     // Identical requests sign identical bytes (same nonce, block and args): one transaction.
     const same = request('pg-egress:7312345678901234567:pg_egress:20260101T001500Z');
-    const twins = await Promise.all([createNearTarget(cfg).mint(same), createNearTarget(cfg).mint(same)]);
+    const [one, two] = await Promise.all([createNearTarget(cfg), createNearTarget(cfg)]);
+    const twins = await Promise.all([one.mint(same), two.mint(same)]);
     expect(twins[0].txHash).toBe(rpc.mints.get(same.tokenId)!.txHash);
     expect(twins[1].txHash).toBe(twins[0].txHash);
     // Different bytes for the same token: both views find no token, both send (the loser's nonce
     // may clash first: near-api-js re-signs), the contract refuses the second token and its
     // sender settles it as already minted.
     const req = request('pg-egress:7312345678901234567:pg_egress:20260101T001600Z');
-    const results = await Promise.all([createNearTarget(cfg).mint({ ...req, title: 'a' }), createNearTarget(cfg).mint({ ...req, title: 'b' })]);
+    const [three, four] = await Promise.all([createNearTarget(cfg), createNearTarget(cfg)]);
+    const results = await Promise.all([three.mint({ ...req, title: 'a' }), four.mint({ ...req, title: 'b' })]);
     expect(results.map((r) => r.alreadyMinted).sort()).toEqual([false, true]);
     const refused = rpc.txs.filter((t) => (t.args as { token_id?: string })?.token_id === req.tokenId &&
       t.hash !== rpc.mints.get(req.tokenId)!.txHash);
@@ -395,7 +397,7 @@ describe('NEAR anchor target', () => {
   });
 
   it('an RPC that is down is a one-line retryable error naming anchors.near.rpc_url; minting resumes after', async () => {
-    const target = createNearTarget(cfg);
+    const target = await createNearTarget(cfg);
     const req = request('pg-egress:7312345678901234567:pg_egress:20260101T002000Z');
     await rpc.stop();
     try {
@@ -411,25 +413,25 @@ describe('NEAR anchor target', () => {
 
   it('a wrong key, a bad key, a short deposit and a wrong contract are not retryable and name the setting, never the key', async () => {
     const stranger = KeyPair.fromRandom('ed25519');
-    const wrongKey = await rejection(createNearTarget({ ...cfg, privateKey: stranger.toString() }).mint(request('wrong-key')));
+    const wrongKey = await rejection((await createNearTarget({ ...cfg, privateKey: stranger.toString() })).mint(request('wrong-key')));
     expect(wrongKey).toMatchObject({ code: 'ANCHOR_NEAR', retryable: false });
     expect(wrongKey.message).toMatch(/anchors\.near\.private_key/);
     expect(wrongKey.message).not.toContain(stranger.toString().slice(8));
 
-    expect(() => createNearTarget({ ...cfg, privateKey: 'ed25519:not-base58-0OIl' })).toThrow(/anchors\.near\.private_key must be an ed25519 secret key/);
-    expect(() => createNearTarget({ ...cfg, privateKey: 'secret' })).toThrow(EgressError);
+    await expect(createNearTarget({ ...cfg, privateKey: 'ed25519:not-base58-0OIl' })).rejects.toThrow(/anchors\.near\.private_key must be an ed25519 secret key/);
+    await expect(createNearTarget({ ...cfg, privateKey: 'secret' })).rejects.toThrow(EgressError);
 
-    const poor = await rejection(createNearTarget({ ...cfg, depositYocto: 1n }).mint(request('short-deposit')));
+    const poor = await rejection((await createNearTarget({ ...cfg, depositYocto: 1n })).mint(request('short-deposit')));
     expect(poor).toMatchObject({ code: 'ANCHOR_NEAR', retryable: false });
     expect(poor.message).toMatch(/Must attach .* yoctoNEAR.*anchors\.near\.method \/ deposit/);
     expect(rpc.mints.has('short-deposit')).toBe(false);
 
-    const noContract = await rejection(createNearTarget({ ...cfg, contractId: 'nobody.test' }).mint(request('no-contract')));
+    const noContract = await rejection((await createNearTarget({ ...cfg, contractId: 'nobody.test' })).mint(request('no-contract')));
     expect(noContract.message).toMatch(/account nobody\.test does not exist.*anchors\.near\.contract_id/);
-    const noCode = await rejection(createNearTarget({ ...cfg, contractId: ACCOUNT }).mint(request('no-code')));
+    const noCode = await rejection((await createNearTarget({ ...cfg, contractId: ACCOUNT })).mint(request('no-code')));
     expect(noCode).toMatchObject({ code: 'ANCHOR_NEAR', retryable: false });
     expect(noCode.message).toMatch(/no contract is deployed at egress\.test; check anchors\.near\.contract_id/);
-    const noMethod = await rejection(createNearTarget({ ...cfg, method: 'nft_mint_v9' }).mint(request('no-method')));
+    const noMethod = await rejection((await createNearTarget({ ...cfg, method: 'nft_mint_v9' })).mint(request('no-method')));
     expect(noMethod.message).toMatch(/no such method; check anchors\.near\.method/);
   });
 });

@@ -582,10 +582,11 @@ describe.runIf(FULL)('final stage built by hand', () => {
 
     // Every module tsc compiled loads with the production node_modules alone (no devDependency is
     // imported at run time), and the migrations are found next to dist/. Its entry point would run
-    // the command; so would the bundle's chunks, which import their entry (bin.js, run above).
+    // the command, and so would the bundle's entry (cli/launch.js, bundled as bin.js, run above);
+    // the bundle's chunks are CommonJS modules that require their entry (main.js).
     const bundleDir = path.dirname(pkg.bin['pg-egress'].replace(/^dist\//, ''));
     const modules = walk(path.join(app, 'dist'), (rel) => rel === bundleDir)
-      .filter((f) => f.endsWith('.js') && f !== 'cli/bin.js')
+      .filter((f) => f.endsWith('.js') && f !== 'cli/bin.js' && f !== 'cli/launch.js')
       .map((f) => path.join(app, 'dist', f));
     expect(modules.length).toBeGreaterThan(20);
     const probe = `${modules.map((m) => `await import(${JSON.stringify(m)});`).join('\n')}
@@ -595,7 +596,7 @@ process.stdout.write(SQL_DIR);`;
     expect(path.resolve(loaded.stdout)).toBe(path.join(app, 'sql'));
     expect(readdirSync(path.join(app, 'sql')).sort()).toEqual(readdirSync(path.join(ROOT, 'sql')).filter((f) => f.endsWith('.sql')).sort());
 
-    // The bundle's chunks import (statically, lazily, or through require) node's own modules and
+    // The bundle's chunks require (statically or lazily) or import() node's own modules and
     // production dependencies only; pg-native is pg's optional binding, required only by pg.native.
     const deps = new Set([...Object.keys(pkg.dependencies), ...Object.keys(pkg.optionalDependencies ?? {}), 'pg-native']);
     const chunks = readdirSync(path.join(app, 'dist', bundleDir)).filter((f) => f.endsWith('.js'));
@@ -605,7 +606,7 @@ process.stdout.write(SQL_DIR);`;
       const code = readFileSync(path.join(app, 'dist', bundleDir, f), 'utf8');
       // The chunks are minified (scripts/bundle.mjs): several statements share a line, and a
       // string may be written in backquotes.
-      for (const m of code.matchAll(/(?:^|[;}])\s*(?:import|export)\b[^;]*?\bfrom\s*["'`]([^"'`]+)["'`]|\bimport\(["'`]([^"'`]+)["'`]\)|\b__require\(["'`]([^"'`]+)["'`]\)/gm)) {
+      for (const m of code.matchAll(/(?:^|[;}])\s*(?:import|export)\b[^;]*?\bfrom\s*["'`]([^"'`]+)["'`]|\bimport\(["'`]([^"'`]+)["'`]\)|\b(?:__)?require\(["'`]([^"'`]+)["'`]\)/gm)) {
         const spec = m[1] ?? m[2] ?? m[3];
         if (spec.startsWith('.') || isBuiltin(spec)) continue;
         const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];

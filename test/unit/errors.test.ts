@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { EgressError, ExitCode, errorCodes, exitCodeOf, isRetryable } from '../../src/errors.js';
 import { sourceError } from '../../src/db/connect.js';
 import { s3Error } from '../../src/anchor/s3-errors.js';
-import { nearError } from '../../src/anchor/near-errors.js';
+import { nearErrorOf } from '../../src/anchor/near-errors.js';
 import { parseConfig } from '../../src/config/index.js';
 
 const cfg = parseConfig('source:\n  url: postgres://egress@127.0.0.1:5432/shop\n', { env: {}, baseDir: '/tmp' });
@@ -78,7 +78,8 @@ describe('anchor target errors: unavailable is retried, refused is not', () => {
     expect(s3Error(denied, 'upload', s3ctx)).toMatchObject({ code: 'ANCHOR_S3', retryable: false });
   });
 
-  it('NEAR', () => {
+  it('NEAR', async () => {
+    const nearError = nearErrorOf(await import('near-api-js/rpc-errors'));
     const down = new TypeError('fetch failed', { cause: Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }) });
     expect(nearError(down, 'mint', nearCtx)).toMatchObject({ code: 'ANCHOR_NEAR_UNAVAILABLE', retryable: true });
     const notJson = new SyntaxError('Unexpected token < in JSON');
