@@ -6,6 +6,14 @@ import { main } from './main.js';
 // its pool first starts, which is after the imports above (they do no pooled work).
 process.env.UV_THREADPOOL_SIZE ??= '16';
 
+// A reader that stops early (`pg-egress --help | head -1`): the rest of the output has nowhere to
+// go, and that is not an error of the command. Without a listener the write's EPIPE is thrown as
+// an unhandled 'error' event, which the bundle (CommonJS, src/cli/launch.ts: the process's ticks
+// run before main()'s promise settles) reached before its exit.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'EPIPE') throw e;
+});
+
 main(process.argv).then(
   (code) => process.exit(code),
   (e: unknown) => {

@@ -12,14 +12,16 @@
  * How: the bundle is CommonJS, and its chunks are compiled here instead of by Node's loader
  * (`Module.prototype._compile`, the hook Node's own loader calls for every .js/.cjs file): a
  * `vm.Script` with the cached data, if any, run with the arguments Node's wrapper gives a module.
- * At exit, or 10 s after the start if sooner (V8 drops the bytecode of functions unused for a
- * while, so a long daemon's exit would keep less), each script that came without an accepted
- * cache has `createCachedData()` written: what it compiled by then, lazily compiled functions
- * included (https://v8.dev/blog/code-caching-for-devs).
+ * 10 s after the start and at exit, each script's `createCachedData()` (what it compiled by then,
+ * lazily compiled functions included: https://v8.dev/blog/code-caching-for-devs) is written when
+ * it came without an accepted cache, or when it holds a tenth more than the cache it came with:
+ * a first run that ended early (a configuration error) leaves a small cache, and the next run
+ * that gets further replaces it. The data is made only then (~0.2-2 ms a chunk). The 10 s are for
+ * a long daemon: V8 drops the bytecode of functions unused for a while, so its exit keeps less.
  *
  * Where: `PG_EGRESS_COMPILE_CACHE` (a folder; `off` turns the cache off), by default
  * `pg-egress-compile-cache-<uid>` in the system's temporary folder. A file per command and chunk,
- * named by the hash of the chunk's source, in a subfolder per Node version and architecture; V8
+ * named by the hash of the chunk's path and source, in a subfolder per Node version and architecture; V8
  * also refuses data from another V8 version, other flags or another source length
  * (`cachedDataRejected`), and then the script is compiled as without a cache and its data
  * written again. The folder must be ours and closed to others (a cache is code that will run):
@@ -87,7 +89,8 @@ export function installCompileCache(bundleDir: string, argv: readonly string[], 
   const command = commandKey(argv);
   const proto = (Module as unknown as { prototype: { _compile: Compile } }).prototype;
   const nodeCompile = proto._compile;
-  const unsaved: { script: vm.Script; file: string }[] = [];
+  /** Every script compiled here, and the size of the cache it came with or was last written (0: none). */
+  const scripts: { script: vm.Script; file: string; size: number }[] = [];
 
   proto._compile = function compile(this: CjsModule, content: string, filename: string): unknown {
     // A module with `import()` (the chunks that load DuckDB, the AWS SDK's ES build or
@@ -96,7 +99,11 @@ export function installCompileCache(bundleDir: string, argv: readonly string[], 
     // (USE_MAIN_CONTEXT_DEFAULT_LOADER) is experimental, warns on stderr, and is lost when the
     // script comes from cached data ("A dynamic import callback was not specified").
     if (path.dirname(filename) !== bundleDir || /\bimport\s*\(/.test(content)) return nodeCompile.call(this, content, filename);
-    const file = path.join(dir, `${command}.${path.basename(filename)}.${createHash('sha1').update(content).digest('hex').slice(0, 20)}`);
+    // Keyed by the source and its path: V8 keeps the name of the script the data was made from,
+    // so another copy of the same bundle (another checkout or install) would name that copy's
+    // files in stack traces.
+    const key = createHash('sha1').update(filename).update('\0').update(content).digest('hex').slice(0, 20);
+    const file = path.join(dir, `${command}.${path.basename(filename)}.${key}`);
     let cachedData: Buffer | undefined;
     try {
       cachedData = fs.readFileSync(file);
@@ -113,18 +120,22 @@ export function installCompileCache(bundleDir: string, argv: readonly string[], 
       // The wrapper's opening is on the file's first line: columns there as in the file.
       columnOffset: -WRAPPER_OPENING,
     });
-    if (cachedData === undefined || script.cachedDataRejected) unsaved.push({ script, file });
+    scripts.push({ script, file, size: cachedData === undefined || script.cachedDataRejected ? 0 : cachedData.length });
     const fn = script.runInThisContext({ displayErrors: true }) as (...args: unknown[]) => unknown;
     const require = createRequire(filename);
     return fn.call(this.exports, this.exports, require, this, filename, path.dirname(filename));
   };
 
   const save = (): void => {
-    for (const { script, file } of unsaved.splice(0)) {
+    for (const entry of scripts) {
+      const { script, file, size } = entry;
       const tmp = `${file}.${process.pid}.tmp`;
       try {
-        fs.writeFileSync(tmp, script.createCachedData(), { mode: 0o600 });
+        const data = script.createCachedData();
+        if (size > 0 && data.length <= size + size / 10) continue;
+        fs.writeFileSync(tmp, data, { mode: 0o600 });
         fs.renameSync(tmp, file);
+        entry.size = data.length;
       } catch {
         try {
           fs.rmSync(tmp, { force: true });

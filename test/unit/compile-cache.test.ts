@@ -1,10 +1,10 @@
 /**
  * V8's code cache of the command's bundle (src/cli/compile-cache.ts, dist/bundle/bin.js): written
  * by a command's first run, taken as it is by the next, refused and written again when it does not
- * fit, never taken from a folder others can write, off when asked; and the command's output the
- * same with or without it.
+ * fit, replaced by a run that compiled more, never taken from a folder others can write, off when
+ * asked; and the command's output the same with or without it.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -75,6 +75,25 @@ describe('compile cache: the bundle', () => {
     expect(inodes(dir)).toEqual(after);
   });
 
+  it('is written again when a run compiled a tenth more than it held, and not when less', () => {
+    const base = path.join(tmp, 'grow');
+    const dir = path.join(base, SUB);
+    const env = { PG_EGRESS_COMPILE_CACHE: base };
+    const mainFile = () => readdirSync(dir).find((f) => f.startsWith('_.main.js.'))!;
+    expect(run(['--version'], env).code).toBe(0);
+    const small = statSync(path.join(dir, mainFile()));
+    // --help runs commander's help functions too (the same key: no command name).
+    const help = run(['--help'], env);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/Usage: pg-egress/);
+    const large = statSync(path.join(dir, mainFile()));
+    expect(large.ino).not.toBe(small.ino);
+    expect(large.size).toBeGreaterThan(small.size * 1.1);
+    expect(run(['--version'], env).code).toBe(0);
+    expect(run(['--help'], env)).toEqual(help);
+    expect(statSync(path.join(dir, mainFile())).ino).toBe(large.ino);
+  });
+
   it('keeps one set of files per command, and a failing command says the same as without a cache', () => {
     const base = path.join(tmp, 'two');
     const missing = ['status', '--config', path.join(tmp, 'nowhere.yml')];
@@ -86,6 +105,15 @@ describe('compile cache: the bundle', () => {
     expect(again).toEqual(plain);
     expect(cached).toEqual(plain);
     expect(readdirSync(path.join(base, SUB)).every((f) => f.startsWith('status.'))).toBe(true);
+  });
+
+  it('exits 0 with nothing on stderr when its reader has gone (`pg-egress --help | head -1`)', async () => {
+    const child = spawn(process.execPath, [BIN, '--help'], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH, PG_EGRESS_COMPILE_CACHE: path.join(tmp, 'pipe') } });
+    child.stdout.destroy(); // before the command writes: its write fails with EPIPE
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
   });
 
   it('is not used from a folder others can write, nor when off', () => {
