@@ -70,6 +70,10 @@ await build({
   output: {
     dir: outDir,
     format: 'cjs',
+    // Strict mode, as the ES modules were (and their sources are): a CommonJS file is sloppy
+    // unless it says otherwise, where an assignment to a frozen object (the configuration) is
+    // silently dropped instead of thrown.
+    strict: true,
     entryFileNames: '[name].js',
     chunkFileNames: '[name]-[hash].js',
     sourcemap: true,
@@ -99,7 +103,7 @@ await build({
   input: path.join(dist, 'cli/launch.js'),
   platform: 'node',
   logLevel: 'warn',
-  output: { file: path.join(outDir, 'bin.js'), format: 'cjs', minify: { compress: false, mangle: false, codegen: { removeWhitespace: true } } },
+  output: { file: path.join(outDir, 'bin.js'), format: 'cjs', strict: true, minify: { compress: false, mangle: false, codegen: { removeWhitespace: true } } },
 });
 
 /**

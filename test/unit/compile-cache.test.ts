@@ -44,6 +44,15 @@ describe('compile cache: settings', () => {
 });
 
 describe('compile cache: the bundle', () => {
+  it('is CommonJS in strict mode, as the ES modules it was built from', () => {
+    const bundle = path.dirname(BIN);
+    expect(JSON.parse(readFileSync(path.join(bundle, 'package.json'), 'utf8'))).toEqual({ type: 'commonjs' });
+    const chunks = readdirSync(bundle).filter((f) => f.endsWith('.js'));
+    expect(chunks.length).toBeGreaterThan(5);
+    // Sloppy mode would drop an assignment to a frozen object (the configuration) without a word.
+    for (const f of chunks) expect(readFileSync(path.join(bundle, f), 'utf8').replace(/^#!.*\n/, '').slice(0, 13), f).toBe('"use strict";');
+  });
+
   it('is written by the first run, taken by the next, and written again when V8 refuses it', () => {
     const base = path.join(tmp, 'one');
     const dir = path.join(base, SUB);
