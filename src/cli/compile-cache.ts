@@ -21,9 +21,9 @@
  *
  * Where: `PG_EGRESS_COMPILE_CACHE` (a folder; `off` turns the cache off), by default
  * `pg-egress-compile-cache-<uid>` in the system's temporary folder. A file per command and chunk,
- * named by the hash of the chunk's path and source, in a subfolder per Node version and architecture; V8
- * also refuses data from another V8 version, other flags or another source length
- * (`cachedDataRejected`), and then the script is compiled as without a cache and its data
+ * named by the hash of the chunk's path and source, in a subfolder per Node version and
+ * architecture; V8 also refuses data from another V8 version, other flags or another source
+ * length (`cachedDataRejected`), and then the script is compiled as without a cache and its data
  * written again. The folder must be ours and closed to others (a cache is code that will run):
  * otherwise, as on any error reading or writing it, the command runs without a cache, unharmed.
  */
@@ -93,8 +93,8 @@ export function installCompileCache(bundleDir: string, argv: readonly string[], 
   const scripts: { script: vm.Script; file: string; size: number }[] = [];
 
   proto._compile = function compile(this: CjsModule, content: string, filename: string): unknown {
-    // A module with `import()` (the chunks that load DuckDB, the AWS SDK's ES build or
-    // near-api-js, all left out of the bundle) is Node's to compile: in a vm.Script, import()
+    // A module with `import()` (the chunks that import() DuckDB, the AWS SDK or near-api-js,
+    // all left out of the bundle) is Node's to compile: in a vm.Script, import()
     // needs a callback, and on Node 20 the one that does what Node does
     // (USE_MAIN_CONTEXT_DEFAULT_LOADER) is experimental, warns on stderr, and is lost when the
     // script comes from cached data ("A dynamic import callback was not specified").
