@@ -111,7 +111,13 @@ export function sourceError(e: unknown, source: SourceConfig, what = 'connect to
   if (code === '57P01' || code === '57P02' || code === '57P03' || code === '08006' || code === '08003' || code === '08001') {
     return new EgressError('SOURCE_UNREACHABLE', `lost the connection to ${where}: ${msg}`, { cause: e });
   }
-  return new EgressError('INTERNAL', `PostgreSQL error on ${where}: ${msg}${code ? ` (SQLSTATE ${code})` : ''}`, { cause: e });
+  // Only a server's error has a SQLSTATE: five characters, digits and capitals, in a class that
+  // never starts with E (https://www.postgresql.org/docs/current/errcodes-appendix.html), where
+  // Node's are errno names (EPIPE) or ERR_* codes. Anything else that reached here is ours.
+  if (!/^[0-9A-DF-Z][0-9A-Z]{4}$/.test(code)) {
+    return new EgressError('INTERNAL', `cannot ${what} (${where}): ${msg}${code ? ` (${code})` : ''}`, { cause: e });
+  }
+  return new EgressError('INTERNAL', `PostgreSQL error on ${where}: ${msg} (SQLSTATE ${code})`, { cause: e });
 }
 
 /** errno codes of file operations; with a `syscall` and no socket call, an error is a file error. */

@@ -64,6 +64,20 @@ describe('sourceError picks the code that decides the retry', () => {
   it.each(cases)('%s → %s (retryable %s)', (e, code, retryable) => {
     expect(sourceError(e, cfg.source)).toMatchObject({ code, retryable });
   });
+
+  it('names a server error by its SQLSTATE, and nothing else as one', () => {
+    expect(sourceError(pgErr('XX000', 'cache lookup failed'), cfg.source, 'prepare the source database').message).toBe(
+      'PostgreSQL error on egress@127.0.0.1:5432/shop: cache lookup failed (SQLSTATE XX000)',
+    );
+    const node = Object.assign(new Error('A dynamic import callback was not specified.'), { code: 'ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING' });
+    expect(sourceError(node, cfg.source, 'prepare the source database')).toMatchObject({
+      code: 'INTERNAL',
+      message: 'cannot prepare the source database (egress@127.0.0.1:5432/shop): A dynamic import callback was not specified. (ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING)',
+    });
+    expect(sourceError(new TypeError('x is not a function'), cfg.source, 'prepare the source database').message).toBe(
+      'cannot prepare the source database (egress@127.0.0.1:5432/shop): x is not a function',
+    );
+  });
 });
 
 describe('anchor target errors: unavailable is retried, refused is not', () => {
