@@ -306,6 +306,8 @@ async function runSession(
         // Most messages are rows that need no waiting: no promise, no turn of the microtask queue.
         if (spool.inBlock() || isStreamControl(buf[data])) {
           const pending = spool.take(buf, data, replay);
+          // A Stream Start or Stop: the queue's limit for what comes next (src/wal/stream.ts queueLimit).
+          if (isStreamControl(buf[data])) s.streamedPart(spool.inBlock());
           if (pending) {
             await pending;
             busyAt = Date.now();

@@ -12,7 +12,7 @@
  *
  * Frames are cut from the socket's chunks ahead of the driver's parser (copy-framer.ts), as views
  * of those chunks, into a FIFO that the pipeline drains at its own pace; when the FIFO holds more
- * than `highWaterBytes` the socket is paused, so a slow disk or a flush in progress pushes back on
+ * than `queueLimit` says the socket is paused, so a slow disk or a flush in progress pushes back on
  * the server instead of growing memory.
  */
 import { quoteIdent } from '../ident.js';
@@ -32,8 +32,6 @@ export interface StreamOptions {
   startLsn: Lsn;
   /** pgoutput protocol 2 with `streaming` on (needs PostgreSQL 14). */
   streaming?: boolean;
-  highWaterBytes?: number;
-  lowWaterBytes?: number;
   /** The replication connection, opened ahead (connectReplication); else one is opened here. */
   connected?: Promise<pg.Client>;
 }
@@ -67,6 +65,30 @@ interface PgConnection {
 const GATHER_BELOW = 16 * 1024;
 const GATHER_MS = 1;
 
+/**
+ * How many bytes of frames the queue holds before the socket is paused (and resumed at half).
+ *
+ * 2 MiB while ordinary transactions arrive, faster here, most likely (not measured with the CPU's
+ * counters) because a frame is then decoded soon after it was read, while its bytes are still in
+ * the core's cache (L2 is 2 MiB per core on the benchmark's machine), and fewer queued frames
+ * survive each young-generation collection. The benchmark's 20,000
+ * small transactions (S2), 2026-12-05: 0.89 s against 0.925 s with 16 MiB for every frame (two
+ * builds, alternating, medians of 18), 1.15x pg_recvlogical against 1.09x; one build switched
+ * between the two: 0.91 against 0.94 s (medians of 18 and 15), 4 MiB 0.94 s.
+ *
+ * 16 MiB while a streamed transaction's parts arrive (pgoutput protocol 2, src/batch/streamed.ts:
+ * spooled, not decoded, until the commit), as for every frame before: with 2 MiB there, a 1M-row
+ * transaction with one core kept busy by another process (S1-load) took 4.76 and 4.82 s against
+ * 4.47 and 4.26 s (2026-12-04, medians of 6, two series; 2026-12-05 with one build switched: 4.09
+ * against 4.15 s, medians of 12 and 9); this way, 4.29 against 4.25 s (medians of 30, two series).
+ *
+ * (16 MiB for every frame was chosen when this process read slower than the walsender decoded in
+ * its first second: S2 then streamed in 2.55 s against 3.03 s with 2 MiB, 8 MiB slower.)
+ */
+export function queueLimit(streamedPart: boolean): number {
+  return (streamedPart ? 16 : 2) * 1024 * 1024;
+}
+
 /** START_REPLICATION's publication_names is itself a list of (quoted) identifiers. */
 const quoteLiteral = (s: string): string => "'" + s.replace(/'/g, "''") + "'";
 
@@ -80,8 +102,8 @@ export class ReplicationStream {
   private waiter: (() => void) | null = null;
   private failure: EgressError | null = null;
   private closed = false;
-  private readonly high: number;
-  private readonly low: number;
+  private high = queueLimit(false);
+  private low = this.high / 2;
   /** Last LSN received in a frame (for the `write` field of status updates). */
   receivedLsn: Lsn = 0n;
   lastFrameAt = Date.now();
@@ -89,17 +111,7 @@ export class ReplicationStream {
   private constructor(
     private readonly client: pg.Client,
     private readonly opts: StreamOptions,
-  ) {
-    // 16 MiB, not the 2 MiB it was: in the first second of a run (start-up, code not yet
-    // optimised, a first flush that makes a table's folder) this process reads slower than the
-    // walsender decodes, and with 2 MiB the walsender waited on a full socket for part of it. The
-    // benchmark's 20,000 small transactions (S2) streamed in 2.55 s instead of 3.03 s (medians of
-    // 4, alternating; 8 MiB was slower, 48 MiB no faster). Memory: a queue of small frames costs
-    // more than its bytes (a Buffer each): S2's peak RSS rose from ~115 to ~185 MB, S1's did not
-    // move (126 MB), both under the 256 MB the README promises.
-    this.high = opts.highWaterBytes ?? 16 * 1024 * 1024;
-    this.low = opts.lowWaterBytes ?? 8 * 1024 * 1024;
-  }
+  ) {}
 
   private get connection(): PgConnection {
     return (this.client as unknown as { connection: PgConnection }).connection;
@@ -219,6 +231,21 @@ export class ReplicationStream {
     return this.shift();
   }
 
+  /** What arrives now: a streamed transaction's parts, or not. Sets the queue's limit (queueLimit). */
+  streamedPart(on: boolean): void {
+    this.high = queueLimit(on);
+    this.low = this.high / 2;
+    this.resumeBelowLow();
+  }
+
+  /** Reads the socket again once the queue is under its low mark (unless a gathering pause is on). */
+  private resumeBelowLow(): void {
+    if (this.paused && this.queuedBytes < this.low) {
+      this.paused = false;
+      if (!this.gathering) this.connection.stream.resume();
+    }
+  }
+
   private shift(): Buffer {
     const frame = this.queue[this.head++];
     this.queuedBytes -= frame.length;
@@ -226,10 +253,7 @@ export class ReplicationStream {
       this.queue.splice(0, this.head);
       this.head = 0;
     }
-    if (this.paused && this.queuedBytes < this.low) {
-      this.paused = false;
-      if (!this.gathering) this.connection.stream.resume();
-    }
+    this.resumeBelowLow();
     return frame;
   }
 
