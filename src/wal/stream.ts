@@ -71,10 +71,11 @@ const GATHER_MS = 1;
  * 2 MiB while ordinary transactions arrive, faster here, most likely (not measured with the CPU's
  * counters) because a frame is then decoded soon after it was read, while its bytes are still in
  * the core's cache (L2 is 2 MiB per core on the benchmark's machine), and fewer queued frames
- * survive each young-generation collection. The benchmark's 20,000
- * small transactions (S2), 2026-12-05: 0.89 s against 0.925 s with 16 MiB for every frame (two
- * builds, alternating, medians of 18), 1.15x pg_recvlogical against 1.09x; one build switched
- * between the two: 0.91 against 0.94 s (medians of 18 and 15), 4 MiB 0.94 s.
+ * survive each young-generation collection. The benchmark's 20,000 small transactions (S2),
+ * 2026-12-05: 0.89 s against 0.925 s with 16 MiB for every frame (two builds, alternating,
+ * medians of 18), 1.15x pg_recvlogical against 1.09x; one build switched between the two: 0.91
+ * against 0.94 s (medians of 18 and 15), 4 MiB 0.94 s. Memory: a queued frame costs more than its
+ * bytes (a view each): S2's peak RSS 98-129 MB against 126-188 MB (the same runs).
  *
  * 16 MiB while a streamed transaction's parts arrive (pgoutput protocol 2, src/batch/streamed.ts:
  * spooled, not decoded, until the commit), as for every frame before: with 2 MiB there, a 1M-row

@@ -53,19 +53,13 @@ async function stream(): Promise<{ s: ReplicationStream; sock: Socket; fill: () 
     connected: Promise.resolve(client as unknown as pg.Client),
   });
   let queued = 0;
-  /** Reads until the socket is paused; the bytes of frames queued then. */
+  /** Reads until the socket is paused; the bytes of frames read so far (none taken meanwhile). */
   const fill = (): number => {
     while (!sock.paused) {
       sock.emit('data', read());
       queued += PAYLOAD * PER_READ;
     }
     return queued;
-  };
-  const take = s.tryNext.bind(s);
-  s.tryNext = () => {
-    const f = take();
-    if (f) queued -= f.length;
-    return f;
   };
   return { s, sock, fill };
 }
