@@ -98,40 +98,26 @@ static napi_value result(napi_env env, int64_t v) {
   return r;
 }
 
-static napi_value encode_row(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
-  napi_value argv[9];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 9) goto bad;
-  uint8_t *out, *lsn, *mid, *msg;
-  size_t cap, lsn_n, mid_n, msg_n;
-  int64_t at, seq, tuple_at;
-  uint32_t op;
-  napi_typedarray_type tt;
-  size_t ncols_out;
-  void *idx_data;
-  if (!buf_arg(env, argv[0], &out, &cap) || napi_get_value_int64(env, argv[1], &at) != napi_ok ||
-      !buf_arg(env, argv[2], &lsn, &lsn_n) || napi_get_value_int64(env, argv[3], &seq) != napi_ok ||
-      !buf_arg(env, argv[4], &mid, &mid_n) || napi_get_value_uint32(env, argv[5], &op) != napi_ok ||
-      !buf_arg(env, argv[6], &msg, &msg_n) || napi_get_value_int64(env, argv[7], &tuple_at) != napi_ok ||
-      napi_get_typedarray_info(env, argv[8], &tt, &ncols_out, &idx_data, NULL, NULL) != napi_ok || tt != napi_int32_array)
-    goto bad;
-  if (at < 0 || (size_t)at > cap || seq < 0 || tuple_at < 0 || (size_t)tuple_at + 2 > msg_n) goto bad;
-  const int32_t *idx = idx_data;
-
+/* Row core shared by encodeRow and encodeInserts: writes the row into out[at..cap) and returns
+   the new length, -1 (no room), -2 (unchanged TOAST, or too many columns), -3 (a malformed tuple). */
+static int64_t put_row(uint8_t *out, size_t cap, size_t at, const uint8_t *lsn, size_t lsn_n, uint64_t seq,
+                       const uint8_t *mid, size_t mid_n, uint8_t op, const uint8_t *msg, size_t msg_n, size_t tuple_at,
+                       const int32_t *idx, size_t ncols_out) {
   /* The tuple's values: start (or -1 NULL, -2 unchanged TOAST) and length. */
+  if (tuple_at + 2 > msg_n) return -3;
   const uint8_t *p = msg + tuple_at, *end = msg + msg_n;
   int n = (p[0] << 8) | p[1];
   p += 2;
-  if (n > MAX_COLS) return result(env, -2);
+  if (n > MAX_COLS) return -2;
   int32_t start[MAX_COLS], len[MAX_COLS];
   for (int i = 0; i < n; i++) {
-    if (p >= end) goto bad;
+    if (p >= end) return -3;
     uint8_t kind = *p++;
     if (kind == 't') {
-      if (end - p < 4) goto bad;
+      if (end - p < 4) return -3;
       uint32_t l = be32(p);
       p += 4;
-      if (l > (uint32_t)(end - p)) goto bad;
+      if (l > (uint32_t)(end - p)) return -3;
       start[i] = (int32_t)(p - msg);
       len[i] = (int32_t)l;
       p += l;
@@ -140,26 +126,26 @@ static napi_value encode_row(napi_env env, napi_callback_info info) {
     } else if (kind == 'u') {
       start[i] = -2;
     } else {
-      goto bad; /* 'b' is never asked for; pgoutput.ts refused anything else already */
+      return -3; /* 'b' is never asked for; pgoutput.ts refused anything else already */
     }
   }
   /* Room: each value at worst doubled plus its quotes and comma. */
   size_t need = lsn_n + 20 + mid_n + 2 + 1;
   for (size_t i = 0; i < ncols_out; i++) {
     int32_t c = idx[i];
-    if (c < 0) goto bad;
+    if (c < 0) return -3;
     if (c >= n) need += 1;
-    else if (start[c] == -2) return result(env, -2);
+    else if (start[c] == -2) return -2;
     else need += 1 + (start[c] >= 0 ? 2 * (size_t)len[c] + 2 : 0);
   }
-  if (cap - (size_t)at < need) return result(env, -1);
+  if (cap - at < need) return -1;
 
   uint8_t *o = out + at;
   memcpy(o, lsn, lsn_n);
-  o = put_uint(o + lsn_n, (uint64_t)seq);
+  o = put_uint(o + lsn_n, seq);
   memcpy(o, mid, mid_n);
   o += mid_n;
-  *o++ = (uint8_t)op;
+  *o++ = op;
   *o++ = ','; /* _unchanged: none */
   for (size_t i = 0; i < ncols_out; i++) {
     *o++ = ',';
@@ -180,14 +166,96 @@ static napi_value encode_row(napi_env env, napi_callback_info info) {
     }
   }
   *o++ = '\n';
-  return result(env, (int64_t)(o - out));
+  return (int64_t)(o - out);
+}
+
+static napi_value encode_row(napi_env env, napi_callback_info info) {
+  size_t argc = 9;
+  napi_value argv[9];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 9) goto bad;
+  uint8_t *out, *lsn, *mid, *msg;
+  size_t cap, lsn_n, mid_n, msg_n;
+  int64_t at, seq, tuple_at;
+  uint32_t op;
+  napi_typedarray_type tt;
+  size_t ncols_out;
+  void *idx_data;
+  if (!buf_arg(env, argv[0], &out, &cap) || napi_get_value_int64(env, argv[1], &at) != napi_ok ||
+      !buf_arg(env, argv[2], &lsn, &lsn_n) || napi_get_value_int64(env, argv[3], &seq) != napi_ok ||
+      !buf_arg(env, argv[4], &mid, &mid_n) || napi_get_value_uint32(env, argv[5], &op) != napi_ok ||
+      !buf_arg(env, argv[6], &msg, &msg_n) || napi_get_value_int64(env, argv[7], &tuple_at) != napi_ok ||
+      napi_get_typedarray_info(env, argv[8], &tt, &ncols_out, &idx_data, NULL, NULL) != napi_ok || tt != napi_int32_array)
+    goto bad;
+  if (at < 0 || (size_t)at > cap || seq < 0 || tuple_at < 0) goto bad;
+  int64_t r = put_row(out, cap, (size_t)at, lsn, lsn_n, (uint64_t)seq, mid, mid_n, (uint8_t)op, msg, msg_n, (size_t)tuple_at, idx_data, ncols_out);
+  if (r == -3) goto bad;
+  return result(env, r);
 bad:
   napi_throw_error(env, "ERR_PG_EGRESS_ROW", "encodeRow(out, at, lsnField, seq, midField, op, msg, tupleAt, idx: Int32Array): bad arguments or tuple");
   return NULL;
 }
 
+/*
+ * encodeInserts(out, at, lsnField, seq, midField, spool, from, to, relOid, idx, stopAt, res) -> rows
+ *
+ * A run of inserts into one table as a streamed transaction's spool holds them (src/batch/streamed.ts:
+ * records of u32 body length, u32 xid, body = the Insert message without its xid: 'I', relation oid,
+ * 'N', TupleData), from spool[from] on, each written as encodeRow writes it with `_seq` counting up
+ * from `seq`. Stops before a record that is not a whole Insert into `relOid` within spool[..to), before
+ * a row that has no room or that encodeRow would leave to JavaScript, and after the row that
+ * takes `out` to `stopAt` or past it (where the caller hands a chunk to the compressor).
+ * res[0] = the new length of `out`, res[1] = where in `spool` the next record starts.
+ *
+ * Why: replaying a streamed transaction cost a message object, a Tuple and a copy per row in
+ * JavaScript (decodePgOutput, the controller, the window): ~1.5 s for S1's 1M rows, most of it
+ * after the commit, while one core was the hog's (S1-load).
+ */
+static napi_value encode_inserts(napi_env env, napi_callback_info info) {
+  size_t argc = 12;
+  napi_value argv[12];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 12) goto bad;
+  uint8_t *out, *lsn, *mid, *spool;
+  size_t cap, lsn_n, mid_n, spool_n;
+  int64_t at, seq, from, to, stop_at;
+  uint32_t rel;
+  napi_typedarray_type tt, rt;
+  size_t ncols_out, res_n;
+  void *idx_data, *res_data;
+  if (!buf_arg(env, argv[0], &out, &cap) || napi_get_value_int64(env, argv[1], &at) != napi_ok ||
+      !buf_arg(env, argv[2], &lsn, &lsn_n) || napi_get_value_int64(env, argv[3], &seq) != napi_ok ||
+      !buf_arg(env, argv[4], &mid, &mid_n) || !buf_arg(env, argv[5], &spool, &spool_n) ||
+      napi_get_value_int64(env, argv[6], &from) != napi_ok || napi_get_value_int64(env, argv[7], &to) != napi_ok ||
+      napi_get_value_uint32(env, argv[8], &rel) != napi_ok ||
+      napi_get_typedarray_info(env, argv[9], &tt, &ncols_out, &idx_data, NULL, NULL) != napi_ok || tt != napi_int32_array ||
+      napi_get_value_int64(env, argv[10], &stop_at) != napi_ok ||
+      napi_get_typedarray_info(env, argv[11], &rt, &res_n, &res_data, NULL, NULL) != napi_ok || rt != napi_float64_array || res_n < 2)
+    goto bad;
+  if (at < 0 || (size_t)at > cap || seq < 0 || from < 0 || to < from || (size_t)to > spool_n) goto bad;
+  double *res = res_data;
+  size_t o = (size_t)at, pos = (size_t)from;
+  int64_t rows = 0;
+  while ((int64_t)o < stop_at && to - (int64_t)pos >= 8 + 7) {
+    const uint8_t *h = spool + pos;
+    size_t body_n = be32(h);
+    const uint8_t *body = h + 8;
+    if ((size_t)to - pos - 8 < body_n || body_n < 7 || body[0] != 'I' || be32(body + 1) != rel || body[5] != 'N') break;
+    int64_t r = put_row(out, cap, o, lsn, lsn_n, (uint64_t)(seq + rows), mid, mid_n, 'I', body, body_n, 6, idx_data, ncols_out);
+    if (r < 0) break; /* no room, or a row for the JavaScript path (which also reports a bad tuple) */
+    o = (size_t)r;
+    pos += 8 + body_n;
+    rows++;
+  }
+  res[0] = (double)o;
+  res[1] = (double)pos;
+  return result(env, rows);
+bad:
+  napi_throw_error(env, "ERR_PG_EGRESS_ROW", "encodeInserts(out, at, lsnField, seq, midField, spool, from, to, relOid, idx: Int32Array, stopAt, res: Float64Array): bad arguments");
+  return NULL;
+}
+
 napi_value register_csv_row(napi_env env, napi_value exports) {
-  napi_property_descriptor props[] = {{"encodeRow", NULL, encode_row, NULL, NULL, NULL, napi_default, NULL}};
-  napi_define_properties(env, exports, 1, props);
+  napi_property_descriptor props[] = {{"encodeRow", NULL, encode_row, NULL, NULL, NULL, napi_default, NULL},
+                                      {"encodeInserts", NULL, encode_inserts, NULL, NULL, NULL, napi_default, NULL}};
+  napi_define_properties(env, exports, 2, props);
   return exports;
 }

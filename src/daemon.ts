@@ -263,6 +263,7 @@ async function runSession(
     let busyAt = 0;
     const replay: ReplayHooks = {
       handle: (m) => c.handle(m),
+      insertRun: (relOid, sp, from, to) => c.insertRun(relOid, sp, from, to),
       between: () => {
         const now = (busyAt = Date.now());
         if (now - lastStatus < STATUS_INTERVAL_MS) return;

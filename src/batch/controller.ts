@@ -21,7 +21,7 @@ import { flushName, windowName } from '../output/layout.js';
 import { ensureDir } from '../output/atomic.js';
 import { afterCommit, idleWaitMs, intervalDue, onBegin } from './flush-policy.js';
 import { Relations, type RelInfo } from './relations.js';
-import { Windows, type TableWindow, type Txn } from './windows.js';
+import { Windows, type InsertRun, type TableWindow, type Txn } from './windows.js';
 import { ControlMessages, CONTROL_PREFIX } from './control.js';
 import type { ControllerOptions, FlushReason } from './options.js';
 
@@ -129,6 +129,16 @@ export class BatchController {
       case 'origin': // changes replayed from another origin are exported like any other
         return;
     }
+  }
+
+  /**
+   * Inserts into one table from a streamed transaction's spool, from `spool[from]` (src/batch/streamed.ts):
+   * what handle() would do with each, without decoding them (Windows.emitInserts).
+   */
+  insertRun(relOid: number, spool: Buffer, from: number, to: number): InsertRun {
+    const rel = this.target(relOid);
+    if (!rel) return { next: from, rows: 0, wait: undefined };
+    return this.windows.emitInserts(this.txn!, rel, spool, from, to);
   }
 
   /**

@@ -31,7 +31,7 @@ import { EgressError } from '../errors.js';
 import { lsnHex } from '../lsn.js';
 import { ioError } from '../output/atomic.js';
 import { decodePgOutput, type PgOutputMessage } from '../wal/pgoutput.js';
-import { decodeStreamControl, isStreamControl, ORIGIN, RELATION, streamedXid, TYPE, type StreamCommit } from '../wal/streaming.js';
+import { decodeStreamControl, INSERT, isStreamControl, ORIGIN, RELATION, streamedXid, TYPE, type StreamCommit } from '../wal/streaming.js';
 
 const WRITE_BUFFER = 256 * 1024;
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -40,6 +40,11 @@ const HEADER = 8;
 export interface ReplayHooks {
   /** The controller's `handle`: a replayed message goes where a live one would. */
   handle(m: PgOutputMessage): Promise<void> | undefined;
+  /**
+   * Optional: a run of Inserts into one table, from `spool[from]` (records as spooled here, up to
+   * `to`), taken without a message each (the controller's insertRun); `next` = `from` when it takes none.
+   */
+  insertRun?(relOid: number, spool: Buffer, from: number, to: number): { next: number; rows: number; wait: Promise<void> | undefined };
   /** Called between read chunks of a long replay (the caller keeps the server's connection alive). */
   between(): void;
 }
@@ -275,6 +280,18 @@ export class StreamedTxns {
         break;
       }
       const len = rbuf.readUInt32BE(pos);
+      // Inserts whole in the buffer go to the controller a run at a time, undecoded: S1's 1M rows
+      // took ~1.5 s here one message each. Not with an aborted subtransaction (whose rows the
+      // loop below leaves out by xid).
+      if (hooks.insertRun && sp.aborted.size === 0 && end - pos >= HEADER + 5 && rbuf[pos + HEADER] === INSERT) {
+        const r = hooks.insertRun(rbuf.readUInt32BE(pos + HEADER + 1), rbuf, pos, end);
+        if (r.next > pos) {
+          pos = r.next;
+          replayed += r.rows;
+          if (r.wait) await r.wait;
+          continue;
+        }
+      }
       const xid = rbuf.readUInt32BE(pos + 4);
       let body: Buffer;
       if (HEADER + len <= READ_CHUNK) {

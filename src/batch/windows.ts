@@ -9,7 +9,7 @@ import { tableKey } from '../ident.js';
 import { formatCommitTs } from '../wal/time.js';
 import type { Tuple } from '../wal/pgoutput.js';
 import { StreamingFile, type WindowFileOptions } from '../output/table-window.js';
-import { encodeEmptyRow, encodeRow, OP, OP_NAME, UPDATE_B, UPDATE_D, updateRows, type RowPrefix } from '../output/row-encoder.js';
+import { encodeEmptyRow, encodeInsertRun, encodeRow, OP, OP_NAME, UPDATE_B, UPDATE_D, updateRows, type RowPrefix } from '../output/row-encoder.js';
 import { tableFolder } from '../output/layout.js';
 import type { WindowToWrite } from '../commit/flush.js';
 import { ddlStatements } from './ddl-text.js';
@@ -25,6 +25,13 @@ export interface Txn extends RowPrefix {
   skip: boolean;
   seq: number;
   touched: Set<TableWindow>;
+}
+
+/** What Windows.emitInserts took of a spool. */
+export interface InsertRun {
+  next: number;
+  rows: number;
+  wait: Promise<void> | undefined;
 }
 
 export interface TableWindow extends WindowToWrite {
@@ -108,6 +115,34 @@ export class Windows {
   }
 
   /**
+   * A run of Inserts into `rel` from a streamed transaction's spool (src/batch/streamed.ts), encoded
+   * by the addon a chunk of the file at a time: the rows emit would write, without a message, a
+   * tuple or a call per row. Returns where the first record not taken starts (`from`: none, the
+   * caller decodes it and it goes through emit, which also opens the file or switches its layout),
+   * the rows taken, and the file's backpressure after the last chunk.
+   */
+  emitInserts(t: Txn, rel: RelInfo, spool: Buffer, from: number, to: number): InsertRun {
+    const w = this.map.get(rel.key);
+    const f = w?.file;
+    if (!w || !f || f.columns !== rel.outNames || !f.takesRuns) return { next: from, rows: 0, wait: undefined };
+    w.rel = rel;
+    t.touched.add(w);
+    let next = from;
+    let rows = 0;
+    while (next < to) {
+      const r = encodeInsertRun(f.buf, t, t.seq, rel, rel.oid, spool, next, to, f.runStop);
+      if (!r || r.rows === 0) break;
+      t.seq += r.rows;
+      rows += r.rows;
+      next = r.next;
+      this.count(rel.key, OP.I, r.rows);
+      const wait = f.rowsWritten(r.rows, t.finalLsn);
+      if (wait) return { next, rows, wait };
+    }
+    return { next, rows, wait: undefined };
+  }
+
+  /**
    * An update: its U, after a D of the old identity when that changed and a B row (row-encoder.ts).
    * As emit, no promise for a plain U unless its row waits.
    */
@@ -155,12 +190,12 @@ export class Windows {
     await f.rowWritten(t.finalLsn);
   }
 
-  private count(key: string, op: number): void {
-    this.counters.rows++;
+  private count(key: string, op: number, n = 1): void {
+    this.counters.rows += n;
     let perOp = this.rowsByTable.get(key);
     if (!perOp) this.rowsByTable.set(key, (perOp = new Map()));
     const name = OP_NAME[op];
-    perOp.set(name, (perOp.get(name) ?? 0) + 1);
+    perOp.set(name, (perOp.get(name) ?? 0) + n);
   }
 
   /** Records a DDL's statements in a table's ddl.sql of this window. */

@@ -83,6 +83,8 @@ interface Addon {
   shaLanes?: () => number;
   /** One streaming row into `out` from `at` (native/csv_row.c): the new length, -1 no room, -2 not here. */
   encodeRow?: NativeEncodeRow;
+  /** A run of spooled inserts into one table (native/csv_row.c): rows written; res = [new length, next record]. */
+  encodeInserts?: NativeEncodeInserts;
 }
 
 export type NativeEncodeRow = (
@@ -95,6 +97,21 @@ export type NativeEncodeRow = (
   msg: Buffer,
   tupleAt: number,
   idx: Int32Array,
+) => number;
+
+export type NativeEncodeInserts = (
+  out: Buffer,
+  at: number,
+  lsnField: Buffer,
+  seq: number,
+  midField: Buffer,
+  spool: Buffer,
+  from: number,
+  to: number,
+  relOid: number,
+  idx: Int32Array,
+  stopAt: number,
+  res: Float64Array,
 ) => number;
 
 function load(): Addon | null {
@@ -115,6 +132,9 @@ export const nativeSyncfs: Addon['syncfs'] | null = addon?.syncfs ?? null;
 
 /** The addon's row encoder (src/output/row-encoder.ts), or null. */
 export const nativeEncodeRow: NativeEncodeRow | null = addon?.encodeRow ?? null;
+
+/** The addon's encoder of spooled insert runs (src/batch/streamed.ts), or null. */
+export const nativeEncodeInserts: NativeEncodeInserts | null = addon?.encodeInserts ?? null;
 
 /** The addon's sink class, or null (not built, an older build, or PG_EGRESS_NATIVE=0). */
 export const NativeSinkClass: Addon['Sink'] | null = addon?.Sink ?? null;

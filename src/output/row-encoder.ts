@@ -16,7 +16,7 @@
 import type { CsvBuffer } from './csv.js';
 import { textArrayLiteral } from './csv.js';
 import { SPAN_TOAST, UNCHANGED_TOAST, type Tuple, type TupleValue } from '../wal/pgoutput.js';
-import { nativeEncodeRow, type NativeEncodeRow } from './deflate.js';
+import { nativeEncodeInserts, nativeEncodeRow, type NativeEncodeInserts, type NativeEncodeRow } from './deflate.js';
 
 const COMMA = 0x2c;
 const LF = 0x0a;
@@ -99,6 +99,38 @@ export function encodeRow(
     else if (start === SPAN_TOAST && fill && fill.spans[j] >= 0) b.valueRange(fill.buf, fill.spans[j], fill.spans[j + 1]);
   }
   b.byte(LF);
+}
+
+/** Room asked of the buffer for a run of rows beyond the point where the run stops. */
+const RUN_ROOM = 64 * 1024;
+const runResult = new Float64Array(2);
+
+/**
+ * Writes a run of Inserts into one table, as a streamed transaction's spool holds them
+ * (src/batch/streamed.ts), with the addon in one call: the same bytes as encodeRow for each, `_seq`
+ * counting up from `seq`. Stops before the first record that is not a whole Insert into `relOid`
+ * within `spool[..to)` or that encodeRow would not write natively, and after the row that takes the
+ * buffer to `stopAt` bytes. Returns the rows written and where the next record starts (`from`
+ * and 0 rows: the caller decodes that record the ordinary way). Null without the addon.
+ */
+export function encodeInsertRun(
+  b: CsvBuffer,
+  p: RowPrefix,
+  seq: number,
+  layout: RowLayout,
+  relOid: number,
+  spool: Buffer,
+  from: number,
+  to: number,
+  stopAt: number,
+  native: NativeEncodeInserts | null = nativeEncodeInserts,
+): { rows: number; next: number } | null {
+  if (!native || !layout.outIdx32) return null;
+  const out = b.reserve(Math.max(0, stopAt - b.length) + RUN_ROOM);
+  const rows = native(out, b.length, p.lsnField, seq, p.midField, spool, from, to, relOid, layout.outIdx32, stopAt, runResult);
+  if (rows === 0) return { rows, next: from };
+  b.length = runResult[0];
+  return { rows, next: runResult[1] };
 }
 
 /** Writes a row without values (T) for a file of `columns` data columns. */

@@ -80,13 +80,32 @@ export class StreamingFile {
 
   /** Call after each encoded row; hands full chunks to gzip and returns its backpressure. */
   rowWritten(lsn: Lsn): Promise<void> | undefined {
-    this.rows++;
+    // The record's leaf: its bytes without the terminating \n, hashed straight from the buffer
+    // (or by the native deflate as it compresses them).
+    if (!this.current!.writer.hashesRecords) this.merkle.addRange(this.buf.bytes, this.rowStart, this.buf.length - 1);
+    return this.rowsWritten(1, lsn);
+  }
+
+  /**
+   * Whether several rows may be written before one call of rowsWritten (a run, encodeInsertRun):
+   * only where the writer finds and hashes the records itself (the native sink), so that no row's
+   * bounds are needed here.
+   */
+  get takesRuns(): boolean {
+    return this.current !== null && this.current.writer.hashesRecords;
+  }
+
+  /** Where a run stops so that the buffer goes to the compressor in chunks of the usual size. */
+  get runStop(): number {
+    return CHUNK_BYTES;
+  }
+
+  /** Call after `n` rows written at once (only where takesRuns), or through rowWritten. */
+  rowsWritten(n: number, lsn: Lsn): Promise<void> | undefined {
+    this.rows += n;
     if (this.lsnStart === null) this.lsnStart = lsn;
     this.lsnEnd = lsn;
     const writer = this.current!.writer;
-    // The record's leaf: its bytes without the terminating \n, hashed straight from the buffer
-    // (or by the native deflate as it compresses them).
-    if (!writer.hashesRecords) this.merkle.addRange(this.buf.bytes, this.rowStart, this.buf.length - 1);
     if (this.buf.length >= CHUNK_BYTES) {
       this.rowStart = 0;
       return writer.copiesInput ? this.buf.drainTo((b) => writer.write(b)) : writer.write(this.buf.take());

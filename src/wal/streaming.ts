@@ -15,6 +15,8 @@ export const STREAM_ABORT = 0x41; // 'A'
 /** Relation and Type messages: they describe, they change no row (never dropped with a subtransaction). */
 export const RELATION = 0x52; // 'R'
 export const TYPE = 0x59; // 'Y'
+/** Insert: the change a streamed transaction's replay takes in runs (src/batch/streamed.ts). */
+export const INSERT = 0x49; // 'I'
 /** Origin: inside a stream block right after the first Stream Start, and without an xid. */
 export const ORIGIN = 0x4f; // 'O'
 

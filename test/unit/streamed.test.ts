@@ -9,7 +9,7 @@ import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StreamedTxns, type ReplayHooks } from '../../src/batch/streamed.js';
 import { isEgressError } from '../../src/errors.js';
-import type { PgOutputMessage } from '../../src/wal/pgoutput.js';
+import { decodePgOutput, type PgOutputMessage } from '../../src/wal/pgoutput.js';
 import { isStreamControl } from '../../src/wal/streaming.js';
 import { Bytes } from '../helpers/bytes.js';
 
@@ -100,6 +100,45 @@ describe('streamed transactions', () => {
     await feed(commit(20, 400n));
     expect(seen).toEqual(['begin 20 400', 'insert 1 top', 'relation 2 public.t2', 'insert 2 kept', 'insert 1 top2', 'commit 400 408']);
     expect(txns.stats).toMatchObject({ committed: 1, aborted: 1 });
+  });
+
+  it('hands whole Inserts held in its buffer to insertRun, which may take some, none or all; not with an aborted subtransaction', async () => {
+    // A hook that takes at most two Inserts of table 1 per call, decoding them itself.
+    const runs: string[] = [];
+    const withRuns: ReplayHooks = {
+      ...hooks,
+      insertRun: (relOid, sp, from, to) => {
+        let next = from;
+        let rows = 0;
+        while (relOid === 1 && rows < 2 && to - next >= 8) {
+          const len = sp.readUInt32BE(next);
+          if (next + 8 + len > to || sp[next + 8] !== 0x49 || sp.readUInt32BE(next + 9) !== relOid) break;
+          const m = decodePgOutput(Buffer.from(sp.subarray(next + 8, next + 8 + len)));
+          if (m.tag !== 'insert') break;
+          seen.push(`run ${show(m)}`);
+          next += 8 + len;
+          rows++;
+        }
+        runs.push(`${relOid}:${rows}`);
+        return { next, rows, wait: rows ? Promise.resolve() : undefined };
+      },
+    };
+    const feedRuns = async (...frames: Buffer[]) => {
+      for (const f of frames) {
+        const p = txns.take(f, 0, withRuns);
+        if (p) await p;
+      }
+    };
+    await feedRuns(start(70, true), relation(70, 1), insert(70, 1, 'a'), insert(70, 1, 'b'), insert(70, 1, 'c'), insert(70, 2, 'other'), message(70, 'pg-egress:x'), insert(70, 1, 'd'), stop());
+    await feedRuns(commit(70, 900n));
+    expect(seen).toEqual(['begin 70 900', 'relation 1 public.t1', 'run insert 1 a', 'run insert 1 b', 'run insert 1 c', 'insert 2 other', 'message pg-egress:x hi', 'run insert 1 d', 'commit 900 908']);
+    expect(runs).toEqual(['1:2', '1:1', '2:0', '1:1']);
+    // A rolled-back savepoint: every change goes through handle, so that its rows stay out.
+    seen = [];
+    runs.length = 0;
+    await feedRuns(start(80, true), insert(80, 1, 'kept'), insert(81, 1, 'gone'), stop(), abort(80, 81), commit(80, 1000n));
+    expect(seen).toEqual(['begin 80 1000', 'insert 1 kept', 'commit 1000 1008']);
+    expect(runs).toEqual([]);
   });
 
   it('starts a transaction over when the server sends its first part again (after a reconnect)', async () => {
