@@ -147,8 +147,41 @@ static inline uint64_t mask64_scalar(const uint8_t *d, uint8_t c) {
 }
 #endif
 
+/* Whole records of a scanned block whose leaves wait to be hashed sixteen at a time (the block
+   does not move during a scan, so pointers do): for S1's 1M rows of ~150 bytes one SHA-256 at a
+   time (SHA-NI) was most of the scan's ~270 ms. */
+typedef struct {
+  const uint8_t *m[16];
+  size_t len[16];
+  int n;
+} scan_batch_t;
+
+static void batch_flush(sink_t *s, scan_batch_t *b) {
+  if (!b->n) return;
+  uint8_t h[16 * 32];
+  sha256x16_prefixed(0x00, b->m, b->len, b->n, h);
+  for (int i = 0; i < b->n; i++) add_leaf(s, h + 32 * i);
+  s->rows += (uint64_t)b->n;
+  b->n = 0;
+}
+
+/* A record that ends at `p + len`: batched when it is whole in this block, else as before. */
+static inline void record_end(sink_t *s, scan_batch_t *b, const uint8_t *p, size_t len) {
+  if (s->x16 && !s->leaf_open && s->skip == 0 && len <= SHA256X16_MAX_LEN) {
+    s->mid = 0;
+    b->m[b->n] = p;
+    b->len[b->n++] = len;
+    if (b->n == 16) batch_flush(s, b);
+    return;
+  }
+  batch_flush(s, b); /* the tree takes the leaves in record order */
+  record_part(s, p, len, 1);
+}
+
 void sink_scan_records(sink_t *s, const uint8_t *d, size_t n) {
   size_t start = 0, i = 0;
+  scan_batch_t batch;
+  batch.n = 0;
   uint64_t carry = s->in_quotes ? ~(uint64_t)0 : 0;
 #ifdef __SSE2__
   const __m128i q = _mm_set1_epi8('"'), lf = _mm_set1_epi8('\n');
@@ -165,7 +198,7 @@ void sink_scan_records(sink_t *s, const uint8_t *d, size_t n) {
     while (ends) {
       size_t e = i + (size_t)__builtin_ctzll(ends);
       ends &= ends - 1;
-      record_part(s, d + start, e - start, 1);
+      record_end(s, &batch, d + start, e - start);
       start = e + 1;
     }
   }
@@ -174,10 +207,11 @@ void sink_scan_records(sink_t *s, const uint8_t *d, size_t n) {
     uint8_t c = d[i];
     if (c == '"') s->in_quotes = !s->in_quotes;
     else if (c == '\n' && !s->in_quotes) {
-      record_part(s, d + start, i - start, 1);
+      record_end(s, &batch, d + start, i - start);
       start = i + 1;
     }
   }
+  batch_flush(s, &batch);
   if (start < n) record_part(s, d + start, n - start, 0);
 }
 
