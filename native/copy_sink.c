@@ -9,7 +9,8 @@
  * copy-export.ts, PG_EGRESS_NATIVE=0 or no compiler) gives the same records, tree and raw bytes;
  * only the compressed bytes differ.
  *
- *   new Sink({ framing: bool, text: bool, merkle: bool, skip: n, level: 0-9, block: bytes, compress: bool })
+ *   new Sink({ framing: bool, text: bool, merkle: bool, skip: n, level: 0-9, block: bytes, compress: bool,
+ *              thread: bool, threadBlock: bytes (the block once the sink has a thread, if larger) })
  *               (compress: false → raw CSV out, for zlib: PG_EGRESS_DEFLATE=zlib;
  *                text: the COPY is FORMAT text, its rows converted to CSV by copy_text.c and
  *                hashed as they are converted; then write() bytes (the header) are no records)
@@ -472,11 +473,13 @@ static napi_value sink_new(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], self;
   if (napi_get_cb_info(env, info, &argc, argv, &self, NULL) != napi_ok || argc < 1) return throw_err(env, "new Sink(options)");
-  int64_t framing, merkle, skip, level, block, compress, text, thread;
-  if (!get_prop_int(env, argv[0], "framing", 0, &framing) || !get_prop_int(env, argv[0], "thread", 0, &thread) || !get_prop_int(env, argv[0], "text", 0, &text) || !get_prop_int(env, argv[0], "compress", 1, &compress) || !get_prop_int(env, argv[0], "merkle", 0, &merkle) || !get_prop_int(env, argv[0], "skip", 0, &skip) ||
+  int64_t framing, merkle, skip, level, block, compress, text, thread, thread_block;
+  if (!get_prop_int(env, argv[0], "framing", 0, &framing) || !get_prop_int(env, argv[0], "thread", 0, &thread) ||
+      !get_prop_int(env, argv[0], "threadBlock", 0, &thread_block) || !get_prop_int(env, argv[0], "text", 0, &text) || !get_prop_int(env, argv[0], "compress", 1, &compress) || !get_prop_int(env, argv[0], "merkle", 0, &merkle) || !get_prop_int(env, argv[0], "skip", 0, &skip) ||
       !get_prop_int(env, argv[0], "level", 1, &level) || !get_prop_int(env, argv[0], "block", 1 << 20, &block))
     return throw_err(env, "Sink options: framing, text, merkle, compress, thread (booleans), skip, level, block (numbers)");
-  if (level < 0 || level > 9 || block < 1 || block > (1 << 30) || skip < 0) return throw_err(env, "Sink options out of range");
+  if (level < 0 || level > 9 || block < 1 || block > (1 << 30) || skip < 0 || thread_block < 0 || thread_block > (1 << 30))
+    return throw_err(env, "Sink options out of range");
   sink_t *s = calloc(1, sizeof(sink_t));
   if (!s) return throw_err(env, "out of memory");
   s->framing = (int)framing;
@@ -487,6 +490,7 @@ static napi_value sink_new(napi_env env, napi_callback_info info) {
   s->level = (int)level;
   s->backend = compress ? gz_backend_for(s->level) : GZ_NONE;
   s->block_max = (size_t)block;
+  s->thread_block = (size_t)thread_block;
   s->thread = (int)thread && !s->framing; /* an export's COPY has a thread of its own (readFd) */
   s->file_fd = -1;
   s->command_rows = -1;

@@ -74,6 +74,7 @@ typedef struct {
   /* thread: full blocks of a streaming file compressed on a thread of their own (sink_async.c) */
   int thread;
   int async_refused; /* no thread was free when this file's first block was full */
+  size_t thread_block; /* block_max once the sink has a thread (sink_async.c), when larger */
   void *async;       /* the thread, once it has a block */
 } sink_t;
 

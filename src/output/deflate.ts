@@ -72,6 +72,8 @@ export interface NativeSinkOptions {
   compress?: boolean;
   /** Without framing: full blocks compressed on a thread while the next one fills (native/sink_async.c). */
   thread?: boolean;
+  /** With thread: the block once a thread is had, when larger than `block` (a few sinks at most have one). */
+  threadBlock?: number;
 }
 
 interface Addon {

@@ -24,6 +24,8 @@ import { deflateBackend, NativeSinkClass, type NativeSink } from './deflate.js';
 
 /** Bytes each stream may hold before it pushes back (uncompressed into gzip, compressed into the file). */
 const BUFFERED_BYTES = 256 * 1024;
+/** A streaming file's gzip members once its sink has a thread (native/sink_async.c says why). */
+const THREAD_BLOCK = 4 * 1024 * 1024;
 
 export interface GzipFileStats {
   /** Compressed size on disk. */
@@ -89,7 +91,7 @@ export class GzipFileWriter {
       // thread: a full block's records are found and hashed, and the block compressed, on a thread
       // of its own while the rows of the next one are encoded here (native/sink_async.c; a few
       // such threads at most, beyond them on this thread as before).
-      this.sink = new NativeSinkClass({ level, merkle: !!opts.records, skip: 1, thread: true });
+      this.sink = new NativeSinkClass({ level, merkle: !!opts.records, skip: 1, thread: true, threadBlock: THREAD_BLOCK });
       this.hashesRecords = !!opts.records;
     } else {
       // Room for a few 64 KiB chunks on each side, so that encoding the next chunk (main thread),

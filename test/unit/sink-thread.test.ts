@@ -23,8 +23,8 @@ function csv(rows: number): Buffer {
   return Buffer.from(lines.join(''));
 }
 
-function run(thread: boolean, data: Buffer, block: number, piece: number) {
-  const s = new Sink({ level: 1, merkle: true, skip: 1, block, thread });
+function run(thread: boolean, data: Buffer, block: number, piece: number, threadBlock?: number) {
+  const s = new Sink({ level: 1, merkle: true, skip: 1, block, thread, threadBlock });
   const out: Buffer[] = [];
   for (let o = 0; o < data.length; o += piece) {
     s.write(data.subarray(o, o + piece));
@@ -57,6 +57,20 @@ function members(gz: Buffer): Buffer[] {
 }
 
 describe.runIf(NativeSinkClass)('streaming sink: blocks compressed on a thread', () => {
+  it('with threadBlock, the blocks after the first grow to it once the sink has its thread; without a thread they do not', () => {
+    const data = csv(30_000);
+    const t = run(true, data, 65_536, 4096, 262_144);
+    const sizes = members(t.gz).map((m) => m.length);
+    // The first block fills at 64 KiB and is handed to the thread; the next ones are 256 KiB.
+    expect(sizes[0]).toBe(65_536);
+    expect(sizes.slice(1, -1).every((n) => n === 262_144)).toBe(true);
+    expect(sizes.length).toBe(1 + Math.ceil((data.length - 65_536) / 262_144));
+    const plain = run(false, data, 65_536, 4096, 262_144);
+    expect(members(plain.gz).length).toBe(Math.ceil(data.length / 65_536));
+    expect({ rows: t.rows, root: t.root, blocks: t.blocks }).toEqual({ rows: plain.rows, root: plain.root, blocks: plain.blocks });
+    expect(Buffer.concat(members(t.gz)).equals(data)).toBe(true);
+  });
+
   it('same CSV, member by member, and the same records, root and block roots as on the caller\'s thread', () => {
     const data = csv(30_000);
     for (const block of [1000, 65_536, 1 << 20]) {
