@@ -31,6 +31,7 @@ import { EgressError } from '../errors.js';
 import { lsnHex } from '../lsn.js';
 import { ioError } from '../output/atomic.js';
 import { decodePgOutput, type PgOutputMessage } from '../wal/pgoutput.js';
+import type { InsertRun } from './windows.js';
 import { decodeStreamControl, INSERT, isStreamControl, ORIGIN, RELATION, streamedXid, TYPE, type StreamCommit } from '../wal/streaming.js';
 
 const WRITE_BUFFER = 256 * 1024;
@@ -44,7 +45,7 @@ export interface ReplayHooks {
    * Optional: a run of Inserts into one table, from `spool[from]` (records as spooled here, up to
    * `to`), taken without a message each (the controller's insertRun); `next` = `from` when it takes none.
    */
-  insertRun?(relOid: number, spool: Buffer, from: number, to: number): { next: number; rows: number; wait: Promise<void> | undefined };
+  insertRun?(relOid: number, spool: Buffer, from: number, to: number): InsertRun;
   /** Called between read chunks of a long replay (the caller keeps the server's connection alive). */
   between(): void;
 }

@@ -88,9 +88,9 @@ export class GzipFileWriter {
     } else if (NativeSinkClass && deflateBackend(level) !== 'zlib' && !opts.zlib) {
       // records: the addon also finds the CSV records and hashes them as Merkle leaves (after the
       // header) in the same pass as the compression, instead of a JavaScript copy per row.
-      // thread: a full block's records are found and hashed, and the block compressed, on a thread
-      // of its own while the rows of the next one are encoded here (native/sink_async.c; a few
-      // such threads at most, beyond them on this thread as before).
+      // thread: a full block's records are found and hashed on a thread of their own while the
+      // block is compressed on another and the rows of the next one are encoded here
+      // (native/sink_async.c; two files with such threads at most, others on this thread as before).
       this.sink = new NativeSinkClass({ level, merkle: !!opts.records, skip: 1, thread: true, threadBlock: THREAD_BLOCK });
       this.hashesRecords = !!opts.records;
     } else {
