@@ -1,8 +1,8 @@
 /*
  * A streaming file's blocks compressed on a thread of the sink's own (new Sink({ thread: true }),
  * src/output/gzip-file.ts), so that the main thread encodes the next block's rows while this one
- * is scanned for its records, their Merkle leaves hashed and the block deflated, on a block that
- * the caller no longer touches. The tree (the sink's records fields) is this thread's while a
+ * is scanned for its records and their Merkle leaves hashed (on a second thread, scanner) and the
+ * block deflated, on a block that the caller no longer touches. The tree (the sink's records fields) is this thread's while a
  * block is in flight: blocks go one at a time and in order, and the caller reads the tree only
  * after waiting for the last one (finish, stats). Its failure (tree_error) becomes the sink's
  * error when the caller collects the block.
@@ -14,7 +14,7 @@
  * the caller's thread, also with ISA-L's whole level buffer cleared; the cause is not known.
  * Both are valid, and the CSV, records and roots are the same. Blocks of 64 KiB and 1 MiB gave
  * the same bytes in every test.) At most ASYNC_MAX sinks hold a thread at once
- * (a window may have many tables open, each would add a thread and two blocks); the others
+ * (a window may have many tables open, each would add two threads and two blocks); the others
  * compress on the caller's thread, block by block, as before.
  */
 #include <pthread.h>
