@@ -12,19 +12,9 @@ import { CsvBuffer, parseRecord } from '../../src/output/csv.js';
 import { encodeRow, OP, type RowLayout, type RowPrefix } from '../../src/output/row-encoder.js';
 import { decodePgOutput, UNCHANGED_TOAST, type Tuple } from '../../src/wal/pgoutput.js';
 import { Bytes } from '../helpers/bytes.js';
+import { rng } from '../helpers/rng.js';
 
 type V = string | null | typeof UNCHANGED_TOAST;
-
-/** A deterministic generator (no flaky inputs). */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 0x1_0000_0000;
-  };
-}
 
 const ALPHABET = ['a', 'b', '7', ' ', ',', '"', '\n', '\r', '\\', '.', 'ü', '€', '😀', '\t', '\u0001'];
 
