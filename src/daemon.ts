@@ -251,6 +251,7 @@ async function runSession(
     let lastProgress = Date.now();
     let progressRows = 0;
     let sentDurable = controller.durableLsn;
+    state.registeredLsn = sentDurable;
     const c = controller;
     const s = stream;
     const sendStatus = (lsn: Lsn, replyRequested = false) => {

@@ -29,7 +29,10 @@ export function createMetrics(state: DaemonState, slot: string): client.Registry
   };
 
   g('up', '1 while the replication stream is connected and confirming', [], (m) => m.set(state.phase === 'streaming' ? 1 : 0));
-  g('registered_lsn', 'LSN up to which changes are in registered files', [], (m) => m.set(lsnNumber(state.registeredLsn)));
+  // Read from the controller itself: a flush registers in the background (BatchController.flush)
+  // and counts itself in pg_egress_flushes then, while the main loop copies durableLsn into the
+  // state only on its next turn; a scrape in between saw the flush without its LSN.
+  g('registered_lsn', 'LSN up to which changes are in registered files', [], (m) => m.set(lsnNumber(state.controller?.durableLsn ?? state.registeredLsn)));
   g('confirmed_lsn', 'LSN the slot was last confirmed to', [], (m) => m.set(lsnNumber(state.confirmedLsn)));
   g('received_lsn', 'last LSN received from the server', [], (m) => m.set(lsnNumber(state.receivedLsn)));
   g('spooled_bytes', 'bytes of large transactions received in parts and held until their commit', [], (m) => {

@@ -17,6 +17,8 @@ import { BatchController, type FlushSink } from '../../src/batch/controller.js';
 import type { FlushInput } from '../../src/commit/flush.js';
 import { parseConfig } from '../../src/config/index.js';
 import { ForgedMessages } from '../../src/ddl/message-auth.js';
+import { createMetrics } from '../../src/http/metrics.js';
+import { DaemonState } from '../../src/http/state.js';
 import type { TableDef } from '../../src/source/setup.js';
 import type { PgOutputMessage } from '../../src/wal/pgoutput.js';
 import { Begin, Commit, Delete, Insert, Message, Relation, SignedMessage, Truncate, UNCHANGED_TOAST, Update } from '../helpers/pgoutput-fixtures.js';
@@ -151,6 +153,35 @@ describe('BatchController', () => {
     expect(c.durableLsn).toBe(0x308n);
     expect(c.hasPending()).toBe(false);
     expect(c.stats).toMatchObject({ transactions: 3, rows: 3, flushes: 2 });
+  });
+
+  it('a scrape while a flush registers in the background sees its count and its LSN together (/metrics)', async () => {
+    const gates: (() => void)[] = [];
+    const inner = fakeSink(flushed);
+    const sink: FlushSink = {
+      nextBatchSeq: inner.nextBatchSeq,
+      commit: async (x) => {
+        const r = await inner.commit(x);
+        x.onPrepared?.();
+        await new Promise<void>((resolve) => gates.push(resolve));
+        return r;
+      },
+    };
+    const c = controller({ sink });
+    // The main loop sets state.registeredLsn on its own turns only: here it never runs.
+    const state = new DaemonState();
+    state.controller = c;
+    const metrics = createMetrics(state, 'slot');
+    const scrape = async (name: string) => {
+      const line = (await metrics.metrics()).split('\n').find((l) => l.startsWith(`${name} `));
+      return Number(line?.split(' ').pop());
+    };
+    await feed(c, Relation(OID, 'public', 't', COLS), ...txn(0x100n, 1, T0 + MIN, Insert(OID, ['1', 'a'])));
+    await feed(c, ...txn(0x200n, 2, T0 + 6 * MIN, Insert(OID, ['2', 'b'])));
+    expect([await scrape('pg_egress_flushes'), await scrape('pg_egress_registered_lsn')]).toEqual([0, 0]);
+    gates[0]();
+    await c.settle();
+    expect([await scrape('pg_egress_flushes'), await scrape('pg_egress_registered_lsn')]).toEqual([1, 0x108]);
   });
 
   it('a flush returns once its batch is prepared and registers while the next rows come: one at a time, nothing confirmed before, its failure stops the next', async () => {
