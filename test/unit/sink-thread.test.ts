@@ -6,7 +6,7 @@
  * than there are threads to be had; a sink dropped before finish().
  */
 import { describe, expect, it } from 'vitest';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -133,13 +133,6 @@ describe.runIf(NativeSinkClass)('streaming sink: blocks compressed on a thread',
     }
   });
 
-  it('a sink dropped before finish() (a discarded window) ends its thread when collected', () => {
-    const data = csv(5000);
-    for (let i = 0; i < 4; i++) new Sink({ level: 1, block: 4096, thread: true }).write(data);
-    (globalThis as { gc?: () => void }).gc?.();
-    expect(gunzipSync(run(true, data, 4096, 9999).gz).equals(data)).toBe(true);
-  });
-
   it('GzipFileWriter: the file, its size and sha256, and the records\' tree match the CSV written', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'sink-thread-'));
     try {
@@ -152,12 +145,22 @@ describe.runIf(NativeSinkClass)('streaming sink: blocks compressed on a thread',
       expect(gunzipSync(bytes).equals(data)).toBe(true);
       expect(st.bytes).toBe(bytes.length);
       expect(st.rawBytes).toBe(data.length);
-      const { createHash } = await import('node:crypto');
       expect(st.sha256).toBe(createHash('sha256').update(bytes).digest('hex'));
+      // Compressed on a thread: after the first 1 MiB member, one of up to threadBlock's 4 MiB
+      // (on the caller's thread every member would be 1 MiB).
+      expect(members(bytes).map((m) => m.length)).toEqual([1 << 20, data.length - (1 << 20)]);
       expect(st.merkle?.treeSize).toBe(40_000);
       expect(st.merkle?.root.toString('hex')).toBe(run(false, data, 1 << 20, data.length).root);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+  // Last: its sinks hold their threads until they are collected, and later sinks would compress
+  // on the caller's thread.
+  it('a sink dropped before finish() (a discarded window) ends its thread when collected', () => {
+    const data = csv(5000);
+    for (let i = 0; i < 4; i++) new Sink({ level: 1, block: 4096, thread: true }).write(data);
+    (globalThis as { gc?: () => void }).gc?.();
+    expect(gunzipSync(run(true, data, 4096, 9999).gz).equals(data)).toBe(true);
   });
 });
