@@ -7,6 +7,14 @@
  * (src/commit/sync-policy.ts decides when it is used). Since Linux 5.8 syncfs reports a
  * write-back error of the file system, as fsync does for its file.
  * https://man7.org/linux/man-pages/man2/syncfs.2.html
+ *
+ * writeback(fd, offset, length): asks the kernel to start writing that range of a file to the
+ * disk (sync_file_range(2), SYNC_FILE_RANGE_WRITE), on the thread pool, without waiting for it
+ * and without a device flush. A hint: its failure is ignored (the fsync at the file's close
+ * reports any write error). A streaming file that grows while a large transaction is replayed
+ * thus goes to the disk as it is written, not all at its fsync (copy_fd.c does the same for
+ * exports' files on its own thread).
+ * https://man7.org/linux/man-pages/man2/sync_file_range.2.html
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -101,8 +109,60 @@ static napi_value syncfs_path(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+typedef struct {
+  napi_async_work work;
+  int fd;
+  int64_t offset, length;
+} writeback_job_t;
+
+static void writeback_run(napi_env env, void *data) {
+  (void)env;
+  writeback_job_t *j = data;
+#ifdef __linux__
+  (void)sync_file_range(j->fd, (off_t)j->offset, (off_t)j->length, SYNC_FILE_RANGE_WRITE);
+#else
+  (void)j;
+#endif
+}
+
+static void writeback_done(napi_env env, napi_status status, void *data) {
+  (void)status;
+  writeback_job_t *j = data;
+  napi_delete_async_work(env, j->work);
+  free(j);
+}
+
+static napi_value writeback(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], name;
+  int32_t fd;
+  int64_t offset, length;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_value_int64(env, argv[1], &offset) != napi_ok || napi_get_value_int64(env, argv[2], &length) != napi_ok || fd < 0 || offset < 0 ||
+      length <= 0) {
+    napi_throw_error(env, "ERR_PG_EGRESS_SINK", "writeback(fd, offset, length)");
+    return NULL;
+  }
+  writeback_job_t *j = calloc(1, sizeof *j);
+  if (!j) return NULL; /* a hint: none without memory */
+  j->fd = fd;
+  j->offset = offset;
+  j->length = length;
+  napi_create_string_utf8(env, "pg-egress writeback", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_async_work(env, NULL, name, writeback_run, writeback_done, j, &j->work) != napi_ok) {
+    free(j);
+  } else if (napi_queue_async_work(env, j->work) != napi_ok) {
+    napi_delete_async_work(env, j->work);
+    free(j);
+  }
+  return NULL;
+}
+
 napi_value register_syncfs(napi_env env, napi_value exports) {
-  napi_property_descriptor props[] = {{"syncfs", NULL, syncfs_path, NULL, NULL, NULL, napi_default, NULL}};
-  napi_define_properties(env, exports, 1, props);
+  napi_property_descriptor props[] = {
+      {"syncfs", NULL, syncfs_path, NULL, NULL, NULL, napi_default, NULL},
+      {"writeback", NULL, writeback, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, 2, props);
   return exports;
 }

@@ -80,6 +80,8 @@ interface Addon {
   Sink: new (opts: NativeSinkOptions) => NativeSink;
   /** syncfs(2) of the file system holding `path`, on the thread pool (native/syncfs.c). */
   syncfs?: (path: string, cb: (err: (Error & { code?: string; syscall?: string }) | null) => void) => void;
+  /** sync_file_range(2) of a range, SYNC_FILE_RANGE_WRITE, on the thread pool; a hint, errors ignored (native/syncfs.c). */
+  writeback?: (fd: number, offset: number, length: number) => void;
   deflateBackend(level: number): 'isa-l' | 'libdeflate' | 'zlib';
   /** 16 where Merkle leaves are hashed sixteen at a time (AVX-512, native/sha256_x16.c), else 1. */
   shaLanes?: () => number;
@@ -131,6 +133,9 @@ const addon = load();
 
 /** The addon's syncfs (output/syncfs.ts), or null. */
 export const nativeSyncfs: Addon['syncfs'] | null = addon?.syncfs ?? null;
+
+/** The addon's writeback (output/gzip-file.ts), or null. */
+export const nativeWriteback: Addon['writeback'] | null = addon?.writeback ?? null;
 
 /** The addon's row encoder (src/output/row-encoder.ts), or null. */
 export const nativeEncodeRow: NativeEncodeRow | null = addon?.encodeRow ?? null;
