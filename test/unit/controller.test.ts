@@ -77,6 +77,26 @@ function fakeSink(out: Flushed[]): FlushSink {
   };
 }
 
+/**
+ * fakeSink whose commit, once the batch is prepared (onPrepared), waits for its gate (`gates`, in
+ * order), as placing and registering would; `fails()` true then: the registration fails.
+ */
+function gatedSink(out: Flushed[], fails: () => boolean = () => false): { gates: (() => void)[]; sink: FlushSink } {
+  const gates: (() => void)[] = [];
+  const inner = fakeSink(out);
+  const sink: FlushSink = {
+    nextBatchSeq: inner.nextBatchSeq,
+    commit: async (x) => {
+      const r = await inner.commit(x);
+      x.onPrepared?.();
+      await new Promise<void>((resolve) => gates.push(resolve));
+      if (fails()) throw new Error('registry down');
+      return r;
+    },
+  };
+  return { gates, sink };
+}
+
 describe('BatchController', () => {
   let dir: string;
   let clock: number;
@@ -156,17 +176,7 @@ describe('BatchController', () => {
   });
 
   it('a scrape while a flush registers in the background sees its count and its LSN together (/metrics)', async () => {
-    const gates: (() => void)[] = [];
-    const inner = fakeSink(flushed);
-    const sink: FlushSink = {
-      nextBatchSeq: inner.nextBatchSeq,
-      commit: async (x) => {
-        const r = await inner.commit(x);
-        x.onPrepared?.();
-        await new Promise<void>((resolve) => gates.push(resolve));
-        return r;
-      },
-    };
+    const { gates, sink } = gatedSink(flushed);
     const c = controller({ sink });
     // The main loop sets state.registeredLsn on its own turns only: here it never runs.
     const state = new DaemonState();
@@ -187,19 +197,8 @@ describe('BatchController', () => {
   it('a flush returns once its batch is prepared and registers while the next rows come: one at a time, nothing confirmed before, its failure stops the next', async () => {
     // The fake sink's commit reads the windows' files (what the real one finishes and documents
     // before onPrepared), then waits for its gate, as placing and registering would.
-    const gates: (() => void)[] = [];
     let fail = false;
-    const inner = fakeSink(flushed);
-    const sink: FlushSink = {
-      nextBatchSeq: inner.nextBatchSeq,
-      commit: async (x) => {
-        const r = await inner.commit(x);
-        x.onPrepared?.();
-        await new Promise<void>((resolve) => gates.push(resolve));
-        if (fail) throw new Error('registry down');
-        return r;
-      },
-    };
+    const { gates, sink } = gatedSink(flushed, () => fail);
     const c = controller({ sink });
     await feed(c, Relation(OID, 'public', 't', COLS), ...txn(0x100n, 1, T0 + MIN, Insert(OID, ['1', 'a'])));
     // The next window's transaction flushes the first window and goes on while it registers.
