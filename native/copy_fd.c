@@ -40,6 +40,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "buf_pool.h"
 #include "copy_sink.h"
 #include "deflate.h"
 
@@ -157,6 +158,8 @@ static int take_bytes(fd_job_t *j, const uint8_t *d, size_t n) {
       if (s->copy_done) {
         sink_flush_block(s);
         if (s->error || (s->out_len && !sink_drain_to_file(s))) return 1;
+        /* Free for the next COPY's sink now, not when finish() runs on the main thread. */
+        sink_release_buffers(s);
       }
       if (!s->copy_done || j->cur + 1 == j->n) {
         /* An ended COPY's header split across reads is carried in the sink: the client gets it first. */
@@ -220,7 +223,7 @@ static int take_bytes(fd_job_t *j, const uint8_t *d, size_t n) {
 static void *fd_thread(void *arg) {
   fd_job_t *j = arg;
   sink_t *s = j->s;
-  uint8_t *buf = malloc(READ_BYTES);
+  uint8_t *buf = buf_get(READ_BYTES);
   if (!buf) s->error = "out of memory";
   int lowat = LOWAT_BYTES;
   (void)setsockopt(j->sock, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
@@ -255,7 +258,7 @@ static void *fd_thread(void *arg) {
       j->s->error = strerror(errno);
     }
   }
-  free(buf);
+  buf_put(buf, READ_BYTES);
   /* The socket goes back to Node's event loop, which must be woken by every byte again. */
   lowat = 1;
   (void)setsockopt(j->sock, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);

@@ -45,6 +45,7 @@
 #include "copy_sink.h"
 #include "sha_prefix.h"
 #include "sha256_x16.h"
+#include "buf_pool.h"
 
 
 static void node_hash(const uint8_t *l, const uint8_t *r, uint8_t *out) {
@@ -265,11 +266,24 @@ int sink_out_reserve(sink_t *s, size_t more) {
   if (s->out_len + more <= s->out_cap) return 1;
   size_t cap = s->out_cap ? s->out_cap : 64 * 1024;
   while (cap < s->out_len + more) cap *= 2;
-  uint8_t *p = realloc(s->out, cap);
+  uint8_t *p = buf_resize(s->out, s->out_cap, s->out_len, cap);
   if (!p) return 0;
   s->out = p;
   s->out_cap = cap;
   return 1;
+}
+
+void sink_release_buffers(sink_t *s) {
+  if (s->block_len == 0) {
+    buf_put(s->block, s->block_cap);
+    s->block = NULL;
+    s->block_cap = 0;
+  }
+  if (s->out_len == 0) {
+    buf_put(s->out, s->out_cap);
+    s->out = NULL;
+    s->out_cap = 0;
+  }
 }
 
 void sink_tree_checked(sink_t *s) {
@@ -308,7 +322,7 @@ static int block_reserve(sink_t *s, size_t room) {
   size_t cap = s->block_cap ? s->block_cap : 64 * 1024;
   while (cap - s->block_len < room && cap < s->block_max) cap *= 2;
   if (cap > s->block_max) cap = s->block_max;
-  uint8_t *b = realloc(s->block, cap);
+  uint8_t *b = buf_resize(s->block, s->block_cap, s->block_len, cap);
   if (!b) { s->error = "out of memory"; return 0; }
   s->block = b;
   s->block_cap = cap;
@@ -364,7 +378,7 @@ static void convert_row(sink_t *s, const uint8_t *row, size_t len, size_t readab
     o = s->block + s->block_len;
   } else {
     if (s->conv_cap < room) {
-      uint8_t *c = realloc(s->conv, room);
+      uint8_t *c = buf_resize(s->conv, s->conv_cap, 0, room);
       if (!c) { s->error = "out of memory"; return; }
       s->conv = c;
       s->conv_cap = room;
@@ -394,7 +408,7 @@ static void text_in(sink_t *s, const uint8_t *p, size_t n) {
       if (s->pend_len + k > s->pend_cap) {
         size_t cap = s->pend_cap ? s->pend_cap : 4096;
         while (cap < s->pend_len + k) cap *= 2;
-        uint8_t *b = realloc(s->pend, cap);
+        uint8_t *b = buf_resize(s->pend, s->pend_cap, s->pend_len, cap);
         if (!b) { s->error = "out of memory"; return; }
         s->pend = b;
         s->pend_cap = cap;
@@ -405,7 +419,7 @@ static void text_in(sink_t *s, const uint8_t *p, size_t n) {
         convert_row(s, s->pend, s->pend_len, s->pend_cap);
         s->pend_len = 0;
         if (s->pend_cap > 65536) {
-          free(s->pend);
+          buf_put(s->pend, s->pend_cap);
           s->pend = NULL;
           s->pend_cap = 0;
         }
@@ -488,11 +502,11 @@ static void sink_free(napi_env env, void *data, void *hint) {
   }
   sink_async_stop(s); /* a file abandoned before finish() */
   if (s->file_fd >= 0) close(s->file_fd);
-  free(s->block);
-  free(s->out);
+  buf_put(s->block, s->block_cap);
+  buf_put(s->out, s->out_cap);
   free(s->block_roots);
-  free(s->pend);
-  free(s->conv);
+  buf_put(s->pend, s->pend_cap);
+  buf_put(s->conv, s->conv_cap);
   free(s);
 }
 
@@ -606,7 +620,7 @@ static napi_value sink_take(napi_env env, napi_callback_info info) {
   s->out_len = 0;
   /* A large output buffer (one raw 1 MiB block) is not kept across calls for nothing. */
   if (s->out_cap > 4 * s->block_max + 65536) {
-    free(s->out);
+    buf_put(s->out, s->out_cap);
     s->out = NULL;
     s->out_cap = 0;
   }
@@ -631,9 +645,8 @@ static napi_value sink_finish(napi_env env, napi_callback_info info) {
   if (!s->error && s->pend_len) s->error = "COPY text output ends inside a row";
   /* COPY always ends with a record's LF: anything else is a cut stream (CsvRecordRanges.end). */
   if (!s->error && s->merkle && (s->mid || s->in_quotes)) s->error = "CSV input ends inside a record";
-  free(s->block);
-  s->block = NULL;
-  s->block_cap = s->block_len = 0;
+  s->block_len = 0;
+  sink_release_buffers(s);
   if (s->file_fd >= 0) {
     close(s->file_fd);
     s->file_fd = -1;

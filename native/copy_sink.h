@@ -88,6 +88,9 @@ void sink_tree_checked(sink_t *s);
 void sink_flush_block(sink_t *s);
 /* Makes room for `more` bytes of output; 0: out of memory. */
 int sink_out_reserve(sink_t *s, size_t more);
+/* The block and output buffers back to the pool (buf_pool.c) while they hold nothing: the COPY
+   has ended and its last member is written. A sink that is written to again gets new ones. */
+void sink_release_buffers(sink_t *s);
 /* sink_async.c: a full block to the sink's thread (0: none to be had, compress here); the member
    of a block already done; waiting for the block in flight and ending the thread. */
 int sink_async_submit(sink_t *s);

@@ -5,6 +5,7 @@
  * exports' sinks compress at once. A COPY's thread frees its states when it ends (gz_thread_end).
  */
 #include "deflate.h"
+#include "buf_pool.h"
 #include <stdlib.h>
 #include <string.h>
 #ifdef HAVE_ISAL
@@ -53,7 +54,7 @@ static __thread struct libdeflate_compressor *ld_compressor[10];
 size_t gz_member(int backend, int level, const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
 #ifdef HAVE_ISAL
   if (backend == GZ_ISAL) {
-    if (!isal_level_buf[level] && !(isal_level_buf[level] = malloc(isal_level_size[level]))) return 0;
+    if (!isal_level_buf[level] && !(isal_level_buf[level] = buf_get(isal_level_size[level]))) return 0;
     /* Stateless compression starts from whatever the hash tables hold: a candidate match is
        checked against the data, so any content gives valid output, but not the same output. They
        are cleared so that a member depends on its block alone (20 KiB at level 1, 68 KiB at 2,
@@ -101,7 +102,7 @@ size_t gz_member(int backend, int level, const uint8_t *in, size_t n, uint8_t *o
 void gz_thread_end(void) {
 #ifdef HAVE_ISAL
   for (int i = 0; i < 4; i++) {
-    free(isal_level_buf[i]);
+    buf_put(isal_level_buf[i], isal_level_size[i]);
     isal_level_buf[i] = NULL;
   }
 #endif

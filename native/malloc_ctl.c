@@ -10,6 +10,8 @@
  *                               not only the top), after a batch whose allocations were freed.
  *
  * Both return false (and do nothing) without glibc (musl, macOS).
+ *
+ *   bufPoolStats() → { buffers, bytes, hits, misses }   the sinks' buffer cache (buf_pool.c).
  * https://man7.org/linux/man-pages/man3/mallopt.3.html, https://man7.org/linux/man-pages/man3/malloc_trim.3.html
  */
 #include <node_api.h>
@@ -18,6 +20,7 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#include "buf_pool.h"
 
 static napi_value arena_max(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -45,11 +48,30 @@ static napi_value trim(napi_env env, napi_callback_info info) {
   return r;
 }
 
+static napi_value pool_stats(napi_env env, napi_callback_info info) {
+  (void)info;
+  size_t buffers, bytes;
+  uint64_t hits, misses;
+  buf_pool_stats(&buffers, &bytes, &hits, &misses);
+  napi_value r, v;
+  napi_create_object(env, &r);
+  napi_create_double(env, (double)buffers, &v);
+  napi_set_named_property(env, r, "buffers", v);
+  napi_create_double(env, (double)bytes, &v);
+  napi_set_named_property(env, r, "bytes", v);
+  napi_create_double(env, (double)hits, &v);
+  napi_set_named_property(env, r, "hits", v);
+  napi_create_double(env, (double)misses, &v);
+  napi_set_named_property(env, r, "misses", v);
+  return r;
+}
+
 napi_value register_malloc_ctl(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"mallocArenaMax", NULL, arena_max, NULL, NULL, NULL, napi_default, NULL},
       {"mallocTrim", NULL, trim, NULL, NULL, NULL, napi_default, NULL},
+      {"bufPoolStats", NULL, pool_stats, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 2, props);
+  napi_define_properties(env, exports, 3, props);
   return exports;
 }

@@ -22,6 +22,7 @@
 #include <string.h>
 #include "copy_sink.h"
 #include "deflate.h"
+#include "buf_pool.h"
 
 #define ASYNC_MAX 2
 
@@ -81,7 +82,7 @@ static void *worker(void *arg) {
     size_t bound = gz_bound(a->s->backend, a->s->level, a->block_len);
     const char *err = NULL;
     if (a->out_cap < bound) {
-      uint8_t *p = realloc(a->out, bound);
+      uint8_t *p = buf_resize(a->out, a->out_cap, 0, bound);
       if (p) {
         a->out = p;
         a->out_cap = bound;
@@ -216,8 +217,8 @@ void sink_async_stop(sink_t *s) {
   if (a->scanning) pthread_join(a->th_scan, NULL);
   pthread_mutex_destroy(&a->mu);
   pthread_cond_destroy(&a->cv);
-  free(a->block);
-  free(a->out);
+  buf_put(a->block, a->block_cap);
+  buf_put(a->out, a->out_cap);
   free(a);
   s->async = NULL;
   pthread_mutex_lock(&slots_mu);

@@ -82,6 +82,8 @@ interface Addon {
   syncfs?: (path: string, cb: (err: (Error & { code?: string; syscall?: string }) | null) => void) => void;
   /** sync_file_range(2) of a range, SYNC_FILE_RANGE_WRITE, on the thread pool; a hint, errors ignored (native/syncfs.c). */
   writeback?: (fd: number, offset: number, length: number) => void;
+  /** The cache of the sinks' large buffers (native/buf_pool.c): what it holds, and requests of a cached size that found one or not. */
+  bufPoolStats?: () => { buffers: number; bytes: number; hits: number; misses: number };
   deflateBackend(level: number): 'isa-l' | 'libdeflate' | 'zlib';
   /** 16 where Merkle leaves are hashed sixteen at a time (AVX-512, native/sha256_x16.c), else 1. */
   shaLanes?: () => number;
@@ -136,6 +138,9 @@ export const nativeSyncfs: Addon['syncfs'] | null = addon?.syncfs ?? null;
 
 /** The addon's writeback (output/gzip-file.ts), or null. */
 export const nativeWriteback: Addon['writeback'] | null = addon?.writeback ?? null;
+
+/** The addon's buffer cache counters (tests), or null. */
+export const nativeBufPoolStats: Addon['bufPoolStats'] | null = addon?.bufPoolStats ?? null;
 
 /** The addon's row encoder (src/output/row-encoder.ts), or null. */
 export const nativeEncodeRow: NativeEncodeRow | null = addon?.encodeRow ?? null;
