@@ -10,14 +10,15 @@
  *
  * Cached: buffers of POOL_MIN_SIZE to POOL_MAX_SIZE, found again by their exact size (the sinks
  * grow theirs by doubling from 64 KiB, the others have fixed sizes), at most POOL_SLOTS of them
- * and POOL_MAX_BYTES in all; anything else is malloc and free as before. A cached buffer keeps
- * its pages, so the process holds up to POOL_MAX_BYTES more than it uses at a quiet moment.
+ * and POOL_MAX_BYTES in all, oldest first out when full (a size nobody asks for again, such as a
+ * streaming file's last block's output, does not keep its place); anything else is malloc and
+ * free as before. A cached buffer keeps its pages, so the process holds up to POOL_MAX_BYTES
+ * more than it uses at a quiet moment.
  */
 #include "buf_pool.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdint.h>
 
 #define POOL_MIN_SIZE ((size_t)32 << 10)
 #define POOL_MAX_SIZE ((size_t)2 << 20)
@@ -35,15 +36,22 @@ static uint64_t hits, misses;
 
 static int pooled(size_t size) { return size >= POOL_MIN_SIZE && size <= POOL_MAX_SIZE; }
 
+/* Slot i out of the cache, the others kept in the order they came (oldest first); holds mu. */
+static void *take_slot(int i) {
+  void *p = slots[i].p;
+  cached -= slots[i].size;
+  n_slots--;
+  memmove(&slots[i], &slots[i + 1], (size_t)(n_slots - i) * sizeof slots[0]);
+  return p;
+}
+
 void *buf_get(size_t size) {
   if (pooled(size)) {
     pthread_mutex_lock(&mu);
     /* The most recently given back first: its pages are the likeliest still in cache. */
     for (int i = n_slots - 1; i >= 0; i--) {
       if (slots[i].size != size) continue;
-      void *p = slots[i].p;
-      slots[i] = slots[--n_slots];
-      cached -= size;
+      void *p = take_slot(i);
       hits++;
       pthread_mutex_unlock(&mu);
       return p;
@@ -58,15 +66,13 @@ void buf_put(void *p, size_t size) {
   if (!p) return;
   if (pooled(size)) {
     pthread_mutex_lock(&mu);
-    if (n_slots < POOL_SLOTS && cached + size <= POOL_MAX_BYTES) {
-      slots[n_slots].p = p;
-      slots[n_slots].size = size;
-      n_slots++;
-      cached += size;
-      pthread_mutex_unlock(&mu);
-      return;
-    }
+    while (n_slots && (n_slots == POOL_SLOTS || cached + size > POOL_MAX_BYTES)) free(take_slot(0));
+    slots[n_slots].p = p;
+    slots[n_slots].size = size;
+    n_slots++;
+    cached += size;
     pthread_mutex_unlock(&mu);
+    return;
   }
   free(p);
 }

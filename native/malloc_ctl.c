@@ -1,5 +1,6 @@
 /*
- * glibc malloc controls for the DuckDB paths of rebuild/load (src/archive/malloc-ctl.ts).
+ * glibc malloc controls for the DuckDB paths of rebuild/load (src/archive/malloc-ctl.ts), and the
+ * counters of the sinks' own buffer cache.
  *
  *   mallocArenaMax(n) → bool    mallopt(M_ARENA_MAX, n): threads that have no arena yet share the
  *                               existing ones instead of each getting its own (glibc makes up to
