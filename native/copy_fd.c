@@ -40,6 +40,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include "buf_pool.h"
 #include "copy_sink.h"
 #include "deflate.h"
@@ -73,6 +75,28 @@
  * overlaps it. https://man7.org/linux/man-pages/man2/sync_file_range.2.html
  */
 #define WRITEBACK_BYTES (8u << 20)
+/*
+ * The COPY threads run at a lower priority than the rest of the daemon (nice +COPY_NICE, the
+ * thread's own: on Linux a thread is a task with its own nice value, setpriority(2) NOTES). When
+ * the cores are busy (the server's backends and these threads compress and hash), the main thread
+ * still gets its turn at once: the stream's messages, and the export's own placing and
+ * registration of the tables already copied. Without it, in an initial export of 500 small tables
+ * here, the first group of 200 tables took 0.5-0.8 s to place and register while the COPYs ran,
+ * and was still at it when they ended: 0.17-0.34 s from the last COPY to the last registration
+ * (nice 10: 0.10-0.19 s; the whole export 1.98 -> 1.86 s, medians of 10 alternating runs). The
+ * threads lose no work: they get the CPU whenever the main thread waits. PG_EGRESS_COPY_NICE sets
+ * it (0-19; 0 keeps the daemon's priority). Raising a thread's nice needs no privilege.
+ * https://man7.org/linux/man-pages/man2/setpriority.2.html
+ */
+#define COPY_NICE 10
+
+static int copy_nice(void) {
+  const char *v = getenv("PG_EGRESS_COPY_NICE");
+  if (!v || !*v) return COPY_NICE;
+  char *end;
+  long n = strtol(v, &end, 10);
+  return (*end || n < 0) ? COPY_NICE : (n > 19 ? 19 : (int)n);
+}
 
 typedef struct {
   sink_t *s; /* the COPY being read: sinks[cur] */
@@ -225,6 +249,14 @@ static void *fd_thread(void *arg) {
   sink_t *s = j->s;
   uint8_t *buf = buf_get(READ_BYTES);
   if (!buf) s->error = "out of memory";
+  int nice = copy_nice();
+  if (nice > 0) {
+    /* Relative to the daemon's own nice (a daemon started with `nice` keeps the difference). */
+    id_t tid = (id_t)syscall(SYS_gettid);
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, tid);
+    if (errno == 0) (void)setpriority(PRIO_PROCESS, tid, cur + nice > 19 ? 19 : cur + nice);
+  }
   int lowat = LOWAT_BYTES;
   (void)setsockopt(j->sock, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
   int waited = 0; /* the last poll() ended by its timeout */

@@ -85,6 +85,11 @@ export interface BatchInput {
   syncfs?: boolean;
   /** What this kind of batch registers besides the batch itself, in the same transaction. */
   register: (c: pg.ClientBase) => Promise<void>;
+  /**
+   * Called once the batch's files are placed and durable and its registration has taken its
+   * place in the chain (so a batch started after this one is registered after it).
+   */
+  onPlaced?: () => void;
 }
 
 /** Where a batch goes and how it is registered: the registry (or a fake of it in unit tests). */
@@ -179,7 +184,7 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
   const batchRoot = rootOf(roots).toString('hex');
   const indexPath = `${BATCHES_DIR}/${batchId}.json`;
   // The batch index names its predecessor: writing it and registering it is one step of the chain.
-  await t.chain.run(async (prev) => {
+  const registered = t.chain.run(async (prev) => {
     const indexText = batchJson({
       batchId,
       ...(x.kind === 'flush' ? {} : { kind: x.kind }),
@@ -216,6 +221,8 @@ export async function commitBatch(t: CommitTarget, x: BatchInput): Promise<Commi
     await failpoint(x.kind === 'flush' ? 'flush-after-rename' : 'reload-before-register');
     await t.registerBatch(record, x.register);
   });
+  x.onPlaced?.();
+  await registered;
   const ms = (a: number, b: number) => Math.round(b - a);
   const steps = { intent: ms(t0, t1), place: ms(t1, t2), register: ms(t2, performance.now()) };
   const perTable = placed.map((p) => ({ rows: p.rows, rawBytes: p.rawBytes }));

@@ -71,12 +71,18 @@ export function groupSize(waiting: number, flushed: boolean): number {
  * not yet fsynced) wait until GROUP_MAX of them do, or until `flush()` (the COPYs are over; then groupSize): a
  * group of one small table placed while the COPYs ran took ~0.6-0.8 s of an initial export of 500
  * tables, while the others piled up behind it; and a group of many is made durable by one syncfs
- * (commit/sync-policy.ts). One group at a time.
+ * (commit/sync-policy.ts). One group is placed at a time; the next one is placed while the one
+ * before it registers (its registration queued first in the chain, so the batches register in
+ * the order of their names). After the last COPY the last group's placing thus no longer waits
+ * for the previous group's registry transaction (an initial export of 500 small tables here:
+ * the first group of 200 was still registering when the COPYs ended).
  */
 export class FinalizeQueue {
   private readonly queue: { item: FinishedExport; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private running = false;
   private flushed = false;
+  /** Settles once the group being placed is placed (or has failed): the next one may start. */
+  private placing: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly d: FinalizeDeps,
@@ -86,6 +92,8 @@ export class FinalizeQueue {
     private readonly startedAt: number,
     /** Settles once the export's start is recorded (ReloadRegistry.started) and its tables' folders made: nothing is registered before. */
     private readonly ready: Promise<void> = Promise.resolve(),
+    /** Places and registers one group (unit tests give their own). */
+    private readonly finalize: typeof finalizeReloads = finalizeReloads,
   ) {
     // Awaited only once a table is done: an export failing before that must not leave it unhandled.
     ready.catch(() => undefined);
@@ -114,14 +122,18 @@ export class FinalizeQueue {
     this.running = true;
     try {
       while (this.queue.length && this.due()) {
+        await this.placing;
+        // Tables that finished meanwhile join the group.
         const group = this.queue.splice(0, groupSize(this.queue.length, this.flushed));
-        try {
-          await this.ready;
-          await finalizeReloads(this.d, group.map((g) => g.item), this.lsn, this.takenAt, this.startedAt);
-          for (const g of group) g.resolve();
-        } catch (e) {
-          for (const g of group) g.reject(e);
-        }
+        let placed!: () => void;
+        const isPlaced = new Promise<void>((resolve) => (placed = resolve));
+        const done = this.ready
+          .then(() => this.finalize(this.d, group.map((g) => g.item), this.lsn, this.takenAt, this.startedAt, placed))
+          .then(
+            () => group.forEach((g) => g.resolve()),
+            (e: unknown) => group.forEach((g) => g.reject(e)),
+          );
+        this.placing = Promise.race([isPlaced, done]);
       }
     } finally {
       this.running = false;
@@ -145,6 +157,8 @@ export async function finalizeReloads(
   lsn: Lsn,
   takenAt: number,
   startedAt: number,
+  /** The batch's files are placed and its registration is queued in the chain (commitBatch). */
+  onPlaced?: () => void,
 ): Promise<void> {
   const { cfg, registry, reloads, log } = d;
   const started = Date.now();
@@ -181,6 +195,7 @@ export async function finalizeReloads(
     anchors: anchorTargets(cfg),
     concurrency: PLACE_CONCURRENCY,
     syncfs: true,
+    onPlaced,
     register: async (c) => {
       await reloads.finishManyIn(
         c,

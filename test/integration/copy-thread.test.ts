@@ -9,7 +9,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -75,6 +75,51 @@ describe('an export COPY read on its own thread', () => {
   });
 
   const sql = `COPY t (id, t, n) TO STDOUT`;
+
+  /** The nice value of each thread of this process (/proc/self/task/<tid>/stat, field 19). */
+  const threadNices = (): number[] =>
+    readdirSync('/proc/self/task').flatMap((tid) => {
+      try {
+        const st = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+        return [Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[16])];
+      } catch {
+        return []; // the thread ended meanwhile
+      }
+    });
+
+  it.runIf(process.platform === 'linux')('runs the COPY thread at a lower priority than the daemon (nice +10, PG_EGRESS_COPY_NICE)', async () => {
+    const own = threadNices()[0];
+    // The COPY waits on the server a while before its first row: the thread is seen meanwhile.
+    const slow = `COPY (SELECT id, t, n FROM t CROSS JOIN pg_sleep(0.4) WHERE id <= 1000) TO STDOUT`;
+    const seen = async (env: string | undefined): Promise<number[]> => {
+      const before = process.env.PG_EGRESS_COPY_NICE;
+      if (env === undefined) delete process.env.PG_EGRESS_COPY_NICE;
+      else process.env.PG_EGRESS_COPY_NICE = env;
+      try {
+        const a = countingSink(1);
+        const nices = new Set<number>();
+        let over = false;
+        const copy = copyToFile(c, slow, { path: path.join(dir, `nice-${env ?? 'default'}.csv.gz`), gzipLevel: 1, fileMode: 0o600, sink: a.sink }).finally(() => (over = true));
+        while (!over) {
+          for (const n of threadNices()) nices.add(n);
+          await new Promise((r) => setImmediate(r));
+        }
+        const r = await copy;
+        expect(a.threads()).toBe(1);
+        expect(r.rows).toBe(1000);
+        return [...nices];
+      } finally {
+        if (before === undefined) delete process.env.PG_EGRESS_COPY_NICE;
+        else process.env.PG_EGRESS_COPY_NICE = before;
+      }
+    };
+    expect(await seen(undefined)).toContain(Math.min(19, own + 10));
+    expect(await seen('3')).toContain(Math.min(19, own + 3));
+    // 0: every thread at the process's own priority.
+    expect(await seen('0')).toEqual([own]);
+    // The main thread itself is not touched.
+    expect(threadNices()[0]).toBe(own);
+  });
 
   it('writes the same CSV as the Node-socket path, with the sha256 of the file on disk, and leaves the connection to pg', async () => {
     for (const level of [1, 6]) {

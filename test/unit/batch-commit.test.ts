@@ -203,5 +203,58 @@ describe('commitBatch: the flush and the export commit through one function', ()
       expect(readdirSync(tmp)).toEqual([]);
     });
   }
+
+  it('tells when its files are placed and its registration is queued: a batch begun then registers after it, chained to it', async () => {
+    const { target, calls, batches } = fakeTarget(out);
+    // The chain as src/proof/chain.ts runs it: one registration after another, in call order.
+    let tail: Promise<unknown> = Promise.resolve();
+    const last = (): ChainLink => (batches.length ? { batchId: batches.at(-1)!.batchId, sha256: batches.at(-1)!.indexSha256 } : null);
+    target.chain = {
+      run: (fn) => {
+        const p = tail.then(() => fn(last()));
+        tail = p.catch(() => undefined);
+        return p;
+      },
+    };
+    // The first batch's registration is slow: the second one's placing must not overtake it.
+    const register = target.registerBatch;
+    target.registerBatch = async (b, extra) => {
+      if (b.batchId.endsWith('Z')) await new Promise((r) => setTimeout(r, 50));
+      await register(b, extra);
+    };
+    const batch = (batchId: string, k: number) => ({
+      kind: 'reload' as const,
+      batchId,
+      windowStartMs: Date.UTC(2026, 10, 22, 10),
+      lsnStart: 0x30n,
+      lsnEnd: 0x30n,
+      tables: [{
+        schema: 's',
+        table: `t${k}`,
+        relid: 100 + k,
+        folder: tableFolder('s', `t${k}`),
+        data: [{ ...part(tmp, `t${k}`, `id\n${k}\n`), name: 'full_reload.csv.gz', type: 'full_reload' as const, lsnStart: 0x30n, lsnEnd: 0x30n }],
+        small: [{ name: 'schema.yml' as const, type: 'schema' as const, text: `schema ${k}\n` }],
+        lsnStart: 0x30n,
+        lsnEnd: 0x30n,
+      }],
+      anchors: [],
+      register: async () => undefined,
+    });
+    let second: Promise<unknown> | null = null;
+    const first = commitBatch(target, {
+      ...batch('20261122T100000Z', 1),
+      onPlaced: () => {
+        // Placed: its files are in their folder, nothing of it registered yet.
+        expect(readdirSync(path.join(out, 's.t1', '20261122T100000Z')).sort()).toEqual(['full_reload.csv.gz', 'manifest.json', 'schema.yml']);
+        expect(calls).toEqual(['intent 20261122T100000Z 4']);
+        second = commitBatch(target, batch('20261122T100000Z-001', 2));
+      },
+    });
+    await first;
+    await second;
+    expect(calls).toEqual(['intent 20261122T100000Z 4', 'intent 20261122T100000Z-001 4', 'register 20261122T100000Z', 'register 20261122T100000Z-001']);
+    expect(batches.map((b) => [b.batchId, b.prevBatchId])).toEqual([['20261122T100000Z', null], ['20261122T100000Z-001', '20261122T100000Z']]);
+  });
 });
 
