@@ -20,13 +20,15 @@ import type pg from 'pg';
 import { BackgroundLoop } from '../background-loop.js';
 import { EgressError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
-import { expandRootReload, inspectReloadTables, type ReloadOp } from '../registry/reloads.js';
+import type { ReloadOp } from '../registry/reloads.js';
+import { inspectClaimed } from './claimed.js';
 import { takeSnapshot } from './snapshot-wait.js';
 import { connectSnapshotClient } from './snapshot.js';
 import { chunkHeapBytes, orderTasks, parallelWays, planChunks, sourceIsLocal, takeGroup } from './planner.js';
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
 import { DEFAULT_SHARED_BUFFERS, expectedChunks, WorkerConnections } from './preconnect.js';
 import { FinalizeQueue, type FinalizeDeps } from './finalize.js';
+import { ChunkQueue } from './chunk-queue.js';
 import { reportProgress } from './progress.js';
 import { CommentRestorer } from './comments.js';
 import { planUnderLock, type PlannedTable, type TableInfo } from './plan-locked.js';
@@ -51,6 +53,10 @@ export interface ReloaderDeps extends FinalizeDeps {
  */
 export interface ExportHooks {
   afterSnapshot?: (tables: string[]) => Promise<void>;
+  /** Once every worker holds the snapshot, before the first COPY (the first worker's locks held). */
+  beforeCopies?: (tables: string[]) => Promise<void>;
+  /** A worker other than the first could not lock a group's tables (chunk-queue.ts). */
+  refused?: (tables: string[]) => void;
 }
 
 interface OpState {
@@ -171,47 +177,6 @@ export class Reloader {
     return parallelWays(this.d.cfg.reload.workers, sourceIsLocal(this.d.cfg.source.host), availableParallelism());
   }
 
-  /** Which requested tables still exist and are published (catalog rows only: no lock on any table). */
-  private async inspect(ops: ReloadOp[]): Promise<TableInfo[]> {
-    const { db, cfg, reloads } = this.d;
-    const rows = await inspectReloadTables(db, ops, cfg.publication);
-    const found = new Map(rows.map((r) => [`${r.schema}\u0000${r.table}`, r]));
-    const out: TableInfo[] = [];
-    for (const op of ops) {
-      const r = found.get(`${op.schema}\u0000${op.table}`);
-      if (r?.kind === 'p') {
-        await this.expandRoot(op, Number(r.relid));
-        continue;
-      }
-      if (!r || r.published !== 'true') {
-        await reloads.end(op.id, 'cancelled', 'the table no longer exists or is not published');
-        this.d.log.warn({ table: `${op.schema}.${op.table}` }, 'reload cancelled: the table no longer exists or is not published');
-        continue;
-      }
-      out.push({
-        op,
-        relid: Number(r.relid),
-        kind: r.kind,
-        pages: Number(r.pages) || 0,
-        root: r.root_schema && r.root_table ? { schema: r.root_schema, table: r.root_table } : null,
-      });
-    }
-    return out;
-  }
-
-  /**
-   * A partitioned table has no rows of its own: its reload is a reload of each leaf (sql/007
-   * expand_root_reload), exported from the next snapshot together, in parallel.
-   */
-  private async expandRoot(op: ReloadOp, relid: number): Promise<void> {
-    const { db, cfg, log } = this.d;
-    const leaves = await expandRootReload(db, op.id, cfg.publication);
-    log.info({ table: `${op.schema}.${op.table}`, leaves, reason: op.reason }, 'reload of a partitioned table: exporting each of its leaves');
-    // The root's comment goes back like any reload's: later, with a bounded lock wait.
-    if (op.restoreComment) await this.d.reloads.markCommentPending(op.id, relid);
-    this.wake();
-  }
-
   private async run(ops: ReloadOp[], states: Map<number, OpState>, startedAt: number): Promise<void> {
     const { cfg } = this.d;
     // The snapshot's replication connection opens while the tables are read from the catalog and
@@ -219,7 +184,7 @@ export class Reloader {
     let snapConn: Promise<pg.Client> | undefined = connectSnapshotClient(cfg);
     snapConn.catch(() => undefined);
     try {
-      const found = await this.inspect(ops);
+      const found = await inspectClaimed(this.d, ops, () => this.wake());
       if (!found.length) return;
       const live = found.map((t) => t.op);
       // The tables' folders are made now, while the snapshot is taken and the workers plan (the CPU
@@ -270,13 +235,14 @@ export class Reloader {
       const lockList = found.map((t) => ({ schema: t.op.schema, table: t.op.table }));
       this.lockedTables = lockList.map((t) => `${t.schema}.${t.table}`);
       await this.d.hooks?.afterSnapshot?.(this.lockedTables);
-      const openOne = async () => ExportWorker.open(cfg, snap.name, lockList, '1s', await conns.take());
+      // The others lock each group's tables as they take it (chunk-queue.ts); their lock_timeout
+      // bounds only what a COPY locks besides its table (its TOAST table, a partition).
+      const openOne = async () => ExportWorker.open(cfg, snap.name, [], '1s', await conns.take());
       const first = await ExportWorker.open(cfg, snap.name, lockList, '30s', await conns.take());
       this.workers = [first];
-      // The other workers import the snapshot and take their locks while the first one plans the
-      // chunks (the plan reads the tables' definitions, ~0.1 s for 500 tables): as many as the
-      // connections made ahead for the chunks expected. The first one's locks are held already, so
-      // their short lock_timeout means what it meant after the plan (ExportWorker.open).
+      // The other workers import the snapshot while the first one plans the chunks (the plan reads
+      // the tables' definitions, ~0.1 s for 500 tables): as many as the connections made ahead for
+      // the chunks expected.
       const earlyCount = conns.left;
       early = Promise.allSettled(Array.from({ length: earlyCount }, openOne));
       const { tables, blockSize, sharedBuffers } = await planUnderLock(this.d, first, found);
@@ -300,7 +266,7 @@ export class Reloader {
       // Fewer opened ahead than the plan asks for (a table larger than its statistics said).
       const more = await Promise.allSettled(Array.from({ length: Math.max(0, n - 1 - earlyCount) }, openOne));
       for (const m of more) if (m.status === 'fulfilled') this.workers.push(m.value);
-      if (this.workers.length < n) log.warn({ workers: this.workers.length, wanted: n }, 'a DDL is waiting on a table of this export: going on with fewer workers');
+      if (this.workers.length < n) log.warn({ workers: this.workers.length, wanted: n }, 'could not open every export worker: going on with fewer');
       ready = true;
     } finally {
       // The plan failed: the workers opened meanwhile end their transactions.
@@ -312,6 +278,7 @@ export class Reloader {
       if (!ready) await closing;
     }
     try {
+      await this.d.hooks?.beforeCopies?.(this.lockedTables);
       await this.copyAll(live, states, tasks, snap.lsn, takenAt, startedAt, ways, folders);
     } finally {
       await closing;
@@ -355,13 +322,23 @@ export class Reloader {
     const syncing: Promise<void>[] = [];
     // The registry's progress of each table, every 250 ms (progress.ts).
     const stopProgress = reportProgress(reloads, states);
+    // The first worker's locks cover every copy until the others are done (chunk-queue.ts).
+    const queue = new ChunkQueue(tasks, this.workers.length, takeGroup);
+    const stop = () => errors.length > 0 || this.stopping;
+    let refusals = 0;
     try {
       await Promise.all(
         this.workers.map(async (w, wi) => {
           try {
-            while (tasks.length && errors.length === 0 && !this.stopping) {
-              const group = takeGroup(tasks, this.workers.length);
+            for (let group = await queue.next(wi, stop); group; group = await queue.next(wi, stop)) {
               try {
+                if (!(await w.lockGroup(group))) {
+                  const tables = [...new Set(group.map((t) => `${t.schema}.${t.table}`))];
+                  if (refusals++ === 0) log.info({ tables }, 'a DDL waits on a table of this export: the worker holding every lock copies it');
+                  this.d.hooks?.refused?.(tables);
+                  queue.refuse(group);
+                  continue;
+                }
                 // Rows and bytes count as they pass, so progress moves during a chunk.
                 const copied = await w.copy(group, cfg, tmpDir, (task, bytes, rows) => {
                   const st = states.get(task.opId)!;
@@ -393,11 +370,13 @@ export class Reloader {
                 }
               } catch (e) {
                 errors.push(e);
+                queue.wake();
               }
             }
           } finally {
             // No more work for this worker: end its transaction now, releasing its locks, before
             // anything of the export's finish (another worker may still be copying).
+            if (wi !== 0) queue.leave();
             await w.close();
           }
         }),

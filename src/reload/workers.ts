@@ -1,14 +1,16 @@
 /**
  * The pool of `reload.workers` connections that export on one snapshot. Each worker imports the
- * snapshot in a REPEATABLE READ READ ONLY transaction, takes ACCESS SHARE locks on the tables
- * (with a lock_timeout: a TRUNCATE or ALTER that got there first is an error, not a hang; after
- * the lock none can run until we are done, and TRUNCATE is not MVCC-safe), then pulls chunks from
+ * snapshot in a REPEATABLE READ READ ONLY transaction; the first takes ACCESS SHARE locks on every
+ * table (with a lock_timeout: a TRUNCATE or ALTER that got there first is an error, not a hang;
+ * after the lock none can run until we are done, and TRUNCATE is not MVCC-safe), the others lock
+ * each group's tables as they take it (chunk-queue.ts); they pull chunks from
  * a shared queue and streams `COPY (SELECT ...) TO STDOUT` straight through gzip into a temporary
  * file as the CSV of `(FORMAT csv, HEADER)` (copy-export.ts and copy-sink.ts: the byte path, native
  * where the addon is built, which reads COPY's cheaper text format and writes the CSV itself): no
  * per-row work in JavaScript, memory bounded by stream buffers. A worker ends its transaction (and
- * so releases its locks) as soon as the queue is empty, before anything else of the export's
- * finish that could wait on the application's tables (reloader.ts).
+ * so releases its locks) as soon as it has no more to copy (the first one once every other has
+ * too), before anything else of the export's finish that could wait on the application's tables
+ * (reloader.ts).
  * https://www.postgresql.org/docs/15/sql-copy.html
  */
 import { quoteIdent } from '../ident.js';
@@ -68,12 +70,19 @@ export function copySql(t: ChunkTask, format: 'csv' | 'text' = 'csv'): string {
   return `COPY (SELECT ${cols} FROM ${t.partitioned ? '' : 'ONLY '}${table}${where}) ${to}`;
 }
 
+/** A table's name as LOCK takes it, also the key of what a worker holds. */
+function qualified(t: { schema: string; table: string }): string {
+  return `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`;
+}
+
 export class ExportWorker {
   /** Whether the transaction (and so every lock it holds) is over. */
   private ended = false;
   /** This worker's files whose fsync may still run (copy). */
   private readonly unsynced: Promise<void>[] = [];
   private closed = false;
+  /** The tables this transaction holds ACCESS SHARE on ("schema.table", quoted). */
+  private readonly locked: Set<string>;
 
   private constructor(
     readonly client: pg.Client,
@@ -81,7 +90,10 @@ export class ExportWorker {
     readonly pid: number,
     /** When the locks were granted (ms). */
     readonly lockedAt: number,
-  ) {}
+    locked: string[],
+  ) {
+    this.locked = new Set(locked);
+  }
 
   /** Holds its snapshot and locks (the transaction is open). */
   get holdsLocks(): boolean {
@@ -89,11 +101,10 @@ export class ExportWorker {
   }
 
   /**
-   * Connects, imports the snapshot and locks every table of the run ACCESS SHARE until the end of
-   * the run, so that no COPY needs a lock later. `lockTimeout`: the first worker waits up to 30 s
-   * (a DDL that got there first); the others only briefly, and a late one is dropped: a DDL that
-   * queued after the first worker's locks would otherwise hold it up behind the first worker, a
-   * cycle through our own process that the server cannot see as a deadlock.
+   * Connects, imports the snapshot and locks `tables` ACCESS SHARE until the end of its
+   * transaction. The first worker locks every table of the run and waits up to 30 s
+   * (`lockTimeout`: a DDL that got there first); the others lock none here, only each group's
+   * tables before they copy it (lockGroup, chunk-queue.ts).
    */
   static async open(
     cfg: Config,
@@ -115,15 +126,37 @@ export class ExportWorker {
         `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'; ` +
           `SET LOCAL lock_timeout = '${lockTimeout}'; SET LOCAL synchronize_seqscans = off`,
       );
-      const lock = tables.length ? `LOCK TABLE ${tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`).join(', ')} IN ACCESS SHARE MODE; ` : '';
+      const names = tables.map(qualified);
+      const lock = names.length ? `LOCK TABLE ${names.join(', ')} IN ACCESS SHARE MODE; ` : '';
       // The server's pid, not the connection's BackendKeyData (a pooler's own there).
       const r = (await client.query(`${lock}SELECT pg_backend_pid()::text AS pid`)) as pg.QueryResult | pg.QueryResult[];
       const last = Array.isArray(r) ? r[r.length - 1] : r;
-      return new ExportWorker(client, Number((last.rows[0] as { pid: string }).pid), Date.now());
+      return new ExportWorker(client, Number((last.rows[0] as { pid: string }).pid), Date.now(), names);
     } catch (e) {
       await client.end().catch(() => undefined);
       throw e;
     }
+  }
+
+  /**
+   * Locks the tables of `tasks` that this transaction does not hold yet, ACCESS SHARE NOWAIT, in
+   * a savepoint: false (and nothing locked, the transaction usable) when the server refuses one,
+   * as it does when a DDL waits for a lock on it (chunk-queue.ts says why not to wait).
+   * https://www.postgresql.org/docs/current/sql-lock.html
+   */
+  async lockGroup(tasks: readonly { schema: string; table: string }[]): Promise<boolean> {
+    const need = [...new Set(tasks.map(qualified))].filter((n) => !this.locked.has(n));
+    if (!need.length) return true;
+    try {
+      await this.client.query(`SAVEPOINT pg_egress_lock; LOCK TABLE ${need.join(', ')} IN ACCESS SHARE MODE NOWAIT; RELEASE SAVEPOINT pg_egress_lock`);
+    } catch (e) {
+      // 55P03 lock_not_available: https://www.postgresql.org/docs/current/errcodes-appendix.html
+      if ((e as { code?: string }).code !== '55P03') throw e;
+      await this.client.query('ROLLBACK TO SAVEPOINT pg_egress_lock; RELEASE SAVEPOINT pg_egress_lock');
+      return false;
+    }
+    for (const n of need) this.locked.add(n);
+    return true;
   }
 
   /**
