@@ -1,5 +1,5 @@
 /**
- * ensureDirsIn (src/output/atomic.ts): an export's folders made side by side, every one of them,
+ * ensureDirsIn (src/output/atomic.ts): an export's folders made one after another, every one of them,
  * with existing ones left alone and any other failure reported as the OUTPUT_IO error.
  */
 import { mkdtempSync, rmSync, statSync, writeFileSync, readdirSync } from 'node:fs';
@@ -20,7 +20,7 @@ describe('ensureDirsIn', () => {
     for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   });
 
-  it('makes every folder once, more than run side by side, keeping those that exist', async () => {
+  it('makes every folder once, keeping those that exist', async () => {
     const parent = tmp();
     const names = Array.from({ length: 100 }, (_, i) => `public.t_${i}`);
     await ensureDirsIn(parent, [...names.slice(0, 10)], 0o750);
