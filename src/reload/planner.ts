@@ -102,6 +102,21 @@ export function parallelWays(workers: number, localSource: boolean, cpus: number
   return localSource ? Math.max(1, Math.min(workers, cpus)) : workers;
 }
 
+/**
+ * How many workers an export runs: one per chunk, up to reload.workers; and when every chunk is
+ * small (none read on a thread of its own: readsOnThread) no more than `ways`, which is this
+ * machine's CPUs when the server shares them (parallelWays). Many small tables keep the CPUs busy
+ * with fewer workers: each more is a backend, a snapshot import and its share of context switches.
+ * R4 (500 tables of 1,000 rows, a scratch PostgreSQL 15 on a 2-CPU AMD EPYC VM, 20 alternating
+ * pairs): 2 workers instead of 4 faster in 16 of 20, by 80 ms (median of the pairs); 1.79 s against
+ * 1.86 s median, the server's CPU 1.19 s against 1.34. A large table's chunks, read on threads,
+ * still take every worker.
+ */
+export function exportWorkers(workers: number, ways: number, chunks: number, allSmall: boolean): number {
+  const n = Math.max(1, Math.min(workers, chunks));
+  return allSmall ? Math.max(1, Math.min(n, ways)) : n;
+}
+
 export function planChunks(p: PlanInput): ChunkRange[] {
   const blocks = Math.ceil(p.tableBytes / p.blockSize);
   const perChunk = Math.max(1, Math.floor(p.chunkBytes / p.blockSize));

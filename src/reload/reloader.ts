@@ -24,7 +24,7 @@ import type { ReloadOp } from '../registry/reloads.js';
 import { inspectClaimed } from './claimed.js';
 import { takeSnapshot } from './snapshot-wait.js';
 import { connectSnapshotClient } from './snapshot.js';
-import { chunkHeapBytes, orderTasks, parallelWays, planChunks, sourceIsLocal, takeGroup } from './planner.js';
+import { chunkHeapBytes, exportWorkers, orderTasks, parallelWays, planChunks, readsOnThread, sourceIsLocal, takeGroup } from './planner.js';
 import { ExportWorker, type ChunkResult, type ChunkTask } from './workers.js';
 import { DEFAULT_SHARED_BUFFERS, expectedChunks, WorkerConnections } from './preconnect.js';
 import { FinalizeQueue, type FinalizeDeps } from './finalize.js';
@@ -197,7 +197,8 @@ export class Reloader {
       // size and shared_buffers are the usual ones here, the plan reads the server's.
       const ways = this.ways();
       const expected = expectedChunks(found.map((t) => ({ pages: t.pages, splittable: t.kind === 'r' })), 8192, cfg.reload.chunkSize, ways, DEFAULT_SHARED_BUFFERS);
-      const conns = new WorkerConnections(cfg, Math.min(cfg.reload.workers, expected));
+      const small = found.every((t) => !readsOnThread(t.pages * 8192, t.kind === 'p'));
+      const conns = new WorkerConnections(cfg, exportWorkers(cfg.reload.workers, ways, expected, small));
       try {
         const connected = snapConn;
         snapConn = undefined;
@@ -257,7 +258,7 @@ export class Reloader {
       for (const o of orderTasks(planned)) {
         tasks.push({ opId: o.key.op.id, index: o.index, range: o.range, schema: o.key.op.schema, table: o.key.op.table, columns: o.key.columns, partitioned: o.key.kind === 'p', heapBytes: chunkHeapBytes(o.range, o.key.bytes, bs) });
       }
-      const n = Math.max(1, Math.min(cfg.reload.workers, tasks.length));
+      const n = exportWorkers(cfg.reload.workers, ways, tasks.length, tasks.every((t) => !readsOnThread(t.heapBytes, t.partitioned)));
       const opened = (await early).flatMap((m) => (m.status === 'fulfilled' ? [m.value] : []));
       early = null;
       // More than the plan has chunks for: their transactions end now.

@@ -16,6 +16,7 @@ import { expectRebuiltEqual } from '../helpers/compare.js';
 
 const TABLES = 12;
 const ROWS = 500;
+const BIG_ROWS = 40_000;
 const names = Array.from({ length: TABLES }, (_, i) => `q_${String(i).padStart(2, '0')}`);
 /** Even tables are truncated, odd ones get a column. */
 const ddlOf = (t: string, i: number) => (i % 2 === 0 ? `TRUNCATE ${t}` : `ALTER TABLE ${t} ADD COLUMN extra int`);
@@ -32,6 +33,9 @@ describe('a DDL queued behind an export\'s locks', () => {
     writeConfig(env, 'reload:\n  workers: 3');
     await withDb(env.url, async (c) => {
       for (const t of names) await c.query(`CREATE TABLE ${t} (id int PRIMARY KEY, v text); INSERT INTO ${t} SELECT g, md5(g::text) FROM generate_series(1, ${ROWS}) g`);
+      // Over 1 MiB: read on a thread of its own, so that the export takes every worker on any
+      // machine (small tables alone take no more than its CPUs: planner.ts exportWorkers).
+      await c.query(`CREATE TABLE q_big (id int PRIMARY KEY, v text); INSERT INTO q_big SELECT g, md5(g::text) FROM generate_series(1, ${BIG_ROWS}) g`);
     });
     for (let i = 0; i < TABLES; i++) {
       const c = new pg.Client({ connectionString: env.url });
@@ -89,7 +93,7 @@ describe('a DDL queued behind an export\'s locks', () => {
     for (const t of refused) expect(names.map((n) => `public.${n}`)).toContain(t);
     const { rows } = await withDb(env.url, (c) =>
       c.query<{ table_name: string; state: string; rows: string; attempts: string }>(
-        `SELECT table_name, state, rows::text, attempts::text FROM cdc_registry.reloads WHERE reason <> 'ddl' ORDER BY table_name`,
+        `SELECT table_name, state, rows::text, attempts::text FROM cdc_registry.reloads WHERE reason <> 'ddl' AND table_name <> 'q_big' ORDER BY table_name`,
       ),
     );
     // Every table's rows as of the snapshot: no TRUNCATE got in before a COPY (it would have
@@ -104,5 +108,6 @@ describe('a DDL queued behind an export\'s locks', () => {
       const got = await expectRebuiltEqual(env.outDir, env.url, `public.${t}`, t, ['id'], columns);
       expect(got.rows, t).toBe(i % 2 === 0 ? 0 : ROWS);
     }
+    expect((await expectRebuiltEqual(env.outDir, env.url, 'public.q_big', 'q_big', ['id'], ['id', 'v'])).rows).toBe(BIG_ROWS);
   });
 });

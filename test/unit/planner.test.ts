@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chunkHeapBytes, ctidCondition, GROUP_MAX_BYTES, GROUP_MAX_COPIES, orderTasks, parallelWays, planChunks, readsOnThread, seqScanPays, sourceIsLocal, takeGroup, THREAD_MIN_BYTES } from '../../src/reload/planner.js';
+import { chunkHeapBytes, ctidCondition, exportWorkers, GROUP_MAX_BYTES, GROUP_MAX_COPIES, orderTasks, parallelWays, planChunks, readsOnThread, seqScanPays, sourceIsLocal, takeGroup, THREAD_MIN_BYTES } from '../../src/reload/planner.js';
 import { copySql } from '../../src/reload/workers.js';
 import { expectedChunks } from '../../src/reload/preconnect.js';
 
@@ -47,6 +47,21 @@ describe('ctid chunk planner', () => {
     // chunk_size still bounds the files.
     expect(plan(1024 * mb, 4096 * mb)).toHaveLength(1);
     expect(plan(1024 * mb + 8192, 4096 * mb)).toHaveLength(17);
+  });
+
+  it('runs a worker per chunk up to reload.workers, and small chunks alone on no more than the ways', () => {
+    // Large chunks (read on threads): every worker the chunks can use.
+    expect(exportWorkers(4, 2, 10, false)).toBe(4);
+    expect(exportWorkers(4, 2, 3, false)).toBe(3);
+    // Only small ones: no more than the ways (the CPUs, with the server on this machine).
+    expect(exportWorkers(4, 2, 500, true)).toBe(2);
+    expect(exportWorkers(4, 8, 500, true)).toBe(4);
+    expect(exportWorkers(4, 2, 1, true)).toBe(1);
+    // A remote server: ways are the workers, nothing changes.
+    expect(exportWorkers(4, parallelWays(4, false, 2), 500, true)).toBe(4);
+    // Never none.
+    expect(exportWorkers(4, 2, 0, true)).toBe(1);
+    expect(exportWorkers(4, 0, 10, true)).toBe(1);
   });
 
   it('splits one way per worker, and no more than the cores when the server runs on this machine', () => {
