@@ -187,18 +187,21 @@ export class Reloader {
       const found = await inspectClaimed(this.d, ops, () => this.wake());
       if (!found.length) return;
       const live = found.map((t) => t.op);
-      // The tables' folders are made now, while the snapshot is taken and the workers plan (the CPU
-      // has room), not in their batches after the COPYs: one at a time (output.dir's lock), ~0.2 ms
-      // each here. Nothing is registered before (FinalizeQueue waits), so this fsync of output.dir
-      // keeps them. A failed table's folder stays empty (nothing reads one without a manifest).
-      const folders = ensureDirsIn(cfg.output.dir, live.map((o) => tableFolder(o.schema, o.table)), cfg.output.dirMode);
-      folders.catch(() => undefined);
       // The workers' connections are made while the snapshot is taken (preconnect.ts); the block
       // size and shared_buffers are the usual ones here, the plan reads the server's.
       const ways = this.ways();
       const expected = expectedChunks(found.map((t) => ({ pages: t.pages, splittable: t.kind === 'r' })), 8192, cfg.reload.chunkSize, ways, DEFAULT_SHARED_BUFFERS);
       const small = found.every((t) => !readsOnThread(t.pages * 8192, t.kind === 'p'));
       const conns = new WorkerConnections(cfg, exportWorkers(cfg.reload.workers, ways, expected, small));
+      // The tables' folders are made while the snapshot is taken and the workers connect, not in
+      // their batches after the COPYs (ensureDirsIn: one after another on this thread, ~20 µs each;
+      // on the next turn, once the connections' first bytes are sent). Nothing is registered
+      // before (FinalizeQueue waits), so this fsync of output.dir keeps them. A failed table's
+      // folder stays empty (nothing reads one without a manifest).
+      const folders = new Promise<void>((resolve) => setImmediate(resolve)).then(() =>
+        ensureDirsIn(cfg.output.dir, live.map((o) => tableFolder(o.schema, o.table)), cfg.output.dirMode),
+      );
+      folders.catch(() => undefined);
       try {
         const connected = snapConn;
         snapConn = undefined;
