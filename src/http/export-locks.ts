@@ -15,6 +15,11 @@ export interface ExportLockHolder {
   /** When its locks were granted (ms since the epoch). */
   since: number;
   tables: string[];
+  /**
+   * The export's first worker, waiting for the others to finish their COPYs: idle in its
+   * transaction, its locks keep their copies safe (src/reload/chunk-queue.ts), not idle for no reason.
+   */
+  peersCopying?: boolean;
 }
 
 /** Not ready once a session has waited this long for a lock that an export holds (or an export session idled that long holding it). */
@@ -53,6 +58,7 @@ export async function exportLockReasons(
     const ms = Number(r.idle_ms);
     if (ms <= boundMs) continue;
     const h = held.find((x) => x.pid === Number(r.pid))!;
+    if (h.peersCopying) continue;
     out.push(`an export session (pid ${r.pid}) has held its locks on ${h.tables.join(', ')} idle in a transaction for ${Math.round(ms / 1000)} s (bound ${boundMs / 1000} s)`);
   }
   for (const r of rows) {

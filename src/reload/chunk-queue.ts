@@ -72,6 +72,11 @@ export class ChunkQueue<T> {
     w?.();
   }
 
+  /** Whether the first worker waits for the others (its session idle in its transaction meanwhile). */
+  get firstWaiting(): boolean {
+    return this.waiting !== null;
+  }
+
   /** Groups refused and not yet taken (for the log). */
   get refusedCount(): number {
     return this.refused.length;

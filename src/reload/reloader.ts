@@ -75,6 +75,8 @@ export class Reloader {
   private readonly bg = new BackgroundLoop(() => this.loop());
   private workers: ExportWorker[] = [];
   private lockedTables: string[] = [];
+  /** The running export's chunks (copyAll), for lockHolders. */
+  private queue: ChunkQueue<ChunkTask> | null = null;
   /** An error that must stop the daemon (output.dir unwritable). */
   fatal: EgressError | null = null;
 
@@ -106,7 +108,11 @@ export class Reloader {
 
   /** The export sessions holding locks on the application's tables now. */
   lockHolders(): ExportLockHolder[] {
-    return this.workers.filter((w) => w.holdsLocks).map((w) => ({ pid: w.pid, since: w.lockedAt, tables: this.lockedTables }));
+    // The first worker, idle while it waits for the others' COPYs, holds its locks for them.
+    const waiting = this.queue?.firstWaiting ?? false;
+    return this.workers
+      .filter((w) => w.holdsLocks)
+      .map((w) => ({ pid: w.pid, since: w.lockedAt, tables: this.lockedTables, peersCopying: w === this.workers[0] && waiting }));
   }
 
   /** Puts back the comments that reload markers replaced (comments.ts); only with no worker open. */
@@ -328,6 +334,7 @@ export class Reloader {
     const stopProgress = reportProgress(reloads, states);
     // The first worker's locks cover every copy until the others are done (chunk-queue.ts).
     const queue = new ChunkQueue(tasks, this.workers.length, takeGroup);
+    this.queue = queue;
     const stop = () => errors.length > 0 || this.stopping;
     let refusals = 0;
     try {
@@ -392,6 +399,7 @@ export class Reloader {
       finalizer.flush();
       await Promise.all(registering);
     } finally {
+      this.queue = null;
       // Whatever happened, nothing queued waits for more (flush is idempotent).
       finalizer.flush();
       stopProgress();

@@ -291,6 +291,9 @@ describe('exports and DDL on the same tables', () => {
       expect(await exportLockReasons(pool, [{ pid, since, tables: ['public.small'] }], 200)).toEqual([
         expect.stringMatching(new RegExp(`^an export session \\(pid ${pid}\\) has held its locks on public.small idle in a transaction for \\d+ s \\(bound 0.2 s\\)$`)),
       ]);
+      // The export's first worker waiting for the others' COPYs is idle for a reason: its locks
+      // keep their copies safe (src/reload/chunk-queue.ts).
+      expect(await exportLockReasons(pool, [{ pid, since, tables: ['public.small'], peersCopying: true }], 200)).toEqual([]);
       const waiterPid = Number((await waiter.query<{ p: string }>('SELECT pg_backend_pid()::text AS p')).rows[0].p);
       const alter = waiter.query('ALTER TABLE small ADD COLUMN q int');
       const reasons = await waitFor('a reason naming the waiter', async () => {

@@ -39,12 +39,15 @@ describe('ChunkQueue', () => {
   it('the first worker waits, with the queue empty, until the others have left', async () => {
     const q = new ChunkQueue([1], 3, takeTwo);
     expect(await q.next(1, never)).toEqual([1]);
+    expect(q.firstWaiting).toBe(false);
     const first = q.next(0, never);
     expect(await settled(first)).toBe(false);
+    expect(q.firstWaiting).toBe(true);
     q.leave();
     expect(await settled(first)).toBe(false);
     q.leave();
     expect(await first).toBeNull();
+    expect(q.firstWaiting).toBe(false);
   });
 
   it('a refused group goes to the first worker before any new one, even while it waits', async () => {
