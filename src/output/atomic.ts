@@ -61,10 +61,11 @@ export async function ensureDir(dir: string, mode: number): Promise<void> {
 export async function ensureDirsIn(parent: string, names: readonly string[], mode: number, opts: { sync?: boolean } = {}): Promise<void> {
   let made = false;
   // One after another, each a call on this thread: every mkdir in `parent` takes that folder's
-  // lock, and side by side on libuv's pool (16 at a time) they waited on it, spinning: 500 folders
-  // cost ~48 ms of CPU that way against ~10 ms so (AMD EPYC VM, ext4), and the pool's promises
-  // took the main thread's turns while an export's COPYs needed them. (One at a time through the
-  // pool was worse still: 200 folders took 0.8 s behind the COPYs' turns.)
+  // lock, and side by side on libuv's pool (this code ran 16 at a time) they waited on it: 500
+  // folders, 4 at a time on the pool, cost the process ~48 ms of CPU against ~10 ms one after
+  // another here (idle AMD EPYC VM, ext4), and the pool's promises took the main thread's turns
+  // while an export's COPYs needed them. (One at a time through the pool was worse still: 200
+  // folders took 0.8 s behind the COPYs' turns.)
   for (const n of new Set(names)) if (ensureDirInUnsynced(parent, n, mode)) made = true;
   if (made && opts.sync !== false) await fsyncDir(parent);
 }
