@@ -112,8 +112,6 @@ export function renameUnsynced(from: string, to: string): void {
   }
 }
 
-/** Folders made at once by ensureDirsIn. */
-
 /**
  * `sync: false`: the file is not fsynced; `rename: false`: it is left under its temporary name
  * (`file` + TMP_SUFFIX) for the caller to rename once the file system is durable (commit/batch-commit.ts).

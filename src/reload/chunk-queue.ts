@@ -4,7 +4,7 @@
  * every other worker is done: while it holds them, no DDL that conflicts with ACCESS SHARE (a
  * rewrite, TRUNCATE, a column change: race.ts) can commit on any table of the export. The other
  * workers lock only the tables of the group they are about to copy, with NOWAIT: 4 workers each
- * locking 500 tables up front were 23-45 ms of server CPU each before the first COPY (AMD EPYC,
+ * locking 500 tables up front were 14-45 ms of server CPU each before the first COPY (AMD EPYC,
  * R4), for locks that the first worker's already make safe.
  *
  * NOWAIT is refused when a DDL is queued behind the first worker's lock (the server puts a new
@@ -53,7 +53,7 @@ export class ChunkQueue<T> {
     }
   }
 
-  /** A group worker `i` (not the first) could not lock: the first worker copies it. */
+  /** A group that a worker other than the first could not lock: the first worker copies it. */
   refuse(group: T[]): void {
     this.refused.push(group);
     this.wake();
@@ -77,7 +77,7 @@ export class ChunkQueue<T> {
     return this.waiting !== null;
   }
 
-  /** Groups refused and not yet taken (for the log). */
+  /** Groups refused and not yet taken. */
   get refusedCount(): number {
     return this.refused.length;
   }
