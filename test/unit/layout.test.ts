@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { alignWindow, flushName, isFlushFolder, parseFlushName, parseTableFolder, tableFolder, windowName } from '../../src/output/layout.js';
+import { alignWindow, encodeNamePart, flushName, isFlushFolder, parseFlushName, parseTableFolder, tableFolder, windowName } from '../../src/output/layout.js';
 import { formatLsn, lsnHex, parseLsn } from '../../src/lsn.js';
 
 describe('output layout', () => {
@@ -19,6 +19,17 @@ describe('output layout', () => {
     }
     expect(tableFolder('a.b', 'c/d%e')).toBe('a%2Eb.c%2Fd%25e');
     expect(tableFolder('My Schema', 'Weird "Name", x')).toBe('My Schema.Weird "Name", x');
+  });
+
+  it('encodes exactly %, /, ., C0, DEL and C1, alone or among other characters (the plain-name shortcut included)', () => {
+    const encoded = (c: number) => c === 0x25 || c === 0x2f || c === 0x2e || c < 0x20 || (c >= 0x7f && c <= 0x9f);
+    const points = [...Array.from({ length: 0x300 }, (_, c) => c), 0xfffd, 0x1f600, 0x10ffff];
+    for (const c of points) {
+      const ch = String.fromCodePoint(c);
+      const want = encoded(c) ? '%' + c.toString(16).toUpperCase().padStart(2, '0') : ch;
+      expect(encodeNamePart(ch)).toBe(want);
+      expect(encodeNamePart(`a${ch}b`)).toBe(`a${want}b`);
+    }
   });
 
   it('names windows by their UTC start, with -NNN for later flushes of a window', () => {
