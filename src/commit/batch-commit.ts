@@ -330,8 +330,8 @@ function placeTable(t: CommitTarget, w: BatchTable, batchId: string, windowStart
 /** One table's data files renamed into its folder, with its small files and manifest.json, each fsynced. */
 async function placeTableDurably(t: CommitTarget, w: BatchTable, batchId: string, windowStart: Date, parallel: boolean): Promise<Placed> {
   const p = planTable(t, w, batchId, windowStart);
-  // The table's folder exists (commitBatch or the export made it): the batch folder in it, and one fsync of the
-  // table's folder, without ensureDir's look at every level first.
+  // The table's folder exists (commitBatch or the export made it): the batch folder in it, and
+  // one fsync of the table's folder, without ensureDir's look at every level first.
   await ensureDirsIn(path.join(t.outDir, w.folder), [batchId], t.dirMode);
   for (const d of w.data) {
     // Not fsynced when written (an export's small table): before its rename, as any file.
